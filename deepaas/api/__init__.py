@@ -1,0 +1,121 @@
+"""HTTP only: assemble the aiohttp application from its parts.
+
+:func:`build_app` loads the plugins, creates one runtime (queue + workers) per
+model and wires the routes; the runtimes start and stop with the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+
+from aiohttp import web
+
+from deepaas.api import openapi, versions
+from deepaas.api.errors import error_middleware
+from deepaas.api.v2 import debug, models, predict
+from deepaas.config import Settings
+from deepaas.engine.pool import write_output
+from deepaas.engine.runtime import ModelRuntime
+from deepaas.log import OutputCapture
+from deepaas.model import loading
+from deepaas.model.v2.wrapper import ModelWrapper
+
+LOG = logging.getLogger(__name__)
+
+MODELS = web.AppKey("models", dict)
+RUNTIMES = web.AppKey("runtimes", dict)
+SPEC = web.AppKey("spec", openapi.SpecBuilder)
+
+
+def build_app(
+    settings: Settings,
+    specs: Sequence[loading.PluginSpec],
+    *,
+    worker_env: Mapping[str, str] | None = None,
+    capture: OutputCapture | None = None,
+    extra_path: tuple[str, ...] = (),
+) -> web.Application:
+    """Load the plugins (introspection only) and build the application.
+
+    ``worker_env`` is the environment workers start with (the server's own,
+    before GPUs were hidden from it); ``extra_path`` is prepended to their
+    ``PYTHONPATH`` (tests serve plugins that are not installed).
+    """
+    wrappers = {spec.name: loading.load(spec) for spec in specs}
+    tmp_dir = tempfile.mkdtemp(prefix="deepaas-")
+
+    def output(text: str) -> None:
+        write_output(text)
+        if capture is not None:
+            capture.write(text)
+
+    runtimes = {
+        spec.name: ModelRuntime(
+            spec.name,
+            spec.target,
+            workers=settings.workers,
+            tmp_dir=tmp_dir,
+            warm=settings.warm,
+            env=worker_env,
+            output=output,
+            extra_path=extra_path,
+        )
+        for spec in specs
+    }
+    app = get_app(
+        settings,
+        wrappers,
+        runtimes,
+        tmp_dir=tmp_dir,
+        capture=capture if settings.debug_endpoint else None,
+    )
+
+    async def start_workers(app: web.Application) -> None:
+        for runtime in runtimes.values():
+            await runtime.start()
+
+    async def stop_workers(app: web.Application) -> None:
+        for runtime in runtimes.values():
+            await runtime.stop()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    app.on_startup.append(start_workers)
+    app.on_cleanup.append(stop_workers)
+    return app
+
+
+def get_app(
+    settings: Settings,
+    wrappers: dict[str, ModelWrapper],
+    runtimes: dict[str, ModelRuntime],
+    *,
+    tmp_dir: str,
+    capture: OutputCapture | None = None,
+) -> web.Application:
+    """The routes and middlewares over already-built models and runtimes."""
+    max_size = settings.client_max_size
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=max_size or 2**62,
+    )
+    spec = openapi.SpecBuilder(settings.base_path)
+    app[MODELS] = wrappers
+    app[RUNTIMES] = runtimes
+    app[SPEC] = spec
+    versions.setup(app, spec, settings.doc_endpoint)
+    models.setup(app, spec, wrappers)
+    debug.setup(app, spec, capture)
+    predict.setup(
+        app,
+        spec,
+        wrappers,
+        runtimes,
+        enabled=settings.predict_endpoint,
+        tmp_dir=tmp_dir,
+        max_size=max_size,
+    )
+    openapi.add_docs_routes(app, spec, settings.doc_endpoint)
+    return app

@@ -1,0 +1,97 @@
+"""``/v2/`` and ``/v2/models/...``: the version and model documents."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from deepaas.api.openapi import Operation, SpecBuilder
+from deepaas.api.versions import v2_version
+from deepaas.model.v2.wrapper import ModelWrapper
+
+
+def model_document(bp: str, model: ModelWrapper) -> dict[str, Any]:
+    """The model's links, updated with its metadata (the model's keys win)."""
+    document: dict[str, Any] = {
+        "id": model.name,
+        "name": model.name,
+        "links": [{"rel": "self", "href": f"{bp}/v2/models/{model.name}"}],
+    }
+    document.update(model.get_metadata())
+    return document
+
+
+def setup(
+    app: web.Application, spec: SpecBuilder, models: Mapping[str, ModelWrapper]
+) -> None:
+    bp = spec.base_path
+    version = v2_version(bp)
+
+    async def get_version(request: web.Request) -> web.Response:
+        return web.json_response(version)
+
+    async def list_models(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"models": [model_document(bp, m) for m in models.values()]}
+        )
+
+    app.router.add_get(f"{bp}/v2/", get_version, allow_head=False)
+    app.router.add_get(f"{bp}/v2/models/", list_models, allow_head=False)
+    spec.add(
+        Operation(
+            "get",
+            f"{bp}/v2/",
+            "Get V2 API version information",
+            "versions",
+            {200: "The v2 API"},
+            operation_id="get_version",
+        )
+    )
+    spec.add(
+        Operation(
+            "get",
+            f"{bp}/v2/models/",
+            "Return loaded models and metadata",
+            "models",
+            {200: "The served models"},
+            operation_id="list_models",
+        )
+    )
+    for model in models.values():
+        app.router.add_get(
+            f"{bp}/v2/models/{model.name}/", _model_handler(bp, model), allow_head=False
+        )
+        spec.add(
+            Operation(
+                "get",
+                f"{bp}/v2/models/{model.name}/",
+                f"Return {model.name} model metadata",
+                "models",
+                {200: "The model's metadata"},
+                operation_id=f"get_{model.name}",
+            )
+        )
+
+    async def unknown_model(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        raise web.HTTPNotFound(
+            reason=f"model {name!r} is not served here; served: {', '.join(models)}"
+        )
+
+    # Any other model name under /v2/models/ is a clear 404 naming it; the
+    # lookahead leaves the served models' paths to their own routes.
+    served = "|".join(re.escape(name) for name in models)
+    name_pattern = f"(?!(?:{served})/)[^/]+" if served else "[^/]+"
+    app.router.add_route(
+        "*", f"{bp}/v2/models/{{name:{name_pattern}}}/{{rest:.*}}", unknown_model
+    )
+
+
+def _model_handler(bp: str, model: ModelWrapper) -> Any:
+    async def get_model(request: web.Request) -> web.Response:
+        return web.json_response(model_document(bp, model))
+
+    return get_model

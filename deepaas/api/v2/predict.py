@@ -1,0 +1,98 @@
+"""``POST /v2/models/{m}/predict/``: thin: parse, hand to the runtime, answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from deepaas.api.args import ArgParser
+from deepaas.api.openapi import Operation, SpecBuilder
+from deepaas.api.v2.responses import send_result
+from deepaas.engine.runtime import ModelRuntime
+from deepaas.model.v2.wrapper import ModelWrapper
+
+Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
+
+RESPONSES = {
+    200: "The prediction",
+    400: "Malformed request body",
+    413: "Request body too large",
+    422: "Invalid arguments",
+    500: "The model failed",
+    501: "The model does not implement predict",
+    503: "No worker available",
+}
+
+
+def make_handler(
+    model: ModelWrapper, runtime: ModelRuntime, tmp_dir: str, max_size: int
+) -> Handler:
+    parser = ArgParser(model.predict_args, f"{model.name}PredictArgs")
+    if not model.has_predict:
+
+        async def not_implemented(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPNotImplemented(
+                reason=f"model {model.name!r} does not implement predict"
+            )
+
+        return not_implemented
+
+    async def predict(request: web.Request) -> web.StreamResponse:
+        async with parser.parse(request, tmp_dir, max_size) as kwargs:
+            result = await runtime.predict(kwargs)
+            return await send_result(request, result)
+
+    return predict
+
+
+def disabled(what: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPPaymentRequired(reason=f"the {what} endpoint is disabled")
+
+    return handler
+
+
+def setup(
+    app: web.Application,
+    spec: SpecBuilder,
+    models: dict[str, ModelWrapper],
+    runtimes: dict[str, ModelRuntime],
+    *,
+    enabled: bool,
+    tmp_dir: str,
+    max_size: int,
+) -> None:
+    bp = spec.base_path
+    schema_names: set[str] = set()
+    for name, model in models.items():
+        path = f"{bp}/v2/models/{name}/predict/"
+        if not enabled:
+            app.router.add_route("*", path, disabled("predict"))
+            continue
+        app.router.add_post(
+            path, make_handler(model, runtimes[name], tmp_dir, max_size)
+        )
+        schema = model.response_schema
+        schema_name = None
+        if schema is not None:
+            # Two models may both have a dict schema (ModelPredictionResponse).
+            schema_name = schema.__name__
+            if schema_name in schema_names:
+                schema_name = f"{name}_{schema_name}"
+            schema_names.add(schema_name)
+        spec.add(
+            Operation(
+                "post",
+                path,
+                "Make a prediction given the input data",
+                "models",
+                RESPONSES,
+                args=model.predict_args,
+                produces=model.produces(),
+                response_schema=schema,
+                response_name=schema_name,
+                operation_id=f"predict_{name}",
+            )
+        )

@@ -1,0 +1,133 @@
+"""``deepaas-run``: serve the installed models over HTTP.
+
+Start-up: read the settings, hide the GPUs from this process, load the
+plugins for introspection, start the HTTP server and the workers, print a
+banner. SIGINT/SIGTERM: stop accepting, let requests in flight finish, stop
+every worker (no orphan process), remove temporary files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from deepaas import __version__, log
+from deepaas.api import RUNTIMES, build_app
+from deepaas.config import ConfigError, Settings, load_settings
+from deepaas.model import loading
+
+LOG = logging.getLogger("deepaas")
+
+SHUTDOWN_TIMEOUT_S = 30.0
+
+
+def _install_loop(choice: str) -> None:
+    if choice == "asyncio":
+        return
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("loop = uvloop, but uvloop is not installed") from None
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _banner(settings: Settings, names: Sequence[str], seconds: float) -> str:
+    base = f"http://{settings.listen_ip}:{settings.listen_port}{settings.base_path}"
+    lines = [
+        f"deepaas {__version__} ready in {seconds:.1f}s, serving "
+        f"{', '.join(names)} ({settings.workers} worker(s) per model)",
+        f"  API:     {base}/",
+        f"  models:  {base}/v2/models/",
+        f"  spec:    {base}/swagger.json  {base}/openapi.json",
+    ]
+    if settings.doc_endpoint:
+        lines.insert(2, f"  docs:    {base}/api")
+    return "\n".join(lines)
+
+
+async def serve(
+    settings: Settings,
+    specs: Sequence[loading.PluginSpec],
+    worker_env: dict[str, str],
+    started: float,
+) -> None:
+    capture = log.OutputCapture() if settings.debug_endpoint else None
+    if capture is not None:
+        logging.getLogger().addHandler(log.CaptureHandler(capture))
+    app = build_app(settings, specs, worker_env=worker_env, capture=capture)
+    runner = web.AppRunner(
+        app,
+        access_log_class=web.AccessLogger,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        handle_signals=False,
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.listen_ip, settings.listen_port, reuse_address=True
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.listen_ip}:{settings.listen_port}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        runtimes = app[RUNTIMES]
+        waiting = [rt.pool.wait_ready() for rt in runtimes.values()]
+        ready_or_stop = asyncio.ensure_future(asyncio.gather(*waiting))
+        stop_wait = asyncio.ensure_future(stop.wait())
+        await asyncio.wait(
+            {ready_or_stop, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not stop.is_set():
+            print(
+                _banner(settings, [s.name for s in specs], time.monotonic() - started),
+                file=sys.stderr,
+                flush=True,
+            )
+        await stop_wait
+        ready_or_stop.cancel()
+        LOG.info("stopping: finishing requests in flight, then the workers")
+    finally:
+        await runner.cleanup()
+    LOG.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic()
+    try:
+        settings = load_settings(argv)
+    except ConfigError as exc:
+        print(f"deepaas-run: error: {exc}", file=sys.stderr)
+        return 2
+    log.setup(settings.log_level, settings.log_file)
+    # Workers get the environment as it was; this process never sees a GPU,
+    # so a plugin importing torch or TensorFlow here cannot grab GPU memory.
+    worker_env = dict(os.environ)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        specs = loading.discover(settings.model_name)
+        _install_loop(settings.loop)
+        asyncio.run(serve(settings, specs, worker_env, started))
+    except (loading.PluginLoadError, ConfigError) as exc:
+        print(f"deepaas-run: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

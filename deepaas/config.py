@@ -1,0 +1,292 @@
+"""All settings in one place: flags, environment variables and an INI file.
+
+Every option has a command-line flag (``--listen-port``), an environment
+variable (``DEEPAAS_LISTEN_PORT``, or ``OS_DEFAULT__LISTEN_PORT`` for old
+deployments) and a config-file key (``listen_port`` in ``[DEFAULT]``).
+Precedence: command line > environment > config file > default.
+
+Nothing else in deepaas reads ``sys.argv`` or ``os.environ``: the
+:class:`Settings` built here is passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from deepaas import __version__
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message says which and why."""
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _parse_names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One setting: its name (``listen_port``), type and documentation."""
+
+    name: str
+    default: Any
+    help: str
+    kind: str = "str"  # str | int | bool | names | choice
+    short: str | None = None
+    choices: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # extra environment variables, lowest priority
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def convert(self, text: str) -> Any:
+        """Turn an environment or config-file string into a value."""
+        if self.kind == "int":
+            return int(text.strip())
+        if self.kind == "bool":
+            return _parse_bool(text)
+        if self.kind == "names":
+            return _parse_names(text)
+        if self.kind == "choice" and text.strip() not in self.choices:
+            raise ValueError(f"expected one of {', '.join(self.choices)}")
+        return text.strip()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("listen_ip", "127.0.0.1", "IP address the API listens on."),
+    Option("listen_port", 5000, "Port the API listens on.", kind="int"),
+    Option(
+        "base_path",
+        "",
+        "Prefix of every route, e.g. /my-model (must start with '/').",
+    ),
+    Option(
+        "model_name",
+        [],
+        "Serve only these models (entry-point names). Repeat the flag or "
+        "separate names with commas. Default: every installed model.",
+        kind="names",
+        env=("DEEPAAS_V2_MODEL",),
+    ),
+    Option(
+        "workers",
+        1,
+        "Worker processes per model.",
+        kind="int",
+        short="-p",
+    ),
+    Option("warm", True, "Call each model's warm() in every worker.", kind="bool"),
+    Option("train_endpoint", True, "Enable the training routes.", kind="bool"),
+    Option("predict_endpoint", True, "Enable the predict routes.", kind="bool"),
+    Option(
+        "doc_endpoint",
+        True,
+        "Serve the Swagger UI at <base-path>/api.",
+        kind="bool",
+    ),
+    Option(
+        "debug_endpoint",
+        False,
+        "Serve captured log and worker output at <base-path>/v2/debug/.",
+        kind="bool",
+    ),
+    Option(
+        "client_max_size",
+        0,
+        "Largest request body in bytes (0 = unlimited). Larger bodies get 413.",
+        kind="int",
+    ),
+    Option("debug", False, "Log at DEBUG level.", kind="bool"),
+    Option(
+        "log_level",
+        "INFO",
+        "Log level.",
+        kind="choice",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    ),
+    Option("log_file", "", "Also write the log to this file."),
+    Option(
+        "loop",
+        "auto",
+        "Event loop: uvloop when installed (auto), or asyncio.",
+        kind="choice",
+        choices=("auto", "asyncio", "uvloop"),
+    ),
+)
+
+OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The resolved configuration of one deepaas process."""
+
+    listen_ip: str = "127.0.0.1"
+    listen_port: int = 5000
+    base_path: str = ""
+    model_name: tuple[str, ...] = ()
+    workers: int = 1
+    warm: bool = True
+    train_endpoint: bool = True
+    predict_endpoint: bool = True
+    doc_endpoint: bool = True
+    debug_endpoint: bool = False
+    client_max_size: int = 0
+    debug: bool = False
+    log_level: str = "INFO"
+    log_file: str = ""
+    loop: str = "auto"
+    config_file: str = ""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _validate(s: Settings) -> None:
+    if s.base_path and not s.base_path.startswith("/"):
+        raise ConfigError(f"base_path must start with '/', got {s.base_path!r}")
+    if s.base_path.endswith("/"):
+        # Normalise "/foo/" and "/" so routes never get a double slash.
+        object.__setattr__(s, "base_path", s.base_path.rstrip("/"))
+    if not 0 <= s.listen_port <= 65535:
+        raise ConfigError(f"listen_port must be 0-65535, got {s.listen_port}")
+    if s.workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {s.workers}")
+    if s.client_max_size < 0:
+        raise ConfigError(
+            f"client_max_size must be 0 (unlimited) or more, got {s.client_max_size}"
+        )
+    object.__setattr__(s, "model_name", tuple(s.model_name))
+
+
+def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
+    """The ``deepaas-run`` argument parser (every option, no defaults applied)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve the installed DEEPaaS models over HTTP.",
+        epilog="Every option can also be set as DEEPAAS_<NAME> in the environment "
+        "or as <name> in the [DEFAULT] section of --config-file.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config-file", help="INI file with a [DEFAULT] section.")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    for opt in OPTIONS:
+        names = [opt.flag] + ([opt.short] if opt.short else [])
+        help_text = f"{opt.help} (default: {_show_default(opt)})"
+        if opt.kind == "bool":
+            parser.add_argument(
+                *names, dest=opt.name, action="store_true", help=help_text
+            )
+            parser.add_argument(
+                "--no" + opt.name.replace("_", "-"),
+                dest=opt.name,
+                action="store_false",
+                help=argparse.SUPPRESS,
+            )
+        elif opt.kind == "names":
+            parser.add_argument(
+                *names, dest=opt.name, action="append", help=help_text, metavar="NAME"
+            )
+        else:
+            convert: Callable[[str], Any] = int if opt.kind == "int" else str
+            parser.add_argument(
+                *names,
+                dest=opt.name,
+                type=convert,
+                choices=opt.choices or None,
+                help=help_text,
+            )
+    return parser
+
+
+def _show_default(opt: Option) -> str:
+    if opt.kind == "bool":
+        return "on" if opt.default else "off"
+    if opt.kind == "names":
+        return "all"
+    return repr(opt.default) if opt.default == "" else str(opt.default)
+
+
+def _env_value(opt: Option, environ: Mapping[str, str]) -> str | None:
+    upper = opt.name.upper()
+    for key in (f"DEEPAAS_{upper}", f"OS_DEFAULT__{upper}", *opt.env):
+        if key in environ:
+            return environ[key]
+    return None
+
+
+def _read_config_file(path: str) -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except configparser.Error as exc:
+        raise ConfigError(f"config file {path} is not valid INI: {exc}") from exc
+    values = dict(parser.defaults())
+    unknown = sorted(set(values) - set(OPTIONS_BY_NAME) - {"config_file"})
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
+    return values
+
+
+def load_settings(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    prog: str = "deepaas-run",
+) -> Settings:
+    """Resolve the settings from argv, the environment and the config file.
+
+    Raises :class:`ConfigError` for a bad value; argparse exits on bad flags.
+    """
+    environ = os.environ if environ is None else environ
+    given = vars(build_parser(prog).parse_args(argv))
+
+    config_file = given.pop("config_file", None) or _env_value(
+        Option("config_file", "", ""), environ
+    )
+    file_values = _read_config_file(config_file) if config_file else {}
+
+    values: dict[str, Any] = {"config_file": config_file or ""}
+    for opt in OPTIONS:
+        if opt.name in given:
+            value = given[opt.name]
+            if opt.kind == "names":
+                value = [n for item in value for n in _parse_names(item)]
+            values[opt.name] = value
+            continue
+        for source, text in (
+            ("environment", _env_value(opt, environ)),
+            (f"config file {config_file}", file_values.get(opt.name)),
+        ):
+            if text is None:
+                continue
+            try:
+                values[opt.name] = opt.convert(text)
+            except ValueError as exc:
+                raise ConfigError(f"{opt.name} from {source}: {exc}") from exc
+            break
+    if values.get("debug"):
+        values.setdefault("log_level", "DEBUG")
+    return Settings(**values)

@@ -1,0 +1,508 @@
+"""The API process's handle on one model's worker processes.
+
+Each worker is a fresh interpreter (``python -m deepaas.engine.worker``)
+with one stream socket to us, read by the event loop: no thread per request.
+Workers pull work: whenever one has room, it gets the next queued calls
+from the :class:`WorkSource` (the model's runtime). A worker that dies fails
+its calls in flight at once, saying how it died, and is started again with
+a capped exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from deepaas.engine import protocol
+from deepaas.exceptions import DeepaasError, ModelUnavailable, WorkerDied
+
+LOG = logging.getLogger(__name__)
+
+# A fast model gets several calls at once so it never waits for our event
+# loop; a slow one gets one at a time so calls spread over the workers.
+PIPELINE_BUDGET_S = 0.002
+PIPELINE_MAX = 64
+RESPAWN_BACKOFF_S = 0.25
+RESPAWN_BACKOFF_MAX_S = 30.0
+STOP_GRACE_S = 5.0
+
+
+class Call:
+    """One unit of work for a worker and the future its caller awaits."""
+
+    __slots__ = ("future", "id", "method", "payload", "queued_at")
+
+    def __init__(
+        self, call_id: int, method: str, payload: Any, future: asyncio.Future[Any]
+    ) -> None:
+        self.id = call_id
+        self.method = method
+        self.payload = payload
+        self.future = future
+        self.queued_at = time.monotonic()
+
+
+class WorkSource(Protocol):
+    """Where a pool pulls calls from (the model's queue)."""
+
+    def has_work(self) -> bool: ...
+
+    def next_call(self) -> Call | None: ...
+
+
+class WorkerState(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+def describe_exit(returncode: int | None) -> str:
+    """Say how a process ended, in words a user understands."""
+    if returncode is None:
+        return "closed its connection"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"
+
+
+class Worker(asyncio.Protocol):
+    """One worker process: its socket, state and calls in flight."""
+
+    def __init__(self, pool: WorkerPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.state = WorkerState.STARTING
+        self.process: subprocess.Popen[bytes] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.inflight: dict[int, Call] = {}
+        self.restarts = 0
+        self.failures_in_a_row = 0
+        self.compute_ewma: float | None = None
+        self.start_error: str | None = None
+        self._decoder = protocol.FrameDecoder()
+        self._pidfd: int | None = None
+        self._reaping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def label(self) -> str:
+        return f"{self.pool.model}/{self.index}"
+
+    def capacity(self) -> int:
+        """How many calls this worker may hold at once."""
+        if self.compute_ewma is None:
+            return 1
+        room = int(PIPELINE_BUDGET_S / max(self.compute_ewma, 1e-7))
+        return max(1, min(PIPELINE_MAX, room))
+
+    # -- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except Exception as exc:  # a corrupt stream: treat as a dead worker
+            LOG.error("worker %s sent garbage (%s); restarting it", self.label, exc)
+            self.pool.kill(self)
+            return
+        for message in messages:
+            self.pool.on_message(self, message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.pool.on_disconnect(self)
+
+    # -- process ------------------------------------------------------------
+
+    def watch_exit(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Get called back the moment the process exits (Linux pidfd)."""
+        assert self.process is not None
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is None:
+            return
+        try:
+            self._pidfd = pidfd_open(self.process.pid)
+        except OSError:
+            return
+        loop.add_reader(self._pidfd, self.pool.on_disconnect, self)
+
+    def close_watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._pidfd is not None:
+            loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
+class OutputForwarder(asyncio.Protocol):
+    """Reads a worker's stdout/stderr and hands it on line by line."""
+
+    def __init__(self, label: str, sink: Callable[[str], None]) -> None:
+        self.prefix = f"[{label}] "
+        self.sink = sink
+        self.partial = b""
+
+    def data_received(self, data: bytes) -> None:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        if len(self.partial) > 65536:  # a huge line with no newline: flush it
+            lines.append(self.partial)
+            self.partial = b""
+        for line in lines:
+            self.sink(self.prefix + line.decode(errors="replace") + "\n")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.partial:
+            self.sink(self.prefix + self.partial.decode(errors="replace") + "\n")
+            self.partial = b""
+
+
+def write_output(text: str) -> None:
+    """Default sink: the server's own standard error."""
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+class WorkerPool:
+    """Starts, feeds, watches and stops the workers of one model."""
+
+    def __init__(
+        self,
+        model: str,
+        target: str,
+        source: WorkSource,
+        *,
+        size: int,
+        tmp_dir: str,
+        warm: bool = True,
+        env: Mapping[str, str] | None = None,
+        output: Callable[[str], None] = write_output,
+        extra_path: tuple[str, ...] = (),
+    ) -> None:
+        self.model = model
+        self.target = target
+        self.source = source
+        self.tmp_dir = tmp_dir
+        self.warm = warm
+        self.env = dict(os.environ if env is None else env)
+        self.output = output
+        self.extra_path = extra_path
+        self.workers = [Worker(self, i) for i in range(size)]
+        self.stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = asyncio.Event()
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    # -- life cycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every worker; returns at once (they warm in the background)."""
+        self._loop = asyncio.get_running_loop()
+        for worker in self.workers:
+            await self._spawn(worker)
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until at least one worker is ready; False on timeout."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    @property
+    def ready_workers(self) -> int:
+        return sum(w.state is WorkerState.READY for w in self.workers)
+
+    @property
+    def start_error(self) -> str | None:
+        """Why the model cannot run, when no worker is ready and one failed."""
+        if self.ready_workers:
+            return None
+        errors = [w.start_error for w in self.workers if w.start_error]
+        return errors[0] if errors else None
+
+    def _worker_env(self, worker: Worker) -> dict[str, str]:
+        env = dict(self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["DEEPAAS_WORKER"] = worker.label
+        if self.extra_path:
+            old = env.get("PYTHONPATH")
+            env["PYTHONPATH"] = os.pathsep.join(
+                [*self.extra_path, *([old] if old else [])]
+            )
+        return env
+
+    async def _spawn(self, worker: Worker) -> None:
+        assert self._loop is not None
+        if self.stopping:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for sock in (ours, theirs):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        config = {
+            "model": self.model,
+            "target": self.target,
+            "fd": theirs.fileno(),
+            "warm": self.warm,
+            "tmp_dir": self.tmp_dir,
+            "parent_pid": os.getpid(),
+        }
+        worker.state = WorkerState.STARTING
+        worker._decoder = protocol.FrameDecoder()
+        worker._reaping = False
+        try:
+            worker.process = subprocess.Popen(
+                [sys.executable, "-m", "deepaas.engine.worker", json.dumps(config)],
+                pass_fds=(theirs.fileno(),),
+                env=self._worker_env(worker),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: we kill it whole
+            )
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            worker.start_error = f"cannot start a worker process: {exc}"
+            LOG.error("model %s: %s", self.model, worker.start_error)
+            self._schedule_respawn(worker)
+            return
+        finally:
+            theirs.close()
+        LOG.debug("started worker %s (pid %s)", worker.label, worker.pid)
+        await self._loop.create_unix_connection(lambda: worker, sock=ours)
+        assert worker.process.stdout is not None
+        await self._loop.connect_read_pipe(
+            lambda: OutputForwarder(worker.label, self.output), worker.process.stdout
+        )
+        worker.watch_exit(self._loop)
+
+    async def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Stop every worker: ask nicely, then SIGTERM, then SIGKILL."""
+        self.stopping = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        for worker in self.workers:
+            worker.state = WorkerState.STOPPING
+            if worker.transport is not None:
+                worker.transport.close()  # the worker exits on end-of-file
+        deadline = time.monotonic() + grace
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            alive = [w for w in self.workers if w.process and w.process.poll() is None]
+            if not alive:
+                break
+            for worker in alive:
+                if sig is not None:
+                    _killpg(worker, sig)
+            while time.monotonic() < deadline and any(
+                w.process.poll() is None for w in alive if w.process
+            ):
+                await asyncio.sleep(0.02)
+            deadline = time.monotonic() + 2.0
+        for worker in self.workers:
+            self._finish(worker, ModelUnavailable("the server is shutting down"))
+
+    def kill(self, worker: Worker) -> None:
+        """Kill a worker now (its group too); it is reaped and respawned."""
+        _killpg(worker, signal.SIGKILL)
+
+    # -- dispatch -----------------------------------------------------------
+
+    def pump(self) -> None:
+        """Hand queued calls to workers with room, least loaded first."""
+        source = self.source
+        if not source.has_work():
+            return
+        ready = [w for w in self.workers if w.state is WorkerState.READY]
+        if not ready:
+            return
+        batches: dict[Worker, list[bytes]] = {}
+        while source.has_work():
+            best = None
+            for worker in ready:
+                load = len(worker.inflight)
+                if load < worker.capacity() and (
+                    best is None or load < len(best.inflight)
+                ):
+                    best = worker
+            if best is None:
+                break
+            call = source.next_call()
+            if call is None:
+                break
+            try:
+                frame = protocol.pack(
+                    (protocol.CALL, call.id, call.method, call.payload)
+                )
+            except Exception as exc:
+                _fail(
+                    call,
+                    DeepaasError(
+                        500, f"the arguments could not be sent to the worker: {exc}"
+                    ),
+                )
+                continue
+            best.inflight[call.id] = call
+            batches.setdefault(best, []).append(frame)
+        for worker, frames in batches.items():
+            assert worker.transport is not None
+            worker.transport.write(b"".join(frames))
+
+    # -- events from workers -----------------------------------------------
+
+    def on_message(self, worker: Worker, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == protocol.RESULT:
+            _, call_id, ok, value, seconds = message
+            call = worker.inflight.pop(call_id, None)
+            ewma = worker.compute_ewma
+            worker.compute_ewma = (
+                seconds if ewma is None else 0.8 * ewma + 0.2 * seconds
+            )
+            if call is not None and not call.future.done():
+                if ok:
+                    call.future.set_result(value)
+                else:
+                    call.future.set_exception(DeepaasError(value.status, value.message))
+            worker.failures_in_a_row = 0
+            self.pump()
+        elif kind == protocol.READY:
+            worker.state = WorkerState.READY
+            worker.start_error = None
+            LOG.info(
+                "model %s: worker %s ready (pid %s)",
+                self.model,
+                worker.index,
+                worker.pid,
+            )
+            self._ready.set()
+            self.pump()
+        elif kind == protocol.FAILED:
+            _, stage, text = message
+            worker.start_error = text
+            LOG.error("model %s: worker failed at %s: %s", self.model, stage, text)
+
+    def on_disconnect(self, worker: Worker) -> None:
+        """The socket closed or the process exited: reap it once."""
+        if worker._reaping or worker.process is None:
+            return
+        worker._reaping = True
+        assert self._loop is not None
+        self._loop.create_task(self._reap(worker))
+
+    async def _reap(self, worker: Worker) -> None:
+        assert self._loop is not None and worker.process is not None
+        process = worker.process
+        deadline = time.monotonic() + 2.0
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if process.poll() is None:  # it closed its socket but lingers: end it
+            _killpg(worker, signal.SIGKILL)
+            while process.poll() is None:
+                await asyncio.sleep(0.01)
+        worker.close_watch(self._loop)
+        if worker.transport is not None:
+            worker.transport.abort()
+        _killpg(worker, signal.SIGKILL)  # anything it left in its group
+        how = describe_exit(process.returncode)
+        if self.stopping:
+            worker.state = WorkerState.DEAD
+            return
+        was_ready = worker.state is WorkerState.READY
+        worker.state = WorkerState.DEAD
+        if not was_ready and worker.start_error is None:
+            worker.start_error = (
+                f"the worker of model {self.model!r} {how} while starting"
+            )
+        LOG.warning(
+            "model %s: worker %s (pid %s) %s",
+            self.model,
+            worker.index,
+            process.pid,
+            how,
+        )
+        self._finish(
+            worker,
+            WorkerDied(
+                f"the worker process of model {self.model!r} {how} while handling "
+                "this request; it is being restarted"
+            ),
+        )
+        if not self.ready_workers and self.start_error:
+            self.fail_queued(
+                ModelUnavailable(
+                    f"model {self.model!r} cannot start: {self.start_error}"
+                )
+            )
+        worker.restarts += 1
+        worker.failures_in_a_row += 1
+        self._schedule_respawn(worker)
+
+    def _finish(self, worker: Worker, error: DeepaasError) -> None:
+        calls, worker.inflight = worker.inflight, {}
+        for call in calls.values():
+            _fail(call, error)
+
+    def fail_queued(self, error: DeepaasError) -> None:
+        while self.source.has_work():
+            call = self.source.next_call()
+            if call is not None:
+                _fail(call, error)
+
+    def _schedule_respawn(self, worker: Worker) -> None:
+        assert self._loop is not None
+        n = worker.failures_in_a_row
+        delay = (
+            0.0
+            if n <= 1
+            else min(RESPAWN_BACKOFF_MAX_S, RESPAWN_BACKOFF_S * 2 ** (n - 2))
+        )
+        if delay:
+            LOG.info(
+                "model %s: restarting worker %s in %.2fs",
+                self.model,
+                worker.index,
+                delay,
+            )
+
+        def respawn() -> None:
+            self._timers.discard(timer)
+            assert self._loop is not None
+            self._loop.create_task(self._spawn(worker))
+
+        timer = self._loop.call_later(delay, respawn)
+        self._timers.add(timer)
+
+
+def _fail(call: Call, error: BaseException) -> None:
+    if not call.future.done():
+        call.future.set_exception(error)
+
+
+def _killpg(worker: Worker, sig: int) -> None:
+    if worker.process is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(worker.process.pid, sig)

@@ -1,0 +1,155 @@
+"""The worker process: load the plugin, warm it, then serve calls.
+
+Started by :mod:`deepaas.engine.pool` as ``python -m deepaas.engine.worker
+CONFIG`` (a fresh interpreter, never a fork of the server). Its device
+environment is already set by the parent; it reads only the JSON ``CONFIG``
+argument and the socket whose descriptor that names.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+from deepaas.engine.protocol import (
+    CALL,
+    FAILED,
+    READY,
+    RESULT,
+    RemoteError,
+    pack,
+    read_message,
+)
+from deepaas.model import loading
+from deepaas.model.v2.results import OutputError, ResultRenderer
+
+EXIT_START_FAILED = 3
+
+
+def describe_exception(exc: BaseException) -> RemoteError:
+    """Reduce any exception to a picklable status and message.
+
+    An aiohttp ``HTTPException`` raised by plugin code keeps its status and
+    reason (without importing aiohttp here); anything else is a 500 saying
+    ``<ExceptionType>: <text>``.
+    """
+    cls = type(exc)
+    tb = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<exception could not be printed>"
+    status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
+    if (
+        cls.__module__.startswith("aiohttp.")
+        and isinstance(status, int)
+        and 400 <= status <= 599
+    ):
+        reason = getattr(exc, "reason", None) or text
+        return RemoteError(status, str(reason), tb)
+    if isinstance(exc, NotImplementedError):
+        return RemoteError(501, f"NotImplementedError: {text}".rstrip(": "), tb)
+    message = f"{cls.__name__}: {text}" if text else cls.__name__
+    return RemoteError(500, message, tb)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to kill us if the server dies, so no worker is orphaned."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - exotic libc
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_START_FAILED)
+
+
+class WorkerLoop:
+    """Serves calls from one socket until the parent closes it."""
+
+    def __init__(self, config: dict[str, Any], sock: socket.socket) -> None:
+        self.config = config
+        self.sock = sock
+        self.stream = sock.makefile("rb", buffering=1 << 16)
+
+    def send(self, message: Any) -> None:
+        self.sock.sendall(pack(message))
+
+    def start(self) -> ResultRenderer:
+        spec = loading.PluginSpec(self.config["model"], self.config["target"])
+        stage = "import"
+        try:
+            model = loading.load(spec)
+            if self.config.get("warm", True):
+                stage = "warm"
+                model.warm()
+        except BaseException as exc:
+            error = describe_exception(exc)
+            sys.stderr.write(error.traceback)
+            message = (
+                str(exc)
+                if isinstance(exc, loading.PluginLoadError)
+                else f"{stage}() of model {spec.name!r} failed: {error.message}"
+            )
+            self.send((FAILED, stage, message))
+            raise SystemExit(EXIT_START_FAILED) from None
+        return ResultRenderer(model, self.config["tmp_dir"])
+
+    def serve(self, renderer: ResultRenderer) -> None:
+        self.send((READY, {"pid": os.getpid()}))
+        model = renderer.model
+        while True:
+            try:
+                message = read_message(self.stream)
+            except EOFError:
+                return
+            if message[0] != CALL:
+                continue
+            _, call_id, method, payload = message
+            started = time.perf_counter()
+            try:
+                if method != "predict":
+                    raise NotImplementedError(f"unknown method {method!r}")
+                output = model.predict(payload)
+                value: Any = renderer.render(output, payload.get("accept"))
+                ok = True
+            except OutputError as exc:
+                value, ok = RemoteError(500, str(exc)), False
+            except BaseException as exc:  # a plugin may raise anything
+                value, ok = describe_exception(exc), False
+                sys.stderr.write(
+                    f"model {model.name!r} raised during {method}:\n{value.traceback}"
+                )
+            self.send((RESULT, call_id, ok, value, time.perf_counter() - started))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    config = json.loads(argv[0])
+    _die_with_parent(config["parent_pid"])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    sock = socket.socket(fileno=config["fd"])
+    os.set_inheritable(sock.fileno(), False)
+    worker = WorkerLoop(config, sock)
+    try:
+        worker.serve(worker.start())
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server went away: nothing left to answer
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    # Skip interpreter shutdown: stray plugin threads must not keep us alive.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

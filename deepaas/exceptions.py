@@ -1,0 +1,30 @@
+"""Errors that carry the HTTP status a client should see.
+
+The engine raises them without knowing about HTTP frameworks; the API's
+error middleware turns each into a JSON ``{"message": ...}`` answer.
+"""
+
+from __future__ import annotations
+
+
+class DeepaasError(Exception):
+    """An error with a status code and a message meant for the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ModelUnavailable(DeepaasError):
+    """No worker can take the call (failed to start, shutting down): 503."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, message)
+
+
+class WorkerDied(DeepaasError):
+    """The worker running the call died: 503, saying how it died."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, message)

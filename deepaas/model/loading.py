@@ -1,0 +1,110 @@
+"""Find the installed plugins (``deepaas.v2.model`` entry points) and load them.
+
+A plugin that fails to import stops start-up with one line naming the
+plugin, its entry point and the exception: DEEPaaS 2.x silently served a
+fake test model instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+from stevedore import extension, named
+
+from deepaas.model.v2.wrapper import ModelError, ModelWrapper, instantiate
+
+NAMESPACE = "deepaas.v2.model"
+
+
+class PluginLoadError(Exception):
+    """No plugin, a missing plugin, or a plugin that cannot be loaded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginSpec:
+    """Where a model's code lives: enough for a worker process to load it."""
+
+    name: str  # the model name used in URLs (the entry-point name)
+    target: str  # "package.module" or "package.module:Attribute"
+
+
+def import_target(target: str) -> Any:
+    """Import ``module[:attr.path]`` the way an entry point does."""
+    module_name, _, attr_path = target.partition(":")
+    obj: Any = importlib.import_module(module_name.strip())
+    for attr in filter(None, attr_path.strip().split(".")):
+        obj = getattr(obj, attr)
+    return obj
+
+
+def load(spec: PluginSpec) -> ModelWrapper:
+    """Import, instantiate and wrap one plugin; errors name the plugin."""
+    try:
+        obj = instantiate(import_target(spec.target))
+    except Exception as exc:
+        raise PluginLoadError(
+            f"cannot load model {spec.name!r} (entry point {spec.target}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        return ModelWrapper(spec.name, obj)
+    except ModelError as exc:
+        raise PluginLoadError(str(exc)) from exc
+
+
+NO_PLUGIN_HELP = (
+    "no model plugin is installed. Install one (a package with a "
+    f"'{NAMESPACE}' entry point), for instance the bundled example: "
+    "pip install ./plugins-example"
+)
+
+
+def discover(names: Sequence[str] = ()) -> list[PluginSpec]:
+    """List the plugins to serve: all installed, or those named (in order)."""
+
+    def on_failure(_manager: Any, entrypoint: Any, exc: Exception) -> None:
+        raise PluginLoadError(
+            f"cannot load model {entrypoint.name!r} (entry point "
+            f"{entrypoint.value}): {type(exc).__name__}: {exc}"
+        ) from exc
+
+    def on_missing(missing: Any) -> None:
+        installed = sorted(
+            ep.name for ep in extension.ExtensionManager(NAMESPACE).list_entry_points()
+        )
+        raise PluginLoadError(
+            f"model(s) {', '.join(sorted(missing))} not installed; installed: "
+            f"{', '.join(installed) or 'none'}"
+        )
+
+    # stevedore imports the plugins it lists; with names given it imports only
+    # those, so a broken plugin nobody asked for cannot stop start-up.
+    manager: extension.ExtensionManager[Any]
+    if names:
+        manager = named.NamedExtensionManager(
+            NAMESPACE,
+            names=list(names),
+            name_order=True,
+            on_load_failure_callback=on_failure,
+            on_missing_entrypoints_callback=on_missing,
+        )
+    else:
+        manager = extension.ExtensionManager(
+            NAMESPACE, on_load_failure_callback=on_failure
+        )
+    specs = [PluginSpec(ext.name, ext.entry_point.value) for ext in manager]
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec.name in seen and seen[spec.name] != spec.target:
+            raise PluginLoadError(
+                f"model name {spec.name!r} is declared twice ({seen[spec.name]} "
+                f"and {spec.target}); uninstall one of them"
+            )
+        seen[spec.name] = spec.target
+    specs = [PluginSpec(name, target) for name, target in seen.items()]
+    if not specs:
+        raise PluginLoadError(NO_PLUGIN_HELP)
+    return specs

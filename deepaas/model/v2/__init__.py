@@ -1,0 +1,1 @@
+"""The DEEPaaS v2 plugin interface (kept import paths: base, wrapper)."""

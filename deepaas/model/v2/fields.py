@@ -1,0 +1,142 @@
+"""What a plugin's argument field says about itself.
+
+Plugins declare arguments as marshmallow 3 fields in two styles: the legacy
+keyword style of the webargs 5 era (``fields.Str(missing="x",
+location="form", type="file", description="...")``, where marshmallow keeps
+the unknown keywords in ``field.metadata``) and the modern style
+(``load_default=``, ``metadata={...}``). :class:`ArgSpec` reads both, once,
+so the request parser, the OpenAPI writer and the CLI agree on every field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import marshmallow
+from marshmallow import fields as ma_fields
+from marshmallow import validate as ma_validate
+
+# Locations a field may name, mapped to the one word we use for each.
+_LOCATIONS = {
+    None: None,
+    "": None,
+    "query": "query",
+    "querystring": "query",
+    "form": "form",
+    "files": "form",
+    "formData": "form",
+    "json": "json",
+    "body": "json",
+    "headers": "headers",
+    "header": "headers",
+}
+
+
+class InvalidArgsError(ValueError):
+    """A plugin's argument declaration cannot be used (bad type or location)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ArgSpec:
+    """One argument of a plugin method, as deepaas understands it."""
+
+    name: str  # the key in the plugin's dict: the kwarg name
+    field: ma_fields.Field
+    key: str  # the name on the wire (data_key, or the name)
+    location: str | None  # query | form | json | headers | None (any)
+    is_file: bool
+    is_list: bool
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return self.field.metadata
+
+    @property
+    def description(self) -> str | None:
+        return self.metadata.get("description")
+
+    @property
+    def required(self) -> bool:
+        return bool(self.field.required)
+
+    @property
+    def default(self) -> Any:
+        """The default value, or ``marshmallow.missing``."""
+        return self.field.load_default
+
+    @property
+    def choices(self) -> list[Any] | None:
+        """Allowed values, from a ``OneOf`` validator or the ``enum`` keyword."""
+        for validator in _validators(self.field):
+            if isinstance(validator, ma_validate.OneOf):
+                return list(validator.choices)
+        enum = self.metadata.get("enum")
+        return list(enum) if enum is not None else None
+
+
+def _validators(field: ma_fields.Field) -> list[Any]:
+    return list(getattr(field, "validators", []) or [])
+
+
+def _is_file(field: ma_fields.Field) -> bool:
+    return field.metadata.get("type") == "file"
+
+
+def arg_specs(declared: Any, owner: str) -> dict[str, ArgSpec]:
+    """Turn what ``get_predict_args()``/``get_train_args()`` returned into specs.
+
+    ``declared`` is a mapping of names to fields (a dict, or the ordered
+    ``Schema().fields``); ``owner`` names the plugin method in error messages.
+    """
+    if declared is None:
+        return {}
+    if isinstance(declared, type) and issubclass(declared, marshmallow.Schema):
+        declared = declared().fields
+    elif isinstance(declared, marshmallow.Schema):
+        declared = declared.fields
+    if not isinstance(declared, Mapping):
+        raise InvalidArgsError(
+            f"{owner} must return a dict of marshmallow fields, "
+            f"got {type(declared).__name__}"
+        )
+    specs: dict[str, ArgSpec] = {}
+    for name, field in declared.items():
+        if isinstance(field, type) and issubclass(field, ma_fields.Field):
+            field = field()
+        if not isinstance(field, ma_fields.Field):
+            raise InvalidArgsError(
+                f"{owner}: argument {name!r} is a {type(field).__name__}, "
+                "not a marshmallow field"
+            )
+        raw_location = field.metadata.get("location")
+        if raw_location not in _LOCATIONS:
+            raise InvalidArgsError(
+                f"{owner}: argument {name!r} has unknown location "
+                f"{raw_location!r} (use query, form, json or headers)"
+            )
+        is_file = _is_file(field)
+        specs[str(name)] = ArgSpec(
+            name=str(name),
+            field=field,
+            key=field.data_key or str(name),
+            location="form" if is_file else _LOCATIONS[raw_location],
+            is_file=is_file,
+            is_list=isinstance(field, ma_fields.List),
+        )
+    return specs
+
+
+def build_schema(specs: Mapping[str, ArgSpec], name: str) -> marshmallow.Schema:
+    """A marshmallow Schema instance that loads (validates) these arguments.
+
+    Unknown keys are ignored, as in DEEPaaS 2.x.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        schema_cls = marshmallow.Schema.from_dict(
+            {spec.name: spec.field for spec in specs.values()}, name=name
+        )
+    return schema_cls(unknown=marshmallow.EXCLUDE)

@@ -1,0 +1,155 @@
+"""Turn what ``predict()`` returned into bytes the API process can send.
+
+This runs in the worker process, next to the model: JSON encoding and schema
+validation cost the API process nothing, and whatever a plugin returns
+(an open file, a numpy array, an object that cannot be pickled) becomes a
+plain :class:`PredictResult` or a clear error, never a hang.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, NamedTuple
+
+import marshmallow
+
+from deepaas.model.v2.wrapper import JSON_TYPES, ModelWrapper, ReturnedFile
+
+# Bodies larger than this travel as a temporary file rather than through the
+# worker's pipe, so the API process streams them without holding them.
+INLINE_LIMIT = 1 << 20
+
+
+class OutputError(Exception):
+    """The model's output cannot be sent: the message says why (a 500)."""
+
+
+class PredictResult(NamedTuple):
+    """A rendered answer: either ``body`` bytes or a file at ``path``."""
+
+    content_type: str
+    body: bytes | None = None
+    path: str | None = None
+    delete: bool = False  # the path is ours (a temporary file) to remove
+    filename: str | None = None  # for Content-Disposition
+
+
+def _json_default(obj: Any) -> Any:
+    """Encode numpy arrays and scalars, sets and tuples-like objects."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        if isinstance(obj, numpy.ndarray):
+            return obj.tolist()
+        if isinstance(obj, numpy.generic):
+            return obj.item()
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes as aiohttp's json_response would send them."""
+    return json.dumps(value, default=_json_default).encode()
+
+
+def _is_binary(value: Any) -> bool:
+    return isinstance(value, (bytes, bytearray, memoryview, io.IOBase, ReturnedFile))
+
+
+class ResultRenderer:
+    """Renders predict outputs of one model into :class:`PredictResult`."""
+
+    def __init__(self, model: ModelWrapper, tmp_dir: str) -> None:
+        self.model = model
+        self.tmp_dir = tmp_dir
+        self._schema = model.response_schema() if model.response_schema else None
+        choices = model.accept_choices or []
+        self._binary_type = next(
+            (c for c in choices if c not in JSON_TYPES), "application/octet-stream"
+        )
+
+    def render(self, output: Any, accept: str | None) -> PredictResult:
+        wants_json = accept is None or accept in JSON_TYPES
+        if wants_json and not _is_binary(output):
+            return self._json(output)
+        if wants_json:
+            # JSON was asked for (or anything) but the model produced bytes:
+            # send them with the model's own binary type rather than fail.
+            accept = self._binary_type
+        assert accept is not None
+        return self._raw(output, accept)
+
+    def _json(self, output: Any) -> PredictResult:
+        if self._schema is not None:
+            try:
+                self._schema.load(output)
+            except marshmallow.ValidationError as exc:
+                raise OutputError(
+                    "the model's response did not match its schema: "
+                    f"{json.dumps(exc.messages, default=str)}"
+                ) from exc
+            document = output
+        else:
+            document = {"status": "OK", "predictions": output}
+        try:
+            body = dumps(document)
+        except (TypeError, ValueError) as exc:
+            raise OutputError(
+                f"the model returned a value that is not JSON serializable: {exc}"
+            ) from exc
+        return self._bytes(body, "application/json", None)
+
+    def _raw(self, output: Any, content_type: str) -> PredictResult:
+        if isinstance(output, ReturnedFile):
+            if not output.filename or not os.path.isfile(output.filename):
+                raise OutputError(
+                    f"the model returned a ReturnedFile whose file does not exist: "
+                    f"{output.filename!r}"
+                )
+            return PredictResult(
+                content_type=output.content_type or content_type,
+                path=output.filename,
+                filename=output.original_filename or os.path.basename(output.filename),
+            )
+        if isinstance(output, str):
+            if not content_type.startswith("text/") or "charset" in content_type:
+                return self._bytes(output.encode(), content_type, None)
+            return self._bytes(output.encode(), f"{content_type}; charset=utf-8", None)
+        if isinstance(output, (bytes, bytearray, memoryview)):
+            return self._bytes(bytes(output), content_type, None)
+        if isinstance(output, io.BytesIO):
+            return self._bytes(output.getvalue(), content_type, None)
+        if isinstance(output, io.IOBase):
+            return self._copy_file(output, content_type)
+        # A JSON-able value when raw bytes were asked for: send it as JSON.
+        return self._json(output)
+
+    def _bytes(
+        self, body: bytes, content_type: str, filename: str | None
+    ) -> PredictResult:
+        if len(body) <= INLINE_LIMIT:
+            return PredictResult(content_type, body=body, filename=filename)
+        fd, path = tempfile.mkstemp(prefix="result-", dir=self.tmp_dir)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(body)
+        return PredictResult(content_type, path=path, delete=True, filename=filename)
+
+    def _copy_file(self, stream: io.IOBase, content_type: str) -> PredictResult:
+        name = getattr(stream, "name", None)
+        filename = os.path.basename(name) if isinstance(name, str) else None
+        fd, path = tempfile.mkstemp(prefix="result-", dir=self.tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as out, stream:
+                if isinstance(stream, io.TextIOBase):
+                    out.write(stream.read().encode())
+                else:
+                    shutil.copyfileobj(stream, out, 1 << 20)  # type: ignore[misc]
+        except Exception:
+            os.unlink(path)
+            raise
+        return PredictResult(content_type, path=path, delete=True, filename=filename)

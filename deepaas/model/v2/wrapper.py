@@ -1,0 +1,208 @@
+"""One interface over module- and class-based v2 plugins.
+
+``UploadedFile`` and ``ReturnedFile`` live here because published plugins
+import them from ``deepaas.model.v2.wrapper``: keep the names and fields.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import inspect
+from typing import Any
+
+import marshmallow
+from marshmallow import validate as ma_validate
+
+from deepaas.model.v2.fields import ArgSpec, InvalidArgsError, arg_specs
+
+UploadedFile = collections.namedtuple(
+    "UploadedFile",
+    ("name", "filename", "content_type", "original_filename"),
+    defaults=(None, None, None, None),
+)
+UploadedFile.__doc__ = """A file sent by the client, handed to the plugin.
+
+``name`` is the argument name, ``filename`` the path of a temporary file
+holding the upload (deleted when the request ends), ``content_type`` what
+the client said it is, ``original_filename`` what the client called it.
+"""
+
+ReturnedFile = collections.namedtuple(
+    "ReturnedFile",
+    ("name", "filename", "content_type", "original_filename"),
+    defaults=(None, None, None, None),
+)
+ReturnedFile.__doc__ = """A file a plugin returns: ``filename`` is its path.
+
+The client receives its bytes with ``content_type`` and a
+``Content-Disposition`` naming ``original_filename`` (or the file's name).
+"""
+
+JSON_TYPES = ("application/json", "*/*")
+
+
+class ModelError(Exception):
+    """A plugin is unusable as written; the message says what to fix."""
+
+
+def _fallback_metadata(name: str) -> dict[str, Any]:
+    return {
+        "id": "0",
+        "name": name,
+        "description": (
+            f"Could not load description from underlying model (loaded '{name}')"
+        ),
+    }
+
+
+def _response_schema(name: str, schema: Any) -> type[marshmallow.Schema] | None:
+    """Validate the plugin's ``schema`` attribute and return a Schema class."""
+    if schema is None:
+        return None
+    if isinstance(schema, dict):
+        try:
+            return marshmallow.Schema.from_dict(schema, name="ModelPredictionResponse")
+        except Exception as exc:
+            raise ModelError(
+                f"model {name!r}: schema dict is invalid: {type(exc).__name__}: {exc}"
+            ) from exc
+    if isinstance(schema, type) and issubclass(schema, marshmallow.Schema):
+        return schema
+    raise ModelError(
+        f"model {name!r}: schema must be None, a dict of marshmallow fields or "
+        f"a marshmallow.Schema subclass, got {schema!r}"
+    )
+
+
+class ModelWrapper:
+    """A loaded plugin: its metadata, arguments, schema and callables.
+
+    The wrapper never runs model code in the API process except the cheap
+    introspection calls; ``predict``/``warm`` are called in worker processes.
+    """
+
+    def __init__(self, name: str, plugin: Any) -> None:
+        self.name = name
+        self.plugin = plugin
+        self.response_schema = _response_schema(name, getattr(plugin, "schema", None))
+        try:
+            self.predict_args = self._predict_arg_specs()
+            self.train_args = arg_specs(
+                self._call_optional("get_train_args", {}), f"{name}.get_train_args()"
+            )
+        except InvalidArgsError as exc:
+            raise ModelError(f"model {name!r}: {exc}") from exc
+        self.accept_choices = self._accept_choices()
+
+    # -- introspection (API process) --------------------------------------
+
+    def _call_optional(self, method: str, default: Any) -> Any:
+        func = getattr(self.plugin, method, None)
+        if func is None:
+            return default
+        try:
+            return func()
+        except NotImplementedError:
+            return default
+
+    def get_metadata(self) -> dict[str, Any]:
+        meta = self._call_optional("get_metadata", None)
+        if meta is None:
+            return _fallback_metadata(self.name)
+        if not isinstance(meta, dict):
+            raise ModelError(
+                f"model {self.name!r}: get_metadata() must return a dict, "
+                f"got {type(meta).__name__}"
+            )
+        return meta
+
+    def _predict_arg_specs(self) -> dict[str, ArgSpec]:
+        declared = self._call_optional("get_predict_args", {})
+        specs = arg_specs(declared, f"{self.name}.get_predict_args()")
+        accept = specs.get("accept")
+        if accept is not None:
+            specs["accept"] = self._with_accept_defaults(accept)
+        return specs
+
+    @staticmethod
+    def _with_accept_defaults(spec: ArgSpec) -> ArgSpec:
+        """Add ``*/*`` to the accept choices and default to the first one.
+
+        Works on a copy: the plugin's own field objects are left untouched.
+        """
+        choices = spec.choices
+        if not choices:
+            return spec
+        field = copy.copy(spec.field)
+        others = [
+            v for v in _validators_of(field) if not isinstance(v, ma_validate.OneOf)
+        ]
+        if "*/*" not in choices:
+            choices = [*choices, "*/*"]
+        field.validators = [*others, ma_validate.OneOf(choices)]
+        if field.load_default is marshmallow.missing:
+            field.load_default = choices[0]
+        return ArgSpec(
+            name=spec.name,
+            field=field,
+            key=spec.key,
+            location=spec.location,
+            is_file=spec.is_file,
+            is_list=spec.is_list,
+        )
+
+    def _accept_choices(self) -> list[str] | None:
+        spec = self.predict_args.get("accept")
+        if spec is None or not spec.choices:
+            return None
+        return [str(c) for c in spec.choices]
+
+    @property
+    def accept_default(self) -> str | None:
+        spec = self.predict_args.get("accept")
+        if spec is None or spec.default is marshmallow.missing:
+            return None
+        return str(spec.default)
+
+    def produces(self) -> list[str]:
+        """Content types predict can answer with (for the spec documents)."""
+        return self.accept_choices or ["application/json"]
+
+    @property
+    def has_predict(self) -> bool:
+        return callable(getattr(self.plugin, "predict", None))
+
+    @property
+    def has_train(self) -> bool:
+        return callable(getattr(self.plugin, "train", None))
+
+    # -- model code (worker processes) ------------------------------------
+
+    def warm(self) -> bool:
+        """Call the plugin's ``warm()``; False when it has none."""
+        func = getattr(self.plugin, "warm", None)
+        if func is None:
+            return False
+        try:
+            func()
+        except NotImplementedError:
+            return False
+        return True
+
+    def predict(self, kwargs: dict[str, Any]) -> Any:
+        func = getattr(self.plugin, "predict", None)
+        if func is None:
+            raise NotImplementedError(f"model {self.name!r} does not implement predict")
+        return func(**kwargs)
+
+
+def _validators_of(field: Any) -> list[Any]:
+    return list(getattr(field, "validators", []) or [])
+
+
+def instantiate(obj: Any) -> Any:
+    """Use a class entry point as an instance (upstream used the class itself)."""
+    if inspect.isclass(obj):
+        return obj()
+    return obj

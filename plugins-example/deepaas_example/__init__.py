@@ -1,0 +1,1 @@
+"""Example DEEPaaS plugins: ``demo`` (a module) and ``demo_class`` (a class)."""
