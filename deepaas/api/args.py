@@ -14,6 +14,7 @@ them when the request ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -90,10 +91,8 @@ class ParsedArgs:
 
     def cleanup(self) -> None:
         for path in self.files:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
         self.files.clear()
 
     # -- reading the request ------------------------------------------------

@@ -111,9 +111,9 @@ def _build(operations: Iterable[Operation], version: str) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for op in operations:
-            if op.response_schema is not None and op.response_name:
-                if op.response_name not in spec.components.schemas:
-                    spec.components.schema(op.response_name, schema=op.response_schema)
+            name = op.response_name
+            if op.response_schema and name and name not in spec.components.schemas:
+                spec.components.schema(name, schema=op.response_schema)
             paths.setdefault(op.path, {})[op.method] = _operation(op, plugin, swagger2)
         for path, ops in paths.items():
             spec.path(path=path, operations=ops)

@@ -6,6 +6,7 @@ streamed (sendfile) and then removed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.parse
 
@@ -39,7 +40,5 @@ async def send_result(
         return response
     finally:
         if result.delete:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(result.path)
-            except FileNotFoundError:
-                pass
