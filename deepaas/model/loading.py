@@ -65,7 +65,7 @@ NO_PLUGIN_HELP = (
 def discover(names: Sequence[str] = ()) -> list[PluginSpec]:
     """List the plugins to serve: all installed, or those named (in order)."""
 
-    def on_failure(_manager: Any, entrypoint: Any, exc: Exception) -> None:
+    def on_failure(_manager: Any, entrypoint: Any, exc: BaseException) -> None:
         raise PluginLoadError(
             f"cannot load model {entrypoint.name!r} (entry point "
             f"{entrypoint.value}): {type(exc).__name__}: {exc}"

@@ -148,7 +148,7 @@ class ResultRenderer:
                 if isinstance(stream, io.TextIOBase):
                     out.write(stream.read().encode())
                 else:
-                    shutil.copyfileobj(stream, out, 1 << 20)  # type: ignore[misc]
+                    shutil.copyfileobj(stream, out, 1 << 20)
         except Exception:
             os.unlink(path)
             raise

@@ -1,0 +1,196 @@
+"""deepaas-run as a user runs it: a real process, real HTTP, a clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+DEEPAAS_RUN = str(Path(sys.executable).with_name("deepaas-run"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (the workers), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes (its parent has not reaped it yet).
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _call(url: str, method: str = "GET", data: bytes | None = None,
+          headers: dict[str, str] | None = None) -> tuple[int, bytes, dict]:
+    request = urllib.request.Request(url, method=method, data=data,
+                                     headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, resp.read(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+class Server:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [DEEPAAS_RUN, "--listen-port", str(self.port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"deepaas-run exited: {self.output()}")
+            try:
+                status, _, _ = _call(f"{self.base}/v2/models/")
+                if status == 200 and len(_children(self.proc.pid)) >= 1:
+                    return
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError("deepaas-run did not start")
+
+    def output(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read().decode(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def server():
+    servers: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Server:
+        srv = Server(*args, env=env)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serves_predicts_and_stops_without_orphans(server, sig):
+    srv = server("--workers", "2", "--model-name", "demo,demo_class")
+    srv.wait_ready()
+    status, body, headers = _call(f"{srv.base}/")
+    assert status == 200
+    assert json.loads(body)["versions"][0]["id"] == "v2"
+
+    status, body, _ = _call(
+        f"{srv.base}/v2/models/demo/predict/?number=7", method="POST"
+    )
+    assert status == 200
+    assert json.loads(body)["args"]["number"] == 7
+
+    status, body, headers = _call(
+        f"{srv.base}/v2/models/demo/predict/",
+        method="POST",
+        headers={"Accept": "image/png"},
+    )
+    assert status == 200
+    assert headers["Content-Type"] == "image/png"
+    assert body.startswith(b"\x89PNG")
+
+    workers = _children(srv.proc.pid)
+    assert len(workers) == 4  # 2 models (demo, demo_class) x 2 workers
+    assert srv.stop(sig) == 0
+    out = srv.output()
+    assert "ready in" in out
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def test_worker_survives_nothing_when_server_is_killed(server):
+    srv = server("--model-name", "demo")
+    srv.wait_ready()
+    workers = _children(srv.proc.pid)
+    assert workers
+    srv.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def test_settings_from_environment_and_config_file(server, tmp_path):
+    config = tmp_path / "deepaas.ini"
+    config.write_text("[DEFAULT]\nbase_path = /from-file\ndoc_endpoint = false\n")
+    srv = server(
+        "--config-file", str(config), env={"DEEPAAS_V2_MODEL": "demo_class"}
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            status, body, _ = _call(f"{srv.base}/from-file/v2/models/")
+            break
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, srv.output()
+            time.sleep(0.1)
+    assert status == 200
+    assert [m["name"] for m in json.loads(body)["models"]] == ["demo_class"]
+    assert _call(f"{srv.base}/from-file/api")[0] == 404
+
+
+def test_unknown_model_stops_startup_with_one_clear_line(server):
+    srv = server("--model-name", "nope")
+    assert srv.proc.wait(timeout=30) == 1
+    out = srv.output().strip().splitlines()
+    assert len(out) == 1
+    assert "nope" in out[0]
+    assert "demo" in out[0]  # it lists what is installed
+
+
+def test_bad_flag_value_is_a_usage_error(server):
+    srv = server("--base-path", "no-slash")
+    assert srv.proc.wait(timeout=30) == 2
+    assert "base_path must start with '/'" in srv.output()

@@ -1,0 +1,176 @@
+"""Nothing a plugin does can hang a request or wedge the server.
+
+Each failure mode answers its request at once with a JSON 5xx saying what
+happened; a dead worker is respawned and warmed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from deepaas.api import RUNTIMES, build_app
+from deepaas.config import Settings
+from deepaas.model.loading import PluginSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PREDICT = "/v2/models/crashy/predict/"
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def warm_log(tmp_path, monkeypatch):
+    path = tmp_path / "warm.log"
+    monkeypatch.setenv("CRASHY_WARM_LOG", str(path))
+    return path
+
+
+async def _client(aiohttp_client, name="crashy", target="tests.plugins.crashy", **kw):
+    app = build_app(
+        Settings(**kw), [PluginSpec(name, target)], extra_path=(str(REPO_ROOT),)
+    )
+    client = await aiohttp_client(app)
+    return client, app[RUNTIMES][name]
+
+
+def _pids(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+async def _predict(client, mode):
+    resp = await client.post(PREDICT, params={"mode": mode})
+    return resp.status, await resp.json()
+
+
+async def test_model_exception_is_500_with_type_and_text(aiohttp_client):
+    client, _ = await _client(aiohttp_client)
+    assert await _predict(client, "raise") == (500, {"message": "ValueError: boom"})
+
+
+async def test_unpicklable_exception_does_not_hang(aiohttp_client):
+    client, _ = await _client(aiohttp_client)
+    status, body = await _predict(client, "unpicklable_exc")
+    assert status == 500
+    assert body == {"message": "UnpicklableError: cannot pickle me"}
+
+
+@pytest.mark.parametrize("mode", ["unpicklable_result", "generator"])
+async def test_unserialisable_result_is_500(aiohttp_client, mode):
+    client, _ = await _client(aiohttp_client)
+    status, body = await _predict(client, mode)
+    assert status == 500
+    assert "not JSON serializable" in body["message"]
+
+
+async def test_sys_exit_in_plugin_is_an_error_not_a_death(aiohttp_client):
+    client, _ = await _client(aiohttp_client)
+    _, before = await _predict(client, "ok")
+    assert await _predict(client, "sysexit") == (500, {"message": "SystemExit: 3"})
+    _, after = await _predict(client, "ok")
+    assert before["predictions"]["pid"] == after["predictions"]["pid"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "how"),
+    [
+        ("exit", "exited with code 7"),
+        ("segfault", "was killed by SIGSEGV"),
+        ("sigkill", "was killed by SIGKILL"),
+    ],
+)
+async def test_worker_death_answers_503_and_worker_is_rewarmed(
+    aiohttp_client, warm_log, mode, how
+):
+    client, runtime = await _client(aiohttp_client)
+    _, first = await _predict(client, "ok")
+    started = time.monotonic()
+    status, body = await _predict(client, mode)
+    assert time.monotonic() - started < 5
+    assert status == 503
+    assert how in body["message"]
+    assert "crashy" in body["message"]
+    # The next request is served by a new, warmed worker.
+    status, second = await _predict(client, "ok")
+    assert status == 200
+    assert second["predictions"]["pid"] != first["predictions"]["pid"]
+    pids = _pids(warm_log)
+    assert len(pids) == 2
+    assert pids[1] == str(second["predictions"]["pid"])
+    assert runtime.pool.workers[0].restarts == 1
+
+
+async def test_worker_killed_from_outside_fails_its_request_at_once(aiohttp_client):
+    client, runtime = await _client(aiohttp_client)
+    await runtime.pool.wait_ready(10)
+    pid = runtime.pool.workers[0].pid
+    request = asyncio.ensure_future(client.post(PREDICT, params={"mode": "sleep"}))
+    await asyncio.sleep(0.5)  # let the call reach the worker
+    os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    resp = await request
+    assert time.monotonic() - started < 3
+    assert resp.status == 503
+    assert "SIGKILL" in (await resp.json())["message"]
+
+
+async def test_queued_requests_survive_a_worker_death(aiohttp_client):
+    client, runtime = await _client(aiohttp_client)
+    await runtime.pool.wait_ready(10)
+    crash = asyncio.ensure_future(_predict(client, "exit"))
+    await asyncio.sleep(0.05)
+    others = [asyncio.ensure_future(_predict(client, "ok")) for _ in range(3)]
+    assert (await crash)[0] == 503
+    results = await asyncio.gather(*others)
+    # Requests that were still queued are served by the respawned worker;
+    # only those already handed to the dead worker may fail with it.
+    assert all(status in (200, 503) for status, _ in results)
+    assert any(status == 200 for status, _ in results)
+
+
+async def test_warm_failure_answers_503_with_reason(aiohttp_client):
+    client, runtime = await _client(
+        aiohttp_client, name="broken", target="tests.plugins.broken_warm"
+    )
+    deadline = time.monotonic() + 10
+    while runtime.pool.start_error is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    resp = await client.post("/v2/models/broken/predict/")
+    assert resp.status == 503
+    message = (await resp.json())["message"]
+    assert "warm()" in message
+    assert "RuntimeError: weights not found" in message
+
+
+async def test_warm_failure_is_not_respawned_in_a_hot_loop(aiohttp_client):
+    _, runtime = await _client(
+        aiohttp_client, name="broken", target="tests.plugins.broken_warm"
+    )
+    await asyncio.sleep(3)
+    # Backoff: 0, 0.25, 0.5, 1, 2 s... at most a handful of tries in 3 s.
+    assert 1 <= runtime.pool.workers[0].restarts <= 5
+
+
+async def test_request_waiting_for_a_failing_model_is_answered(aiohttp_client):
+    client, _ = await _client(
+        aiohttp_client, name="broken", target="tests.plugins.broken_import_in_worker"
+    )
+    # Sent before the worker has even failed: it must not wait forever.
+    resp = await client.post("/v2/models/broken/predict/")
+    assert resp.status == 503
+    assert "no GPU driver in the worker" in (await resp.json())["message"]
+
+
+async def test_no_worker_left_after_shutdown(aiohttp_client):
+    client, runtime = await _client(aiohttp_client, workers=2)
+    await _predict(client, "ok")
+    pids = [w.pid for w in runtime.pool.workers]
+    await client.close()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

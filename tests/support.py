@@ -1,0 +1,93 @@
+"""Helpers shared by the API tests (imported as ``tests.support``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from deepaas.api import RUNTIMES, build_app
+from deepaas.config import Settings
+from deepaas.log import OutputCapture
+from deepaas.model.loading import PluginSpec
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DEMO = PluginSpec("demo", "deepaas_example.demo")
+DEMO_CLASS = PluginSpec("demo_class", "deepaas_example.classy:DemoModel")
+DEMO_SPECS: tuple[PluginSpec, ...] = (DEMO, DEMO_CLASS)
+
+Client = TestClient[web.Request, web.Application]
+CAPTURE = web.AppKey("test_capture", OutputCapture)
+
+
+def plugin_spec(name: str, target: str | None = None) -> PluginSpec:
+    """A plugin from ``tests/plugins``: ``plugin_spec("echo")``, or with a
+    target relative to that package (``plugin_spec("x", "bad:Model")``)."""
+    return PluginSpec(name, f"tests.plugins.{target or name}")
+
+
+class MakeClient(Protocol):
+    def __call__(
+        self, specs: Sequence[PluginSpec] = ..., **settings: Any
+    ) -> Awaitable[Client]: ...
+
+
+async def start_client(specs: Sequence[PluginSpec], settings: dict[str, Any]) -> Client:
+    """Build the app (real workers), serve it on a test server, return a client.
+
+    With ``debug_endpoint=True`` the app gets an :class:`OutputCapture`, as
+    ``deepaas-run`` gives it; the capture is ``client.app[CAPTURE]``.
+    """
+    capture = OutputCapture() if settings.get("debug_endpoint") else None
+    app = build_app(
+        Settings(**settings),
+        list(specs),
+        capture=capture,
+        extra_path=(str(REPO_ROOT),),
+    )
+    if capture is not None:
+        app[CAPTURE] = capture
+    client: Client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+def server_tmp_dir(client: Client) -> str:
+    """The directory where the app writes uploads and large results."""
+    runtime = next(iter(client.app[RUNTIMES].values()))
+    return str(runtime.pool.tmp_dir)
+
+
+def listdir(path: str) -> list[str]:
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0
+) -> bool:
+    """Poll an async predicate until it holds or ``timeout`` seconds pass."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if await predicate():
+            return True
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+async def predict(
+    client: Client, model: str = "demo", *, expect: int | None = 200, **kwargs: Any
+) -> Any:
+    """POST to the model's predict route; check the status; return the JSON."""
+    response = await client.post(f"/v2/models/{model}/predict/", **kwargs)
+    body = await response.read()
+    if expect is not None:
+        assert response.status == expect, body[:2000]
+    return await response.json() if body else None
