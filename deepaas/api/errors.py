@@ -45,15 +45,24 @@ class ValidationFailed(web.HTTPUnprocessableEntity):
 
 
 async def _redirect_with_slash(request: web.Request) -> web.Response | None:
-    """A 308 to ``path/`` when that path exists (DEEPaaS routes end in /)."""
+    """A 308 to ``path/`` when that path exists (DEEPaaS routes end in /).
+
+    The path counts as existing even when the method is wrong there: the
+    client then gets the 405 from the right URL rather than a 404.
+    """
     path = request.path
     if path.endswith("/"):
         return None
-    candidate = request.clone(rel_url=request.rel_url.with_path(path + "/"))
-    match = await request.app.router.resolve(candidate)
-    if match.http_exception is not None:
+    url = request.rel_url
+    with_slash = url.with_path(url.raw_path + "/", encoded=True)
+    match = await request.app.router.resolve(request.clone(rel_url=with_slash))
+    error = match.http_exception
+    if error is not None and error.status != 405:  # 405: the path exists
         return None
-    location = str(request.rel_url.with_path(path + "/"))
+    # Keep the query string: predict arguments may travel in it.
+    location = str(with_slash)
+    if url.raw_query_string:
+        location += "?" + url.raw_query_string
     return web.Response(
         status=308,
         headers={"Location": location},

@@ -212,6 +212,7 @@ class WorkerPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._pump_scheduled = False
 
     # -- life cycle ---------------------------------------------------------
 
@@ -330,8 +331,19 @@ class WorkerPool:
 
     # -- dispatch -----------------------------------------------------------
 
+    def schedule_pump(self) -> None:
+        """Pump once at the end of this loop iteration.
+
+        Every call queued during one iteration of the event loop then goes
+        to a worker in a single write: one system call for many requests.
+        """
+        if not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self.pump)
+
     def pump(self) -> None:
         """Hand queued calls to workers with room, least loaded first."""
+        self._pump_scheduled = False
         source = self.source
         if not source.has_work():
             return
@@ -387,7 +399,7 @@ class WorkerPool:
                 else:
                     call.future.set_exception(DeepaasError(value.status, value.message))
             worker.failures_in_a_row = 0
-            self.pump()
+            self.schedule_pump()
         elif kind == protocol.READY:
             worker.state = WorkerState.READY
             worker.start_error = None
@@ -398,7 +410,7 @@ class WorkerPool:
                 worker.pid,
             )
             self._ready.set()
-            self.pump()
+            self.schedule_pump()
         elif kind == protocol.FAILED:
             _, stage, text = message
             worker.start_error = text

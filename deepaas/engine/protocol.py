@@ -73,18 +73,3 @@ class FrameDecoder:
         if start:
             del buffer[:start]
         return messages
-
-
-def read_message(stream: Any) -> Any:
-    """Blocking read of one message from a binary file object (worker side).
-
-    Raises EOFError when the other side has closed the stream.
-    """
-    header = stream.read(HEADER_SIZE)
-    if len(header) < HEADER_SIZE:
-        raise EOFError
-    (size,) = _HEADER.unpack(header)
-    payload = stream.read(size)
-    if len(payload) < size:
-        raise EOFError
-    return pickle.loads(payload)

@@ -81,5 +81,5 @@ class ModelRuntime:
             asyncio.get_running_loop().create_future()
         )
         self.queue.append(Call(next(_call_ids), "predict", kwargs, future))
-        self.pool.pump()
+        self.pool.schedule_pump()
         return await future

@@ -8,6 +8,7 @@ argument and the socket whose descriptor that names.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import json
 import os
@@ -23,14 +24,15 @@ from deepaas.engine.protocol import (
     FAILED,
     READY,
     RESULT,
+    FrameDecoder,
     RemoteError,
     pack,
-    read_message,
 )
 from deepaas.model import loading
 from deepaas.model.v2.results import OutputError, ResultRenderer
 
 EXIT_START_FAILED = 3
+FLUSH_AFTER_S = 0.0005
 
 
 def describe_exception(exc: BaseException) -> RemoteError:
@@ -79,7 +81,6 @@ class WorkerLoop:
     def __init__(self, config: dict[str, Any], sock: socket.socket) -> None:
         self.config = config
         self.sock = sock
-        self.stream = sock.makefile("rb", buffering=1 << 16)
 
     def send(self, message: Any) -> None:
         self.sock.sendall(pack(message))
@@ -105,31 +106,56 @@ class WorkerLoop:
         return ResultRenderer(model, self.config["tmp_dir"])
 
     def serve(self, renderer: ResultRenderer) -> None:
+        """Answer calls until the parent closes the socket.
+
+        Calls that arrived together are answered together (one write), but a
+        result never waits more than FLUSH_AFTER_S for its companions.
+        """
         self.send((READY, {"pid": os.getpid()}))
-        model = renderer.model
+        decoder = FrameDecoder()
+        pending: collections.deque[Any] = collections.deque()
+        outbox: list[bytes] = []
+        first_unsent = 0.0
         while True:
-            try:
-                message = read_message(self.stream)
-            except EOFError:
-                return
+            if not pending:
+                if outbox:
+                    self.sock.sendall(b"".join(outbox))
+                    outbox.clear()
+                data = self.sock.recv(1 << 20)
+                if not data:
+                    return
+                pending.extend(decoder.feed(data))
+                continue
+            message = pending.popleft()
             if message[0] != CALL:
                 continue
-            _, call_id, method, payload = message
-            started = time.perf_counter()
-            try:
-                if method != "predict":
-                    raise NotImplementedError(f"unknown method {method!r}")
-                output = model.predict(payload)
-                value: Any = renderer.render(output, payload.get("accept"))
-                ok = True
-            except OutputError as exc:
-                value, ok = RemoteError(500, str(exc)), False
-            except BaseException as exc:  # a plugin may raise anything
-                value, ok = describe_exception(exc), False
-                sys.stderr.write(
-                    f"model {model.name!r} raised during {method}:\n{value.traceback}"
-                )
-            self.send((RESULT, call_id, ok, value, time.perf_counter() - started))
+            if not outbox:
+                first_unsent = time.perf_counter()
+            outbox.append(pack(self.call(renderer, *message[1:])))
+            if time.perf_counter() - first_unsent > FLUSH_AFTER_S:
+                self.sock.sendall(b"".join(outbox))
+                outbox.clear()
+
+    def call(
+        self, renderer: ResultRenderer, call_id: int, method: str, payload: Any
+    ) -> tuple[Any, ...]:
+        """Run one call; whatever happens, return a RESULT message."""
+        model = renderer.model
+        started = time.perf_counter()
+        try:
+            if method != "predict":
+                raise NotImplementedError(f"unknown method {method!r}")
+            output = model.predict(payload)
+            value: Any = renderer.render(output, payload.get("accept"))
+            ok = True
+        except OutputError as exc:
+            value, ok = RemoteError(500, str(exc)), False
+        except BaseException as exc:  # a plugin may raise anything
+            value, ok = describe_exception(exc), False
+            sys.stderr.write(
+                f"model {model.name!r} raised during {method}:\n{value.traceback}"
+            )
+        return (RESULT, call_id, ok, value, time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> None:
