@@ -24,9 +24,11 @@ from typing import Any
 
 import marshmallow
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict, MultiDictProxy
 
 from deepaas.api.errors import ValidationFailed
+from deepaas.exceptions import DeepaasError
 from deepaas.model.v2.fields import ArgSpec, build_schema
 from deepaas.model.v2.wrapper import UploadedFile
 
@@ -35,16 +37,12 @@ FORM_TEXT_LIMIT = 16 << 20  # a non-file form field larger than this is refused
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9_-]{1,16}$")
 
 
-def _too_large(limit: int) -> web.HTTPRequestEntityTooLarge:
-    return web.HTTPRequestEntityTooLarge(
-        max_size=limit,
-        actual_size=limit + 1,
-        reason=f"request body is larger than the limit of {limit} bytes",
-    )
+def _too_large(limit: int) -> DeepaasError:
+    return DeepaasError(413, f"request body is larger than the limit of {limit} bytes")
 
 
-def _bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(reason=message)
+def _bad_request(message: str) -> DeepaasError:
+    return DeepaasError(400, message)
 
 
 class ArgParser:
@@ -220,14 +218,24 @@ class ParsedArgs:
                 if name in self.parser.file_keys or part.filename is not None:
                     uploaded, size = await self._save_upload(part, name, received)
                     received += size
+                    if size == 0 and not part.filename:
+                        # An empty file input (browsers, Swagger UI): not sent.
+                        self._discard_upload(uploaded)
+                        continue
                     form.add(name, uploaded)
                 else:
                     text, size = await self._read_text(part, received)
                     received += size
                     form.add(name, text)
-        except web.HTTPException:
+        except (web.HTTPException, DeepaasError):
             raise
-        except (ValueError, AssertionError, LookupError, TypeError) as exc:
+        except (
+            ValueError,
+            AssertionError,
+            LookupError,
+            TypeError,
+            HttpProcessingError,
+        ) as exc:
             raise _bad_request(f"malformed multipart body: {exc}") from None
         return form
 
@@ -259,6 +267,11 @@ class ParsedArgs:
             raise _bad_request(
                 f"form field {part.name!r} is not valid text: {exc}"
             ) from None
+
+    def _discard_upload(self, uploaded: UploadedFile) -> None:
+        self.files.remove(uploaded.filename)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(uploaded.filename)
 
     async def _save_upload(
         self, part: BodyPartReader, name: str, received: int

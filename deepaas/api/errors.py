@@ -39,9 +39,7 @@ class ValidationFailed(web.HTTPUnprocessableEntity):
     """422 whose body is marshmallow's messages, exactly as DEEPaaS 2.x sent."""
 
     def __init__(self, messages: object) -> None:
-        super().__init__(
-            body=json.dumps(messages).encode(), content_type="application/json"
-        )
+        super().__init__(text=json.dumps(messages), content_type="application/json")
 
 
 async def _redirect_with_slash(request: web.Request) -> web.Response | None:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.versions import v2_version
+from deepaas.exceptions import DeepaasError
 from deepaas.model.v2.wrapper import ModelWrapper
 
 
@@ -77,8 +78,8 @@ def setup(
 
     async def unknown_model(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        raise web.HTTPNotFound(
-            reason=f"model {name!r} is not served here; served: {', '.join(models)}"
+        raise DeepaasError(
+            404, f"model {name!r} is not served here; served: {', '.join(models)}"
         )
 
     # Any other model name under /v2/models/ is a clear 404 naming it; the

@@ -11,6 +11,7 @@ import os
 import urllib.parse
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from deepaas.model.v2.results import PredictResult
 
@@ -32,13 +33,29 @@ async def send_result(
         return web.Response(
             body=result.body, headers={"Content-Type": result.content_type, **headers}
         )
-    try:
-        response = web.FileResponse(
-            result.path, headers={"Content-Type": result.content_type, **headers}
-        )
-        await response.prepare(request)  # sends the whole file
-        return response
-    finally:
-        if result.delete:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(result.path)
+    return _ResultFileResponse(
+        result.path,
+        delete=result.delete,
+        headers={"Content-Type": result.content_type, **headers},
+    )
+
+
+class _ResultFileResponse(web.FileResponse):
+    """Streams a result file; a temporary one is removed once it is sent.
+
+    aiohttp prepares (sends) the response after the handler returns it, once:
+    preparing it in the handler too would send the file twice.
+    """
+
+    def __init__(self, path: str, *, delete: bool, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self._result_path = path
+        self._delete = delete
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            return await super().prepare(request)
+        finally:
+            if self._delete:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._result_path)

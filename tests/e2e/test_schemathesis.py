@@ -1,0 +1,46 @@
+"""Property-based fuzzing of the example plugins over /openapi.json.
+
+Schemathesis generates valid and invalid requests for every documented
+operation of a running ``deepaas-run``; none may answer 5xx (bad input is a
+4xx with a JSON message). Run by its command line, as a user would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_deepaas_run import Server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
+
+
+def test_no_server_errors(tmp_path):
+    srv = Server("--model-name", "demo,demo_class")
+    try:
+        srv.wait_ready()
+        result = subprocess.run(
+            [
+                SCHEMATHESIS, "run", f"{srv.base}/openapi.json",
+                "--checks", "not_a_server_error",
+                "--max-examples", "40",
+                "--seed", "20261122",
+                "--generation-deterministic",
+                "--request-timeout", "30",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=540,
+            cwd=tmp_path,
+        )
+    finally:
+        srv.stop()
+    report = result.stdout + result.stderr
+    assert result.returncode == 0, report[-6000:]
+    assert "passed" in report.lower()
