@@ -17,7 +17,7 @@ from deepaas.api import openapi, versions
 from deepaas.api.errors import error_middleware
 from deepaas.api.v2 import debug, models, predict
 from deepaas.config import Settings
-from deepaas.engine.pool import write_output
+from deepaas.engine.pool import PoolConfig, write_output
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.log import OutputCapture
 from deepaas.model import loading
@@ -54,14 +54,16 @@ def build_app(
 
     runtimes = {
         spec.name: ModelRuntime(
-            spec.name,
-            spec.target,
-            workers=settings.workers,
-            tmp_dir=tmp_dir,
-            warm=settings.warm,
-            env=worker_env,
-            output=output,
-            extra_path=extra_path,
+            PoolConfig(
+                model=spec.name,
+                target=spec.target,
+                size=settings.workers,
+                tmp_dir=tmp_dir,
+                warm=settings.warm,
+                env=worker_env,
+                output=output,
+                extra_path=extra_path,
+            )
         )
         for spec in specs
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import json
 import logging
@@ -183,31 +184,29 @@ def write_output(text: str) -> None:
     sys.stderr.flush()
 
 
+@dataclasses.dataclass(frozen=True)
+class PoolConfig:
+    """How to start the workers of one model."""
+
+    model: str  # the model name
+    target: str  # "module" or "module:Attribute", as the entry point says
+    size: int  # worker processes
+    tmp_dir: str  # where uploads and large results live
+    warm: bool = True
+    env: Mapping[str, str] | None = None  # None: this process's environment
+    output: Callable[[str], None] = write_output  # the workers' stdout/stderr
+    extra_path: tuple[str, ...] = ()  # prepended to the workers' PYTHONPATH
+
+
 class WorkerPool:
     """Starts, feeds, watches and stops the workers of one model."""
 
-    def __init__(
-        self,
-        model: str,
-        target: str,
-        source: WorkSource,
-        *,
-        size: int,
-        tmp_dir: str,
-        warm: bool = True,
-        env: Mapping[str, str] | None = None,
-        output: Callable[[str], None] = write_output,
-        extra_path: tuple[str, ...] = (),
-    ) -> None:
-        self.model = model
-        self.target = target
+    def __init__(self, config: PoolConfig, source: WorkSource) -> None:
+        self.config = config
+        self.model = config.model
         self.source = source
-        self.tmp_dir = tmp_dir
-        self.warm = warm
-        self.env = dict(os.environ if env is None else env)
-        self.output = output
-        self.extra_path = extra_path
-        self.workers = [Worker(self, i) for i in range(size)]
+        self.env = dict(os.environ if config.env is None else config.env)
+        self.workers = [Worker(self, i) for i in range(config.size)]
         self.stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = asyncio.Event()
@@ -246,10 +245,10 @@ class WorkerPool:
         env = dict(self.env)
         env["PYTHONUNBUFFERED"] = "1"
         env["DEEPAAS_WORKER"] = worker.label
-        if self.extra_path:
+        if self.config.extra_path:
             old = env.get("PYTHONPATH")
             env["PYTHONPATH"] = os.pathsep.join(
-                [*self.extra_path, *([old] if old else [])]
+                [*self.config.extra_path, *([old] if old else [])]
             )
         return env
 
@@ -263,10 +262,10 @@ class WorkerPool:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         config = {
             "model": self.model,
-            "target": self.target,
+            "target": self.config.target,
             "fd": theirs.fileno(),
-            "warm": self.warm,
-            "tmp_dir": self.tmp_dir,
+            "warm": self.config.warm,
+            "tmp_dir": self.config.tmp_dir,
             "parent_pid": os.getpid(),
         }
         worker.state = WorkerState.STARTING
@@ -295,7 +294,8 @@ class WorkerPool:
         await self._loop.create_unix_connection(lambda: worker, sock=ours)
         assert worker.process.stdout is not None
         await self._loop.connect_read_pipe(
-            lambda: OutputForwarder(worker.label, self.output), worker.process.stdout
+            lambda: OutputForwarder(worker.label, self.config.output),
+            worker.process.stdout,
         )
         worker.watch_exit(self._loop)
 

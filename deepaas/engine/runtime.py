@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-from collections.abc import Callable, Mapping
 from typing import Any
 
-from deepaas.engine.pool import Call, WorkerPool, write_output
+from deepaas.engine.pool import Call, PoolConfig, WorkerPool
 from deepaas.exceptions import ModelUnavailable
 from deepaas.model.v2.results import PredictResult
 
@@ -23,31 +22,10 @@ _call_ids = itertools.count(1)
 class ModelRuntime:
     """The queue and workers of one model (implements the pool's WorkSource)."""
 
-    def __init__(
-        self,
-        model: str,
-        target: str,
-        *,
-        workers: int,
-        tmp_dir: str,
-        warm: bool = True,
-        env: Mapping[str, str] | None = None,
-        output: Callable[[str], None] = write_output,
-        extra_path: tuple[str, ...] = (),
-    ) -> None:
-        self.model = model
+    def __init__(self, config: PoolConfig) -> None:
+        self.model = config.model
         self.queue: collections.deque[Call] = collections.deque()
-        self.pool = WorkerPool(
-            model,
-            target,
-            self,
-            size=workers,
-            tmp_dir=tmp_dir,
-            warm=warm,
-            env=env,
-            output=output,
-            extra_path=extra_path,
-        )
+        self.pool = WorkerPool(config, self)
 
     # -- WorkSource ---------------------------------------------------------
 
