@@ -9,6 +9,7 @@ every worker (no orphan process), remove temporary files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -101,6 +102,8 @@ async def serve(
             )
         await stop_wait
         ready_or_stop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ready_or_stop
         LOG.info("stopping: finishing requests in flight, then the workers")
     finally:
         await runner.cleanup()

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -75,24 +76,31 @@ class Server:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
+        self._output: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._output.append(line)
 
     def wait_ready(self, timeout: float = 30) -> None:
+        """Wait for the banner: every model has a warm worker."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if "ready in" in self.output():
+                return
             if self.proc.poll() is not None:
-                raise AssertionError(f"deepaas-run exited: {self.output()}")
-            try:
-                status, _, _ = _call(f"{self.base}/v2/models/")
-                if status == 200 and len(_children(self.proc.pid)) >= 1:
-                    return
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.1)
-        raise AssertionError("deepaas-run did not start")
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"deepaas-run did not start:\n{self.output()}")
 
     def output(self) -> str:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read().decode(errors="replace")
+        """Everything the server printed so far (all of it once it exited)."""
+        if self.proc.poll() is not None:
+            self._reader.join(timeout=10)
+        return b"".join(self._output).decode(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
