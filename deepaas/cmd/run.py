@@ -15,13 +15,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from aiohttp import web
 
 from deepaas import __version__, log
 from deepaas.api import RUNTIMES, build_app
 from deepaas.config import ConfigError, Settings, load_settings
+from deepaas.engine.runtime import ModelRuntime
 from deepaas.model import loading
 
 LOG = logging.getLogger("deepaas")
@@ -41,7 +42,16 @@ def _install_loop(choice: str) -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _banner(settings: Settings, names: Sequence[str], seconds: float) -> str:
+async def _settled(runtimes: Iterable[ModelRuntime]) -> None:
+    """Wait until every model has a warm worker or has failed to start one."""
+    while not all(rt.pool.ready_workers or rt.pool.start_error for rt in runtimes):
+        await asyncio.sleep(0.02)
+
+
+def _banner(
+    settings: Settings, specs: Sequence[loading.PluginSpec], seconds: float
+) -> str:
+    names = [spec.name for spec in specs]
     base = f"http://{settings.listen_ip}:{settings.listen_port}{settings.base_path}"
     lines = [
         f"deepaas {__version__} ready in {seconds:.1f}s, serving "
@@ -71,15 +81,15 @@ async def serve(
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         handle_signals=False,
     )
-    await runner.setup()
-    site = web.TCPSite(
-        runner, settings.listen_ip, settings.listen_port, reuse_address=True
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        await runner.setup()
+        site = web.TCPSite(
+            runner, settings.listen_ip, settings.listen_port, reuse_address=True
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -87,19 +97,21 @@ async def serve(
                 f"cannot listen on {settings.listen_ip}:{settings.listen_port}: "
                 f"{exc.strerror or exc}"
             ) from None
-        runtimes = app[RUNTIMES]
-        waiting = [rt.pool.wait_ready() for rt in runtimes.values()]
-        ready_or_stop = asyncio.ensure_future(asyncio.gather(*waiting))
+        ready_or_stop = asyncio.ensure_future(_settled(app[RUNTIMES].values()))
         stop_wait = asyncio.ensure_future(stop.wait())
         await asyncio.wait(
             {ready_or_stop, stop_wait}, return_when=asyncio.FIRST_COMPLETED
         )
         if not stop.is_set():
-            print(
-                _banner(settings, [s.name for s in specs], time.monotonic() - started),
-                file=sys.stderr,
-                flush=True,
-            )
+            seconds = time.monotonic() - started
+            print(_banner(settings, specs, seconds), file=sys.stderr, flush=True)
+            for runtime in app[RUNTIMES].values():
+                if runtime.pool.start_error:
+                    LOG.error(
+                        "model %s is NOT serving: %s",
+                        runtime.model,
+                        runtime.pool.start_error,
+                    )
         await stop_wait
         ready_or_stop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
