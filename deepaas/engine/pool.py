@@ -393,11 +393,12 @@ class WorkerPool:
             worker.compute_ewma = (
                 seconds if ewma is None else 0.8 * ewma + 0.2 * seconds
             )
-            if call is not None and not call.future.done():
-                if ok:
-                    call.future.set_result(value)
-                else:
-                    call.future.set_exception(DeepaasError(value.status, value.message))
+            if call is None or call.future.done():
+                _discard(value)  # nobody waits for it (the client went away)
+            elif ok:
+                call.future.set_result(value)
+            else:
+                call.future.set_exception(DeepaasError(value.status, value.message))
             worker.failures_in_a_row = 0
             self.schedule_pump()
         elif kind == protocol.READY:
@@ -506,6 +507,14 @@ class WorkerPool:
 
         timer = self._loop.call_later(delay, respawn)
         self._timers.add(timer)
+
+
+def _discard(value: Any) -> None:
+    """Remove the temporary file of a result no one will send."""
+    path = getattr(value, "path", None)
+    if path and getattr(value, "delete", False):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _fail(call: Call, error: BaseException) -> None:

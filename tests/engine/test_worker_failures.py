@@ -174,3 +174,18 @@ async def test_no_worker_left_after_shutdown(aiohttp_client):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_result_file_of_a_client_that_left_is_removed(aiohttp_client):
+    client, runtime = await _client(aiohttp_client)
+    await runtime.pool.wait_ready(10)
+    tmp_dir = Path(runtime.pool.config.tmp_dir)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(client.post(PREDICT, params={"mode": "big_slow"}), 0.3)
+    await asyncio.sleep(2)
+    assert list(tmp_dir.iterdir()) == []
+    # The worker is still fine and the large answer arrives whole.
+    resp = await client.post(PREDICT, params={"mode": "big_slow"})
+    assert resp.status == 200
+    assert len(await resp.read()) == 2 << 20
+    assert list(tmp_dir.iterdir()) == []

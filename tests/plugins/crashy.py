@@ -57,6 +57,11 @@ def predict(mode="ok"):
 
         time.sleep(30)
         return "slept"
+    if mode == "big_slow":
+        import time
+
+        time.sleep(1)
+        return b"x" * (2 << 20)  # over the inline limit: sent as a temp file
     if mode == "print":
         print("crashy-marker-output", flush=True)
         return "printed"
