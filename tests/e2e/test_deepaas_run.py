@@ -55,10 +55,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _call(url: str, method: str = "GET", data: bytes | None = None,
-          headers: dict[str, str] | None = None) -> tuple[int, bytes, dict]:
-    request = urllib.request.Request(url, method=method, data=data,
-                                     headers=headers or {})
+def _call(
+    url: str,
+    method: str = "GET",
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes, dict]:
+    request = urllib.request.Request(
+        url, method=method, data=data, headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as resp:
             return resp.status, resp.read(), dict(resp.headers)
@@ -173,9 +178,7 @@ def test_worker_survives_nothing_when_server_is_killed(server):
 def test_settings_from_environment_and_config_file(server, tmp_path):
     config = tmp_path / "deepaas.ini"
     config.write_text("[DEFAULT]\nbase_path = /from-file\ndoc_endpoint = false\n")
-    srv = server(
-        "--config-file", str(config), env={"DEEPAAS_V2_MODEL": "demo_class"}
-    )
+    srv = server("--config-file", str(config), env={"DEEPAAS_V2_MODEL": "demo_class"})
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -202,3 +205,55 @@ def test_bad_flag_value_is_a_usage_error(server):
     srv = server("--base-path", "no-slash")
     assert srv.proc.wait(timeout=30) == 2
     assert "base_path must start with '/'" in srv.output()
+
+
+GPU_PROBE = """
+import os
+
+IMPORTED_WITH = os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def get_metadata():
+    return {"imported_with": IMPORTED_WITH}
+
+
+def predict():
+    return {"worker_sees": os.environ.get("CUDA_VISIBLE_DEVICES")}
+"""
+
+
+def _install_fake_plugin(root: Path, name: str, source: str) -> None:
+    """A plugin 'installed' by a dist-info folder on PYTHONPATH."""
+    (root / f"{name}.py").write_text(source)
+    dist = root / f"{name}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(f"[deepaas.v2.model]\n{name} = {name}\n")
+
+
+def test_api_process_imports_plugins_with_gpus_hidden(server, tmp_path):
+    _install_fake_plugin(tmp_path, "gpu_probe", GPU_PROBE)
+    srv = server(
+        "--model-name",
+        "gpu_probe",
+        env={"PYTHONPATH": str(tmp_path), "CUDA_VISIBLE_DEVICES": "3"},
+    )
+    srv.wait_ready()
+    status, body, _ = _call(f"{srv.base}/v2/models/gpu_probe/")
+    assert status == 200
+    assert json.loads(body)["imported_with"] == ""
+    status, body, _ = _call(f"{srv.base}/v2/models/gpu_probe/predict/", "POST")
+    assert json.loads(body)["predictions"] == {"worker_sees": "3"}
+
+
+def test_plugin_that_fails_to_import_stops_startup(server, tmp_path):
+    _install_fake_plugin(tmp_path, "broken_plugin", "import no_such_module\n")
+    srv = server("--model-name", "broken_plugin", env={"PYTHONPATH": str(tmp_path)})
+    assert srv.proc.wait(timeout=30) == 1
+    lines = srv.output().strip().splitlines()
+    assert len(lines) == 1
+    assert "broken_plugin" in lines[0]
+    assert "ModuleNotFoundError" in lines[0]
+    assert "no_such_module" in lines[0]

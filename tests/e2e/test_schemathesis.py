@@ -26,12 +26,18 @@ def test_no_server_errors(tmp_path):
         srv.wait_ready()
         result = subprocess.run(
             [
-                SCHEMATHESIS, "run", f"{srv.base}/openapi.json",
-                "--checks", "not_a_server_error",
-                "--max-examples", "40",
-                "--seed", "20261122",
+                SCHEMATHESIS,
+                "run",
+                f"{srv.base}/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                "40",
+                "--seed",
+                "20261122",
                 "--generation-deterministic",
-                "--request-timeout", "30",
+                "--request-timeout",
+                "30",
                 "--no-color",
             ],
             capture_output=True,
