@@ -75,8 +75,10 @@ def main() -> int:
         answered, ready = one_run()
         warmed = max(answered, ready)
         worst = max(worst, warmed)
-        print(f"run {i + 1}: answers / after {answered:.2f}s, "
-              f"workers warm after {ready:.2f}s")
+        print(
+            f"run {i + 1}: answers / after {answered:.2f}s, "
+            f"workers warm after {ready:.2f}s"
+        )
     print(f"worst: {worst:.2f}s (target < 3 s): {'PASS' if worst < 3 else 'FAIL'}")
     return 0 if worst < 3 else 1
 

@@ -47,8 +47,8 @@ def peak_rss_mb(pid: int) -> float:
 
 def body(size: int) -> Iterator[bytes]:
     head = (
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
-        f"filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
     )
     yield head.encode()
     sent = 0
@@ -114,10 +114,14 @@ def main() -> int:
         received = answer.get("args", {}).get("file") or {}
         intact = received.get("sha256") == expected_sha256(size)
         growth = after - before
-        print(f"upload: {args.mb} MB in {seconds:.1f}s, HTTP {resp.status}, "
-              f"intact: {intact}")
-        print(f"API process peak RSS: {before:.1f} MB -> {after:.1f} MB "
-              f"(growth {growth:.1f} MB; target < 64 MB)")
+        print(
+            f"upload: {args.mb} MB in {seconds:.1f}s, HTTP {resp.status}, "
+            f"intact: {intact}"
+        )
+        print(
+            f"API process peak RSS: {before:.1f} MB -> {after:.1f} MB "
+            f"(growth {growth:.1f} MB; target < 64 MB)"
+        )
         print(f"temporary files left: {len(left)} {left[:3]}")
         ok = resp.status == 200 and intact and growth < 64 and not left
         print("PASS" if ok else "FAIL")

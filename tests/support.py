@@ -60,8 +60,12 @@ async def start_client(specs: Sequence[PluginSpec], settings: dict[str, Any]) ->
 
 def server_tmp_dir(client: Client) -> str:
     """The directory where the app writes uploads and large results."""
-    runtime = next(iter(client.app[RUNTIMES].values()))
-    return str(runtime.pool.tmp_dir)
+    pool = next(iter(client.app[RUNTIMES].values())).pool
+    for owner in (pool, getattr(pool, "config", None)):
+        path = getattr(owner, "tmp_dir", None)
+        if path:
+            return str(path)
+    raise AssertionError("cannot find the app's temporary directory")
 
 
 def listdir(path: str) -> list[str]:
@@ -91,3 +95,15 @@ async def predict(
     if expect is not None:
         assert response.status == expect, body[:2000]
     return await response.json() if body else None
+
+
+async def tmp_dir_empties(client: Client, timeout: float = 5.0) -> list[str]:
+    """What is left in the server's tmp dir once it is empty or ``timeout``
+    passes (a result file is removed just after its last byte is sent)."""
+    path = server_tmp_dir(client)
+
+    async def empty() -> bool:
+        return not listdir(path)
+
+    await wait_for(empty, timeout)
+    return listdir(path)

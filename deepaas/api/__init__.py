@@ -17,9 +17,9 @@ from deepaas.api import openapi, versions
 from deepaas.api.errors import error_middleware
 from deepaas.api.v2 import debug, models, predict
 from deepaas.config import Settings
-from deepaas.engine.pool import PoolConfig, write_output
+from deepaas.engine.pool import PoolConfig
 from deepaas.engine.runtime import ModelRuntime
-from deepaas.log import OutputCapture
+from deepaas.log import CaptureHandler, OutputCapture
 from deepaas.model import loading
 from deepaas.model.v2.wrapper import ModelWrapper
 
@@ -47,11 +47,6 @@ def build_app(
     wrappers = {spec.name: loading.load(spec) for spec in specs}
     tmp_dir = tempfile.mkdtemp(prefix="deepaas-")
 
-    def output(text: str) -> None:
-        write_output(text)
-        if capture is not None:
-            capture.write(text)
-
     runtimes = {
         spec.name: ModelRuntime(
             PoolConfig(
@@ -61,7 +56,6 @@ def build_app(
                 tmp_dir=tmp_dir,
                 warm=settings.warm,
                 env=worker_env,
-                output=output,
                 extra_path=extra_path,
             )
         )
@@ -75,7 +69,12 @@ def build_app(
         capture=capture if settings.debug_endpoint else None,
     )
 
+    # Log records and the workers' output (which is logged) go to /v2/debug/.
+    handler = CaptureHandler(capture) if capture and settings.debug_endpoint else None
+
     async def start_workers(app: web.Application) -> None:
+        if handler is not None:
+            logging.getLogger().addHandler(handler)
         for runtime in runtimes.values():
             await runtime.start()
 
@@ -83,6 +82,8 @@ def build_app(
         for runtime in runtimes.values():
             await runtime.stop()
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
 
     app.on_startup.append(start_workers)
     app.on_cleanup.append(stop_workers)

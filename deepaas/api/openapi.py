@@ -230,7 +230,8 @@ def _swagger2_params(
             prop.pop("additionalProperties", None)
         if prop.get("type") == "array":
             prop.setdefault("items", {"type": "string"})
-            prop["collectionFormat"] = "multi"
+            # repeated keys, or one "a,b" value (webargs' DelimitedList)
+            prop["collectionFormat"] = "multi" if spec.is_list else "csv"
         params.append(
             {"name": spec.key, "in": where, "required": spec.required, **prop}
         )
@@ -266,7 +267,7 @@ def _openapi3_params(
         if description:
             param["description"] = description
         if prop.get("type") == "array":
-            param["explode"] = True
+            param["explode"] = spec.is_list
         if prop.get("type") == "object":
             param["content"] = {"application/json": {"schema": param.pop("schema")}}
         params.append(param)

@@ -72,8 +72,6 @@ async def serve(
     started: float,
 ) -> None:
     capture = log.OutputCapture() if settings.debug_endpoint else None
-    if capture is not None:
-        logging.getLogger().addHandler(log.CaptureHandler(capture))
     app = build_app(settings, specs, worker_env=worker_env, capture=capture)
     runner = web.AppRunner(
         app,

@@ -158,8 +158,8 @@ class Worker(asyncio.Protocol):
 class OutputForwarder(asyncio.Protocol):
     """Reads a worker's stdout/stderr and hands it on line by line."""
 
-    def __init__(self, label: str, sink: Callable[[str], None]) -> None:
-        self.prefix = f"[{label}] "
+    def __init__(self, label: str, sink: Callable[[str, str], None]) -> None:
+        self.label = label
         self.sink = sink
         self.partial = b""
 
@@ -170,18 +170,22 @@ class OutputForwarder(asyncio.Protocol):
             lines.append(self.partial)
             self.partial = b""
         for line in lines:
-            self.sink(self.prefix + line.decode(errors="replace") + "\n")
+            self.sink(self.label, line.decode(errors="replace"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.partial:
-            self.sink(self.prefix + self.partial.decode(errors="replace") + "\n")
+            self.sink(self.label, self.partial.decode(errors="replace"))
             self.partial = b""
 
 
-def write_output(text: str) -> None:
-    """Default sink: the server's own standard error."""
-    sys.stderr.write(text)
-    sys.stderr.flush()
+WORKER_LOG = logging.getLogger("deepaas.worker")
+# What a model prints is shown whatever --log-level says, as with DEEPaaS 2.x.
+WORKER_LOG.setLevel(logging.INFO)
+
+
+def log_output(label: str, line: str) -> None:
+    """Default sink: the server's log (console, --log-file, /v2/debug/)."""
+    WORKER_LOG.info("[%s] %s", label, line)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +198,7 @@ class PoolConfig:
     tmp_dir: str  # where uploads and large results live
     warm: bool = True
     env: Mapping[str, str] | None = None  # None: this process's environment
-    output: Callable[[str], None] = write_output  # the workers' stdout/stderr
+    output: Callable[[str, str], None] = log_output  # (worker, line) of output
     extra_path: tuple[str, ...] = ()  # prepended to the workers' PYTHONPATH
 
 

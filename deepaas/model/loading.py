@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,6 +63,16 @@ NO_PLUGIN_HELP = (
 )
 
 
+def _declared_targets() -> dict[str, list[str]]:
+    """Installed entry-point names and their targets, without importing any."""
+    declared: dict[str, list[str]] = {}
+    for entry_point in importlib.metadata.entry_points(group=NAMESPACE):
+        targets = declared.setdefault(entry_point.name, [])
+        if entry_point.value not in targets:
+            targets.append(entry_point.value)
+    return declared
+
+
 def discover(names: Sequence[str] = ()) -> list[PluginSpec]:
     """List the plugins to serve: all installed, or those named (in order)."""
 
@@ -71,10 +82,18 @@ def discover(names: Sequence[str] = ()) -> list[PluginSpec]:
             f"{entrypoint.value}): {type(exc).__name__}: {exc}"
         ) from exc
 
+    declared = _declared_targets()
+    for name in names or declared:
+        targets = declared.get(name, [])
+        if len(targets) > 1:
+            # stevedore would pick one silently (or crash naming module plugins)
+            raise PluginLoadError(
+                f"model name {name!r} is declared twice ({' and '.join(targets)}); "
+                "uninstall one of them"
+            )
+
     def on_missing(missing: Any) -> None:
-        installed = sorted(
-            ep.name for ep in extension.ExtensionManager(NAMESPACE).list_entry_points()
-        )
+        installed = sorted(declared)
         raise PluginLoadError(
             f"model(s) {', '.join(sorted(missing))} not installed; installed: "
             f"{', '.join(installed) or 'none'}"
@@ -95,15 +114,9 @@ def discover(names: Sequence[str] = ()) -> list[PluginSpec]:
         manager = extension.ExtensionManager(
             NAMESPACE, on_load_failure_callback=on_failure
         )
-    specs = [PluginSpec(ext.name, ext.entry_point.value) for ext in manager]
-    seen: dict[str, str] = {}
-    for spec in specs:
-        if spec.name in seen and seen[spec.name] != spec.target:
-            raise PluginLoadError(
-                f"model name {spec.name!r} is declared twice ({seen[spec.name]} "
-                f"and {spec.target}); uninstall one of them"
-            )
-        seen[spec.name] = spec.target
+    # One spec per name: the same entry point may be listed twice (a package
+    # installed and also on the path, as under tox).
+    seen = {ext.name: ext.entry_point.value for ext in manager}
     specs = [PluginSpec(name, target) for name, target in seen.items()]
     if not specs:
         raise PluginLoadError(NO_PLUGIN_HELP)

@@ -1,19 +1,24 @@
 """Rendered predict results -> HTTP responses.
 
 Bodies come ready-made from the worker; large ones arrive as a file, which is
-streamed (sendfile) and then removed.
+streamed in chunks and then removed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import urllib.parse
+from typing import BinaryIO
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
+from deepaas.exceptions import DeepaasError
 from deepaas.model.v2.results import PredictResult
+
+CHUNK = 1 << 20
 
 
 def _disposition(filename: str) -> str:
@@ -26,36 +31,61 @@ async def send_result(
     request: web.Request, result: PredictResult
 ) -> web.StreamResponse:
     """Answer with a rendered result; a temporary result file is removed after."""
-    headers = {}
+    headers = {"Content-Type": result.content_type}
     if result.filename:
         headers["Content-Disposition"] = _disposition(result.filename)
     if result.path is None:
-        return web.Response(
-            body=result.body, headers={"Content-Type": result.content_type, **headers}
-        )
-    return _ResultFileResponse(
-        result.path,
-        delete=result.delete,
-        headers={"Content-Type": result.content_type, **headers},
-    )
+        return web.Response(body=result.body, headers=headers)
+    try:
+        stream = open(result.path, "rb")  # noqa: SIM115 - closed once sent
+    except OSError as exc:
+        _remove(result)
+        raise DeepaasError(
+            500, f"the model's result file cannot be read: {exc.strerror}"
+        ) from None
+    return _ResultFileResponse(stream, result, headers)
 
 
-class _ResultFileResponse(web.FileResponse):
-    """Streams a result file; a temporary one is removed once it is sent.
+def _remove(result: PredictResult) -> None:
+    if result.delete and result.path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(result.path)
 
-    aiohttp prepares (sends) the response after the handler returns it, once:
-    preparing it in the handler too would send the file twice.
+
+class _ResultFileResponse(web.StreamResponse):
+    """Streams a result file, always whole; a temporary one is removed after.
+
+    Not a ``FileResponse``: that honours ``Range`` and conditional headers
+    (206, 304, 412 answers), which mean nothing for the freshly computed
+    answer to a POST. aiohttp calls :meth:`prepare` once the handler has
+    returned, so the file is sent outside the handler, as FileResponse does.
     """
 
-    def __init__(self, path: str, *, delete: bool, headers: dict[str, str]) -> None:
-        super().__init__(path, headers=headers)
-        self._result_path = path
-        self._delete = delete
+    def __init__(
+        self, stream: BinaryIO, result: PredictResult, headers: dict[str, str]
+    ) -> None:
+        super().__init__(headers=headers)
+        self._stream = stream
+        self._result = result
+        self._size = os.fstat(stream.fileno()).st_size
+        self.content_length = self._size
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        try:
+        if self.prepared:
             return await super().prepare(request)
+        loop = asyncio.get_running_loop()
+        try:
+            with self._stream as stream:
+                writer = await super().prepare(request)
+                left = self._size  # never more than Content-Length said
+                while left > 0:
+                    chunk = await loop.run_in_executor(
+                        None, stream.read, min(CHUNK, left)
+                    )
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    await self.write(chunk)
+            return writer
         finally:
-            if self._delete:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._result_path)
+            _remove(self._result)

@@ -48,7 +48,7 @@ class ArgSpec:
     key: str  # the name on the wire (data_key, or the name)
     location: str | None  # query | form | json | headers | None (any)
     is_file: bool
-    is_list: bool
+    is_list: bool  # multi-valued: repeated keys in a query string or form
 
     @property
     def metadata(self) -> Mapping[str, Any]:
@@ -83,6 +83,20 @@ def _validators(field: ma_fields.Field) -> list[Any]:
 
 def _is_file(field: ma_fields.Field) -> bool:
     return field.metadata.get("type") == "file"
+
+
+def _is_multi_valued(field: ma_fields.Field) -> bool:
+    """Whether repeated keys (``?x=1&x=2``) make the value, as webargs decides.
+
+    webargs' ``DelimitedList`` is a List that takes one ``"1,2"`` value
+    (``is_multiple = False``; webargs 5 had no flag, only ``delimiter``).
+    """
+    flag = getattr(field, "is_multiple", None)
+    if flag is not None:
+        return bool(flag)
+    if hasattr(field, "delimiter"):
+        return False
+    return isinstance(field, (ma_fields.List, ma_fields.Tuple))
 
 
 def arg_specs(declared: Any, owner: str) -> dict[str, ArgSpec]:
@@ -124,7 +138,7 @@ def arg_specs(declared: Any, owner: str) -> dict[str, ArgSpec]:
             key=field.data_key or str(name),
             location="form" if is_file else _LOCATIONS[raw_location],
             is_file=is_file,
-            is_list=isinstance(field, ma_fields.List),
+            is_list=_is_multi_valued(field),
         )
     return specs
 

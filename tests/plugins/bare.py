@@ -1,0 +1,1 @@
+"""A plugin that defines nothing: fallback metadata, no args, predict 501."""

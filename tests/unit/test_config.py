@@ -1,0 +1,340 @@
+"""Settings from flags, environment and INI file (contract section 6)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from deepaas import __version__
+from deepaas.config import ConfigError, Settings, load_settings
+
+pytestmark = pytest.mark.timeout(30)
+
+DEFAULTS = {
+    "listen_ip": "127.0.0.1",
+    "listen_port": 5000,
+    "base_path": "",
+    "model_name": (),
+    "workers": 1,
+    "warm": True,
+    "train_endpoint": True,
+    "predict_endpoint": True,
+    "doc_endpoint": True,
+    "debug_endpoint": False,
+    "client_max_size": 0,
+    "debug": False,
+    "log_level": "INFO",
+    "log_file": "",
+}
+BOOLEANS = [name for name, value in DEFAULTS.items() if isinstance(value, bool)]
+
+
+def load(*argv: str, env: dict[str, str] | None = None) -> Settings:
+    return load_settings(list(argv), environ=env or {})
+
+
+def write_ini(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "deepaas.conf"
+    path.write_text(text)
+    return str(path)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# -- defaults and flags ----------------------------------------------------------
+
+
+def test_defaults():
+    settings = load()
+    for name, value in DEFAULTS.items():
+        assert getattr(settings, name) == value, name
+    assert dataclasses.asdict(Settings()) | {"config_file": ""} == dataclasses.asdict(
+        settings
+    )
+
+
+def test_settings_class_defaults_match():
+    settings = Settings()
+    for name, value in DEFAULTS.items():
+        assert getattr(settings, name) == value, name
+
+
+@pytest.mark.parametrize("name", BOOLEANS)
+def test_boolean_flags_and_no_flags(name):
+    assert getattr(load(flag(name)), name) is True
+    assert getattr(load("--no" + flag(name)[2:]), name) is False
+    # the last one given wins
+    assert getattr(load(flag(name), "--no" + flag(name)[2:]), name) is False
+
+
+def test_value_flags():
+    settings = load(
+        "--listen-ip", "0.0.0.0",
+        "--listen-port", "5027",
+        "--base-path", "/foo",
+        "--workers", "3",
+        "--client-max-size", "1024",
+        "--log-level", "WARNING",
+        "--log-file", "/tmp/x.log",
+    )  # fmt: skip
+    assert settings.listen_ip == "0.0.0.0"
+    assert settings.listen_port == 5027
+    assert settings.base_path == "/foo"
+    assert settings.workers == 3
+    assert settings.client_max_size == 1024
+    assert settings.log_level == "WARNING"
+    assert settings.log_file == "/tmp/x.log"
+
+
+def test_short_workers_flag():
+    assert load("-p", "4").workers == 4
+
+
+def test_debug_implies_debug_log_level():
+    assert load("--debug").log_level == "DEBUG"
+    assert load("--debug", "--log-level", "ERROR").log_level == "ERROR"
+
+
+def test_model_name_repeatable_and_comma_separated():
+    settings = load("--model-name", "a", "--model-name", "b, c", "--model-name", "d,")
+    assert settings.model_name == ("a", "b", "c", "d")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        load("--version")
+    assert exc.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        load("-h")
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in [*DEFAULTS, "config_file"]:
+        assert flag(name) in out, name
+
+
+def test_bad_flags_exit_2(capsys):
+    for argv in (["--listen-port", "abc"], ["--nope"], ["--log-level", "LOUD"]):
+        with pytest.raises(SystemExit) as exc:
+            load(*argv)
+        assert exc.value.code == 2
+        assert "error" in capsys.readouterr().err
+
+
+# -- environment -----------------------------------------------------------------
+
+
+def test_v2_model_environment_variable():
+    assert load(env={"DEEPAAS_V2_MODEL": "demo"}).model_name == ("demo",)
+    assert load(env={"DEEPAAS_V2_MODEL": "a,b"}).model_name == ("a", "b")
+
+
+def test_model_name_flag_beats_v2_model_variable():
+    settings = load("--model-name", "x", env={"DEEPAAS_V2_MODEL": "demo"})
+    assert settings.model_name == ("x",)
+
+
+@pytest.mark.parametrize("prefix", ["DEEPAAS_", "OS_DEFAULT__"])
+def test_environment_variables(prefix):
+    env = {
+        f"{prefix}LISTEN_IP": "0.0.0.0",
+        f"{prefix}LISTEN_PORT": "5027",
+        f"{prefix}BASE_PATH": "/bp/",
+        f"{prefix}MODEL_NAME": "a,b",
+        f"{prefix}WORKERS": "2",
+        f"{prefix}WARM": "false",
+        f"{prefix}TRAIN_ENDPOINT": "0",
+        f"{prefix}PREDICT_ENDPOINT": "no",
+        f"{prefix}DOC_ENDPOINT": "off",
+        f"{prefix}DEBUG_ENDPOINT": "True",
+        f"{prefix}CLIENT_MAX_SIZE": "100",
+        f"{prefix}LOG_LEVEL": "ERROR",
+        f"{prefix}LOG_FILE": "/tmp/y.log",
+    }
+    settings = load(env=env)
+    assert settings.listen_ip == "0.0.0.0"
+    assert settings.listen_port == 5027
+    assert settings.base_path == "/bp"
+    assert settings.model_name == ("a", "b")
+    assert settings.workers == 2
+    assert settings.warm is False
+    assert settings.train_endpoint is False
+    assert settings.predict_endpoint is False
+    assert settings.doc_endpoint is False
+    assert settings.debug_endpoint is True
+    assert settings.client_max_size == 100
+    assert settings.log_level == "ERROR"
+    assert settings.log_file == "/tmp/y.log"
+
+
+def test_deepaas_prefix_beats_os_default():
+    env = {"DEEPAAS_LISTEN_PORT": "1", "OS_DEFAULT__LISTEN_PORT": "2"}
+    assert load(env=env).listen_port == 1
+
+
+@pytest.mark.parametrize("text", ["1", "true", "TRUE", "yes", "on"])
+def test_true_spellings(text):
+    assert load(env={"DEEPAAS_DEBUG_ENDPOINT": text}).debug_endpoint is True
+
+
+# -- config file -----------------------------------------------------------------
+
+
+def test_config_file(tmp_path):
+    path = write_ini(
+        tmp_path,
+        "[DEFAULT]\n"
+        "listen_port = 5027\n"
+        "listen_ip = 0.0.0.0\n"
+        "debug_endpoint = true\n"
+        "warm = false\n"
+        "model_name = demo, demo_class\n"
+        "base_path = /from-file\n",
+    )
+    settings = load("--config-file", path)
+    assert settings.listen_port == 5027
+    assert settings.listen_ip == "0.0.0.0"
+    assert settings.debug_endpoint is True
+    assert settings.warm is False
+    assert settings.model_name == ("demo", "demo_class")
+    assert settings.base_path == "/from-file"
+    assert settings.config_file == path
+
+
+def test_config_file_from_environment(tmp_path):
+    path = write_ini(tmp_path, "[DEFAULT]\nworkers = 3\n")
+    assert load(env={"DEEPAAS_CONFIG_FILE": path}).workers == 3
+
+
+def test_precedence(tmp_path):
+    path = write_ini(
+        tmp_path, "[DEFAULT]\nlisten_port = 1\nworkers = 1\nclient_max_size = 1\n"
+    )
+    env = {"DEEPAAS_LISTEN_PORT": "2", "DEEPAAS_WORKERS": "2"}
+    settings = load("--config-file", path, "--listen-port", "3", env=env)
+    assert settings.listen_port == 3  # command line
+    assert settings.workers == 2  # environment over file
+    assert settings.client_max_size == 1  # file over default
+    assert settings.log_level == "INFO"  # default
+
+
+def test_precedence_of_booleans(tmp_path):
+    path = write_ini(tmp_path, "[DEFAULT]\nwarm = false\ndoc_endpoint = false\n")
+    env = {"DEEPAAS_WARM": "true"}
+    settings = load("--config-file", path, "--doc-endpoint", env=env)
+    assert settings.warm is True
+    assert settings.doc_endpoint is True
+
+
+def test_precedence_of_model_name(tmp_path):
+    path = write_ini(tmp_path, "[DEFAULT]\nmodel_name = from_file\n")
+    assert load("--config-file", path).model_name == ("from_file",)
+    env = {"DEEPAAS_V2_MODEL": "from_env"}
+    assert load("--config-file", path, env=env).model_name == ("from_env",)
+    settings = load("--config-file", path, "--model-name", "cli", env=env)
+    assert settings.model_name == ("cli",)
+
+
+# -- bad values ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"DEEPAAS_LISTEN_PORT": "abc"}, ["listen_port", "environment"]),
+        ({"DEEPAAS_LISTEN_PORT": "70000"}, ["listen_port", "70000"]),
+        ({"DEEPAAS_WORKERS": "0"}, ["workers"]),
+        ({"DEEPAAS_CLIENT_MAX_SIZE": "-1"}, ["client_max_size"]),
+        ({"DEEPAAS_WARM": "maybe"}, ["warm", "maybe"]),
+        ({"DEEPAAS_LOG_LEVEL": "LOUD"}, ["log_level", "INFO"]),
+        ({"DEEPAAS_BASE_PATH": "foo"}, ["base_path", "must start with '/'"]),
+    ],
+)
+def test_bad_environment_values(env, words):
+    with pytest.raises(ConfigError) as exc:
+        load(env=env)
+    for word in words:
+        assert word in str(exc.value)
+
+
+def test_bad_config_file_value(tmp_path):
+    path = write_ini(tmp_path, "[DEFAULT]\nworkers = many\n")
+    with pytest.raises(ConfigError, match=r"workers from config file .*deepaas.conf"):
+        load("--config-file", path)
+
+
+def test_unknown_config_file_key(tmp_path):
+    path = write_ini(tmp_path, "[DEFAULT]\nlisten_prot = 1\n")
+    with pytest.raises(ConfigError, match="listen_prot"):
+        load("--config-file", path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load("--config-file", str(tmp_path / "absent.conf"))
+
+
+def test_config_file_not_ini(tmp_path):
+    path = write_ini(tmp_path, "listen_port = 1\n")  # no section header
+    with pytest.raises(ConfigError, match="not valid INI"):
+        load("--config-file", path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--listen-port", "70000"], ["listen_port"]),
+        (["--workers", "0"], ["workers"]),
+        (["--client-max-size", "-5"], ["client_max_size"]),
+        (["--base-path", "foo"], ["base_path"]),
+    ],
+)
+def test_bad_flag_values(argv, words):
+    with pytest.raises(ConfigError) as exc:
+        load(*argv)
+    for word in words:
+        assert word in str(exc.value)
+
+
+# -- base path -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("", ""), ("/", ""), ("/foo", "/foo"), ("/foo/", "/foo"), ("/a/b//", "/a/b")],
+)
+def test_base_path_normalised(given, expected):
+    assert load("--base-path", given).base_path == expected
+    assert Settings(base_path=given).base_path == expected
+
+
+@pytest.mark.parametrize("given", ["foo", "foo/", " /foo", "http://x/foo"])
+def test_base_path_must_start_with_slash(given):
+    with pytest.raises(ConfigError, match="base_path"):
+        Settings(base_path=given)
+
+
+def test_settings_replace_revalidates():
+    settings = Settings().replace(base_path="/x/")
+    assert settings.base_path == "/x"
+    with pytest.raises(ConfigError):
+        Settings().replace(workers=0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="config.py accepts a base path that cannot work as a route prefix: "
+    "'{...}' becomes an aiohttp route variable, '?'/'#' never match a request "
+    "path, whitespace is not a valid URL path; should be a ConfigError",
+)
+@pytest.mark.parametrize("given", ["/a{b}", "/a?x", "/a#b", "/a b"])
+def test_base_path_with_characters_routes_cannot_use(given):
+    with pytest.raises(ConfigError, match="base_path"):
+        Settings(base_path=given)

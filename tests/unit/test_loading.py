@@ -1,0 +1,287 @@
+"""Plugin discovery and loading, and the import paths plugins rely on."""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import types
+
+import marshmallow
+import pytest
+
+from deepaas.model.loading import PluginLoadError, PluginSpec, discover, load
+from tests.plugins import bad_schemas, echo, objects
+
+pytestmark = pytest.mark.timeout(30)
+
+
+# -- load -------------------------------------------------------------------------
+
+
+def test_module_plugin():
+    wrapper = load(PluginSpec("echo", "tests.plugins.echo"))
+    assert wrapper.name == "echo"
+    assert wrapper.plugin is echo
+    assert isinstance(wrapper.plugin, types.ModuleType)
+    assert wrapper.get_metadata() == {"name": "echo", "description": "echoes"}
+    assert list(wrapper.predict_args) == ["x"]
+    assert wrapper.has_predict and not wrapper.has_train
+    assert wrapper.response_schema is None
+
+
+def test_class_plugin_is_instantiated_without_arguments():
+    before = objects.Model.instances
+    wrapper = load(PluginSpec("cls", "tests.plugins.objects:Model"))
+    assert type(wrapper.plugin) is objects.Model
+    assert objects.Model.instances == before + 1
+    # instance methods work (DEEPaaS 2.x used the class itself)
+    assert wrapper.get_metadata() == {
+        "name": "objects.Model",
+        "instance": before + 1,
+    }
+
+
+def test_example_class_plugin():
+    wrapper = load(PluginSpec("demo_class", "deepaas_example.classy:DemoModel"))
+    assert type(wrapper.plugin).__name__ == "DemoModel"
+    assert list(wrapper.predict_args) == ["data", "accept"]
+    assert wrapper.response_schema is not None
+    assert wrapper.response_schema.__name__ == "PredictResponse"
+
+
+def test_instance_plugin_is_used_as_is():
+    wrapper = load(PluginSpec("inst", "tests.plugins.objects:INSTANCE"))
+    assert wrapper.plugin is objects.INSTANCE
+    assert wrapper.get_metadata() == {"label": "prebuilt"}
+
+
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [
+        ("tests.plugins.import_fails", "RuntimeError: weights.h5 not found"),
+        ("tests.plugins.does_not_exist", "ModuleNotFoundError: "),
+        ("tests.plugins.echo:Missing", "AttributeError: "),
+        ("tests.plugins.objects:NeedsArguments", "TypeError: "),
+    ],
+)
+def test_load_failure_names_plugin_target_and_exception(target, error):
+    with pytest.raises(PluginLoadError) as exc:
+        load(PluginSpec("broken", target))
+    message = str(exc.value)
+    assert "'broken'" in message
+    assert target in message
+    assert error in message
+    assert "\n" not in message  # one clear line
+
+
+@pytest.mark.parametrize("name", ["ListSchema", "InstanceSchema", "NotASchemaClass"])
+def test_bad_schema_refused(name):
+    with pytest.raises(PluginLoadError) as exc:
+        load(PluginSpec("bad", f"tests.plugins.bad_schemas:{name}"))
+    message = str(exc.value)
+    assert "'bad'" in message
+    assert "schema" in message
+    assert "marshmallow.Schema subclass" in message
+
+
+def test_schema_class_and_dict_accepted():
+    wrapper = load(PluginSpec("good", "tests.plugins.bad_schemas:GoodSchemaClass"))
+    assert wrapper.response_schema is bad_schemas.Response
+    wrapper = load(PluginSpec("good", "tests.plugins.bad_schemas:GoodDictSchema"))
+    schema = wrapper.response_schema
+    assert schema is not None and issubclass(schema, marshmallow.Schema)
+    assert schema.__name__ == "ModelPredictionResponse"
+    assert schema().load({"value": 3}) == {"value": 3}
+    with pytest.raises(marshmallow.ValidationError):
+        schema().load({})
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("ListArgs", ["get_predict_args()", "dict of marshmallow fields", "list"]),
+        ("NotAField", ["get_predict_args()", "'x'", "not a marshmallow field"]),
+        ("UnknownLocation", ["get_predict_args()", "'x'", "cookies"]),
+        ("BadTrainArgs", ["get_train_args()", "str"]),
+    ],
+)
+def test_bad_arguments_refused(name, words):
+    with pytest.raises(PluginLoadError) as exc:
+        load(PluginSpec("bad", f"tests.plugins.bad_args:{name}"))
+    message = str(exc.value)
+    assert "'bad'" in message
+    for word in words:
+        assert word in message
+
+
+def test_field_classes_accepted():
+    wrapper = load(PluginSpec("fc", "tests.plugins.bad_args:FieldClasses"))
+    assert isinstance(wrapper.predict_args["x"].field, marshmallow.fields.Integer)
+    assert wrapper.predict_args["y"].required
+
+
+def test_not_implemented_methods_fall_back():
+    wrapper = load(PluginSpec("abstract", "tests.plugins.abstract_only:Model"))
+    assert wrapper.predict_args == {}
+    assert wrapper.train_args == {}
+    assert wrapper.get_metadata()["id"] == "0"
+    assert wrapper.warm() is False
+    with pytest.raises(NotImplementedError):
+        wrapper.predict({})
+
+
+def test_bare_module_plugin():
+    wrapper = load(PluginSpec("bare", "tests.plugins.bare"))
+    assert wrapper.predict_args == {}
+    assert not wrapper.has_predict
+    assert wrapper.warm() is False
+    assert wrapper.produces() == ["application/json"]
+    with pytest.raises(NotImplementedError):
+        wrapper.predict({})
+
+
+def test_accept_choices_and_default():
+    wrapper = load(PluginSpec("demo", "deepaas_example.demo"))
+    choices = ["application/json", "image/png", "text/plain", "*/*"]
+    assert wrapper.accept_choices == choices
+    assert wrapper.produces() == choices
+    assert wrapper.accept_default == "application/json"
+    wrapper = load(PluginSpec("binary", "tests.plugins.binary"))
+    assert wrapper.accept_default == "application/json"  # the first choice
+    assert wrapper.accept_choices is not None and wrapper.accept_choices[-1] == "*/*"
+
+
+# -- discover ---------------------------------------------------------------------
+
+
+def test_discover_all_installed():
+    specs = {spec.name: spec.target for spec in discover()}
+    assert specs["demo"] == "deepaas_example.demo"
+    assert specs["demo_class"] == "deepaas_example.classy:DemoModel"
+
+
+def test_discover_named_keeps_order():
+    assert discover(["demo_class", "demo"]) == [
+        PluginSpec("demo_class", "deepaas_example.classy:DemoModel"),
+        PluginSpec("demo", "deepaas_example.demo"),
+    ]
+    assert discover(["demo", "demo"]) == [PluginSpec("demo", "deepaas_example.demo")]
+
+
+def test_discover_missing_lists_installed():
+    with pytest.raises(PluginLoadError) as exc:
+        discover(["nope"])
+    message = str(exc.value)
+    assert "nope" in message
+    assert "not installed" in message
+    assert "installed: " in message
+    installed = message.split("installed: ")[-1]
+    assert "demo" in installed and "demo_class" in installed
+
+
+@pytest.fixture
+def fresh_entry_points(monkeypatch):
+    """Forget the entry points stevedore read earlier in this process."""
+    from stevedore import extension
+
+    monkeypatch.setattr(extension.ExtensionManager, "ENTRY_POINT_CACHE", {})
+
+
+def fake_distribution(root, name: str, entry_points: dict[str, str]) -> None:
+    """An installed distribution (a dist-info folder) declaring entry points."""
+    dist_info = root / f"{name}-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+    )
+    lines = [f"{key} = {value}" for key, value in entry_points.items()]
+    (dist_info / "entry_points.txt").write_text(
+        "[deepaas.v2.model]\n" + "\n".join(lines) + "\n"
+    )
+
+
+@pytest.mark.usefixtures("fresh_entry_points")
+def test_discover_broken_plugin_stops_start_up(tmp_path, monkeypatch):
+    target = "tests.plugins.import_fails"
+    fake_distribution(tmp_path, "broken_plugin", {"broken": target})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginLoadError) as exc:
+        discover(["broken"])
+    message = str(exc.value)
+    assert "'broken'" in message
+    assert "tests.plugins.import_fails" in message
+    assert "RuntimeError: weights.h5 not found" in message
+    with pytest.raises(PluginLoadError, match="'broken'"):
+        discover()  # serving everything installed includes it
+    # a broken plugin nobody asked for does not matter
+    assert [spec.name for spec in discover(["demo"])] == ["demo"]
+
+
+@pytest.mark.usefixtures("fresh_entry_points")
+def test_discover_finds_new_entry_points(tmp_path, monkeypatch):
+    fake_distribution(tmp_path, "echo_plugin", {"echo": "tests.plugins.echo"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert discover(["echo"]) == [PluginSpec("echo", "tests.plugins.echo")]
+    assert PluginSpec("echo", "tests.plugins.echo") in discover()
+
+
+@pytest.mark.usefixtures("fresh_entry_points")
+def test_discover_same_name_twice_is_an_error(tmp_path, monkeypatch):
+    fake_distribution(tmp_path, "other_demo", {"demo": "tests.plugins.echo"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginLoadError, match="declared twice"):
+        discover(["demo"])
+
+
+def test_discover_nothing_installed_says_how_to_install(monkeypatch):
+    from deepaas.model import loading
+
+    monkeypatch.setattr(loading, "NAMESPACE", "deepaas.tests.no.such.namespace")
+    with pytest.raises(PluginLoadError) as exc:
+        discover()
+    assert "no model plugin is installed" in str(exc.value)
+    assert "pip install" in str(exc.value)
+
+
+# -- kept import paths -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["UploadedFile", "ReturnedFile"])
+def test_file_namedtuples(name):
+    from deepaas.model.v2 import wrapper
+
+    cls = getattr(wrapper, name)
+    assert cls._fields == ("name", "filename", "content_type", "original_filename")
+    assert tuple(cls()) == (None, None, None, None)
+    value = cls("a", "/tmp/x", "text/plain", "x.txt")
+    assert isinstance(value, tuple)
+    assert value.filename == "/tmp/x" and value.original_filename == "x.txt"
+    assert cls(filename="/f") == cls(None, "/f", None, None)
+
+
+def test_base_model():
+    from deepaas.model.v2.base import BaseModel
+
+    assert inspect.isabstract(BaseModel)
+    assert issubclass(type(BaseModel), abc.ABCMeta)
+    assert BaseModel.__abstractmethods__ == {
+        "get_metadata",
+        "warm",
+        "get_predict_args",
+        "predict",
+        "get_train_args",
+        "train",
+    }
+    assert BaseModel.schema is None
+    with pytest.raises(TypeError):
+        BaseModel()  # type: ignore[abstract]
+    from tests.plugins.abstract_only import Model
+
+    model = Model()
+    for method in ("get_metadata", "warm", "get_predict_args", "get_train_args"):
+        with pytest.raises(NotImplementedError):
+            getattr(model, method)()
+    with pytest.raises(NotImplementedError):
+        model.predict(x=1)
+    with pytest.raises(NotImplementedError):
+        model.train(x=1)
