@@ -15,8 +15,9 @@ import json
 import struct
 import zlib
 
-from deepaas.model.v2.wrapper import UploadedFile
 from webargs import fields, validate
+
+from deepaas.model.v2.wrapper import UploadedFile
 
 # Set by warm(). A real model would load its weights here instead.
 WARMED = False

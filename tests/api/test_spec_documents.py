@@ -220,6 +220,7 @@ async def test_argkinds_parameters(swagger):
     assert params["csv"]["type"] == "array"
     assert params["csv"]["collectionFormat"] == "csv"  # DelimitedList
     assert params["colour"]["enum"] == ["red", "green"]  # legacy enum= keyword
+    assert params["pw"]["format"] == "password"  # legacy format= keyword
     assert params["legacy_default"]["default"] == "legacy"
     assert params["modern_default"]["default"] == "modern"
     assert "klass" not in params and params["class"]["type"] == "string"

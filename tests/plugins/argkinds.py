@@ -38,6 +38,7 @@ def get_predict_args():
         "legacy_default": fields.Str(missing="legacy"),
         "legacy_file": fields.Field(required=False, type="file", location="form"),
         "colour": fields.Str(required=False, enum=["red", "green"]),  # no validator
+        "pw": fields.Str(required=False, format="password"),
         # modern style
         "qs": fields.Int(metadata={"location": "querystring"}),
         "jd": fields.Dict(metadata={"location": "json"}),
