@@ -163,6 +163,12 @@ class Settings:
 def _validate(s: Settings) -> None:
     if s.base_path and not s.base_path.startswith("/"):
         raise ConfigError(f"base_path must start with '/', got {s.base_path!r}")
+    bad = sorted(set(s.base_path) & set("{}?#% \t\r\n"))
+    if bad:
+        raise ConfigError(
+            f"base_path may not contain {' '.join(map(repr, bad))}, "
+            f"got {s.base_path!r}"
+        )
     if s.base_path.endswith("/"):
         # Normalise "/foo/" and "/" so routes never get a double slash.
         object.__setattr__(s, "base_path", s.base_path.rstrip("/"))
