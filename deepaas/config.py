@@ -166,8 +166,7 @@ def _validate(s: Settings) -> None:
     bad = sorted(set(s.base_path) & set("{}?#% \t\r\n"))
     if bad:
         raise ConfigError(
-            f"base_path may not contain {' '.join(map(repr, bad))}, "
-            f"got {s.base_path!r}"
+            f"base_path may not contain {' '.join(map(repr, bad))}, got {s.base_path!r}"
         )
     if s.base_path.endswith("/"):
         # Normalise "/foo/" and "/" so routes never get a double slash.
@@ -294,5 +293,5 @@ def load_settings(
                 raise ConfigError(f"{opt.name} from {source}: {exc}") from exc
             break
     if values.get("debug"):
-        values.setdefault("log_level", "DEBUG")
+        values["log_level"] = "DEBUG"  # --debug means DEBUG, wherever it is set
     return Settings(**values)

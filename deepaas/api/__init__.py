@@ -7,8 +7,6 @@ model and wires the routes; the runtimes start and stop with the app.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 
 from aiohttp import web
@@ -22,6 +20,7 @@ from deepaas.engine.runtime import ModelRuntime
 from deepaas.log import CaptureHandler, OutputCapture
 from deepaas.model import loading
 from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.scratch import ScratchDir
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +44,8 @@ def build_app(
     ``PYTHONPATH`` (tests serve plugins that are not installed).
     """
     wrappers = {spec.name: loading.load(spec) for spec in specs}
-    tmp_dir = tempfile.mkdtemp(prefix="deepaas-")
+    scratch = ScratchDir()  # created when the app starts, removed when it stops
+    tmp_dir = scratch.path
 
     runtimes = {
         spec.name: ModelRuntime(
@@ -73,6 +73,7 @@ def build_app(
     handler = CaptureHandler(capture) if capture and settings.debug_endpoint else None
 
     async def start_workers(app: web.Application) -> None:
+        scratch.create()
         if handler is not None:
             logging.getLogger().addHandler(handler)
         for runtime in runtimes.values():
@@ -81,7 +82,7 @@ def build_app(
     async def stop_workers(app: web.Application) -> None:
         for runtime in runtimes.values():
             await runtime.stop()
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        scratch.remove()
         if handler is not None:
             logging.getLogger().removeHandler(handler)
 

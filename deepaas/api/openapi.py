@@ -51,6 +51,7 @@ class Operation:
     produces: list[str] | None = None
     response_schema: type[marshmallow.Schema] | None = None
     response_name: str | None = None  # definition name for response_schema
+    prediction: bool = False  # 200 is a prediction (wrapped unless a schema)
     path_params: dict[str, str] = dataclasses.field(default_factory=dict)
     operation_id: str | None = None
 
@@ -140,7 +141,7 @@ def _operation(
             schema: dict[str, Any] | None = _ref(FAILURE, swagger2)
         elif status == 200 and op.response_name:
             schema = _ref(op.response_name, swagger2)
-        elif status == 200 and op.produces is not None:
+        elif status == 200 and op.prediction:
             schema = _ref("Prediction", swagger2)
         else:
             schema = None

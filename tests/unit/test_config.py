@@ -96,7 +96,10 @@ def test_short_workers_flag():
 
 def test_debug_implies_debug_log_level():
     assert load("--debug").log_level == "DEBUG"
-    assert load("--debug", "--log-level", "ERROR").log_level == "ERROR"
+    # --debug means DEBUG, whatever sets the log level elsewhere.
+    assert load("--debug", "--log-level", "ERROR").log_level == "DEBUG"
+    settings = load_settings(["--debug"], {"DEEPAAS_LOG_LEVEL": "ERROR"})
+    assert settings.log_level == "DEBUG"
 
 
 def test_model_name_repeatable_and_comma_separated():

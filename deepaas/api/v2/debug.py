@@ -26,6 +26,7 @@ def setup(
             "Return debug information",
             "debug",
             {200: "Captured output", 204: "Debug endpoint disabled"},
+            produces=["text/plain"],
             operation_id="get_debug",
         )
     )

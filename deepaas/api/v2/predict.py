@@ -93,6 +93,7 @@ def setup(
                 produces=model.produces(),
                 response_schema=schema,
                 response_name=schema_name,
+                prediction=True,
                 operation_id=f"predict_{name}",
             )
         )
