@@ -21,358 +21,53 @@ a server did not come up).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
-import re
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
+
+from _harness import (
+    BenchError,
+    Server,
+    WrkResult,
+    deepaas_env,
+    deepaas_run_path,
+    find_wrk,
+    free_ports,
+    install_plugin,
+    live_children,
+    machine_info,
+    post,
+    run_wrk,
+    uninstall_dist,
+    wait_ready,
+)
 
 HERE = Path(__file__).resolve().parent
-LUA_SCRIPT = HERE / "post.lua"
 BARE_SERVER = HERE / "bare_aiohttp.py"
 PLUGIN_DIR = HERE / "trivial_plugin"
 PLUGIN_MODULE = "deepaas_bench_trivial"
 PLUGIN_DIST = "deepaas-bench-plugins"
 MODEL_NAME = "bench_trivial"
-ENTRY_POINT_GROUP = "deepaas.v2.model"
 PREDICT_PATH = f"/v2/models/{MODEL_NAME}/predict/"
 BENCH_QUERY = "?x=1"
 TARGET_RATIO = 0.50
-STARTUP_TIMEOUT_S = 30.0
-STOP_GRACE_S = 5.0
-
-WRK_INSTALL_HINT = """\
-wrk is not on PATH; it is needed to generate the load. Install it with:
-  Debian/Ubuntu:  sudo apt-get install wrk
-  macOS:          brew install wrk
-  from source:    https://github.com/wg/wrk (make; copy ./wrk onto PATH)"""
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on (setup problem); the message says why."""
-
-
-@dataclass
-class WrkResult:
-    """What one wrk run measured."""
-
-    rps: float
-    requests: int
-    duration_s: float
-    mean_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    non_2xx: int
-    socket_errors: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def errors(self) -> int:
-        """Total socket errors (connect, read, write, timeout)."""
-        return sum(self.socket_errors.values())
-
-
-@dataclass
-class Server:
-    """A server process started in its own process group."""
-
-    label: str
-    argv: list[str]
-    env: dict[str, str]
-    port: int
-    workdir: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        """The server's predict URL, without query string."""
-        return f"http://127.0.0.1:{self.port}{PREDICT_PATH}"
-
-    @property
-    def log_path(self) -> Path:
-        """File receiving the server's stdout and stderr."""
-        return self.workdir / f"{self.label}.log"
-
-    def start(self) -> None:
-        """Start the process in a new session (hence its own process group)."""
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def output(self, limit: int = 4000) -> str:
-        """Return the tail of the server's output."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no output)"
-        text = text[-limit:]
-        return text if text.strip() else "(no output)"
-
-    def stop(self) -> list[int]:
-        """SIGTERM the process group, SIGKILL it after a grace period.
-
-        Returns the pids of the group still alive afterwards (normally none).
-        """
-        if self.proc is None:
-            return []
-        pgid = self.proc.pid  # start_new_session: the group id is the pid
-        # Workers that moved to a group of their own are found by ancestry.
-        descendants = _descendants(self.proc.pid)
-        _signal_group(pgid, signal.SIGTERM)
-        if not _wait_group_gone(self.proc, pgid, STOP_GRACE_S):
-            _signal_group(pgid, signal.SIGKILL)
-            _wait_group_gone(self.proc, pgid, 2.0)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=1.0)
-        strays = [pid for pid in descendants if _alive(pid)]
-        for pid in strays:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return sorted(set(_group_members(pgid)) | set(strays))
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    """Send ``sig`` to a process group, ignoring a group already gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _wait_group_gone(proc: subprocess.Popen[bytes], pgid: int, timeout: float) -> bool:
-    """Wait until no live process is left in the group; True if none is."""
-    deadline = time.monotonic() + timeout
-    while True:
-        proc.poll()  # reap our direct child so it does not linger as a zombie
-        if not _group_members(pgid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-def _proc_stats() -> list[tuple[int, str, int, int]] | None:
-    """Return (pid, state, ppid, pgrp) of every process, or None without /proc."""
-    proc_dir = Path("/proc")
-    if not (proc_dir / "self" / "stat").exists():
-        return None
-    stats = []
-    for entry in proc_dir.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = raw.rsplit(")", 1)[1].split()
-        stats.append((int(entry.name), fields[0], int(fields[1]), int(fields[2])))
-    return stats
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Return the live (non-zombie) processes of a process group."""
-    stats = _proc_stats()
-    if stats is None:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            pass
-        return [pgid]
-    return [pid for pid, state, _, pgrp in stats if pgrp == pgid and state not in "ZX"]
-
-
-def _descendants(pid: int) -> list[int]:
-    """Return the live descendants of ``pid``, where /proc tells."""
-    children: dict[int, list[int]] = {}
-    for child, state, ppid, _ in _proc_stats() or []:
-        if state not in "ZX":
-            children.setdefault(ppid, []).append(child)
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` is a live (non-zombie) process."""
-    stats = _proc_stats()
-    if stats is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-    return any(p == pid and state not in "ZX" for p, state, _, _ in stats)
-
-
-def _live_children() -> list[int]:
-    """Return our live (non-zombie) child processes, where /proc tells."""
-    stats = _proc_stats() or []
-    me = os.getpid()
-    return [pid for pid, state, ppid, _ in stats if ppid == me and state not in "ZX"]
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``message`` to stderr and exit with ``code``."""
-    print(message, file=sys.stderr)
-    sys.exit(code)
-
-
-def find_wrk() -> str:
-    """Return the path of wrk, or exit 2 telling how to install it."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        fail(WRK_INSTALL_HINT)
-    return wrk
-
-
-def wrk_version(wrk: str) -> str:
-    """Return wrk's version line (wrk prints it with its usage)."""
-    proc = subprocess.run([wrk, "--version"], capture_output=True, text=True)
-    lines = (proc.stdout + proc.stderr).strip().splitlines()
-    return lines[0] if lines else "unknown"
-
-
-def _plugin_installed() -> bool:
-    """True if the trivial plugin and its entry point are importable here."""
-    importlib.invalidate_caches()
-    try:
-        importlib.import_module(PLUGIN_MODULE)
-    except ImportError:
-        return False
-    eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    return any(ep.name == MODEL_NAME for ep in eps)
 
 
 def ensure_plugin() -> bool:
     """Install ``benchmarks/trivial_plugin`` here if missing; True if installed."""
-    if _plugin_installed():
-        return False
-    print(f"installing the trivial plugin from {PLUGIN_DIR} ...", flush=True)
-    with tempfile.TemporaryDirectory(prefix="deepaas-bench-plugin-") as tmp:
-        # Build from a copy so that no build/ or *.egg-info lands in the tree.
-        source = Path(tmp) / PLUGIN_DIR.name
-        shutil.copytree(
-            PLUGIN_DIR, source, ignore=shutil.ignore_patterns("build", "*.egg-info")
-        )
-        cmd = [sys.executable, "-m", "pip", "install", "-q", str(source)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0 or not _plugin_installed():
-        raise BenchError(
-            f"could not install the trivial plugin ({' '.join(cmd)}):\n"
-            f"{proc.stdout}{proc.stderr}"
-        )
-    return True
+    return install_plugin(PLUGIN_DIR, PLUGIN_MODULE, MODEL_NAME, "the trivial plugin")
 
 
 def remove_plugin() -> None:
     """Uninstall the trivial plugin, leaving the environment as it was found."""
-    cmd = [sys.executable, "-m", "pip", "uninstall", "-q", "-y", PLUGIN_DIST]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode == 0:
-        print(f"uninstalled {PLUGIN_DIST} (installed by this run)")
-    else:
-        print(
-            f"WARNING: could not uninstall {PLUGIN_DIST}: {proc.stderr.strip()}",
-            file=sys.stderr,
-        )
-
-
-def deepaas_run_path() -> Path:
-    """Return the ``deepaas-run`` console script next to this interpreter."""
-    bindir = Path(sys.executable).parent
-    for name in ("deepaas-run", "deepaas-run.exe"):
-        candidate = bindir / name
-        if candidate.exists():
-            return candidate
-    raise BenchError(
-        f"deepaas-run not found in {bindir}; install deepaas into this "
-        f"environment (e.g. .venv/bin/pip install -e .) and run the benchmark "
-        f"with that environment's python (.venv/bin/python {sys.argv[0]})"
-    )
-
-
-def free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct free TCP ports on 127.0.0.1."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def post(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """POST an empty body to ``url``; return (status, body)."""
-    req = urllib.request.Request(
-        url, data=b"", method="POST", headers={"Accept": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def wait_ready(server: Server, timeout: float = STARTUP_TIMEOUT_S) -> None:
-    """Poll the predict URL until it answers 200, or raise BenchError."""
-    assert server.proc is not None
-    url = server.base_url + BENCH_QUERY
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise BenchError(
-                f"{server.label} exited with status {server.proc.returncode} "
-                f"before answering.\ncommand: {' '.join(server.argv)}\n"
-                f"--- output ---\n{server.output()}"
-            )
-        try:
-            status, body = post(url, timeout=2.0)
-        except (OSError, urllib.error.URLError) as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        else:
-            if status == 200:
-                return
-            last = f"HTTP {status}: {body[:200]!r}"
-        time.sleep(0.1)
-    raise BenchError(
-        f"{server.label} did not answer 200 on POST {url} within {timeout:.0f} s "
-        f"(last: {last}).\ncommand: {' '.join(server.argv)}\n"
-        f"--- output ---\n{server.output()}"
-    )
+    uninstall_dist(PLUGIN_DIST)
 
 
 def check_answers(servers: list[Server]) -> list[str]:
@@ -403,88 +98,6 @@ def check_answers(servers: list[Server]) -> list[str]:
     return problems
 
 
-_BENCH_LINE = re.compile(r"^BENCH_RESULT (.*)$", re.MULTILINE)
-_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
-_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
-_SOCKET_ERRORS = re.compile(
-    r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
-)
-
-
-def parse_wrk(output: str) -> WrkResult:
-    """Parse wrk's output (with the BENCH_RESULT line from post.lua)."""
-    match = _BENCH_LINE.search(output)
-    if match is None:
-        raise BenchError(f"no BENCH_RESULT line in wrk's output:\n{output}")
-    values = {
-        key: float(value)
-        for key, value in (item.split("=", 1) for item in match.group(1).split())
-    }
-    requests = int(values["requests"])
-    duration_s = values["duration_us"] / 1e6
-    rps_match = _RPS.search(output)
-    rps = float(rps_match.group(1)) if rps_match else requests / duration_s
-    non_2xx_match = _NON_2XX.search(output)
-    non_2xx = max(
-        int(non_2xx_match.group(1)) if non_2xx_match else 0,
-        int(values["status_errors"]),
-    )
-    socket_errors = {
-        kind: int(values[f"{kind}_errors"])
-        for kind in ("connect", "read", "write", "timeout")
-    }
-    sock_match = _SOCKET_ERRORS.search(output)
-    if sock_match:
-        for kind, count in zip(socket_errors, sock_match.groups(), strict=True):
-            socket_errors[kind] = max(socket_errors[kind], int(count))
-    return WrkResult(
-        rps=rps,
-        requests=requests,
-        duration_s=duration_s,
-        mean_ms=values["mean_us"] / 1e3,
-        p50_ms=values["p50_us"] / 1e3,
-        p90_ms=values["p90_us"] / 1e3,
-        p99_ms=values["p99_us"] / 1e3,
-        max_ms=values["max_us"] / 1e3,
-        non_2xx=non_2xx,
-        socket_errors=socket_errors,
-    )
-
-
-def run_wrk(
-    wrk: str, url: str, duration: float, connections: int, threads: int
-) -> WrkResult:
-    """Run wrk against ``url`` and return its parsed result."""
-    cmd = [
-        wrk,
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration:g}s",
-        "-s",
-        str(LUA_SCRIPT),
-        url,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-    if proc.returncode != 0:
-        raise BenchError(
-            f"wrk failed ({proc.returncode}): {' '.join(cmd)}\n"
-            f"{proc.stdout}{proc.stderr}"
-        )
-    return parse_wrk(proc.stdout + proc.stderr)
-
-
-def machine_info(wrk: str) -> dict[str, Any]:
-    """Describe the machine the figures come from."""
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "wrk": wrk_version(wrk),
-    }
-
-
 def make_servers(workdir: Path, loop: str, self_test: bool) -> tuple[Server, Server]:
     """Build (baseline, candidate) server descriptions on free ports."""
     base_port, cand_port = free_ports(2)
@@ -492,17 +105,13 @@ def make_servers(workdir: Path, loop: str, self_test: bool) -> tuple[Server, Ser
 
     def bare(label: str, port: int) -> Server:
         argv = [sys.executable, str(BARE_SERVER), "--port", str(port)]
-        return Server(label, [*argv, "--loop", loop], env, port, workdir)
+        return Server(label, [*argv, "--loop", loop], env, port, workdir, PREDICT_PATH)
 
     baseline = bare("bare", base_port)
     if self_test:
         return baseline, bare("bare-2", cand_port)
     # Default settings: ignore any setting inherited from the caller's
     # environment, except the event loop, which must match the baseline's.
-    deepaas_env = {
-        k: v for k, v in env.items() if not k.startswith(("DEEPAAS_", "OS_DEFAULT__"))
-    }
-    deepaas_env["DEEPAAS_LOOP"] = loop
     argv = [
         str(deepaas_run_path()),
         "--listen-ip",
@@ -512,7 +121,9 @@ def make_servers(workdir: Path, loop: str, self_test: bool) -> tuple[Server, Ser
         "--model-name",
         MODEL_NAME,
     ]
-    return baseline, Server("deepaas", argv, deepaas_env, cand_port, workdir)
+    return baseline, Server(
+        "deepaas", argv, deepaas_env(loop), cand_port, workdir, PREDICT_PATH
+    )
 
 
 def print_table(rounds: list[dict[str, Any]], baseline: str, candidate: str) -> None:
@@ -605,7 +216,7 @@ def benchmark(
         for server in servers:
             server.start()
         for server in servers:
-            wait_ready(server)
+            wait_ready(server, BENCH_QUERY)
 
         problems = check_answers(servers)
         report["problems"] = problems
@@ -664,7 +275,7 @@ def benchmark(
         left: list[int] = []
         for server in servers:
             left += server.stop()
-        left += [pid for pid in _live_children() if pid not in left]
+        left += [pid for pid in live_children() if pid not in left]
         report["left_behind"] = left
         if left:
             print(f"ERROR: processes left behind: {left}", file=sys.stderr)

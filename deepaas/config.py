@@ -45,7 +45,7 @@ class Option:
     name: str
     default: Any
     help: str
-    kind: str = "str"  # str | int | bool | names | choice
+    kind: str = "str"  # str | int | optional_int | float | bool | names | choice
     short: str | None = None
     choices: tuple[str, ...] = ()
     env: tuple[str, ...] = ()  # extra environment variables, lowest priority
@@ -58,6 +58,10 @@ class Option:
         """Turn an environment or config-file string into a value."""
         if self.kind == "int":
             return int(text.strip())
+        if self.kind == "float":
+            return float(text.strip())
+        if self.kind == "optional_int":
+            return int(text.strip()) if text.strip() else None
         if self.kind == "bool":
             return _parse_bool(text)
         if self.kind == "names":
@@ -89,6 +93,43 @@ OPTIONS: tuple[Option, ...] = (
         "Worker processes per model.",
         kind="int",
         short="-p",
+    ),
+    Option(
+        "devices",
+        "auto",
+        "Where workers run: auto (every GPU NVML reports, else the CPU), cpu, "
+        "or a comma-separated list of GPU indices or UUIDs used as given.",
+    ),
+    Option(
+        "max_batch_size",
+        None,
+        "Largest batch for models with predict_batch (1 disables batching).",
+        kind="optional_int",
+    ),
+    Option(
+        "max_batch_delay",
+        None,
+        "Milliseconds a free worker waits for a batch to fill.",
+        kind="optional_int",
+    ),
+    Option(
+        "predict_timeout",
+        0.0,
+        "Seconds a prediction may take (0 = no limit); past it the request "
+        "answers 504 and its worker is replaced.",
+        kind="float",
+    ),
+    Option(
+        "max_queue",
+        0,
+        "Requests that may wait per model (0 = no limit); more answer 503.",
+        kind="int",
+    ),
+    Option(
+        "shutdown_timeout",
+        30.0,
+        "Seconds requests in flight may take to finish after SIGTERM/SIGINT.",
+        kind="float",
     ),
     Option("warm", True, "Call each model's warm() in every worker.", kind="bool"),
     Option("train_endpoint", True, "Enable the training routes.", kind="bool"),
@@ -141,6 +182,12 @@ class Settings:
     base_path: str = ""
     model_name: tuple[str, ...] = ()
     workers: int = 1
+    devices: str = "auto"
+    max_batch_size: int | None = None
+    max_batch_delay: int | None = None
+    predict_timeout: float = 0.0
+    max_queue: int = 0
+    shutdown_timeout: float = 30.0
     warm: bool = True
     train_endpoint: bool = True
     predict_endpoint: bool = True
@@ -175,6 +222,18 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"listen_port must be 0-65535, got {s.listen_port}")
     if s.workers < 1:
         raise ConfigError(f"workers must be at least 1, got {s.workers}")
+    if s.max_batch_size is not None and s.max_batch_size < 1:
+        raise ConfigError(
+            f"max_batch_size must be at least 1 (1 disables batching), "
+            f"got {s.max_batch_size}"
+        )
+    if s.max_batch_delay is not None and s.max_batch_delay < 0:
+        raise ConfigError(f"max_batch_delay must be 0 or more, got {s.max_batch_delay}")
+    for name in ("predict_timeout", "shutdown_timeout", "max_queue"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"{name} must be 0 or more, got {getattr(s, name)}")
+    if not s.devices.strip():
+        raise ConfigError("devices must be auto, cpu or a list of GPU indices/UUIDs")
     if s.client_max_size < 0:
         raise ConfigError(
             f"client_max_size must be 0 (unlimited) or more, got {s.client_max_size}"
@@ -213,7 +272,11 @@ def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
                 *names, dest=opt.name, action="append", help=help_text, metavar="NAME"
             )
         else:
-            convert: Callable[[str], Any] = int if opt.kind == "int" else str
+            convert: Callable[[str], Any] = {
+                "int": int,
+                "optional_int": int,
+                "float": float,
+            }.get(opt.kind, str)
             parser.add_argument(
                 *names,
                 dest=opt.name,
@@ -229,6 +292,8 @@ def _show_default(opt: Option) -> str:
         return "on" if opt.default else "off"
     if opt.kind == "names":
         return "all"
+    if opt.default is None:
+        return "the model's own"
     return repr(opt.default) if opt.default == "" else str(opt.default)
 
 

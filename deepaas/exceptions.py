@@ -10,10 +10,13 @@ from __future__ import annotations
 class DeepaasError(Exception):
     """An error with a status code and a message meant for the client."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 class ModelUnavailable(DeepaasError):

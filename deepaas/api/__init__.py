@@ -14,9 +14,11 @@ from aiohttp import web
 from deepaas.api import openapi, versions
 from deepaas.api.errors import error_middleware
 from deepaas.api.v2 import debug, models, predict
-from deepaas.config import Settings
+from deepaas.config import ConfigError, Settings
+from deepaas.engine import devices
+from deepaas.engine.batching import resolve_policy
 from deepaas.engine.pool import PoolConfig
-from deepaas.engine.runtime import ModelRuntime
+from deepaas.engine.runtime import Limits, ModelRuntime
 from deepaas.log import CaptureHandler, OutputCapture
 from deepaas.model import loading
 from deepaas.model.v2.wrapper import ModelWrapper
@@ -44,6 +46,12 @@ def build_app(
     ``PYTHONPATH`` (tests serve plugins that are not installed).
     """
     wrappers = {spec.name: loading.load(spec) for spec in specs}
+    nvml = devices.Nvml.open() if settings.devices != "cpu" else None
+    try:
+        selected = tuple(devices.select_devices(settings.devices, nvml))
+    except devices.DeviceError as exc:
+        raise ConfigError(f"devices: {exc}") from exc
+    limits = Limits(settings.predict_timeout, settings.max_queue)
     scratch = ScratchDir()  # created when the app starts, removed when it stops
     tmp_dir = scratch.path
 
@@ -57,7 +65,15 @@ def build_app(
                 warm=settings.warm,
                 env=worker_env,
                 extra_path=extra_path,
-            )
+                devices=selected,
+            ),
+            resolve_policy(
+                wrappers[spec.name].has_predict_batch,
+                wrappers[spec.name].batching,
+                settings.max_batch_size,
+                settings.max_batch_delay,
+            ),
+            limits,
         )
         for spec in specs
     }

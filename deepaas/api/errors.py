@@ -95,7 +95,7 @@ async def error_middleware(
             LOG.warning(
                 "%s %s -> %s: %s", request.method, request.path, exc.status, exc.message
             )
-        return json_error(exc.status, exc.message)
+        return json_error(exc.status, exc.message, exc.headers or None)
     except Exception as exc:
         LOG.exception("unexpected error handling %s %s", request.method, request.path)
         return json_error(500, f"Internal server error: {type(exc).__name__}: {exc}")

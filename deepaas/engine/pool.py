@@ -2,10 +2,11 @@
 
 Each worker is a fresh interpreter (``python -m deepaas.engine.worker``)
 with one stream socket to us, read by the event loop: no thread per request.
-Workers pull work: whenever one has room, it gets the next queued calls
-from the :class:`WorkSource` (the model's runtime). A worker that dies fails
-its calls in flight at once, saying how it died, and is started again with
-a capped exponential backoff.
+Workers pull work: whenever one has room, it gets the next batch from the
+model's :class:`~deepaas.engine.batching.CallQueue`. Each worker runs on one
+device (round robin), whose environment it gets before Python starts. A
+worker that dies fails its calls in flight at once, saying how it died, and
+is started again with a capped exponential backoff.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from deepaas.engine import protocol
+from deepaas.engine.batching import Call, CallQueue
+from deepaas.engine.devices import CPU, Device
 from deepaas.exceptions import DeepaasError, ModelUnavailable, WorkerDied
 
 LOG = logging.getLogger(__name__)
@@ -39,27 +42,17 @@ RESPAWN_BACKOFF_MAX_S = 30.0
 STOP_GRACE_S = 5.0
 
 
-class Call:
-    """One unit of work for a worker and the future its caller awaits."""
+class PoolEvents:
+    """What a pool reports as it works (the metrics listen); no-ops here."""
 
-    __slots__ = ("future", "id", "method", "payload", "queued_at")
+    def dispatched(self, model: str, calls: list[Call], now: float) -> None:
+        """A batch left the queue for a worker."""
 
-    def __init__(
-        self, call_id: int, method: str, payload: Any, future: asyncio.Future[Any]
-    ) -> None:
-        self.id = call_id
-        self.method = method
-        self.payload = payload
-        self.future = future
-        self.queued_at = time.monotonic()
+    def computed(self, model: str, size: int, seconds: float) -> None:
+        """A worker answered a batch of ``size`` calls in ``seconds``."""
 
-
-class WorkSource(Protocol):
-    """Where a pool pulls calls from (the model's queue)."""
-
-    def has_work(self) -> bool: ...
-
-    def next_call(self) -> Call | None: ...
+    def restarted(self, model: str, device: str) -> None:
+        """A worker of ``model`` on ``device`` died and is being replaced."""
 
 
 class WorkerState(str, enum.Enum):
@@ -85,13 +78,15 @@ def describe_exit(returncode: int | None) -> str:
 class Worker(asyncio.Protocol):
     """One worker process: its socket, state and calls in flight."""
 
-    def __init__(self, pool: WorkerPool, index: int) -> None:
+    def __init__(self, pool: WorkerPool, index: int, device: Device) -> None:
         self.pool = pool
         self.index = index
+        self.device = device
         self.state = WorkerState.STARTING
         self.process: subprocess.Popen[bytes] | None = None
         self.transport: asyncio.Transport | None = None
         self.inflight: dict[int, Call] = {}
+        self.batches = 0  # messages sent and not yet answered
         self.restarts = 0
         self.failures_in_a_row = 0
         self.compute_ewma: float | None = None
@@ -109,7 +104,7 @@ class Worker(asyncio.Protocol):
         return f"{self.pool.model}/{self.index}"
 
     def capacity(self) -> int:
-        """How many calls this worker may hold at once."""
+        """How many batches (or single calls) this worker may hold at once."""
         if self.compute_ewma is None:
             return 1
         room = int(PIPELINE_BUDGET_S / max(self.compute_ewma, 1e-7))
@@ -200,22 +195,29 @@ class PoolConfig:
     env: Mapping[str, str] | None = None  # None: this process's environment
     output: Callable[[str, str], None] = log_output  # (worker, line) of output
     extra_path: tuple[str, ...] = ()  # prepended to the workers' PYTHONPATH
+    devices: tuple[Device, ...] = (CPU,)  # worker i runs on devices[i % len]
+    events: PoolEvents = dataclasses.field(default_factory=PoolEvents)
 
 
 class WorkerPool:
     """Starts, feeds, watches and stops the workers of one model."""
 
-    def __init__(self, config: PoolConfig, source: WorkSource) -> None:
+    def __init__(self, config: PoolConfig, queue: CallQueue) -> None:
         self.config = config
         self.model = config.model
-        self.source = source
+        self.queue = queue
+        self.events = config.events
         self.env = dict(os.environ if config.env is None else config.env)
-        self.workers = [Worker(self, i) for i in range(config.size)]
+        devices = config.devices or (CPU,)
+        self.workers = [
+            Worker(self, i, devices[i % len(devices)]) for i in range(config.size)
+        ]
         self.stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
         self._pump_scheduled = False
+        self._pump_timer: asyncio.TimerHandle | None = None
 
     # -- life cycle ---------------------------------------------------------
 
@@ -247,6 +249,7 @@ class WorkerPool:
 
     def _worker_env(self, worker: Worker) -> dict[str, str]:
         env = dict(self.env)
+        env.update(worker.device.worker_env())
         env["PYTHONUNBUFFERED"] = "1"
         env["DEEPAAS_WORKER"] = worker.label
         if self.config.extra_path:
@@ -306,6 +309,8 @@ class WorkerPool:
     async def stop(self, grace: float = STOP_GRACE_S) -> None:
         """Stop every worker: ask nicely, then SIGTERM, then SIGKILL."""
         self.stopping = True
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -346,63 +351,95 @@ class WorkerPool:
             self._loop.call_soon(self.pump)
 
     def pump(self) -> None:
-        """Hand queued calls to workers with room, least loaded first."""
+        """Hand batches to workers with room, least loaded first."""
         self._pump_scheduled = False
-        source = self.source
-        if not source.has_work():
+        queue = self.queue
+        assert self._loop is not None
+        now = time.monotonic()
+        ready_at = queue.ready_at(now)
+        if ready_at is None:
             return
         ready = [w for w in self.workers if w.state is WorkerState.READY]
         if not ready:
             return
-        batches: dict[Worker, list[bytes]] = {}
-        while source.has_work():
+        if ready_at > now:  # waiting for companions: come back when due
+            self._pump_later(ready_at)
+            return
+        method = "predict_batch" if queue.policy.batched else "predict"
+        frames: dict[Worker, list[bytes]] = {}
+        while True:
             best = None
             for worker in ready:
-                load = len(worker.inflight)
-                if load < worker.capacity() and (
-                    best is None or load < len(best.inflight)
+                if worker.batches < worker.capacity() and (
+                    best is None or worker.batches < best.batches
                 ):
                     best = worker
             if best is None:
                 break
-            call = source.next_call()
-            if call is None:
+            ready_at = queue.ready_at(now)
+            if ready_at is None:
                 break
+            if ready_at > now:
+                self._pump_later(ready_at)
+                break
+            batch = queue.take()
+            if not batch:
+                break
+            items = [(call.id, call.payload) for call in batch]
             try:
-                frame = protocol.pack(
-                    (protocol.CALL, call.id, call.method, call.payload)
-                )
+                frame = protocol.pack((protocol.CALL, method, items))
             except Exception as exc:
-                _fail(
-                    call,
-                    DeepaasError(
-                        500, f"the arguments could not be sent to the worker: {exc}"
-                    ),
+                error = DeepaasError(
+                    500, f"the arguments could not be sent to the worker: {exc}"
                 )
+                for call in batch:
+                    _fail(call, error)
                 continue
-            best.inflight[call.id] = call
-            batches.setdefault(best, []).append(frame)
-        for worker, frames in batches.items():
+            for call in batch:
+                best.inflight[call.id] = call
+            best.batches += 1
+            frames.setdefault(best, []).append(frame)
+            self.events.dispatched(self.model, batch, now)
+        for worker, chunks in frames.items():
             assert worker.transport is not None
-            worker.transport.write(b"".join(frames))
+            worker.transport.write(b"".join(chunks))
+
+    def _pump_later(self, when: float) -> None:
+        assert self._loop is not None
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
+        delay = max(0.0, when - time.monotonic())
+        self._pump_timer = self._loop.call_later(delay, self.schedule_pump)
+
+    def holds(self, call: Call) -> Worker | None:
+        """The worker running ``call``, if one is."""
+        for worker in self.workers:
+            if call.id in worker.inflight:
+                return worker
+        return None
 
     # -- events from workers -----------------------------------------------
 
     def on_message(self, worker: Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == protocol.RESULT:
-            _, call_id, ok, value, seconds = message
-            call = worker.inflight.pop(call_id, None)
+            _, results, seconds = message
+            worker.batches -= 1
             ewma = worker.compute_ewma
             worker.compute_ewma = (
                 seconds if ewma is None else 0.8 * ewma + 0.2 * seconds
             )
-            if call is None or call.future.done():
-                _discard(value)  # nobody waits for it (the client went away)
-            elif ok:
-                call.future.set_result(value)
-            else:
-                call.future.set_exception(DeepaasError(value.status, value.message))
+            self.events.computed(self.model, len(results), seconds)
+            for call_id, ok, value in results:
+                call = worker.inflight.pop(call_id, None)
+                if call is None or call.future.done():
+                    _discard(value)  # nobody waits for it (the client went away)
+                    continue
+                call.settle()
+                if ok:
+                    call.future.set_result(value)
+                else:
+                    call.future.set_exception(DeepaasError(value.status, value.message))
             worker.failures_in_a_row = 0
             self.schedule_pump()
         elif kind == protocol.READY:
@@ -475,18 +512,18 @@ class WorkerPool:
             )
         worker.restarts += 1
         worker.failures_in_a_row += 1
+        self.events.restarted(self.model, worker.device.label)
         self._schedule_respawn(worker)
 
     def _finish(self, worker: Worker, error: DeepaasError) -> None:
         calls, worker.inflight = worker.inflight, {}
+        worker.batches = 0
         for call in calls.values():
             _fail(call, error)
 
     def fail_queued(self, error: DeepaasError) -> None:
-        while self.source.has_work():
-            call = self.source.next_call()
-            if call is not None:
-                _fail(call, error)
+        for call in self.queue.drain():
+            _fail(call, error)
 
     def _schedule_respawn(self, worker: Worker) -> None:
         assert self._loop is not None
@@ -522,6 +559,7 @@ def _discard(value: Any) -> None:
 
 
 def _fail(call: Call, error: BaseException) -> None:
+    call.settle()
     if not call.future.done():
         call.future.set_exception(error)
 

@@ -131,31 +131,66 @@ class WorkerLoop:
                 continue
             if not outbox:
                 first_unsent = time.perf_counter()
-            outbox.append(pack(self.call(renderer, *message[1:])))
+            outbox.append(pack(self.call(renderer, message[1], message[2])))
             if time.perf_counter() - first_unsent > FLUSH_AFTER_S:
                 self.sock.sendall(b"".join(outbox))
                 outbox.clear()
 
     def call(
-        self, renderer: ResultRenderer, call_id: int, method: str, payload: Any
+        self, renderer: ResultRenderer, method: str, items: list[tuple[int, Any]]
     ) -> tuple[Any, ...]:
-        """Run one call; whatever happens, return a RESULT message."""
-        model = renderer.model
+        """Run one call (or one batch); whatever happens, a RESULT message."""
         started = time.perf_counter()
+        if method == "predict_batch":
+            results = self._predict_batch(renderer, items)
+        else:
+            results = [self._predict(renderer, cid, payload) for cid, payload in items]
+        return (RESULT, results, time.perf_counter() - started)
+
+    def _predict(
+        self, renderer: ResultRenderer, call_id: int, payload: Any
+    ) -> tuple[int, bool, Any]:
         try:
-            if method != "predict":
-                raise NotImplementedError(f"unknown method {method!r}")
-            output = model.predict(payload)
-            value: Any = renderer.render(output, payload.get("accept"))
-            ok = True
-        except OutputError as exc:
-            value, ok = RemoteError(500, str(exc)), False
+            output = renderer.model.predict(payload)
         except BaseException as exc:  # a plugin may raise anything
-            value, ok = describe_exception(exc), False
-            sys.stderr.write(
-                f"model {model.name!r} raised during {method}:\n{value.traceback}"
-            )
-        return (RESULT, call_id, ok, value, time.perf_counter() - started)
+            return (call_id, False, self._failure(renderer, exc))
+        return self._render(renderer, call_id, payload, output)
+
+    def _predict_batch(
+        self, renderer: ResultRenderer, items: list[tuple[int, Any]]
+    ) -> list[tuple[int, bool, Any]]:
+        payloads = [payload for _, payload in items]
+        try:
+            outputs = renderer.model.predict_batch(payloads)
+        except BaseException as exc:  # every request of the batch gets it
+            error = self._failure(renderer, exc)
+            return [(cid, False, error) for cid, _ in items]
+        results = []
+        for (call_id, payload), output in zip(items, outputs, strict=True):
+            if isinstance(output, BaseException):  # fails only its request
+                results.append((call_id, False, describe_exception(output)))
+            else:
+                results.append(self._render(renderer, call_id, payload, output))
+        return results
+
+    @staticmethod
+    def _render(
+        renderer: ResultRenderer, call_id: int, payload: Any, output: Any
+    ) -> tuple[int, bool, Any]:
+        try:
+            return (call_id, True, renderer.render(output, payload.get("accept")))
+        except OutputError as exc:
+            return (call_id, False, RemoteError(500, str(exc)))
+        except Exception as exc:
+            return (call_id, False, describe_exception(exc))
+
+    @staticmethod
+    def _failure(renderer: ResultRenderer, exc: BaseException) -> RemoteError:
+        error = describe_exception(exc)
+        sys.stderr.write(
+            f"model {renderer.model.name!r} raised during predict:\n{error.traceback}"
+        )
+        return error
 
 
 def main(argv: list[str] | None = None) -> None:

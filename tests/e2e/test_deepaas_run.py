@@ -218,7 +218,10 @@ def get_metadata():
 
 
 def predict():
-    return {"worker_sees": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return {
+        "worker_sees": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "device": os.environ.get("DEEPAAS_DEVICE"),
+    }
 """
 
 
@@ -233,11 +236,22 @@ def _install_fake_plugin(root: Path, name: str, source: str) -> None:
     (dist / "entry_points.txt").write_text(f"[deepaas.v2.model]\n{name} = {name}\n")
 
 
-def test_api_process_imports_plugins_with_gpus_hidden(server, tmp_path):
+@pytest.mark.parametrize(
+    ("devices", "expected"),
+    [
+        # No NVML on this machine: auto falls back to the CPU.
+        ((), {"worker_sees": "", "device": "cpu"}),
+        (("--devices", "3"), {"worker_sees": "3", "device": "cuda:0"}),
+    ],
+)
+def test_api_process_imports_plugins_with_gpus_hidden(
+    server, tmp_path, devices, expected
+):
     _install_fake_plugin(tmp_path, "gpu_probe", GPU_PROBE)
     srv = server(
         "--model-name",
         "gpu_probe",
+        *devices,
         env={"PYTHONPATH": str(tmp_path), "CUDA_VISIBLE_DEVICES": "3"},
     )
     srv.wait_ready()
@@ -245,7 +259,7 @@ def test_api_process_imports_plugins_with_gpus_hidden(server, tmp_path):
     assert status == 200
     assert json.loads(body)["imported_with"] == ""
     status, body, _ = _call(f"{srv.base}/v2/models/gpu_probe/predict/", "POST")
-    assert json.loads(body)["predictions"] == {"worker_sees": "3"}
+    assert json.loads(body)["predictions"] == expected
 
 
 def test_plugin_that_fails_to_import_stops_startup(server, tmp_path):

@@ -52,6 +52,11 @@ def predict(mode="ok"):
         ctypes.string_at(0)
     if mode == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "nap":
+        import time
+
+        time.sleep(1)
+        return {"pid": os.getpid()}
     if mode == "sleep":
         import time
 

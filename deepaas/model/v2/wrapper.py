@@ -94,6 +94,7 @@ class ModelWrapper:
         except InvalidArgsError as exc:
             raise ModelError(f"model {name!r}: {exc}") from exc
         self.accept_choices = self._accept_choices()
+        self.batching = _batching(name, getattr(plugin, "batching", None))
 
     # -- introspection (API process) --------------------------------------
 
@@ -171,7 +172,14 @@ class ModelWrapper:
 
     @property
     def has_predict(self) -> bool:
-        return callable(getattr(self.plugin, "predict", None))
+        """predict, or predict_batch alone (called with a batch of one)."""
+        return (
+            callable(getattr(self.plugin, "predict", None)) or self.has_predict_batch
+        )
+
+    @property
+    def has_predict_batch(self) -> bool:
+        return callable(getattr(self.plugin, "predict_batch", None))
 
     @property
     def has_train(self) -> bool:
@@ -190,11 +198,56 @@ class ModelWrapper:
             return False
         return True
 
+    def predict_batch(self, batch: list[dict[str, Any]]) -> list[Any]:
+        """Call ``predict_batch`` and check it answered every request."""
+        outputs = self.plugin.predict_batch(batch)
+        if not isinstance(outputs, (list, tuple)) or len(outputs) != len(batch):
+            got = (
+                f"{len(outputs)} results"
+                if isinstance(outputs, (list, tuple))
+                else f"a {type(outputs).__name__}"
+            )
+            raise TypeError(
+                f"predict_batch of model {self.name!r} returned {got} for "
+                f"{len(batch)} requests; it must return a list with one result "
+                "per request, in order"
+            )
+        return list(outputs)
+
     def predict(self, kwargs: dict[str, Any]) -> Any:
         func = getattr(self.plugin, "predict", None)
+        if func is None and self.has_predict_batch:
+            (output,) = self.predict_batch([kwargs])
+            if isinstance(output, BaseException):
+                raise output
+            return output
         if func is None:
             raise NotImplementedError(f"model {self.name!r} does not implement predict")
         return func(**kwargs)
+
+
+def _batching(name: str, value: Any) -> dict[str, Any] | None:
+    """Check a plugin's ``batching = {"max_batch_size": N, "max_delay_ms": T}``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"max_batch_size", "max_delay_ms"}:
+        raise ModelError(
+            f"model {name!r}: batching must be a dict with max_batch_size and/or "
+            f"max_delay_ms, got {value!r}"
+        )
+    size = value.get("max_batch_size", 1)
+    delay = value.get("max_delay_ms", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ModelError(
+            f"model {name!r}: batching max_batch_size must be an integer >= 1, "
+            f"got {size!r}"
+        )
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+        raise ModelError(
+            f"model {name!r}: batching max_delay_ms must be a number >= 0, "
+            f"got {delay!r}"
+        )
+    return dict(value)
 
 
 def _validators_of(field: Any) -> list[Any]:

@@ -1,0 +1,125 @@
+"""A model's queue of calls, and how batches are formed from it.
+
+Requests wait here until a worker has room. A model with ``predict_batch``
+gets up to ``max_batch_size`` calls at once; when fewer are queued, a free
+worker waits for companions at most ``max_delay`` seconds after the oldest
+call arrived (0, the default, takes what is queued: an idle server adds no
+latency). Any other model gets one call at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import itertools
+import time
+from typing import Any
+
+_call_ids = itertools.count(1)
+
+
+class Call:
+    """One request for a worker and the future its caller awaits."""
+
+    __slots__ = ("deadline", "future", "id", "payload", "queued_at", "timer")
+
+    def __init__(self, payload: Any, future: asyncio.Future[Any]) -> None:
+        self.id = next(_call_ids)
+        self.payload = payload
+        self.future = future
+        self.queued_at = time.monotonic()
+        self.timer: asyncio.TimerHandle | None = None  # the deadline, if any
+
+    def settle(self) -> None:
+        """The call is answered: its deadline no longer matters."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPolicy:
+    """How many calls a worker takes at once, and how long it waits for them."""
+
+    max_batch_size: int = 1  # 1: no batching (the plugin's predict)
+    max_delay: float = 0.0  # seconds
+
+    @property
+    def batched(self) -> bool:
+        return self.max_batch_size > 1
+
+
+DEFAULT_BATCH_SIZE = 8
+
+
+def resolve_policy(
+    has_predict_batch: bool,
+    plugin_batching: dict[str, Any] | None,
+    max_batch_size: int | None,
+    max_batch_delay_ms: int | None,
+) -> BatchPolicy:
+    """The plugin's ``batching`` attribute, overridden by the flags."""
+    if not has_predict_batch:
+        return BatchPolicy()
+    own = plugin_batching or {}
+    size = max_batch_size or own.get("max_batch_size") or DEFAULT_BATCH_SIZE
+    delay_ms = (
+        max_batch_delay_ms
+        if max_batch_delay_ms is not None
+        else own.get("max_delay_ms", 0)
+    )
+    return BatchPolicy(max_batch_size=int(size), max_delay=float(delay_ms) / 1000)
+
+
+class CallQueue:
+    """The calls waiting for a worker, oldest first."""
+
+    def __init__(self, policy: BatchPolicy) -> None:
+        self.policy = policy
+        self._calls: collections.deque[Call] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def append(self, call: Call) -> None:
+        self._calls.append(call)
+
+    def _drop_settled(self) -> None:
+        calls = self._calls
+        while calls and calls[0].future.done():  # answered (timed out, gone)
+            calls.popleft()
+
+    def has_work(self) -> bool:
+        self._drop_settled()
+        return bool(self._calls)
+
+    def ready_at(self, now: float) -> float | None:
+        """When a batch should be taken: ``now`` or later; None when empty.
+
+        A full batch, or a policy without delay, is ready now; otherwise the
+        batch is ready when the oldest call has waited ``max_delay``.
+        """
+        self._drop_settled()
+        if not self._calls:
+            return None
+        policy = self.policy
+        if not policy.max_delay or len(self._calls) >= policy.max_batch_size:
+            return now
+        return max(now, self._calls[0].queued_at + policy.max_delay)
+
+    def take(self) -> list[Call]:
+        """Up to ``max_batch_size`` calls still awaited, oldest first."""
+        batch: list[Call] = []
+        calls = self._calls
+        while calls and len(batch) < self.policy.max_batch_size:
+            call = calls.popleft()
+            if not call.future.done():
+                batch.append(call)
+        return batch
+
+    def drain(self) -> list[Call]:
+        """Every call still waiting (for failing them all at once)."""
+        calls = [c for c in self._calls if not c.future.done()]
+        self._calls.clear()
+        return calls

@@ -1,0 +1,412 @@
+"""Where workers run: GPU inventory through NVML, ``--devices`` and telemetry.
+
+NVML (``import pynvml``, from nvidia-ml-py) is optional at run time: on a
+machine without the NVIDIA driver, or in a container without the NVML
+library, :meth:`Nvml.open` says so once in the log and returns ``None``;
+``--devices auto`` then means the CPU, and an explicit list of indices or
+UUIDs is still used as given.
+
+Indices are NVML's (the ones ``nvidia-smi`` shows, in PCI bus order). A
+worker is pointed at its GPU by UUID whenever we know it, so CUDA's own
+device order cannot send it to another GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+# What CUDA accepts in CUDA_VISIBLE_DEVICES besides indices: a GPU UUID, a
+# MIG UUID ("MIG-<uuid>", or the older "MIG-GPU-<uuid>/<gi>/<ci>"), or a
+# unique prefix of one.
+_UUID = re.compile(r"(GPU|MIG)-[0-9A-Za-z/-]+")
+_INDEX = re.compile(r"[0-9]+")
+_MIG_ENABLED = 1  # pynvml.NVML_DEVICE_MIG_ENABLE
+_TEMPERATURE_GPU = 0  # pynvml.NVML_TEMPERATURE_GPU
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """One place a worker can run: a GPU, or the CPU."""
+
+    kind: str  # "cuda" or "cpu"
+    index: int | None  # NVML index as given or discovered; None for CPU, MIG
+    uuid: str | None  # "GPU-..." or "MIG-..." when known
+    name: str  # "NVIDIA H100 80GB HBM3", or "cpu"
+    memory_total: int | None  # bytes, when known
+
+    @property
+    def label(self) -> str:
+        """A short stable name for logs, metrics and ``/v2/system/``."""
+        if self.kind == "cpu":
+            return "cpu"
+        return f"cuda:{self.index if self.index is not None else self.uuid}"
+
+    def worker_env(self) -> dict[str, str]:
+        """What a worker child puts in its environment before importing a plugin.
+
+        The child sees only its own GPU, so to the framework it is always
+        ``cuda:0``. The UUID is preferred to the index: CUDA numbers GPUs
+        fastest-first unless told otherwise, NVML by PCI bus. When only an
+        index is known we ask CUDA for PCI order, so the index means what
+        ``nvidia-smi`` shows.
+        """
+        if self.kind == "cpu":
+            return {"CUDA_VISIBLE_DEVICES": "", "DEEPAAS_DEVICE": "cpu"}
+        env = {"DEEPAAS_DEVICE": "cuda:0"}
+        if self.uuid:
+            env["CUDA_VISIBLE_DEVICES"] = self.uuid
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.index)
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        return env
+
+
+CPU = Device(kind="cpu", index=None, uuid=None, name="cpu", memory_total=None)
+
+
+class DeviceError(ValueError):
+    """A ``--devices`` value we cannot use; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuSample:
+    """One reading of a GPU, in base units; a field NVML would not give is None."""
+
+    utilization_ratio: float | None  # 0..1
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    temperature_celsius: float | None
+    power_watts: float | None
+
+
+def _text(value: Any) -> str:
+    """NVML strings are bytes in old nvidia-ml-py releases, str in new ones."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+class Nvml:
+    """Thin wrapper over pynvml: init once, never raise to callers for telemetry.
+
+    Build it with :meth:`open`; the constructor takes an initialised pynvml
+    module (or anything shaped like it).
+    """
+
+    def __init__(self, module: Any) -> None:
+        self._nvml = module
+        self._handles: dict[str, Any] = {}
+        self._quiet: set[tuple[str, str]] = set()
+        self._closed = False
+
+    @classmethod
+    def open(cls) -> Nvml | None:
+        """Initialise NVML, or say once why not and return None."""
+        try:
+            module = importlib.import_module("pynvml")
+        except ImportError:
+            LOG.warning(
+                "NVML unavailable: nvidia-ml-py (pynvml) is not installed; "
+                "no GPU discovery or telemetry"
+            )
+            return None
+        try:
+            module.nvmlInit()
+        except Exception as exc:  # NVMLError, or OSError from a broken driver
+            # No library means no NVIDIA driver: the normal case on a CPU
+            # machine, not worth a warning.
+            missing = type(exc).__name__ == "NVMLError_LibraryNotFound"
+            LOG.log(
+                logging.INFO if missing else logging.WARNING,
+                "NVML unavailable (%s): no GPU discovery or telemetry",
+                exc,
+            )
+            return None
+        return cls(module)
+
+    def close(self) -> None:
+        """Release NVML; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._handles.clear()
+        try:
+            self._nvml.nvmlShutdown()
+        except Exception as exc:  # nothing to do about it at shutdown
+            LOG.debug("nvmlShutdown failed: %s", exc)
+
+    def gpus(self) -> list[Device]:
+        """The physical GPUs NVML reports, by NVML index."""
+        return self.inventory()[0]
+
+    def devices(self) -> list[Device]:
+        """Every device a worker can use: each GPU, or its MIG slices when MIG is on."""
+        return self.inventory()[1]
+
+    def inventory(self) -> tuple[list[Device], list[Device]]:
+        """The physical GPUs, and the devices a worker can use, in one pass.
+
+        A GPU in MIG mode is not usable by CUDA as a whole, only through its
+        MIG devices (none, until an operator creates them), so those replace
+        it among the usable ones.
+        """
+        gpus: list[Device] = []
+        usable: list[Device] = []
+        for gpu, handle in self._physical():
+            gpus.append(gpu)
+            slices = self._mig_slices(gpu, handle)
+            usable.extend([gpu] if slices is None else slices)
+        return gpus, usable
+
+    def sample(self, device: Device) -> GpuSample | None:
+        """Read a GPU now; None when NVML cannot find it or answers nothing.
+
+        A field NVML does not support for this device (utilisation of a MIG
+        slice, power on some boards) is None; the others are still read.
+        """
+        if device.kind != "cuda":
+            return None
+        handle = self._handle(device)
+        if handle is None:
+            return None
+        label = device.label
+        nvml = self._nvml
+
+        utilization = self._read(
+            label, "utilization", nvml.nvmlDeviceGetUtilizationRates, handle
+        )
+        memory = self._read(label, "memory", nvml.nvmlDeviceGetMemoryInfo, handle)
+        temperature = self._read(
+            label,
+            "temperature",
+            nvml.nvmlDeviceGetTemperature,
+            handle,
+            _TEMPERATURE_GPU,
+        )
+        power = self._read(label, "power", nvml.nvmlDeviceGetPowerUsage, handle)
+        if all(v is None for v in (utilization, memory, temperature, power)):
+            return None
+        return GpuSample(
+            utilization_ratio=None if utilization is None else utilization.gpu / 100,
+            memory_used_bytes=None if memory is None else int(memory.used),
+            memory_total_bytes=None if memory is None else int(memory.total),
+            temperature_celsius=None if temperature is None else float(temperature),
+            power_watts=None if power is None else power / 1000,
+        )
+
+    def _physical(self) -> list[tuple[Device, Any]]:
+        nvml = self._nvml
+        try:
+            count = int(nvml.nvmlDeviceGetCount())
+        except Exception as exc:
+            LOG.warning("NVML could not count GPUs (%s): assuming none", exc)
+            return []
+        found = []
+        for index in range(count):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            except Exception as exc:  # a GPU in a bad state: leave it out
+                LOG.warning("NVML cannot open GPU %d (%s): not using it", index, exc)
+                continue
+            found.append((self._describe(handle, index), handle))
+        return found
+
+    def _mig_slices(self, gpu: Device, handle: Any) -> list[Device] | None:
+        """The MIG devices of a GPU in MIG mode; None when MIG is off or unknown."""
+        nvml = self._nvml
+        try:
+            current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+        except Exception:  # NotSupported on GPUs without MIG, old drivers
+            return None
+        if current != _MIG_ENABLED:
+            return None
+        try:
+            count = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
+        except Exception as exc:
+            LOG.warning("NVML cannot list MIG devices of %s (%s)", gpu.label, exc)
+            return []
+        slices = []
+        for slot in range(count):
+            try:
+                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except Exception:  # NotFound: an empty slot
+                continue
+            device = self._describe(mig, None)
+            if device.uuid is not None:  # CUDA can only be pointed at one by UUID
+                slices.append(device)
+        if not slices:
+            LOG.warning(
+                "%s is in MIG mode with no MIG devices: not using it", gpu.label
+            )
+        return slices
+
+    def _describe(self, handle: Any, index: int | None) -> Device:
+        nvml = self._nvml
+        uuid = self._read("", "uuid", nvml.nvmlDeviceGetUUID, handle)
+        name = self._read("", "name", nvml.nvmlDeviceGetName, handle)
+        memory = self._read("", "memory", nvml.nvmlDeviceGetMemoryInfo, handle)
+        device = Device(
+            kind="cuda",
+            index=index,
+            uuid=None if uuid is None else _text(uuid),
+            name="",
+            memory_total=None if memory is None else int(memory.total),
+        )
+        fallback = device.label if device.uuid or index is not None else "cuda"
+        return dataclasses.replace(
+            device, name=fallback if name is None else _text(name)
+        )
+
+    def _handle(self, device: Device) -> Any:
+        key = device.uuid or str(device.index)
+        if key in self._handles:
+            return self._handles[key]
+        try:
+            if device.uuid:
+                handle = self._nvml.nvmlDeviceGetHandleByUUID(device.uuid)
+            else:
+                handle = self._nvml.nvmlDeviceGetHandleByIndex(device.index)
+        except Exception as exc:
+            self._once(device.label, "handle", exc)
+            return None
+        self._handles[key] = handle
+        return handle
+
+    def _read(self, label: str, what: str, call: Callable[..., Any], *args: Any) -> Any:
+        """One NVML query, or None: telemetry must never fail a request."""
+        try:
+            return call(*args)
+        except Exception as exc:
+            self._once(label, what, exc)
+            return None
+
+    def _once(self, label: str, what: str, exc: Exception) -> None:
+        # Sampled every second: say it once per device and field, not forever.
+        if (label, what) not in self._quiet:
+            self._quiet.add((label, what))
+            LOG.debug("NVML %s of %s unavailable: %s", what, label or "a GPU", exc)
+
+
+def select_devices(spec: str, nvml: Nvml | None) -> list[Device]:
+    """The devices ``--devices`` names.
+
+    ``auto``: every device NVML reports, else the CPU. ``cpu``: the CPU. A
+    comma-separated list of NVML indices and/or UUIDs is used as given, with
+    or without NVML (containers without NVML, MIG slices, tests); with NVML,
+    a listed device NVML knows gets its name, memory and UUID.
+    """
+    value = spec.strip()
+    if value.lower() == "auto":
+        found = nvml.devices() if nvml is not None else []
+        if nvml is not None and not found:
+            LOG.info("NVML reports no usable GPU: using the CPU")
+        return found or [CPU]
+    if value.lower() == "cpu":
+        return [CPU]
+    if not value:
+        raise DeviceError("--devices is empty: use auto, cpu, or a list like 0,1")
+
+    known: list[Device] = []
+    if nvml is not None:
+        gpus, usable = nvml.inventory()
+        known = gpus + [d for d in usable if d not in gpus]
+    chosen: list[Device] = []
+    given_as: dict[Device, str] = {}
+    for item in (part.strip() for part in value.split(",")):
+        device = _listed(item, value, known)
+        same = next((d for d in chosen if _same(d, device)), None)
+        if same is not None:
+            raise DeviceError(
+                f"--devices {value!r} names one GPU twice ({given_as[same]!r} and "
+                f"{item!r}); use --workers for more workers per GPU"
+            )
+        chosen.append(device)
+        given_as[device] = item
+    return chosen
+
+
+def _listed(item: str, spec: str, known: list[Device]) -> Device:
+    """One item of an explicit ``--devices`` list, enriched from NVML."""
+    if not item:
+        raise DeviceError(f"--devices {spec!r} has an empty item")
+    if _INDEX.fullmatch(item):
+        index = int(item)
+        match = next((d for d in known if d.index == index), None)
+        return match or Device("cuda", index, None, f"cuda:{index}", None)
+    if _UUID.fullmatch(item):
+        matches = [d for d in known if d.uuid and d.uuid.startswith(item)]
+        exact = [d for d in matches if d.uuid == item]
+        if exact or len(matches) == 1:
+            return (exact or matches)[0]
+        if len(matches) > 1:
+            raise DeviceError(f"--devices: {item!r} is the start of several GPU UUIDs")
+        return Device("cuda", None, item, item, None)
+    if item.lower() in ("cpu", "auto"):
+        raise DeviceError(
+            f"--devices {spec!r}: {item!r} cannot be part of a list; use it alone"
+        )
+    if item.startswith("-") and _INDEX.fullmatch(item[1:]):
+        raise DeviceError(f"--devices {spec!r}: negative index {item!r}")
+    raise DeviceError(
+        f"--devices {spec!r}: {item!r} is neither a GPU index (0, 1, ...) nor a "
+        "UUID (GPU-... or MIG-...)"
+    )
+
+
+def _same(a: Device, b: Device) -> bool:
+    if a.uuid and b.uuid:
+        return a.uuid == b.uuid
+    return a.index is not None and a.index == b.index
+
+
+def assign(devices: list[Device], workers: int) -> list[Device]:
+    """Spread ``workers`` worker processes round-robin: worker i gets devices[i % n]."""
+    if not devices:
+        raise ValueError("no devices to place workers on")
+    if workers < 0:
+        raise ValueError(f"negative number of workers: {workers}")
+    return [devices[i % len(devices)] for i in range(workers)]
+
+
+class Telemetry:
+    """GPU telemetry sampled at most once a second (cached), for metrics and system.
+
+    Scrapes and page loads can come in bursts; NVML calls take milliseconds
+    each, so one reading serves every caller within ``min_interval``.
+    """
+
+    def __init__(
+        self,
+        nvml: Nvml | None,
+        devices: list[Device],
+        clock: Callable[[], float] = time.monotonic,
+        min_interval: float = 1.0,
+    ) -> None:
+        self.nvml = nvml
+        self.devices = [d for d in devices if d.kind == "cuda"]
+        self._clock = clock
+        self._min_interval = min_interval
+        self._at: float | None = None
+        self._cached: dict[str, GpuSample] = {}
+        self._lock = threading.Lock()  # prometheus-client may collect on a thread
+
+    def read(self) -> dict[str, GpuSample]:
+        """The latest sample of each GPU, by label; one NVML cannot read is left out."""
+        if self.nvml is None or not self.devices:
+            return {}
+        with self._lock:
+            now = self._clock()
+            if self._at is None or now - self._at >= self._min_interval:
+                samples = {d.label: self.nvml.sample(d) for d in self.devices}
+                self._cached = {k: s for k, s in samples.items() if s is not None}
+                self._at = now
+            return dict(self._cached)

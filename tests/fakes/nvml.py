@@ -1,0 +1,142 @@
+"""A fake ``pynvml``: NVML's answers without a GPU or a driver.
+
+Install it where ``import pynvml`` looks, so the code under test takes its
+real path::
+
+    monkeypatch.setitem(sys.modules, "pynvml", FakePynvml([FakeGpu(...)]))
+
+Errors are the real nvidia-ml-py classes (``NVMLError_NotSupported``, ...),
+so code catches exactly what it would catch on a GPU host. Every call is
+counted in ``calls`` by function name.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from types import SimpleNamespace
+from typing import Any
+
+import pynvml as real
+
+NVMLError = real.NVMLError
+NotSupported = real.NVMLError_NotSupported
+NotFound = real.NVMLError_NotFound
+InvalidArgument = real.NVMLError_InvalidArgument
+GpuIsLost = real.NVMLError_GpuIsLost
+LibraryNotFound = real.NVMLError_LibraryNotFound
+DriverNotLoaded = real.NVMLError_DriverNotLoaded
+
+GIB = 1 << 30
+
+
+@dataclasses.dataclass
+class FakeGpu:
+    """One GPU (or MIG slice) as NVML reports it; also serves as its handle."""
+
+    uuid: str
+    name: str | bytes = "NVIDIA H100 80GB HBM3"
+    memory_total: int = 80 * GIB
+    memory_used: int = 2 * GIB
+    utilization_percent: int = 50
+    temperature: int = 41
+    power_mw: int = 312_500
+    mig_mode: int | None = None  # None: NVML says NotSupported (no MIG)
+    mig: list[FakeGpu] = dataclasses.field(default_factory=list)
+    # NVML function name -> error class it raises for this device
+    fail: dict[str, type[Exception]] = dataclasses.field(default_factory=dict)
+
+
+class FakePynvml:
+    """The part of the pynvml API deepaas uses."""
+
+    NVMLError = NVMLError
+    NVML_TEMPERATURE_GPU = real.NVML_TEMPERATURE_GPU
+    NVML_DEVICE_MIG_ENABLE = real.NVML_DEVICE_MIG_ENABLE
+
+    def __init__(
+        self, gpus: list[FakeGpu], init_error: type[Exception] | None = None
+    ) -> None:
+        self.gpus = gpus
+        self.init_error = init_error
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def _check(self, name: str, gpu: FakeGpu | None = None) -> None:
+        self.calls[name] += 1
+        if gpu is not None and name in gpu.fail:
+            raise gpu.fail[name]()
+
+    def nvmlInit(self) -> None:
+        self._check("nvmlInit")
+        if self.init_error is not None:
+            raise self.init_error()
+
+    def nvmlShutdown(self) -> None:
+        self._check("nvmlShutdown")
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._check("nvmlDeviceGetCount")
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
+        self._check("nvmlDeviceGetHandleByIndex")
+        if not 0 <= index < len(self.gpus):
+            raise InvalidArgument()
+        gpu = self.gpus[index]
+        self._check("nvmlDeviceGetHandleByIndex", gpu)
+        return gpu
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> FakeGpu:
+        self._check("nvmlDeviceGetHandleByUUID")
+        for gpu in self.gpus:
+            for candidate in [gpu, *gpu.mig]:
+                if candidate.uuid == uuid:
+                    self._check("nvmlDeviceGetHandleByUUID", candidate)
+                    return candidate
+        raise NotFound()
+
+    def nvmlDeviceGetUUID(self, gpu: FakeGpu) -> str:
+        self._check("nvmlDeviceGetUUID", gpu)
+        return gpu.uuid
+
+    def nvmlDeviceGetName(self, gpu: FakeGpu) -> str | bytes:
+        self._check("nvmlDeviceGetName", gpu)
+        return gpu.name
+
+    def nvmlDeviceGetMemoryInfo(self, gpu: FakeGpu) -> Any:
+        self._check("nvmlDeviceGetMemoryInfo", gpu)
+        return SimpleNamespace(
+            total=gpu.memory_total,
+            used=gpu.memory_used,
+            free=gpu.memory_total - gpu.memory_used,
+        )
+
+    def nvmlDeviceGetUtilizationRates(self, gpu: FakeGpu) -> Any:
+        self._check("nvmlDeviceGetUtilizationRates", gpu)
+        return SimpleNamespace(gpu=gpu.utilization_percent, memory=0)
+
+    def nvmlDeviceGetTemperature(self, gpu: FakeGpu, sensor: int) -> int:
+        self._check("nvmlDeviceGetTemperature", gpu)
+        if sensor != real.NVML_TEMPERATURE_GPU:
+            raise InvalidArgument()
+        return gpu.temperature
+
+    def nvmlDeviceGetPowerUsage(self, gpu: FakeGpu) -> int:
+        self._check("nvmlDeviceGetPowerUsage", gpu)
+        return gpu.power_mw
+
+    def nvmlDeviceGetMigMode(self, gpu: FakeGpu) -> list[int]:
+        self._check("nvmlDeviceGetMigMode", gpu)
+        if gpu.mig_mode is None:
+            raise NotSupported()
+        return [gpu.mig_mode, gpu.mig_mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, gpu: FakeGpu) -> int:
+        self._check("nvmlDeviceGetMaxMigDeviceCount", gpu)
+        return 7
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, gpu: FakeGpu, index: int) -> FakeGpu:
+        self._check("nvmlDeviceGetMigDeviceHandleByIndex", gpu)
+        if index >= len(gpu.mig):
+            raise NotFound()
+        return gpu.mig[index]
