@@ -266,8 +266,9 @@ def measure(
     return res, mean_batch
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value: float | None, width: int, spec: str) -> str:
+    """``value`` formatted by ``spec``, or "-", right-aligned in ``width``."""
+    return format("-" if value is None else format(value, spec), f">{width}")
 
 
 def print_table(rounds: list[dict[str, Any]], connections: int) -> None:
@@ -287,13 +288,13 @@ def print_table(rounds: list[dict[str, Any]], connections: int) -> None:
             errors = tput.non_2xx + tput.errors + lat.non_2xx + lat.errors
             print(
                 f"{entry['round']:>5}  {label:<6} {tput.rps:>11.1f} "
-                f"{tput.p50_ms:>8.2f} {_fmt(entry[label]['batch'], '>6.1f')}  "
+                f"{tput.p50_ms:>8.2f} {_fmt(entry[label]['batch'], 6, '.1f')}  "
                 f"{lat.rps:>9.1f} {lat.p50_ms:>8.2f} {lat.p99_ms:>8.2f} "
                 f"{errors:>6}"
             )
         print(
-            f"{'':>5}  {'on/off':<6} {entry['ratio']:>11.2f}x "
-            f"{'':>16}c1 p50 on-off {entry['p50_diff_ms']:+.2f} ms"
+            f"{'':>5}  {'on/off':<6} {entry['ratio']:>10.2f}x "
+            f"{'':>17}c1 p50 on-off {entry['p50_diff_ms']:+.2f} ms"
         )
 
 

@@ -11,12 +11,16 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
+from deepaas.api import health as health_routes
 from deepaas.api import openapi, versions
 from deepaas.api.errors import error_middleware
-from deepaas.api.v2 import debug, models, predict
+from deepaas.api.health import Health
+from deepaas.api.metrics import Metrics
+from deepaas.api.v2 import debug, models, predict, system
 from deepaas.config import ConfigError, Settings
 from deepaas.engine import devices
 from deepaas.engine.batching import resolve_policy
+from deepaas.engine.devices import CPU, Device, Telemetry
 from deepaas.engine.pool import PoolConfig
 from deepaas.engine.runtime import Limits, ModelRuntime
 from deepaas.log import CaptureHandler, OutputCapture
@@ -29,6 +33,8 @@ LOG = logging.getLogger(__name__)
 MODELS = web.AppKey("models", dict)
 RUNTIMES = web.AppKey("runtimes", dict)
 SPEC = web.AppKey("spec", openapi.SpecBuilder)
+HEALTH = web.AppKey("health", Health)
+METRICS = web.AppKey("metrics", Metrics)
 
 
 def build_app(
@@ -46,43 +52,50 @@ def build_app(
     ``PYTHONPATH`` (tests serve plugins that are not installed).
     """
     wrappers = {spec.name: loading.load(spec) for spec in specs}
-    nvml = devices.Nvml.open() if settings.devices != "cpu" else None
+    wanted = settings.devices.strip().lower()
+    nvml = devices.Nvml.open() if wanted != "cpu" else None
     try:
         selected = tuple(devices.select_devices(settings.devices, nvml))
     except devices.DeviceError as exc:
+        if nvml is not None:
+            nvml.close()
         raise ConfigError(f"devices: {exc}") from exc
+    telemetry = devices.Telemetry(nvml, list(selected)) if nvml is not None else None
     limits = Limits(settings.predict_timeout, settings.max_queue)
     scratch = ScratchDir()  # created when the app starts, removed when it stops
-    tmp_dir = scratch.path
-
-    runtimes = {
-        spec.name: ModelRuntime(
+    runtimes: dict[str, ModelRuntime] = {}
+    metrics = Metrics(runtimes, telemetry)
+    for spec in specs:
+        wrapper = wrappers[spec.name]
+        runtimes[spec.name] = ModelRuntime(
             PoolConfig(
                 model=spec.name,
                 target=spec.target,
                 size=settings.workers,
-                tmp_dir=tmp_dir,
+                tmp_dir=scratch.path,
                 warm=settings.warm,
                 env=worker_env,
                 extra_path=extra_path,
                 devices=selected,
+                events=metrics,
             ),
             resolve_policy(
-                wrappers[spec.name].has_predict_batch,
-                wrappers[spec.name].batching,
+                wrapper.has_predict_batch,
+                wrapper.batching,
                 settings.max_batch_size,
                 settings.max_batch_delay,
             ),
             limits,
         )
-        for spec in specs
-    }
     app = get_app(
         settings,
         wrappers,
         runtimes,
-        tmp_dir=tmp_dir,
+        tmp_dir=scratch.path,
         capture=capture if settings.debug_endpoint else None,
+        selected=selected,
+        telemetry=telemetry,
+        metrics=metrics,
     )
 
     # Log records and the workers' output (which is logged) go to /v2/debug/.
@@ -99,6 +112,8 @@ def build_app(
         for runtime in runtimes.values():
             await runtime.stop()
         scratch.remove()
+        if nvml is not None:
+            nvml.close()
         if handler is not None:
             logging.getLogger().removeHandler(handler)
 
@@ -114,17 +129,24 @@ def get_app(
     *,
     tmp_dir: str,
     capture: OutputCapture | None = None,
+    selected: Sequence[Device] = (CPU,),
+    telemetry: Telemetry | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """The routes and middlewares over already-built models and runtimes."""
     max_size = settings.client_max_size
+    metrics = metrics or Metrics(runtimes, telemetry)
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[metrics.middleware(), error_middleware],
         client_max_size=max_size or 2**62,
     )
     spec = openapi.SpecBuilder(settings.base_path)
+    health = Health(runtimes)
     app[MODELS] = wrappers
     app[RUNTIMES] = runtimes
     app[SPEC] = spec
+    app[HEALTH] = health
+    app[METRICS] = metrics
     versions.setup(app, spec, settings.doc_endpoint)
     models.setup(app, spec, wrappers)
     debug.setup(app, spec, capture)
@@ -136,6 +158,13 @@ def get_app(
         enabled=settings.predict_endpoint,
         tmp_dir=tmp_dir,
         max_size=max_size,
+    )
+    health_routes.setup(app, spec, health)
+    system.setup(app, spec, selected, runtimes, telemetry)
+    app.router.add_get(
+        f"{settings.base_path}/metrics",
+        metrics.handler(),
+        allow_head=False,
     )
     openapi.add_docs_routes(app, spec, settings.doc_endpoint)
     return app

@@ -34,6 +34,8 @@ TAGS = [
     {"name": "versions", "description": "API versions"},
     {"name": "debug", "description": "Captured log and worker output"},
     {"name": "models", "description": "Models: metadata, predict, train"},
+    {"name": "health", "description": "Liveness and readiness probes"},
+    {"name": "system", "description": "Devices, workers and queues"},
 ]
 FAILURE = "Failure"
 
@@ -347,6 +349,11 @@ UI_PAGE = """<!DOCTYPE html>
 """
 
 
+def _docs(handler: Any) -> Any:
+    handler.metric_labels = ("", "docs")  # see deepaas.api.metrics.label
+    return handler
+
+
 def add_docs_routes(app: web.Application, builder: SpecBuilder, docs: bool) -> None:
     """``/swagger.json`` and ``/openapi.json`` always; the UI when enabled."""
     bp = builder.base_path
@@ -357,8 +364,8 @@ def add_docs_routes(app: web.Application, builder: SpecBuilder, docs: bool) -> N
     async def openapi_json(request: web.Request) -> web.Response:
         return web.json_response(builder.openapi())
 
-    app.router.add_get(f"{bp}/swagger.json", swagger_json, allow_head=False)
-    app.router.add_get(f"{bp}/openapi.json", openapi_json, allow_head=False)
+    app.router.add_get(f"{bp}/swagger.json", _docs(swagger_json), allow_head=False)
+    app.router.add_get(f"{bp}/openapi.json", _docs(openapi_json), allow_head=False)
     if not docs:
         return
 
@@ -372,7 +379,7 @@ def add_docs_routes(app: web.Application, builder: SpecBuilder, docs: bool) -> N
     async def ui_redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound(f"{bp}/api")
 
-    app.router.add_get(f"{bp}/api", ui_page, allow_head=False)
-    app.router.add_get(f"{bp}/ui", ui_redirect, allow_head=False)
+    app.router.add_get(f"{bp}/api", _docs(ui_page), allow_head=False)
+    app.router.add_get(f"{bp}/ui", _docs(ui_redirect), allow_head=False)
     if SWAGGER_UI_DIR is not None:
         app.router.add_static(f"{bp}/swagger-ui", SWAGGER_UI_DIR)

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 
 
@@ -29,7 +30,7 @@ def setup(app: web.Application, spec: SpecBuilder, docs: bool) -> None:
     async def get_versions(request: web.Request) -> web.Response:
         return web.json_response(document)
 
-    app.router.add_get(f"{bp}/", get_versions, allow_head=False)
+    app.router.add_get(f"{bp}/", label(get_versions, "", "versions"), allow_head=False)
     spec.add(
         Operation(
             "get",

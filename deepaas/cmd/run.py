@@ -20,14 +20,12 @@ from collections.abc import Iterable, Sequence
 from aiohttp import web
 
 from deepaas import __version__, log
-from deepaas.api import RUNTIMES, build_app
+from deepaas.api import HEALTH, RUNTIMES, build_app
 from deepaas.config import ConfigError, Settings, load_settings
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.model import loading
 
 LOG = logging.getLogger("deepaas")
-
-SHUTDOWN_TIMEOUT_S = 30.0
 
 
 def _install_loop(choice: str) -> None:
@@ -46,6 +44,31 @@ async def _settled(runtimes: Iterable[ModelRuntime]) -> None:
     """Wait until every model has a warm worker or has failed to start one."""
     while not all(rt.pool.ready_workers or rt.pool.start_error for rt in runtimes):
         await asyncio.sleep(0.02)
+
+
+async def drain(app: web.Application, timeout: float, hurry: asyncio.Event) -> None:
+    """Turn readiness off, refuse new predictions, let those in flight end.
+
+    A second SIGINT/SIGTERM (``hurry``) stops waiting.
+    """
+    app[HEALTH].draining = True
+    runtimes = app[RUNTIMES].values()
+    for runtime in runtimes:
+        runtime.draining = True
+    pending = sum(rt.pending for rt in runtimes)
+    LOG.info(
+        "stopping: %d request(s) in flight get up to %gs to finish", pending, timeout
+    )
+    deadline = time.monotonic() + timeout
+    while (
+        sum(rt.pending for rt in runtimes)
+        and time.monotonic() < deadline
+        and not hurry.is_set()
+    ):
+        await asyncio.sleep(0.05)
+    left = sum(rt.pending for rt in runtimes)
+    if left:
+        LOG.warning("stopping with %d request(s) unfinished after %gs", left, timeout)
 
 
 def _banner(
@@ -76,13 +99,18 @@ async def serve(
     runner = web.AppRunner(
         app,
         access_log_class=web.AccessLogger,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        shutdown_timeout=max(1.0, settings.shutdown_timeout),
         handle_signals=False,
     )
     stop = asyncio.Event()
+    hurry = asyncio.Event()  # a second signal: stop without waiting
+
+    def on_signal() -> None:
+        (hurry if stop.is_set() else stop).set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         await runner.setup()
         site = web.TCPSite(
@@ -114,7 +142,7 @@ async def serve(
         ready_or_stop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ready_or_stop
-        LOG.info("stopping: finishing requests in flight, then the workers")
+        await drain(app, settings.shutdown_timeout, hurry)
     finally:
         await runner.cleanup()
     LOG.info("stopped")

@@ -42,6 +42,7 @@ class ModelRuntime:
         self.limits = limits or Limits()
         self.queue = CallQueue(policy or BatchPolicy())
         self.pool = WorkerPool(config, self.queue)
+        self.draining = False  # stopping: new calls are refused, old ones finish
 
     async def start(self) -> None:
         await self.pool.start()
@@ -57,7 +58,7 @@ class ModelRuntime:
 
     async def predict(self, kwargs: dict[str, Any]) -> PredictResult:
         """Run ``predict(**kwargs)`` in a worker and return its rendered result."""
-        if self.pool.stopping:
+        if self.draining or self.pool.stopping:
             raise ModelUnavailable("the server is shutting down")
         error = self.pool.start_error
         if error is not None:

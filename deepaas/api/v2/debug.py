@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.log import OutputCapture
 
@@ -18,7 +19,9 @@ def setup(
             return web.Response(status=204)
         return web.Response(text=capture.getvalue(), content_type="text/plain")
 
-    app.router.add_get(f"{bp}/v2/debug/", get_debug, allow_head=False)
+    app.router.add_get(
+        f"{bp}/v2/debug/", label(get_debug, "", "debug"), allow_head=False
+    )
     spec.add(
         Operation(
             "get",

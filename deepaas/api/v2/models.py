@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.versions import v2_version
 from deepaas.exceptions import DeepaasError
@@ -39,8 +40,12 @@ def setup(
             {"models": [model_document(bp, m) for m in models.values()]}
         )
 
-    app.router.add_get(f"{bp}/v2/", get_version, allow_head=False)
-    app.router.add_get(f"{bp}/v2/models/", list_models, allow_head=False)
+    app.router.add_get(
+        f"{bp}/v2/", label(get_version, "", "versions"), allow_head=False
+    )
+    app.router.add_get(
+        f"{bp}/v2/models/", label(list_models, "", "models"), allow_head=False
+    )
     spec.add(
         Operation(
             "get",
@@ -95,4 +100,4 @@ def _model_handler(bp: str, model: ModelWrapper) -> Any:
     async def get_model(request: web.Request) -> web.Response:
         return web.json_response(model_document(bp, model))
 
-    return get_model
+    return label(get_model, model.name, "metadata")

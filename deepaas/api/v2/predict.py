@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from deepaas.api.args import ArgParser
+from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.v2.responses import send_result
 from deepaas.engine.runtime import ModelRuntime
@@ -69,11 +70,10 @@ def setup(
     for name, model in models.items():
         path = f"{bp}/v2/models/{name}/predict/"
         if not enabled:
-            app.router.add_route("*", path, disabled("predict"))
+            app.router.add_route("*", path, label(disabled("predict"), name, "predict"))
             continue
-        app.router.add_post(
-            path, make_handler(model, runtimes[name], tmp_dir, max_size)
-        )
+        handler = make_handler(model, runtimes[name], tmp_dir, max_size)
+        app.router.add_post(path, label(handler, name, "predict"))
         schema = model.response_schema
         schema_name = None
         if schema is not None:

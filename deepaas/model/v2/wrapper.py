@@ -173,9 +173,7 @@ class ModelWrapper:
     @property
     def has_predict(self) -> bool:
         """predict, or predict_batch alone (called with a batch of one)."""
-        return (
-            callable(getattr(self.plugin, "predict", None)) or self.has_predict_batch
-        )
+        return callable(getattr(self.plugin, "predict", None)) or self.has_predict_batch
 
     @property
     def has_predict_batch(self) -> bool:

@@ -1,0 +1,83 @@
+"""Liveness and readiness probes, and the draining state behind them.
+
+``/healthz`` answers 200 while the process serves. ``/readyz`` answers 200
+once every model has a warm worker, and 503 while starting, while a model
+cannot start, and while draining after SIGTERM (so a load balancer stops
+sending traffic before the server stops). The Open Inference Protocol names
+``/v2/health/live`` and ``/v2/health/ready`` answer the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from deepaas.api.openapi import Operation, SpecBuilder
+from deepaas.engine.runtime import ModelRuntime
+
+
+class Health:
+    """Whether the server is draining (set on SIGTERM/SIGINT)."""
+
+    def __init__(self, runtimes: Mapping[str, ModelRuntime]) -> None:
+        self.runtimes = runtimes
+        self.draining = False
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        models = {
+            name: {
+                "ready_workers": rt.pool.ready_workers,
+                **({"error": rt.pool.start_error} if rt.pool.start_error else {}),
+            }
+            for name, rt in self.runtimes.items()
+        }
+        if self.draining:
+            return False, {
+                "status": "draining",
+                "message": "the server is stopping",
+                "models": models,
+            }
+        not_ready = [name for name, m in models.items() if not m["ready_workers"]]
+        if not_ready:
+            failed = [n for n in not_ready if "error" in models[n]]
+            status = "unavailable" if failed else "starting"
+            message = (
+                f"model(s) {', '.join(failed)} cannot start"
+                if failed
+                else f"model(s) {', '.join(not_ready)} still starting"
+            )
+            return False, {"status": status, "message": message, "models": models}
+        return True, {"status": "ready", "models": models}
+
+
+def setup(app: web.Application, spec: SpecBuilder, health: Health) -> None:
+    bp = spec.base_path
+
+    async def live(request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def ready(request: web.Request) -> web.Response:
+        ok, document = health.readiness()
+        return web.json_response(document, status=200 if ok else 503)
+
+    live.metric_labels = ("", "health")  # type: ignore[attr-defined]
+    ready.metric_labels = ("", "health")  # type: ignore[attr-defined]
+    for path, handler, summary in (
+        (f"{bp}/healthz", live, "Liveness: 200 while the process serves"),
+        (f"{bp}/v2/health/live", live, "Liveness (Open Inference Protocol)"),
+        (f"{bp}/readyz", ready, "Readiness: 200 when every model has a warm worker"),
+        (f"{bp}/v2/health/ready", ready, "Readiness (Open Inference Protocol)"),
+    ):
+        app.router.add_get(path, handler, allow_head=False)
+        spec.add(
+            Operation(
+                "get",
+                path,
+                summary,
+                "health",
+                {200: "Yes"} if handler is live else {200: "Ready", 503: "Not ready"},
+                operation_id=path.strip("/").replace("/", "_") or "health",
+            )
+        )

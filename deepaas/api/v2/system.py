@@ -1,0 +1,89 @@
+"""``GET /v2/system/``: devices (with telemetry), workers and queues, as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from deepaas.api.metrics import label
+from deepaas.api.openapi import Operation, SpecBuilder
+from deepaas.engine.devices import Device, Telemetry
+from deepaas.engine.runtime import ModelRuntime
+
+
+def system_document(
+    devices: Sequence[Device],
+    runtimes: Mapping[str, ModelRuntime],
+    telemetry: Telemetry | None,
+) -> dict[str, Any]:
+    samples = telemetry.read() if telemetry is not None else {}
+    return {
+        "devices": [
+            {
+                "label": device.label,
+                "kind": device.kind,
+                "index": device.index,
+                "uuid": device.uuid,
+                "name": device.name,
+                "memory_total_bytes": device.memory_total,
+                "telemetry": (
+                    dataclasses.asdict(samples[device.label])
+                    if device.label in samples
+                    else None
+                ),
+            }
+            for device in devices
+        ],
+        "workers": [
+            {
+                "model": name,
+                "index": worker.index,
+                "device": worker.device.label,
+                "pid": worker.pid,
+                "state": worker.state.value,
+                "in_flight": len(worker.inflight),
+                "restarts": worker.restarts,
+                **({"error": worker.start_error} if worker.start_error else {}),
+            }
+            for name, runtime in runtimes.items()
+            for worker in runtime.pool.workers
+        ],
+        "queues": {
+            name: {
+                "depth": len(runtime.queue),
+                "max_batch_size": runtime.queue.policy.max_batch_size,
+                "max_batch_delay_ms": runtime.queue.policy.max_delay * 1000,
+            }
+            for name, runtime in runtimes.items()
+        },
+    }
+
+
+def setup(
+    app: web.Application,
+    spec: SpecBuilder,
+    devices: Sequence[Device],
+    runtimes: Mapping[str, ModelRuntime],
+    telemetry: Telemetry | None,
+) -> None:
+    bp = spec.base_path
+
+    async def get_system(request: web.Request) -> web.Response:
+        return web.json_response(system_document(devices, runtimes, telemetry))
+
+    app.router.add_get(
+        f"{bp}/v2/system/", label(get_system, "", "system"), allow_head=False
+    )
+    spec.add(
+        Operation(
+            "get",
+            f"{bp}/v2/system/",
+            "Devices with telemetry, workers and queues",
+            "system",
+            {200: "The state of the engine"},
+            operation_id="get_system",
+        )
+    )
