@@ -1,10 +1,10 @@
-"""warm() takes 5 seconds: requests wait in the queue meanwhile."""
+"""warm() takes 2.5 seconds: requests wait in the queue meanwhile."""
 
 import time
 
 
 def warm():
-    time.sleep(5)
+    time.sleep(2.5)
 
 
 def predict():

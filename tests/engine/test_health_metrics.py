@@ -1,0 +1,181 @@
+"""Probes, /metrics and /v2/system/ after known traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from deepaas.api import build_app
+from deepaas.config import Settings
+from deepaas.model.loading import PluginSpec
+from tests.engine.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _client(aiohttp_client, name, **settings):
+    spec = PluginSpec(name, f"tests.plugins.{name}")
+    app = build_app(Settings(**settings), [spec], extra_path=(str(REPO_ROOT),))
+    return await aiohttp_client(app)
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the Prometheus text format."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.match(r"^([a-zA-Z_:]+)(\{(.*)\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(3) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match.group(4))
+    raise AssertionError(f"no sample {name} {labels} in:\n{text}")
+
+
+async def test_readiness_while_starting_then_ready(aiohttp_client):
+    client = await _client(aiohttp_client, "slow_warm")
+    for path in ("/readyz", "/v2/health/ready"):
+        resp = await client.get(path)
+        assert resp.status == 503
+        body = await resp.json()
+        assert body["status"] == "starting"
+        assert "slow_warm" in body["message"]
+    for path in ("/healthz", "/v2/health/live"):
+        assert (await client.get(path)).status == 200
+    for _ in range(100):
+        resp = await client.get("/readyz")
+        if resp.status == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert resp.status == 200
+    assert (await resp.json())["models"]["slow_warm"]["ready_workers"] == 1
+
+
+async def test_readiness_says_why_a_model_cannot_start(aiohttp_client):
+    client = await _client(aiohttp_client, "broken_warm")
+    for _ in range(100):
+        body = await (await client.get("/readyz")).json()
+        if body["status"] != "starting":
+            break
+        await asyncio.sleep(0.1)
+    assert body["status"] == "unavailable"
+    assert "weights not found" in body["models"]["broken_warm"]["error"]
+
+
+async def test_readiness_is_503_while_draining(aiohttp_client):
+    client = await _client(aiohttp_client, "echo")
+    app = client.server.app
+    from deepaas.api import HEALTH, RUNTIMES
+
+    await app[RUNTIMES]["echo"].pool.wait_ready(20)
+    assert (await client.get("/readyz")).status == 200
+    app[HEALTH].draining = True
+    app[RUNTIMES]["echo"].draining = True
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert (await resp.json())["status"] == "draining"
+    resp = await client.post("/v2/models/echo/predict/")
+    assert resp.status == 503
+    assert "shutting down" in (await resp.json())["message"]
+
+
+async def test_metrics_after_known_traffic(aiohttp_client):
+    client = await _client(aiohttp_client, "echo", base_path="/bp")
+    for x in range(3):
+        assert (
+            await client.post("/bp/v2/models/echo/predict/", params={"x": x})
+        ).status == 200
+    bad = await client.post("/bp/v2/models/echo/predict/", params={"x": "nope"})
+    assert bad.status == 422
+    assert (await client.get("/bp/v2/models/echo/")).status == 200
+    resp = await client.get("/bp/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    text = await resp.text()
+    count = _sample
+    assert (
+        count(
+            text, "deepaas_requests_total", model="echo", endpoint="predict", code="200"
+        )
+        == 3
+    )
+    assert (
+        count(
+            text, "deepaas_requests_total", model="echo", endpoint="predict", code="422"
+        )
+        == 1
+    )
+    assert (
+        count(
+            text,
+            "deepaas_requests_total",
+            model="echo",
+            endpoint="metadata",
+            code="200",
+        )
+        == 1
+    )
+    assert (
+        count(
+            text,
+            "deepaas_request_duration_seconds_count",
+            model="echo",
+            endpoint="predict",
+        )
+        == 4
+    )
+    # Only the 3 valid requests reached the queue and a worker.
+    assert count(text, "deepaas_queue_duration_seconds_count", model="echo") == 3
+    assert count(text, "deepaas_batch_size_sum", model="echo") == 3
+    assert count(text, "deepaas_compute_duration_seconds_count", model="echo") >= 1
+    assert count(text, "deepaas_queue_depth", model="echo") == 0
+    assert (
+        count(text, "deepaas_workers", model="echo", device="cpu", state="ready") == 1
+    )
+    assert (
+        count(text, "deepaas_workers", model="echo", device="cpu", state="starting")
+        == 0
+    )
+
+
+async def test_worker_restarts_are_counted(aiohttp_client):
+    client = await _client(aiohttp_client, "crashy")
+    resp = await client.post("/v2/models/crashy/predict/", params={"mode": "exit"})
+    assert resp.status == 503
+    text = await (await client.get("/metrics")).text()
+    assert (
+        _sample(text, "deepaas_worker_restarts_total", model="crashy", device="cpu")
+        == 1
+    )
+    assert (
+        _sample(
+            text,
+            "deepaas_requests_total",
+            model="crashy",
+            endpoint="predict",
+            code="503",
+        )
+        == 1
+    )
+
+
+async def test_system_document(aiohttp_client):
+    client = await _client(aiohttp_client, "envprobe", devices="0,1", workers=2)
+    for _ in range(100):
+        doc = await (await client.get("/v2/system/")).json()
+        if all(w["state"] == "ready" for w in doc["workers"]):
+            break
+        await asyncio.sleep(0.1)
+    assert [d["label"] for d in doc["devices"]] == ["cuda:0", "cuda:1"]
+    assert all(d["telemetry"] is None for d in doc["devices"])  # no NVML here
+    workers = doc["workers"]
+    assert [(w["model"], w["device"], w["state"]) for w in workers] == [
+        ("envprobe", "cuda:0", "ready"),
+        ("envprobe", "cuda:1", "ready"),
+    ]
+    assert all(isinstance(w["pid"], int) and w["restarts"] == 0 for w in workers)
+    assert doc["queues"]["envprobe"]["depth"] == 0
+    assert doc["queues"]["envprobe"]["max_batch_size"] == 1
