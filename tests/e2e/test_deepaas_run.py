@@ -271,3 +271,41 @@ def test_plugin_that_fails_to_import_stops_startup(server, tmp_path):
     assert "broken_plugin" in lines[0]
     assert "ModuleNotFoundError" in lines[0]
     assert "no_such_module" in lines[0]
+
+
+NAPPER = """
+import time
+
+
+def predict():
+    time.sleep(1.5)
+    return "rested"
+"""
+
+
+def test_sigterm_drains_requests_in_flight(server, tmp_path):
+    _install_fake_plugin(tmp_path, "napper", NAPPER)
+    srv = server("--model-name", "napper", env={"PYTHONPATH": str(tmp_path)})
+    srv.wait_ready()
+    workers = _children(srv.proc.pid)
+    result: dict[str, object] = {}
+
+    def slow_request() -> None:
+        result["answer"] = _call(f"{srv.base}/v2/models/napper/predict/", "POST")
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    time.sleep(0.5)  # the request is running in the worker
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    status, body, _ = _call(f"{srv.base}/readyz")
+    assert status == 503
+    assert json.loads(body)["status"] == "draining"
+    status, body, _ = _call(f"{srv.base}/v2/models/napper/predict/", "POST")
+    assert status == 503  # new work is refused while draining
+    thread.join(timeout=30)
+    status, body, _ = result["answer"]
+    assert status == 200
+    assert json.loads(body)["predictions"] == "rested"
+    assert srv.proc.wait(timeout=30) == 0
+    assert not [pid for pid in workers if _alive(pid)]
