@@ -1,0 +1,58 @@
+"""The batch policy: the plugin's batching attribute, overridden by flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepaas.engine.batching import DEFAULT_BATCH_SIZE, BatchPolicy, resolve_policy
+from deepaas.model.v2.wrapper import ModelError, ModelWrapper
+
+
+def test_no_predict_batch_is_never_batched():
+    assert resolve_policy(False, {"max_batch_size": 8}, 16, 5) == BatchPolicy()
+
+
+def test_plugin_attribute_is_used():
+    policy = resolve_policy(True, {"max_batch_size": 8, "max_delay_ms": 5}, None, None)
+    assert policy == BatchPolicy(max_batch_size=8, max_delay=0.005)
+
+
+def test_flags_override_the_plugin():
+    policy = resolve_policy(True, {"max_batch_size": 8, "max_delay_ms": 5}, 2, 0)
+    assert policy == BatchPolicy(max_batch_size=2, max_delay=0.0)
+    assert not resolve_policy(True, {"max_batch_size": 8}, 1, None).batched
+
+
+def test_defaults_without_attribute():
+    policy = resolve_policy(True, None, None, None)
+    assert policy == BatchPolicy(max_batch_size=DEFAULT_BATCH_SIZE, max_delay=0.0)
+
+
+class _Plugin:
+    def __init__(self, batching):
+        self.batching = batching
+
+    def predict_batch(self, batch):
+        return batch
+
+
+@pytest.mark.parametrize(
+    "batching",
+    [
+        [8],
+        {"max_batch_size": 0},
+        {"max_batch_size": "8"},
+        {"max_batch_size": True},
+        {"max_delay_ms": -1},
+        {"size": 8},
+    ],
+)
+def test_invalid_batching_attribute_stops_loading(batching):
+    with pytest.raises(ModelError, match="batching"):
+        ModelWrapper("m", _Plugin(batching))
+
+
+def test_predict_batch_alone_serves_single_predictions():
+    wrapper = ModelWrapper("m", _Plugin({"max_batch_size": 4}))
+    assert wrapper.has_predict
+    assert wrapper.predict({"x": 1}) == {"x": 1}
