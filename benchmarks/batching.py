@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ TORCH_PIN = "torch==2.13.0"
 TARGET_RATIO = 3.0
 TARGET_P50_DIFF_MS = 1.0
 STARTUP_TIMEOUT_S = 120.0  # importing torch and building the model
+SETTLE_TIMEOUT_S = 60.0
 REQUIRED_FLAGS = ("--max-batch-size", "--max-batch-delay", "--devices")
 OFF, ON = "off", "on"
 
@@ -253,12 +255,40 @@ def batch_totals(server: Server) -> tuple[float, float] | None:
     return (totals["sum"], totals["count"]) if found else None
 
 
+def wait_idle(server: Server, timeout: float = SETTLE_TIMEOUT_S) -> None:
+    """Wait until the server has no request queued or in flight.
+
+    When wrk stops, the requests it had in flight are still queued in the
+    server and keep its worker busy for a while (32 x 6 ms without batching);
+    the next run must not start behind them. ``/v2/system/`` tells; without
+    it, wait a fixed second.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status, raw = get(f"http://127.0.0.1:{server.port}/v2/system/")
+            doc = json.loads(raw) if status == 200 else None
+        except (OSError, ValueError):
+            doc = None
+        if not isinstance(doc, dict):
+            time.sleep(1.0)
+            return
+        queued = sum(q.get("depth", 0) for q in doc.get("queues", {}).values())
+        running = sum(w.get("in_flight", 0) for w in doc.get("workers", []))
+        if not queued and not running:
+            return
+        time.sleep(0.05)
+    raise BenchError(f"{server.label} still busy {timeout:.0f} s after a wrk run")
+
+
 def measure(
     wrk: str, server: Server, args: argparse.Namespace, connections: int
 ) -> tuple[WrkResult, float | None]:
     """One wrk run; also the mean batch size it saw (from /metrics), if any."""
+    wait_idle(server)
     before = batch_totals(server)
     res = run_wrk(wrk, server.base_url + BENCH_QUERY, args.duration, connections, 1)
+    wait_idle(server)
     after = batch_totals(server)
     mean_batch = None
     if before is not None and after is not None and after[1] > before[1]:

@@ -1,4 +1,4 @@
--- wrk script for the predict-overhead benchmark.
+-- wrk script for the predict-overhead and batching benchmarks.
 -- Sends POST requests (empty body) and, when done, prints one parseable line:
 --   BENCH_RESULT requests=N duration_us=N status_errors=N ... p50_us=N p99_us=N
 wrk.method = "POST"

@@ -95,7 +95,10 @@ def _model() -> tuple[Any, Any]:
 def _input(torch: Any, kwargs: dict[str, Any]) -> Any:
     """The request's 2048-vector (on the CPU)."""
     if kwargs.get("x") is not None:
-        return torch.tensor(kwargs["x"], dtype=torch.float32)
+        x = torch.tensor(kwargs["x"], dtype=torch.float32)
+        if x.shape != (WIDTH,):
+            raise ValueError(f"x must hold {WIDTH} floats, got shape {tuple(x.shape)}")
+        return x
     generator = torch.Generator().manual_seed(int(kwargs.get("seed") or 0))
     return torch.randn(WIDTH, generator=generator)
 
