@@ -10,14 +10,22 @@ Each app has its own registry, so several apps can live in one process.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 from deepaas.engine.batching import Call
 from deepaas.engine.devices import Telemetry
@@ -27,6 +35,23 @@ from deepaas.engine.runtime import ModelRuntime
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# prometheus-client's default buckets, in seconds
+DEFAULT_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
 OTHER = ("", "other")  # labels of routes that say nothing (static files, 404s)
 
 
@@ -41,6 +66,67 @@ def label(handler: Any, model: str, endpoint: str) -> Any:
     return handler
 
 
+class _Histogram:
+    """A labelled histogram updated without locks (the event loop is the only
+    writer and the scrape runs on it too): a bisect and two additions."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: list[str],
+        buckets: tuple[float, ...] = DEFAULT_BUCKETS,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.bounds = list(buckets)
+        self.series: dict[tuple[str, ...], list[Any]] = {}
+
+    def observe(self, labels: tuple[str, ...], value: float, times: int = 1) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = [[0] * (len(self.bounds) + 1), 0.0]
+        series[0][bisect.bisect_left(self.bounds, value)] += times
+        series[1] += value * times
+
+    def collect(self) -> Metric:
+        family = HistogramMetricFamily(
+            self.name, self.documentation, labels=self.labelnames
+        )
+        edges = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        for labels, (counts, total) in self.series.items():
+            cumulative = list(itertools.accumulate(counts))
+            family.add_metric(
+                list(labels), list(zip(edges, cumulative, strict=True)), total
+            )
+        return family
+
+
+class _Counter:
+    """A labelled counter updated without locks (see :class:`_Histogram`)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.series: dict[tuple[str, ...], float] = {}
+
+    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        self.series[labels] = self.series.get(labels, 0.0) + amount
+
+    def value(self, *labels: str) -> float:
+        return self.series.get(labels, 0.0)
+
+    def collect(self) -> Metric:
+        family = CounterMetricFamily(
+            self.name, self.documentation, labels=self.labelnames
+        )
+        for labels, value in self.series.items():
+            family.add_metric(list(labels), value)
+        return family
+
+
 class Metrics(PoolEvents):
     """Every deepaas metric of one app."""
 
@@ -49,68 +135,66 @@ class Metrics(PoolEvents):
         runtimes: Mapping[str, ModelRuntime],
         telemetry: Telemetry | None = None,
     ) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        registry = self.registry
-        self.requests = Counter(
+        self.requests = _Counter(
             "deepaas_requests",
             "HTTP requests answered, by model, endpoint and status code.",
             ["model", "endpoint", "code"],
-            registry=registry,
         )
-        self.request_duration = Histogram(
+        self.request_duration = _Histogram(
             "deepaas_request_duration_seconds",
             "Time from receiving a request to answering it.",
             ["model", "endpoint"],
-            registry=registry,
         )
-        self.queue_duration = Histogram(
+        self.queue_duration = _Histogram(
             "deepaas_queue_duration_seconds",
             "Time a prediction waited for a worker.",
             ["model"],
-            registry=registry,
         )
-        self.compute_duration = Histogram(
+        self.compute_duration = _Histogram(
             "deepaas_compute_duration_seconds",
             "Time a worker spent on one call or batch (model and rendering).",
             ["model"],
-            registry=registry,
         )
-        self.batch_size = Histogram(
+        self.batch_size = _Histogram(
             "deepaas_batch_size",
             "Requests per call to the model (1 without batching).",
             ["model"],
             buckets=BATCH_BUCKETS,
-            registry=registry,
         )
-        self.worker_restarts = Counter(
+        self.worker_restarts = _Counter(
             "deepaas_worker_restarts",
             "Worker processes that died and were replaced.",
             ["model", "device"],
-            registry=registry,
         )
-        registry.register(_EngineCollector(runtimes, telemetry))
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (metric._name, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(
+            _Collector(
+                [
+                    self.requests,
+                    self.request_duration,
+                    self.queue_duration,
+                    self.compute_duration,
+                    self.batch_size,
+                    self.worker_restarts,
+                ]
+            )
+        )
+        self.registry.register(_EngineCollector(runtimes, telemetry))
 
     # -- PoolEvents ---------------------------------------------------------
 
     def dispatched(self, model: str, calls: list[Call], now: float) -> None:
-        queue = self._child(self.queue_duration, model)
+        labels = (model,)
+        observe = self.queue_duration.observe
         for call in calls:
-            queue.observe(now - call.queued_at)
+            observe(labels, now - call.queued_at)
 
-    def computed(self, model: str, size: int, seconds: float) -> None:
-        self._child(self.compute_duration, model).observe(seconds)
-        self._child(self.batch_size, model).observe(size)
+    def computed(self, model: str, size: int, seconds: float, times: int = 1) -> None:
+        self.compute_duration.observe((model,), seconds, times)
+        self.batch_size.observe((model,), size, times)
 
     def restarted(self, model: str, device: str) -> None:
-        self._child(self.worker_restarts, model, device).inc()
+        self.worker_restarts.inc((model, device))
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -129,11 +213,9 @@ class Metrics(PoolEvents):
                 status = exc.status
                 raise
             finally:
-                model, endpoint = labels_of(request.match_info.handler)
-                self._child(self.requests, model, endpoint, str(status)).inc()
-                self._child(self.request_duration, model, endpoint).observe(
-                    time.perf_counter() - started
-                )
+                labels = labels_of(request.match_info.handler)
+                self.requests.inc((*labels, str(status)))
+                self.request_duration.observe(labels, time.perf_counter() - started)
 
         return observe
 
@@ -147,6 +229,20 @@ class Metrics(PoolEvents):
             )
 
         return label(scrape, "", "metrics")
+
+
+class _Collector:
+    """Hands prometheus-client the families of our own metrics at scrape time."""
+
+    def __init__(self, metrics: list[Any]) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.metrics:
+            yield metric.collect()
 
 
 class _EngineCollector:

@@ -108,11 +108,12 @@ class CallQueue:
             return now
         return max(now, self._calls[0].queued_at + policy.max_delay)
 
-    def take(self) -> list[Call]:
-        """Up to ``max_batch_size`` calls still awaited, oldest first."""
+    def take(self, limit: int | None = None) -> list[Call]:
+        """Up to ``limit`` (``max_batch_size``) calls still awaited, oldest first."""
+        limit = limit or self.policy.max_batch_size
         batch: list[Call] = []
         calls = self._calls
-        while calls and len(batch) < self.policy.max_batch_size:
+        while calls and len(batch) < limit:
             call = calls.popleft()
             if not call.future.done():
                 batch.append(call)

@@ -48,8 +48,9 @@ class PoolEvents:
     def dispatched(self, model: str, calls: list[Call], now: float) -> None:
         """A batch left the queue for a worker."""
 
-    def computed(self, model: str, size: int, seconds: float) -> None:
-        """A worker answered a batch of ``size`` calls in ``seconds``."""
+    def computed(self, model: str, size: int, seconds: float, times: int = 1) -> None:
+        """A worker called the model ``times`` times, each with ``size``
+        requests (a batch, or 1) and taking ``seconds``."""
 
     def restarted(self, model: str, device: str) -> None:
         """A worker of ``model`` on ``device`` died and is being replaced."""
@@ -104,7 +105,7 @@ class Worker(asyncio.Protocol):
         return f"{self.pool.model}/{self.index}"
 
     def capacity(self) -> int:
-        """How many batches (or single calls) this worker may hold at once."""
+        """How many batches (or, without batching, calls) it may hold at once."""
         if self.compute_ewma is None:
             return 1
         room = int(PIPELINE_BUDGET_S / max(self.compute_ewma, 1e-7))
@@ -336,6 +337,8 @@ class WorkerPool:
 
     def kill(self, worker: Worker) -> None:
         """Kill a worker now (its group too); it is reaped and respawned."""
+        if worker.state is WorkerState.READY:
+            worker.state = WorkerState.STOPPING  # takes no new work meanwhile
         _killpg(worker, signal.SIGKILL)
 
     # -- dispatch -----------------------------------------------------------
@@ -365,24 +368,31 @@ class WorkerPool:
         if ready_at > now:  # waiting for companions: come back when due
             self._pump_later(ready_at)
             return
-        method = "predict_batch" if queue.policy.batched else "predict"
+        batched = queue.policy.batched
+        method = "predict_batch" if batched else "predict"
         frames: dict[Worker, list[bytes]] = {}
         while True:
-            best = None
-            for worker in ready:
-                if worker.batches < worker.capacity() and (
-                    best is None or worker.batches < best.batches
-                ):
-                    best = worker
-            if best is None:
+            # Room is counted in batches for a batching model, else in calls.
+            free = {
+                w: w.capacity() - (w.batches if batched else len(w.inflight))
+                for w in ready
+            }
+            takers = [w for w in ready if free[w] > 0]
+            if not takers:
                 break
+            best = min(takers, key=lambda w: w.batches if batched else len(w.inflight))
             ready_at = queue.ready_at(now)
             if ready_at is None:
                 break
             if ready_at > now:
                 self._pump_later(ready_at)
                 break
-            batch = queue.take()
+            if batched:
+                batch = queue.take()
+            else:
+                # Several calls in one message to a fast worker, shared fairly.
+                share = -(-len(queue) // len(takers))
+                batch = queue.take(min(free[best], share))
             if not batch:
                 break
             items = [(call.id, call.payload) for call in batch]
@@ -425,11 +435,15 @@ class WorkerPool:
         if kind == protocol.RESULT:
             _, results, seconds = message
             worker.batches -= 1
+            # The worker's pace: per batch when batching, else per call.
+            if self.queue.policy.batched:
+                per = seconds
+                self.events.computed(self.model, len(results), seconds)
+            else:
+                per = seconds / len(results)
+                self.events.computed(self.model, 1, per, len(results))
             ewma = worker.compute_ewma
-            worker.compute_ewma = (
-                seconds if ewma is None else 0.8 * ewma + 0.2 * seconds
-            )
-            self.events.computed(self.model, len(results), seconds)
+            worker.compute_ewma = per if ewma is None else 0.8 * ewma + 0.2 * per
             for call_id, ok, value in results:
                 call = worker.inflight.pop(call_id, None)
                 if call is None or call.future.done():
@@ -484,9 +498,9 @@ class WorkerPool:
         if self.stopping:
             worker.state = WorkerState.DEAD
             return
-        was_ready = worker.state is WorkerState.READY
+        was_starting = worker.state is WorkerState.STARTING
         worker.state = WorkerState.DEAD
-        if not was_ready and worker.start_error is None:
+        if was_starting and worker.start_error is None:
             worker.start_error = (
                 f"the worker of model {self.model!r} {how} while starting"
             )
