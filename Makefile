@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 5000
 
-.PHONY: install run test lint type docs bench clean
+.PHONY: install run test lint type docs bench bench-batching clean
 
 $(STAMP): pyproject.toml plugins-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ docs: $(STAMP)
 ## Predict overhead against a bare aiohttp handler (needs wrk)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/predict_overhead.py
+
+## Batching benefit on a torch MLP (installs torch==2.13.0 if missing; needs wrk)
+bench-batching: $(STAMP)
+	$(BIN)/python benchmarks/batching.py
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache

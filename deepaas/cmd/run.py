@@ -101,6 +101,9 @@ async def serve(
         access_log_class=web.AccessLogger,
         shutdown_timeout=max(1.0, settings.shutdown_timeout),
         handle_signals=False,
+        # A client that hangs up cancels its request: a queued prediction is
+        # then dropped instead of computed for nobody.
+        handler_cancellation=True,
     )
     stop = asyncio.Event()
     hurry = asyncio.Event()  # a second signal: stop without waiting

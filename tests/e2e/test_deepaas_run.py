@@ -309,3 +309,38 @@ def test_sigterm_drains_requests_in_flight(server, tmp_path):
     assert json.loads(body)["predictions"] == "rested"
     assert srv.proc.wait(timeout=30) == 0
     assert not [pid for pid in workers if _alive(pid)]
+
+
+COUNTER = """
+import os
+import time
+
+
+def predict():
+    with open(os.environ["COUNT_FILE"], "a") as fh:
+        fh.write("called\\n")
+    time.sleep(1)
+    return "done"
+"""
+
+
+def test_requests_abandoned_by_their_client_are_not_computed(server, tmp_path):
+    count_file = tmp_path / "calls.txt"
+    _install_fake_plugin(tmp_path, "counter", COUNTER)
+    srv = server(
+        "--model-name",
+        "counter",
+        env={"PYTHONPATH": str(tmp_path), "COUNT_FILE": str(count_file)},
+    )
+    srv.wait_ready()
+    url = f"{srv.base}/v2/models/counter/predict/"
+    first = threading.Thread(target=_call, args=(url, "POST"))
+    first.start()
+    time.sleep(0.2)  # the first request occupies the only worker
+    for _ in range(2):  # these two wait in the queue, then their clients leave
+        request = urllib.request.Request(url, method="POST")
+        with pytest.raises(OSError):
+            urllib.request.urlopen(request, timeout=0.2)
+    first.join(timeout=30)
+    time.sleep(2.5)  # long enough for both to have run, had they been kept
+    assert count_file.read_text().splitlines() == ["called"]

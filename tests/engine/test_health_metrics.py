@@ -21,18 +21,18 @@ async def _client(aiohttp_client, name, **settings):
     return await aiohttp_client(app)
 
 
-def _sample(text: str, name: str, **labels: str) -> float:
+def _sample(text: str, metric: str, /, **labels: str) -> float:
     """The value of one sample of the Prometheus text format."""
     for line in text.splitlines():
         if line.startswith("#"):
             continue
         match = re.match(r"^([a-zA-Z_:]+)(\{(.*)\})? (\S+)$", line)
-        if not match or match.group(1) != name:
+        if not match or match.group(1) != metric:
             continue
         found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(3) or ""))
         if all(found.get(k) == v for k, v in labels.items()):
             return float(match.group(4))
-    raise AssertionError(f"no sample {name} {labels} in:\n{text}")
+    raise AssertionError(f"no sample {metric} {labels} in:\n{text}")
 
 
 async def test_readiness_while_starting_then_ready(aiohttp_client):
@@ -179,3 +179,37 @@ async def test_system_document(aiohttp_client):
     assert all(isinstance(w["pid"], int) and w["restarts"] == 0 for w in workers)
     assert doc["queues"]["envprobe"]["depth"] == 0
     assert doc["queues"]["envprobe"]["max_batch_size"] == 1
+
+
+async def test_gpu_telemetry_in_metrics_and_system(aiohttp_client, monkeypatch):
+    """The real NVML path against a fake pynvml (no GPU on this machine)."""
+    import sys
+
+    from tests.fakes.nvml import FakeGpu, FakePynvml
+
+    uuid = "GPU-11111111-2222-3333-4444-555555555555"
+    gpu = FakeGpu(
+        uuid,
+        name="NVIDIA H100 80GB HBM3",
+        utilization_percent=37,
+        temperature=55,
+        power_mw=123_000,
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", FakePynvml([gpu]))
+    client = await _client(aiohttp_client, "envprobe")  # --devices auto
+    resp = await client.post("/v2/models/envprobe/predict/")
+    seen = (await resp.json())["predictions"]
+    assert seen["cuda_visible_devices"] == uuid
+    assert seen["deepaas_device"] == "cuda:0"
+    text = await (await client.get("/metrics")).text()
+    labels = {"gpu": "0", "uuid": uuid, "name": "NVIDIA H100 80GB HBM3"}
+    assert _sample(text, "deepaas_gpu_utilization_ratio", **labels) == 0.37
+    assert _sample(text, "deepaas_gpu_memory_total_bytes", **labels) == gpu.memory_total
+    assert _sample(text, "deepaas_gpu_memory_used_bytes", **labels) == gpu.memory_used
+    assert _sample(text, "deepaas_gpu_temperature_celsius", **labels) == 55
+    assert _sample(text, "deepaas_gpu_power_watts", **labels) == 123.0
+    doc = await (await client.get("/v2/system/")).json()
+    (device,) = doc["devices"]
+    assert device["uuid"] == uuid
+    assert device["telemetry"]["utilization_ratio"] == 0.37
+    assert doc["workers"][0]["device"] == "cuda:0"
