@@ -29,7 +29,7 @@ from multidict import MultiDict, MultiDictProxy
 
 from deepaas.api.errors import ValidationFailed
 from deepaas.exceptions import DeepaasError
-from deepaas.model.v2.fields import ArgSpec, build_schema
+from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
 from deepaas.model.v2.wrapper import UploadedFile
 
 CHUNK_SIZE = 1 << 18
@@ -121,7 +121,7 @@ class ParsedArgs:
                 not_files[spec.key] = [NOT_A_FILE]
             data[spec.key] = value
         try:
-            kwargs = parser.schema.load(data)
+            kwargs = load_args(parser.schema, data)
         except marshmallow.ValidationError as exc:
             raise ValidationFailed({**_as_dict(exc.messages), **not_files}) from None
         if not_files:

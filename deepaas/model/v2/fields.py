@@ -154,3 +154,31 @@ def build_schema(specs: Mapping[str, ArgSpec], name: str) -> marshmallow.Schema:
             {spec.name: spec.field for spec in specs.values()}, name=name
         )
     return schema_cls(unknown=marshmallow.EXCLUDE)
+
+
+def load_args(schema: marshmallow.Schema, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema.load(data)`` for a schema made by :func:`build_schema`, faster.
+
+    Such a schema has no hooks and no schema validators, so loading is each
+    field's own ``deserialize`` (defaults, required, validators, custom
+    fields) and marshmallow's error layout; skipping the generic machinery
+    makes this several times faster on the request path. A field whose
+    ``attribute`` is a dotted path falls back to ``schema.load``.
+    """
+    fields = schema.load_fields
+    if any(f.attribute and "." in f.attribute for f in fields.values()):
+        return schema.load(data)
+    result: dict[str, Any] = {}
+    errors: dict[str, Any] = {}
+    for name, field in fields.items():
+        key = field.data_key if field.data_key is not None else name
+        try:
+            value = field.deserialize(data.get(key, marshmallow.missing), key, data)
+        except marshmallow.ValidationError as exc:
+            errors[key] = exc.messages
+            value = exc.valid_data or marshmallow.missing
+        if value is not marshmallow.missing:
+            result[field.attribute or name] = value
+    if errors:
+        raise marshmallow.ValidationError(errors, data=data, valid_data=result)
+    return result
