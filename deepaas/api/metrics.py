@@ -29,7 +29,8 @@ from prometheus_client.utils import floatToGoString
 
 from deepaas.engine.batching import Call
 from deepaas.engine.devices import Telemetry
-from deepaas.engine.pool import PoolEvents, WorkerState
+from deepaas.engine.handle import WorkerState
+from deepaas.engine.pool import PoolEvents
 from deepaas.engine.runtime import ModelRuntime
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -245,6 +246,16 @@ class _Collector:
             yield metric.collect()
 
 
+# GpuSample field -> help text; the gauge is deepaas_gpu_<field>.
+GPU_GAUGES = {
+    "utilization_ratio": "GPU utilisation over the last sample period (0-1).",
+    "memory_used_bytes": "GPU memory in use.",
+    "memory_total_bytes": "GPU memory in all.",
+    "temperature_celsius": "GPU temperature.",
+    "power_watts": "GPU power draw.",
+}
+
+
 class _EngineCollector:
     """Gauges read at scrape time: queues, workers, GPUs."""
 
@@ -285,31 +296,10 @@ class _EngineCollector:
             return
         samples = self.telemetry.read()
         families = {
-            "utilization_ratio": GaugeMetricFamily(
-                "deepaas_gpu_utilization_ratio",
-                "GPU utilisation over the last sample period (0-1).",
-                labels=["gpu", "uuid", "name"],
-            ),
-            "memory_used_bytes": GaugeMetricFamily(
-                "deepaas_gpu_memory_used_bytes",
-                "GPU memory in use.",
-                labels=["gpu", "uuid", "name"],
-            ),
-            "memory_total_bytes": GaugeMetricFamily(
-                "deepaas_gpu_memory_total_bytes",
-                "GPU memory in all.",
-                labels=["gpu", "uuid", "name"],
-            ),
-            "temperature_celsius": GaugeMetricFamily(
-                "deepaas_gpu_temperature_celsius",
-                "GPU temperature.",
-                labels=["gpu", "uuid", "name"],
-            ),
-            "power_watts": GaugeMetricFamily(
-                "deepaas_gpu_power_watts",
-                "GPU power draw.",
-                labels=["gpu", "uuid", "name"],
-            ),
+            field: GaugeMetricFamily(
+                f"deepaas_gpu_{field}", text, labels=["gpu", "uuid", "name"]
+            )
+            for field, text in GPU_GAUGES.items()
         }
         for device in self.telemetry.devices:
             sample = samples.get(device.label)
