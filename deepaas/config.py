@@ -49,6 +49,7 @@ class Option:
     short: str | None = None
     choices: tuple[str, ...] = ()
     env: tuple[str, ...] = ()  # extra environment variables, lowest priority
+    shown_default: str | None = None  # how --help and the docs show the default
 
     @property
     def flag(self) -> str:
@@ -133,6 +134,34 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("warm", True, "Call each model's warm() in every worker.", kind="bool"),
     Option("train_endpoint", True, "Enable the training routes.", kind="bool"),
+    Option(
+        "state_dir",
+        "",
+        "Directory of the training records (SQLite) and logs. Default: the "
+        "user's state directory, e.g. ~/.local/state/deepaas.",
+        shown_default="the user's state directory",
+    ),
+    Option(
+        "max_trainings",
+        1,
+        "Trainings that may run at once; more wait, status queued.",
+        kind="int",
+    ),
+    Option(
+        "train_gpus",
+        None,
+        "GPUs a training gets when it does not say (deepaas_gpus). Default: 1 "
+        "when GPUs are selected with --devices, else 0 (the CPU).",
+        kind="optional_int",
+        shown_default="1 with GPUs, else 0",
+    ),
+    Option(
+        "train_cancel_grace",
+        10.0,
+        "Seconds a cancelled training may take to exit after SIGTERM before it "
+        "is killed with SIGKILL.",
+        kind="float",
+    ),
     Option("predict_endpoint", True, "Enable the predict routes.", kind="bool"),
     Option(
         "doc_endpoint",
@@ -190,6 +219,10 @@ class Settings:
     shutdown_timeout: float = 30.0
     warm: bool = True
     train_endpoint: bool = True
+    state_dir: str = ""
+    max_trainings: int = 1
+    train_gpus: int | None = None
+    train_cancel_grace: float = 10.0
     predict_endpoint: bool = True
     doc_endpoint: bool = True
     debug_endpoint: bool = False
@@ -202,6 +235,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    @property
+    def resolved_state_dir(self) -> str:
+        """``state_dir``, or the user's state directory when it is empty."""
+        if self.state_dir:
+            return os.path.abspath(os.path.expanduser(self.state_dir))
+        import platformdirs
+
+        return platformdirs.user_state_dir("deepaas")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -229,7 +271,16 @@ def _validate(s: Settings) -> None:
         )
     if s.max_batch_delay is not None and s.max_batch_delay < 0:
         raise ConfigError(f"max_batch_delay must be 0 or more, got {s.max_batch_delay}")
-    for name in ("predict_timeout", "shutdown_timeout", "max_queue"):
+    if s.max_trainings < 1:
+        raise ConfigError(f"max_trainings must be at least 1, got {s.max_trainings}")
+    if s.train_gpus is not None and s.train_gpus < 0:
+        raise ConfigError(f"train_gpus must be 0 or more, got {s.train_gpus}")
+    for name in (
+        "predict_timeout",
+        "shutdown_timeout",
+        "max_queue",
+        "train_cancel_grace",
+    ):
         if getattr(s, name) < 0:
             raise ConfigError(f"{name} must be 0 or more, got {getattr(s, name)}")
     if not s.devices.strip():
@@ -288,6 +339,8 @@ def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
 
 
 def _show_default(opt: Option) -> str:
+    if opt.shown_default is not None:
+        return opt.shown_default
     if opt.kind == "bool":
         return "on" if opt.default else "off"
     if opt.kind == "names":

@@ -25,6 +25,8 @@ END = "<!-- END OPTIONS TABLE -->"
 
 
 def _default(opt: Option) -> str:
+    if opt.shown_default is not None:
+        return opt.shown_default
     if opt.kind == "bool":
         return "on" if opt.default else "off"
     if opt.kind == "names":

@@ -14,13 +14,33 @@ Tests that use it run on the module's event loop::
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
 from deepaas.model.loading import PluginSpec
 from tests.support import DEMO_SPECS, Client, MakeClient, start_client
+
+_STATE_HOME = ""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Apps built without ``state_dir`` keep their training records in a
+    throwaway directory, never in the user's ``~/.local/state`` (platformdirs
+    reads ``XDG_STATE_HOME``; deepaas-run subprocesses inherit it)."""
+    global _STATE_HOME
+    _STATE_HOME = tempfile.mkdtemp(prefix="deepaas-test-state-")
+    os.environ["XDG_STATE_HOME"] = _STATE_HOME
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _STATE_HOME:
+        shutil.rmtree(_STATE_HOME, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -7,6 +7,7 @@ the plugin and the serialisation of the answer.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from marshmallow import fields
@@ -38,3 +39,22 @@ def get_predict_args() -> dict[str, fields.Field]:
 def predict(**kwargs: Any) -> dict[str, int]:
     """Return ``{"echo": x + 1}``."""
     return {"echo": int(kwargs.get("x", 0)) + 1}
+
+
+def get_train_args() -> dict[str, fields.Field]:
+    """Return the arguments accepted by ``train``."""
+    return {
+        "seconds": fields.Float(
+            load_default=60.0,
+            metadata={"description": "How long the training sleeps."},
+        ),
+    }
+
+
+def train(**kwargs: Any) -> dict[str, float]:
+    """Sleep ``seconds`` (a training that holds no CPU), for isolation tests."""
+    seconds = float(kwargs.get("seconds", 60.0))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(min(0.1, deadline - time.monotonic()))
+    return {"slept": seconds}

@@ -16,7 +16,7 @@ from deepaas.api import openapi, versions
 from deepaas.api.errors import error_middleware
 from deepaas.api.health import Health
 from deepaas.api.metrics import Metrics
-from deepaas.api.v2 import debug, models, predict, system
+from deepaas.api.v2 import debug, models, predict, system, train
 from deepaas.config import ConfigError, Settings
 from deepaas.engine import devices
 from deepaas.engine.batching import resolve_policy
@@ -27,6 +27,8 @@ from deepaas.log import CaptureHandler, OutputCapture
 from deepaas.model import loading
 from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.scratch import ScratchDir
+from deepaas.training.jobs import JobManager
+from deepaas.training.store import TrainingStore
 
 LOG = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ RUNTIMES = web.AppKey("runtimes", dict)
 SPEC = web.AppKey("spec", openapi.SpecBuilder)
 HEALTH = web.AppKey("health", Health)
 METRICS = web.AppKey("metrics", Metrics)
+TRAININGS = web.AppKey("trainings", JobManager)
 
 
 def build_app(
@@ -87,6 +90,17 @@ def build_app(
             ),
             limits,
         )
+    trainings = JobManager(
+        TrainingStore(settings.resolved_state_dir),
+        {spec.name: spec.target for spec in specs},
+        selected,
+        max_trainings=settings.max_trainings,
+        default_gpus=settings.train_gpus,
+        cancel_grace=settings.train_cancel_grace,
+        env=worker_env,
+        extra_path=extra_path,
+        warm=settings.warm,
+    )
     app = get_app(
         settings,
         wrappers,
@@ -96,6 +110,7 @@ def build_app(
         selected=selected,
         telemetry=telemetry,
         metrics=metrics,
+        trainings=trainings,
     )
 
     # Log records and the workers' output (which is logged) go to /v2/debug/.
@@ -105,10 +120,13 @@ def build_app(
         scratch.create()
         if handler is not None:
             logging.getLogger().addHandler(handler)
+        if settings.train_endpoint:
+            trainings.open()
         for runtime in runtimes.values():
             await runtime.start()
 
     async def stop_workers(app: web.Application) -> None:
+        await trainings.stop()
         for runtime in runtimes.values():
             await runtime.stop()
         scratch.remove()
@@ -132,6 +150,7 @@ def get_app(
     selected: Sequence[Device] = (CPU,),
     telemetry: Telemetry | None = None,
     metrics: Metrics | None = None,
+    trainings: JobManager | None = None,
 ) -> web.Application:
     """The routes and middlewares over already-built models and runtimes."""
     max_size = settings.client_max_size
@@ -159,6 +178,18 @@ def get_app(
         tmp_dir=tmp_dir,
         max_size=max_size,
     )
+    train.setup(
+        app,
+        spec,
+        wrappers,
+        trainings,
+        enabled=settings.train_endpoint,
+        max_size=max_size,
+    )
+    if trainings is not None:
+        app[TRAININGS] = trainings
+        if settings.train_endpoint:
+            metrics.add_trainings(trainings)
     health_routes.setup(app, spec, health)
     system.setup(app, spec, selected, runtimes, telemetry)
     app.router.add_get(

@@ -32,6 +32,8 @@ from deepaas.engine.devices import Telemetry
 from deepaas.engine.handle import WorkerState
 from deepaas.engine.pool import PoolEvents
 from deepaas.engine.runtime import ModelRuntime
+from deepaas.training.jobs import JobManager
+from deepaas.training.store import STATUSES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -182,6 +184,10 @@ class Metrics(PoolEvents):
         )
         self.registry.register(_EngineCollector(runtimes, telemetry))
 
+    def add_trainings(self, manager: JobManager) -> None:
+        """Export the trainings' states and progress (read at scrape time)."""
+        self.registry.register(_TrainingCollector(manager))
+
     # -- PoolEvents ---------------------------------------------------------
 
     def dispatched(self, model: str, calls: list[Call], now: float) -> None:
@@ -312,3 +318,35 @@ class _EngineCollector:
                 if value is not None:
                     family.add_metric(labels, float(value))
         yield from families.values()
+
+
+class _TrainingCollector:
+    """``deepaas_trainings`` and ``deepaas_training_progress``, at scrape time."""
+
+    def __init__(self, manager: JobManager) -> None:
+        self.manager = manager
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        counts = GaugeMetricFamily(
+            "deepaas_trainings",
+            "Training records by model and status.",
+            labels=["model", "status"],
+        )
+        found: dict[str, dict[str, int]] = {}
+        for model, status, count in self.manager.counts():
+            found.setdefault(model, {})[status] = count
+        for model in sorted(set(found) | set(self.manager.targets)):
+            for status in STATUSES:
+                counts.add_metric([model, status], found.get(model, {}).get(status, 0))
+        progress = GaugeMetricFamily(
+            "deepaas_training_progress",
+            "Latest values a running training reported with deepaas.training.report().",
+            labels=["model", "uuid", "key"],
+        )
+        for model, uuid, key, value in self.manager.progress():
+            progress.add_metric([model, uuid, key], value)
+        yield counts
+        yield progress

@@ -1,22 +1,609 @@
-"""``deepaas-cli``: run a plugin's methods from the command line (placeholder).
+"""``deepaas-cli``: run a plugin's methods from the command line, no server.
 
-The full command (one option per plugin field, output files) is tracked in
-the training/CLI issue; until then it says so instead of pretending.
+``deepaas-cli [--model-name NAME] {get_metadata,warm,predict,train} [options]``
+loads one model in this process (with the CPU/GPU environment as it is) and
+calls one of its methods. ``predict`` and ``train`` get one ``--<key>`` option
+per plugin argument, built from the plugin's own marshmallow fields; the
+values are validated by the same schema the API uses, so a value the API
+refuses is refused here with the same message. Files are given by path and
+reach the plugin as :class:`UploadedFile` (a temporary copy, removed after).
+
+The result is JSON on stdout (for ``predict`` the very bytes the API would
+send), or written to ``--deepaas_method_output PATH``. Exit status: 0 on
+success, 1 when the model fails (or cannot be loaded), 2 for a usage error
+(unknown or invalid arguments, no model chosen). Plugin code runs with its
+``print()`` output sent to stderr, so stdout holds only the result.
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
+import contextlib
+import json
+import logging
+import mimetypes
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import IO, Any, NoReturn
+
+import marshmallow
+from marshmallow import fields as ma_fields
+
+from deepaas import __version__
+from deepaas.log import FORMAT
+from deepaas.model import loading
+from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
+from deepaas.model.v2.results import OutputError, PredictResult, ResultRenderer, dumps
+from deepaas.model.v2.wrapper import JSON_TYPES, ModelWrapper, UploadedFile
+
+PROG = "deepaas-cli"
+COMMANDS = {
+    "get_metadata": "Print the model's metadata document.",
+    "warm": "Call the model's warm() and report whether it has one.",
+    "predict": "Run one prediction and print the result.",
+    "train": "Run train() in this process and print its return value.",
+}
+OUTPUT_OPTION = "--deepaas_method_output"
+NOWARM_OPTION = "--nowarm"
+ENV_MODEL = "DEEPAAS_V2_MODEL"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    print(
-        "deepaas-cli is not available yet in this development version; "
-        "use deepaas-run and the HTTP API.",
-        file=sys.stderr,
+class CliError(Exception):
+    """Ends the command with ``message`` on stderr and exit status ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- the top level: global options and the sub-command ---------------------
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Run an installed deepaas model's methods from the command line, "
+            "in this process (no server). Global options come before the "
+            "sub-command; '%(prog)s [--model-name NAME] predict --help' lists "
+            "the model's own arguments."
+        ),
+        allow_abbrev=False,
     )
-    return 2
+    parser.add_argument(
+        "--model-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=(
+            "The model to run (its entry-point name). Needed when several "
+            f"models are installed. Default: ${ENV_MODEL}, else the only "
+            "installed model."
+        ),
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="Log at DEBUG level and print tracebacks of failures.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(title="sub-commands", metavar="SUB-COMMAND")
+    for name, text in COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def _split(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
+    """``[global options] COMMAND [command options]`` -> the three parts."""
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token in COMMANDS:
+            return list(argv[:index]), token, list(argv[index + 1 :])
+        index += 2 if token == "--model-name" else 1
+    return list(argv), None, []
+
+
+def _names(given: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    raw = list(given) or [environ.get(ENV_MODEL, "")]
+    return [n.strip() for item in raw for n in item.split(",") if n.strip()]
+
+
+def _choose(
+    names: Sequence[str], available: Sequence[loading.PluginSpec] | None
+) -> loading.PluginSpec:
+    """The one model to run, or a usage error that lists the choices."""
+    if len(names) > 1:
+        raise CliError(
+            f"{PROG} runs one model at a time; --model-name got {', '.join(names)}",
+            EXIT_USAGE,
+        )
+    try:
+        if available is None:
+            specs = loading.discover(names)
+        else:
+            known = {spec.name: spec for spec in available}
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise loading.PluginLoadError(
+                    f"model(s) {', '.join(missing)} not installed; installed: "
+                    f"{', '.join(sorted(known)) or 'none'}"
+                )
+            specs = [known[n] for n in names] if names else list(known.values())
+            if not specs:
+                raise loading.PluginLoadError(loading.NO_PLUGIN_HELP)
+    except loading.PluginLoadError as exc:
+        # "not installed" is a usage error; a plugin that fails to import is not
+        code = EXIT_USAGE if "not installed" in str(exc) else EXIT_FAILED
+        raise CliError(str(exc), code) from exc
+    if len(specs) > 1:
+        listed = ", ".join(spec.name for spec in specs)
+        raise CliError(
+            f"several models are installed ({listed}); choose one with "
+            f"--model-name NAME (or ${ENV_MODEL})",
+            EXIT_USAGE,
+        )
+    return specs[0]
+
+
+# -- one option per plugin field -------------------------------------------
+
+
+class _ListValue(list[Any]):
+    """Several values given at once as a list literal (``--numbers "[1, 2]"``)."""
+
+
+def _literal(text: str) -> Any:
+    """A JSON value, else a Python literal; ``ValueError`` when neither."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise ValueError(text) from None
+
+
+def _mapping(text: str) -> Any:
+    try:
+        value = _literal(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a JSON object or Python dict literal: {text!r} "
+            "(example: '{\"key\": 1}')"
+        ) from None
+    return value
+
+
+def _existing_file(text: str) -> str:
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"not a regular file: {text!r}")
+    return text
+
+
+def _list_item(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """One occurrence of a repeated option: a value, or a list literal."""
+
+    def parse(text: str) -> Any:
+        if text.lstrip().startswith("["):
+            try:
+                value = _literal(text)
+            except ValueError:
+                value = None
+            if isinstance(value, list):
+                return _ListValue(
+                    convert(v) if isinstance(v, str) else v for v in value
+                )
+        return convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+_text.__name__ = "text"
+
+
+def _kind(field: ma_fields.Field) -> tuple[str, Callable[[str], Any]]:
+    """A word for the help text and how a command-line string becomes a value.
+
+    Scalars stay strings: marshmallow converts them exactly as it converts a
+    query string in the API (``"3"`` -> 3, ``"yes"`` -> True).
+    """
+    if isinstance(field, ma_fields.Boolean):
+        return "BOOL", _text
+    if isinstance(field, ma_fields.Integer):
+        return "INT", _text
+    if isinstance(field, ma_fields.Number):
+        return "FLOAT", _text
+    if isinstance(field, (ma_fields.Mapping, ma_fields.Nested)):
+        return "JSON", _mapping
+    if isinstance(field, (ma_fields.List, ma_fields.Tuple)):
+        return "LIST", _text  # a delimited list ("1,2") given as one string
+    return "TEXT", _text
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _help(spec: ArgSpec, extra: str, choices_shown: bool) -> str:
+    details = [extra] if extra else []
+    choices = spec.choices
+    if choices and not choices_shown:
+        details.append("one of: " + ", ".join(_shown(c) for c in choices))
+    default = spec.default
+    if spec.required:
+        details.append("required")
+    elif default is not marshmallow.missing and default is not None:
+        details.append(f"default: {_shown(default)}")
+    text = (spec.description or "").strip()
+    if details:
+        text = f"{text} ({'; '.join(details)})" if text else "; ".join(details)
+    return text.replace("%", "%%")
+
+
+def _add_field(parser: argparse.ArgumentParser, spec: ArgSpec, dest: str) -> None:
+    field = spec.field
+    extra = ""
+    convert: Callable[[str], Any]
+    if spec.is_file:
+        metavar, convert = "PATH", _existing_file
+        extra = "a file path"
+    elif spec.is_list:
+        inner = getattr(field, "inner", None)
+        inner_kind = _kind(inner) if isinstance(inner, ma_fields.Field) else None
+        metavar, convert = inner_kind or ("TEXT", _text)
+    else:
+        metavar, convert = _kind(field)
+    if spec.is_list:
+        extra = "repeat the option, or give a list literal"
+        if spec.is_file:
+            extra = "file paths: repeat the option"
+    choices = spec.choices
+    choices_shown = bool(choices) and all(
+        isinstance(c, (str, int, float)) for c in choices or []
+    )
+    if choices_shown:
+        metavar = "{" + ",".join(str(c) for c in choices or []) + "}"
+    elif metavar == "BOOL":
+        metavar = "{true,false}"
+    parser.add_argument(
+        f"--{spec.key}",
+        dest=dest,
+        metavar=metavar,
+        type=_list_item(convert) if spec.is_list else convert,
+        action="append" if spec.is_list else "store",
+        default=None,
+        required=spec.required,
+        help=_help(spec, extra, choices_shown),
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _command_parser(
+    command: str, model: ModelWrapper
+) -> tuple[argparse.ArgumentParser, dict[str, ArgSpec]]:
+    parser = _Parser(
+        prog=f"{PROG} --model-name {model.name} {command}",
+        description=COMMANDS[command],
+        allow_abbrev=False,
+        conflict_handler="resolve",
+    )
+    parser.add_argument(
+        OUTPUT_OPTION,
+        metavar="PATH",
+        help=(
+            "Write the result to PATH instead of stdout: JSON, or the raw "
+            "bytes of a non-JSON answer."
+        ),
+    )
+    specs: dict[str, ArgSpec] = {}
+    if command in ("predict", "train"):
+        parser.add_argument(
+            NOWARM_OPTION,
+            action="store_true",
+            help="Do not call the model's warm() first.",
+        )
+        group = parser.add_argument_group(f"arguments of {model.name}.{command}()")
+        declared = model.predict_args if command == "predict" else model.train_args
+        for index, spec in enumerate(declared.values()):
+            dest = f"deepaas_arg_{index}"
+            specs[dest] = spec
+            _add_field(group, spec, dest)  # type: ignore[arg-type]
+    return parser, specs
+
+
+# -- running ---------------------------------------------------------------
+
+
+def _upload(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
+    """A temporary copy of ``path``: the plugin may move or delete it."""
+    suffix = os.path.splitext(path)[1]
+    fd, copy = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except OSError as exc:
+        raise CliError(f"cannot read {path!r}: {exc.strerror}", EXIT_USAGE) from None
+    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return UploadedFile(
+        name=spec.key,
+        filename=copy,
+        content_type=content_type,
+        original_filename=os.path.basename(path),
+    )
+
+
+def _collect(
+    namespace: argparse.Namespace, specs: Mapping[str, ArgSpec], tmp_dir: str
+) -> dict[str, Any]:
+    """The wire-keyed data the API would have read from a request."""
+    data: dict[str, Any] = {}
+    for dest, spec in specs.items():
+        value: Any = getattr(namespace, dest, None)
+        if value is None:
+            continue
+        if spec.is_list:
+            flat: list[Any] = []
+            for item in value:
+                flat.extend(item if isinstance(item, _ListValue) else [item])
+            value = flat
+        if spec.is_file:
+            if spec.is_list:
+                value = [_upload(spec, path, tmp_dir) for path in value]
+            else:
+                value = _upload(spec, value, tmp_dir)
+        data[spec.key] = value
+    return data
+
+
+def _format_errors(messages: Any) -> str:
+    if not isinstance(messages, dict):
+        return f"invalid arguments: {_shown(messages)}"
+    lines = []
+    for key, value in messages.items():
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            text = " ".join(value)
+        else:
+            text = json.dumps(value, default=str)
+        lines.append(f"argument --{key}: {text}")
+    return "\n".join(lines)
+
+
+def _validate(
+    model: ModelWrapper, command: str, specs: Mapping[str, ArgSpec], data: Any
+) -> dict[str, Any]:
+    schema = build_schema(
+        {spec.name: spec for spec in specs.values()},
+        f"{model.name}{command.capitalize()}Args",
+    )
+    try:
+        return load_args(schema, data)
+    except marshmallow.ValidationError as exc:
+        raise CliError(_format_errors(exc.messages), EXIT_USAGE) from None
+
+
+def _warm(model: ModelWrapper) -> bool:
+    try:
+        return model.warm()
+    except Exception as exc:
+        raise _ModelFailed(model, "warm", exc) from exc
+
+
+class _ModelFailed(CliError):
+    def __init__(self, model: ModelWrapper, method: str, exc: BaseException) -> None:
+        super().__init__(
+            f"model {model.name!r} failed in {method}(): "
+            f"{type(exc).__name__}: {exc}".rstrip(": ")
+        )
+
+
+def _run(
+    command: str,
+    model: ModelWrapper,
+    namespace: argparse.Namespace,
+    specs: Mapping[str, ArgSpec],
+    tmp_dir: str,
+) -> PredictResult:
+    if command == "get_metadata":
+        from deepaas.api.v2.models import model_document
+
+        try:
+            document = model_document("", model)
+        except Exception as exc:
+            raise _ModelFailed(model, "get_metadata", exc) from exc
+        return PredictResult("application/json", body=dumps(document))
+    if command == "warm":
+        warmed = _warm(model)
+        return PredictResult(
+            "application/json", body=dumps({"model": model.name, "warmed": warmed})
+        )
+    if command == "predict" and not model.has_predict:
+        raise CliError(f"model {model.name!r} does not implement predict")
+    if command == "train" and not model.has_train:
+        raise CliError(f"model {model.name!r} does not implement train")
+    kwargs = _validate(model, command, specs, _collect(namespace, specs, tmp_dir))
+    if not namespace.nowarm:
+        _warm(model)
+    if command == "predict":
+        try:
+            output = model.predict(kwargs)
+        except Exception as exc:
+            raise _ModelFailed(model, "predict", exc) from exc
+        try:
+            return ResultRenderer(model, tmp_dir).render(output, kwargs.get("accept"))
+        except OutputError as exc:
+            raise CliError(f"model {model.name!r}: {exc}") from exc
+    try:
+        output = model.plugin.train(**kwargs)
+    except Exception as exc:
+        raise _ModelFailed(model, "train", exc) from exc
+    try:
+        return PredictResult("application/json", body=dumps(output))
+    except (TypeError, ValueError) as exc:
+        raise CliError(
+            f"model {model.name!r}: train() returned a value that is not JSON "
+            f"serializable: {exc}"
+        ) from exc
+
+
+def _chunks(result: PredictResult) -> Iterator[bytes]:
+    if result.body is not None:
+        yield result.body
+        return
+    assert result.path is not None
+    with open(result.path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            yield chunk
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";")[0].strip() in JSON_TYPES
+
+
+def _is_text(content_type: str) -> bool:
+    return _is_json(content_type) or content_type.startswith("text/")
+
+
+def _emit(result: PredictResult, target: str | None, stdout: IO[str]) -> None:
+    if target is not None:
+        size = 0
+        try:
+            with open(target, "wb") as out:
+                for chunk in _chunks(result):
+                    out.write(chunk)
+                    size += len(chunk)
+        except OSError as exc:
+            raise CliError(f"cannot write {target!r}: {exc.strerror}") from None
+        print(
+            f"{PROG}: wrote {size} bytes ({result.content_type}) to {target}",
+            file=sys.stderr,
+        )
+        return
+    if not _is_text(result.content_type) and stdout.isatty():
+        raise CliError(
+            f"the result is {result.content_type}, not text: write it to a file "
+            f"with {OUTPUT_OPTION} PATH or redirect stdout",
+            EXIT_USAGE,
+        )
+    stdout.flush()
+    binary: IO[bytes] | None = getattr(stdout, "buffer", None)
+    last = b""
+    for chunk in _chunks(result):
+        if binary is not None:
+            binary.write(chunk)
+        else:
+            stdout.write(chunk.decode("utf-8", "replace"))
+        last = chunk[-1:] or last
+    if _is_json(result.content_type) and last != b"\n":
+        if binary is not None:
+            binary.write(b"\n")
+        else:
+            stdout.write("\n")
+    if binary is not None:
+        binary.flush()
+    stdout.flush()
+
+
+def _cleanup(result: PredictResult | None) -> None:
+    if result is not None and result.delete and result.path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(result.path)
+
+
+def _execute(
+    argv: Sequence[str],
+    available: Sequence[loading.PluginSpec] | None,
+    stdout: IO[str],
+) -> int:
+    head, command, rest = _split(argv)
+    top = _top_parser()
+    top_args = top.parse_args(head)
+    _setup_logging(top_args.debug)
+    if command is None:
+        top.print_usage(sys.stderr)
+        raise CliError(f"choose a sub-command: {', '.join(COMMANDS)}", code=EXIT_USAGE)
+    # Plugin code may print(): while it runs, stdout is kept for the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        spec = _choose(_names(top_args.model_name, os.environ), available)
+        try:
+            model = loading.load(spec)
+        except loading.PluginLoadError as exc:
+            raise CliError(str(exc)) from exc
+        parser, specs = _command_parser(command, model)
+    namespace = parser.parse_args(rest)  # --help goes to stdout
+    with tempfile.TemporaryDirectory(prefix="deepaas-cli-") as tmp_dir:
+        with contextlib.redirect_stdout(sys.stderr):
+            result = _run(command, model, namespace, specs, tmp_dir)
+        try:
+            _emit(result, getattr(namespace, "deepaas_method_output", None), stdout)
+        finally:
+            _cleanup(result)
+    return EXIT_OK
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format=FORMAT,
+        stream=sys.stderr,
+    )
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    specs: Sequence[loading.PluginSpec] | None = None,
+) -> int:
+    """Run the command; returns the exit status.
+
+    ``specs`` replaces the installed plugins (for tests); by default the
+    ``deepaas.v2.model`` entry points are used, as ``deepaas-run`` does.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in _split(argv)[0]
+    stdout = sys.stdout
+    try:
+        return _execute(argv, specs, stdout)
+    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        if exc.code is None:
+            return EXIT_OK
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except CliError as exc:
+        if debug and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:
+            print(f"{PROG}: error: {line}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -57,11 +57,17 @@ class Device:
         ``cuda:0``. The UUID is preferred to the index: CUDA numbers GPUs
         fastest-first unless told otherwise, NVML by PCI bus. When only an
         index is known we ask CUDA for PCI order, so the index means what
-        ``nvidia-smi`` shows.
+        ``nvidia-smi`` shows. ``DEEPAAS_DEVICES`` (the list a training job
+        sees) is set too, so the server's own ``DEEPAAS_DEVICES`` setting
+        never reaches model code with another meaning.
         """
         if self.kind == "cpu":
-            return {"CUDA_VISIBLE_DEVICES": "", "DEEPAAS_DEVICE": "cpu"}
-        env = {"DEEPAAS_DEVICE": "cuda:0"}
+            return {
+                "CUDA_VISIBLE_DEVICES": "",
+                "DEEPAAS_DEVICE": "cpu",
+                "DEEPAAS_DEVICES": "cpu",
+            }
+        env = {"DEEPAAS_DEVICE": "cuda:0", "DEEPAAS_DEVICES": "cuda:0"}
         if self.uuid:
             env["CUDA_VISIBLE_DEVICES"] = self.uuid
         else:

@@ -1,0 +1,59 @@
+"""Training jobs: each runs in its own process holding a lease on its devices.
+
+Plugin code calls :func:`report` from ``train()`` to publish its progress::
+
+    from deepaas.training import report
+
+    def train(epochs=10, **kwargs):
+        for epoch in range(epochs):
+            loss = ...
+            report(epoch=epoch, loss=loss)
+
+The latest value of each key appears in the training's record
+(``progress``) and in ``/metrics`` (``deepaas_training_progress``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import warnings
+from typing import Any
+
+from deepaas.training.context import TrainingContext, current
+
+__all__ = ["TrainingContext", "current", "report"]
+
+
+def report(**metrics: Any) -> None:
+    """Publish the latest values of some metrics of the running training.
+
+    Values must be JSON-able (numbers are also exported to Prometheus).
+    Outside a training (a predict worker, a notebook) this only warns.
+    """
+    ctx = current()
+    if ctx is None:
+        warnings.warn(
+            "deepaas.training.report() called outside a training: ignored",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return
+    clean: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if hasattr(value, "item") and callable(value.item):  # numpy/torch scalars
+            with contextlib.suppress(TypeError, ValueError):
+                value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)  # JSON has no NaN/inf
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"report({key}=...): the value must be JSON-able, got "
+                f"{type(value).__name__}"
+            ) from exc
+        clean[key] = value
+    if clean:
+        ctx.send(clean)

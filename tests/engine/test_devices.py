@@ -302,6 +302,7 @@ def test_worker_env_prefers_the_uuid(nvml: Nvml) -> None:
     assert device.worker_env() == {
         "CUDA_VISIBLE_DEVICES": UUID1,
         "DEEPAAS_DEVICE": "cuda:0",
+        "DEEPAAS_DEVICES": "cuda:0",
     }
 
 
@@ -310,11 +311,16 @@ def test_worker_env_by_index_asks_cuda_for_pci_order() -> None:
         "CUDA_VISIBLE_DEVICES": "1",
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "DEEPAAS_DEVICE": "cuda:0",
+        "DEEPAAS_DEVICES": "cuda:0",
     }
 
 
 def test_worker_env_for_cpu_hides_every_gpu() -> None:
-    assert CPU.worker_env() == {"CUDA_VISIBLE_DEVICES": "", "DEEPAAS_DEVICE": "cpu"}
+    assert CPU.worker_env() == {
+        "CUDA_VISIBLE_DEVICES": "",
+        "DEEPAAS_DEVICE": "cpu",
+        "DEEPAAS_DEVICES": "cpu",
+    }
 
 
 def test_labels() -> None:

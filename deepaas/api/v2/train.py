@@ -1,0 +1,294 @@
+"""The training routes: thin: parse, hand to the job manager, answer records.
+
+``POST .../train/`` starts a training (answers its record at once),
+``GET .../train/`` lists the model's trainings, ``GET``/``DELETE
+.../train/{uuid}`` show or cancel one, and ``GET .../train/{uuid}/logs``
+serves its output (``?offset=N`` resumes, ``?follow=true`` streams until
+the training ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+from marshmallow import fields, validate
+
+from deepaas.api.args import ArgParser
+from deepaas.api.metrics import label
+from deepaas.api.openapi import Operation, SpecBuilder
+from deepaas.api.v2.predict import disabled
+from deepaas.exceptions import DeepaasError
+from deepaas.model.v2.fields import ArgSpec, arg_specs
+from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.training.jobs import JobManager
+
+Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
+
+GPUS_ARG = "deepaas_gpus"
+LOG_CHUNK = 1 << 16
+FOLLOW_POLL_S = 0.2
+OFFSET_HEADER = "X-Log-Offset"
+
+UUID_PARAM = {"uuid": "The training's id (32 hex digits)"}
+LOG_ARGS = arg_specs(
+    {
+        "offset": fields.Int(
+            load_default=0,
+            validate=validate.Range(min=0),
+            metadata={"location": "query", "description": "Byte offset to start at"},
+        ),
+        "follow": fields.Bool(
+            load_default=False,
+            metadata={
+                "location": "query",
+                "description": "Stream the output until the training ends",
+            },
+        ),
+    },
+    "deepaas",
+)
+
+
+def train_arg_specs(model: ModelWrapper) -> dict[str, ArgSpec]:
+    """The plugin's train arguments plus the framework's ``deepaas_gpus``."""
+    framework = arg_specs(
+        {
+            GPUS_ARG: fields.Int(
+                load_default=None,
+                allow_none=True,
+                validate=validate.Range(min=0),
+                metadata={
+                    "description": "GPUs this training holds while it runs "
+                    "(default: --train-gpus)"
+                },
+            )
+        },
+        "deepaas",
+    )
+    return {**model.train_args, **framework}
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(value).encode(),
+        content_type="application/json",
+    )
+
+
+def _not_found(uuid: str, model: str) -> DeepaasError:
+    return DeepaasError(404, f"model {model!r} has no training {uuid!r}")
+
+
+class TrainRoutes:
+    """The handlers of one model's training routes."""
+
+    def __init__(self, model: ModelWrapper, manager: JobManager, max_size: int) -> None:
+        self.model = model
+        self.name = model.name
+        self.manager = manager
+        self.max_size = max_size
+        self.parser = ArgParser(train_arg_specs(model), f"{model.name}TrainArgs")
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        if not self.model.has_train:
+            raise web.HTTPNotImplemented(
+                reason=f"model {self.name!r} does not implement train"
+            )
+        manager = self.manager
+        uuid = manager.new_id()
+        job_dir = manager.store.job_dir(uuid)
+        os.makedirs(job_dir, mode=0o700, exist_ok=True)
+        parsed = self.parser.parse(request, job_dir, self.max_size)
+        try:
+            async with parsed as kwargs:
+                gpus = kwargs.pop(GPUS_ARG, None)
+                record = manager.submit(self.name, uuid, kwargs, gpus)
+                parsed.files.clear()  # the job owns its files now
+        except BaseException:
+            manager.store.remove_job_dir(uuid)
+            raise
+        return _json(record.to_json())
+
+    async def list(self, request: web.Request) -> web.StreamResponse:
+        return _json([r.to_json() for r in self.manager.records(self.name)])
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        uuid = request.match_info["uuid"]
+        record = self.manager.get(uuid, self.name)
+        if record is None:
+            raise _not_found(uuid, self.name)
+        return _json(record.to_json())
+
+    async def delete(self, request: web.Request) -> web.StreamResponse:
+        uuid = request.match_info["uuid"]
+        record = await self.manager.cancel(uuid, self.name)
+        if record is None:
+            raise _not_found(uuid, self.name)
+        return _json(record.to_json())
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        uuid = request.match_info["uuid"]
+        record = self.manager.get(uuid, self.name)
+        if record is None:
+            raise _not_found(uuid, self.name)
+        try:
+            offset = int(request.query.get("offset", "0"))
+            if offset < 0:
+                raise ValueError
+        except ValueError:
+            raise DeepaasError(
+                422, "offset must be a byte offset (an integer >= 0)"
+            ) from None
+        follow = request.query.get("follow", "false").strip().lower()
+        if follow not in ("true", "false", "1", "0", "yes", "no"):
+            raise DeepaasError(422, "follow must be true or false")
+        path = record.log_path
+        if follow not in ("true", "1", "yes"):
+            data = _read(path, offset, None)
+            return web.Response(
+                body=data,
+                content_type="text/plain",
+                charset="utf-8",
+                headers={OFFSET_HEADER: str(offset + len(data))},
+            )
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/plain; charset=utf-8"}
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        while True:
+            job = self.manager.active(uuid)
+            data = _read(path, offset, LOG_CHUNK)
+            if data:
+                offset += len(data)
+                await response.write(data)
+                continue
+            if job is None:  # finished and everything is sent
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(job.done.wait(), FOLLOW_POLL_S)
+        await response.write_eof()
+        return response
+
+
+def _route(method: Handler, model: str, endpoint: str) -> Handler:
+    """A plain function over a bound handler (it can carry metric labels)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await method(request)
+
+    return label(handler, model, endpoint)
+
+
+def _read(path: str, offset: int, size: int | None) -> bytes:
+    try:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            return log.read() if size is None else log.read(size)
+    except (OSError, OverflowError, ValueError):  # no log yet, or a huge offset
+        return b""
+
+
+POST_RESPONSES = {
+    200: "The training's record (status queued or running)",
+    400: "Malformed request body",
+    413: "Request body too large",
+    422: "Invalid arguments, or more GPUs asked than the server has",
+    501: "The model does not implement train",
+    503: "The server is shutting down",
+}
+
+
+def setup(
+    app: web.Application,
+    spec: SpecBuilder,
+    models: dict[str, ModelWrapper],
+    manager: JobManager | None,
+    *,
+    enabled: bool,
+    max_size: int,
+) -> None:
+    bp = spec.base_path
+    for name, model in models.items():
+        base = f"{bp}/v2/models/{name}/train/"
+        one = base + "{uuid}"
+        if not enabled or manager is None:
+            off = label(disabled("train"), name, "train")
+            for path in (base, one, one + "/logs"):
+                app.router.add_route("*", path, off)
+            continue
+        routes = TrainRoutes(model, manager, max_size)
+        app.router.add_post(base, _route(routes.post, name, "train"))
+        app.router.add_get(base, _route(routes.list, name, "train"), allow_head=False)
+        app.router.add_get(one, _route(routes.get, name, "train"), allow_head=False)
+        app.router.add_delete(one, _route(routes.delete, name, "train"))
+        app.router.add_get(
+            one + "/logs", _route(routes.logs, name, "train_logs"), allow_head=False
+        )
+        spec.add(
+            Operation(
+                "post",
+                base,
+                "Start a training",
+                "models",
+                POST_RESPONSES,
+                args=routes.parser.specs,
+                operation_id=f"train_{name}",
+            )
+        )
+        spec.add(
+            Operation(
+                "get",
+                base,
+                "List the trainings of this model",
+                "models",
+                {200: "The trainings' records"},
+                operation_id=f"list_trainings_{name}",
+            )
+        )
+        spec.add(
+            Operation(
+                "get",
+                one,
+                "Show one training",
+                "models",
+                {200: "The training's record", 404: "No such training"},
+                path_params=UUID_PARAM,
+                operation_id=f"get_training_{name}",
+            )
+        )
+        spec.add(
+            Operation(
+                "delete",
+                one,
+                "Cancel a training (a finished one is answered unchanged)",
+                "models",
+                {200: "The training's record", 404: "No such training"},
+                path_params=UUID_PARAM,
+                operation_id=f"cancel_training_{name}",
+            )
+        )
+        spec.add(
+            Operation(
+                "get",
+                one + "/logs",
+                "The training's output (stdout and stderr)",
+                "models",
+                {
+                    200: "Text from the offset on (X-Log-Offset: the next offset)",
+                    404: "No such training",
+                    422: "Bad offset or follow",
+                },
+                args=LOG_ARGS,
+                produces=["text/plain"],
+                path_params=UUID_PARAM,
+                operation_id=f"training_logs_{name}",
+            )
+        )
