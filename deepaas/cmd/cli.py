@@ -18,7 +18,6 @@ success, 1 when the model fails (or cannot be loaded), 2 for a usage error
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import json
 import logging
@@ -28,13 +27,13 @@ import shutil
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Any, NoReturn
 
 import marshmallow
-from marshmallow import fields as ma_fields
 
 from deepaas import __version__
+from deepaas.cmd.cli_options import ListValue, add_field, shown
 from deepaas.log import FORMAT
 from deepaas.model import loading
 from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
@@ -155,151 +154,6 @@ def _choose(
     return specs[0]
 
 
-# -- one option per plugin field -------------------------------------------
-
-
-class _ListValue(list[Any]):
-    """Several values given at once as a list literal (``--numbers "[1, 2]"``)."""
-
-
-def _literal(text: str) -> Any:
-    """A JSON value, else a Python literal; ``ValueError`` when neither."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        raise ValueError(text) from None
-
-
-def _mapping(text: str) -> Any:
-    try:
-        value = _literal(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a JSON object or Python dict literal: {text!r} "
-            "(example: '{\"key\": 1}')"
-        ) from None
-    return value
-
-
-def _existing_file(text: str) -> str:
-    if not os.path.exists(text):
-        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
-    if not os.path.isfile(text):
-        raise argparse.ArgumentTypeError(f"not a regular file: {text!r}")
-    return text
-
-
-def _list_item(convert: Callable[[str], Any]) -> Callable[[str], Any]:
-    """One occurrence of a repeated option: a value, or a list literal."""
-
-    def parse(text: str) -> Any:
-        if text.lstrip().startswith("["):
-            try:
-                value = _literal(text)
-            except ValueError:
-                value = None
-            if isinstance(value, list):
-                return _ListValue(
-                    convert(v) if isinstance(v, str) else v for v in value
-                )
-        return convert(text)
-
-    parse.__name__ = getattr(convert, "__name__", "value")
-    return parse
-
-
-def _text(text: str) -> str:
-    return text
-
-
-_text.__name__ = "text"
-
-
-def _kind(field: ma_fields.Field) -> tuple[str, Callable[[str], Any]]:
-    """A word for the help text and how a command-line string becomes a value.
-
-    Scalars stay strings: marshmallow converts them exactly as it converts a
-    query string in the API (``"3"`` -> 3, ``"yes"`` -> True).
-    """
-    if isinstance(field, ma_fields.Boolean):
-        return "BOOL", _text
-    if isinstance(field, ma_fields.Integer):
-        return "INT", _text
-    if isinstance(field, ma_fields.Number):
-        return "FLOAT", _text
-    if isinstance(field, (ma_fields.Mapping, ma_fields.Nested)):
-        return "JSON", _mapping
-    if isinstance(field, (ma_fields.List, ma_fields.Tuple)):
-        return "LIST", _text  # a delimited list ("1,2") given as one string
-    return "TEXT", _text
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def _help(spec: ArgSpec, extra: str, choices_shown: bool) -> str:
-    details = [extra] if extra else []
-    choices = spec.choices
-    if choices and not choices_shown:
-        details.append("one of: " + ", ".join(_shown(c) for c in choices))
-    default = spec.default
-    if spec.required:
-        details.append("required")
-    elif default is not marshmallow.missing and default is not None:
-        details.append(f"default: {_shown(default)}")
-    text = (spec.description or "").strip()
-    if details:
-        text = f"{text} ({'; '.join(details)})" if text else "; ".join(details)
-    return text.replace("%", "%%")
-
-
-def _add_field(parser: argparse.ArgumentParser, spec: ArgSpec, dest: str) -> None:
-    field = spec.field
-    extra = ""
-    convert: Callable[[str], Any]
-    if spec.is_file:
-        metavar, convert = "PATH", _existing_file
-        extra = "a file path"
-    elif spec.is_list:
-        inner = getattr(field, "inner", None)
-        inner_kind = _kind(inner) if isinstance(inner, ma_fields.Field) else None
-        metavar, convert = inner_kind or ("TEXT", _text)
-    else:
-        metavar, convert = _kind(field)
-    if spec.is_list:
-        extra = "repeat the option, or give a list literal"
-        if spec.is_file:
-            extra = "file paths: repeat the option"
-    choices = spec.choices
-    choices_shown = bool(choices) and all(
-        isinstance(c, (str, int, float)) for c in choices or []
-    )
-    if choices_shown:
-        metavar = "{" + ",".join(str(c) for c in choices or []) + "}"
-    elif metavar == "BOOL":
-        metavar = "{true,false}"
-    parser.add_argument(
-        f"--{spec.key}",
-        dest=dest,
-        metavar=metavar,
-        type=_list_item(convert) if spec.is_list else convert,
-        action="append" if spec.is_list else "store",
-        default=None,
-        required=spec.required,
-        help=_help(spec, extra, choices_shown),
-    )
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -335,7 +189,7 @@ def _command_parser(
         for index, spec in enumerate(declared.values()):
             dest = f"deepaas_arg_{index}"
             specs[dest] = spec
-            _add_field(group, spec, dest)  # type: ignore[arg-type]
+            add_field(group, spec, dest)  # type: ignore[arg-type]
     return parser, specs
 
 
@@ -372,7 +226,7 @@ def _collect(
         if spec.is_list:
             flat: list[Any] = []
             for item in value:
-                flat.extend(item if isinstance(item, _ListValue) else [item])
+                flat.extend(item if isinstance(item, ListValue) else [item])
             value = flat
         if spec.is_file:
             if spec.is_list:
@@ -385,7 +239,7 @@ def _collect(
 
 def _format_errors(messages: Any) -> str:
     if not isinstance(messages, dict):
-        return f"invalid arguments: {_shown(messages)}"
+        return f"invalid arguments: {shown(messages)}"
     lines = []
     for key, value in messages.items():
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
