@@ -79,7 +79,7 @@ def test_healthcheck():
     assert "HEALTHCHECK_PATH" in command[2]
     compile(command[2], "<healthcheck>", "exec")
     env = _one("ENV")
-    assert "HEALTHCHECK_PATH=/v2/" in env.split()
+    assert "HEALTHCHECK_PATH=/readyz" in env.split()
 
 
 def test_image_basics():
