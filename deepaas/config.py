@@ -127,9 +127,25 @@ OPTIONS: tuple[Option, ...] = (
         kind="int",
     ),
     Option(
+        "worker_max_requests",
+        0,
+        "Replace a worker after it has answered about this many requests "
+        "(0 = never); each worker gets up to a tenth more, so they do not all "
+        "recycle at once.",
+        kind="int",
+    ),
+    Option(
+        "worker_max_memory",
+        0,
+        "Replace a worker whose resident memory passes this many MiB, checked "
+        "between calls (0 = no limit).",
+        kind="int",
+    ),
+    Option(
         "shutdown_timeout",
         30.0,
-        "Seconds requests in flight may take to finish after SIGTERM/SIGINT.",
+        "Seconds requests in flight may take to finish after SIGTERM/SIGINT; "
+        "then what is left is answered 503 and the process exits within 5 s.",
         kind="float",
     ),
     Option("warm", True, "Call each model's warm() in every worker.", kind="bool"),
@@ -181,6 +197,20 @@ OPTIONS: tuple[Option, ...] = (
         "Largest request body in bytes (0 = unlimited). Larger bodies get 413.",
         kind="int",
     ),
+    Option(
+        "max_form_parts",
+        1000,
+        "Most parts (fields and files) a multipart or urlencoded form may have; "
+        "more get 413.",
+        kind="int",
+    ),
+    Option(
+        "client_timeout",
+        60.0,
+        "Seconds a client may take to send a request's headers, or between two "
+        "pieces of its body; a slower connection is closed.",
+        kind="float",
+    ),
     Option("debug", False, "Log at DEBUG level.", kind="bool"),
     Option(
         "log_level",
@@ -216,6 +246,8 @@ class Settings:
     max_batch_delay: int | None = None
     predict_timeout: float = 0.0
     max_queue: int = 0
+    worker_max_requests: int = 0
+    worker_max_memory: int = 0
     shutdown_timeout: float = 30.0
     warm: bool = True
     train_endpoint: bool = True
@@ -227,6 +259,8 @@ class Settings:
     doc_endpoint: bool = True
     debug_endpoint: bool = False
     client_max_size: int = 0
+    max_form_parts: int = 1000
+    client_timeout: float = 60.0
     debug: bool = False
     log_level: str = "INFO"
     log_file: str = ""
@@ -250,13 +284,7 @@ class Settings:
 
 
 def _validate(s: Settings) -> None:
-    if s.base_path and not s.base_path.startswith("/"):
-        raise ConfigError(f"base_path must start with '/', got {s.base_path!r}")
-    bad = sorted(set(s.base_path) & set("{}?#% \t\r\n"))
-    if bad:
-        raise ConfigError(
-            f"base_path may not contain {' '.join(map(repr, bad))}, got {s.base_path!r}"
-        )
+    _check_base_path(s.base_path)
     if s.base_path.endswith("/"):
         # Normalise "/foo/" and "/" so routes never get a double slash.
         object.__setattr__(s, "base_path", s.base_path.rstrip("/"))
@@ -280,16 +308,58 @@ def _validate(s: Settings) -> None:
         "shutdown_timeout",
         "max_queue",
         "train_cancel_grace",
+        "worker_max_requests",
+        "worker_max_memory",
     ):
         if getattr(s, name) < 0:
             raise ConfigError(f"{name} must be 0 or more, got {getattr(s, name)}")
     if not s.devices.strip():
         raise ConfigError("devices must be auto, cpu or a list of GPU indices/UUIDs")
+    if s.max_form_parts < 1:
+        raise ConfigError(f"max_form_parts must be at least 1, got {s.max_form_parts}")
+    if s.client_timeout <= 0:
+        raise ConfigError(f"client_timeout must be more than 0, got {s.client_timeout}")
     if s.client_max_size < 0:
         raise ConfigError(
             f"client_max_size must be 0 (unlimited) or more, got {s.client_max_size}"
         )
     object.__setattr__(s, "model_name", tuple(s.model_name))
+
+
+# What a path segment may hold unescaped (RFC 3986 "pchar"), less "%": a base
+# path is used as given in routes and in links, so it must need no escaping.
+_PATH_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@"
+)
+
+
+def _check_base_path(path: str) -> None:
+    """Refuse a base path that routes could not match or links not carry.
+
+    Clients and proxies normalise ``.``, ``..`` and empty segments away
+    (RFC 3986, section 5.2.4), so routes under such a prefix would never
+    be reached.
+    """
+    if not path:
+        return
+    if not path.startswith("/"):
+        raise ConfigError(f"base_path must start with '/', got {path!r}")
+    bad = sorted({c for c in path if c != "/" and c not in _PATH_CHARS})
+    if bad:
+        raise ConfigError(
+            f"base_path may not contain {' '.join(map(repr, bad))}, got {path!r}"
+        )
+    segments = path.strip("/").split("/") if path.strip("/") else []
+    for segment in segments:
+        if segment in (".", ".."):
+            raise ConfigError(
+                f"base_path may not have a {segment!r} segment, got {path!r}: "
+                "clients resolve it away and nothing would be reachable"
+            )
+        if not segment:
+            raise ConfigError(
+                f"base_path may not have an empty segment ('//'), got {path!r}"
+            )
 
 
 def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from deepaas.api import health as health_routes
 from deepaas.api import openapi, versions
+from deepaas.api.args import BodyLimits
 from deepaas.api.errors import error_middleware
 from deepaas.api.health import Health
 from deepaas.api.metrics import Metrics
@@ -154,6 +155,11 @@ def get_app(
 ) -> web.Application:
     """The routes and middlewares over already-built models and runtimes."""
     max_size = settings.client_max_size
+    limits = BodyLimits(
+        max_size=max_size,
+        max_parts=settings.max_form_parts,
+        client_timeout=settings.client_timeout,
+    )
     metrics = metrics or Metrics(runtimes, telemetry)
     app = web.Application(
         middlewares=[metrics.middleware(), error_middleware],
@@ -176,7 +182,7 @@ def get_app(
         runtimes,
         enabled=settings.predict_endpoint,
         tmp_dir=tmp_dir,
-        max_size=max_size,
+        limits=limits,
     )
     train.setup(
         app,
@@ -184,7 +190,7 @@ def get_app(
         wrappers,
         trainings,
         enabled=settings.train_endpoint,
-        max_size=max_size,
+        limits=limits,
     )
     if trainings is not None:
         app[TRAININGS] = trainings

@@ -15,6 +15,7 @@ them when the request ends.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -35,6 +36,15 @@ from deepaas.model.v2.wrapper import UploadedFile
 CHUNK_SIZE = 1 << 18
 FORM_TEXT_LIMIT = 16 << 20  # a non-file form field larger than this is refused
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9_-]{1,16}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyLimits:
+    """What a request body may be: its size, its form parts, its pace."""
+
+    max_size: int = 0  # bytes, 0: no limit (--client-max-size)
+    max_parts: int = 1000  # parts of a multipart or urlencoded form
+    client_timeout: float = 60.0  # seconds between two pieces of a body
 
 
 def _too_large(limit: int) -> DeepaasError:
@@ -61,20 +71,23 @@ class ArgParser:
             accept if (accept is not None and accept.location == "headers") else None
         )
 
-    def parse(self, request: web.Request, tmp_dir: str, max_size: int) -> ParsedArgs:
-        return ParsedArgs(self, request, tmp_dir, max_size)
+    def parse(
+        self, request: web.Request, tmp_dir: str, limits: BodyLimits
+    ) -> ParsedArgs:
+        return ParsedArgs(self, request, tmp_dir, limits)
 
 
 class ParsedArgs:
     """``async with parser.parse(request, ...) as kwargs``: uploads removed after."""
 
     def __init__(
-        self, parser: ArgParser, request: web.Request, tmp_dir: str, max_size: int
+        self, parser: ArgParser, request: web.Request, tmp_dir: str, limits: BodyLimits
     ) -> None:
         self.parser = parser
         self.request = request
         self.tmp_dir = tmp_dir
-        self.max_size = max_size
+        self.limits = limits
+        self.max_size = limits.max_size
         self.files: list[str] = []
 
     async def __aenter__(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from deepaas.api.args import ArgParser
+from deepaas.api.args import ArgParser, BodyLimits
 from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.v2.responses import send_result
@@ -28,7 +28,7 @@ RESPONSES = {
 
 
 def make_handler(
-    model: ModelWrapper, runtime: ModelRuntime, tmp_dir: str, max_size: int
+    model: ModelWrapper, runtime: ModelRuntime, tmp_dir: str, limits: BodyLimits
 ) -> Handler:
     parser = ArgParser(model.predict_args, f"{model.name}PredictArgs")
     if not model.has_predict:
@@ -41,7 +41,7 @@ def make_handler(
         return not_implemented
 
     async def predict(request: web.Request) -> web.StreamResponse:
-        async with parser.parse(request, tmp_dir, max_size) as kwargs:
+        async with parser.parse(request, tmp_dir, limits) as kwargs:
             result = await runtime.predict(kwargs)
             return await send_result(request, result)
 
@@ -63,7 +63,7 @@ def setup(
     *,
     enabled: bool,
     tmp_dir: str,
-    max_size: int,
+    limits: BodyLimits,
 ) -> None:
     bp = spec.base_path
     schema_names: set[str] = set()
@@ -72,7 +72,7 @@ def setup(
         if not enabled:
             app.router.add_route("*", path, label(disabled("predict"), name, "predict"))
             continue
-        handler = make_handler(model, runtimes[name], tmp_dir, max_size)
+        handler = make_handler(model, runtimes[name], tmp_dir, limits)
         app.router.add_post(path, label(handler, name, "predict"))
         schema = model.response_schema
         schema_name = None

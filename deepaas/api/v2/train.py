@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from marshmallow import fields, validate
 
-from deepaas.api.args import ArgParser
+from deepaas.api.args import ArgParser, BodyLimits
 from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.v2.predict import disabled
@@ -89,11 +89,13 @@ def _not_found(uuid: str, model: str) -> DeepaasError:
 class TrainRoutes:
     """The handlers of one model's training routes."""
 
-    def __init__(self, model: ModelWrapper, manager: JobManager, max_size: int) -> None:
+    def __init__(
+        self, model: ModelWrapper, manager: JobManager, limits: BodyLimits
+    ) -> None:
         self.model = model
         self.name = model.name
         self.manager = manager
-        self.max_size = max_size
+        self.limits = limits
         self.parser = ArgParser(train_arg_specs(model), f"{model.name}TrainArgs")
 
     async def post(self, request: web.Request) -> web.StreamResponse:
@@ -105,7 +107,7 @@ class TrainRoutes:
         uuid = manager.new_id()
         job_dir = manager.store.job_dir(uuid)
         os.makedirs(job_dir, mode=0o700, exist_ok=True)
-        parsed = self.parser.parse(request, job_dir, self.max_size)
+        parsed = self.parser.parse(request, job_dir, self.limits)
         try:
             async with parsed as kwargs:
                 gpus = kwargs.pop(GPUS_ARG, None)
@@ -213,7 +215,7 @@ def setup(
     manager: JobManager | None,
     *,
     enabled: bool,
-    max_size: int,
+    limits: BodyLimits,
 ) -> None:
     bp = spec.base_path
     for name, model in models.items():
@@ -224,7 +226,7 @@ def setup(
             for path in (base, one, one + "/logs"):
                 app.router.add_route("*", path, off)
             continue
-        routes = TrainRoutes(model, manager, max_size)
+        routes = TrainRoutes(model, manager, limits)
         app.router.add_post(base, _route(routes.post, name, "train"))
         app.router.add_get(base, _route(routes.list, name, "train"), allow_head=False)
         app.router.add_get(one, _route(routes.get, name, "train"), allow_head=False)

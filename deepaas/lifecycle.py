@@ -1,0 +1,145 @@
+"""The server's life cycle: serving, draining, stopped; and the requests in flight.
+
+One object owns "draining", so readiness, the predict and train routes, log
+streams and the job manager all read the same answer. The shutdown it
+supports is bounded (``deepaas-run`` on SIGTERM):
+
+1. :meth:`Lifecycle.drain`: readiness turns 503, new requests are refused
+   with 503, streams end; requests in flight (uploads included) go on;
+2. :meth:`Lifecycle.wait_idle` until none is left or the shutdown timeout;
+3. :meth:`Lifecycle.abort`: every request still in flight is answered 503
+   at once (its handler is cancelled where it waits), then workers and
+   training jobs are stopped.
+
+Handlers that do work enter :meth:`Lifecycle.request` (``async with``):
+that is what "in flight" counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from types import TracebackType
+
+from deepaas.exceptions import DeepaasError
+
+SHUTTING_DOWN = "the server is shutting down"
+
+
+class ShuttingDown(DeepaasError):
+    """503: the server is draining or stopping and takes no new work."""
+
+    def __init__(self, message: str = SHUTTING_DOWN) -> None:
+        super().__init__(503, message)
+
+
+class State(str, enum.Enum):
+    SERVING = "serving"
+    DRAINING = "draining"  # no new requests; those in flight go on
+    ABORTING = "aborting"  # the shutdown timeout passed: all in flight answer 503
+
+
+class Lifecycle:
+    """Whether the server takes work, and which requests are in flight."""
+
+    def __init__(self) -> None:
+        self.state = State.SERVING
+        self._in_flight: set[asyncio.Task[object]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = asyncio.Event()
+
+    @property
+    def draining(self) -> bool:
+        """True from :meth:`drain` on: readiness 503, new work refused."""
+        return self.state is not State.SERVING
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def check(self) -> None:
+        """Raise :class:`ShuttingDown` (503) when no new work is taken."""
+        if self.state is not State.SERVING:
+            raise ShuttingDown()
+
+    def request(self) -> InFlight:
+        """``async with lifecycle.request():`` around a handler's work."""
+        return InFlight(self)
+
+    def drain(self) -> None:
+        """Stop taking new work; the work in flight goes on."""
+        if self.state is State.SERVING:
+            self.state = State.DRAINING
+            self._draining.set()
+
+    async def wait_draining(self) -> None:
+        """Wait until :meth:`drain` is called (streams end then)."""
+        await self._draining.wait()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is in flight; False after ``timeout`` s."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def abort(self) -> int:
+        """Answer every request still in flight with 503 now; returns how many."""
+        self.drain()
+        self.state = State.ABORTING
+        tasks = list(self._in_flight)
+        for task in tasks:
+            task.cancel(SHUTTING_DOWN)
+        return len(tasks)
+
+    # -- used by InFlight ---------------------------------------------------
+
+    def _enter(self, task: asyncio.Task[object]) -> None:
+        self.check()
+        self._in_flight.add(task)
+        self._idle.clear()
+
+    def _exit(self, task: asyncio.Task[object]) -> None:
+        self._in_flight.discard(task)
+        if not self._in_flight:
+            self._idle.set()
+
+
+class InFlight:
+    """One request's work, counted while it lasts; see :meth:`Lifecycle.request`."""
+
+    __slots__ = ("_lifecycle", "_task")
+
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._lifecycle = lifecycle
+        self._task: asyncio.Task[object] | None = None
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._lifecycle._enter(task)
+        self._task = task
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        task = self._task
+        assert task is not None
+        self._lifecycle._exit(task)
+        if (
+            exc_type is asyncio.CancelledError
+            and self._lifecycle.state is State.ABORTING
+            and exc is not None
+            and SHUTTING_DOWN in exc.args
+        ):
+            # Our own cancellation (abort), not the client's: answer 503.
+            uncancel = getattr(task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
+            raise ShuttingDown() from None
+        return False

@@ -1,0 +1,89 @@
+"""Background tasks with an owner.
+
+A task created with ``loop.create_task`` and forgotten can die with nobody
+noticing ("Task exception was never retrieved" in the log, long after) and
+can outlive the object that started it. Every background task in deepaas is
+started through a :class:`TaskSet` instead: a failure is logged at once and
+handed to the task's ``on_error`` so its owner can recover (free a slot,
+settle waiters), and :meth:`TaskSet.close` cancels and awaits whatever is
+still running when the owner stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+LOG = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ErrorHook = Callable[[BaseException], None]
+
+
+class TaskSet:
+    """The background tasks of one owner (a pool, the job manager, the server)."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, T],
+        name: str,
+        on_error: ErrorHook | None = None,
+    ) -> asyncio.Task[T]:
+        """Run ``coro`` in the background; its failure is logged, then
+        ``on_error(exc)`` is called (its own failure is logged too)."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError(f"{self.owner} is stopped: cannot start {name}")
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._done(t, on_error))
+        return task
+
+    def _done(self, task: asyncio.Task[Any], on_error: ErrorHook | None) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        LOG.error(
+            "%s: background task %s failed",
+            self.owner,
+            task.get_name(),
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        if on_error is not None:
+            try:
+                on_error(exc)
+            except Exception:
+                LOG.exception(
+                    "%s: recovering from the failure of %s failed too",
+                    self.owner,
+                    task.get_name(),
+                )
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Cancel every task still running and wait for them (at most
+        ``timeout`` seconds; a task that ignores cancellation is left)."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*tasks, return_exceptions=True), timeout
+            )
