@@ -98,8 +98,9 @@ class Lifecycle:
 
     def _enter(self, task: asyncio.Task[object]) -> None:
         self.check()
+        if not self._in_flight:
+            self._idle.clear()
         self._in_flight.add(task)
-        self._idle.clear()
 
     def _exit(self, task: asyncio.Task[object]) -> None:
         self._in_flight.discard(task)
@@ -127,7 +128,7 @@ class InFlight:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         task = self._task
         assert task is not None
         self._lifecycle._exit(task)
@@ -142,4 +143,3 @@ class InFlight:
             if uncancel is not None:
                 uncancel()
             raise ShuttingDown() from None
-        return False

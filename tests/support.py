@@ -11,10 +11,10 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from deepaas.api import RUNTIMES, build_app
 from deepaas.config import Settings
 from deepaas.log import OutputCapture
 from deepaas.model.loading import PluginSpec
+from deepaas.server import SERVER, build_app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,12 +60,7 @@ async def start_client(specs: Sequence[PluginSpec], settings: dict[str, Any]) ->
 
 def server_tmp_dir(client: Client) -> str:
     """The directory where the app writes uploads and large results."""
-    pool = next(iter(client.app[RUNTIMES].values())).pool
-    for owner in (pool, getattr(pool, "config", None)):
-        path = getattr(owner, "tmp_dir", None)
-        if path:
-            return str(path)
-    raise AssertionError("cannot find the app's temporary directory")
+    return client.app[SERVER].scratch.path
 
 
 def listdir(path: str) -> list[str]:

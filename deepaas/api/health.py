@@ -1,9 +1,11 @@
-"""Liveness and readiness probes, and the draining state behind them.
+"""Liveness and readiness probes.
 
 ``/healthz`` answers 200 while the process serves. ``/readyz`` answers 200
 once every model has a warm worker, and 503 while starting, while a model
 cannot start, and while draining after SIGTERM (so a load balancer stops
-sending traffic before the server stops). The Open Inference Protocol names
+sending traffic before the server stops). Draining is the
+:class:`~deepaas.lifecycle.Lifecycle`'s; the models' state comes from each
+runtime's status snapshot. The Open Inference Protocol names
 ``/v2/health/live`` and ``/v2/health/ready`` answer the same.
 """
 
@@ -16,24 +18,27 @@ from aiohttp import web
 
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.engine.runtime import ModelRuntime
+from deepaas.lifecycle import Lifecycle
 
 
 class Health:
-    """Whether the server is draining (set on SIGTERM/SIGINT)."""
+    """Readiness from the models' status and the server's life cycle."""
 
-    def __init__(self, runtimes: Mapping[str, ModelRuntime]) -> None:
+    def __init__(
+        self, runtimes: Mapping[str, ModelRuntime], lifecycle: Lifecycle
+    ) -> None:
         self.runtimes = runtimes
-        self.draining = False
+        self.lifecycle = lifecycle
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        models = {
-            name: {
-                "ready_workers": rt.pool.ready_workers,
-                **({"error": rt.pool.start_error} if rt.pool.start_error else {}),
+        models = {}
+        for name, runtime in self.runtimes.items():
+            snapshot = runtime.status()
+            models[name] = {
+                "ready_workers": snapshot.ready_workers,
+                **({"error": snapshot.start_error} if snapshot.start_error else {}),
             }
-            for name, rt in self.runtimes.items()
-        }
-        if self.draining:
+        if self.lifecycle.draining:
             return False, {
                 "status": "draining",
                 "message": "the server is stopping",

@@ -27,11 +27,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
-from deepaas.engine.batching import Call
 from deepaas.engine.devices import Telemetry
-from deepaas.engine.handle import WorkerState
-from deepaas.engine.pool import PoolEvents
-from deepaas.engine.runtime import ModelRuntime
+from deepaas.engine.runtime import WORKER_STATES, EngineEvents, ModelRuntime
 from deepaas.training.jobs import JobManager
 from deepaas.training.store import STATUSES
 
@@ -130,7 +127,7 @@ class _Counter:
         return family
 
 
-class Metrics(PoolEvents):
+class Metrics(EngineEvents):
     """Every deepaas metric of one app."""
 
     def __init__(
@@ -166,8 +163,9 @@ class Metrics(PoolEvents):
         )
         self.worker_restarts = _Counter(
             "deepaas_worker_restarts",
-            "Worker processes that died and were replaced.",
-            ["model", "device"],
+            "Worker processes replaced, by why: crashed, start_failed, timeout, "
+            "max_requests, max_memory, out_of_memory.",
+            ["model", "device", "reason"],
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
@@ -188,20 +186,20 @@ class Metrics(PoolEvents):
         """Export the trainings' states and progress (read at scrape time)."""
         self.registry.register(_TrainingCollector(manager))
 
-    # -- PoolEvents ---------------------------------------------------------
+    # -- EngineEvents -------------------------------------------------------
 
-    def dispatched(self, model: str, calls: list[Call], now: float) -> None:
+    def dispatched(self, model: str, waited: list[float]) -> None:
         labels = (model,)
         observe = self.queue_duration.observe
-        for call in calls:
-            observe(labels, now - call.queued_at)
+        for seconds in waited:
+            observe(labels, seconds)
 
     def computed(self, model: str, size: int, seconds: float, times: int = 1) -> None:
         self.compute_duration.observe((model,), seconds, times)
         self.batch_size.observe((model,), size, times)
 
-    def restarted(self, model: str, device: str) -> None:
-        self.worker_restarts.inc((model, device))
+    def restarted(self, model: str, device: str, reason: str) -> None:
+        self.worker_restarts.inc((model, device, reason))
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -284,15 +282,16 @@ class _EngineCollector:
             labels=["model", "device", "state"],
         )
         for name, runtime in self.runtimes.items():
-            depth.add_metric([name], len(runtime.queue))
+            status = runtime.status()
+            depth.add_metric([name], status.queue_depth)
             counts: dict[tuple[str, str], int] = {}
-            for worker in runtime.pool.workers:
-                key = (worker.device.label, worker.state.value)
+            for worker in status.workers:
+                key = (worker.device, worker.state)
                 counts[key] = counts.get(key, 0) + 1
-            for device in {w.device.label for w in runtime.pool.workers}:
-                for state in WorkerState:
-                    value = counts.get((device, state.value), 0)
-                    workers.add_metric([name, device, state.value], value)
+            for device in sorted({w.device for w in status.workers}):
+                for state in WORKER_STATES:
+                    value = counts.get((device, state), 0)
+                    workers.add_metric([name, device, state], value)
         yield depth
         yield workers
         yield from self._gpus()

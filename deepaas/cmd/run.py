@@ -9,21 +9,16 @@ every worker (no orphan process), remove temporary files.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
 import time
-from collections.abc import Iterable, Sequence
-
-from aiohttp import web
+from collections.abc import Sequence
 
 from deepaas import __version__, log
-from deepaas.api import HEALTH, RUNTIMES, build_app
 from deepaas.config import ConfigError, Settings, load_settings
-from deepaas.engine.runtime import ModelRuntime
 from deepaas.model import loading
+from deepaas.server import Server
 
 LOG = logging.getLogger("deepaas")
 
@@ -38,37 +33,6 @@ def _install_loop(choice: str) -> None:
             raise ConfigError("loop = uvloop, but uvloop is not installed") from None
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-async def _settled(runtimes: Iterable[ModelRuntime]) -> None:
-    """Wait until every model has a warm worker or has failed to start one."""
-    while not all(rt.pool.ready_workers or rt.pool.start_error for rt in runtimes):
-        await asyncio.sleep(0.02)
-
-
-async def drain(app: web.Application, timeout: float, hurry: asyncio.Event) -> None:
-    """Turn readiness off, refuse new predictions, let those in flight end.
-
-    A second SIGINT/SIGTERM (``hurry``) stops waiting.
-    """
-    app[HEALTH].draining = True
-    runtimes = app[RUNTIMES].values()
-    for runtime in runtimes:
-        runtime.draining = True
-    pending = sum(rt.pending for rt in runtimes)
-    LOG.info(
-        "stopping: %d request(s) in flight get up to %gs to finish", pending, timeout
-    )
-    deadline = time.monotonic() + timeout
-    while (
-        sum(rt.pending for rt in runtimes)
-        and time.monotonic() < deadline
-        and not hurry.is_set()
-    ):
-        await asyncio.sleep(0.05)
-    left = sum(rt.pending for rt in runtimes)
-    if left:
-        LOG.warning("stopping with %d request(s) unfinished after %gs", left, timeout)
 
 
 def _banner(
@@ -95,60 +59,15 @@ async def serve(
     started: float,
 ) -> None:
     capture = log.OutputCapture() if settings.debug_endpoint else None
-    app = build_app(settings, specs, worker_env=worker_env, capture=capture)
-    runner = web.AppRunner(
-        app,
-        access_log_class=web.AccessLogger,
-        shutdown_timeout=max(1.0, settings.shutdown_timeout),
-        handle_signals=False,
-        # A client that hangs up cancels its request: a queued prediction is
-        # then dropped instead of computed for nobody.
-        handler_cancellation=True,
-    )
-    stop = asyncio.Event()
-    hurry = asyncio.Event()  # a second signal: stop without waiting
+    server = Server(settings, specs, worker_env=worker_env, capture=capture)
 
-    def on_signal() -> None:
-        (hurry if stop.is_set() else stop).set()
+    def ready() -> None:
+        seconds = time.monotonic() - started
+        print(_banner(settings, specs, seconds), file=sys.stderr, flush=True)
+        for name, error in server.start_errors().items():
+            LOG.error("model %s is NOT serving: %s", name, error)
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        await runner.setup()
-        site = web.TCPSite(
-            runner, settings.listen_ip, settings.listen_port, reuse_address=True
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {settings.listen_ip}:{settings.listen_port}: "
-                f"{exc.strerror or exc}"
-            ) from None
-        ready_or_stop = asyncio.ensure_future(_settled(app[RUNTIMES].values()))
-        stop_wait = asyncio.ensure_future(stop.wait())
-        await asyncio.wait(
-            {ready_or_stop, stop_wait}, return_when=asyncio.FIRST_COMPLETED
-        )
-        if not stop.is_set():
-            seconds = time.monotonic() - started
-            print(_banner(settings, specs, seconds), file=sys.stderr, flush=True)
-            for runtime in app[RUNTIMES].values():
-                if runtime.pool.start_error:
-                    LOG.error(
-                        "model %s is NOT serving: %s",
-                        runtime.model,
-                        runtime.pool.start_error,
-                    )
-        await stop_wait
-        ready_or_stop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ready_or_stop
-        await drain(app, settings.shutdown_timeout, hurry)
-    finally:
-        await runner.cleanup()
-    LOG.info("stopped")
+    await server.serve(ready)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,9 +20,25 @@ _call_ids = itertools.count(1)
 
 
 class Call:
-    """One request for a worker and the future its caller awaits."""
+    """One request for a worker and the future its caller awaits.
 
-    __slots__ = ("deadline", "future", "id", "payload", "queued_at", "timer")
+    ``queued`` is True while it waits in a :class:`CallQueue` (it counts
+    towards the queue's length); ``seq`` and ``lane`` say where the
+    dispatcher sent it. ``attempts`` counts how often it was sent to a
+    worker (a call whose worker died before it started is sent again).
+    """
+
+    __slots__ = (
+        "attempts",
+        "future",
+        "id",
+        "lane",
+        "payload",
+        "queued",
+        "queued_at",
+        "seq",
+        "timer",
+    )
 
     def __init__(self, payload: Any, future: asyncio.Future[Any]) -> None:
         self.id = next(_call_ids)
@@ -30,6 +46,10 @@ class Call:
         self.future = future
         self.queued_at = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None  # the deadline, if any
+        self.queued = False
+        self.seq = 0
+        self.lane: Any = None
+        self.attempts = 0
 
     def settle(self) -> None:
         """The call is answered: its deadline no longer matters."""
@@ -73,26 +93,46 @@ def resolve_policy(
 
 
 class CallQueue:
-    """The calls waiting for a worker, oldest first."""
+    """The calls waiting for a worker, oldest first.
+
+    Its length counts only calls someone still awaits: a call whose client
+    went away or whose deadline passed stops counting at once (it is
+    :meth:`discard`-ed, or found settled), so ``--max-queue`` and the
+    ``deepaas_queue_depth`` gauge see live clients only.
+    """
 
     def __init__(self, policy: BatchPolicy) -> None:
         self.policy = policy
         self._calls: collections.deque[Call] = collections.deque()
+        self._live = 0
 
     def __len__(self) -> int:
-        return len(self._calls)
+        return self._live
 
     def append(self, call: Call) -> None:
+        call.queued = True
+        self._live += 1
         self._calls.append(call)
+
+    def requeue(self, calls: list[Call]) -> None:
+        """Put calls back at the head of the queue, in their order."""
+        for call in reversed(calls):
+            if call.future.done() or call.queued:
+                continue
+            call.queued = True
+            self._live += 1
+            self._calls.appendleft(call)
+
+    def discard(self, call: Call) -> None:
+        """``call`` no longer waits (answered, timed out, its client left)."""
+        if call.queued:
+            call.queued = False
+            self._live -= 1
 
     def _drop_settled(self) -> None:
         calls = self._calls
-        while calls and calls[0].future.done():  # answered (timed out, gone)
-            calls.popleft()
-
-    def has_work(self) -> bool:
-        self._drop_settled()
-        return bool(self._calls)
+        while calls and (not calls[0].queued or calls[0].future.done()):
+            self.discard(calls.popleft())
 
     def ready_at(self, now: float) -> float | None:
         """When a batch should be taken: ``now`` or later; None when empty.
@@ -104,7 +144,7 @@ class CallQueue:
         if not self._calls:
             return None
         policy = self.policy
-        if not policy.max_delay or len(self._calls) >= policy.max_batch_size:
+        if not policy.max_delay or self._live >= policy.max_batch_size:
             return now
         return max(now, self._calls[0].queued_at + policy.max_delay)
 
@@ -115,12 +155,17 @@ class CallQueue:
         calls = self._calls
         while calls and len(batch) < limit:
             call = calls.popleft()
+            if not call.queued:
+                continue
+            self.discard(call)
             if not call.future.done():
                 batch.append(call)
         return batch
 
     def drain(self) -> list[Call]:
         """Every call still waiting (for failing them all at once)."""
-        calls = [c for c in self._calls if not c.future.done()]
+        calls = [c for c in self._calls if c.queued and not c.future.done()]
+        for call in self._calls:
+            self.discard(call)
         self._calls.clear()
         return calls

@@ -1,62 +1,73 @@
-"""The API process's handle on one model's worker processes.
+"""A model's worker processes: start, ready, respawn, recycle, stop.
 
-Each worker is a fresh interpreter (``python -m deepaas.engine.worker``)
-with one stream socket to us, read by the event loop: no thread per request.
-Workers pull work: whenever one has room, it gets the next batch from the
-model's :class:`~deepaas.engine.batching.CallQueue`. Each worker runs on one
-device (round robin), whose environment it gets before Python starts. A
-worker that dies fails its calls in flight at once, saying how it died, and
-is started again with a capped exponential backoff.
+Each worker is a child process (:mod:`deepaas.engine.process`) running
+:mod:`deepaas.engine.worker` on one device (round robin over the devices
+given). The pool only keeps processes alive; which call goes where is the
+:class:`~deepaas.engine.dispatcher.Dispatcher`'s business: the pool adds a
+worker to it when the worker says it is ready, hands it the worker's
+results, and tells it when a worker died.
+
+- **Respawn**: a worker that dies is replaced at once; repeated failures are
+  spaced by a backoff that doubles from ``RESPAWN_BACKOFF_S`` up to
+  ``RESPAWN_BACKOFF_MAX_S`` (reset once a worker answers a call).
+- **Recycle** (warm before retire): a worker that reached its
+  ``max_requests`` (plus up to a tenth, at random, so workers do not all
+  recycle at once) or whose memory passed ``max_memory`` keeps serving
+  while its replacement starts and warms; then it takes no new calls,
+  finishes those it runs, and exits. A worker whose model raised
+  ``MemoryError`` stops taking calls at once (its heap is likely exhausted:
+  more calls would fail too); calls wait in the queue for its replacement.
+- **Stop**: end-of-file to every worker, then SIGTERM and SIGKILL to their
+  process groups if they do not exit within the grace period.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import json
+import enum
 import logging
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from deepaas.engine import protocol
-from deepaas.engine.batching import Call, CallQueue
+from deepaas.engine import process, protocol
 from deepaas.engine.devices import CPU, Device
-from deepaas.engine.handle import (
-    OutputForwarder,
-    Worker,
-    WorkerState,
-    describe_exit,
-    killpg,
-    log_output,
-)
+from deepaas.engine.dispatcher import Dispatcher
+from deepaas.engine.worker import MAX_MEMORY, OUT_OF_MEMORY
 from deepaas.exceptions import DeepaasError, ModelUnavailable, WorkerDied
+from deepaas.tasks import TaskSet
 
 LOG = logging.getLogger(__name__)
+WORKER_LOG = logging.getLogger("deepaas.worker")
+# What a model prints is shown whatever --log-level says, as with DEEPaaS 2.x.
+WORKER_LOG.setLevel(logging.INFO)
 
 RESPAWN_BACKOFF_S = 0.25
 RESPAWN_BACKOFF_MAX_S = 30.0
 STOP_GRACE_S = 5.0
+KILL_AFTER_S = 1.0  # after the grace period, SIGTERM; SIGKILL this much later
+
+# Why a worker was replaced (the ``reason`` label of deepaas_worker_restarts_total).
+CRASHED = "crashed"
+START_FAILED = "start_failed"
+TIMED_OUT = "timeout"
+MAX_REQUESTS = "max_requests"
+REASONS = (CRASHED, START_FAILED, TIMED_OUT, MAX_REQUESTS, MAX_MEMORY, OUT_OF_MEMORY)
+
+
+def log_output(label: str, line: str) -> None:
+    """Default sink of workers' output: the server's log (console,
+    ``--log-file``, ``/v2/debug/``)."""
+    WORKER_LOG.info("[%s] %s", label, line)
 
 
 class PoolEvents:
-    """What a pool reports as it works (the metrics listen); no-ops here."""
+    """What a pool reports (the metrics listen); no-ops here."""
 
-    def dispatched(self, model: str, calls: list[Call], now: float) -> None:
-        """A batch left the queue for a worker."""
-
-    def computed(self, model: str, size: int, seconds: float, times: int = 1) -> None:
-        """A worker called the model ``times`` times, each with ``size``
-        requests (a batch, or 1) and taking ``seconds``."""
-
-    def restarted(self, model: str, device: str) -> None:
-        """A worker of ``model`` on ``device`` died and is being replaced."""
+    def restarted(self, model: str, device: str, reason: str) -> None:
+        """A worker of ``model`` on ``device`` is being replaced (see REASONS)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,35 +83,94 @@ class PoolConfig:
     output: Callable[[str, str], None] = log_output  # (worker, line) of output
     extra_path: tuple[str, ...] = ()  # prepended to the workers' PYTHONPATH
     devices: tuple[Device, ...] = (CPU,)  # worker i runs on devices[i % len]
-    events: PoolEvents = dataclasses.field(default_factory=PoolEvents)
+    max_requests: int = 0  # recycle after about this many calls; 0: never
+    max_memory: int = 0  # recycle past this resident size, bytes; 0: never
+
+
+class WorkerState(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    RETIRING = "retiring"  # being replaced: finishes its calls, then exits
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+class Worker:
+    """One worker process as the pool sees it (a dispatcher link)."""
+
+    def __init__(self, model: str, index: int, device: Device) -> None:
+        self.index = index
+        self.device = device
+        self.label = f"{model}/{index}"
+        self.state = WorkerState.STARTING
+        self.child: process.Child | None = None
+        self.board = protocol.Scoreboard(bytearray(protocol.SCOREBOARD_SIZE))
+        self.start_error: str | None = None
+        self.retiring: str | None = None  # why it is being replaced
+        self.replaces: Worker | None = None  # the worker it will take over from
+        self.killed_for: str | None = None  # why we killed it
+        self.max_requests = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.child is not None else None
+
+    def write(self, data: bytes) -> bool:
+        return self.child is not None and self.child.channel.write(data)
 
 
 class WorkerPool:
-    """Starts, feeds, watches and stops the workers of one model."""
+    """Starts, watches, recycles and stops the workers of one model."""
 
-    def __init__(self, config: PoolConfig, queue: CallQueue) -> None:
+    def __init__(
+        self,
+        config: PoolConfig,
+        dispatcher: Dispatcher,
+        events: PoolEvents | None = None,
+    ) -> None:
         self.config = config
         self.model = config.model
-        self.queue = queue
-        self.events = config.events
+        self.dispatcher = dispatcher
+        self.events = events or PoolEvents()
         self.env = dict(os.environ if config.env is None else config.env)
         devices = config.devices or (CPU,)
-        self.workers = [
-            Worker(self, i, devices[i % len(devices)]) for i in range(config.size)
+        self.slots = [
+            Worker(self.model, i, devices[i % len(devices)]) for i in range(config.size)
         ]
+        self.restarts = [0] * config.size
+        self.failures_in_a_row = [0] * config.size
+        self.retired: set[Worker] = set()  # replaced, finishing their calls
         self.stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.tasks = TaskSet(f"model {self.model!r}")
         self._ready = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
-        self._pump_scheduled = False
-        self._pump_timer: asyncio.TimerHandle | None = None
 
-    # -- life cycle ---------------------------------------------------------
+    # -- state ----------------------------------------------------------------
+
+    @property
+    def workers(self) -> list[Worker]:
+        """Every live worker: one per slot, and those being retired."""
+        return [*self.slots, *self.retired]
+
+    @property
+    def ready_workers(self) -> int:
+        return sum(
+            w.state in (WorkerState.READY, WorkerState.RETIRING) for w in self.workers
+        )
+
+    @property
+    def start_error(self) -> str | None:
+        """Why the model cannot run, when no worker is ready and one failed."""
+        if self.ready_workers:
+            return None
+        errors = [w.start_error for w in self.slots if w.start_error]
+        return errors[0] if errors else None
+
+    # -- life cycle -----------------------------------------------------------
 
     async def start(self) -> None:
         """Start every worker; returns at once (they warm in the background)."""
-        self._loop = asyncio.get_running_loop()
-        for worker in self.workers:
+        for worker in self.slots:
             await self._spawn(worker)
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
@@ -111,287 +181,211 @@ class WorkerPool:
             return False
         return True
 
-    @property
-    def ready_workers(self) -> int:
-        return sum(w.state is WorkerState.READY for w in self.workers)
-
-    @property
-    def start_error(self) -> str | None:
-        """Why the model cannot run, when no worker is ready and one failed."""
-        if self.ready_workers:
-            return None
-        errors = [w.start_error for w in self.workers if w.start_error]
-        return errors[0] if errors else None
-
-    def _worker_env(self, worker: Worker) -> dict[str, str]:
-        env = dict(self.env)
-        env.update(worker.device.worker_env())
-        env["PYTHONUNBUFFERED"] = "1"
-        env["DEEPAAS_WORKER"] = worker.label
-        if self.config.extra_path:
-            old = env.get("PYTHONPATH")
-            env["PYTHONPATH"] = os.pathsep.join(
-                [*self.config.extra_path, *([old] if old else [])]
-            )
-        return env
-
-    async def _spawn(self, worker: Worker) -> None:
-        assert self._loop is not None
-        if self.stopping:
-            return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for sock in (ours, theirs):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        config = {
-            "model": self.model,
-            "target": self.config.target,
-            "fd": theirs.fileno(),
-            "warm": self.config.warm,
-            "tmp_dir": self.config.tmp_dir,
-            "parent_pid": os.getpid(),
-        }
-        worker.state = WorkerState.STARTING
-        worker._decoder = protocol.FrameDecoder()
-        worker._reaping = False
-        try:
-            worker.process = subprocess.Popen(
-                [sys.executable, "-m", "deepaas.engine.worker", json.dumps(config)],
-                pass_fds=(theirs.fileno(),),
-                env=self._worker_env(worker),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: we kill it whole
-            )
-        except OSError as exc:
-            ours.close()
-            theirs.close()
-            worker.start_error = f"cannot start a worker process: {exc}"
-            LOG.error("model %s: %s", self.model, worker.start_error)
-            self._schedule_respawn(worker)
-            return
-        finally:
-            theirs.close()
-        LOG.debug("started worker %s (pid %s)", worker.label, worker.pid)
-        await self._loop.create_unix_connection(lambda: worker, sock=ours)
-        assert worker.process.stdout is not None
-        await self._loop.connect_read_pipe(
-            lambda: OutputForwarder(worker.label, self.config.output),
-            worker.process.stdout,
-        )
-        worker.watch_exit(self._loop)
-
     async def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """Stop every worker: ask nicely, then SIGTERM, then SIGKILL."""
+        """Stop every worker within about ``grace`` + 1 s.
+
+        End-of-file first (a worker exits once its calls are done), SIGTERM
+        after ``grace`` seconds, SIGKILL one second later.
+        """
         self.stopping = True
-        if self._pump_timer is not None:
-            self._pump_timer.cancel()
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        children = []
         for worker in self.workers:
             worker.state = WorkerState.STOPPING
-            if worker.transport is not None:
-                worker.transport.close()  # the worker exits on end-of-file
-        deadline = time.monotonic() + grace
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
-            alive = [w for w in self.workers if w.process and w.process.poll() is None]
-            if not alive:
-                break
-            for worker in alive:
-                if sig is not None:
-                    killpg(worker, sig)
-            while time.monotonic() < deadline and any(
-                w.process.poll() is None for w in alive if w.process
-            ):
-                await asyncio.sleep(0.02)
-            deadline = time.monotonic() + 2.0
-        for worker in self.workers:
-            self._finish(worker, ModelUnavailable("the server is shutting down"))
-
-    def kill(self, worker: Worker) -> None:
-        """Kill a worker now (its group too); it is reaped and respawned."""
-        if worker.state is WorkerState.READY:
-            worker.state = WorkerState.STOPPING  # takes no new work meanwhile
-        killpg(worker, signal.SIGKILL)
-
-    # -- dispatch -----------------------------------------------------------
-
-    def schedule_pump(self) -> None:
-        """Pump once at the end of this loop iteration.
-
-        Every call queued during one iteration of the event loop then goes
-        to a worker in a single write: one system call for many requests.
-        """
-        if not self._pump_scheduled and self._loop is not None:
-            self._pump_scheduled = True
-            self._loop.call_soon(self.pump)
-
-    def pump(self) -> None:
-        """Hand batches to workers with room, least loaded first."""
-        self._pump_scheduled = False
-        queue = self.queue
-        assert self._loop is not None
-        now = time.monotonic()
-        ready_at = queue.ready_at(now)
-        if ready_at is None:
-            return
-        ready = [w for w in self.workers if w.state is WorkerState.READY]
-        if not ready:
-            return
-        if ready_at > now:  # waiting for companions: come back when due
-            self._pump_later(ready_at)
-            return
-        batched = queue.policy.batched
-        method = "predict_batch" if batched else "predict"
-        frames: dict[Worker, list[bytes]] = {}
-        while True:
-            # Room is counted in batches for a batching model, else in calls.
-            free = {
-                w: w.capacity() - (w.batches if batched else len(w.inflight))
-                for w in ready
-            }
-            takers = [w for w in ready if free[w] > 0]
-            if not takers:
-                break
-            best = min(takers, key=lambda w: w.batches if batched else len(w.inflight))
-            ready_at = queue.ready_at(now)
-            if ready_at is None:
-                break
-            if ready_at > now:
-                self._pump_later(ready_at)
-                break
-            if batched:
-                batch = queue.take()
-            else:
-                # Several calls in one message to a fast worker, shared fairly.
-                share = -(-len(queue) // len(takers))
-                batch = queue.take(min(free[best], share))
-            if not batch:
-                break
-            items = [(call.id, call.payload) for call in batch]
-            try:
-                frame = protocol.pack((protocol.CALL, method, items))
-            except Exception as exc:
-                error = DeepaasError(
-                    500, f"the arguments could not be sent to the worker: {exc}"
-                )
-                for call in batch:
-                    _fail(call, error)
-                continue
-            for call in batch:
-                best.inflight[call.id] = call
-            best.batches += 1
-            frames.setdefault(best, []).append(frame)
-            self.events.dispatched(self.model, batch, now)
-        for worker, chunks in frames.items():
-            assert worker.transport is not None
-            worker.transport.write(b"".join(chunks))
-
-    def _pump_later(self, when: float) -> None:
-        assert self._loop is not None
-        if self._pump_timer is not None:
-            self._pump_timer.cancel()
-        delay = max(0.0, when - time.monotonic())
-        self._pump_timer = self._loop.call_later(delay, self.schedule_pump)
-
-    def holds(self, call: Call) -> Worker | None:
-        """The worker running ``call``, if one is."""
-        for worker in self.workers:
-            if call.id in worker.inflight:
-                return worker
-        return None
-
-    # -- events from workers -----------------------------------------------
-
-    def on_message(self, worker: Worker, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == protocol.RESULT:
-            _, results, seconds = message
-            worker.batches -= 1
-            # The worker's pace: per batch when batching, else per call.
-            if self.queue.policy.batched:
-                per = seconds
-                self.events.computed(self.model, len(results), seconds)
-            else:
-                per = seconds / len(results)
-                self.events.computed(self.model, 1, per, len(results))
-            ewma = worker.compute_ewma
-            worker.compute_ewma = per if ewma is None else 0.8 * ewma + 0.2 * per
-            for call_id, ok, value in results:
-                call = worker.inflight.pop(call_id, None)
-                if call is None or call.future.done():
-                    _discard(value)  # nobody waits for it (the client went away)
-                    continue
-                call.settle()
-                if ok:
-                    call.future.set_result(value)
-                else:
-                    call.future.set_exception(DeepaasError(value.status, value.message))
-            worker.failures_in_a_row = 0
-            self.schedule_pump()
-        elif kind == protocol.READY:
-            worker.state = WorkerState.READY
-            worker.start_error = None
-            LOG.info(
-                "model %s: worker %s ready (pid %s)",
-                self.model,
-                worker.index,
-                worker.pid,
+            if worker.child is not None:
+                worker.child.channel.close()
+                children.append(worker.child)
+        if children:
+            await asyncio.gather(
+                *(self._stop_child(child, grace) for child in children),
+                return_exceptions=True,
             )
-            self._ready.set()
-            self.schedule_pump()
-        elif kind == protocol.FAILED:
-            _, stage, text = message
-            worker.start_error = text
-            LOG.error("model %s: worker failed at %s: %s", self.model, stage, text)
+        await self.tasks.close(timeout=process.EOF_WAIT_S + 1)
+        self.dispatcher.fail_all(ModelUnavailable("the server is shutting down"))
 
-    def on_disconnect(self, worker: Worker) -> None:
-        """The socket closed or the process exited: reap it once."""
-        if worker._reaping or worker.process is None:
-            return
-        worker._reaping = True
-        assert self._loop is not None
-        self._loop.create_task(self._reap(worker))
+    @staticmethod
+    async def _stop_child(child: process.Child, grace: float) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(child.exited), grace)
+        except asyncio.TimeoutError:
+            await child.terminate(KILL_AFTER_S)
 
-    async def _reap(self, worker: Worker) -> None:
-        assert self._loop is not None and worker.process is not None
-        process = worker.process
-        deadline = time.monotonic() + 2.0
-        while process.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        if process.poll() is None:  # it closed its socket but lingers: end it
-            killpg(worker, signal.SIGKILL)
-            while process.poll() is None:
-                await asyncio.sleep(0.01)
-        worker.close_watch(self._loop)
-        if worker.transport is not None:
-            worker.transport.abort()
-        killpg(worker, signal.SIGKILL)  # anything it left in its group
-        how = describe_exit(process.returncode)
-        if self.stopping:
-            worker.state = WorkerState.DEAD
+    def kill(self, worker: Worker, reason: str) -> None:
+        """Kill a worker now (its group too); it is reaped and replaced."""
+        self.dispatcher.retire(worker)
+        worker.killed_for = reason
+        if worker.child is not None:
+            worker.child.kill()
+
+    def recycle(self, worker: Worker, reason: str) -> None:
+        """Replace a healthy worker: warm the new one, then retire this one."""
+        if self.stopping or worker.retiring or worker.state is not WorkerState.READY:
             return
-        was_starting = worker.state is WorkerState.STARTING
-        worker.state = WorkerState.DEAD
-        if was_starting and worker.start_error is None:
-            worker.start_error = (
-                f"the worker of model {self.model!r} {how} while starting"
-            )
-        LOG.warning(
-            "model %s: worker %s (pid %s) %s",
+        LOG.info(
+            "model %s: replacing worker %s (pid %s): %s",
             self.model,
             worker.index,
-            process.pid,
-            how,
+            worker.pid,
+            reason.replace("_", " "),
         )
-        self._finish(
+        worker.retiring = reason
+        worker.state = WorkerState.RETIRING
+        if reason == OUT_OF_MEMORY:
+            self.dispatcher.retire(worker)
+        self.retired.add(worker)
+        replacement = Worker(self.model, worker.index, worker.device)
+        replacement.replaces = worker
+        self.slots[worker.index] = replacement
+        self.restarts[worker.index] += 1
+        self.events.restarted(self.model, worker.device.label, reason)
+        self.tasks.spawn(self._spawn(replacement), f"spawn {replacement.label}")
+
+    # -- processes ------------------------------------------------------------
+
+    async def _spawn(self, worker: Worker) -> None:
+        if self.stopping:
+            return
+        config = self.config
+        board = protocol.Scoreboard.create()
+        spec = process.ChildSpec(
+            module="deepaas.engine.worker",
+            config={
+                "model": self.model,
+                "target": config.target,
+                "warm": config.warm,
+                "tmp_dir": config.tmp_dir,
+                "board_fd": board.fd,
+                "max_memory": config.max_memory,
+            },
+            env=process.child_env(
+                self.env,
+                [worker.device],
+                {"DEEPAAS_WORKER": worker.label},
+                config.extra_path,
+            ),
+            label=f"worker {worker.label}",
+            output=lambda line: config.output(worker.label, line),
+            pass_fds=(board.fd,) if board.fd is not None else (),
+        )
+        worker.board = board
+        try:
+            worker.child = await process.spawn(
+                spec, lambda message: self._on_message(worker, message)
+            )
+        except OSError as exc:
+            worker.start_error = f"cannot start a worker process: {exc}"
+            LOG.error("model %s: %s", self.model, worker.start_error)
+            worker.state = WorkerState.DEAD
+            self._schedule_respawn(worker)
+            return
+        finally:
+            board.close_fd()
+        if config.max_requests:
+            jitter = random.randint(0, config.max_requests // 10)
+            worker.max_requests = config.max_requests + jitter
+        LOG.debug("started worker %s (pid %s)", worker.label, worker.pid)
+        self.tasks.spawn(
+            self._watch(worker),
+            f"watch {worker.label}",
+            on_error=lambda exc: self._schedule_respawn(worker),
+        )
+
+    async def _watch(self, worker: Worker) -> None:
+        assert worker.child is not None
+        await worker.child.ended()
+        self._on_exit(worker)
+
+    # -- events from workers --------------------------------------------------
+
+    def _on_message(self, worker: Worker, message: Any) -> None:
+        kind = type(message)
+        if kind is protocol.Results:
+            self.dispatcher.on_results(worker, message)
+            self.failures_in_a_row[worker.index] = 0
+            if message.retire:
+                self.recycle(worker, message.retire)
+            elif (
+                worker.max_requests
+                and self.dispatcher.answered(worker) >= worker.max_requests
+            ):
+                self.recycle(worker, MAX_REQUESTS)
+        elif kind is protocol.Ready:
+            self._on_ready(worker)
+        elif kind is protocol.StartFailed:
+            worker.start_error = message.message
+            LOG.error(
+                "model %s: worker failed at %s: %s",
+                self.model,
+                message.stage,
+                message.message,
+            )
+        else:
+            LOG.error("model %s: unexpected message %r", self.model, kind.__name__)
+
+    def _on_ready(self, worker: Worker) -> None:
+        if worker.state is not WorkerState.STARTING:
+            return
+        worker.state = WorkerState.READY
+        worker.start_error = None
+        LOG.info(
+            "model %s: worker %s ready (pid %s)", self.model, worker.index, worker.pid
+        )
+        old, worker.replaces = worker.replaces, None
+        self.dispatcher.add(worker)
+        if old is not None:
+            self.tasks.spawn(self._retire(old), f"retire {old.label}")
+        self._ready.set()
+
+    async def _retire(self, worker: Worker) -> None:
+        """Its replacement is ready: no new calls; exit once it finished."""
+        self.dispatcher.retire(worker)
+        await self.dispatcher.drained(worker)
+        if worker.child is not None:
+            worker.child.channel.close()  # it exits on end-of-file
+
+    def _on_exit(self, worker: Worker) -> None:
+        child = worker.child
+        assert child is not None
+        how = child.describe_exit()
+        timed_out = worker.killed_for == TIMED_OUT
+        self.dispatcher.lost(
             worker,
             WorkerDied(
                 f"the worker process of model {self.model!r} {how} while handling "
                 "this request; it is being restarted"
             ),
+            fail_running=not timed_out,
+        )
+        was = worker.state
+        worker.state = WorkerState.DEAD
+        if worker in self.retired:
+            self.retired.discard(worker)
+            if worker.retiring and was is WorkerState.RETIRING and child.returncode:
+                LOG.warning(
+                    "model %s: retired worker %s (pid %s) %s",
+                    self.model,
+                    worker.index,
+                    worker.pid,
+                    how,
+                )
+            return
+        if self.stopping or self.slots[worker.index] is not worker:
+            return
+        if was is WorkerState.STARTING and worker.start_error is None:
+            worker.start_error = (
+                f"the worker of model {self.model!r} {how} while starting"
+            )
+        LOG.warning(
+            "model %s: worker %s (pid %s) %s", self.model, worker.index, child.pid, how
+        )
+        reason = (
+            TIMED_OUT
+            if timed_out
+            else START_FAILED
+            if was is WorkerState.STARTING
+            else CRASHED
         )
         if not self.ready_workers and self.start_error:
             self.fail_queued(
@@ -399,24 +393,22 @@ class WorkerPool:
                     f"model {self.model!r} cannot start: {self.start_error}"
                 )
             )
-        worker.restarts += 1
-        worker.failures_in_a_row += 1
-        self.events.restarted(self.model, worker.device.label)
+        self.restarts[worker.index] += 1
+        self.failures_in_a_row[worker.index] += 1
+        self.events.restarted(self.model, worker.device.label, reason)
         self._schedule_respawn(worker)
 
-    def _finish(self, worker: Worker, error: DeepaasError) -> None:
-        calls, worker.inflight = worker.inflight, {}
-        worker.batches = 0
-        for call in calls.values():
-            _fail(call, error)
-
     def fail_queued(self, error: DeepaasError) -> None:
-        for call in self.queue.drain():
-            _fail(call, error)
+        for call in self.dispatcher.queue.drain():
+            call.settle()
+            if not call.future.done():
+                call.future.set_exception(error)
 
     def _schedule_respawn(self, worker: Worker) -> None:
-        assert self._loop is not None
-        n = worker.failures_in_a_row
+        if self.stopping:
+            return
+        index = worker.index
+        n = self.failures_in_a_row[index]
         delay = (
             0.0
             if n <= 1
@@ -424,30 +416,17 @@ class WorkerPool:
         )
         if delay:
             LOG.info(
-                "model %s: restarting worker %s in %.2fs",
-                self.model,
-                worker.index,
-                delay,
+                "model %s: restarting worker %s in %.2fs", self.model, index, delay
             )
+        fresh = Worker(self.model, index, worker.device)
+        fresh.start_error = worker.start_error
+        fresh.replaces = worker.replaces
+        self.slots[index] = fresh
+        loop = asyncio.get_running_loop()
 
         def respawn() -> None:
             self._timers.discard(timer)
-            assert self._loop is not None
-            self._loop.create_task(self._spawn(worker))
+            self.tasks.spawn(self._spawn(fresh), f"spawn {fresh.label}")
 
-        timer = self._loop.call_later(delay, respawn)
+        timer = loop.call_later(delay, respawn)
         self._timers.add(timer)
-
-
-def _discard(value: Any) -> None:
-    """Remove the temporary file of a result no one will send."""
-    path = getattr(value, "path", None)
-    if path and getattr(value, "delete", False):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
-def _fail(call: Call, error: BaseException) -> None:
-    call.settle()
-    if not call.future.done():
-        call.future.set_exception(error)

@@ -1,34 +1,37 @@
-"""The messages between the API process and a worker, and how they are framed.
+"""How the API process and its children talk: typed messages and a scoreboard.
 
-One stream socket per worker carries length-prefixed pickles. Only plain
-values cross it: kwargs (files travel as paths), rendered results, and
-:class:`RemoteError` made of strings, so a plugin's exotic exception or
-return value can never fail to unpickle on the other side.
+**Messages.** One stream socket per child (a predict worker or a training
+job) carries frames: an 8-byte big-endian length, then a pickle of one of
+the :class:`~typing.NamedTuple` messages below. Only plain values cross:
+arguments (uploaded files travel as paths), rendered results, and errors
+reduced to :class:`RemoteError` (a status and strings), so nothing a plugin
+returns or raises can fail to unpickle on the other side.
 
-Parent to worker::
+Parent to predict worker: :class:`Invoke` (one call, several calls, or one
+batch). Predict worker to parent: :class:`Ready`, :class:`StartFailed`,
+:class:`Results` (exactly one per :class:`Invoke`, in order).
 
-    (CALL, call_id, method, payload)   method "predict": payload is kwargs
+Parent to training job: :class:`Train` (once). Training job to parent:
+:class:`Progress` (any number), then :class:`TrainDone` or
+:class:`StartFailed` (import, warm, train or result stage).
 
-Worker to parent::
-
-    (READY, info)                      imported and warmed; takes work now
-    (FAILED, stage, message)           import or warm() failed; it exits
-    (RESULT, call_id, ok, value, compute_seconds)
+**Scoreboard.** Each predict worker also shares a few bytes of memory with
+the parent (:class:`Scoreboard`): before it runs a call it writes the call's
+sequence number there, and it skips calls the parent has taken back. The
+parent reads it without a system call, so it always knows which call a
+worker is running: when the worker dies or outlives a deadline, only that
+call fails and the calls it had not started go to another worker; when a
+usually fast call runs long, the calls queued behind it in that worker are
+taken back. See :mod:`deepaas.engine.dispatcher`.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 import pickle
 import struct
 from typing import Any, NamedTuple
-
-CALL = "call"
-READY = "ready"
-FAILED = "failed"
-RESULT = "result"
-
-_HEADER = struct.Struct("!Q")
-HEADER_SIZE = _HEADER.size
 
 
 class RemoteError(NamedTuple):
@@ -41,6 +44,79 @@ class RemoteError(NamedTuple):
     status: int
     message: str
     traceback: str = ""
+
+
+# -- predict workers ----------------------------------------------------------
+
+
+class Invoke(NamedTuple):
+    """Run ``method`` ("predict" or "predict_batch") on ``items``.
+
+    ``items`` are ``(seq, kwargs)`` pairs; ``seq`` numbers the calls sent to
+    this worker, 1, 2, 3, ... in the order it must run them. For
+    "predict_batch" the items are one batch.
+    """
+
+    method: str
+    items: list[tuple[int, dict[str, Any]]]
+
+
+class Ready(NamedTuple):
+    """The worker imported and warmed the plugin; it takes calls now."""
+
+    pid: int
+
+
+class StartFailed(NamedTuple):
+    """Import, ``warm()``, ``train()`` or its result failed: ``message`` says
+    why. A predict worker exits after sending it."""
+
+    stage: str
+    message: str
+
+
+class Results(NamedTuple):
+    """The answers to one :class:`Invoke`, in its order.
+
+    ``items`` are ``(seq, ok, value)``: ``value`` is a rendered
+    :class:`~deepaas.model.v2.results.PredictResult` when ``ok``, else a
+    :class:`RemoteError`. A call the parent took back is left out.
+    ``seconds`` is the compute time of the whole message. ``retire`` is set
+    when the worker should be replaced once this is delivered:
+    ``"out_of_memory"`` (the model raised MemoryError) or ``"max_memory"``
+    (its resident memory passed the limit it was given).
+    """
+
+    items: list[tuple[int, bool, Any]]
+    seconds: float
+    retire: str | None = None
+
+
+# -- training jobs ------------------------------------------------------------
+
+
+class Train(NamedTuple):
+    """Run ``train(**kwargs)`` (sent once, right after the job starts)."""
+
+    kwargs: dict[str, Any]
+
+
+class Progress(NamedTuple):
+    """Values the training reported with ``deepaas.training.report()``."""
+
+    values: dict[str, Any]
+
+
+class TrainDone(NamedTuple):
+    """``train()`` returned; ``output`` is its value as JSON text."""
+
+    output: str
+
+
+# -- framing ------------------------------------------------------------------
+
+_HEADER = struct.Struct("!Q")
+HEADER_SIZE = _HEADER.size
 
 
 def pack(message: Any) -> bytes:
@@ -56,6 +132,10 @@ class FrameDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Any]:
+        """Add ``data``; return the messages completed by it (maybe none).
+
+        Raises whatever unpickling raises for a corrupt stream.
+        """
         buffer = self._buffer
         buffer += data
         messages = []
@@ -73,3 +153,112 @@ class FrameDecoder:
         if start:
             del buffer[:start]
         return messages
+
+
+# -- scoreboard ---------------------------------------------------------------
+
+_INT = struct.Struct("<q")
+_FLOAT = struct.Struct("<d")
+_RUNNING = 0  # seq of the call being computed; 0: none        (worker writes)
+_STARTED = 8  # time.monotonic() when it started, in seconds    (worker writes)
+_REVOKED_LO = 16  # calls numbered lo..hi are skipped; 0: none    (parent writes)
+_REVOKED_HI = 24
+SCOREBOARD_SIZE = 32
+
+
+class Scoreboard:
+    """The few bytes a worker and its parent share (see the module docstring).
+
+    Each field has one writer. The fields are read without locks: a reader
+    may see a field one update late, so the worker checks "taken back" both
+    before and after it marks a call running, and the parent reads
+    "running" after it takes calls back; in the rare race where both still
+    miss each other, a call can be computed twice and its first answer is
+    used (predictions are meant to be pure functions of their arguments).
+
+    ``buffer`` is a shared mapping (:meth:`create`, :meth:`attach`), or any
+    writable buffer of :data:`SCOREBOARD_SIZE` bytes (tests use a
+    ``bytearray``).
+    """
+
+    __slots__ = ("_buffer", "fd")
+
+    def __init__(self, buffer: Any, fd: int | None = None) -> None:
+        self._buffer = buffer
+        self.fd = fd  # the descriptor a child maps; None for a plain buffer
+
+    @classmethod
+    def create(cls) -> Scoreboard:
+        """A zeroed scoreboard in anonymous shared memory, to give a child.
+
+        Pass :attr:`fd` to the child (``pass_fds``) and close it with
+        :meth:`close_fd` once the child started.
+        """
+        memfd_create = getattr(os, "memfd_create", None)
+        if memfd_create is not None:
+            fd = memfd_create("deepaas-scoreboard", os.MFD_CLOEXEC)
+        else:  # pragma: no cover - not Linux: an unlinked temporary file
+            import tempfile
+
+            with tempfile.TemporaryFile() as file:
+                fd = os.dup(file.fileno())
+        os.ftruncate(fd, mmap.PAGESIZE)
+        return cls(mmap.mmap(fd, mmap.PAGESIZE), fd)
+
+    @classmethod
+    def attach(cls, fd: int) -> Scoreboard:
+        """The child's side: map the descriptor its parent passed."""
+        board = cls(mmap.mmap(fd, mmap.PAGESIZE))
+        os.close(fd)
+        return board
+
+    def close_fd(self) -> None:
+        """Close the descriptor (the mapping stays)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    # -- worker side ----------------------------------------------------------
+
+    def _revoked(self, seq: int) -> bool:
+        buffer = self._buffer
+        lo = _INT.unpack_from(buffer, _REVOKED_LO)[0]
+        return bool(lo) and lo <= seq <= _INT.unpack_from(buffer, _REVOKED_HI)[0]
+
+    def start(self, seq: int, now: float) -> bool:
+        """Mark ``seq`` running; False (and nothing marked) if taken back."""
+        if self._revoked(seq):
+            return False
+        buffer = self._buffer
+        _FLOAT.pack_into(buffer, _STARTED, now)
+        _INT.pack_into(buffer, _RUNNING, seq)
+        if self._revoked(seq):  # taken back while we marked it
+            _INT.pack_into(buffer, _RUNNING, 0)
+            return False
+        return True
+
+    def finish(self) -> None:
+        """Nothing is running any more."""
+        _INT.pack_into(self._buffer, _RUNNING, 0)
+
+    # -- parent side ----------------------------------------------------------
+
+    def running(self) -> tuple[int, float]:
+        """``(seq, started)`` of the call being computed; ``(0, 0.0)`` if none."""
+        buffer = self._buffer
+        seq = _INT.unpack_from(buffer, _RUNNING)[0]
+        started = _FLOAT.unpack_from(buffer, _STARTED)[0]
+        return seq, started
+
+    def revoke(self, lo: int, hi: int) -> None:
+        """Take back the calls numbered ``lo`` to ``hi`` not yet started."""
+        buffer = self._buffer
+        _INT.pack_into(buffer, _REVOKED_HI, hi)
+        _INT.pack_into(buffer, _REVOKED_LO, lo)
+
+
+# TEMPORARY: the tuple kinds the training code used before it moved to the
+# typed messages above; removed once deepaas.training is ported.
+CALL = "call"
+RESULT = "result"
+FAILED = "failed"

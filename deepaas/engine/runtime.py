@@ -1,10 +1,12 @@
-"""One model as the API sees it: a queue in front of a pool of workers.
+"""One model as the API sees it: calls in, results out, and a status snapshot.
 
 The API calls :meth:`ModelRuntime.predict` and awaits a rendered result or a
-:class:`~deepaas.exceptions.DeepaasError`; everything about processes stays
-behind this facade. The runtime also keeps the promises about time: a full
-queue answers at once (503 with ``Retry-After``), and a call past its
-deadline answers 504 and has its worker replaced.
+:class:`~deepaas.exceptions.DeepaasError`; health, ``/v2/system/`` and
+``/metrics`` read :meth:`ModelRuntime.status`, a frozen snapshot of plain
+values. Queues, workers and processes stay behind this facade. It also keeps
+the promises about time: a full queue answers at once (503 with
+``Retry-After``), and a call past its deadline answers 504 (its worker is
+replaced only if it was running that call).
 """
 
 from __future__ import annotations
@@ -14,11 +16,19 @@ import dataclasses
 from typing import Any
 
 from deepaas.engine.batching import BatchPolicy, Call, CallQueue
-from deepaas.engine.pool import PoolConfig, WorkerPool
+from deepaas.engine.dispatcher import Dispatcher, DispatchEvents
+from deepaas.engine.pool import (
+    TIMED_OUT,
+    PoolConfig,
+    PoolEvents,
+    WorkerPool,
+    WorkerState,
+)
 from deepaas.exceptions import DeepaasError, ModelUnavailable
 from deepaas.model.v2.results import PredictResult
 
 RETRY_AFTER_S = 1
+WORKER_STATES = tuple(state.value for state in WorkerState)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,45 +39,118 @@ class Limits:
     max_queue: int = 0  # calls waiting for a worker; 0: no limit
 
 
+class EngineEvents(DispatchEvents, PoolEvents):
+    """Everything the engine reports (the metrics implement it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerStatus:
+    """One worker process at the time of the snapshot."""
+
+    index: int  # its slot, 0 .. --workers - 1 (a replacement takes the slot)
+    device: str  # "cpu", "cuda:0", "cuda:<uuid>"
+    pid: int | None
+    state: str  # starting | ready | retiring | stopping | dead
+    in_flight: int  # calls it holds
+    restarts: int  # replacements of its slot so far
+    error: str | None  # why it could not start, if it could not
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeStatus:
+    """One model's engine at the time of the snapshot."""
+
+    model: str
+    workers: tuple[WorkerStatus, ...]
+    queue_depth: int  # calls waiting for a worker
+    max_batch_size: int
+    max_batch_delay: float  # seconds
+    start_error: str | None  # why the model cannot run, when no worker can
+
+    @property
+    def ready_workers(self) -> int:
+        return sum(w.state in ("ready", "retiring") for w in self.workers)
+
+
 class ModelRuntime:
-    """The queue and workers of one model."""
+    """The queue, dispatcher and workers of one model."""
 
     def __init__(
         self,
         config: PoolConfig,
         policy: BatchPolicy | None = None,
         limits: Limits | None = None,
+        events: EngineEvents | None = None,
     ) -> None:
         self.model = config.model
         self.limits = limits or Limits()
         self.queue = CallQueue(policy or BatchPolicy())
-        self.pool = WorkerPool(config, self.queue)
-        self.draining = False  # stopping: new calls are refused, old ones finish
+        self.dispatcher = Dispatcher(self.model, self.queue, events)
+        self.pool = WorkerPool(config, self.dispatcher, events)
+        self.stopped = False
+
+    @property
+    def policy(self) -> BatchPolicy:
+        return self.queue.policy
 
     async def start(self) -> None:
         await self.pool.start()
 
-    async def stop(self) -> None:
-        self.pool.fail_queued(ModelUnavailable("the server is shutting down"))
-        await self.pool.stop()
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until a worker is ready; False on timeout."""
+        return await self.pool.wait_ready(timeout)
 
-    @property
-    def pending(self) -> int:
-        """Calls waiting or running: zero means the model is idle."""
-        return len(self.queue) + sum(len(w.inflight) for w in self.pool.workers)
+    def settled(self) -> bool:
+        """A worker is ready, or the model failed to start one."""
+        return bool(self.pool.ready_workers or self.pool.start_error)
+
+    def abort(self, error: DeepaasError) -> None:
+        """Answer every call, queued or running, with ``error`` now."""
+        self.stopped = True
+        self.dispatcher.fail_all(error)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Answer what is left with 503 and stop the workers (``grace`` + 1 s)."""
+        self.abort(ModelUnavailable("the server is shutting down"))
+        await self.pool.stop(grace)
+
+    def status(self) -> RuntimeStatus:
+        pool = self.pool
+        dispatcher = self.dispatcher
+        policy = self.queue.policy
+        return RuntimeStatus(
+            model=self.model,
+            workers=tuple(
+                WorkerStatus(
+                    index=worker.index,
+                    device=worker.device.label,
+                    pid=worker.pid,
+                    state=worker.state.value,
+                    in_flight=dispatcher.held(worker),
+                    restarts=pool.restarts[worker.index],
+                    error=worker.start_error,
+                )
+                for worker in pool.workers
+            ),
+            queue_depth=len(self.queue),
+            max_batch_size=policy.max_batch_size,
+            max_batch_delay=policy.max_delay,
+            start_error=pool.start_error,
+        )
 
     async def predict(self, kwargs: dict[str, Any]) -> PredictResult:
         """Run ``predict(**kwargs)`` in a worker and return its rendered result."""
-        if self.draining or self.pool.stopping:
+        if self.stopped:
             raise ModelUnavailable("the server is shutting down")
         error = self.pool.start_error
         if error is not None:
             raise ModelUnavailable(f"model {self.model!r} cannot start: {error}")
         limits = self.limits
-        if limits.max_queue and len(self.queue) >= limits.max_queue:
+        queue = self.queue
+        if limits.max_queue and len(queue) >= limits.max_queue:
             raise DeepaasError(
                 503,
-                f"model {self.model!r} is overloaded: {len(self.queue)} requests "
+                f"model {self.model!r} is overloaded: {len(queue)} requests "
                 "are already waiting; retry later",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
@@ -78,35 +161,16 @@ class ModelRuntime:
             call.timer = loop.call_at(
                 loop.time() + limits.predict_timeout, self._expire, call
             )
-        self.queue.append(call)
-        self.pool.schedule_pump()
+        self.dispatcher.submit(call)
         try:
             return await future
         finally:
             call.settle()
+            queue.discard(call)  # still queued only if its client went away
 
     def _expire(self, call: Call) -> None:
-        """A call reached its deadline: answer 504; recycle its worker."""
+        """A call reached its deadline: answer 504; replace the worker it ran in."""
         call.timer = None
-        if call.future.done():
-            return
-        seconds = self.limits.predict_timeout
-        worker = self.pool.holds(call)
-        if worker is None:
-            call.future.set_exception(
-                DeepaasError(
-                    504,
-                    f"model {self.model!r} did not start this request within "
-                    f"{seconds:g} s (all its workers were busy)",
-                )
-            )
-            return
-        call.future.set_exception(
-            DeepaasError(
-                504,
-                f"model {self.model!r} did not answer within {seconds:g} s; "
-                "its worker is being replaced",
-            )
-        )
-        del worker.inflight[call.id]
-        self.pool.kill(worker)
+        worker = self.dispatcher.expire(call, self.limits.predict_timeout)
+        if worker is not None:
+            self.pool.kill(worker, TIMED_OUT)  # type: ignore[arg-type]

@@ -1,38 +1,42 @@
-"""The worker process: load the plugin, warm it, then serve calls.
+"""The predict worker process: load the plugin, warm it, then serve calls.
 
-Started by :mod:`deepaas.engine.pool` as ``python -m deepaas.engine.worker
-CONFIG`` (a fresh interpreter, never a fork of the server). Its device
-environment is already set by the parent; it reads only the JSON ``CONFIG``
-argument and the socket whose descriptor that names.
+Started by :mod:`deepaas.engine.pool` through :mod:`deepaas.engine.process`
+as ``python -m deepaas.engine.worker CONFIG`` (a fresh interpreter, never a
+fork of the server). Its device environment is already set by the parent;
+it reads only the JSON ``CONFIG`` argument, the socket and the scoreboard
+whose descriptors that names (see :mod:`deepaas.engine.protocol`).
 """
 
 from __future__ import annotations
 
 import collections
-import ctypes
-import json
 import os
-import signal
 import socket
 import sys
 import time
 import traceback
 from typing import Any
 
+from deepaas.engine.process import EXIT_FAILED, child_main
+from deepaas.engine.process import (
+    _die_with_parent as _die_with_parent,
+)  # TEMPORARY: training
 from deepaas.engine.protocol import (
-    CALL,
-    FAILED,
-    READY,
-    RESULT,
     FrameDecoder,
+    Invoke,
+    Ready,
     RemoteError,
+    Results,
+    Scoreboard,
+    StartFailed,
     pack,
 )
 from deepaas.model import loading
 from deepaas.model.v2.results import OutputError, ResultRenderer
 
-EXIT_START_FAILED = 3
 FLUSH_AFTER_S = 0.0005
+OUT_OF_MEMORY = "out_of_memory"
+MAX_MEMORY = "max_memory"
 
 
 def describe_exception(exc: BaseException) -> RemoteError:
@@ -62,30 +66,32 @@ def describe_exception(exc: BaseException) -> RemoteError:
     return RemoteError(500, message, tb)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to kill us if the server dies, so no worker is orphaned."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - exotic libc
-            pass
-    if os.getppid() != parent_pid:
-        os._exit(EXIT_START_FAILED)
+def resident_bytes() -> int:
+    """This process's resident memory (RSS) in bytes; 0 where unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class WorkerLoop:
     """Serves calls from one socket until the parent closes it."""
 
-    def __init__(self, config: dict[str, Any], sock: socket.socket) -> None:
+    def __init__(
+        self, config: dict[str, Any], sock: socket.socket, board: Scoreboard
+    ) -> None:
         self.config = config
         self.sock = sock
+        self.board = board
+        self.max_memory = int(config.get("max_memory", 0))
+        self.retire: str | None = None
 
     def send(self, message: Any) -> None:
         self.sock.sendall(pack(message))
 
-    def start(self) -> ResultRenderer:
+    def start(self) -> ResultRenderer | None:
+        """Import and warm the plugin; None (after saying why) if that failed."""
         spec = loading.PluginSpec(self.config["model"], self.config["target"])
         stage = "import"
         try:
@@ -101,17 +107,19 @@ class WorkerLoop:
                 if isinstance(exc, loading.PluginLoadError)
                 else f"{stage}() of model {spec.name!r} failed: {error.message}"
             )
-            self.send((FAILED, stage, message))
-            raise SystemExit(EXIT_START_FAILED) from None
+            self.send(StartFailed(stage, message))
+            return None
         return ResultRenderer(model, self.config["tmp_dir"])
 
     def serve(self, renderer: ResultRenderer) -> None:
         """Answer calls until the parent closes the socket.
 
         Calls that arrived together are answered together (one write), but a
-        result never waits more than FLUSH_AFTER_S for its companions.
+        result never waits more than FLUSH_AFTER_S for its companions once
+        it is computed (a long call after it is the parent's business: it
+        sees the stall on the scoreboard and takes those calls back).
         """
-        self.send((READY, {"pid": os.getpid()}))
+        self.send(Ready(os.getpid()))
         decoder = FrameDecoder()
         pending: collections.deque[Any] = collections.deque()
         outbox: list[bytes] = []
@@ -127,65 +135,81 @@ class WorkerLoop:
                 pending.extend(decoder.feed(data))
                 continue
             message = pending.popleft()
-            if message[0] != CALL:
+            if type(message) is not Invoke:
                 continue
             if not outbox:
                 first_unsent = time.perf_counter()
-            outbox.append(pack(self.call(renderer, message[1], message[2])))
+            outbox.append(pack(self.call(renderer, message)))
             if time.perf_counter() - first_unsent > FLUSH_AFTER_S:
                 self.sock.sendall(b"".join(outbox))
                 outbox.clear()
 
-    def call(
-        self, renderer: ResultRenderer, method: str, items: list[tuple[int, Any]]
-    ) -> tuple[Any, ...]:
-        """Run one call (or one batch); whatever happens, a RESULT message."""
+    def call(self, renderer: ResultRenderer, message: Invoke) -> Results:
+        """Run one message (calls or a batch); whatever happens, its Results."""
         started = time.perf_counter()
-        if method == "predict_batch":
-            results = self._predict_batch(renderer, items)
+        if message.method == "predict_batch":
+            results = self._predict_batch(renderer, message.items)
         else:
-            results = [self._predict(renderer, cid, payload) for cid, payload in items]
-        return (RESULT, results, time.perf_counter() - started)
+            results = []
+            for seq, payload in message.items:
+                if self.board.start(seq, time.monotonic()):
+                    results.append(self._predict(renderer, seq, payload))
+                    self.board.finish()
+        retire = self.retire
+        if retire is None and self.max_memory and resident_bytes() > self.max_memory:
+            retire = self.retire = MAX_MEMORY
+        return Results(results, time.perf_counter() - started, retire)
 
     def _predict(
-        self, renderer: ResultRenderer, call_id: int, payload: Any
+        self, renderer: ResultRenderer, seq: int, payload: Any
     ) -> tuple[int, bool, Any]:
         try:
             output = renderer.model.predict(payload)
         except BaseException as exc:  # a plugin may raise anything
-            return (call_id, False, self._failure(renderer, exc))
-        return self._render(renderer, call_id, payload, output)
+            return (seq, False, self._failure(renderer, exc))
+        return self._render(renderer, seq, payload, output)
 
     def _predict_batch(
         self, renderer: ResultRenderer, items: list[tuple[int, Any]]
     ) -> list[tuple[int, bool, Any]]:
-        payloads = [payload for _, payload in items]
+        if not items or not self.board.start(items[0][0], time.monotonic()):
+            return []  # the parent took the batch back
         try:
-            outputs = renderer.model.predict_batch(payloads)
-        except BaseException as exc:  # every request of the batch gets it
-            error = self._failure(renderer, exc)
-            return [(cid, False, error) for cid, _ in items]
-        results = []
-        for (call_id, payload), output in zip(items, outputs, strict=True):
-            if isinstance(output, BaseException):  # fails only its request
-                results.append((call_id, False, describe_exception(output)))
-            else:
-                results.append(self._render(renderer, call_id, payload, output))
-        return results
+            payloads = [payload for _, payload in items]
+            try:
+                outputs = renderer.model.predict_batch(payloads)
+            except BaseException as exc:  # every request of the batch gets it
+                error = self._failure(renderer, exc)
+                return [(seq, False, error) for seq, _ in items]
+            results = []
+            for (seq, payload), output in zip(items, outputs, strict=True):
+                if isinstance(output, BaseException):  # fails only its request
+                    results.append((seq, False, describe_exception(output)))
+                else:
+                    results.append(self._render(renderer, seq, payload, output))
+            return results
+        finally:
+            self.board.finish()
 
-    @staticmethod
     def _render(
-        renderer: ResultRenderer, call_id: int, payload: Any, output: Any
+        self, renderer: ResultRenderer, seq: int, payload: Any, output: Any
     ) -> tuple[int, bool, Any]:
         try:
-            return (call_id, True, renderer.render(output, payload.get("accept")))
+            return (seq, True, renderer.render(output, payload.get("accept")))
         except OutputError as exc:
-            return (call_id, False, RemoteError(500, str(exc)))
-        except Exception as exc:
-            return (call_id, False, describe_exception(exc))
+            return (seq, False, RemoteError(500, str(exc)))
+        except BaseException as exc:
+            return (seq, False, self._failure(renderer, exc))
 
-    @staticmethod
-    def _failure(renderer: ResultRenderer, exc: BaseException) -> RemoteError:
+    def _failure(self, renderer: ResultRenderer, exc: BaseException) -> RemoteError:
+        if isinstance(exc, MemoryError):
+            # The heap may be exhausted for good: answer, then be replaced.
+            self.retire = OUT_OF_MEMORY
+            return RemoteError(
+                500,
+                f"model {renderer.model.name!r} ran out of memory while handling "
+                "this request; its worker is being replaced",
+            )
         error = describe_exception(exc)
         sys.stderr.write(
             f"model {renderer.model.name!r} raised during predict:\n{error.traceback}"
@@ -193,23 +217,19 @@ class WorkerLoop:
         return error
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    config = json.loads(argv[0])
-    _die_with_parent(config["parent_pid"])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    sock = socket.socket(fileno=config["fd"])
-    os.set_inheritable(sock.fileno(), False)
-    worker = WorkerLoop(config, sock)
-    try:
-        worker.serve(worker.start())
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the server went away: nothing left to answer
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    # Skip interpreter shutdown: stray plugin threads must not keep us alive.
-    os._exit(0)
+def run(config: dict[str, Any], sock: socket.socket) -> int:
+    """The worker's life: start, say ready, serve; its exit status."""
+    board = Scoreboard.attach(config["board_fd"])
+    worker = WorkerLoop(config, sock, board)
+    renderer = worker.start()
+    if renderer is None:
+        return EXIT_FAILED
+    worker.serve(renderer)
+    return 0
+
+
+def main() -> None:
+    child_main(run)
 
 
 if __name__ == "__main__":

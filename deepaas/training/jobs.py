@@ -39,7 +39,7 @@ from typing import Any
 from deepaas.config import ConfigError
 from deepaas.engine import protocol
 from deepaas.engine.devices import Device
-from deepaas.engine.handle import describe_exit
+from deepaas.engine.process import describe_exit
 from deepaas.exceptions import DeepaasError
 from deepaas.model.v2.wrapper import UploadedFile
 from deepaas.training import store as st

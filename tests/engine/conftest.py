@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from deepaas.api import RUNTIMES, build_app
 from deepaas.config import Settings
 from deepaas.model.loading import PluginSpec
+from deepaas.server import SERVER, build_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,8 +21,8 @@ def engine_client(aiohttp_client):
         spec = PluginSpec(name, target or f"tests.plugins.{name}")
         app = build_app(Settings(**settings), [spec], extra_path=(str(REPO_ROOT),))
         client = await aiohttp_client(app)
-        runtime = app[RUNTIMES][name]
-        assert await runtime.pool.wait_ready(20)
+        runtime = app[SERVER].runtimes[name]
+        assert await runtime.wait_ready(20)
         return client, runtime
 
     return start

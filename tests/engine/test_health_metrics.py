@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from deepaas.api import build_app
 from deepaas.config import Settings
 from deepaas.model.loading import PluginSpec
+from deepaas.server import SERVER, build_app
 from tests.engine.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(60)
@@ -67,13 +67,10 @@ async def test_readiness_says_why_a_model_cannot_start(aiohttp_client):
 
 async def test_readiness_is_503_while_draining(aiohttp_client):
     client = await _client(aiohttp_client, "echo")
-    app = client.server.app
-    from deepaas.api import HEALTH, RUNTIMES
-
-    await app[RUNTIMES]["echo"].pool.wait_ready(20)
+    server = client.server.app[SERVER]
+    await server.runtimes["echo"].wait_ready(20)
     assert (await client.get("/readyz")).status == 200
-    app[HEALTH].draining = True
-    app[RUNTIMES]["echo"].draining = True
+    server.lifecycle.drain()
     resp = await client.get("/readyz")
     assert resp.status == 503
     assert (await resp.json())["status"] == "draining"

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from deepaas.api import build_app
 from deepaas.config import Settings
 from deepaas.model.loading import PluginSpec
+from deepaas.server import build_app
 from tests.engine.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(60)
@@ -19,7 +19,7 @@ PREDICT = "/v2/models/crashy/predict/"
 
 async def test_past_deadline_answers_504_and_replaces_the_worker(engine_client):
     client, runtime = await engine_client("crashy", predict_timeout=1)
-    old_pid = runtime.pool.workers[0].pid
+    old_pid = runtime.status().workers[0].pid
     started = time.monotonic()
     resp = await client.post(PREDICT, params={"mode": "sleep"})
     elapsed = time.monotonic() - started

@@ -20,7 +20,7 @@ async def _seen(client, n):
 
 async def test_workers_spread_round_robin_over_listed_devices(engine_client):
     _, runtime = await engine_client("envprobe", devices="0,1", workers=3)
-    assert [w.device.label for w in runtime.pool.workers] == [
+    assert [w.device for w in runtime.status().workers] == [
         "cuda:0",
         "cuda:1",
         "cuda:0",
@@ -34,7 +34,7 @@ async def test_each_worker_sees_only_its_gpu(engine_client):
     assert len(by_pid) == 2  # both workers took requests
     assert sorted(s["cuda_visible_devices"] for s in by_pid.values()) == ["0", "1"]
     assert {s["deepaas_device"] for s in by_pid.values()} == {"cuda:0"}
-    pids = {w.pid: w.device.label for w in runtime.pool.workers}
+    pids = {w.pid: w.device for w in runtime.status().workers}
     for pid, s in by_pid.items():
         assert pids[pid] == f"cuda:{s['cuda_visible_devices']}"
 

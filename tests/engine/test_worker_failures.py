@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from deepaas.api import RUNTIMES, build_app
 from deepaas.config import Settings
 from deepaas.model.loading import PluginSpec
+from deepaas.server import SERVER, build_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PREDICT = "/v2/models/crashy/predict/"
@@ -36,7 +36,7 @@ async def _client(aiohttp_client, name="crashy", target="tests.plugins.crashy", 
         Settings(**kw), [PluginSpec(name, target)], extra_path=(str(REPO_ROOT),)
     )
     client = await aiohttp_client(app)
-    return client, app[RUNTIMES][name]
+    return client, app[SERVER].runtimes[name]
 
 
 def _pids(path: Path) -> list[str]:
@@ -102,13 +102,13 @@ async def test_worker_death_answers_503_and_worker_is_rewarmed(
     pids = _pids(warm_log)
     assert len(pids) == 2
     assert pids[1] == str(second["predictions"]["pid"])
-    assert runtime.pool.workers[0].restarts == 1
+    assert runtime.status().workers[0].restarts == 1
 
 
 async def test_worker_killed_from_outside_fails_its_request_at_once(aiohttp_client):
     client, runtime = await _client(aiohttp_client)
-    await runtime.pool.wait_ready(10)
-    pid = runtime.pool.workers[0].pid
+    await runtime.wait_ready(10)
+    pid = runtime.status().workers[0].pid
     request = asyncio.ensure_future(client.post(PREDICT, params={"mode": "sleep"}))
     await asyncio.sleep(0.5)  # let the call reach the worker
     os.kill(pid, signal.SIGKILL)
@@ -121,7 +121,7 @@ async def test_worker_killed_from_outside_fails_its_request_at_once(aiohttp_clie
 
 async def test_queued_requests_survive_a_worker_death(aiohttp_client):
     client, runtime = await _client(aiohttp_client)
-    await runtime.pool.wait_ready(10)
+    await runtime.wait_ready(10)
     crash = asyncio.ensure_future(_predict(client, "exit"))
     await asyncio.sleep(0.05)
     others = [asyncio.ensure_future(_predict(client, "ok")) for _ in range(3)]
@@ -138,7 +138,7 @@ async def test_warm_failure_answers_503_with_reason(aiohttp_client):
         aiohttp_client, name="broken", target="tests.plugins.broken_warm"
     )
     deadline = time.monotonic() + 10
-    while runtime.pool.start_error is None and time.monotonic() < deadline:
+    while runtime.status().start_error is None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     resp = await client.post("/v2/models/broken/predict/")
     assert resp.status == 503
@@ -153,7 +153,7 @@ async def test_warm_failure_is_not_respawned_in_a_hot_loop(aiohttp_client):
     )
     await asyncio.sleep(3)
     # Backoff: 0, 0.25, 0.5, 1, 2 s... at most a handful of tries in 3 s.
-    assert 1 <= runtime.pool.workers[0].restarts <= 5
+    assert 1 <= runtime.status().workers[0].restarts <= 5
 
 
 async def test_request_waiting_for_a_failing_model_is_answered(aiohttp_client):
@@ -169,7 +169,7 @@ async def test_request_waiting_for_a_failing_model_is_answered(aiohttp_client):
 async def test_no_worker_left_after_shutdown(aiohttp_client):
     client, runtime = await _client(aiohttp_client, workers=2)
     await _predict(client, "ok")
-    pids = [w.pid for w in runtime.pool.workers]
+    pids = [w.pid for w in runtime.status().workers]
     await client.close()
     for pid in pids:
         with pytest.raises(ProcessLookupError):
@@ -178,7 +178,7 @@ async def test_no_worker_left_after_shutdown(aiohttp_client):
 
 async def test_result_file_of_a_client_that_left_is_removed(aiohttp_client):
     client, runtime = await _client(aiohttp_client)
-    await runtime.pool.wait_ready(10)
+    await runtime.wait_ready(10)
     tmp_dir = Path(runtime.pool.config.tmp_dir)
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(client.post(PREDICT, params={"mode": "big_slow"}), 0.3)

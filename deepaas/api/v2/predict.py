@@ -12,6 +12,7 @@ from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.v2.responses import send_result
 from deepaas.engine.runtime import ModelRuntime
+from deepaas.lifecycle import Lifecycle
 from deepaas.model.v2.wrapper import ModelWrapper
 
 Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
@@ -23,12 +24,17 @@ RESPONSES = {
     422: "Invalid arguments",
     500: "The model failed",
     501: "The model does not implement predict",
-    503: "No worker available",
+    503: "No worker available, or the server is shutting down",
+    504: "The prediction passed --predict-timeout",
 }
 
 
 def make_handler(
-    model: ModelWrapper, runtime: ModelRuntime, tmp_dir: str, limits: BodyLimits
+    model: ModelWrapper,
+    runtime: ModelRuntime,
+    lifecycle: Lifecycle,
+    tmp_dir: str,
+    limits: BodyLimits,
 ) -> Handler:
     parser = ArgParser(model.predict_args, f"{model.name}PredictArgs")
     if not model.has_predict:
@@ -41,7 +47,10 @@ def make_handler(
         return not_implemented
 
     async def predict(request: web.Request) -> web.StreamResponse:
-        async with parser.parse(request, tmp_dir, limits) as kwargs:
+        async with (
+            lifecycle.request(),
+            parser.parse(request, tmp_dir, limits) as kwargs,
+        ):
             result = await runtime.predict(kwargs)
             return await send_result(request, result)
 
@@ -62,6 +71,7 @@ def setup(
     runtimes: dict[str, ModelRuntime],
     *,
     enabled: bool,
+    lifecycle: Lifecycle,
     tmp_dir: str,
     limits: BodyLimits,
 ) -> None:
@@ -72,7 +82,7 @@ def setup(
         if not enabled:
             app.router.add_route("*", path, label(disabled("predict"), name, "predict"))
             continue
-        handler = make_handler(model, runtimes[name], tmp_dir, limits)
+        handler = make_handler(model, runtimes[name], lifecycle, tmp_dir, limits)
         app.router.add_post(path, label(handler, name, "predict"))
         schema = model.response_schema
         schema_name = None

@@ -20,6 +20,7 @@ def system_document(
     telemetry: Telemetry | None,
 ) -> dict[str, Any]:
     samples = telemetry.read() if telemetry is not None else {}
+    statuses = {name: runtime.status() for name, runtime in runtimes.items()}
     return {
         "devices": [
             {
@@ -41,23 +42,23 @@ def system_document(
             {
                 "model": name,
                 "index": worker.index,
-                "device": worker.device.label,
+                "device": worker.device,
                 "pid": worker.pid,
-                "state": worker.state.value,
-                "in_flight": len(worker.inflight),
+                "state": worker.state,
+                "in_flight": worker.in_flight,
                 "restarts": worker.restarts,
-                **({"error": worker.start_error} if worker.start_error else {}),
+                **({"error": worker.error} if worker.error else {}),
             }
-            for name, runtime in runtimes.items()
-            for worker in runtime.pool.workers
+            for name, status in statuses.items()
+            for worker in status.workers
         ],
         "queues": {
             name: {
-                "depth": len(runtime.queue),
-                "max_batch_size": runtime.queue.policy.max_batch_size,
-                "max_batch_delay_ms": runtime.queue.policy.max_delay * 1000,
+                "depth": status.queue_depth,
+                "max_batch_size": status.max_batch_size,
+                "max_batch_delay_ms": status.max_batch_delay * 1000,
             }
-            for name, runtime in runtimes.items()
+            for name, status in statuses.items()
         },
     }
 

@@ -1,0 +1,473 @@
+"""Queue to workers: capacity, pipelining, batching, deadlines, result routing.
+
+The dispatcher knows nothing of processes. It is handed *links* (anything
+with a ``label``, a ``board`` — the worker's
+:class:`~deepaas.engine.protocol.Scoreboard` — and a ``write(bytes)``
+method: the pool's worker handles, or a test's fakes) and keeps, per link,
+a :class:`Lane`: the calls it holds, numbered in the order the worker will
+run them, and how fast it has been.
+
+- **Pull-based**: whenever a lane has room it gets the oldest calls, least
+  loaded lane first: a batch of up to ``max_batch_size`` for a model with
+  ``predict_batch``, else calls. A lane holds one call (or batch) at a time,
+  or more when its recent calls were very fast (about ``PIPELINE_BUDGET_S``
+  of work, at most ``PIPELINE_MAX``), so a fast model does not wait for the
+  round trip. Everything handed out in one turn of the event loop goes to a
+  worker in one write.
+- **No head-of-line blocking**: a lane whose running call has outrun its
+  usual time (``STALL_AFTER_S``, and ``STALL_FACTOR`` times its average)
+  gives back the calls waiting behind it, which go to the head of the queue
+  for another worker; the worker skips them (the scoreboard says so), and
+  the lane takes one call at a time until that call is answered.
+- **Failures stay with their call**: when a worker dies (:meth:`lost`), only
+  the call (or the batch) it was running fails; the calls it had not
+  started, and those it had computed but not yet sent, go back to the head
+  of the queue (those are computed again: their results died with the
+  process). A call past its deadline (:meth:`expire`) fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from deepaas.engine import protocol
+from deepaas.engine.batching import BatchPolicy, Call, CallQueue
+from deepaas.exceptions import DeepaasError
+
+PIPELINE_BUDGET_S = 0.002
+PIPELINE_MAX = 64
+STALL_AFTER_S = 0.05
+STALL_FACTOR = 10.0
+STALL_CHECK_S = 0.025
+
+
+class Link(Protocol):
+    """What the dispatcher needs of a worker."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def board(self) -> protocol.Scoreboard: ...
+
+    def write(self, data: bytes) -> bool:
+        """Send framed messages; False when the worker is gone."""
+        ...
+
+
+class DispatchEvents:
+    """What the dispatcher reports as it works (the metrics listen); no-ops."""
+
+    def dispatched(self, model: str, waited: list[float]) -> None:
+        """Calls left the queue for a worker for the first time, after
+        waiting these many seconds each."""
+
+    def computed(self, model: str, size: int, seconds: float, times: int = 1) -> None:
+        """A worker called the model ``times`` times, each with ``size``
+        requests (a batch, or 1) and taking ``seconds``."""
+
+
+class Lane:
+    """The calls one worker holds, in the order it runs them."""
+
+    __slots__ = (
+        "answered",
+        "drained",
+        "ewma",
+        "feeding",
+        "inflight",
+        "link",
+        "next_seq",
+        "sent",
+        "stalled",
+    )
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.inflight: dict[int, Call] = {}  # seq -> call, in seq order
+        self.sent: collections.deque[tuple[int, int]] = collections.deque()
+        self.next_seq = 1
+        self.ewma: float | None = None  # seconds per call, or per batch
+        self.feeding = True  # takes new calls
+        self.stalled = False  # its running call outran its usual time
+        self.answered = 0
+        self.drained: asyncio.Future[None] | None = None
+
+    def held(self, batched: bool) -> int:
+        """What counts against its room: messages when batching, else calls."""
+        return len(self.sent) if batched else len(self.inflight)
+
+    def room(self, batched: bool) -> int:
+        if not self.feeding:
+            return 0
+        ewma = self.ewma
+        if ewma is None or self.stalled:
+            capacity = 1
+        else:
+            capacity = max(
+                1, min(PIPELINE_MAX, int(PIPELINE_BUDGET_S / max(ewma, 1e-7)))
+            )
+        return capacity - self.held(batched)
+
+    def waiting_behind(self, batched: bool) -> bool:
+        """Whether calls wait in the worker behind the one it runs."""
+        return len(self.sent) > 1 if batched else len(self.inflight) > 1
+
+
+class Dispatcher:
+    """Hands one model's queued calls to its workers and routes the answers."""
+
+    def __init__(
+        self,
+        model: str,
+        queue: CallQueue,
+        events: DispatchEvents | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = model
+        self.queue = queue
+        self.policy: BatchPolicy = queue.policy
+        self.events = events or DispatchEvents()
+        self.clock = clock
+        self.lanes: dict[Link, Lane] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pump_scheduled = False
+        self._pump_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    # -- workers come and go ------------------------------------------------
+
+    def add(self, link: Link) -> None:
+        """A worker is ready: it takes calls from now on."""
+        self.lanes[link] = Lane(link)
+        self.schedule_pump()
+
+    def held(self, link: Link) -> int:
+        """Calls ``link`` holds (running, waiting in it, or not yet sent back)."""
+        lane = self.lanes.get(link)
+        return len(lane.inflight) if lane is not None else 0
+
+    def answered(self, link: Link) -> int:
+        lane = self.lanes.get(link)
+        return lane.answered if lane is not None else 0
+
+    def retire(self, link: Link) -> None:
+        """No new calls for ``link``; those it has not started go elsewhere."""
+        lane = self.lanes.get(link)
+        if lane is None:
+            return
+        lane.feeding = False
+        running, _ = link.board.running()
+        self._take_back(lane, running)
+
+    async def drained(self, link: Link) -> None:
+        """Wait until ``link`` holds no call (it was retired first)."""
+        lane = self.lanes.get(link)
+        if lane is None or not lane.inflight:
+            return
+        if lane.drained is None:
+            lane.drained = self.loop.create_future()
+        await asyncio.shield(lane.drained)
+
+    def lost(self, link: Link, error: DeepaasError, fail_running: bool = True) -> None:
+        """``link`` died: the call (or batch) it ran fails with ``error``
+        (unless ``fail_running`` is False); the others go back to the queue."""
+        lane = self.lanes.pop(link, None)
+        if lane is None:
+            return
+        running, _ = link.board.running()
+        doomed = self._running_seqs(lane, running) if fail_running else set()
+        back = []
+        for seq, call in lane.inflight.items():
+            if seq in doomed:
+                _fail(call, error)
+            else:
+                back.append(call)
+        lane.inflight.clear()
+        self._requeue(back)
+        self._settle_drained(lane)
+
+    def fail_all(self, error: DeepaasError) -> None:
+        """Fail every call, queued or held (the server stops)."""
+        for lane in self.lanes.values():
+            for call in lane.inflight.values():
+                _fail(call, error)
+            lane.inflight.clear()
+            self._settle_drained(lane)
+        for call in self.queue.drain():
+            _fail(call, error)
+
+    # -- calls ----------------------------------------------------------------
+
+    def submit(self, call: Call) -> None:
+        self.queue.append(call)
+        self.schedule_pump()
+
+    def expire(self, call: Call, seconds: float) -> Link | None:
+        """``call`` reached its deadline: it answers 504.
+
+        Returns the link that was running it (the caller replaces that
+        worker: there is no safe way to interrupt model code), or None.
+        """
+        if call.future.done():
+            return None
+        lane: Lane | None = call.lane
+        if lane is None or lane.inflight.get(call.seq) is not call:
+            self.queue.discard(call)
+            _fail(call, _did_not_start(self.model, seconds))
+            return None
+        running, _ = lane.link.board.running()
+        del lane.inflight[call.seq]
+        if call.seq in self._running_seqs(lane, running):
+            _fail(
+                call,
+                DeepaasError(
+                    504,
+                    f"model {self.model!r} did not answer within {seconds:g} s; "
+                    "its worker is being replaced",
+                ),
+            )
+            self._settle_drained(lane)
+            return lane.link
+        _fail(call, _did_not_start(self.model, seconds))
+        self._take_back(lane, running)  # the others waiting there would wait too
+        lane.stalled = True
+        return None
+
+    # -- answers --------------------------------------------------------------
+
+    def on_results(self, link: Link, message: protocol.Results) -> None:
+        lane = self.lanes.get(link)
+        if lane is None:  # it was given up on (died, timed out): nobody waits
+            for _, _, value in message.items:
+                discard_value(value)
+            return
+        if lane.sent:
+            lane.sent.popleft()
+        items = message.items
+        if items:
+            seconds = message.seconds
+            if self.policy.batched:
+                per = seconds
+                self.events.computed(self.model, len(items), seconds)
+            else:
+                per = seconds / len(items)
+                self.events.computed(self.model, 1, per, len(items))
+            ewma = lane.ewma
+            lane.ewma = per if ewma is None else 0.8 * ewma + 0.2 * per
+        inflight = lane.inflight
+        for seq, ok, value in items:
+            call = inflight.pop(seq, None)
+            if call is None or call.future.done():
+                discard_value(value)  # taken back, timed out, or its client left
+                continue
+            call.settle()
+            lane.answered += 1
+            if ok:
+                call.future.set_result(value)
+            else:
+                call.future.set_exception(DeepaasError(value.status, value.message))
+        if not inflight:
+            lane.stalled = False
+            self._settle_drained(lane)
+        self.schedule_pump()
+
+    # -- handing out ----------------------------------------------------------
+
+    def schedule_pump(self) -> None:
+        """Pump once at the end of this loop iteration.
+
+        Every call queued during one iteration of the event loop then goes
+        to a worker in a single write: one system call for many requests.
+        """
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self.loop.call_soon(self.pump)
+
+    def pump(self) -> None:
+        """Hand calls (or batches) to lanes with room, least loaded first."""
+        self._pump_scheduled = False
+        queue = self.queue
+        now = self.clock()
+        ready_at = queue.ready_at(now)
+        if ready_at is None:
+            return
+        lanes = [lane for lane in self.lanes.values() if lane.feeding]
+        if not lanes:
+            return
+        if ready_at > now:  # waiting for companions: come back when due
+            self._pump_later(ready_at)
+            return
+        batched = self.policy.batched
+        method = "predict_batch" if batched else "predict"
+        frames: dict[Lane, list[bytes]] = {}
+        pipelined = False
+        while True:
+            takers = [
+                (lane, room) for lane in lanes if (room := lane.room(batched)) > 0
+            ]
+            if not takers:
+                break
+            lane, room = min(takers, key=lambda taker: taker[0].held(batched))
+            ready_at = queue.ready_at(now)
+            if ready_at is None:
+                break
+            if ready_at > now:
+                self._pump_later(ready_at)
+                break
+            if batched:
+                batch = queue.take()
+            else:
+                # Several calls in one message to a fast worker, shared fairly.
+                share = -(-len(queue) // len(takers))
+                batch = queue.take(min(room, share))
+            if not batch:
+                break
+            frame = self._frame(lane, method, batch)
+            if frame is None:
+                continue
+            frames.setdefault(lane, []).append(frame)
+            pipelined = pipelined or lane.waiting_behind(batched)
+            waited = [now - call.queued_at for call in batch if call.attempts == 1]
+            if waited:
+                self.events.dispatched(self.model, waited)
+        for lane, chunks in frames.items():
+            lane.link.write(b"".join(chunks))  # a dead worker is reaped: lost()
+        if pipelined:
+            self._watch_stalls()
+
+    def _frame(self, lane: Lane, method: str, batch: list[Call]) -> bytes | None:
+        seq = lane.next_seq
+        items = []
+        for call in batch:
+            call.seq = seq
+            call.lane = lane
+            call.attempts += 1
+            items.append((seq, call.payload))
+            seq += 1
+        try:
+            frame = protocol.pack(protocol.Invoke(method, items))
+        except Exception as exc:  # an argument that cannot be pickled
+            error = DeepaasError(
+                500, f"the arguments could not be sent to the worker: {exc}"
+            )
+            for call in batch:
+                call.lane = None
+                _fail(call, error)
+            return None
+        lane.next_seq = seq
+        inflight = lane.inflight
+        for call in batch:
+            inflight[call.seq] = call
+        lane.sent.append((items[0][0], items[-1][0]))
+        return frame
+
+    def _pump_later(self, when: float) -> None:
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
+        delay = max(0.0, when - self.clock())
+        self._pump_timer = self.loop.call_later(delay, self.schedule_pump)
+
+    # -- stalls ---------------------------------------------------------------
+
+    def _watch_stalls(self) -> None:
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(STALL_CHECK_S, self.check_stalls)
+
+    def check_stalls(self) -> None:
+        """Take back the calls waiting behind a call that runs too long."""
+        self._stall_timer = None
+        batched = self.policy.batched
+        now = self.clock()
+        watching = False
+        for lane in list(self.lanes.values()):
+            if lane.stalled or not lane.waiting_behind(batched):
+                continue
+            running, started = lane.link.board.running()
+            limit = max(STALL_AFTER_S, STALL_FACTOR * (lane.ewma or 0.0))
+            if running and now - started >= limit:
+                self._take_back(lane, running)
+                lane.stalled = True
+            else:
+                watching = True
+        if watching:
+            self._watch_stalls()
+
+    def _take_back(self, lane: Lane, running: int) -> None:
+        """Every call ``lane`` holds except what it runs goes back to the queue."""
+        if not lane.inflight:
+            return
+        last = lane.next_seq - 1
+        keep = self._running_seqs(lane, running)
+        start = max(keep) + 1 if keep else 1
+        if start <= last:
+            board = lane.link.board
+            board.revoke(start, last)
+            moved_on, _ = board.running()  # it may have started one meanwhile
+            if moved_on >= start:
+                keep |= self._running_seqs(lane, moved_on)
+        back = [call for seq, call in lane.inflight.items() if seq not in keep]
+        for call in back:
+            del lane.inflight[call.seq]
+        self._requeue(back)
+        if not lane.inflight:
+            self._settle_drained(lane)
+
+    def _running_seqs(self, lane: Lane, running: int) -> set[int]:
+        """The seqs of the call, or the whole batch, that ``running`` names."""
+        if not running:
+            return set()
+        if self.policy.batched:
+            for first, last in lane.sent:
+                if first <= running <= last:
+                    return set(range(first, last + 1))
+        return {running}
+
+    def _requeue(self, calls: Iterable[Call]) -> None:
+        back = []
+        for call in calls:
+            call.lane = None
+            if not call.future.done():
+                back.append(call)
+        if back:
+            self.queue.requeue(back)
+            self.schedule_pump()
+
+    @staticmethod
+    def _settle_drained(lane: Lane) -> None:
+        if lane.drained is not None and not lane.inflight and not lane.drained.done():
+            lane.drained.set_result(None)
+
+
+def _did_not_start(model: str, seconds: float) -> DeepaasError:
+    return DeepaasError(
+        504,
+        f"model {model!r} did not start this request within {seconds:g} s "
+        "(all its workers were busy)",
+    )
+
+
+def _fail(call: Call, error: BaseException) -> None:
+    call.settle()
+    if not call.future.done():
+        call.future.set_exception(error)
+
+
+def discard_value(value: Any) -> None:
+    """Remove the temporary file of a result no one will send."""
+    path = getattr(value, "path", None)
+    if path and getattr(value, "delete", False):
+        with contextlib.suppress(OSError):
+            os.unlink(path)

@@ -1,0 +1,313 @@
+"""The composition root: settings and plugins in, a running server out.
+
+:class:`Server` builds every part once, in one place, from the
+:class:`~deepaas.config.Settings`: the device inventory (NVML) and its
+telemetry, the scratch directory, one
+:class:`~deepaas.engine.runtime.ModelRuntime` per model, the training
+:class:`~deepaas.training.jobs.JobManager`, the
+:class:`~deepaas.lifecycle.Lifecycle`, the metrics, and the aiohttp
+application over them (:func:`deepaas.api.create_app`). The parts do not
+know each other; the server starts them with the app and stops them with
+it. ``deepaas-run`` calls :meth:`Server.serve`; tests use :func:`build_app`.
+
+Shutdown is bounded (:meth:`Server.drain`, then the app's cleanup): after
+SIGTERM the server drains for at most ``--shutdown-timeout`` seconds, then
+answers what is left with 503, stops workers and training jobs and exits,
+all within ``--shutdown-timeout`` + :data:`STOP_BUDGET_S` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from aiohttp import web
+
+from deepaas.api import create_app
+from deepaas.api.metrics import Metrics
+from deepaas.config import ConfigError, Settings
+from deepaas.engine import devices
+from deepaas.engine.batching import resolve_policy
+from deepaas.engine.pool import PoolConfig
+from deepaas.engine.runtime import Limits, ModelRuntime
+from deepaas.lifecycle import Lifecycle, ShuttingDown
+from deepaas.log import CaptureHandler, OutputCapture
+from deepaas.model import loading
+from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.scratch import ScratchDir
+from deepaas.training.jobs import JobManager
+from deepaas.training.store import TrainingStore
+
+LOG = logging.getLogger("deepaas")
+
+# After --shutdown-timeout: time for the 503 answers to go out, for
+# connections to close, and for workers and jobs to stop (SIGTERM, SIGKILL).
+ABORT_WAIT_S = 1.0
+CONNECTIONS_CLOSE_S = 1.0
+WORKERS_STOP_S = 1.0
+JOBS_STOP_S = 2.0
+STOP_BUDGET_S = 5.0  # the sum of the above, and a margin
+
+
+class Server:
+    """Everything one ``deepaas-run`` serves, assembled once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        specs: Sequence[loading.PluginSpec],
+        *,
+        worker_env: Mapping[str, str] | None = None,
+        capture: OutputCapture | None = None,
+        extra_path: tuple[str, ...] = (),
+    ) -> None:
+        """Load the plugins (introspection only) and build every part.
+
+        ``worker_env`` is the environment workers start with (the server's
+        own, before GPUs were hidden from it); ``extra_path`` is prepended to
+        their ``PYTHONPATH`` (tests serve plugins that are not installed).
+        Raises :class:`~deepaas.config.ConfigError` for unusable settings and
+        :class:`~deepaas.model.loading.PluginLoadError` for a broken plugin.
+        """
+        self.settings = settings
+        self.specs = list(specs)
+        self.wrappers: dict[str, ModelWrapper] = {
+            spec.name: loading.load(spec) for spec in self.specs
+        }
+        wanted = settings.devices.strip().lower()
+        self.nvml = devices.Nvml.open() if wanted != "cpu" else None
+        try:
+            self.devices = tuple(devices.select_devices(settings.devices, self.nvml))
+        except devices.DeviceError as exc:
+            if self.nvml is not None:
+                self.nvml.close()
+            raise ConfigError(f"devices: {exc}") from exc
+        self.telemetry = (
+            devices.Telemetry(self.nvml, list(self.devices))
+            if self.nvml is not None
+            else None
+        )
+        self.lifecycle = Lifecycle()
+        self.scratch = ScratchDir()  # created when the app starts
+        self.runtimes: dict[str, ModelRuntime] = {}
+        self.metrics = Metrics(self.runtimes, self.telemetry)
+        limits = Limits(settings.predict_timeout, settings.max_queue)
+        for spec in self.specs:
+            wrapper = self.wrappers[spec.name]
+            self.runtimes[spec.name] = ModelRuntime(
+                PoolConfig(
+                    model=spec.name,
+                    target=spec.target,
+                    size=settings.workers,
+                    tmp_dir=self.scratch.path,
+                    warm=settings.warm,
+                    env=worker_env,
+                    extra_path=extra_path,
+                    devices=self.devices,
+                    max_requests=settings.worker_max_requests,
+                    max_memory=settings.worker_max_memory << 20,
+                ),
+                resolve_policy(
+                    wrapper.has_predict_batch,
+                    wrapper.batching,
+                    settings.max_batch_size,
+                    settings.max_batch_delay,
+                ),
+                limits,
+                self.metrics,
+            )
+        self.trainings = JobManager(
+            TrainingStore(settings.resolved_state_dir),
+            {spec.name: spec.target for spec in self.specs},
+            self.devices,
+            max_trainings=settings.max_trainings,
+            default_gpus=settings.train_gpus,
+            cancel_grace=settings.train_cancel_grace,
+            env=worker_env,
+            extra_path=extra_path,
+            warm=settings.warm,
+        )
+        self.capture = capture if settings.debug_endpoint else None
+        # Log records and the workers' output (which is logged) go to /v2/debug/.
+        self._capture_handler = (
+            CaptureHandler(self.capture) if self.capture is not None else None
+        )
+        self.app = create_app(
+            settings,
+            self.wrappers,
+            self.runtimes,
+            lifecycle=self.lifecycle,
+            tmp_dir=self.scratch.path,
+            metrics=self.metrics,
+            capture=self.capture,
+            selected=self.devices,
+            telemetry=self.telemetry,
+            trainings=self.trainings,
+        )
+        self.app[SERVER] = self
+        self.app.on_startup.append(self._start)
+        self.app.on_cleanup.append(self._stop)
+
+    # -- start and stop (with the app) ----------------------------------------
+
+    async def _start(self, app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.scratch.create)
+        if self._capture_handler is not None:
+            logging.getLogger().addHandler(self._capture_handler)
+        if self.settings.train_endpoint:
+            self.trainings.open()
+        for runtime in self.runtimes.values():
+            await runtime.start()
+
+    async def _stop(self, app: web.Application) -> None:
+        """Stop jobs and workers together, bounded; then remove what is ours."""
+        self.lifecycle.abort()
+        results = await asyncio.gather(
+            self.trainings.stop(),
+            *(rt.stop(WORKERS_STOP_S) for rt in self.runtimes.values()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                LOG.error("stopping: %s", result, exc_info=result)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.scratch.remove)
+        if self.nvml is not None:
+            self.nvml.close()
+        if self._capture_handler is not None:
+            logging.getLogger().removeHandler(self._capture_handler)
+
+    # -- serving ----------------------------------------------------------------
+
+    def settled(self) -> bool:
+        """Every model has a warm worker or has failed to start one."""
+        return all(runtime.settled() for runtime in self.runtimes.values())
+
+    def start_errors(self) -> dict[str, str]:
+        """The models that cannot serve, and why."""
+        errors = {}
+        for name, runtime in self.runtimes.items():
+            error = runtime.status().start_error
+            if error:
+                errors[name] = error
+        return errors
+
+    async def drain(self, hurry: asyncio.Event) -> None:
+        """Stop taking work; let the work in flight end; answer the rest 503.
+
+        Readiness turns 503 and new requests are refused at once; requests in
+        flight (uploads included) get ``--shutdown-timeout`` seconds, or
+        until ``hurry`` is set (a second signal). Then every request still
+        in flight, queued or running, is answered 503.
+        """
+        lifecycle = self.lifecycle
+        lifecycle.drain()
+        timeout = self.settings.shutdown_timeout
+        LOG.info(
+            "stopping: %d request(s) in flight get up to %gs to finish",
+            lifecycle.in_flight,
+            timeout,
+        )
+        idle = asyncio.ensure_future(lifecycle.wait_idle(timeout))
+        hurried = asyncio.ensure_future(hurry.wait())
+        try:
+            await asyncio.wait({idle, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (idle, hurried):
+                waiter.cancel()
+        left = lifecycle.in_flight
+        if left:
+            LOG.warning(
+                "stopping with %d request(s) unfinished after %gs: answering 503",
+                left,
+                timeout,
+            )
+        for runtime in self.runtimes.values():
+            runtime.abort(ShuttingDown())
+        lifecycle.abort()
+        await lifecycle.wait_idle(ABORT_WAIT_S)
+
+    async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until SIGINT/SIGTERM; then drain and stop (bounded).
+
+        ``on_ready`` is called once every model is warm or has failed.
+        Raises :class:`~deepaas.config.ConfigError` when the port cannot be
+        listened on.
+        """
+        settings = self.settings
+        runner = web.AppRunner(
+            self.app,
+            access_log_class=web.AccessLogger,
+            shutdown_timeout=CONNECTIONS_CLOSE_S,
+            handle_signals=False,
+            # A client that hangs up cancels its request: a queued prediction
+            # is then dropped instead of computed for nobody.
+            handler_cancellation=True,
+        )
+        stop = asyncio.Event()
+        hurry = asyncio.Event()  # a second signal: stop without waiting
+
+        def on_signal() -> None:
+            (hurry if stop.is_set() else stop).set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            await runner.setup()
+            site = web.TCPSite(
+                runner, settings.listen_ip, settings.listen_port, reuse_address=True
+            )
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on {settings.listen_ip}:{settings.listen_port}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            settled = asyncio.ensure_future(self._wait_settled())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({settled, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not stop.is_set() and on_ready is not None:
+                on_ready()
+            await stopped
+            settled.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await settled
+            await self.drain(hurry)
+        finally:
+            started = time.monotonic()
+            await runner.cleanup()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            LOG.info("stopped (cleanup took %.1fs)", time.monotonic() - started)
+
+    async def _wait_settled(self) -> None:
+        while not self.settled():
+            await asyncio.sleep(0.02)
+
+
+SERVER = web.AppKey("deepaas_server", Server)
+
+
+def build_app(
+    settings: Settings,
+    specs: Sequence[loading.PluginSpec],
+    *,
+    worker_env: Mapping[str, str] | None = None,
+    capture: OutputCapture | None = None,
+    extra_path: tuple[str, ...] = (),
+) -> web.Application:
+    """The app of a :class:`Server` (``app[SERVER]`` is the server)."""
+    return Server(
+        settings,
+        specs,
+        worker_env=worker_env,
+        capture=capture,
+        extra_path=extra_path,
+    ).app
