@@ -142,9 +142,10 @@ class ModelRuntime:
         """Run ``predict(**kwargs)`` in a worker and return its rendered result."""
         if self.stopped:
             raise ModelUnavailable("the server is shutting down")
-        error = self.pool.start_error
-        if error is not None:
-            raise ModelUnavailable(f"model {self.model!r} cannot start: {error}")
+        if not self.dispatcher.lanes:  # no worker ready: has one failed?
+            error = self.pool.start_error
+            if error is not None:
+                raise ModelUnavailable(f"model {self.model!r} cannot start: {error}")
         limits = self.limits
         queue = self.queue
         if limits.max_queue and len(queue) >= limits.max_queue:

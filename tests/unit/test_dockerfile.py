@@ -67,7 +67,15 @@ def test_hadolint_clean():
 
 
 def test_entrypoint():
-    assert json.loads(_one("ENTRYPOINT")) == ["deepaas-run", "--listen-ip", "0.0.0.0"]
+    # An init as PID 1 reaps orphans and forwards signals to deepaas-run.
+    assert json.loads(_one("ENTRYPOINT")) == [
+        "dumb-init",
+        "--",
+        "deepaas-run",
+        "--listen-ip",
+        "0.0.0.0",
+    ]
+    assert "dumb-init==" in _one("RUN")
 
 
 def test_healthcheck():
