@@ -31,3 +31,13 @@ class WorkerDied(DeepaasError):
 
     def __init__(self, message: str) -> None:
         super().__init__(503, message)
+
+
+SHUTTING_DOWN = "the server is shutting down"
+
+
+class ShuttingDown(ModelUnavailable):
+    """503: the server is draining or stopping and takes no new work."""
+
+    def __init__(self, message: str = SHUTTING_DOWN) -> None:
+        super().__init__(message)

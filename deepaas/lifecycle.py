@@ -21,16 +21,9 @@ import asyncio
 import enum
 from types import TracebackType
 
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import SHUTTING_DOWN, ShuttingDown
 
-SHUTTING_DOWN = "the server is shutting down"
-
-
-class ShuttingDown(DeepaasError):
-    """503: the server is draining or stopping and takes no new work."""
-
-    def __init__(self, message: str = SHUTTING_DOWN) -> None:
-        super().__init__(503, message)
+__all__ = ["SHUTTING_DOWN", "Lifecycle", "ShuttingDown", "State"]
 
 
 class State(str, enum.Enum):

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, ShuttingDown
 
 LOG = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ async def error_middleware(
         }
         return json_error(exc.status, exc.reason or exc.text or "", headers)
     except DeepaasError as exc:
-        if exc.status >= 500:
+        if exc.status >= 500 and not isinstance(exc, ShuttingDown):  # said once
             LOG.warning(
                 "%s %s -> %s: %s", request.method, request.path, exc.status, exc.message
             )

@@ -212,6 +212,7 @@ class Dispatcher:
     # -- calls ----------------------------------------------------------------
 
     def submit(self, call: Call) -> None:
+        call.queued_at = self.clock()  # the batch window runs on our clock
         self.queue.append(call)
         self.schedule_pump()
 
@@ -231,6 +232,7 @@ class Dispatcher:
         running, _ = lane.link.board.running()
         del lane.inflight[call.seq]
         if call.seq in self._running_seqs(lane, running):
+            lane.feeding = False  # to be replaced: no new calls meanwhile
             _fail(
                 call,
                 DeepaasError(
@@ -360,12 +362,18 @@ class Dispatcher:
         try:
             frame = protocol.pack(protocol.Invoke(method, items))
         except Exception as exc:  # an argument that cannot be pickled
-            error = DeepaasError(
-                500, f"the arguments could not be sent to the worker: {exc}"
-            )
             for call in batch:
                 call.lane = None
-                _fail(call, error)
+                call.attempts -= 1  # it was not sent
+            if len(batch) > 1:  # each on its own: only the culprit fails
+                parts = [self._frame(lane, method, [call]) for call in batch]
+                return b"".join(part for part in parts if part) or None
+            _fail(
+                batch[0],
+                DeepaasError(
+                    500, f"the arguments could not be sent to the worker: {exc}"
+                ),
+            )
             return None
         lane.next_seq = seq
         inflight = lane.inflight
@@ -413,11 +421,10 @@ class Dispatcher:
         keep = self._running_seqs(lane, running)
         start = max(keep) + 1 if keep else 1
         if start <= last:
-            board = lane.link.board
-            board.revoke(start, last)
-            moved_on, _ = board.running()  # it may have started one meanwhile
-            if moved_on >= start:
-                keep |= self._running_seqs(lane, moved_on)
+            # Everything revoked goes back, even a call the board now shows
+            # running: the worker's second look may still skip it (a call
+            # kept then would never be answered); at worst it runs twice.
+            lane.link.board.revoke(start, last)
         back = [call for seq, call in lane.inflight.items() if seq not in keep]
         for call in back:
             del lane.inflight[call.seq]

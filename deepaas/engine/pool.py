@@ -36,7 +36,12 @@ from deepaas.engine import process, protocol
 from deepaas.engine.devices import CPU, Device
 from deepaas.engine.dispatcher import Dispatcher
 from deepaas.engine.worker import MAX_MEMORY, OUT_OF_MEMORY
-from deepaas.exceptions import DeepaasError, ModelUnavailable, WorkerDied
+from deepaas.exceptions import (
+    DeepaasError,
+    ModelUnavailable,
+    ShuttingDown,
+    WorkerDied,
+)
 from deepaas.tasks import TaskSet
 
 LOG = logging.getLogger(__name__)
@@ -203,7 +208,7 @@ class WorkerPool:
                 return_exceptions=True,
             )
         await self.tasks.close(timeout=process.EOF_WAIT_S + 1)
-        self.dispatcher.fail_all(ModelUnavailable("the server is shutting down"))
+        self.dispatcher.fail_all(ShuttingDown())
 
     @staticmethod
     async def _stop_child(child: process.Child, grace: float) -> None:

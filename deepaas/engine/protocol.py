@@ -171,10 +171,16 @@ class Scoreboard:
 
     Each field has one writer. The fields are read without locks: a reader
     may see a field one update late, so the worker checks "taken back" both
-    before and after it marks a call running, and the parent reads
-    "running" after it takes calls back; in the rare race where both still
-    miss each other, a call can be computed twice and its first answer is
+    before and after it marks a call running, and the parent gives every
+    call it takes back to another worker, even one the board shows running
+    at that moment (the worker's second look may still skip it). In the
+    rare race where the worker's second look misses the take-back, the call
+    is computed twice and the answer of the worker that now holds it is
     used (predictions are meant to be pure functions of their arguments).
+
+    There is one taken-back range: the parent only takes back calls after
+    the one a worker runs, so a new range never starts before a call the
+    worker has yet to pass; the calls of an older range are behind it.
 
     ``buffer`` is a shared mapping (:meth:`create`, :meth:`attach`), or any
     writable buffer of :data:`SCOREBOARD_SIZE` bytes (tests use a

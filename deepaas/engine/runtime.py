@@ -24,7 +24,7 @@ from deepaas.engine.pool import (
     WorkerPool,
     WorkerState,
 )
-from deepaas.exceptions import DeepaasError, ModelUnavailable
+from deepaas.exceptions import DeepaasError, ModelUnavailable, ShuttingDown
 from deepaas.model.v2.results import PredictResult
 
 RETRY_AFTER_S = 1
@@ -111,7 +111,7 @@ class ModelRuntime:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Answer what is left with 503 and stop the workers (``grace`` + 1 s)."""
-        self.abort(ModelUnavailable("the server is shutting down"))
+        self.abort(ShuttingDown())
         await self.pool.stop(grace)
 
     def status(self) -> RuntimeStatus:
@@ -141,7 +141,7 @@ class ModelRuntime:
     async def predict(self, kwargs: dict[str, Any]) -> PredictResult:
         """Run ``predict(**kwargs)`` in a worker and return its rendered result."""
         if self.stopped:
-            raise ModelUnavailable("the server is shutting down")
+            raise ShuttingDown()
         if not self.dispatcher.lanes:  # no worker ready: has one failed?
             error = self.pool.start_error
             if error is not None:
