@@ -163,6 +163,8 @@ class Server:
             self.trainings.open()
         for runtime in self.runtimes.values():
             await runtime.start()
+        if self.telemetry is not None:  # the first reading, while workers warm
+            await self.telemetry.start()
 
     async def _stop(self, app: web.Application) -> None:
         """Stop jobs and workers together, bounded; then remove what is ours."""
@@ -177,6 +179,8 @@ class Server:
                 LOG.error("stopping: %s", result, exc_info=result)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.scratch.remove)
+        if self.telemetry is not None:  # stop sampling before NVML goes
+            await self.telemetry.aclose()
         if self.nvml is not None:
             self.nvml.close()
         if self._capture_handler is not None:

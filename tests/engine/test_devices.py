@@ -3,14 +3,18 @@
 A fake pynvml is put where ``import pynvml`` finds it, so :meth:`Nvml.open`
 takes the same path it takes on a GPU host. The last tests use the real
 nvidia-ml-py: on this machine (no driver) it must fail quietly; on a GPU
-host it must describe the GPUs.
+host it must describe the GPUs. What a reading holds is tested through
+:meth:`Telemetry.refresh` (one reading, taken on the calling thread); the
+background sampler itself in ``test_telemetry.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
+import time
 
 import pynvml as real_pynvml
 import pytest
@@ -346,14 +350,6 @@ def test_assign_on_cpu_and_nothing() -> None:
 # --- telemetry ----------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_sample_is_in_base_units(nvml: Nvml) -> None:
     h100, _ = nvml.devices()
     assert nvml.sample(h100) == GpuSample(
@@ -365,22 +361,43 @@ def test_sample_is_in_base_units(nvml: Nvml) -> None:
     )
 
 
-def test_telemetry_is_cached_for_a_second(fake: FakePynvml, nvml: Nvml) -> None:
-    clock = Clock()
-    telemetry = Telemetry(nvml, nvml.devices(), clock=clock)
+async def test_readers_share_the_last_reading(fake: FakePynvml, nvml: Nvml) -> None:
+    """Only the sampler calls NVML: a burst of readers costs no NVML call."""
+    telemetry = Telemetry(nvml, nvml.devices(), min_interval=3600)
+    await telemetry.start()  # returns once the first reading is in
+    try:
+        first = telemetry.read()
+        assert set(first) == {"cuda:0", "cuda:1"}
+        calls = sum(fake.calls.values())
+        fake.gpus[0].utilization_percent = 90
+        for _ in range(1000):
+            assert telemetry.read() == first
+        assert sum(fake.calls.values()) == calls
+    finally:
+        await telemetry.aclose()
 
-    first = telemetry.read()
-    assert set(first) == {"cuda:0", "cuda:1"}
-    assert fake.calls["nvmlDeviceGetUtilizationRates"] == 2
 
-    fake.gpus[0].utilization_percent = 90
-    clock.now += 0.999
-    assert telemetry.read() == first
-    assert fake.calls["nvmlDeviceGetUtilizationRates"] == 2
-
-    clock.now += 0.001
-    assert telemetry.read()["cuda:0"].utilization_ratio == 0.9
-    assert fake.calls["nvmlDeviceGetUtilizationRates"] == 4
+async def test_telemetry_is_read_once_per_interval(
+    fake: FakePynvml, nvml: Nvml
+) -> None:
+    interval = 0.05
+    telemetry = Telemetry(nvml, nvml.devices(), min_interval=interval)
+    utilization = "nvmlDeviceGetUtilizationRates"
+    await telemetry.start()
+    try:
+        started = time.monotonic()
+        fake.gpus[0].utilization_percent = 90
+        more = 4  # readings after the first, two GPUs each
+        while fake.calls[utilization] < 2 * (1 + more):
+            assert time.monotonic() < started + 10, fake.calls
+            await asyncio.sleep(0.005)
+        # a reading starts at most once per interval, however fast NVML is
+        assert time.monotonic() - started >= (more - 1) * interval
+        while telemetry.read()["cuda:0"].utilization_ratio != 0.9:
+            assert time.monotonic() < started + 10, telemetry.read()
+            await asyncio.sleep(0.005)
+    finally:
+        await telemetry.aclose()
 
 
 def test_unsupported_field_is_none_and_the_rest_present(
@@ -389,12 +406,11 @@ def test_unsupported_field_is_none_and_the_rest_present(
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     fake.gpus[0].fail["nvmlDeviceGetUtilizationRates"] = NotSupported
     fake.gpus[1].fail["nvmlDeviceGetPowerUsage"] = NotSupported
-    clock = Clock()
-    telemetry = Telemetry(nvml, nvml.devices(), clock=clock)
+    telemetry = Telemetry(nvml, nvml.devices())
 
     for _ in range(3):
-        samples = telemetry.read()
-        clock.now += 1
+        samples = telemetry.refresh()
+    assert telemetry.read() == samples
     assert samples["cuda:0"] == GpuSample(None, 2 * GIB, 80 * GIB, 41.0, 312.5)
     assert samples["cuda:1"].power_watts is None
     assert samples["cuda:1"].utilization_ratio == 0.5
@@ -413,12 +429,12 @@ def test_a_gpu_nvml_cannot_read_is_left_out(fake: FakePynvml, nvml: Nvml) -> Non
         "nvmlDeviceGetPowerUsage",
     ):
         fake.gpus[1].fail[name] = GpuIsLost
-    assert set(Telemetry(nvml, devices).read()) == {"cuda:0"}
+    assert set(Telemetry(nvml, devices).refresh()) == {"cuda:0"}
 
 
 def test_a_device_nvml_cannot_find_is_left_out(nvml: Nvml) -> None:
     devices = [*nvml.devices(), gpu(None, "GPU-0ff"), gpu(7)]
-    assert set(Telemetry(nvml, devices).read()) == {"cuda:0", "cuda:1"}
+    assert set(Telemetry(nvml, devices).refresh()) == {"cuda:0", "cuda:1"}
 
 
 def test_listed_index_without_uuid_is_sampled_by_index(
@@ -441,13 +457,18 @@ def test_mig_slice_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", FakePynvml(gpus))
     nvml = Nvml.open()
     assert nvml is not None
-    samples = Telemetry(nvml, nvml.devices()).read()
+    samples = Telemetry(nvml, nvml.devices()).refresh()
     assert samples[f"cuda:{MIG0}"] == GpuSample(None, GIB, 10 * GIB, None, None)
 
 
-def test_telemetry_without_nvml_or_gpus_is_empty(fake: FakePynvml, nvml: Nvml) -> None:
-    assert Telemetry(None, [gpu(0)]).read() == {}
-    assert Telemetry(nvml, [CPU]).read() == {}
+async def test_telemetry_without_nvml_or_gpus_is_empty(
+    fake: FakePynvml, nvml: Nvml
+) -> None:
+    for telemetry in (Telemetry(None, [gpu(0)]), Telemetry(nvml, [CPU])):
+        await telemetry.start()  # nothing to sample: no sampler
+        assert telemetry.refresh() == {}
+        assert telemetry.read() == {}
+        await telemetry.aclose()
     assert nvml.sample(CPU) is None
     assert fake.calls["nvmlDeviceGetUtilizationRates"] == 0
 
@@ -483,7 +504,7 @@ def test_real_nvml_on_a_gpu(real_nvml: Nvml | None) -> None:
     try:
         devices = select_devices("auto", nvml)
         assert devices != [CPU]
-        samples = Telemetry(nvml, devices).read()
+        samples = Telemetry(nvml, devices).refresh()
         for device in devices:
             print(device, samples.get(device.label))
             assert device.uuid and device.uuid.startswith(("GPU-", "MIG-"))

@@ -8,12 +8,21 @@ real path::
 Errors are the real nvidia-ml-py classes (``NVMLError_NotSupported``, ...),
 so code catches exactly what it would catch on a GPU host. Every call is
 counted in ``calls`` by function name.
+
+NVML in trouble can be slow or hang. Every query (each call but
+``nvmlInit`` and ``nvmlShutdown``) takes ``delay`` seconds, and blocks while
+``gate`` is clear; ``in_call`` counts the queries in progress and
+``threads`` holds the ident of each thread that made one, so a test can
+tell a reading is under way and that it never ran on the event loop's
+thread. All of these can be changed while the fake is in use.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -60,11 +69,32 @@ class FakePynvml:
         self.gpus = gpus
         self.init_error = init_error
         self.calls: collections.Counter[str] = collections.Counter()
+        self.delay = 0.0  # seconds each query takes
+        self.gate = threading.Event()  # queries wait while it is clear
+        self.gate.set()
+        self.in_call = 0  # queries in progress now
+        self.threads: set[int] = set()  # idents of the threads that queried
+        self._lock = threading.Lock()  # the sampler queries from its thread
 
     def _check(self, name: str, gpu: FakeGpu | None = None) -> None:
-        self.calls[name] += 1
+        with self._lock:
+            self.calls[name] += 1
         if gpu is not None and name in gpu.fail:
             raise gpu.fail[name]()
+
+    def _query(self, name: str, gpu: FakeGpu | None = None) -> None:
+        """A query to the driver: slow, or hung, when the test says so."""
+        with self._lock:
+            self.in_call += 1
+            self.threads.add(threading.get_ident())
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            self.gate.wait()
+        finally:
+            with self._lock:
+                self.in_call -= 1
+        self._check(name, gpu)
 
     def nvmlInit(self) -> None:
         self._check("nvmlInit")
@@ -75,11 +105,11 @@ class FakePynvml:
         self._check("nvmlShutdown")
 
     def nvmlDeviceGetCount(self) -> int:
-        self._check("nvmlDeviceGetCount")
+        self._query("nvmlDeviceGetCount")
         return len(self.gpus)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
-        self._check("nvmlDeviceGetHandleByIndex")
+        self._query("nvmlDeviceGetHandleByIndex")
         if not 0 <= index < len(self.gpus):
             raise InvalidArgument()
         gpu = self.gpus[index]
@@ -87,7 +117,7 @@ class FakePynvml:
         return gpu
 
     def nvmlDeviceGetHandleByUUID(self, uuid: str) -> FakeGpu:
-        self._check("nvmlDeviceGetHandleByUUID")
+        self._query("nvmlDeviceGetHandleByUUID")
         for gpu in self.gpus:
             for candidate in [gpu, *gpu.mig]:
                 if candidate.uuid == uuid:
@@ -96,15 +126,15 @@ class FakePynvml:
         raise NotFound()
 
     def nvmlDeviceGetUUID(self, gpu: FakeGpu) -> str:
-        self._check("nvmlDeviceGetUUID", gpu)
+        self._query("nvmlDeviceGetUUID", gpu)
         return gpu.uuid
 
     def nvmlDeviceGetName(self, gpu: FakeGpu) -> str | bytes:
-        self._check("nvmlDeviceGetName", gpu)
+        self._query("nvmlDeviceGetName", gpu)
         return gpu.name
 
     def nvmlDeviceGetMemoryInfo(self, gpu: FakeGpu) -> Any:
-        self._check("nvmlDeviceGetMemoryInfo", gpu)
+        self._query("nvmlDeviceGetMemoryInfo", gpu)
         return SimpleNamespace(
             total=gpu.memory_total,
             used=gpu.memory_used,
@@ -112,31 +142,31 @@ class FakePynvml:
         )
 
     def nvmlDeviceGetUtilizationRates(self, gpu: FakeGpu) -> Any:
-        self._check("nvmlDeviceGetUtilizationRates", gpu)
+        self._query("nvmlDeviceGetUtilizationRates", gpu)
         return SimpleNamespace(gpu=gpu.utilization_percent, memory=0)
 
     def nvmlDeviceGetTemperature(self, gpu: FakeGpu, sensor: int) -> int:
-        self._check("nvmlDeviceGetTemperature", gpu)
+        self._query("nvmlDeviceGetTemperature", gpu)
         if sensor != real.NVML_TEMPERATURE_GPU:
             raise InvalidArgument()
         return gpu.temperature
 
     def nvmlDeviceGetPowerUsage(self, gpu: FakeGpu) -> int:
-        self._check("nvmlDeviceGetPowerUsage", gpu)
+        self._query("nvmlDeviceGetPowerUsage", gpu)
         return gpu.power_mw
 
     def nvmlDeviceGetMigMode(self, gpu: FakeGpu) -> list[int]:
-        self._check("nvmlDeviceGetMigMode", gpu)
+        self._query("nvmlDeviceGetMigMode", gpu)
         if gpu.mig_mode is None:
             raise NotSupported()
         return [gpu.mig_mode, gpu.mig_mode]
 
     def nvmlDeviceGetMaxMigDeviceCount(self, gpu: FakeGpu) -> int:
-        self._check("nvmlDeviceGetMaxMigDeviceCount", gpu)
+        self._query("nvmlDeviceGetMaxMigDeviceCount", gpu)
         return 7
 
     def nvmlDeviceGetMigDeviceHandleByIndex(self, gpu: FakeGpu, index: int) -> FakeGpu:
-        self._check("nvmlDeviceGetMigDeviceHandleByIndex", gpu)
+        self._query("nvmlDeviceGetMigDeviceHandleByIndex", gpu)
         if index >= len(gpu.mig):
             raise NotFound()
         return gpu.mig[index]

@@ -19,6 +19,8 @@ def system_document(
     runtimes: Mapping[str, ModelRuntime],
     telemetry: Telemetry | None,
 ) -> dict[str, Any]:
+    # The sampler's last reading, never NVML itself: "telemetry" is null for
+    # a device until there is one (and while NVML hangs).
     samples = telemetry.read() if telemetry is not None else {}
     statuses = {name: runtime.status() for name, runtime in runtimes.items()}
     return {

@@ -1,0 +1,47 @@
+"""The event-loop stall probe the other tests rely on (``tests/loop_probe.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.loop_probe import LoopStallProbe
+
+STALL = 0.2
+
+
+async def test_a_quiet_loop_has_no_stall() -> None:
+    async with LoopStallProbe() as probe:
+        await asyncio.sleep(0.1)  # the quiet period under test, not ordering
+    assert probe.wakeups >= 5, probe
+    assert probe.longest < 0.05, probe
+
+
+async def test_blocking_the_loop_is_seen() -> None:
+    async with LoopStallProbe() as probe:
+        await asyncio.sleep(0.02)
+        time.sleep(STALL)  # the stall under test, on the loop
+        await asyncio.sleep(0.02)
+    assert STALL * 0.9 <= probe.longest < STALL + 0.1, probe
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+async def test_a_stall_at_either_end_of_the_block_is_seen(where: str) -> None:
+    async with LoopStallProbe() as probe:
+        if where == "last":
+            await asyncio.sleep(0.02)
+        time.sleep(STALL)  # the stall under test, on the loop
+    assert probe.longest >= STALL * 0.9, probe
+
+
+async def test_an_error_in_the_block_goes_through_and_the_probe_stops() -> None:
+    probe = LoopStallProbe()
+    with pytest.raises(KeyError):
+        async with probe:
+            raise KeyError("boom")
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "loop stall probe"]
+    async with probe:  # usable again
+        await asyncio.sleep(0.02)
+    assert probe.wakeups >= 1
