@@ -16,6 +16,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from deepaas.engine.process import pid_alive
+
 LOG = logging.getLogger(__name__)
 
 PREFIX = "deepaas-"
@@ -38,16 +40,6 @@ class ScratchDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
 def sweep_stale(parent: Path) -> None:
     """Remove scratch directories left by servers that no longer run."""
     try:
@@ -56,7 +48,7 @@ def sweep_stale(parent: Path) -> None:
         return
     for entry in entries:
         match = _NAME.match(entry.name)
-        if not match or _pid_alive(int(match.group(1))):
+        if not match or pid_alive(int(match.group(1))):
             continue
         try:
             if entry.stat().st_uid != os.getuid():

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from aiohttp import web
 
 from deepaas.api import create_app
+from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.api.metrics import Metrics
 from deepaas.config import ConfigError, Settings
 from deepaas.engine import devices
@@ -95,6 +96,10 @@ class Server:
         self.scratch = ScratchDir()  # created when the app starts
         self.runtimes: dict[str, ModelRuntime] = {}
         self.metrics = Metrics(self.runtimes, self.telemetry)
+        # Slow clients: headers must arrive within --client-timeout.
+        self.header_timeout = HeaderTimeout(
+            settings.client_timeout, on_timeout=self.metrics.client_timed_out
+        )
         limits = Limits(settings.predict_timeout, settings.max_queue)
         for spec in self.specs:
             wrapper = self.wrappers[spec.name]
@@ -143,6 +148,7 @@ class Server:
             lifecycle=self.lifecycle,
             tmp_dir=self.scratch.path,
             metrics=self.metrics,
+            header_timeout=self.header_timeout,
             capture=self.capture,
             selected=self.devices,
             telemetry=self.telemetry,
@@ -160,7 +166,7 @@ class Server:
         if self._capture_handler is not None:
             logging.getLogger().addHandler(self._capture_handler)
         if self.settings.train_endpoint:
-            self.trainings.open()
+            await self.trainings.open()
         for runtime in self.runtimes.values():
             await runtime.start()
         if self.telemetry is not None:  # the first reading, while workers warm
@@ -170,7 +176,7 @@ class Server:
         """Stop jobs and workers together, bounded; then remove what is ours."""
         self.lifecycle.abort()
         results = await asyncio.gather(
-            self.trainings.stop(),
+            self.trainings.stop(JOBS_STOP_S - 1.0),  # returns within grace + 1 s
             *(rt.stop(WORKERS_STOP_S) for rt in self.runtimes.values()),
             return_exceptions=True,
         )
@@ -264,8 +270,12 @@ class Server:
             loop.add_signal_handler(sig, on_signal)
         try:
             await runner.setup()
-            site = web.TCPSite(
-                runner, settings.listen_ip, settings.listen_port, reuse_address=True
+            site = GuardedTCPSite(
+                runner,
+                settings.listen_ip,
+                settings.listen_port,
+                guard=self.header_timeout,
+                reuse_address=True,
             )
             try:
                 await site.start()

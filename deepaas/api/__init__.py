@@ -15,6 +15,7 @@ from aiohttp import web
 from deepaas.api import health as health_routes
 from deepaas.api import openapi, versions
 from deepaas.api.args import BodyLimits
+from deepaas.api.connections import HeaderTimeout
 from deepaas.api.errors import error_middleware
 from deepaas.api.health import Health
 from deepaas.api.metrics import Metrics
@@ -40,6 +41,7 @@ def create_app(
     lifecycle: Lifecycle,
     tmp_dir: str,
     metrics: Metrics,
+    header_timeout: HeaderTimeout | None = None,
     capture: OutputCapture | None = None,
     selected: Sequence[Device] = (CPU,),
     telemetry: Telemetry | None = None,
@@ -53,7 +55,13 @@ def create_app(
         client_timeout=settings.client_timeout,
     )
     app = web.Application(
-        middlewares=[metrics.middleware(), error_middleware],
+        middlewares=[
+            # First: it tells the connection guard that a request's headers
+            # arrived, before anything that could wait on the client.
+            *([header_timeout.middleware()] if header_timeout else []),
+            metrics.middleware(),
+            error_middleware,
+        ],
         client_max_size=max_size or 2**62,
     )
     spec = openapi.SpecBuilder(settings.base_path)
@@ -81,6 +89,7 @@ def create_app(
         trainings,
         enabled=settings.train_endpoint,
         limits=limits,
+        lifecycle=lifecycle,
     )
     if trainings is not None and settings.train_endpoint:
         metrics.add_trainings(trainings)

@@ -7,52 +7,29 @@ body. The collected values are loaded with a marshmallow Schema of the
 plugin's own fields, so defaults, validators and custom fields behave as in
 DEEPaaS 2.x and a failure is a 422 with marshmallow's messages.
 
-Uploaded files are written to a temporary file chunk by chunk (never held in
-memory) and handed over as :class:`UploadedFile`; :class:`ParsedArgs` removes
-them when the request ends.
+The body itself is read by :class:`deepaas.api.body.BodyReader`, within the
+request limits (size, form parts, part headers, JSON depth, pace); uploaded
+files are streamed to temporary files and handed over as
+:class:`UploadedFile`; :class:`ParsedArgs` removes them when the request
+ends.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
-import os
-import re
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import marshmallow
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
-from multidict import MultiDict, MultiDictProxy
+from aiohttp import web
+from multidict import MultiDict
 
+from deepaas.api.body import BodyReader, Part
 from deepaas.api.errors import ValidationFailed
-from deepaas.exceptions import DeepaasError
+from deepaas.api.limits import BodyLimits, too_large
 from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
 from deepaas.model.v2.wrapper import UploadedFile
 
-CHUNK_SIZE = 1 << 18
-FORM_TEXT_LIMIT = 16 << 20  # a non-file form field larger than this is refused
-_SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9_-]{1,16}$")
-
-
-@dataclasses.dataclass(frozen=True)
-class BodyLimits:
-    """What a request body may be: its size, its form parts, its pace."""
-
-    max_size: int = 0  # bytes, 0: no limit (--client-max-size)
-    max_parts: int = 1000  # parts of a multipart or urlencoded form
-    client_timeout: float = 60.0  # seconds between two pieces of a body
-
-
-def _too_large(limit: int) -> DeepaasError:
-    return DeepaasError(413, f"request body is larger than the limit of {limit} bytes")
-
-
-def _bad_request(message: str) -> DeepaasError:
-    return DeepaasError(400, message)
+__all__ = ["ArgParser", "BodyLimits", "ParsedArgs"]
 
 
 class ArgParser:
@@ -78,7 +55,11 @@ class ArgParser:
 
 
 class ParsedArgs:
-    """``async with parser.parse(request, ...) as kwargs``: uploads removed after."""
+    """``async with parser.parse(request, ...) as kwargs``: uploads removed after.
+
+    ``files`` lists the uploads' temporary files; a caller that takes them
+    over (a training job) clears it before the block ends.
+    """
 
     def __init__(
         self, parser: ArgParser, request: web.Request, tmp_dir: str, limits: BodyLimits
@@ -88,23 +69,25 @@ class ParsedArgs:
         self.tmp_dir = tmp_dir
         self.limits = limits
         self.max_size = limits.max_size
-        self.files: list[str] = []
+        self.body = BodyReader(request, tmp_dir, limits)
+
+    @property
+    def files(self) -> list[str]:
+        return self.body.files
 
     async def __aenter__(self) -> dict[str, Any]:
         try:
             return await self._parse()
         except BaseException:
-            self.cleanup()
+            await self.body.remove_files()
             raise
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        self.cleanup()
+        await self.body.remove_files()
 
     def cleanup(self) -> None:
-        for path in self.files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        self.files.clear()
+        """Remove the uploads now, without the executor."""
+        self.body.remove_files_now()
 
     # -- reading the request ------------------------------------------------
 
@@ -112,17 +95,11 @@ class ParsedArgs:
         parser = self.parser
         request = self.request
         if self.max_size and (request.content_length or 0) > self.max_size:
-            raise _too_large(self.max_size)
-        form: MultiDictProxy[Any] | MultiDict[Any] | None = None
+            raise too_large(self.max_size)
+        form: MultiDict[Any] | None = None
         body_json: dict[str, Any] | None = None
         if parser.wants_body and request.body_exists:
-            content_type = request.content_type
-            if content_type == "multipart/form-data":
-                form = await self._read_multipart()
-            elif content_type == "application/x-www-form-urlencoded":
-                form = await self._read_urlencoded()
-            elif content_type == "application/json" or content_type.endswith("+json"):
-                body_json = await self._read_json()
+            form, body_json = await self.body.read(self._route)
         data: dict[str, Any] = {}
         not_files: dict[str, list[str]] = {}
         query = request.query
@@ -140,6 +117,18 @@ class ParsedArgs:
         if not_files:
             raise ValidationFailed(not_files)
         return kwargs
+
+    def _route(self, name: str, form: Any) -> Part:
+        """What to do with a multipart part named ``name``.
+
+        Parts for unknown fields are read to the void. Only the first value
+        of a single-valued field is used (as the lookup takes the first), so
+        later ones are not even written to disk.
+        """
+        spec = self.parser.by_key.get(name)
+        if spec is None or (not spec.is_list and name in form):
+            return Part.SKIP
+        return Part.FILE if spec.is_file else Part.FIELD
 
     def _lookup(
         self,
@@ -185,134 +174,6 @@ class ParsedArgs:
         if "*/*" in ranked:
             return "*/*"  # as DEEPaaS 2.x passed it; predict's JSON path
         return header
-
-    async def _read_json(self) -> dict[str, Any]:
-        raw = await self._read_body()
-        if not raw.strip():
-            return {}
-        try:
-            value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _bad_request(f"invalid JSON body: {exc}") from None
-        if not isinstance(value, dict):
-            raise _bad_request(
-                f"the JSON body must be an object, got {type(value).__name__}"
-            )
-        return value
-
-    async def _read_urlencoded(self) -> MultiDictProxy[Any]:
-        await self._read_body()  # enforces the size limit with a clear 413
-        try:
-            return await self.request.post()
-        except ValueError as exc:
-            raise _bad_request(f"malformed form body: {exc}") from None
-
-    async def _read_body(self) -> bytes:
-        try:
-            return await self.request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _too_large(self.max_size) from None
-
-    async def _read_multipart(self) -> MultiDict[Any]:
-        form: MultiDict[Any] = MultiDict()
-        received = 0
-        try:
-            reader = await self.request.multipart()
-            while True:
-                part = await reader.next()
-                if part is None:
-                    break
-                if not isinstance(part, BodyPartReader):
-                    raise _bad_request("nested multipart bodies are not supported")
-                name = part.name
-                if name is None or name not in self.parser.by_key:
-                    received += await self._discard(part, received)
-                    continue
-                if name in self.parser.file_keys or part.filename is not None:
-                    uploaded, size = await self._save_upload(part, name, received)
-                    received += size
-                    if size == 0 and not part.filename:
-                        # An empty file input (browsers, Swagger UI): not sent.
-                        self._discard_upload(uploaded)
-                        continue
-                    form.add(name, uploaded)
-                else:
-                    text, size = await self._read_text(part, received)
-                    received += size
-                    form.add(name, text)
-        except (web.HTTPException, DeepaasError):
-            raise
-        except (
-            ValueError,
-            AssertionError,
-            LookupError,
-            TypeError,
-            HttpProcessingError,
-        ) as exc:
-            raise _bad_request(f"malformed multipart body: {exc}") from None
-        return form
-
-    def _check_size(self, received: int) -> None:
-        if self.max_size and received > self.max_size:
-            raise _too_large(self.max_size)
-
-    async def _discard(self, part: BodyPartReader, received: int) -> int:
-        size = 0
-        while chunk := await part.read_chunk(CHUNK_SIZE):
-            size += len(chunk)
-            self._check_size(received + size)
-        return size
-
-    async def _read_text(self, part: BodyPartReader, received: int) -> tuple[str, int]:
-        chunks = []
-        size = 0
-        while chunk := await part.read_chunk(CHUNK_SIZE):
-            size += len(chunk)
-            self._check_size(received + size)
-            if size > FORM_TEXT_LIMIT:
-                raise _too_large(FORM_TEXT_LIMIT)
-            chunks.append(chunk)
-        data = part.decode(b"".join(chunks))
-        charset = part.get_charset(default="utf-8")
-        try:
-            return data.decode(charset), size
-        except (UnicodeDecodeError, LookupError) as exc:
-            raise _bad_request(
-                f"form field {part.name!r} is not valid text: {exc}"
-            ) from None
-
-    def _discard_upload(self, uploaded: UploadedFile) -> None:
-        self.files.remove(uploaded.filename)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(uploaded.filename)
-
-    async def _save_upload(
-        self, part: BodyPartReader, name: str, received: int
-    ) -> tuple[UploadedFile, int]:
-        original = part.filename
-        suffix = os.path.splitext(original or "")[1]
-        fd, path = tempfile.mkstemp(
-            prefix="upload-",
-            suffix=suffix if _SAFE_SUFFIX.match(suffix) else "",
-            dir=self.tmp_dir,
-        )
-        self.files.append(path)
-        size = 0
-        with os.fdopen(fd, "wb") as out:
-            while chunk := await part.read_chunk(CHUNK_SIZE):
-                size += len(chunk)
-                self._check_size(received + size)
-                out.write(chunk)
-        content_type = part.headers.get("Content-Type", "application/octet-stream")
-        return (
-            UploadedFile(
-                name=name,
-                filename=path,
-                content_type=content_type,
-                original_filename=original,
-            ),
-            size,
-        )
 
 
 NOT_A_FILE = "Not a file: send it as a file part of a multipart/form-data body."

@@ -4,12 +4,14 @@ Workers send their compute time back with each result, so everything is
 recorded here and prometheus-client needs no multiprocess mode. Counters
 and histograms are updated as requests and batches complete; gauges (queue
 depth, workers, GPUs) are read when Prometheus scrapes, from the engine's
-own state and the NVML telemetry cache (sampled at most once a second).
+own state and the last NVML reading (taken in the background every second:
+a scrape never calls NVML).
 Each app has its own registry, so several apps can live in one process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
 import time
@@ -52,6 +54,7 @@ DEFAULT_BUCKETS = (
     7.5,
     10.0,
 )
+CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that hung up
 OTHER = ("", "other")  # labels of routes that say nothing (static files, 404s)
 
 
@@ -167,6 +170,15 @@ class Metrics(EngineEvents):
             "max_requests, max_memory, out_of_memory.",
             ["model", "device", "reason"],
         )
+        self.client_timeouts = _Counter(
+            "deepaas_client_timeouts",
+            "Connections closed because the client was too slow, by phase "
+            "(headers: a request's headers not complete within --client-timeout; "
+            "body: a request body that paused longer than that, answered 408).",
+            ["phase"],
+        )
+        for phase in ("headers", "body"):  # a series before the first
+            self.client_timeouts.inc((phase,), 0.0)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
             _Collector(
@@ -177,6 +189,7 @@ class Metrics(EngineEvents):
                     self.compute_duration,
                     self.batch_size,
                     self.worker_restarts,
+                    self.client_timeouts,
                 ]
             )
         )
@@ -201,10 +214,23 @@ class Metrics(EngineEvents):
     def restarted(self, model: str, device: str, reason: str) -> None:
         self.worker_restarts.inc((model, device, reason))
 
+    # -- connections ------------------------------------------------------------
+
+    def client_timed_out(self, phase: str) -> None:
+        """A connection was closed because its client was too slow in ``phase``
+        (the ``on_timeout`` of :class:`deepaas.api.connections.HeaderTimeout`)."""
+        self.client_timeouts.inc((phase,))
+
     # -- HTTP ---------------------------------------------------------------
 
     def middleware(self) -> Any:
-        """Counts and times every request, labelled by its route."""
+        """Counts and times every request, labelled by its route.
+
+        A request cancelled before it was answered is counted as 499 (nginx's
+        "client closed request"), not 500: with ``handler_cancellation`` that
+        is a client hanging up (or, at the very end of a shutdown, the server
+        giving up on the request); no answer was sent either way.
+        """
 
         @web.middleware
         async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -213,9 +239,14 @@ class Metrics(EngineEvents):
             try:
                 response = await handler(request)
                 status = response.status
+                if status == 408:  # a body that stopped arriving (--client-timeout)
+                    self.client_timeouts.inc(("body",))
                 return response
             except web.HTTPException as exc:
                 status = exc.status
+                raise
+            except asyncio.CancelledError:
+                status = CLIENT_CLOSED_REQUEST
                 raise
             finally:
                 labels = labels_of(request.match_info.handler)
@@ -299,6 +330,8 @@ class _EngineCollector:
     def _gpus(self) -> Iterator[Metric]:
         if self.telemetry is None:
             return
+        # The sampler's last reading ({} before the first, or while NVML
+        # hangs): a scrape never waits for NVML.
         samples = self.telemetry.read()
         families = {
             field: GaugeMetricFamily(
@@ -320,7 +353,12 @@ class _EngineCollector:
 
 
 class _TrainingCollector:
-    """``deepaas_trainings`` and ``deepaas_training_progress``, at scrape time."""
+    """``deepaas_trainings`` and ``deepaas_training_progress``, at scrape time.
+
+    Both come from the job manager's memory (its counts snapshot, kept fresh
+    as records change and re-read from the database each heartbeat by the
+    manager, never here): a scrape must not wait on SQLite's locks.
+    """
 
     def __init__(self, manager: JobManager) -> None:
         self.manager = manager

@@ -226,6 +226,10 @@ class WorkerPool:
 
     def recycle(self, worker: Worker, reason: str) -> None:
         """Replace a healthy worker: warm the new one, then retire this one."""
+        if reason == OUT_OF_MEMORY:
+            # No new calls, and those it skipped go elsewhere, even when it
+            # was already being replaced for another reason.
+            self.dispatcher.retire(worker)
         if self.stopping or worker.retiring or worker.state is not WorkerState.READY:
             return
         LOG.info(
@@ -237,8 +241,6 @@ class WorkerPool:
         )
         worker.retiring = reason
         worker.state = WorkerState.RETIRING
-        if reason == OUT_OF_MEMORY:
-            self.dispatcher.retire(worker)
         self.retired.add(worker)
         replacement = Worker(self.model, worker.index, worker.device)
         replacement.replaces = worker

@@ -261,10 +261,3 @@ class Scoreboard:
         buffer = self._buffer
         _INT.pack_into(buffer, _REVOKED_HI, hi)
         _INT.pack_into(buffer, _REVOKED_LO, lo)
-
-
-# TEMPORARY: the tuple kinds the training code used before it moved to the
-# typed messages above; removed once deepaas.training is ported.
-CALL = "call"
-RESULT = "result"
-FAILED = "failed"

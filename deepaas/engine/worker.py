@@ -18,9 +18,6 @@ import traceback
 from typing import Any
 
 from deepaas.engine.process import EXIT_FAILED, child_main
-from deepaas.engine.process import (
-    _die_with_parent as _die_with_parent,
-)  # TEMPORARY: training
 from deepaas.engine.protocol import (
     FrameDecoder,
     Invoke,
@@ -35,6 +32,7 @@ from deepaas.model import loading
 from deepaas.model.v2.results import OutputError, ResultRenderer
 
 FLUSH_AFTER_S = 0.0005
+RECV_SIZE = 1 << 20
 OUT_OF_MEMORY = "out_of_memory"
 MAX_MEMORY = "max_memory"
 
@@ -121,6 +119,11 @@ class WorkerLoop:
         """
         self.send(Ready(os.getpid()))
         decoder = FrameDecoder()
+        # Read into one buffer allocated now, not a new 1 MiB per read: when
+        # the model has used up the memory it may use (RLIMIT_AS), its own
+        # allocation fails (a 500, then warm-before-retire), not this loop's.
+        inbox = bytearray(RECV_SIZE)
+        view = memoryview(inbox)
         pending: collections.deque[Any] = collections.deque()
         outbox: list[bytes] = []
         first_unsent = 0.0
@@ -129,10 +132,10 @@ class WorkerLoop:
                 if outbox:
                     self.sock.sendall(b"".join(outbox))
                     outbox.clear()
-                data = self.sock.recv(1 << 20)
-                if not data:
+                size = self.sock.recv_into(inbox)
+                if not size:
                     return
-                pending.extend(decoder.feed(data))
+                pending.extend(decoder.feed(view[:size].tobytes()))
                 continue
             message = pending.popleft()
             if type(message) is not Invoke:
@@ -152,6 +155,8 @@ class WorkerLoop:
         else:
             results = []
             for seq, payload in message.items:
+                if self.retire == OUT_OF_MEMORY:
+                    break  # the heap is spent: the parent gives these to another
                 if self.board.start(seq, time.monotonic()):
                     results.append(self._predict(renderer, seq, payload))
                     self.board.finish()
@@ -172,7 +177,9 @@ class WorkerLoop:
     def _predict_batch(
         self, renderer: ResultRenderer, items: list[tuple[int, Any]]
     ) -> list[tuple[int, bool, Any]]:
-        if not items or not self.board.start(items[0][0], time.monotonic()):
+        if self.retire == OUT_OF_MEMORY or not items:
+            return []  # the heap is spent: the parent gives it to another
+        if not self.board.start(items[0][0], time.monotonic()):
             return []  # the parent took the batch back
         try:
             payloads = [payload for _, payload in items]

@@ -8,14 +8,21 @@ selected, exclusively among trainings (predict workers are not counted: a
 training shares its GPUs with the predict workers placed there). A job that
 asks no GPU runs on the CPU.
 
-Each job is a fresh process (:mod:`deepaas.training.runner`) in its own
-session; it sees only its leased GPUs. Cancel sends SIGTERM to its process
-group and SIGKILL after ``cancel_grace`` seconds. The files a job was given
-live in its job directory until it ends.
+Each job is a child process (:mod:`deepaas.training.runner`) started by the
+engine's supervisor (:mod:`deepaas.engine.process`): its own session, only
+its leased GPUs visible, its output appended to its log file, its job
+directory as working directory. Cancel sends SIGTERM to its process group
+and SIGKILL after ``cancel_grace`` seconds. The files a job was given live
+in its job directory until it ends.
 
 States: ``queued -> running -> done | error | cancelled`` and
 ``queued -> cancelled``; a server stop turns ``queued``/``running`` into
-``error``.
+``error``. The manager's memory is the truth for its own trainings: a
+status change frees the slot, starts the next job and settles waiters at
+once, and the :class:`~deepaas.training.keeper.RecordKeeper` writes it to
+the database (retrying while the disk is full). Records are owned by this
+server run's identity (:mod:`deepaas.training.ownership`), so other servers
+sharing the state directory can tell when it is gone, and cancel through it.
 """
 
 from __future__ import annotations
@@ -23,100 +30,42 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
-import json
 import logging
 import os
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import uuid as uuidlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deepaas.config import ConfigError
-from deepaas.engine import protocol
+from deepaas.engine import process, protocol
 from deepaas.engine.devices import Device
-from deepaas.engine.process import describe_exit
-from deepaas.exceptions import DeepaasError
-from deepaas.model.v2.wrapper import UploadedFile
+from deepaas.exceptions import DeepaasError, ShuttingDown
+from deepaas.tasks import TaskSet
 from deepaas.training import store as st
-from deepaas.training.runner import PROGRESS
+from deepaas.training.job import (
+    Job,
+    create_log,
+    job_spec,
+    list_dir,
+    make_job_dir,
+    remove_trees,
+    shown_args,
+)
+from deepaas.training.keeper import (
+    DiskFull,
+    OwnerDidNotAct,
+    RecordKeeper,
+    StoreErrors,
+    client_error,
+    log_interrupted,
+)
+from deepaas.training.ownership import HEARTBEAT_S, LEASE_S, ServerIdentity
+
+__all__ = ["DiskFull", "Job", "JobManager", "OwnerDidNotAct", "shown_args"]
 
 LOG = logging.getLogger(__name__)
 
-PROGRESS_FLUSH_S = 1.0  # progress is written to the database at most this often
-STOP_GRACE_MAX_S = 5.0  # at server stop, SIGKILL after min(cancel_grace, this)
-EOF_WAIT_S = 2.0
-
-
-def shown_args(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The arguments as clients see them: files reduced to their description."""
-
-    def show(value: Any) -> Any:
-        if isinstance(value, UploadedFile):
-            return {
-                "name": value.name,
-                "content_type": value.content_type,
-                "original_filename": value.original_filename,
-            }
-        if isinstance(value, (list, tuple)):
-            return [show(v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): show(v) for k, v in value.items()}
-        return value
-
-    shown = {key: show(value) for key, value in kwargs.items()}
-    return json.loads(json.dumps(shown, default=str))
-
-
-@dataclasses.dataclass(eq=False)
-class Job:
-    """A queued or running training."""
-
-    record: st.Training
-    target: str
-    kwargs: dict[str, Any]
-    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    process: subprocess.Popen[bytes] | None = None
-    transport: asyncio.Transport | None = None
-    eof: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    leased: tuple[Device, ...] = ()
-    cancelling: bool = False
-    stopping: bool = False
-    output: str | None = None  # JSON text of train()'s return value
-    failure: str | None = None
-    flush_timer: asyncio.TimerHandle | None = None
-    kill_timer: asyncio.TimerHandle | None = None
-
-    @property
-    def uuid(self) -> str:
-        return self.record.uuid
-
-
-class _JobProtocol(asyncio.Protocol):
-    def __init__(self, manager: JobManager, job: Job) -> None:
-        self.manager = manager
-        self.job = job
-        self.decoder = protocol.FrameDecoder()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.job.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            messages = self.decoder.feed(data)
-        except Exception as exc:
-            LOG.error("training %s sent garbage (%s)", self.job.uuid, exc)
-            return
-        for message in messages:
-            self.manager._on_message(self.job, message)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.job.transport = None
-        self.job.eof.set()
+STOP_GRACE_S = 5.0  # stop()'s default: SIGKILL after min(cancel_grace, this)
 
 
 class JobManager:
@@ -134,6 +83,9 @@ class JobManager:
         env: Mapping[str, str] | None = None,
         extra_path: tuple[str, ...] = (),
         warm: bool = True,
+        identity: ServerIdentity | None = None,
+        heartbeat: float = HEARTBEAT_S,
+        lease: float = LEASE_S,
     ) -> None:
         self.store = store
         self.targets = dict(targets)
@@ -147,51 +99,76 @@ class JobManager:
         self.env = dict(os.environ if env is None else env)
         self.extra_path = extra_path
         self.warm = warm
+        self.identity = identity or ServerIdentity.new()
         self.queue: collections.deque[Job] = collections.deque()
         self.running: dict[str, Job] = {}
         self.stopping = False
         self.opened = False
+        self.tasks = TaskSet("training jobs")
+        self.keeper = RecordKeeper(
+            store,
+            self.identity,
+            self.tasks,
+            on_cancel=self._cancel_requested,
+            on_interrupted=self._remove_job_dirs,
+            heartbeat=heartbeat,
+            lease=lease,
+        )
 
     # -- life cycle ---------------------------------------------------------
 
-    def open(self) -> None:
-        """Open the store; records of servers that are gone become errors."""
+    async def open(self) -> None:
+        """Open the store and take our lease; records of servers that are
+        gone become errors; job directories left behind are removed."""
         try:
-            self.store.open()
-        except (OSError, sqlite3.Error) as exc:
+            await self.store.open()
+            interrupted = await self.keeper.open()
+        except StoreErrors as exc:
+            await self.store.close(1.0)
             raise ConfigError(
                 f"state_dir: cannot keep training records in {self.store.state_dir}: "
                 f"{exc}"
             ) from exc
         self.opened = True
-        changed = self.store.mark_interrupted()
-        if changed:
-            LOG.warning(
-                "%d training(s) were interrupted when a server stopped; "
-                "marked as error",
-                len(changed),
-            )
+        log_interrupted(interrupted)
+        self._remove_job_dirs([uuid for uuid, _ in interrupted])
+        self.tasks.spawn(self._remove_leftovers(), "remove left-over job dirs")
+        self.keeper.start()
 
-    async def stop(self) -> None:
-        """Server stop: queued jobs and running ones (killed) become errors."""
+    async def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Server stop, within about ``grace`` + 1 s: queued jobs become
+        errors; running ones get SIGTERM, SIGKILL after ``min(cancel_grace,
+        grace)`` seconds, and become errors; records are written (if the
+        store can take them in time) and our lease is given up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace + 1.0
         self.stopping = True
         while self.queue:
-            job = self.queue.popleft()
-            self._finish_unstarted(job, st.ERROR, st.STOPPED_WHILE_QUEUED)
+            self._finish_unstarted(
+                self.queue.popleft(), st.ERROR, st.STOPPED_WHILE_QUEUED
+            )
         jobs = list(self.running.values())
-        grace = min(self.cancel_grace, STOP_GRACE_MAX_S)
+        kill_after = min(self.cancel_grace, grace)
         for job in jobs:
             job.stopping = True
-            self._signal(job, signal.SIGTERM)
-            self._kill_later(job, grace)
-        if jobs:
-            waiters = [asyncio.ensure_future(job.done.wait()) for job in jobs]
-            _, pending = await asyncio.wait(waiters, timeout=grace + EOF_WAIT_S + 2.0)
-            for waiter in pending:
-                waiter.cancel()
+            job.kill_after = kill_after
+            if job.child is not None:
+                self._terminate(job.child, kill_after)
+        await _all_set([job.done for job in jobs], deadline - 0.5 - loop.time())
+        for job in jobs:
+            self._finish(job)  # those not reaped in time: killed, recorded
+        await self.tasks.close(timeout=0.2)
         if self.opened:
-            self.store.close()
             self.opened = False
+            await self.keeper.close(max(0.1, deadline - loop.time()))
+
+    async def _remove_leftovers(self) -> None:
+        """Remove the job directories of finished trainings (a server
+        killed before it could; none of a training still being submitted)."""
+        loop = asyncio.get_running_loop()
+        names = await loop.run_in_executor(None, list_dir, str(self.store.jobs_dir))
+        finished = await self.store.finished_among(names)
+        self._remove_job_dirs(finished)
 
     # -- queries ------------------------------------------------------------
 
@@ -201,19 +178,37 @@ class JobManager:
             return job
         return next((j for j in self.queue if j.uuid == uuid), None)
 
-    def get(self, uuid: str, model: str | None = None) -> st.Training | None:
+    def _local(self, uuid: str) -> st.Training | None:
         job = self.active(uuid)
-        record = job.record if job is not None else self.store.get(uuid)
+        return job.record if job is not None else self.keeper.unsaved(uuid)
+
+    async def get(self, uuid: str, model: str | None = None) -> st.Training | None:
+        """A record: ours from memory (the truth, even when not written yet),
+        others' from the store."""
+        record = self._local(uuid)
+        if record is None:
+            record = await self.store.get(uuid)
         if record is None or (model is not None and record.model != model):
             return None
         return record
 
-    def records(self, model: str) -> list[st.Training]:
-        live = {job.uuid: job.record for job in self._active_jobs()}
-        return [live.get(r.uuid, r) for r in self.store.records(model)]
+    async def records(self, model: str) -> list[st.Training]:
+        stored = await self.store.records(model)
+        return [self._local(r.uuid) or r for r in stored]
 
-    def _active_jobs(self) -> list[Job]:
-        return [*self.running.values(), *self.queue]
+    def counts(self) -> list[tuple[str, str, int]]:
+        """(model, status, count) of every record, for the metrics: from
+        memory (the keeper's snapshot), never the database."""
+        return self.keeper.counts()
+
+    def progress(self) -> list[tuple[str, str, str, float]]:
+        """(model, uuid, key, value) of the numeric progress of running jobs."""
+        found = []
+        for job in self.running.values():
+            for key, value in job.record.progress.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    found.append((job.record.model, job.uuid, key, float(value)))
+        return found
 
     # -- submit ---------------------------------------------------------------
 
@@ -231,65 +226,139 @@ class JobManager:
             )
         return wanted
 
-    def submit(
+    def _check_taking(self) -> None:
+        if self.stopping or not self.opened:
+            raise ShuttingDown()
+
+    async def prepare(self, uuid: str) -> str:
+        """Create the job directory (its uploads go there); raises
+        :class:`DiskFull` (507) when the state directory has no room."""
+        self._check_taking()
+        job_dir = self.store.job_dir(uuid)
+        await self._io(make_job_dir, job_dir)
+        return job_dir
+
+    def discard(self, uuid: str) -> None:
+        """A training that was not submitted after all: remove its files."""
+        self._remove_job_dirs([uuid])
+
+    async def submit(
         self, model: str, uuid: str, kwargs: dict[str, Any], gpus: int | None
     ) -> st.Training:
         """Record a training and queue it (it starts at once when it can)."""
-        if self.stopping:
-            raise DeepaasError(503, "the server is shutting down")
+        self._check_taking()
         wanted = self.resolve_gpus(gpus)
-        log_path = self.store.log_path(uuid)
-        open(log_path, "ab").close()
         record = st.Training(
             uuid=uuid,
             model=model,
             args=shown_args(kwargs),
             status=st.QUEUED,
             date=st.now(),
-            log_path=log_path,
-            owner_pid=os.getpid(),
+            log_path=self.store.log_path(uuid),
+            owner_pid=self.identity.pid,
+            owner=self.identity.id,
             gpus=wanted,
         )
-        self.store.insert(record)
+        await self._io(create_log, record.log_path)
+        insert = asyncio.ensure_future(self.store.insert(record))
+        try:
+            await asyncio.shield(insert)
+        except asyncio.CancelledError:
+            # The request went away while the insert waited (a lock, a
+            # client that hung up): the record may exist now; close it.
+            # (Once stopped, our lease is given up: the next sweep does.)
+            with contextlib.suppress(RuntimeError):
+                self.tasks.spawn(self._abandon(insert, record), f"abandon {uuid}")
+            raise
+        except StoreErrors as exc:
+            answer = client_error(exc, str(self.store.state_dir))
+            if answer is None:
+                raise
+            raise answer from exc
+        self.keeper.created(record)
         job = Job(record, self.targets[model], kwargs)
+        if self.stopping:  # the server began to stop during the insert
+            self._finish_unstarted(job, st.ERROR, st.STOPPED_WHILE_QUEUED)
+            raise ShuttingDown()
         self.queue.append(job)
         LOG.info("training %s of model %s queued (%d GPU(s))", uuid, model, wanted)
         self._schedule()
         return record
 
+    async def _abandon(self, insert: asyncio.Future[None], record: st.Training) -> None:
+        with contextlib.suppress(*StoreErrors):
+            await insert
+            self.keeper.created(record)
+            job = Job(record, self.targets[record.model], {})
+            message = "the request that submitted this training was cancelled"
+            self._finish_unstarted(job, st.ERROR, message)
+
+    async def _io(self, fn: Any, *args: Any) -> None:
+        """File work for a request, off the loop; a full disk is a 507."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, fn, *args)
+        except OSError as exc:
+            answer = client_error(exc, str(self.store.state_dir))
+            if answer is None:
+                raise
+            raise answer from exc
+
     # -- cancel ---------------------------------------------------------------
 
     async def cancel(self, uuid: str, model: str | None = None) -> st.Training | None:
-        """Stop a queued or running training; a finished one is left as is."""
-        record = self.get(uuid, model)
+        """Stop a queued or running training; a finished one is left as is.
+
+        A training of another server sharing the state directory is
+        cancelled by that server (:meth:`RecordKeeper.cancel_elsewhere`);
+        raises :class:`OwnerDidNotAct` (409) when it does not.
+        """
+        record = await self.get(uuid, model)
         if record is None:
             return None
         job = self.active(uuid)
-        if job is None:
+        if job is not None:
+            self._cancel(job)
+            await job.done.wait()
+            return job.record
+        if record.finished or record.owner == self.identity.id:
             return record
+        try:
+            return await self.keeper.cancel_elsewhere(record, self.cancel_grace)
+        except StoreErrors as exc:
+            answer = client_error(exc, str(self.store.state_dir))
+            if answer is None:
+                raise
+            raise answer from exc
+
+    def _cancel_requested(self, uuid: str) -> None:
+        """Another server wrote a cancel request for one of ours."""
+        job = self.active(uuid)
+        if job is not None:
+            self._cancel(job)
+
+    def _cancel(self, job: Job) -> None:
         if job in self.queue:
             self.queue.remove(job)
             self._finish_unstarted(job, st.CANCELLED, None)
             self._schedule()
-            return job.record
-        if not job.cancelling:
-            job.cancelling = True
-            LOG.info("training %s: cancelling (SIGTERM)", uuid)
-            self._signal(job, signal.SIGTERM)
-            self._kill_later(job, self.cancel_grace)
-        await job.done.wait()
-        return job.record
+            return
+        if job.cancelling:
+            return
+        job.cancelling = True
+        LOG.info("training %s: cancelling (SIGTERM)", job.uuid)
+        if job.child is not None:
+            self._terminate(job.child, self.cancel_grace)
+        # else: still starting; _run terminates it once it exists
 
-    def _signal(self, job: Job, sig: int) -> None:
-        if job.process is not None and job.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(job.process.pid, sig)
-
-    def _kill_later(self, job: Job, delay: float) -> None:
-        if job.kill_timer is not None:
-            job.kill_timer.cancel()
-        loop = asyncio.get_running_loop()
-        job.kill_timer = loop.call_later(delay, self._signal, job, signal.SIGKILL)
+    def _terminate(self, child: process.Child, grace: float) -> None:
+        """SIGTERM the child's group, SIGKILL after ``grace`` (in the
+        background; should that fail, SIGKILL at once)."""
+        self.tasks.spawn(
+            child.terminate(grace),
+            f"terminate {child.label}",
+            on_error=lambda exc: child.kill(),
+        )
 
     # -- scheduling -----------------------------------------------------------
 
@@ -306,187 +375,118 @@ class JobManager:
             self.running[job.uuid] = job
             self._start(job)
 
-    def _job_env(self, job: Job) -> tuple[dict[str, str], list[str]]:
-        env = dict(self.env)
-        if job.leased:
-            if all(d.uuid for d in job.leased):
-                visible = ",".join(str(d.uuid) for d in job.leased)
-            else:
-                visible = ",".join(
-                    str(d.index if d.index is not None else d.uuid) for d in job.leased
-                )
-                env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-            seen = [f"cuda:{i}" for i in range(len(job.leased))]
-            env["CUDA_VISIBLE_DEVICES"] = visible
-            env["DEEPAAS_DEVICE"] = "cuda:0"
-        else:
-            seen = ["cpu"]
-            env["CUDA_VISIBLE_DEVICES"] = ""
-            env["DEEPAAS_DEVICE"] = "cpu"
-        env["DEEPAAS_DEVICES"] = ",".join(seen)
-        env["DEEPAAS_TRAINING"] = job.uuid
-        env["PYTHONUNBUFFERED"] = "1"
-        if self.extra_path:
-            old = env.get("PYTHONPATH")
-            env["PYTHONPATH"] = os.pathsep.join(
-                [*self.extra_path, *([old] if old else [])]
-            )
-        return env, seen
-
     def _start(self, job: Job) -> None:
         record = job.record
         record.status = st.RUNNING
         record.start_date = st.now()
         record.devices = [d.label for d in job.leased] or ["cpu"]
+        self.keeper.changed(record, was=st.QUEUED)
+        self.tasks.spawn(
+            self._run(job),
+            f"training {job.uuid}",
+            on_error=lambda exc: self._finish(
+                job, f"the server failed to run this training: {exc}"
+            ),
+        )
+
+    async def _run(self, job: Job) -> None:
+        """Start the job's process, hand it its arguments, wait for its end."""
         try:
-            frame = protocol.pack((protocol.CALL, "train", job.kwargs))
+            frame = protocol.pack(protocol.Train(job.kwargs))
         except Exception as exc:
-            job.failure = f"the arguments could not be sent to the training: {exc}"
-            self._finish(job)
+            self._finish(job, f"the arguments could not be sent to the training: {exc}")
             return
-        env, seen = self._job_env(job)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        config = {
-            "uuid": job.uuid,
-            "model": record.model,
-            "target": job.target,
-            "fd": theirs.fileno(),
-            "parent_pid": os.getpid(),
-            "devices": seen,
-            "job_dir": self.store.job_dir(job.uuid),
-            "log_path": record.log_path,
-            "warm": self.warm,
-        }
-        command = [sys.executable, "-m", "deepaas.training.runner", json.dumps(config)]
+        job_dir = self.store.job_dir(job.uuid)
+        spec = job_spec(job, self.env, self.extra_path, job_dir, self.warm)
         try:
-            with open(record.log_path, "ab") as log:
-                job.process = subprocess.Popen(
-                    command,
-                    pass_fds=(theirs.fileno(),),
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.store.job_dir(job.uuid),
-                    start_new_session=True,  # its own process group: killed whole
-                )
+            child = await process.spawn(spec, lambda m: self._on_message(job, m))
         except OSError as exc:
-            ours.close()
-            job.failure = f"cannot start the training process: {exc}"
-            self._finish(job)
+            self._finish(job, f"cannot start the training process: {exc}")
             return
-        finally:
-            theirs.close()
-        self.store.update(record, "status", "start_date", "devices")
+        job.child = child
+        if job.done.is_set():  # given up (stop) while it was being started
+            child.kill()
+            await child.ended()
+            return
         LOG.info(
             "training %s of model %s started on %s (pid %s)",
             job.uuid,
-            record.model,
-            ",".join(record.devices),
-            job.process.pid,
+            job.record.model,
+            ",".join(job.record.devices),
+            child.pid,
         )
-        asyncio.get_running_loop().create_task(self._run(job, ours, frame))
-
-    async def _run(self, job: Job, sock: socket.socket, frame: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        assert job.process is not None
-        try:
-            transport, _ = await loop.create_unix_connection(
-                lambda: _JobProtocol(self, job), sock=sock
-            )
-            transport.write(frame)
-        except OSError as exc:
-            LOG.error("training %s: cannot talk to its process: %s", job.uuid, exc)
-            sock.close()
-            job.eof.set()
-        process = job.process
-        while process.poll() is None:
-            await asyncio.sleep(0.05)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(job.eof.wait(), EOF_WAIT_S)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # anything it left behind
-        if job.transport is not None:
-            job.transport.abort()
+        if job.stopping or job.cancelling:  # while it was being started
+            grace = job.kill_after if job.stopping else self.cancel_grace
+            self._terminate(child, grace)
+        elif not child.channel.write(frame):
+            job.failure = "the training process closed its connection at once"
+        await child.ended()
         self._finish(job)
 
-    def _on_message(self, job: Job, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == PROGRESS:
-            job.record.progress.update(message[1])
-            if job.flush_timer is None:
-                loop = asyncio.get_running_loop()
-                job.flush_timer = loop.call_later(
-                    PROGRESS_FLUSH_S, self._flush_progress, job
-                )
-        elif kind == protocol.RESULT:
-            job.output = message[1]
-        elif kind == protocol.FAILED:
-            job.failure = message[2]
-
-    def _flush_progress(self, job: Job) -> None:
-        job.flush_timer = None
-        if self.opened and not job.record.finished:
-            self.store.update(job.record, "progress")
+    def _on_message(self, job: Job, message: Any) -> None:
+        if job.on_message(message):
+            self.keeper.changed(job.record)  # written with the next heartbeat
 
     # -- endings ----------------------------------------------------------------
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, job: Job, failure: str | None = None) -> None:
+        """The job ended (or must be given up): record how, free its slot and
+        devices, settle its waiters, start the next. Never waits, never
+        fails on the store: the keeper writes the record."""
+        if job.done.is_set():
+            return
         record = job.record
-        for timer in (job.flush_timer, job.kill_timer):
-            if timer is not None:
-                timer.cancel()
-        process = job.process
-        how = describe_exit(process.returncode if process else None)
-        if job.output is not None:
-            record.status = st.DONE
-            record.output = json.loads(job.output)
-        elif job.cancelling:
-            record.status = st.CANCELLED
-        elif job.stopping:
-            record.status = st.ERROR
-            record.message = st.STOPPED_WHILE_RUNNING
-        elif job.failure is not None:
-            record.status = st.ERROR
-            record.message = job.failure
-        else:
-            record.status = st.ERROR
-            record.message = f"the training process {how} before it finished"
-        record.finish_date = st.now()
+        child = job.child
+        if child is not None and child.returncode is None:
+            child.kill()  # given up before it exited: its group goes
+        if failure is not None and job.failure is None:
+            job.failure = failure
+        was = job.end()
         self.running.pop(job.uuid, None)
         self.free.extend(job.leased)
         self.free.sort(key=self.gpus.index)  # lowest devices first, as listed
         job.leased = ()
-        if self.opened:
-            self.store.update(record)
-        self.store.remove_job_dir(job.uuid)
+        self.keeper.changed(record, was=was)
+        self._remove_job_dirs([job.uuid])
         LOG.info("training %s of model %s: %s", job.uuid, record.model, record.status)
         job.done.set()
         self._schedule()
 
     def _finish_unstarted(self, job: Job, status: str, message: str | None) -> None:
         record = job.record
+        was = record.status
         record.status = status
         record.message = message
         record.finish_date = st.now()
-        if self.opened:
-            self.store.update(record, "status", "message", "finish_date")
-        self.store.remove_job_dir(job.uuid)
+        self.keeper.changed(record, was=was)
+        self._remove_job_dirs([job.uuid])
         job.done.set()
 
-    # -- metrics ----------------------------------------------------------------
+    def _remove_job_dirs(self, uuids: list[str]) -> None:
+        """Remove job directories off the loop (a big upload takes a while)."""
+        if not uuids:
+            return
+        paths = [self.store.job_dir(uuid) for uuid in uuids]
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(None, remove_trees, paths)
+        except RuntimeError:  # the executor is shut down: the loop is closing
+            return  # (the next server removes them: they are finished)
+        with contextlib.suppress(RuntimeError):  # stopped: it runs on, unwatched
+            self.tasks.spawn(_wait(future), f"remove {len(paths)} job dir(s)")
 
-    def counts(self) -> list[tuple[str, str, int]]:
-        """(model, status, count) of every record, for the metrics."""
-        if not self.opened:
-            return []
-        return list(self.store.counts())
 
-    def progress(self) -> list[tuple[str, str, str, float]]:
-        """(model, uuid, key, value) of the numeric progress of running jobs."""
-        found = []
-        for job in self.running.values():
-            for key, value in job.record.progress.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    found.append((job.record.model, job.uuid, key, float(value)))
-        return found
+async def _wait(future: asyncio.Future[None]) -> None:
+    await future
+
+
+async def _all_set(events: list[asyncio.Event], timeout: float) -> None:
+    """Wait until every event is set, at most ``timeout`` seconds."""
+    if not events:
+        return
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=max(0.0, timeout))
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

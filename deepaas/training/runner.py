@@ -1,45 +1,46 @@
 """The training process: load the plugin, run ``train(**kwargs)``, report back.
 
-Started by :mod:`deepaas.training.jobs` as ``python -m
-deepaas.training.runner CONFIG`` (a fresh interpreter in its own session, so
-a cancel kills its whole process group). Its stdout and stderr are the job's
-log file; its device environment (``CUDA_VISIBLE_DEVICES``,
-``DEEPAAS_DEVICES``) is set by the parent. Messages use the engine's framing
-(:mod:`deepaas.engine.protocol`) over one socket.
+Started by :mod:`deepaas.training.jobs` through the engine's supervisor
+(:mod:`deepaas.engine.process`) as ``python -m deepaas.training.runner
+CONFIG``: a fresh interpreter in its own session (a cancel kills its whole
+process group), its stdout and stderr appended to the job's log file, its
+working directory the job's own, its device environment
+(``CUDA_VISIBLE_DEVICES``, ``DEEPAAS_DEVICES``) set by the parent.
 
-Parent to runner::
-
-    (CALL, "train", kwargs)            once, right after start
-
-Runner to parent::
-
-    (PROGRESS, {key: value})           deepaas.training.report(...)
-    (RESULT, output_json)              train() returned (output as JSON text)
-    (FAILED, stage, message)           import, warm or train failed
+Messages (:mod:`deepaas.engine.protocol`): the parent sends one
+:class:`~deepaas.engine.protocol.Train`; the runner answers any number of
+:class:`~deepaas.engine.protocol.Progress` (``deepaas.training.report()``),
+then :class:`~deepaas.engine.protocol.TrainDone` or
+:class:`~deepaas.engine.protocol.StartFailed` (stage ``import``, ``warm``,
+``train`` or ``result``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import socket
 import sys
 import threading
 from typing import Any
 
-from deepaas.engine.protocol import CALL, FAILED, RESULT, FrameDecoder, pack
-from deepaas.engine.worker import _die_with_parent, describe_exception
+from deepaas.engine.process import EXIT_FAILED, child_main
+from deepaas.engine.protocol import (
+    FrameDecoder,
+    Progress,
+    StartFailed,
+    Train,
+    TrainDone,
+    pack,
+)
+from deepaas.engine.worker import describe_exception
 from deepaas.model import loading
 from deepaas.training import context
 
-PROGRESS = "progress"
-EXIT_FAILED = 1
-
 
 class Channel:
-    """The socket to the parent; safe to use from any thread."""
+    """The socket to the parent; safe to use from any thread (a plugin may
+    report progress from its own threads)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -61,11 +62,17 @@ class Channel:
                 return messages[0]
 
 
-def run(config: dict[str, Any], channel: Channel) -> int:
+def run(config: dict[str, Any], sock: socket.socket) -> int:
+    """Train once; the exit status (0 when ``train()`` returned)."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    channel = Channel(sock)
     message = channel.receive()
-    if message[0] != CALL:
-        raise ValueError(f"unexpected message {message[0]!r}")
-    kwargs = message[2]
+    if not isinstance(message, Train):
+        raise ValueError(f"unexpected message {type(message).__name__}")
     logger = logging.getLogger(f"deepaas.training.{config['model']}")
     ctx = context.TrainingContext(
         uuid=config["uuid"],
@@ -74,7 +81,7 @@ def run(config: dict[str, Any], channel: Channel) -> int:
         job_dir=config["job_dir"],
         log_path=config["log_path"],
         logger=logger,
-        send=lambda metrics: channel.send((PROGRESS, metrics)),
+        send=lambda values: channel.send(Progress(values)),
     )
     context.set_current(ctx)
     spec = loading.PluginSpec(config["model"], config["target"])
@@ -88,7 +95,7 @@ def run(config: dict[str, Any], channel: Channel) -> int:
         train = getattr(model.plugin, "train", None)
         if train is None:
             raise NotImplementedError(f"model {spec.name!r} does not implement train")
-        output = train(**kwargs)
+        output = train(**message.kwargs)
     except BaseException as exc:  # a plugin may raise anything
         error = describe_exception(exc)
         sys.stderr.write(error.traceback)
@@ -98,46 +105,25 @@ def run(config: dict[str, Any], channel: Channel) -> int:
             text = error.message
         else:
             text = f"{stage}() of model {spec.name!r} failed: {error.message}"
-        channel.send((FAILED, stage, text))
+        channel.send(StartFailed(stage, text))
         return EXIT_FAILED
     try:
         encoded = json.dumps(output)
     except (TypeError, ValueError) as exc:
         channel.send(
-            (
-                FAILED,
+            StartFailed(
                 "result",
                 f"train() returned a value that is not JSON-able "
                 f"({type(output).__name__}): {exc}",
             )
         )
         return EXIT_FAILED
-    channel.send((RESULT, encoded))
+    channel.send(TrainDone(encoded))
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    config = json.loads(argv[0])
-    _die_with_parent(config["parent_pid"])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    sock = socket.socket(fileno=config["fd"])
-    os.set_inheritable(sock.fileno(), False)
-    code = EXIT_FAILED
-    try:
-        code = run(config, Channel(sock))
-    except (BrokenPipeError, ConnectionResetError, EOFError):
-        pass  # the server went away: nothing left to report
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    # Skip interpreter shutdown: stray plugin threads must not keep us alive.
-    os._exit(code)
+def main() -> None:
+    child_main(run)
 
 
 if __name__ == "__main__":

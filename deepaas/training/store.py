@@ -1,28 +1,39 @@
 """Training records in SQLite under the state directory; they survive restarts.
 
-``<state_dir>/trainings.sqlite3`` holds one row per training; each job's
-output is in ``<state_dir>/logs/<uuid>.log`` and the files it was given in
-``<state_dir>/jobs/<uuid>/`` while it is queued or running. The database is
-in WAL mode and written only by the API process's event loop (each write is
-a small transaction), so readers never wait.
+``<state_dir>/trainings.sqlite3`` holds one row per training (``trainings``)
+and one per running server (``servers``, see
+:mod:`deepaas.training.ownership`); each job's output is in
+``<state_dir>/logs/<uuid>.log`` and the files it was given in
+``<state_dir>/jobs/<uuid>/`` while it is queued or running.
 
-A record notes the pid of the server that owns it. At start-up
-:meth:`TrainingStore.mark_interrupted` turns the ``queued``/``running``
-records of servers that are gone into ``error``: a restart tells the client
-what happened to its training instead of showing it running forever.
+Every SQLite call runs on one thread of the store's own: a write may wait up
+to :data:`BUSY_TIMEOUT_S` for another process's lock, and the event loop must
+not wait with it. The API is therefore async; rows are built from records on
+the caller's side (the loop), so a record the loop keeps changing is never
+read from the other thread. The database is in WAL mode (readers never wait
+for writers); each write is one small transaction.
+
+Databases written before server identities existed (``trainings`` with only
+``owner_pid``) are migrated in place when opened: the new columns are added,
+old rows keep working (see :func:`~deepaas.training.ownership.owner_gone`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import json
-import os
-import shutil
+import queue
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -36,6 +47,8 @@ FINISHED = (DONE, ERROR, CANCELLED)
 
 STOPPED_WHILE_RUNNING = "the server stopped during this training"
 STOPPED_WHILE_QUEUED = "the server stopped before this training started"
+
+BUSY_TIMEOUT_S = 10.0  # a write waits this long for another process's lock
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trainings (
@@ -55,9 +68,26 @@ CREATE TABLE IF NOT EXISTS trainings (
     owner_pid INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS trainings_model ON trainings (model, date);
+CREATE TABLE IF NOT EXISTS servers (
+    id TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    pidns TEXT NOT NULL,
+    pstart INTEGER NOT NULL,
+    started TEXT NOT NULL,
+    heartbeat REAL NOT NULL
+);
 """
+# Added to ``trainings`` since the first version (migrated when missing).
+_NEW_COLUMNS = {
+    "owner": "TEXT",  # the owning server's identity (servers.id)
+    "cancel_requested": "REAL",  # time.time() another server asked for a cancel
+    "cancel_acked": "REAL",  # time.time() the owner took that request
+}
+_SCHEMA_VERSION = 2
 
 _JSON_COLUMNS = ("args", "output", "devices", "progress")
+UNFINISHED = (QUEUED, RUNNING)
 
 
 def now() -> str:
@@ -70,6 +100,11 @@ def _duration(start: str, finish: str) -> str:
     delta = max(end - begin, datetime.timedelta(0))
     text = str(delta)
     return text if "." in text else text + ".000000"
+
+
+def interrupted_message(status: str) -> str:
+    """The message of a record whose owner stopped while it was ``status``."""
+    return STOPPED_WHILE_RUNNING if status == RUNNING else STOPPED_WHILE_QUEUED
 
 
 @dataclasses.dataclass
@@ -90,6 +125,7 @@ class Training:
     output: Any = None
     message: str | None = None
     progress: dict[str, Any] = dataclasses.field(default_factory=dict)
+    owner: str | None = None  # the owning server's identity; None: written by PID
 
     @property
     def finished(self) -> bool:
@@ -121,8 +157,46 @@ class Training:
         return doc
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(Training))
+
+
+class _DbThread:
+    """One daemon thread that runs every SQLite call of a store, in order.
+
+    A daemon thread: one blocked on another process's lock at exit must not
+    hold the process (``ThreadPoolExecutor`` joins its threads at exit).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def stop(self) -> None:
+        """Exit once what was submitted before has run."""
+        self._queue.put(None)
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
+
+
 class TrainingStore:
-    """The records and logs of one state directory."""
+    """The records, logs and job directories of one state directory."""
 
     def __init__(self, state_dir: str) -> None:
         self.state_dir = Path(state_dir)
@@ -130,31 +204,7 @@ class TrainingStore:
         self.logs_dir = self.state_dir / "logs"
         self.jobs_dir = self.state_dir / "jobs"
         self._db: sqlite3.Connection | None = None
-
-    # -- life cycle ---------------------------------------------------------
-
-    def open(self) -> None:
-        for path in (self.state_dir, self.logs_dir, self.jobs_dir):
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = sqlite3.connect(
-            str(self.path), isolation_level=None, check_same_thread=False, timeout=10
-        )
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        self._db = db
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("the training store is not open")
-        return self._db
+        self._thread: _DbThread | None = None
 
     def log_path(self, uuid: str) -> str:
         return str(self.logs_dir / f"{uuid}.log")
@@ -162,95 +212,163 @@ class TrainingStore:
     def job_dir(self, uuid: str) -> str:
         return str(self.jobs_dir / uuid)
 
-    def remove_job_dir(self, uuid: str) -> None:
-        shutil.rmtree(self.job_dir(uuid), ignore_errors=True)
+    # -- the thread -----------------------------------------------------------
 
-    # -- records ------------------------------------------------------------
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the store's thread (where :attr:`db` may be
+        used) and wait for its result without blocking the loop."""
+        if self._thread is None:
+            raise sqlite3.ProgrammingError("the training store is not open")
+        return await asyncio.wrap_future(self._thread.submit(fn, *args))
 
-    def insert(self, record: Training) -> None:
-        row = _to_row(record)
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection: for functions running on the store's thread only."""
+        if self._db is None:
+            raise sqlite3.ProgrammingError("the training store is not open")
+        return self._db
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the directories and the database (or migrate an old one)."""
+        if self._thread is None:
+            self._thread = _DbThread(f"training store {self.state_dir}")
+        try:
+            await self.call(self._open)
+        except BaseException:
+            await self.close()
+            raise
+
+    def _open(self) -> None:
+        for path in (self.state_dir, self.logs_dir, self.jobs_dir):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = sqlite3.connect(
+            str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S
+        )
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            _migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Close the database and end the thread; a thread still blocked on
+        a lock after ``timeout`` seconds is left to end on its own."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        future = thread.submit(self._close)
+        thread.stop()
+        with contextlib.suppress(asyncio.TimeoutError, sqlite3.Error):
+            await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+
+    def _close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+    # -- records --------------------------------------------------------------
+
+    async def insert(self, record: Training) -> None:
+        row = _to_row(record)  # here, on the loop: the record is the loop's
         names = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        self.db.execute(
-            f"INSERT INTO trainings ({names}) VALUES ({marks})", tuple(row.values())
-        )
+        sql = f"INSERT INTO trainings ({names}) VALUES ({marks})"
+        await self.call(lambda: self.db.execute(sql, tuple(row.values())))
 
-    def update(self, record: Training, *names: str) -> None:
-        """Write ``names`` (all fields when none) of ``record``."""
+    async def update(self, record: Training) -> None:
+        """Write every field of ``record`` (the owner's copy is the truth)."""
         row = _to_row(record)
-        if names:
-            row = {name: row[name] for name in names}
-        row.pop("uuid", None)
+        row.pop("uuid")
         sets = ", ".join(f"{name} = ?" for name in row)
-        self.db.execute(
-            f"UPDATE trainings SET {sets} WHERE uuid = ?",
-            (*row.values(), record.uuid),
-        )
+        sql = f"UPDATE trainings SET {sets} WHERE uuid = ?"
+        values = (*row.values(), record.uuid)
+        await self.call(lambda: self.db.execute(sql, values))
 
-    def get(self, uuid: str) -> Training | None:
-        row = self.db.execute(
-            "SELECT * FROM trainings WHERE uuid = ?", (uuid,)
-        ).fetchone()
-        return None if row is None else _from_row(row)
+    async def get(self, uuid: str) -> Training | None:
+        def get() -> Training | None:
+            row = self.db.execute(
+                "SELECT * FROM trainings WHERE uuid = ?", (uuid,)
+            ).fetchone()
+            return None if row is None else from_row(row)
 
-    def records(self, model: str | None = None) -> list[Training]:
+        return await self.call(get)
+
+    async def records(self, model: str | None = None) -> list[Training]:
         """Records, oldest first (of one model when given)."""
-        if model is None:
-            rows = self.db.execute("SELECT * FROM trainings ORDER BY date, rowid")
-        else:
+
+        def records() -> list[Training]:
+            if model is None:
+                rows = self.db.execute("SELECT * FROM trainings ORDER BY date, rowid")
+            else:
+                rows = self.db.execute(
+                    "SELECT * FROM trainings WHERE model = ? ORDER BY date, rowid",
+                    (model,),
+                )
+            return [from_row(row) for row in rows]
+
+        return await self.call(records)
+
+    async def counts(
+        self, exclude_owner: str | None = None
+    ) -> dict[tuple[str, str], int]:
+        """``{(model, status): count}`` of the records not owned by
+        ``exclude_owner`` (the manager counts its own in memory)."""
+
+        def counts() -> dict[tuple[str, str], int]:
             rows = self.db.execute(
-                "SELECT * FROM trainings WHERE model = ? ORDER BY date, rowid",
-                (model,),
+                "SELECT model, status, COUNT(*) FROM trainings "
+                "WHERE owner IS NOT ? GROUP BY model, status",
+                (exclude_owner,),
             )
-        return [_from_row(row) for row in rows]
+            return {(str(m), str(s)): int(n) for m, s, n in rows}
 
-    def counts(self) -> Iterator[tuple[str, str, int]]:
-        """(model, status, count) of every record."""
-        rows = self.db.execute(
-            "SELECT model, status, COUNT(*) FROM trainings GROUP BY model, status"
-        )
-        for model, status, count in rows:
-            yield str(model), str(status), int(count)
+        return await self.call(counts)
 
-    def mark_interrupted(self) -> list[str]:
-        """Turn unfinished records of servers that are gone into errors.
+    async def finished_among(self, uuids: list[str]) -> list[str]:
+        """Those of ``uuids`` whose record is finished (their job directory
+        is left over and can go)."""
 
-        A record whose owner still runs (another server on the same state
-        directory, or another app in this process) is left alone. Returns
-        the uuids changed.
-        """
-        rows = self.db.execute(
-            "SELECT uuid, status, owner_pid FROM trainings WHERE status IN (?, ?)",
-            (QUEUED, RUNNING),
-        ).fetchall()
-        changed = []
-        finish = now()
-        for uuid, status, owner in rows:
-            if _pid_alive(owner):
-                continue
-            message = (
-                STOPPED_WHILE_RUNNING if status == RUNNING else STOPPED_WHILE_QUEUED
-            )
-            self.db.execute(
-                "UPDATE trainings SET status = ?, message = ?, finish_date = ? "
-                "WHERE uuid = ? AND status = ?",
-                (ERROR, message, finish, uuid, status),
-            )
-            self.remove_job_dir(uuid)
-            changed.append(uuid)
-        return changed
+        def finished() -> list[str]:
+            found = []
+            for uuid in uuids:
+                row = self.db.execute(
+                    "SELECT status FROM trainings WHERE uuid = ?", (uuid,)
+                ).fetchone()
+                if row is not None and row[0] in FINISHED:
+                    found.append(uuid)
+            return found
+
+        return await self.call(finished)
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add what older versions lacked (two servers may open it at once)."""
+    db.execute("BEGIN IMMEDIATE")
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        have = {row[1] for row in db.execute("PRAGMA table_info(trainings)")}
+        for name, kind in _NEW_COLUMNS.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE trainings ADD COLUMN {name} {kind}")
+        db.execute("CREATE INDEX IF NOT EXISTS trainings_status ON trainings (status)")
+        if db.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        rollback(db)
+        raise
+
+
+def rollback(db: sqlite3.Connection) -> None:
+    """Roll back what is left of a transaction (a failed COMMIT may have)."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def _to_row(record: Training) -> dict[str, Any]:
@@ -260,8 +378,9 @@ def _to_row(record: Training) -> dict[str, Any]:
     return row
 
 
-def _from_row(row: sqlite3.Row) -> Training:
-    values = dict(row)
+def from_row(row: sqlite3.Row) -> Training:
+    present = set(row.keys())
+    values = {name: row[name] for name in _FIELDS if name in present}
     for name in _JSON_COLUMNS:
         text = values.get(name)
         values[name] = None if text is None else json.loads(text)

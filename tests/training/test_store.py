@@ -1,15 +1,31 @@
-"""The SQLite store on its own: records, updates, interrupted trainings."""
+"""The SQLite store on its own: records, migration, owners and their leases."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 
 from deepaas.training import store as st
+from deepaas.training.ownership import (
+    LEASE_S,
+    OwnerRow,
+    ServerIdentity,
+    owner_gone,
+    process_start,
+)
+from deepaas.training.servers import ServerTable
 
 pytestmark = pytest.mark.timeout(30)
+
+ME = ServerIdentity.new()
 
 
 def _dead_pid() -> int:
@@ -18,67 +34,201 @@ def _dead_pid() -> int:
     return process.pid
 
 
-def _record(db: st.TrainingStore, uuid: str, status: str, owner: int) -> st.Training:
-    record = st.Training(
+def _record(
+    db: st.TrainingStore, uuid: str, status: str, owner: ServerIdentity | None = ME
+) -> st.Training:
+    return st.Training(
         uuid=uuid,
         model="m",
         args={"a": 1},
         status=status,
         date=st.now(),
         log_path=db.log_path(uuid),
-        owner_pid=owner,
+        owner_pid=owner.pid if owner is not None else 0,
+        owner=owner.id if owner is not None else None,
     )
-    db.insert(record)
+
+
+@pytest_asyncio.fixture
+async def db(tmp_path) -> AsyncIterator[st.TrainingStore]:
+    store = st.TrainingStore(str(tmp_path))
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def _get(db: st.TrainingStore, uuid: str) -> st.Training:
+    record = await db.get(uuid)
+    assert record is not None, uuid
     return record
 
 
-def test_insert_update_get_and_list(tmp_path):
-    db = st.TrainingStore(str(tmp_path))
-    db.open()
-    try:
-        record = _record(db, "a" * 32, st.QUEUED, 1)
-        assert db.get(record.uuid) == record
-        record.status = st.DONE
-        record.output = {"x": [1, 2]}
-        record.start_date = record.finish_date = st.now()
-        db.update(record)
-        assert db.get(record.uuid) == record
-        record.progress = {"loss": 0.5}
-        db.update(record, "progress")
-        assert db.get(record.uuid).progress == {"loss": 0.5}
-        assert [r.uuid for r in db.records("m")] == [record.uuid]
-        assert db.records("other") == []
-        assert db.get("nope") is None
-        assert list(db.counts()) == [("m", st.DONE, 1)]
-        doc = db.get(record.uuid).to_json()
-        assert doc["result"]["output"] == {"x": [1, 2]}
-        wal = db.db.execute("PRAGMA journal_mode").fetchone()[0]
-        assert wal == "wal"
-    finally:
-        db.close()
+def _other(**changes: object) -> ServerIdentity:
+    """Another server run: by default another process on another host."""
+    fields = {
+        "id": os.urandom(16).hex(),
+        "pid": 4242,
+        "host": "elsewhere",
+        "pidns": "pid:[1]@boot",
+        "pstart": 1,
+        **changes,
+    }
+    return ServerIdentity(**fields)  # type: ignore[arg-type]
+
+
+def _age(path: str, server: ServerIdentity, seconds: float) -> None:
+    """Make a server's last heartbeat ``seconds`` old (another connection)."""
+    with sqlite3.connect(path, isolation_level=None) as other:
+        other.execute(
+            "UPDATE servers SET heartbeat = ? WHERE id = ?",
+            (time.time() - seconds, server.id),
+        )
+
+
+async def test_insert_update_get_and_list(db: st.TrainingStore, tmp_path):
+    record = _record(db, "a" * 32, st.QUEUED)
+    await db.insert(record)
+    assert await db.get(record.uuid) == record
+    record.status = st.DONE
+    record.output = {"x": [1, 2]}
+    record.start_date = record.finish_date = st.now()
+    record.progress = {"loss": 0.5}
+    await db.update(record)
+    assert await db.get(record.uuid) == record
+    assert [r.uuid for r in await db.records("m")] == [record.uuid]
+    assert await db.records("other") == []
+    assert await db.get("nope") is None
+    assert await db.counts() == {("m", st.DONE): 1}
+    assert await db.counts(exclude_owner=ME.id) == {}
+    doc = (await _get(db, record.uuid)).to_json()
+    assert doc["result"]["output"] == {"x": [1, 2]}
+    assert "owner" not in doc  # internal: clients see the contract's keys
+    with sqlite3.connect(db.path) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert (tmp_path / "trainings.sqlite3").exists()
 
 
-def test_mark_interrupted_only_touches_servers_that_are_gone(tmp_path):
+async def test_an_old_database_is_migrated_and_stays_readable(tmp_path):
+    """A ``trainings`` table with only ``owner_pid`` (the first version)."""
+    path = tmp_path / "trainings.sqlite3"
+    old_schema = st._SCHEMA.split("CREATE TABLE IF NOT EXISTS servers")[0]
+    dead = _dead_pid()
+    with sqlite3.connect(path, isolation_level=None) as old:
+        old.executescript(old_schema)
+        for uuid, status, pid in (
+            ("1" * 32, st.DONE, dead),
+            ("2" * 32, st.RUNNING, dead),  # its server is gone
+            ("3" * 32, st.QUEUED, 1),  # an old image's deepaas-run as PID 1
+            ("4" * 32, st.RUNNING, os.getpid()),  # our PID now: not that server
+            ("5" * 32, st.RUNNING, os.getppid()),  # alive: maybe an old server
+        ):
+            old.execute(
+                "INSERT INTO trainings (uuid, model, args, status, date, log_path, "
+                "owner_pid) VALUES (?, 'm', '{}', ?, ?, 'x.log', ?)",
+                (uuid, status, st.now(), pid),
+            )
     db = st.TrainingStore(str(tmp_path))
-    db.open()
+    await db.open()
     try:
-        dead = _dead_pid()
-        running = _record(db, "1" * 32, st.RUNNING, dead)
-        queued = _record(db, "2" * 32, st.QUEUED, dead)
-        ours = _record(db, "3" * 32, st.RUNNING, __import__("os").getpid())
-        (tmp_path / "jobs" / running.uuid).mkdir()
-        assert sorted(db.mark_interrupted()) == [running.uuid, queued.uuid]
-        assert db.get(running.uuid).status == st.ERROR
-        assert db.get(running.uuid).message == st.STOPPED_WHILE_RUNNING
-        assert db.get(queued.uuid).message == st.STOPPED_WHILE_QUEUED
-        assert db.get(ours.uuid).status == st.RUNNING
-        assert not (tmp_path / "jobs" / running.uuid).exists()
+        done = await db.get("1" * 32)
+        assert done is not None and done.status == st.DONE and done.owner is None
+        changed = await ServerTable(db).sweep(ME)
+        assert sorted(changed) == [
+            ("2" * 32, st.RUNNING),
+            ("3" * 32, st.QUEUED),
+            ("4" * 32, st.RUNNING),
+        ]
+        assert (await _get(db, "2" * 32)).message == st.STOPPED_WHILE_RUNNING
+        assert (await _get(db, "3" * 32)).message == st.STOPPED_WHILE_QUEUED
+        assert (await _get(db, "5" * 32)).status == st.RUNNING
     finally:
-        db.close()
+        await db.close()
+    with sqlite3.connect(path) as after:
+        columns = {row[1] for row in after.execute("PRAGMA table_info(trainings)")}
+        assert {"owner", "cancel_requested", "cancel_acked"} <= columns
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 2
+    again = st.TrainingStore(str(tmp_path))  # opening twice changes nothing
+    await again.open()
+    await again.close()
 
 
-def test_unusable_state_dir_is_a_config_error(tmp_path):
+async def test_sweep_follows_owners_and_leases(db: st.TrainingStore):
+    here = dataclasses.replace(ME, id="same-process")  # two apps, one process
+    fresh = _other()  # another host, heartbeating
+    expired = _other()
+    unknown = _other()  # no row at all (stopped cleanly, or never existed)
+    same_ns_gone = _other(host=ME.host, pidns=ME.pidns, pid=_dead_pid())
+    same_ns_reused = _other(host=ME.host, pidns=ME.pidns, pid=ME.pid, pstart=1)
+    for server in (here, fresh, expired, same_ns_gone, same_ns_reused):
+        await ServerTable(db).register(server)
+    _age(str(db.path), expired, LEASE_S + 1)
+    records = {
+        "ours": _record(db, "a" * 32, st.RUNNING, ME),
+        "here": _record(db, "b" * 32, st.RUNNING, here),
+        "fresh": _record(db, "c" * 32, st.QUEUED, fresh),
+        "expired": _record(db, "d" * 32, st.RUNNING, expired),
+        "unknown": _record(db, "e" * 32, st.QUEUED, unknown),
+        "same_ns_gone": _record(db, "f" * 32, st.RUNNING, same_ns_gone),
+        "same_ns_reused": _record(db, "0" * 32, st.RUNNING, same_ns_reused),
+    }
+    for record in records.values():
+        await db.insert(record)
+    changed = dict(await ServerTable(db).sweep(ME))
+    gone = {name for name, r in records.items() if r.uuid in changed}
+    if ME.pidns:
+        assert gone == {"expired", "unknown", "same_ns_gone", "same_ns_reused"}
+    else:  # no /proc of our own: only leases tell
+        assert gone == {"expired", "unknown"}
+    marked = await _get(db, records["expired"].uuid)
+    assert marked.message == st.STOPPED_WHILE_RUNNING
+    assert (await _get(db, records["unknown"].uuid)).message == st.STOPPED_WHILE_QUEUED
+    assert await ServerTable(db).sweep(ME) == []  # once
+
+
+def test_owner_gone_rules():
+    now = time.time()
+
+    def row(server: ServerIdentity, age: float = 0.0) -> OwnerRow:
+        return OwnerRow(
+            server.id, server.pid, server.host, server.pidns, server.pstart, now - age
+        )
+
+    other = _other()
+    assert not owner_gone(ME.id, ME.pid, None, ME, now)  # ours: never
+    assert not owner_gone(other.id, other.pid, row(other), ME, now)
+    assert owner_gone(other.id, other.pid, row(other, LEASE_S + 0.1), ME, now)
+    assert not owner_gone(other.id, other.pid, row(other, 3.0), ME, now, lease=5.0)
+    assert owner_gone(other.id, other.pid, None, ME, now)
+    # PID 1 of a restarted container: our PID and namespace, another process.
+    if ME.pidns:
+        reused = dataclasses.replace(other, host=ME.host, pidns=ME.pidns, pid=ME.pid)
+        assert owner_gone(reused.id, reused.pid, row(reused), ME, now)
+        twin = dataclasses.replace(ME, id="twin")  # same process, another app
+        assert not owner_gone(twin.id, twin.pid, row(twin), ME, now)
+        assert process_start(ME.pid) == ME.pstart
+    assert process_start(_dead_pid()) is None
+
+
+async def test_tick_renews_the_lease_and_takes_cancel_requests(db: st.TrainingStore):
+    await ServerTable(db).register(ME)
+    running = _record(db, "a" * 32, st.RUNNING)
+    finished = _record(db, "b" * 32, st.DONE)
+    for record in (running, finished):
+        await db.insert(record)
+    _age(str(db.path), ME, 5.0)
+    for record in (running, finished):
+        await ServerTable(db).request_cancel(record.uuid)  # another server asks
+    tick = await ServerTable(db).tick(ME)
+    assert tick.cancels == [running.uuid]  # a finished one is not asked
+    assert tick.interrupted == []
+    view = await ServerTable(db).cancel_view(running.uuid, _other())
+    assert view.acked and view.owner is not None and view.owner.id == ME.id
+    assert time.time() - view.owner.heartbeat < 2.0  # renewed
+    assert not await ServerTable(db).withdraw_cancel(running.uuid)  # taken: too late
+    assert (await ServerTable(db).tick(ME)).cancels == []  # taken once
+
+
+async def test_unusable_state_dir_is_a_config_error(tmp_path):
     from deepaas.config import ConfigError
     from deepaas.training.jobs import JobManager
 
@@ -86,4 +236,5 @@ def test_unusable_state_dir_is_a_config_error(tmp_path):
     blocker.write_text("not a directory")
     manager = JobManager(st.TrainingStore(str(blocker / "state")), {})
     with pytest.raises(ConfigError, match="state_dir"):
-        manager.open()
+        await manager.open()
+    await manager.stop()

@@ -20,6 +20,7 @@ Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
 RESPONSES = {
     200: "The prediction",
     400: "Malformed request body",
+    408: "The request body stopped arriving (--client-timeout)",
     413: "Request body too large",
     422: "Invalid arguments",
     500: "The model failed",

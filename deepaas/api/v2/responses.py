@@ -2,13 +2,23 @@
 
 Bodies come ready-made from the worker; large ones arrive as a file, which is
 streamed in chunks and then removed.
+
+The result's content type (from the plugin's ``ReturnedFile.content_type``
+or the client's ``accept`` argument) and file name (``original_filename`` or
+the returned file's name) are the only plugin- or client-chosen values that
+reach response headers; :func:`result_headers` makes them safe, here, in one
+place. A CR or LF in a header value makes aiohttp refuse to send the
+response, which dropped the connection with no answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import re
+import unicodedata
 import urllib.parse
 from typing import BinaryIO
 
@@ -19,21 +29,69 @@ from deepaas.exceptions import DeepaasError
 from deepaas.model.v2.results import PredictResult
 
 CHUNK = 1 << 20
+FALLBACK_CONTENT_TYPE = "application/octet-stream"
+MAX_FILENAME = 255  # characters of a file name sent in Content-Disposition
+
+# RFC 9110 media type: type "/" subtype *( OWS ";" OWS name "=" value ), value
+# a token or a quoted string, all in visible ASCII.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
+_MEDIA_TYPE = re.compile(
+    rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))*"
+)
+# Replaced in file names: controls (C0, DEL, C1), format characters (such as
+# bidi overrides, which disguise an extension) and line/paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# RFC 8187 attr-char, less ALPHA / DIGIT, which quote() keeps anyway.
+_ATTR_CHARS = "!#$&+-.^_`|~"
 
 
-def _disposition(filename: str) -> str:
-    quoted = urllib.parse.quote(filename)
-    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "")
+@functools.lru_cache(maxsize=256)  # a handful of types, sent on every answer
+def safe_content_type(value: str | None) -> str:
+    """``value`` if it is a well-formed media type, else application/octet-stream."""
+    if value and _MEDIA_TYPE.fullmatch(value):
+        return value
+    return FALLBACK_CONTENT_TYPE
+
+
+def safe_filename(name: str) -> str:
+    """``name`` with unsafe characters replaced by ``_``, at most 255 long
+    (its extension kept)."""
+    cleaned = "".join(
+        "_" if unicodedata.category(char) in _UNSAFE_CATEGORIES else char
+        for char in name
+    )
+    if len(cleaned) > MAX_FILENAME:
+        stem, ext = os.path.splitext(cleaned)
+        ext = ext if len(ext) <= 16 else ""
+        cleaned = stem[: MAX_FILENAME - len(ext)] + ext
+    return cleaned
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` naming ``filename``: an ASCII ``filename`` for old
+    clients and the exact name, percent-encoded, in ``filename*``."""
+    name = safe_filename(filename)
+    quoted = urllib.parse.quote(name, safe=_ATTR_CHARS)
+    ascii_name = (
+        name.encode("ascii", "replace").decode().replace('"', "").replace("\\", "")
+    )
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quoted}"
+
+
+def result_headers(result: PredictResult) -> dict[str, str]:
+    """The headers of a result's answer, from values that are made safe."""
+    headers = {"Content-Type": safe_content_type(result.content_type)}
+    if result.filename:
+        headers["Content-Disposition"] = content_disposition(result.filename)
+    return headers
 
 
 async def send_result(
     request: web.Request, result: PredictResult
 ) -> web.StreamResponse:
     """Answer with a rendered result; a temporary result file is removed after."""
-    headers = {"Content-Type": result.content_type}
-    if result.filename:
-        headers["Content-Disposition"] = _disposition(result.filename)
+    headers = result_headers(result)
     if result.path is None:
         return web.Response(body=result.body, headers=headers)
     try:

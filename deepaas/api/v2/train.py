@@ -1,16 +1,18 @@
 """The training routes: thin: parse, hand to the job manager, answer records.
 
-``POST .../train/`` starts a training (answers its record at once),
-``GET .../train/`` lists the model's trainings, ``GET``/``DELETE
-.../train/{uuid}`` show or cancel one, and ``GET .../train/{uuid}/logs``
-serves its output (``?offset=N`` resumes, ``?follow=true`` streams until
-the training ends).
+``POST .../train/`` starts a training (answers its record at once; 503
+while the server drains, 507 when the state directory is full), ``GET
+.../train/`` lists the model's trainings, ``GET``/``DELETE
+.../train/{uuid}`` show or cancel one (409 naming the owner when another
+server sharing the state directory runs it and does not cancel it), and
+``GET .../train/{uuid}/logs`` serves its output (``?offset=N`` resumes,
+``?follow=true`` streams until the training ends or the server drains),
+read in chunks off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 from collections.abc import Callable, Coroutine
@@ -24,15 +26,18 @@ from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.v2.predict import disabled
 from deepaas.exceptions import DeepaasError
+from deepaas.lifecycle import Lifecycle
 from deepaas.model.v2.fields import ArgSpec, arg_specs
 from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.training.jobs import JobManager
+from deepaas.training.keeper import OwnerDidNotAct, client_error
 
 Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
 
 GPUS_ARG = "deepaas_gpus"
 LOG_CHUNK = 1 << 16
-FOLLOW_POLL_S = 0.2
+FOLLOW_POLL_S = 0.2  # a followed log of a job we run is read again this often
+FOREIGN_POLL_S = 1.0  # ... of a job another server runs (its record is read too)
 OFFSET_HEADER = "X-Log-Offset"
 
 UUID_PARAM = {"uuid": "The training's id (32 hex digits)"}
@@ -90,12 +95,17 @@ class TrainRoutes:
     """The handlers of one model's training routes."""
 
     def __init__(
-        self, model: ModelWrapper, manager: JobManager, limits: BodyLimits
+        self,
+        model: ModelWrapper,
+        manager: JobManager,
+        limits: BodyLimits,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.model = model
         self.name = model.name
         self.manager = manager
         self.limits = limits
+        self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
         self.parser = ArgParser(train_arg_specs(model), f"{model.name}TrainArgs")
 
     async def post(self, request: web.Request) -> web.StreamResponse:
@@ -103,41 +113,51 @@ class TrainRoutes:
             raise web.HTTPNotImplemented(
                 reason=f"model {self.name!r} does not implement train"
             )
-        manager = self.manager
-        uuid = manager.new_id()
-        job_dir = manager.store.job_dir(uuid)
-        os.makedirs(job_dir, mode=0o700, exist_ok=True)
-        parsed = self.parser.parse(request, job_dir, self.limits)
-        try:
-            async with parsed as kwargs:
-                gpus = kwargs.pop(GPUS_ARG, None)
-                record = manager.submit(self.name, uuid, kwargs, gpus)
-                parsed.files.clear()  # the job owns its files now
-        except BaseException:
-            manager.store.remove_job_dir(uuid)
-            raise
+        async with self.lifecycle.request():  # 503 while the server drains
+            manager = self.manager
+            uuid = manager.new_id()
+            job_dir = await manager.prepare(uuid)
+            parsed = self.parser.parse(request, job_dir, self.limits)
+            try:
+                async with parsed as kwargs:
+                    gpus = kwargs.pop(GPUS_ARG, None)
+                    record = await manager.submit(self.name, uuid, kwargs, gpus)
+                    parsed.files.clear()  # the job owns its files now
+            except OSError as exc:  # an upload written into a full disk
+                manager.discard(uuid)
+                answer = client_error(exc, str(manager.store.state_dir))
+                if answer is None:
+                    raise
+                raise answer from exc
+            except BaseException:
+                manager.discard(uuid)
+                raise
         return _json(record.to_json())
 
     async def list(self, request: web.Request) -> web.StreamResponse:
-        return _json([r.to_json() for r in self.manager.records(self.name)])
+        records = await self.manager.records(self.name)
+        return _json([r.to_json() for r in records])
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         uuid = request.match_info["uuid"]
-        record = self.manager.get(uuid, self.name)
+        record = await self.manager.get(uuid, self.name)
         if record is None:
             raise _not_found(uuid, self.name)
         return _json(record.to_json())
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
         uuid = request.match_info["uuid"]
-        record = await self.manager.cancel(uuid, self.name)
+        try:
+            record = await self.manager.cancel(uuid, self.name)
+        except OwnerDidNotAct as exc:
+            return _json({"message": exc.message, "owner": exc.owner}, 409)
         if record is None:
             raise _not_found(uuid, self.name)
         return _json(record.to_json())
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
         uuid = request.match_info["uuid"]
-        record = self.manager.get(uuid, self.name)
+        record = await self.manager.get(uuid, self.name)
         if record is None:
             raise _not_found(uuid, self.name)
         try:
@@ -151,33 +171,83 @@ class TrainRoutes:
         follow = request.query.get("follow", "false").strip().lower()
         if follow not in ("true", "false", "1", "0", "yes", "no"):
             raise DeepaasError(422, "follow must be true or false")
-        path = record.log_path
-        if follow not in ("true", "1", "yes"):
-            data = _read(path, offset, None)
-            return web.Response(
-                body=data,
-                content_type="text/plain",
-                charset="utf-8",
-                headers={OFFSET_HEADER: str(offset + len(data))},
+        if follow in ("true", "1", "yes"):
+            return await self._follow(request, uuid, record.log_path, offset)
+        return await self._send_log(request, record.log_path, offset)
+
+    async def _send_log(
+        self, request: web.Request, path: str, offset: int
+    ) -> web.StreamResponse:
+        """The log from ``offset`` to its current end, read in chunks off
+        the loop (a log can be large)."""
+        loop = asyncio.get_running_loop()
+        size = await loop.run_in_executor(None, _size, path)
+        end = max(offset, size)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/plain; charset=utf-8",
+                OFFSET_HEADER: str(end),
+            }
+        )
+        response.content_length = end - offset
+        await response.prepare(request)
+        while offset < end:
+            data = await loop.run_in_executor(
+                None, _read, path, offset, min(LOG_CHUNK, end - offset)
             )
+            if not data:  # truncated meanwhile: the length cannot be kept
+                break
+            offset += len(data)
+            await response.write(data)
+        await response.write_eof()
+        return response
+
+    async def _follow(
+        self, request: web.Request, uuid: str, path: str, offset: int
+    ) -> web.StreamResponse:
+        """Stream the log as it grows, until the training ends or the
+        server starts to drain."""
+        loop = asyncio.get_running_loop()
         response = web.StreamResponse(
             headers={"Content-Type": "text/plain; charset=utf-8"}
         )
         response.enable_chunked_encoding()
         await response.prepare(request)
-        while True:
-            job = self.manager.active(uuid)
-            data = _read(path, offset, LOG_CHUNK)
-            if data:
-                offset += len(data)
-                await response.write(data)
-                continue
-            if job is None:  # finished and everything is sent
-                break
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(job.done.wait(), FOLLOW_POLL_S)
+        draining = asyncio.ensure_future(self.lifecycle.wait_draining())
+        finished = False  # once it is, it stays so
+        try:
+            while not self.lifecycle.draining:
+                job = self.manager.active(uuid)
+                if job is None and not finished:  # asked before the read: the
+                    finished = await self._finished(uuid)  # tail is not missed
+                data = await loop.run_in_executor(None, _read, path, offset, LOG_CHUNK)
+                if data:
+                    offset += len(data)
+                    await response.write(data)
+                    continue
+                if finished:  # and everything is sent
+                    break
+                waiters: set[asyncio.Future[Any]] = {draining}
+                if job is not None:
+                    waiters.add(asyncio.ensure_future(job.done.wait()))
+                try:
+                    await asyncio.wait(
+                        waiters,
+                        timeout=FOLLOW_POLL_S if job is not None else FOREIGN_POLL_S,
+                    )
+                finally:
+                    for waiter in waiters - {draining}:
+                        waiter.cancel()
+        finally:
+            draining.cancel()
         await response.write_eof()
         return response
+
+    async def _finished(self, uuid: str) -> bool:
+        """Whether a training this server does not run has ended (it may run
+        on another server sharing the state directory)."""
+        record = await self.manager.get(uuid)
+        return record is None or record.finished
 
 
 def _route(method: Handler, model: str, endpoint: str) -> Handler:
@@ -189,22 +259,32 @@ def _route(method: Handler, model: str, endpoint: str) -> Handler:
     return label(handler, model, endpoint)
 
 
-def _read(path: str, offset: int, size: int | None) -> bytes:
+def _read(path: str, offset: int, size: int) -> bytes:
+    """At most ``size`` bytes of the log from ``offset`` (in the executor)."""
     try:
         with open(path, "rb") as log:
             log.seek(offset)
-            return log.read() if size is None else log.read(size)
+            return log.read(size)
     except (OSError, OverflowError, ValueError):  # no log yet, or a huge offset
         return b""
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 POST_RESPONSES = {
     200: "The training's record (status queued or running)",
     400: "Malformed request body",
+    408: "The request body stopped arriving (--client-timeout)",
     413: "Request body too large",
     422: "Invalid arguments, or more GPUs asked than the server has",
     501: "The model does not implement train",
     503: "The server is shutting down",
+    507: "The state directory is full",
 }
 
 
@@ -216,8 +296,15 @@ def setup(
     *,
     enabled: bool,
     limits: BodyLimits,
+    lifecycle: Lifecycle | None = None,
 ) -> None:
+    """Add the training routes of every model (402 when disabled).
+
+    ``lifecycle`` refuses submissions (503) and ends log streams while the
+    server drains; a fresh one (never draining) when not given.
+    """
     bp = spec.base_path
+    lifecycle = lifecycle if lifecycle is not None else Lifecycle()
     for name, model in models.items():
         base = f"{bp}/v2/models/{name}/train/"
         one = base + "{uuid}"
@@ -226,7 +313,7 @@ def setup(
             for path in (base, one, one + "/logs"):
                 app.router.add_route("*", path, off)
             continue
-        routes = TrainRoutes(model, manager, limits)
+        routes = TrainRoutes(model, manager, limits, lifecycle)
         app.router.add_post(base, _route(routes.post, name, "train"))
         app.router.add_get(base, _route(routes.list, name, "train"), allow_head=False)
         app.router.add_get(one, _route(routes.get, name, "train"), allow_head=False)
@@ -272,7 +359,12 @@ def setup(
                 one,
                 "Cancel a training (a finished one is answered unchanged)",
                 "models",
-                {200: "The training's record", 404: "No such training"},
+                {
+                    200: "The training's record",
+                    404: "No such training",
+                    409: "Another server sharing the state directory runs it and "
+                    "did not cancel it (the answer names that server)",
+                },
                 path_params=UUID_PARAM,
                 operation_id=f"cancel_training_{name}",
             )

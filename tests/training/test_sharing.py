@@ -1,0 +1,173 @@
+"""Servers sharing one state directory: records, cancels, crashes, PID 1.
+
+Two ``deepaas-run`` processes (tests/training/runserver.py) on free ports
+share a state directory; in-process apps stand in for an owner that never
+acts on a cancel request.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from deepaas.training.ownership import HEARTBEAT_S, LEASE_S
+from deepaas.training.store import STOPPED_WHILE_RUNNING
+from tests.support import plugin_spec, start_client
+from tests.training.runserver import TRAIN, RunServer, children, until
+
+pytestmark = pytest.mark.timeout(120)
+
+Start = Callable[..., RunServer]
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Start]:
+    started: list[RunServer] = []
+
+    def start(*args: str, **kwargs: object) -> RunServer:
+        server = RunServer(tmp_path, tmp_path / "state", *args, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def test_either_server_shows_and_cancels_the_others_trainings(servers: Start):
+    a, b = servers(name="a"), servers(name="b")
+    a.wait_ready()
+    b.wait_ready()
+    running = a.submit(mode="sleep", seconds=60)
+    queued = a.submit(mode="sleep")
+    assert (running["status"], queued["status"]) == ("running", "queued")
+    assert b.record(running["uuid"])["status"] == "running"
+    status, listed = b.request("GET", TRAIN)
+    assert status == 200
+    assert [r["uuid"] for r in listed] == [running["uuid"], queued["uuid"]]
+
+    for record in (queued, running):  # through b, which runs neither
+        started = time.monotonic()
+        status, body = b.request("DELETE", TRAIN + record["uuid"])
+        assert status == 200, body
+        assert body["status"] == "cancelled"
+        assert time.monotonic() - started < 2 * HEARTBEAT_S + 3.0
+        assert a.record(record["uuid"])["status"] == "cancelled"
+
+    done = a.submit(mode="sleep")
+    until(lambda: a.record(done["uuid"])["status"] == "done", "it is done")
+    status, body = b.request("DELETE", TRAIN + done["uuid"])  # too late: as is
+    assert status == 200 and body["status"] == "done"
+
+
+def test_a_killed_owner_is_found_by_the_other_server(servers: Start):
+    a, b = servers(name="a"), servers(name="b")
+    a.wait_ready()
+    b.wait_ready()
+    record = a.submit(mode="sleep", seconds=120)
+    until(lambda: b.record(record["uuid"])["status"] == "running", "it is recorded")
+    a.kill()  # SIGKILL: nothing written, its lease is left to expire
+    found = until(
+        lambda: (r := b.record(record["uuid"]))["status"] == "error" and r,
+        "the other server marks the training",
+        timeout=LEASE_S + 4 * HEARTBEAT_S,
+    )
+    assert found["message"] == STOPPED_WHILE_RUNNING
+    assert "result" in found
+
+
+async def test_delete_answers_409_naming_an_owner_that_does_not_act(tmp_path):
+    """An owner that holds its lease but never takes the request (a stalled
+    server, written here by hand) gets a 409; once its lease expired, the
+    training is marked and answered."""
+    state = tmp_path / "state"
+    client = await start_client(
+        [plugin_spec("trainer")], {"state_dir": str(state), "devices": "cpu"}
+    )
+    try:
+        sleeper = subprocess.Popen(["sleep", "60"])  # a live PID for the owner
+        path = state / "trainings.sqlite3"
+        uuid = "f" * 32
+        with sqlite3.connect(path, isolation_level=None) as db:
+            db.execute(
+                "INSERT INTO servers (id, pid, host, pidns, pstart, started, "
+                "heartbeat) VALUES ('stalled', ?, 'other-host', '', 0, '', ?)",
+                (sleeper.pid, time.time()),
+            )
+            db.execute(
+                "INSERT INTO trainings (uuid, model, args, status, date, log_path, "
+                "owner_pid, owner) VALUES (?, 'trainer', '{}', 'running', "
+                "'2024-01-01 00:00:00.000000', 'x.log', ?, 'stalled')",
+                (uuid, sleeper.pid),
+            )
+        started = time.monotonic()
+        response = await client.delete(TRAIN + uuid)
+        body = await response.json()
+        assert response.status == 409, body
+        assert body["owner"] == {
+            "id": "stalled",
+            "pid": sleeper.pid,
+            "host": "other-host",
+        }
+        assert "stalled" in body["message"] and "other-host" in body["message"]
+        assert time.monotonic() - started < 2 * HEARTBEAT_S + 3.0
+        with sqlite3.connect(path) as db:  # the request was taken back
+            row = db.execute(
+                "SELECT status, cancel_requested FROM trainings WHERE uuid = ?", (uuid,)
+            ).fetchone()
+        assert row == ("running", None)
+
+        with sqlite3.connect(path, isolation_level=None) as db:
+            db.execute(
+                "UPDATE servers SET heartbeat = ? WHERE id = 'stalled'",
+                (time.time() - LEASE_S - 1,),
+            )
+        response = await client.delete(TRAIN + uuid)
+        body = await response.json()
+        assert response.status == 200, body
+        assert body["status"] == "error" and body["message"] == STOPPED_WHILE_RUNNING
+        sleeper.kill()
+        sleeper.wait()
+    finally:
+        await client.close()
+
+
+def _stored_status(path: Path, uuid: str) -> str | None:
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT status FROM trainings WHERE uuid = ?", (uuid,))
+        found = row.fetchone()
+    return None if found is None else str(found[0])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="unshare --pid --mount-proc needs root")
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare command")
+def test_a_server_as_pid_1_killed_and_started_again(servers: Start):
+    """The container case: ``deepaas-run`` is PID 1 of its own PID namespace
+    every time it starts; a crash must not leave its training running."""
+    prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
+    first = servers(prefix=prefix, name="first").wait_ready()
+    server_pid = until(lambda: children(first.proc.pid), "unshare forks")[0]
+    with open(f"/proc/{server_pid}/status") as status:
+        nspid = next(line for line in status if line.startswith("NSpid:"))
+    assert nspid.split()[-1] == "1", nspid  # deepaas-run is PID 1 in there
+    record = first.submit(mode="sleep", seconds=120)
+    path = first.state_dir / "trainings.sqlite3"
+    until(lambda: _stored_status(path, record["uuid"]) == "running", "it is recorded")
+    os.kill(server_pid, 9)  # PID 1 dies: its namespace with it
+    first.proc.wait(timeout=30)
+
+    again = servers(prefix=prefix, name="again").wait_ready()
+    found = until(
+        lambda: (r := again.record(record["uuid"]))["status"] != "running" and r,
+        "the old training is no longer running",
+        timeout=LEASE_S + 4 * HEARTBEAT_S,
+    )
+    assert found["status"] == "error"
+    assert found["message"] == STOPPED_WHILE_RUNNING
