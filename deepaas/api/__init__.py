@@ -55,13 +55,9 @@ def create_app(
         client_timeout=settings.client_timeout,
     )
     app = web.Application(
-        middlewares=[
-            # First: it tells the connection guard that a request's headers
-            # arrived, before anything that could wait on the client.
-            *([header_timeout.middleware()] if header_timeout else []),
-            metrics.middleware(),
-            error_middleware,
-        ],
+        # The outer one also tells the connection guard that a request's
+        # headers arrived, before anything that could wait on the client.
+        middlewares=[metrics.middleware(header_timeout), error_middleware],
         client_max_size=max_size or 2**62,
     )
     spec = openapi.SpecBuilder(settings.base_path)

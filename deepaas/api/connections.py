@@ -133,15 +133,19 @@ class HeaderTimeout:
                 started(request)
                 return await handler(request)
 
+            headers_received.header_timeout = self  # type: ignore[attr-defined]
             self._middleware = headers_received
         return self._middleware
 
     def installed_in(self, app: web.Application) -> bool:
-        """Whether ``app`` runs :meth:`middleware` (for every route: the root
-        app's middlewares run for its sub-apps' routes too)."""
-        return self._middleware is not None and any(
-            m is self._middleware for m in app.middlewares
-        )
+        """Whether ``app`` tells this guard when requests start (for every
+        route: the root app's middlewares run for its sub-apps' routes too).
+
+        That is :meth:`middleware`, or another middleware that calls
+        :meth:`request_started` first and says so with a ``header_timeout``
+        attribute naming this guard (one layer less per request).
+        """
+        return any(getattr(m, "header_timeout", None) is self for m in app.middlewares)
 
     def _expired(self, transport: asyncio.BaseTransport) -> None:
         self.timed_out += 1

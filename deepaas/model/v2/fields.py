@@ -156,6 +156,11 @@ def build_schema(specs: Mapping[str, ArgSpec], name: str) -> marshmallow.Schema:
     return schema_cls(unknown=marshmallow.EXCLUDE)
 
 
+# schema id -> (schema, whether a field has a dotted attribute): known per
+# schema, not worth finding out on every request.
+_DOTTED: dict[int, tuple[marshmallow.Schema, bool]] = {}
+
+
 def load_args(schema: marshmallow.Schema, data: Mapping[str, Any]) -> dict[str, Any]:
     """``schema.load(data)`` for a schema made by :func:`build_schema`, faster.
 
@@ -166,7 +171,11 @@ def load_args(schema: marshmallow.Schema, data: Mapping[str, Any]) -> dict[str, 
     ``attribute`` is a dotted path falls back to ``schema.load``.
     """
     fields = schema.load_fields
-    if any(f.attribute and "." in f.attribute for f in fields.values()):
+    dotted = _DOTTED.get(id(schema))
+    if dotted is None or dotted[0] is not schema:
+        found = any(f.attribute and "." in f.attribute for f in fields.values())
+        dotted = _DOTTED[id(schema)] = (schema, found)
+    if dotted[1]:
         return schema.load(data)
     result: dict[str, Any] = {}
     errors: dict[str, Any] = {}
