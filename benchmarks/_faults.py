@@ -1,13 +1,15 @@
-"""Helpers shared by the fault benchmarks (standard library only).
+"""How a fault benchmark runs (standard library only).
 
 ``fault_isolation.py``, ``worker_recycling.py``, ``head_of_line.py`` and
 ``bounded_shutdown.py`` serve the ``bench_faults`` plugin
 (``benchmarks/fault_plugin``) from ``deepaas-run`` and measure how it behaves
 when the model crashes, leaks, stalls, or the server is told to stop. This
-module holds what they share on top of :mod:`_harness`: the plugin's
-installation, a server that can run under ``RLIMIT_AS`` (or from another
-source tree), ``/metrics`` and ``/v2/system/`` readers, wrk runs with
-``faults.lua``, and concurrent HTTP calls from threads.
+module holds the frame they share on top of :mod:`_harness`: their common
+options, the header that says what was measured, the plugin installed for
+the run, servers (under ``RLIMIT_AS``, or from another source tree) started
+and stopped around a measurement, and the report written to ``--json``
+(:func:`run_benchmark`). What they send to a server and read from it is in
+:mod:`_faults_measure`.
 """
 
 from __future__ import annotations
@@ -16,68 +18,39 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import http.client
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
-import re
-import resource
+import signal
 import subprocess
-import threading
-import time
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _faults_measure import MODEL, PREDICT_PATH
 from _harness import (
     BenchError,
     Server,
-    WrkResult,
     deepaas_env,
     deepaas_run_path,
     free_ports,
-    install_plugin,
-    parse_wrk,
-    uninstall_dist,
+    live_children,
+    plugin_for_run,
+    wait_ready,
     wrk_version,
 )
 
 HERE = Path(__file__).resolve().parent
-PLUGIN_DIR = HERE / "fault_plugin"
-PLUGIN_MODULE = "deepaas_bench_faults"
 PLUGIN_DIST = "deepaas-bench-faults"
-MODEL = "bench_faults"
-PREDICT_PATH = f"/v2/models/{MODEL}/predict/"
-LUA_SCRIPT = HERE / "faults.lua"
-SETTLE_TIMEOUT_S = 60.0
-UNLABELLED = "unlabelled"  # restarts counted by a deepaas without reasons
-
-
-def ensure_plugin() -> bool:
-    """Install ``benchmarks/fault_plugin`` here if missing; True if installed."""
-    return install_plugin(PLUGIN_DIR, PLUGIN_MODULE, MODEL, "the fault plugin")
-
-
-def remove_plugin() -> None:
-    """Uninstall the fault plugin (it must not be served by default later)."""
-    uninstall_dist(PLUGIN_DIST)
-
-
-@contextlib.contextmanager
-def fault_plugin(keep: bool) -> Iterator[None]:
-    """The plugin is installed inside; uninstalled after if this installed it."""
-    installed = ensure_plugin()
-    try:
-        yield
-    finally:
-        if installed and not keep:
-            remove_plugin()
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options every fault benchmark takes."""
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write results")
     parser.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
@@ -143,50 +116,19 @@ def to_json(value: Any) -> Any:
 def resolve_loop(loop: str) -> str:
     if loop != "auto":
         return loop
-    import importlib.util
-
     return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-
-
-@dataclass
-class FaultServer(Server):
-    """A :class:`_harness.Server` that may run under ``RLIMIT_AS`` (bytes;
-    set in the child before exec, so its workers inherit it)."""
-
-    rlimit_as: int = 0
-
-    def start(self) -> None:
-        limit = self.rlimit_as
-
-        def preexec() -> None:
-            if limit:
-                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=preexec,
-            )
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 def deepaas_server(
     label: str,
     workdir: Path,
     args: argparse.Namespace,
+    workers: int,
     *flags: str,
     rlimit_as: int = 0,
-) -> FaultServer:
-    """``deepaas-run`` serving ``bench_faults`` on a free port, not started."""
+) -> Server:
+    """``deepaas-run --workers WORKERS`` serving ``bench_faults`` on a free
+    port, not started; under ``RLIMIT_AS`` when ``rlimit_as`` (bytes)."""
     (port,) = free_ports(1)
     env = deepaas_env(resolve_loop(args.loop))
     if args.source is not None:
@@ -202,229 +144,82 @@ def deepaas_server(
         str(port),
         "--model-name",
         MODEL,
+        "--workers",
+        str(workers),
         *flags,
     ]
-    return FaultServer(
-        label, argv, env, port, workdir, PREDICT_PATH, rlimit_as=rlimit_as
-    )
+    return Server(label, argv, env, port, workdir, PREDICT_PATH, rlimit_as=rlimit_as)
 
 
-# -- reading the server ----------------------------------------------------------
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
-
-
-def http_call(
-    port: int,
-    method: str,
-    path: str,
-    timeout: float = 30.0,
-    body: bytes | None = None,
-) -> tuple[int, bytes]:
-    """One request on a fresh connection; (status, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+@contextlib.contextmanager
+def serving(*servers: Server) -> Iterator[list[int]]:
+    """The servers started and answering inside; a :class:`BenchError`
+    raised there gets their output. On the way out they are stopped, and the
+    list yielded receives the pids left behind (of their groups, and any
+    child of this process still alive)."""
+    left: list[int] = []
     try:
-        conn.request(method, path, body=body, headers={"Accept": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
+        for server in servers:
+            server.start()
+        for server in servers:
+            wait_ready(server, "?x=1")
+        yield left
+    except BenchError as exc:
+        output = "\n".join(server.output() for server in servers)
+        raise BenchError(f"{exc}\n--- server output ---\n{output}") from None
     finally:
-        conn.close()
+        for server in servers:
+            left += server.stop()
+        left += [pid for pid in live_children() if pid not in left]
 
 
-def metrics(server: Server) -> list[tuple[str, dict[str, str], float]]:
-    """Every sample of ``/metrics``: (name, labels, value)."""
-    status, raw = http_call(server.port, "GET", "/metrics")
-    if status != 200:
-        raise BenchError(f"{server.label}: /metrics answered HTTP {status}")
-    samples = []
-    for line in raw.decode().splitlines():
-        match = _SAMPLE.match(line)
-        if match and not line.startswith("#"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-            samples.append((match.group(1), labels, float(match.group(3))))
-    return samples
-
-
-def restarts(server: Server) -> dict[str, int]:
-    """``deepaas_worker_restarts_total`` of the model, by reason."""
-    found: dict[str, int] = {}
-    for name, labels, value in metrics(server):
-        if name == "deepaas_worker_restarts_total" and labels.get("model") == MODEL:
-            reason = labels.get("reason", UNLABELLED)
-            found[reason] = found.get(reason, 0) + int(value)
-    return found
-
-
-def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    keys = sorted(set(after) | set(before))
-    return {
-        k: after.get(k, 0) - before.get(k, 0)
-        for k in keys
-        if after.get(k, 0) - before.get(k, 0)
-    }
-
-
-def system(server: Server) -> dict[str, Any]:
-    status, raw = http_call(server.port, "GET", "/v2/system/")
-    if status != 200:
-        raise BenchError(f"{server.label}: /v2/system/ answered HTTP {status}")
-    return json.loads(raw)
-
-
-def held_and_queued(server: Server) -> tuple[int, int]:
-    """(calls held by workers, calls waiting in the queue) of the model."""
-    doc = system(server)
-    held = sum(w["in_flight"] for w in doc["workers"] if w["model"] == MODEL)
-    return held, doc["queues"][MODEL]["depth"]
-
-
-def wait_until(
-    predicate: Callable[[], Any], what: str, timeout: float = SETTLE_TIMEOUT_S
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:g} s waiting until {what}")
-        time.sleep(0.02)
-
-
-def wait_settled(server: Server, workers: int) -> None:
-    """Wait until ``workers`` workers are ready and nothing is held or queued."""
-
-    def settled() -> bool:
-        doc = system(server)
-        mine = [w for w in doc["workers"] if w["model"] == MODEL]
-        ready = [w for w in mine if w["state"] == "ready"]
-        busy = sum(w["in_flight"] for w in mine) + doc["queues"][MODEL]["depth"]
-        return len(ready) == workers and len(mine) == workers and not busy
-
-    wait_until(settled, f"{server.label} has {workers} idle ready worker(s)")
-
-
-# -- load ----------------------------------------------------------------------
-
-
-@dataclass
-class FaultRun:
-    """One wrk run with ``faults.lua``."""
-
-    wrk: WrkResult
-    special: int  # requests sent with the suffix (e.g. crash=true)
-    died_503: int  # 503 answers saying a worker was killed
-    statuses: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def answered(self) -> int:
-        return sum(self.statuses.values())
-
-    @property
-    def ok(self) -> int:
-        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
-
-    @property
-    def failed(self) -> int:
-        """Non-2xx answers and socket errors (a request with no answer)."""
-        return self.answered - self.ok + self.wrk.errors
-
-
-_FAULTS_LINE = re.compile(r"^FAULTS_RESULT (.*)$", re.MULTILINE)
-
-
-def run_faults_wrk(
-    wrk: str,
-    url: str,
-    duration: float,
-    connections: int,
-    every: int = 0,
-    suffix: str = "",
-    timeout: float = 10.0,
-) -> FaultRun:
-    """wrk -t1 (so "every N-th request" is exact) with ``faults.lua``."""
-    cmd = [
-        wrk,
-        "-t1",
-        f"-c{connections}",
-        f"-d{duration:g}s",
-        f"--timeout={timeout:g}s",
-        "-s",
-        str(LUA_SCRIPT),
-        url,
-        "--",
-        str(every),
-        suffix,
-    ]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=duration + timeout + 60
-    )
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise BenchError(f"wrk failed ({proc.returncode}): {' '.join(cmd)}\n{output}")
-    match = _FAULTS_LINE.search(output)
-    if match is None:
-        raise BenchError(f"no FAULTS_RESULT line in wrk's output:\n{output}")
-    values = dict(item.split("=", 1) for item in match.group(1).split())
-    statuses = {
-        int(key[len("status_") :]): int(value)
-        for key, value in values.items()
-        if key.startswith("status_")
-    }
-    return FaultRun(
-        wrk=parse_wrk(output),
-        special=int(values["special"]),
-        died_503=int(values["died_503"]),
-        statuses=statuses,
-    )
-
-
-@dataclass
-class Answer:
-    """One request made by :func:`concurrent_calls`."""
-
-    status: int | None  # None: no answer (connection dropped, timeout)
-    body: Any  # parsed JSON, else the raw bytes, else the error text
-    sent: float  # time.monotonic() when sent
-    seconds: float  # until the answer (or the error)
-
-    @property
-    def json(self) -> bool:
-        return isinstance(self.body, dict)
-
-
-def call(port: int, path: str, timeout: float = 60.0) -> Answer:
-    sent = time.monotonic()
+def run_benchmark(
+    name: str,
+    title: str,
+    args: argparse.Namespace,
+    measure: Callable[[Path, dict[str, Any]], int],
+    *,
+    wrk: str | None = None,
+    intro: str = "",
+) -> int:
+    """A fault benchmark's ``main`` after its options: SIGTERM exits (so
+    that its servers are stopped), the header and ``intro``, then, with the
+    plugin installed for the run and a work directory,
+    ``measure(workdir, report)``, which fills ``report`` and answers the exit
+    status. Setup errors exit 2 and an interrupt 130; the report goes to
+    ``--json`` whatever happened."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    print_header(title, args, wrk)
+    if intro:
+        print(intro)
+    report: dict[str, Any] = {"benchmark": name, "config": vars(args)}
+    status = 2
     try:
-        status, raw = http_call(port, "POST", path, timeout=timeout)
-    except (OSError, http.client.HTTPException) as exc:
-        return Answer(
-            None, f"{type(exc).__name__}: {exc}", sent, time.monotonic() - sent
-        )
-    seconds = time.monotonic() - sent
-    try:
-        body: Any = json.loads(raw)
-    except ValueError:
-        body = raw
-    return Answer(status, body, sent, seconds)
+        with (
+            plugin_for_run(
+                HERE / "fault_plugin",
+                "deepaas_bench_faults",
+                MODEL,
+                PLUGIN_DIST,
+                "the fault plugin",
+                args.keep_plugin,
+            ),
+            tempfile.TemporaryDirectory(prefix="deepaas-bench-") as tmp,
+        ):
+            status = measure(Path(tmp), report)
+    except BenchError as exc:
+        report["error"] = str(exc)
+        print(f"ERROR: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        status = 130
+    finally:
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2, default=to_json) + "\n")
+            print(f"results written to {args.json}")
+    return status
 
 
-def concurrent_calls(
-    port: int, paths: list[str], timeout: float = 60.0
-) -> tuple[list[threading.Thread], list[Answer | None]]:
-    """Start one thread per path; they send together (a barrier) and put
-    their :class:`Answer` at their index. Join the threads to read them."""
-    answers: list[Answer | None] = [None] * len(paths)
-    barrier = threading.Barrier(len(paths))
-
-    def run(i: int, path: str) -> None:
-        barrier.wait()
-        answers[i] = call(port, path, timeout)
-
-    threads = [
-        threading.Thread(target=run, args=(i, path), daemon=True)
-        for i, path in enumerate(paths)
-    ]
-    for thread in threads:
-        thread.start()
-    return threads, answers
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

@@ -14,6 +14,7 @@ import importlib.metadata
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -67,7 +69,9 @@ class WrkResult:
 
 @dataclass
 class Server:
-    """A server process started in its own process group."""
+    """A server process started in its own process group; with ``rlimit_as``
+    (bytes), under that address-space limit, set in the child before exec so
+    that its workers inherit it (as in a container with a memory limit)."""
 
     label: str
     argv: list[str]
@@ -76,6 +80,7 @@ class Server:
     workdir: Path
     path: str = "/"  # the URL path measured (the predict route)
     proc: subprocess.Popen[bytes] | None = None
+    rlimit_as: int = 0
 
     @property
     def base_url(self) -> str:
@@ -89,6 +94,11 @@ class Server:
 
     def start(self) -> None:
         """Start the process in a new session (hence its own process group)."""
+        limit = self.rlimit_as
+
+        def preexec() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -98,6 +108,7 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=preexec if limit else None,
             )
 
     def output(self, limit: int = 4000) -> str:
@@ -125,7 +136,7 @@ class Server:
             _wait_group_gone(self.proc, pgid, 2.0)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=1.0)
-        strays = [pid for pid in descendants if _alive(pid)]
+        strays = [pid for pid in descendants if alive(pid)]
         for pid in strays:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -196,7 +207,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """True if ``pid`` is a live (non-zombie) process."""
     stats = _proc_stats()
     if stats is None:
@@ -270,6 +281,21 @@ def install_plugin(plugin_dir: Path, module: str, entry_point: str, what: str) -
             f"could not install {what} ({' '.join(cmd)}):\n{proc.stdout}{proc.stderr}"
         )
     return True
+
+
+@contextlib.contextmanager
+def plugin_for_run(
+    plugin_dir: Path, module: str, entry_point: str, dist: str, what: str, keep: bool
+) -> Iterator[None]:
+    """The plugin is installed inside (:func:`install_plugin`); after, it is
+    uninstalled if this run installed it and ``keep`` is false, so that a
+    benchmark plugin is not served by default later."""
+    installed = install_plugin(plugin_dir, module, entry_point, what)
+    try:
+        yield
+    finally:
+        if installed and not keep:
+            uninstall_dist(dist)
 
 
 def uninstall_dist(dist: str) -> None:

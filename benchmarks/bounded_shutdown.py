@@ -34,27 +34,21 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _faults import (
+from _faults import add_common_args, deepaas_server, run_benchmark, serving
+from _faults_measure import (
     PREDICT_PATH,
     Answer,
-    FaultServer,
-    add_common_args,
     concurrent_calls,
-    deepaas_server,
-    fault_plugin,
     held_and_queued,
     http_call,
-    print_header,
     system,
-    to_json,
     wait_until,
 )
-from _harness import BenchError, live_children, wait_ready
+from _harness import Server, alive, live_children
 
 BUDGET_S = 5.0  # the documented bound: exit within --shutdown-timeout + this
 UPLOAD_MB = 8
@@ -75,7 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="deepaas-run --shutdown-timeout (default: %(default)s)",
     )
     parser.add_argument("--workers", type=int, default=1, help="deepaas-run --workers")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write results")
     add_common_args(parser)
     args = parser.parse_args(argv)
     if args.calls < 1 or args.seconds <= 0 or args.shutdown_timeout < 0:
@@ -133,15 +126,7 @@ def uploading(scratch: Path) -> bool:
     )
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in "ZX"
-    except OSError:
-        return False
-
-
-def sigterm(server: FaultServer, timeout: float) -> float:
+def sigterm(server: Server, timeout: float) -> float:
     """SIGTERM the server process (not its group); seconds until it exited."""
     assert server.proc is not None
     sent = time.monotonic()
@@ -153,13 +138,12 @@ def sigterm(server: FaultServer, timeout: float) -> float:
     return time.monotonic() - sent
 
 
-def make_server(args: argparse.Namespace, workdir: Path, label: str) -> FaultServer:
+def make_server(args: argparse.Namespace, workdir: Path, label: str) -> Server:
     server = deepaas_server(
         label,
         workdir,
         args,
-        "--workers",
-        str(args.workers),
+        args.workers,
         "--shutdown-timeout",
         f"{args.shutdown_timeout:g}",
     )
@@ -169,29 +153,22 @@ def make_server(args: argparse.Namespace, workdir: Path, label: str) -> FaultSer
     return server
 
 
-def worker_pids(server: FaultServer) -> list[int]:
+def worker_pids(server: Server) -> list[int]:
     return [w["pid"] for w in system(server)["workers"] if w["pid"]]
 
 
 def measure_idle(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     server = make_server(args, workdir, "idle")
-    try:
-        server.start()
-        wait_ready(server, "?x=1")
+    with serving(server) as left:
         workers = worker_pids(server)
         exit_s = sigterm(server, args.shutdown_timeout + BUDGET_S + 30)
         left_workers = [pid for pid in workers if alive(pid)]
-    finally:
-        left = server.stop()
     return {"exit_s": exit_s, "left_behind": left + left_workers}
 
 
 def measure_loaded(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     server = make_server(args, workdir, "loaded")
-    result: dict[str, Any] = {}
-    try:
-        server.start()
-        wait_ready(server, "?x=1")
+    with serving(server) as left:
         workers = worker_pids(server)
         path = f"{PREDICT_PATH}?sleep={args.seconds:g}"
         timeout = args.shutdown_timeout + BUDGET_S + 30
@@ -219,26 +196,20 @@ def measure_loaded(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             exit_s = float("inf")
         for thread in threads:
             thread.join(timeout=timeout)
-        result.update(
-            exit_s=exit_s,
-            answers=answers,
-            upload=read_response(upload),
-            readiness_while_draining=ready,
-            new_request_while_draining=fresh,
-            left_workers=[pid for pid in workers if alive(pid)],
-        )
-    except BenchError as exc:
-        raise BenchError(f"{exc}\n--- output ---\n{server.output()}") from None
-    finally:
-        left = server.stop()
-        result["left_behind"] = left + result.get("left_workers", [])
-        result["scratch_left"] = sorted(
-            str(p) for p in (workdir / "loaded-tmp").iterdir()
-        )
+        result: dict[str, Any] = {
+            "exit_s": exit_s,
+            "answers": answers,
+            "upload": read_response(upload),
+            "readiness_while_draining": ready,
+            "new_request_while_draining": fresh,
+            "left_workers": [pid for pid in workers if alive(pid)],
+        }
+    result["left_behind"] = left + result["left_workers"]
+    result["scratch_left"] = sorted(str(p) for p in (workdir / "loaded-tmp").iterdir())
     return result
 
 
-def _probe(server: FaultServer, method: str, path: str) -> tuple[int, Any] | None:
+def _probe(server: Server, method: str, path: str) -> tuple[int, Any] | None:
     """(status, JSON) when the answer is a 503, else None."""
     try:
         status, raw = http_call(server.port, method, path, timeout=5)
@@ -268,71 +239,62 @@ def tally(answers: list[Answer | None]) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    print_header("Bounded shutdown: SIGTERM with work queued", args, None)
-    bound = args.shutdown_timeout + BUDGET_S
-    print(
+    intro = (
         f"--shutdown-timeout {args.shutdown_timeout:g} --workers {args.workers}; "
         f"{args.calls} requests of {args.seconds:g} s queued and a {UPLOAD_MB} MiB "
         "upload a quarter sent, then SIGTERM to the server process"
     )
-    report: dict[str, Any] = {"benchmark": "bounded_shutdown", "config": vars(args)}
-    status = 2
-    try:
-        with (
-            fault_plugin(args.keep_plugin),
-            tempfile.TemporaryDirectory(prefix="deepaas-bench-") as tmp,
-        ):
-            idle = measure_idle(args, Path(tmp))
-            loaded = measure_loaded(args, Path(tmp))
-        report.update(idle=idle, loaded=loaded)
-        counts = tally(loaded["answers"])
-        upload: Answer = loaded["upload"]
-        ready = loaded["readiness_while_draining"]
-        fresh = loaded["new_request_while_draining"]
-        print()
-        print(f"idle server:   exited {idle['exit_s']:.2f} s after SIGTERM")
-        print(f"loaded server: exited {loaded['exit_s']:.2f} s after SIGTERM")
-        print(f"  the {args.calls} queued requests got: {counts}")
-        print(f"  the upload in progress got: {upload.status} {upload.body}")
-        print(f"  while draining: /readyz {ready[0]} {ready[1]}")
-        print(f"  while draining: a new request {fresh[0]} {fresh[1]}")
-        problems = []
-        for label, entry in (("idle", idle), ("loaded", loaded)):
-            if entry["left_behind"]:
-                problems.append(f"{label}: left behind {entry['left_behind']}")
-        if loaded["scratch_left"]:
-            problems.append(f"scratch left: {loaded['scratch_left']}")
-        answered = counts["other"] == 0 and counts["no answer"] == 0
-        upload_ok = upload.status == 503 and upload.json
-        ok = loaded["exit_s"] <= bound and answered and upload_ok
-        verdict = "INVALID" if problems else "PASS" if ok else "FAIL"
-        print(
-            f"exit {loaded['exit_s']:.2f} s (target <= {bound:g} s; issue 7: 9.6 s); "
-            f"every request answered 200 or 503 JSON: {'yes' if answered else 'NO'} "
-            f"(issue 7: connections dropped); upload answered 503 JSON: "
-            f"{'yes' if upload_ok else 'NO'}"
-        )
-        print(f"verdict: {verdict}")
-        for problem in problems:
-            print(f"  INVALID: {problem}")
-        report.update(counts=counts, verdict=verdict)
-        status = 1 if problems else 3 if args.strict and verdict == "FAIL" else 0
-        left = live_children()
-        if left:
-            print(f"  INVALID: processes left behind: {left}")
-            status = 1
-    except BenchError as exc:
-        report["error"] = str(exc)
-        print(f"ERROR: {exc}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        status = 130
-    finally:
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report, indent=2, default=to_json) + "\n")
-            print(f"results written to {args.json}")
+    return run_benchmark(
+        "bounded_shutdown",
+        "Bounded shutdown: SIGTERM with work queued",
+        args,
+        lambda workdir, report: measure(args, workdir, report),
+        intro=intro,
+    )
+
+
+def measure(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> int:
+    """An idle server, then a loaded one, told to stop; the verdict."""
+    bound = args.shutdown_timeout + BUDGET_S
+    idle = measure_idle(args, workdir)
+    loaded = measure_loaded(args, workdir)
+    report.update(idle=idle, loaded=loaded)
+    counts = tally(loaded["answers"])
+    upload: Answer = loaded["upload"]
+    ready = loaded["readiness_while_draining"]
+    fresh = loaded["new_request_while_draining"]
+    print()
+    print(f"idle server:   exited {idle['exit_s']:.2f} s after SIGTERM")
+    print(f"loaded server: exited {loaded['exit_s']:.2f} s after SIGTERM")
+    print(f"  the {args.calls} queued requests got: {counts}")
+    print(f"  the upload in progress got: {upload.status} {upload.body}")
+    print(f"  while draining: /readyz {ready[0]} {ready[1]}")
+    print(f"  while draining: a new request {fresh[0]} {fresh[1]}")
+    problems = []
+    for label, entry in (("idle", idle), ("loaded", loaded)):
+        if entry["left_behind"]:
+            problems.append(f"{label}: left behind {entry['left_behind']}")
+    if loaded["scratch_left"]:
+        problems.append(f"scratch left: {loaded['scratch_left']}")
+    answered = counts["other"] == 0 and counts["no answer"] == 0
+    upload_ok = upload.status == 503 and upload.json
+    ok = loaded["exit_s"] <= bound and answered and upload_ok
+    verdict = "INVALID" if problems else "PASS" if ok else "FAIL"
+    print(
+        f"exit {loaded['exit_s']:.2f} s (target <= {bound:g} s; issue 7: 9.6 s); "
+        f"every request answered 200 or 503 JSON: {'yes' if answered else 'NO'} "
+        f"(issue 7: connections dropped); upload answered 503 JSON: "
+        f"{'yes' if upload_ok else 'NO'}"
+    )
+    print(f"verdict: {verdict}")
+    for problem in problems:
+        print(f"  INVALID: {problem}")
+    report.update(counts=counts, verdict=verdict)
+    status = 1 if problems else 3 if args.strict and verdict == "FAIL" else 0
+    left = live_children()
+    if left:
+        print(f"  INVALID: processes left behind: {left}")
+        status = 1
     return status
 
 

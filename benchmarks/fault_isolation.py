@@ -27,29 +27,22 @@ process was left behind), 2 the benchmark could not run.
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from _faults import (
+from _faults import add_common_args, deepaas_server, run_benchmark, serving
+from _faults_measure import (
     PREDICT_PATH,
     UNLABELLED,
     FaultRun,
-    add_common_args,
     call,
-    deepaas_server,
     diff,
-    fault_plugin,
-    print_header,
     restarts,
     run_faults_wrk,
-    to_json,
     wait_settled,
 )
-from _harness import BenchError, find_wrk, live_children, wait_ready
+from _harness import BenchError, find_wrk
 
 TARGET_RATIO = 2.0
 CRASH_SUFFIX = "&crash=true"
@@ -78,7 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10.0,
         help="wrk's per-request timeout in seconds (default: %(default)s)",
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write results")
     add_common_args(parser)
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.rounds < 1 or args.crash_every < 1:
@@ -97,14 +89,11 @@ def _row(label: str, run: FaultRun, crashes: int | None) -> str:
 
 
 def benchmark(args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, Any]:
-    flags = ["--workers", str(args.workers)]
-    server = deepaas_server("deepaas", workdir, args, *flags)
+    server = deepaas_server("deepaas", workdir, args, args.workers)
     report: dict[str, Any] = {"server": " ".join(server.argv), "rounds": []}
     problems: list[str] = report.setdefault("problems", [])
     url = f"{server.base_url}?x=1"
-    try:
-        server.start()
-        wait_ready(server, "?x=1")
+    with serving(server) as left:
         wait_settled(server, args.workers)
         # The plugin crashes as it should, and the crash is told as such.
         answer = call(server.port, f"{PREDICT_PATH}?x=1{CRASH_SUFFIX}")
@@ -159,14 +148,9 @@ def benchmark(args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, An
                 f"{crashes} crashes, {crash.failed} failed",
                 flush=True,
             )
-    except BenchError as exc:
-        raise BenchError(f"{exc}\n--- server output ---\n{server.output()}") from None
-    finally:
-        left = server.stop()
-        left += [pid for pid in live_children() if pid not in left]
-        report["left_behind"] = left
-        if left:
-            problems.append(f"processes left behind: {left}")
+    report["left_behind"] = left
+    if left:
+        problems.append(f"processes left behind: {left}")
     return report
 
 
@@ -215,36 +199,21 @@ def summarize(args: argparse.Namespace, report: dict[str, Any]) -> int:
     return 3 if args.strict and verdict == "FAIL" else 0
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wrk = find_wrk()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    print_header("Fault isolation: a model that segfaults on some requests", args, wrk)
-    report: dict[str, Any] = {"benchmark": "fault_isolation", "config": vars(args)}
-    status = 2
-    try:
-        with (
-            fault_plugin(args.keep_plugin),
-            tempfile.TemporaryDirectory(prefix="deepaas-bench-") as tmp,
-        ):
-            report.update(benchmark(args, wrk, Path(tmp)))
-            status = summarize(args, report)
-    except BenchError as exc:
-        report["error"] = str(exc)
-        print(f"ERROR: {exc}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        status = 130
-    finally:
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report, indent=2, default=to_json) + "\n")
-            print(f"results written to {args.json}")
-    return status
+
+    def run(workdir: Path, report: dict[str, Any]) -> int:
+        report.update(benchmark(args, wrk, workdir))
+        return summarize(args, report)
+
+    return run_benchmark(
+        "fault_isolation",
+        "Fault isolation: a model that segfaults on some requests",
+        args,
+        run,
+        wrk=wrk,
+    )
 
 
 if __name__ == "__main__":

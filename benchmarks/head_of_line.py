@@ -35,32 +35,24 @@ the benchmark could not run.
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
-from _faults import (
+from _faults import add_common_args, deepaas_server, run_benchmark, serving
+from _faults_measure import (
     PREDICT_PATH,
     Answer,
-    FaultServer,
-    add_common_args,
     call,
     concurrent_calls,
-    deepaas_server,
-    fault_plugin,
     held_and_queued,
-    print_header,
     restarts,
-    to_json,
     wait_settled,
     wait_until,
 )
-from _harness import BenchError, live_children, wait_ready
+from _harness import BenchError, Server
 
 FAST = 20
 WORKERS = 2
@@ -76,7 +68,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--slow", type=float, default=3.0, help="seconds of the slow request"
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write results")
     add_common_args(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.slow <= TIMEOUT_S:
@@ -84,14 +75,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def fast_together(server: FaultServer) -> list[Answer]:
+def fast_together(server: Server) -> list[Answer]:
     threads, answers = concurrent_calls(server.port, [PREDICT_PATH] * FAST)
     for thread in threads:
         thread.join()
     return [a for a in answers if a is not None]
 
 
-def warm_both(server: FaultServer) -> None:
+def warm_both(server: Server) -> None:
     """Fast requests until both workers have answered some."""
     pids: set[int] = set()
     for _ in range(50):
@@ -104,7 +95,7 @@ def warm_both(server: FaultServer) -> None:
     raise BenchError(f"{server.label}: only workers {pids} answered")
 
 
-def one_round(server: FaultServer, slow_s: float) -> dict[str, Any]:
+def one_round(server: Server, slow_s: float) -> dict[str, Any]:
     wait_settled(server, WORKERS)
     warm_both(server)
     wait_settled(server, WORKERS)
@@ -138,54 +129,33 @@ def describe(answers: list[Answer]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    print_header("Head-of-line: fast requests behind a slow one", args, None)
-    print(
+    intro = (
         f"--workers {WORKERS}; per round: {FAST} fast requests together (baseline), "
         f"then 1 request of {args.slow:g} s and, once a worker holds it, {FAST} fast "
         "requests together"
     )
-    report: dict[str, Any] = {"benchmark": "head_of_line", "config": vars(args)}
-    status = 2
-    try:
-        with (
-            fault_plugin(args.keep_plugin),
-            tempfile.TemporaryDirectory(prefix="deepaas-bench-") as tmp,
-        ):
-            report["rounds"] = rounds = measure(args, Path(tmp))
-            status = summarize(args, rounds, report)
-    except BenchError as exc:
-        report["error"] = str(exc)
-        print(f"ERROR: {exc}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        status = 130
-    finally:
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report, indent=2, default=to_json) + "\n")
-            print(f"results written to {args.json}")
-    return status
+
+    def run(workdir: Path, report: dict[str, Any]) -> int:
+        report["rounds"] = rounds = measure(args, workdir)
+        return summarize(args, rounds, report)
+
+    return run_benchmark(
+        "head_of_line",
+        "Head-of-line: fast requests behind a slow one",
+        args,
+        run,
+        intro=intro,
+    )
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
-    plain = deepaas_server("no-timeout", workdir, args, "--workers", str(WORKERS))
+    plain = deepaas_server("no-timeout", workdir, args, WORKERS)
     timed = deepaas_server(
-        "timeout-1s",
-        workdir,
-        args,
-        "--workers",
-        str(WORKERS),
-        "--predict-timeout",
-        f"{TIMEOUT_S:g}",
+        "timeout-1s", workdir, args, WORKERS, "--predict-timeout", f"{TIMEOUT_S:g}"
     )
     servers = [plain, timed]
     rounds: list[dict[str, Any]] = []
-    try:
-        for server in servers:
-            server.start()
-        for server in servers:
-            wait_ready(server, "?x=1")
+    with serving(*servers) as left:
         for number in range(1, args.rounds + 1):
             entry: dict[str, Any] = {"round": number}
             for server in servers:
@@ -211,17 +181,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
             wait_settled(server, WORKERS)
         entry_restarts = {s.label: restarts(s) for s in servers}
         rounds.append({"restarts": entry_restarts})
-    except BenchError as exc:
-        raise BenchError(
-            f"{exc}\n--- output ---\n" + "\n".join(s.output() for s in servers)
-        ) from None
-    finally:
-        left: list[int] = []
-        for server in servers:
-            left += server.stop()
-        left += [pid for pid in live_children() if pid not in left]
-        if left:
-            rounds.append({"left_behind": left})
+    if left:
+        rounds.append({"left_behind": left})
     return rounds
 
 

@@ -32,7 +32,7 @@ from _harness import (
     deepaas_run_path,
     find_wrk,
     free_ports,
-    install_plugin,
+    plugin_for_run,
     run_wrk,
     uninstall_dist,
     wait_ready,
@@ -55,16 +55,16 @@ def _request(url: str, method: str) -> dict:
         return json.loads(resp.read())
 
 
-def _ensure_plugin() -> bool:
-    """Install the trivial plugin (a version with ``train``) if needed."""
+def _drop_a_copy_without_train() -> None:
+    """Uninstall an older copy of the trivial plugin, one without ``train``,
+    so that the one here is installed for the run."""
     try:
         if not hasattr(importlib.import_module(PLUGIN_MODULE), "train"):
-            uninstall_dist(PLUGIN_DIST)  # an older copy without train()
+            uninstall_dist(PLUGIN_DIST)
             importlib.invalidate_caches()
             sys.modules.pop(PLUGIN_MODULE, None)
     except ImportError:
         pass
-    return install_plugin(PLUGIN_DIR, PLUGIN_MODULE, MODEL, "the trivial plugin")
 
 
 def main() -> int:
@@ -79,9 +79,14 @@ def main() -> int:
     )
     args = parser.parse_args()
     wrk = find_wrk()
-    installed = _ensure_plugin()
+    _drop_a_copy_without_train()
     (port,) = free_ports(1)
-    with tempfile.TemporaryDirectory(prefix="deepaas-bench-train-") as tmp:
+    with (
+        plugin_for_run(
+            PLUGIN_DIR, PLUGIN_MODULE, MODEL, PLUGIN_DIST, "the trivial plugin", False
+        ),
+        tempfile.TemporaryDirectory(prefix="deepaas-bench-train-") as tmp,
+    ):
         server = Server(
             label="deepaas",
             argv=[
@@ -128,8 +133,6 @@ def main() -> int:
             return 2
         finally:
             left = server.stop()
-            if installed:
-                uninstall_dist(PLUGIN_DIST)
     ratio = statistics.median(during) / statistics.median(alone)
     worst_cancel = max(cancels)
     ok = ratio >= TARGET_RATIO and worst_cancel <= CANCEL_SLACK_S + args.grace

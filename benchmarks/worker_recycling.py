@@ -38,26 +38,19 @@ Exit status: 0 measured (PASS or FAIL printed; ``--strict`` turns FAIL into
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from _faults import (
+from _faults import add_common_args, deepaas_server, run_benchmark, serving
+from _faults_measure import (
     PREDICT_PATH,
     FaultRun,
-    add_common_args,
-    deepaas_server,
-    fault_plugin,
-    print_header,
     restarts,
     run_faults_wrk,
-    to_json,
     wait_settled,
 )
-from _harness import BenchError, find_wrk, live_children, wait_ready
+from _harness import find_wrk
 
 TARGET_LEAK = 0.90
 TARGET_MAX_MEMORY = 0.999
@@ -97,7 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="wrk's per-request timeout, s"
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write results")
     add_common_args(parser)
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.leak_kb < 1 or args.limit_mb < 256:
@@ -122,15 +114,12 @@ def measure(
         label,
         workdir,
         args,
-        "--workers",
-        str(args.workers),
+        args.workers,
         *flags,
         rlimit_as=args.limit_mb << 20,
     )
     entry: dict[str, Any] = {"label": label, "server": " ".join(server.argv)}
-    try:
-        server.start()
-        wait_ready(server, "?x=1")
+    with serving(server) as left:
         wait_settled(server, args.workers)
         before = restarts(server)
         run = run_faults_wrk(
@@ -145,12 +134,7 @@ def measure(
             run=run,
             restarts={k: after.get(k, 0) - before.get(k, 0) for k in after},
         )
-    except BenchError as exc:
-        raise BenchError(f"{exc}\n--- server output ---\n{server.output()}") from None
-    finally:
-        left = server.stop()
-        left += [pid for pid in live_children() if pid not in left]
-        entry["left_behind"] = left
+    entry["left_behind"] = left
     return entry
 
 
@@ -162,15 +146,12 @@ def share_ok(run: FaultRun) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wrk = find_wrk()
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    print_header("Worker recycling: a model that leaks memory", args, wrk)
-    print(
+    intro = (
         f"wrk -t1 -c{args.connections} -d{args.duration:g}s POST {PREDICT_PATH}"
         f"?work_kb={args.work_kb}&leak_kb=N (N = {args.leak_kb}, 0 for the "
         f"baseline), --workers {args.workers}, RLIMIT_AS {args.limit_mb} MiB "
         "(server and workers), a fresh server per run"
     )
-    report: dict[str, Any] = {"benchmark": "worker_recycling", "config": vars(args)}
     runs = [
         ("baseline", 0, []),
         ("leak", args.leak_kb, []),
@@ -180,37 +161,30 @@ def main(argv: list[str] | None = None) -> int:
             ["--worker-max-memory", str(args.max_memory_mb)],
         ),
     ]
-    status = 2
-    try:
-        with (
-            fault_plugin(args.keep_plugin),
-            tempfile.TemporaryDirectory(prefix="deepaas-bench-") as tmp,
-        ):
-            entries = []
-            for label, leak_kb, flags in runs:
-                entry = measure(args, wrk, Path(tmp), label, leak_kb, flags)
-                entries.append(entry)
-                run: FaultRun = entry["run"]
-                print(
-                    f"  {label}: {share_ok(run):.1%} of {run.answered + run.wrk.errors}"
-                    f" requests 200, {run.wrk.rps:.1f} req/s, restarts "
-                    f"{entry['restarts'] or '{}'}",
-                    flush=True,
-                )
-            report["runs"] = entries
-            status = summarize(args, entries, report)
-    except BenchError as exc:
-        report["error"] = str(exc)
-        print(f"ERROR: {exc}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        status = 130
-    finally:
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(report, indent=2, default=to_json) + "\n")
-            print(f"results written to {args.json}")
-    return status
+
+    def run_all(workdir: Path, report: dict[str, Any]) -> int:
+        entries = []
+        for label, leak_kb, flags in runs:
+            entry = measure(args, wrk, workdir, label, leak_kb, flags)
+            entries.append(entry)
+            run: FaultRun = entry["run"]
+            print(
+                f"  {label}: {share_ok(run):.1%} of {run.answered + run.wrk.errors}"
+                f" requests 200, {run.wrk.rps:.1f} req/s, restarts "
+                f"{entry['restarts'] or '{}'}",
+                flush=True,
+            )
+        report["runs"] = entries
+        return summarize(args, entries, report)
+
+    return run_benchmark(
+        "worker_recycling",
+        "Worker recycling: a model that leaks memory",
+        args,
+        run_all,
+        wrk=wrk,
+        intro=intro,
+    )
 
 
 def summarize(

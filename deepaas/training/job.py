@@ -1,16 +1,17 @@
 """One training job: its record, its process, how it ended, its files.
 
-The job manager (:mod:`deepaas.training.jobs`) decides when a job runs and
-holds its devices; this module knows what one job is: the arguments as
+The scheduler (:mod:`deepaas.training.scheduler`) decides when a job runs
+and holds its devices; this module knows what one job is: the arguments as
 clients see them (:func:`shown_args`), the child process that runs it
 (:func:`job_spec`, :meth:`Job.on_message`), the status it ends with
 (:meth:`Job.end`), and the files it has in the state directory (written
-and removed off the event loop by the manager).
+and removed off the event loop: :func:`remove_job_dirs`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import json
@@ -23,6 +24,7 @@ from typing import Any
 from deepaas.engine import process, protocol
 from deepaas.engine.devices import Device
 from deepaas.model.v2.wrapper import UploadedFile
+from deepaas.tasks import TaskSet
 from deepaas.training import store as st
 
 LOG = logging.getLogger(__name__)
@@ -167,3 +169,25 @@ def list_dir(path: str) -> list[str]:
         return os.listdir(path)
     except OSError:
         return []
+
+
+# -- removal off the loop ------------------------------------------------------
+
+
+def remove_job_dirs(store: st.TrainingStore, tasks: TaskSet, uuids: list[str]) -> None:
+    """Remove the job directories of ``uuids`` off the loop (a big upload
+    takes a while), in a task of ``tasks``."""
+    if not uuids:
+        return
+    paths = [store.job_dir(uuid) for uuid in uuids]
+    loop = asyncio.get_running_loop()
+    try:
+        future = loop.run_in_executor(None, remove_trees, paths)
+    except RuntimeError:  # the executor is shut down: the loop is closing
+        return  # (the next server removes them: they are finished)
+    with contextlib.suppress(RuntimeError):  # stopped: it runs on, unwatched
+        tasks.spawn(_wait(future), f"remove {len(paths)} job dir(s)")
+
+
+async def _wait(future: asyncio.Future[None]) -> None:
+    await future

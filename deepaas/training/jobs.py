@@ -1,19 +1,13 @@
-"""The training job manager, in the API process (asyncio).
+"""The training job manager, in the API process (asyncio): what the API asks
+of trainings.
 
-A submitted training is recorded ``queued``; jobs start in submission order
-(FIFO: a job waiting for GPUs holds back the jobs behind it, so a large job
-is never starved by small ones) when fewer than ``max_trainings`` run and
-enough GPUs are free. GPUs are leased from the devices ``--devices``
-selected, exclusively among trainings (predict workers are not counted: a
-training shares its GPUs with the predict workers placed there). A job that
-asks no GPU runs on the CPU.
-
-Each job is a child process (:mod:`deepaas.training.runner`) started by the
-engine's supervisor (:mod:`deepaas.engine.process`): its own session, only
-its leased GPUs visible, its output appended to its log file, its job
-directory as working directory. Cancel sends SIGTERM to its process group
-and SIGKILL after ``cancel_grace`` seconds. The files a job was given live
-in its job directory until it ends.
+A submitted training gets its job directory (its uploads go there) and its
+log file, is recorded ``queued`` and handed to the
+:class:`~deepaas.training.scheduler.JobScheduler`, which decides when it
+runs, on which GPUs, and finishes it. The manager answers for records
+(:meth:`JobManager.get`, :meth:`JobManager.records`, the counts for the
+metrics), cancels a training here or through the server that owns it, and
+opens and stops the whole at the server's start and stop.
 
 States: ``queued -> running -> done | error | cancelled`` and
 ``queued -> cancelled``; a server stop turns ``queued``/``running`` into
@@ -28,7 +22,6 @@ sharing the state directory can tell when it is gone, and cancel through it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -37,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deepaas.config import ConfigError
-from deepaas.engine import process, protocol
 from deepaas.engine.devices import Device
 from deepaas.exceptions import DeepaasError, ShuttingDown
 from deepaas.tasks import TaskSet
@@ -45,10 +37,9 @@ from deepaas.training import store as st
 from deepaas.training.job import (
     Job,
     create_log,
-    job_spec,
     list_dir,
     make_job_dir,
-    remove_trees,
+    remove_job_dirs,
     shown_args,
 )
 from deepaas.training.keeper import (
@@ -60,6 +51,7 @@ from deepaas.training.keeper import (
     log_interrupted,
 )
 from deepaas.training.ownership import HEARTBEAT_S, LEASE_S, ServerIdentity
+from deepaas.training.scheduler import JobScheduler
 
 __all__ = ["DiskFull", "Job", "JobManager", "OwnerDidNotAct", "shown_args"]
 
@@ -69,7 +61,7 @@ STOP_GRACE_S = 5.0  # stop()'s default: SIGKILL after min(cancel_grace, this)
 
 
 class JobManager:
-    """Queues, starts, watches, cancels and records the trainings of an app."""
+    """Records, queues, cancels and answers for the trainings of an app."""
 
     def __init__(
         self,
@@ -89,20 +81,8 @@ class JobManager:
     ) -> None:
         self.store = store
         self.targets = dict(targets)
-        self.gpus = [d for d in devices if d.kind == "cuda"]
-        self.free = list(self.gpus)
-        self.max_trainings = max_trainings
-        self.default_gpus = (
-            default_gpus if default_gpus is not None else (1 if self.gpus else 0)
-        )
         self.cancel_grace = cancel_grace
-        self.env = dict(os.environ if env is None else env)
-        self.extra_path = extra_path
-        self.warm = warm
         self.identity = identity or ServerIdentity.new()
-        self.queue: collections.deque[Job] = collections.deque()
-        self.running: dict[str, Job] = {}
-        self.stopping = False
         self.opened = False
         self.tasks = TaskSet("training jobs")
         self.keeper = RecordKeeper(
@@ -113,6 +93,22 @@ class JobManager:
             on_interrupted=self._remove_job_dirs,
             heartbeat=heartbeat,
             lease=lease,
+        )
+        self.scheduler = JobScheduler(
+            store,
+            self.keeper,
+            self.tasks,
+            devices,
+            max_trainings=max_trainings,
+            cancel_grace=cancel_grace,
+            env=dict(os.environ if env is None else env),
+            extra_path=extra_path,
+            warm=warm,
+        )
+        self.default_gpus = (
+            default_gpus
+            if default_gpus is not None
+            else (1 if self.scheduler.gpus else 0)
         )
 
     # -- life cycle ---------------------------------------------------------
@@ -142,21 +138,7 @@ class JobManager:
         store can take them in time) and our lease is given up."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace + 1.0
-        self.stopping = True
-        while self.queue:
-            self._finish_unstarted(
-                self.queue.popleft(), st.ERROR, st.STOPPED_WHILE_QUEUED
-            )
-        jobs = list(self.running.values())
-        kill_after = min(self.cancel_grace, grace)
-        for job in jobs:
-            job.stopping = True
-            job.kill_after = kill_after
-            if job.child is not None:
-                self._terminate(job.child, kill_after)
-        await _all_set([job.done for job in jobs], deadline - 0.5 - loop.time())
-        for job in jobs:
-            self._finish(job)  # those not reaped in time: killed, recorded
+        await self.scheduler.stop(grace, wait=deadline - 0.5 - loop.time())
         await self.tasks.close(timeout=0.2)
         if self.opened:
             self.opened = False
@@ -170,13 +152,14 @@ class JobManager:
         finished = await self.store.finished_among(names)
         self._remove_job_dirs(finished)
 
+    def _remove_job_dirs(self, uuids: list[str]) -> None:
+        remove_job_dirs(self.store, self.tasks, uuids)
+
     # -- queries ------------------------------------------------------------
 
     def active(self, uuid: str) -> Job | None:
-        job = self.running.get(uuid)
-        if job is not None:
-            return job
-        return next((j for j in self.queue if j.uuid == uuid), None)
+        """The queued or running job of ``uuid``, if it is one of ours."""
+        return self.scheduler.active(uuid)
 
     def _local(self, uuid: str) -> st.Training | None:
         job = self.active(uuid)
@@ -203,12 +186,7 @@ class JobManager:
 
     def progress(self) -> list[tuple[str, str, str, float]]:
         """(model, uuid, key, value) of the numeric progress of running jobs."""
-        found = []
-        for job in self.running.values():
-            for key, value in job.record.progress.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    found.append((job.record.model, job.uuid, key, float(value)))
-        return found
+        return self.scheduler.progress()
 
     # -- submit ---------------------------------------------------------------
 
@@ -217,17 +195,18 @@ class JobManager:
 
     def resolve_gpus(self, gpus: int | None) -> int:
         wanted = self.default_gpus if gpus is None else gpus
-        if wanted > len(self.gpus):
-            have = ", ".join(d.label for d in self.gpus) or "none"
+        have = self.scheduler.gpus
+        if wanted > len(have):
+            names = ", ".join(d.label for d in have) or "none"
             raise DeepaasError(
                 422,
                 f"this training asks for {wanted} GPU(s) but the server has "
-                f"{len(self.gpus)} ({have})",
+                f"{len(have)} ({names})",
             )
         return wanted
 
     def _check_taking(self) -> None:
-        if self.stopping or not self.opened:
+        if self.scheduler.stopping or not self.opened:
             raise ShuttingDown()
 
     async def prepare(self, uuid: str) -> str:
@@ -276,13 +255,8 @@ class JobManager:
                 raise
             raise answer from exc
         self.keeper.created(record)
-        job = Job(record, self.targets[model], kwargs)
-        if self.stopping:  # the server began to stop during the insert
-            self._finish_unstarted(job, st.ERROR, st.STOPPED_WHILE_QUEUED)
-            raise ShuttingDown()
-        self.queue.append(job)
-        LOG.info("training %s of model %s queued (%d GPU(s))", uuid, model, wanted)
-        self._schedule()
+        # (refused if the server began to stop during the insert)
+        self.scheduler.enqueue(Job(record, self.targets[model], kwargs))
         return record
 
     async def _abandon(self, insert: asyncio.Future[None], record: st.Training) -> None:
@@ -291,7 +265,7 @@ class JobManager:
             self.keeper.created(record)
             job = Job(record, self.targets[record.model], {})
             message = "the request that submitted this training was cancelled"
-            self._finish_unstarted(job, st.ERROR, message)
+            self.scheduler.finish_unstarted(job, st.ERROR, message)
 
     async def _io(self, fn: Any, *args: Any) -> None:
         """File work for a request, off the loop; a full disk is a 507."""
@@ -318,7 +292,7 @@ class JobManager:
             return None
         job = self.active(uuid)
         if job is not None:
-            self._cancel(job)
+            self.scheduler.cancel(job)
             await job.done.wait()
             return job.record
         if record.finished or record.owner == self.identity.id:
@@ -335,158 +309,4 @@ class JobManager:
         """Another server wrote a cancel request for one of ours."""
         job = self.active(uuid)
         if job is not None:
-            self._cancel(job)
-
-    def _cancel(self, job: Job) -> None:
-        if job in self.queue:
-            self.queue.remove(job)
-            self._finish_unstarted(job, st.CANCELLED, None)
-            self._schedule()
-            return
-        if job.cancelling:
-            return
-        job.cancelling = True
-        LOG.info("training %s: cancelling (SIGTERM)", job.uuid)
-        if job.child is not None:
-            self._terminate(job.child, self.cancel_grace)
-        # else: still starting; _run terminates it once it exists
-
-    def _terminate(self, child: process.Child, grace: float) -> None:
-        """SIGTERM the child's group, SIGKILL after ``grace`` (in the
-        background; should that fail, SIGKILL at once)."""
-        self.tasks.spawn(
-            child.terminate(grace),
-            f"terminate {child.label}",
-            on_error=lambda exc: child.kill(),
-        )
-
-    # -- scheduling -----------------------------------------------------------
-
-    def _schedule(self) -> None:
-        while self.queue and not self.stopping:
-            if len(self.running) >= self.max_trainings:
-                return
-            job = self.queue[0]
-            if job.record.gpus > len(self.free):
-                return  # FIFO: the head waits for its GPUs, the rest behind it
-            self.queue.popleft()
-            job.leased = tuple(self.free[: job.record.gpus])
-            del self.free[: job.record.gpus]
-            self.running[job.uuid] = job
-            self._start(job)
-
-    def _start(self, job: Job) -> None:
-        record = job.record
-        record.status = st.RUNNING
-        record.start_date = st.now()
-        record.devices = [d.label for d in job.leased] or ["cpu"]
-        self.keeper.changed(record, was=st.QUEUED)
-        self.tasks.spawn(
-            self._run(job),
-            f"training {job.uuid}",
-            on_error=lambda exc: self._finish(
-                job, f"the server failed to run this training: {exc}"
-            ),
-        )
-
-    async def _run(self, job: Job) -> None:
-        """Start the job's process, hand it its arguments, wait for its end."""
-        try:
-            frame = protocol.pack(protocol.Train(job.kwargs))
-        except Exception as exc:
-            self._finish(job, f"the arguments could not be sent to the training: {exc}")
-            return
-        job_dir = self.store.job_dir(job.uuid)
-        spec = job_spec(job, self.env, self.extra_path, job_dir, self.warm)
-        try:
-            child = await process.spawn(spec, lambda m: self._on_message(job, m))
-        except OSError as exc:
-            self._finish(job, f"cannot start the training process: {exc}")
-            return
-        job.child = child
-        if job.done.is_set():  # given up (stop) while it was being started
-            child.kill()
-            await child.ended()
-            return
-        LOG.info(
-            "training %s of model %s started on %s (pid %s)",
-            job.uuid,
-            job.record.model,
-            ",".join(job.record.devices),
-            child.pid,
-        )
-        if job.stopping or job.cancelling:  # while it was being started
-            grace = job.kill_after if job.stopping else self.cancel_grace
-            self._terminate(child, grace)
-        elif not child.channel.write(frame):
-            job.failure = "the training process closed its connection at once"
-        await child.ended()
-        self._finish(job)
-
-    def _on_message(self, job: Job, message: Any) -> None:
-        if job.on_message(message):
-            self.keeper.changed(job.record)  # written with the next heartbeat
-
-    # -- endings ----------------------------------------------------------------
-
-    def _finish(self, job: Job, failure: str | None = None) -> None:
-        """The job ended (or must be given up): record how, free its slot and
-        devices, settle its waiters, start the next. Never waits, never
-        fails on the store: the keeper writes the record."""
-        if job.done.is_set():
-            return
-        record = job.record
-        child = job.child
-        if child is not None and child.returncode is None:
-            child.kill()  # given up before it exited: its group goes
-        if failure is not None and job.failure is None:
-            job.failure = failure
-        was = job.end()
-        self.running.pop(job.uuid, None)
-        self.free.extend(job.leased)
-        self.free.sort(key=self.gpus.index)  # lowest devices first, as listed
-        job.leased = ()
-        self.keeper.changed(record, was=was)
-        self._remove_job_dirs([job.uuid])
-        LOG.info("training %s of model %s: %s", job.uuid, record.model, record.status)
-        job.done.set()
-        self._schedule()
-
-    def _finish_unstarted(self, job: Job, status: str, message: str | None) -> None:
-        record = job.record
-        was = record.status
-        record.status = status
-        record.message = message
-        record.finish_date = st.now()
-        self.keeper.changed(record, was=was)
-        self._remove_job_dirs([job.uuid])
-        job.done.set()
-
-    def _remove_job_dirs(self, uuids: list[str]) -> None:
-        """Remove job directories off the loop (a big upload takes a while)."""
-        if not uuids:
-            return
-        paths = [self.store.job_dir(uuid) for uuid in uuids]
-        loop = asyncio.get_running_loop()
-        try:
-            future = loop.run_in_executor(None, remove_trees, paths)
-        except RuntimeError:  # the executor is shut down: the loop is closing
-            return  # (the next server removes them: they are finished)
-        with contextlib.suppress(RuntimeError):  # stopped: it runs on, unwatched
-            self.tasks.spawn(_wait(future), f"remove {len(paths)} job dir(s)")
-
-
-async def _wait(future: asyncio.Future[None]) -> None:
-    await future
-
-
-async def _all_set(events: list[asyncio.Event], timeout: float) -> None:
-    """Wait until every event is set, at most ``timeout`` seconds."""
-    if not events:
-        return
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=max(0.0, timeout))
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+            self.scheduler.cancel(job)

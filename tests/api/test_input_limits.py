@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from aiohttp import ClientResponse
 
 from deepaas.api import body as body_module
 from deepaas.api import limits
@@ -122,6 +123,13 @@ async def raw_post(
         writer.close()
 
 
+async def post_form(
+    client: Client, parts: Iterable[tuple[str, bytes]], path: str = PREDICT
+) -> Answer:
+    """:func:`raw_post` of a multipart form of ``parts`` (see :func:`form_body`)."""
+    return await raw_post(client, path, form_body(parts), MULTIPART)
+
+
 def form_body(parts: Iterable[tuple[str, bytes]], boundary: str = BOUNDARY) -> bytes:
     """A multipart body from (header lines, content) pairs."""
     out = []
@@ -161,7 +169,7 @@ async def trainings(client: Client) -> int:
 
 async def test_ten_thousand_file_parts_are_413(client):
     parts = [(field("file", str(i)), b"x") for i in range(10_000)]
-    answer = await raw_post(client, PREDICT, form_body(parts), MULTIPART)
+    answer = await post_form(client, parts)
     assert answer.status == 413
     message = answer.message()
     assert "1000 parts" in message and "--max-form-parts" in message
@@ -182,10 +190,10 @@ async def test_ten_thousand_file_parts_are_413(client):
 )
 async def test_every_part_counts(tight, make_part):
     allowed = [make_part(i) for i in range(MAX_PARTS)]
-    answer = await raw_post(tight, PREDICT, form_body(allowed), MULTIPART)
+    answer = await post_form(tight, allowed)
     assert answer.status == 200, answer.body
     over = [make_part(i) for i in range(MAX_PARTS + 1)]
-    answer = await raw_post(tight, PREDICT, form_body(over), MULTIPART)
+    answer = await post_form(tight, over)
     assert answer.status == 413
     assert f"more than {MAX_PARTS} parts" in answer.message()
     await serves(tight)
@@ -257,7 +265,7 @@ async def test_urlencoded_default_limit(client):
 )
 async def test_part_headers_too_large(client, extra):
     parts = [(field("text"), b"short"), (field("file") + extra, b"data")]
-    answer = await raw_post(client, PREDICT, form_body(parts), MULTIPART)
+    answer = await post_form(client, parts)
     assert answer.status == 413
     message = answer.message()
     assert f"larger than {limits.MAX_PART_HEADER_SIZE} bytes" in message
@@ -267,7 +275,7 @@ async def test_part_headers_too_large(client, extra):
 async def test_first_part_headers_too_large(client):
     extra = "".join(f"\r\nX-Pad-{i}: {'a' * 500}" for i in range(40))  # ~20 KiB
     parts = [(field("file", "a.txt") + extra, b"data")]
-    answer = await raw_post(client, PREDICT, form_body(parts), MULTIPART)
+    answer = await post_form(client, parts)
     assert answer.status == 413
     assert "headers" in answer.message()
     await serves(client)
@@ -295,7 +303,7 @@ async def test_multipart_preamble(client, preamble, status):
 async def test_part_headers_under_the_cap(client):
     extra = "".join(f"\r\nX-Pad-{i}: {'a' * 500}" for i in range(10))  # ~5 KiB
     parts = [(field("file", "a.txt") + extra, b"data")]
-    answer = await raw_post(client, PREDICT, form_body(parts), MULTIPART)
+    answer = await post_form(client, parts)
     assert answer.status == 200, answer.body
     assert json.loads(answer.body)["args"]["file"]["size"] == 4
     await serves(client)
@@ -547,7 +555,7 @@ async def test_uploads_and_big_bodies_are_handled_off_the_loop(client, monkeypat
         )
     data = bytes(range(256)) * 8192  # 2 MiB: several pieces
     parts = [(field("file", "big.bin") + "\r\nContent-Type: application/x-test", data)]
-    answer = await raw_post(client, PREDICT, form_body(parts), MULTIPART)
+    answer = await post_form(client, parts)
     assert answer.status == 200, answer.body
     received = json.loads(answer.body)["args"]["file"]
     assert received["sha256"] == hashlib.sha256(data).hexdigest()
@@ -565,16 +573,12 @@ async def test_list_of_files_up_to_the_limit(tight):
     whole, when the model runs; one part more and none is left."""
     contents = [f"content {i}" * (i * 3000 + 1) for i in range(MAX_PARTS)]
     parts = [(field("files", f"{i}.txt"), c.encode()) for i, c in enumerate(contents)]
-    answer = await raw_post(
-        tight, "/v2/models/files/predict/", form_body(parts), MULTIPART
-    )
+    answer = await post_form(tight, parts, "/v2/models/files/predict/")
     assert answer.status == 200, answer.body
     assert json.loads(answer.body)["predictions"]["contents"] == contents
     await serves(tight)
     parts.append((field("files", "one-more.txt"), b"x"))
-    answer = await raw_post(
-        tight, "/v2/models/files/predict/", form_body(parts), MULTIPART
-    )
+    answer = await post_form(tight, parts, "/v2/models/files/predict/")
     assert answer.status == 413
     await serves(tight)
 
@@ -586,12 +590,20 @@ async def test_many_uploads_then_an_error_leave_nothing(tight):
         (field("image", "b.bin"), b"b" * 10),
     ]
     parts = [*big, *[(field(f"u{i}"), b"") for i in range(MAX_PARTS)]]
-    answer = await raw_post(tight, PREDICT, form_body(parts), MULTIPART)
+    answer = await post_form(tight, parts)
     assert answer.status == 413
     await serves(tight)
 
 
 # -- 7. response headers from plugin and client values ----------------------------
+
+
+async def headers_plugin_answer(client: Client, **params: str) -> ClientResponse:
+    """The 200 answer of the ``header_values`` plugin, which returns a file
+    or a text with the name, type or Accept given in ``params``."""
+    response = await client.post("/v2/models/headers/predict/", params=params)
+    assert response.status == 200
+    return response
 
 
 @pytest.mark.parametrize(
@@ -607,10 +619,7 @@ async def test_many_uploads_then_an_error_leave_nothing(tight):
     ],
 )
 async def test_returned_file_name_is_cleaned(client, name, expected):
-    response = await client.post(
-        "/v2/models/headers/predict/", params={"kind": "file", "name": name}
-    )
-    assert response.status == 200
+    response = await headers_plugin_answer(client, kind="file", name=name)
     disposition = response.headers["Content-Disposition"]
     assert f'filename="{expected}"' in disposition
     assert not any(ord(c) < 32 or ord(c) == 127 for c in disposition)
@@ -621,10 +630,7 @@ async def test_returned_file_name_is_cleaned(client, name, expected):
 
 async def test_returned_file_name_unicode_and_long(client):
     name = "résumé-" + "x" * 400 + ".pdf"
-    response = await client.post(
-        "/v2/models/headers/predict/", params={"kind": "file", "name": name}
-    )
-    assert response.status == 200
+    response = await headers_plugin_answer(client, kind="file", name=name)
     disposition = response.headers["Content-Disposition"]
     assert "filename*=UTF-8''r%C3%A9sum%C3%A9-" in disposition
     assert disposition.endswith(".pdf")
@@ -646,10 +652,7 @@ async def test_returned_file_name_unicode_and_long(client):
     ],
 )
 async def test_returned_file_content_type_is_checked(client, ctype, expected):
-    response = await client.post(
-        "/v2/models/headers/predict/", params={"kind": "file", "ctype": ctype}
-    )
-    assert response.status == 200
+    response = await headers_plugin_answer(client, kind="file", ctype=ctype)
     assert response.headers["Content-Type"] == expected
     assert "X-Evil" not in response.headers
 
@@ -664,10 +667,7 @@ async def test_returned_file_content_type_is_checked(client, ctype, expected):
     ],
 )
 async def test_client_accept_content_type_is_checked(client, accept, expected):
-    response = await client.post(
-        "/v2/models/headers/predict/", params={"kind": "text", "accept": accept}
-    )
-    assert response.status == 200
+    response = await headers_plugin_answer(client, kind="text", accept=accept)
     assert response.headers["Content-Type"] == expected
     assert await response.text() == "some text"
     assert "X-Evil" not in response.headers

@@ -16,16 +16,12 @@ events and polled state with deadlines, never from sleeps.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
+import functools
 import json
 import os
 import re
-import resource
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,159 +30,43 @@ from typing import Any
 
 import pytest
 
+from tests.deepaas_run import (
+    HANG_S,
+    DeepaasRun,
+    alive,
+    closed_at_end,
+    group,
+    register_plugins,
+    until,
+)
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEEPAAS_RUN = str(Path(sys.executable).with_name("deepaas-run"))
 MODEL = "faults"
 PREDICT = f"/v2/models/{MODEL}/predict/"
-HANG_S = 30.0  # "does not hang" bound of the waits below
 STOP_BUDGET_S = 5.0  # exit within --shutdown-timeout + this (the documented bound)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name; None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in "ZX"
-
-
-def _group(pgid: int) -> list[int]:
-    """Live (non-zombie) members of a process group."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and fields[0] not in "ZX" and int(fields[2]) == pgid:
-                members.append(int(entry))
-    return members
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and fields[0] not in "ZX" and int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def _until(predicate: Callable[[], Any], what: str, timeout: float = HANG_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
-
-
-def _install_plugin(root: Path) -> None:
-    """``tests.plugins.faults`` registered as the entry point ``faults``."""
-    dist = root / "deepaas_test_faults-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: deepaas-test-faults\nVersion: 1.0\n"
-    )
-    (dist / "entry_points.txt").write_text(
-        f"[deepaas.v2.model]\n{MODEL} = tests.plugins.faults\n"
-    )
-
-
-class Server:
-    """``deepaas-run`` serving the faults plugin, in a session of its own."""
+class Server(DeepaasRun):
+    """``deepaas-run`` serving the faults plugin, its scratch directory in
+    ``scratch_parent`` (its ``TMPDIR``)."""
 
     def __init__(self, tmp_path: Path, *args: str, rlimit_as: int = 0) -> None:
-        self.port = _free_port()
         self.scratch_parent = tmp_path / "tmp"
         self.scratch_parent.mkdir()
         plugin_root = tmp_path / "plugin"
-        _install_plugin(plugin_root)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DEEPAAS_", "OS_DEFAULT__"))
-        }
-        env.update(
-            PYTHONPATH=os.pathsep.join([str(plugin_root), str(REPO_ROOT)]),
-            TMPDIR=str(self.scratch_parent),
-            PYTHONUNBUFFERED="1",
+        register_plugins(
+            plugin_root, "deepaas_test_faults", {MODEL: "tests.plugins.faults"}
         )
-
-        def limit() -> None:  # in the child, before exec; workers inherit it
-            resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
-
-        self.log = tmp_path / "server.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    DEEPAAS_RUN,
-                    "--listen-ip",
-                    "127.0.0.1",
-                    "--listen-port",
-                    str(self.port),
-                    "--model-name",
-                    MODEL,
-                    *args,
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                preexec_fn=limit if rlimit_as else None,
-            )
-        self.workers_seen: set[int] = set()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self) -> None:
-        def ready() -> bool:
-            assert self.proc.poll() is None, f"deepaas-run exited:\n{self.output()}"
-            return "ready in" in self.output()
-
-        _until(ready, "deepaas-run is ready")
-        self.note_workers()
-
-    def note_workers(self) -> list[int]:
-        workers = _children(self.proc.pid)
-        self.workers_seen.update(workers)
-        return workers
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        timeout: float = HANG_S,
-    ) -> tuple[int, Any]:
-        """(status, JSON body, or the raw bytes if it is not JSON)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body)
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        try:
-            return resp.status, json.loads(raw)
-        except ValueError:
-            return resp.status, raw
+        super().__init__(
+            tmp_path,
+            "--model-name",
+            MODEL,
+            *args,
+            path=[plugin_root],
+            env={"TMPDIR": str(self.scratch_parent)},
+            rlimit_as=rlimit_as,
+        )
 
     def metric(self, name: str, **labels: str) -> float:
         status, text = self.request("GET", "/metrics")
@@ -199,34 +79,16 @@ class Server:
                     return float(match.group(2))
         return 0.0
 
-    def stop(self) -> None:
-        """SIGTERM (the server removes its scratch directory), then SIGKILL
-        to the server's group and every worker's (workers run in sessions of
-        their own) for whatever is left."""
-        if self.proc.poll() is None:
-            self.note_workers()
-            self.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=HANG_S)
-        for pgid in (self.proc.pid, *self.workers_seen):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
+    def close(self) -> None:
+        """SIGTERM first (the server removes its scratch directory)."""
+        self.stop()
+        super().close()
 
 
 @pytest.fixture
 def deepaas(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(*args: str, rlimit_as: int = 0) -> Server:
-        server = Server(tmp_path, *args, rlimit_as=rlimit_as)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    with closed_at_end(functools.partial(Server, tmp_path)) as start:
+        yield start
 
 
 # -- a leaking model under RLIMIT_AS ---------------------------------------------
@@ -256,7 +118,7 @@ def test_leaking_model_under_rlimit_as_is_replaced_after_memory_error(deepaas, l
     assert served and {s for s, _ in served} == {200}
     leaker = served[-1][1]["predictions"]["pid"]
     # Replaced for that reason, warm before the old one retires.
-    _until(
+    until(
         lambda: srv.metric("deepaas_worker_restarts_total", reason="out_of_memory"),
         "the out-of-memory restart is counted",
     )
@@ -269,7 +131,7 @@ def test_leaking_model_under_rlimit_as_is_replaced_after_memory_error(deepaas, l
         status, body = srv.request("POST", leak)
         assert status == 200
     assert body["predictions"]["pid"] != leaker
-    _until(lambda: not _alive(leaker), "the leaking worker exits")
+    until(lambda: not alive(leaker), "the leaking worker exits")
     assert srv.request("GET", "/readyz")[0] == 200
     assert srv.metric("deepaas_worker_restarts_total", reason="out_of_memory") == 1
     assert srv.metric("deepaas_worker_restarts_total", reason="crashed") == 0
@@ -338,7 +200,7 @@ def test_sigterm_with_more_queued_work_than_the_timeout_answers_everyone(deepaas
         held = sum(w["in_flight"] for w in doc["workers"])
         return held + doc["queues"][MODEL]["depth"] == QUEUED
 
-    _until(all_arrived, f"{QUEUED} calls are queued or running")
+    until(all_arrived, f"{QUEUED} calls are queued or running")
     upload = _start_upload(srv.port, f"{PREDICT}?mode=ok")
     scratch = srv.scratch_parent
 
@@ -349,7 +211,7 @@ def test_sigterm_with_more_queued_work_than_the_timeout_answers_everyone(deepaas
             for name in files
         )
 
-    _until(uploading, "the upload is being received")
+    until(uploading, "the upload is being received")
 
     sent = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
@@ -358,7 +220,7 @@ def test_sigterm_with_more_queued_work_than_the_timeout_answers_everyone(deepaas
         status, body = srv.request("GET", "/readyz")
         return status == 503 and body["status"] == "draining"
 
-    _until(draining, "readiness says draining")
+    until(draining, "readiness says draining")
     status, body = srv.request("POST", f"{PREDICT}?mode=ok")
     assert (status, body) == (503, {"message": "the server is shutting down"})
 
@@ -386,6 +248,6 @@ def test_sigterm_with_more_queued_work_than_the_timeout_answers_everyone(deepaas
 
     # Nothing left: no process in the server's group or its worker's, no
     # scratch directory.
-    assert _group(srv.proc.pid) == []
-    assert [pid for pid in srv.workers_seen if _group(pid) or _alive(pid)] == []
+    assert group(srv.proc.pid) == []
+    assert [pid for pid in srv.workers_seen if group(pid) or alive(pid)] == []
     assert list(scratch.iterdir()) == []

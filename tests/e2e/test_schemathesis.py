@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_deepaas_run import Server
+from tests.deepaas_run import DeepaasRun
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -21,14 +21,14 @@ SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 
 
 def test_no_server_errors(tmp_path):
-    srv = Server("--model-name", "demo,demo_class")
+    srv = DeepaasRun(tmp_path, "--model-name", "demo,demo_class")
     try:
         srv.wait_ready()
         result = subprocess.run(
             [
                 SCHEMATHESIS,
                 "run",
-                f"{srv.base}/openapi.json",
+                f"{srv.url}/openapi.json",
                 "--checks",
                 "not_a_server_error",
                 "--max-examples",
@@ -47,6 +47,7 @@ def test_no_server_errors(tmp_path):
         )
     finally:
         srv.stop()
+        srv.close()
     report = result.stdout + result.stderr
     assert result.returncode == 0, report[-6000:]
     assert "passed" in report.lower()

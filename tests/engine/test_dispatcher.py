@@ -62,6 +62,13 @@ class Rig:
             self.dispatcher.submit(call)
         return calls
 
+    async def new_worker_serving_all(self) -> FakeWorker:
+        """A worker that just became ready (a replacement), once it has served
+        everything left in the queue."""
+        worker = self.worker()
+        await serve_until_idle(worker)
+        return worker
+
 
 async def rig(
     workers: int = 2, policy: BatchPolicy | None = None, pace: float | None = None
@@ -79,6 +86,16 @@ async def rig(
             worker.writes.clear()
         await turn()
     return setup, setup.workers
+
+
+async def one_pipelined_worker(*payloads: Any) -> tuple[Rig, FakeWorker, list[Call]]:
+    """One worker whose pace (a quarter of the pipeline budget) has it handed
+    four calls at a time, and the calls of ``payloads`` submitted to it
+    (after one turn, it holds up to four)."""
+    setup, (w0,) = await rig(workers=1, pace=PIPELINE_BUDGET_S / 4)
+    calls = setup.submit(*payloads)
+    await turn()
+    return setup, w0, calls
 
 
 async def turn() -> None:
@@ -257,9 +274,7 @@ async def test_error_of_one_batch_item_reaches_only_its_call():
 
 
 async def test_arguments_that_cannot_be_sent_fail_only_their_call():
-    setup, (w0,) = await rig(workers=1, pace=PIPELINE_BUDGET_S / 4)
-    a, bad, c = setup.submit("a", {"x": lambda: None}, "c")
-    await turn()
+    _, w0, (a, bad, c) = await one_pipelined_worker("a", {"x": lambda: None}, "c")
     assert error(bad).status == 500
     assert "could not be sent to the worker" in error(bad).message
     assert w0.received() == ["a", "c"]
@@ -287,9 +302,7 @@ async def test_expired_queued_call_did_not_start_and_leaves_the_queue():
 
 
 async def test_expired_running_call_hands_its_worker_over_and_spares_the_rest():
-    setup, (w0,) = await rig(workers=1, pace=PIPELINE_BUDGET_S / 4)
-    a, b, c = setup.submit("a", "b", "c")
-    await turn()
+    setup, w0, (a, b, c) = await one_pipelined_worker("a", "b", "c")
     w0.start()
     assert setup.dispatcher.expire(a, 5.0) is w0
     assert error(a).status == 504
@@ -297,16 +310,13 @@ async def test_expired_running_call_hands_its_worker_over_and_spares_the_rest():
     assert not b.future.done() and not c.future.done()
     w0.die(died(), fail_running=False)  # the pool killed it
     assert len(setup.queue) == 2
-    w1 = setup.worker()
-    await serve_until_idle(w1)
+    w1 = await setup.new_worker_serving_all()
     assert w1.received() == ["b", "c"]
     assert results([b, c]) == ["b", "c"]
 
 
 async def test_expired_pipelined_call_takes_back_the_calls_behind_the_running_one():
-    setup, (w0,) = await rig(workers=1, pace=PIPELINE_BUDGET_S / 4)
-    a, b, c, d = setup.submit("a", "b", "c", "d")
-    await turn()
+    setup, w0, (a, b, c, d) = await one_pipelined_worker("a", "b", "c", "d")
     assert w0.seqs() == [[2, 3, 4, 5]]
     assert w0.start() == [2]
     assert setup.dispatcher.expire(c, 5.0) is None
@@ -314,8 +324,7 @@ async def test_expired_pipelined_call_takes_back_the_calls_behind_the_running_on
     assert "did not start" in error(c).message
     assert len(setup.queue) == 2  # b and d
     assert setup.dispatcher.held(w0) == 1
-    w1 = setup.worker()
-    await serve_until_idle(w1)
+    w1 = await setup.new_worker_serving_all()
     assert w1.received() == ["b", "d"]
     w0.finish()
     assert w0.start() == []  # skips what was taken back
@@ -328,9 +337,7 @@ async def test_expired_pipelined_call_takes_back_the_calls_behind_the_running_on
 
 
 async def test_dead_worker_fails_only_its_running_call_and_requeues_the_rest():
-    setup, (w0,) = await rig(workers=1, pace=PIPELINE_BUDGET_S / 4)
-    a, b, c, d, e = setup.submit("a", "b", "c", "d", "e")
-    await turn()
+    setup, w0, (a, b, c, d, e) = await one_pipelined_worker("a", "b", "c", "d", "e")
     assert w0.received() == ["a", "b", "c", "d"]
     w0.run()  # "a" is computed, not sent (its message is not done)
     w0.start()  # "b" runs
@@ -339,8 +346,7 @@ async def test_dead_worker_fails_only_its_running_call_and_requeues_the_rest():
     assert b.future.exception() is crash
     assert not any(call.future.done() for call in (a, c, d, e))
     assert len(setup.queue) == 4
-    w1 = setup.worker()
-    await serve_until_idle(w1)
+    w1 = await setup.new_worker_serving_all()
     assert w1.received() == ["a", "c", "d", "e"]  # back at the head, in order
     assert results([a, c, d, e]) == ["a", "c", "d", "e"]
 
@@ -355,36 +361,29 @@ async def test_dead_worker_fails_the_whole_batch_it_ran_and_requeues_the_next():
     w0.die(died())
     assert error(a).status == error(b).status == 503
     assert len(setup.queue) == 3
-    w1 = setup.worker()
-    await serve_until_idle(w1)
+    w1 = await setup.new_worker_serving_all()
     assert [[p for _, p in m.items] for m in w1.messages] == [["c", "d"], ["e"]]
     assert results([c, d, e]) == ["c", "d", "e"]
 
 
 async def test_worker_dying_between_calls_fails_nothing():
-    setup, (w0,) = await rig(workers=1, pace=PIPELINE_BUDGET_S / 4)
-    a, b = setup.submit("a", "b")
-    await turn()
+    setup, w0, (a, b) = await one_pipelined_worker("a", "b")
     w0.run()  # "a" computed, its answer not sent; "b" not started
     w0.die(died())
     assert not a.future.done() and not b.future.done()
     assert len(setup.queue) == 2
-    w1 = setup.worker()
-    await serve_until_idle(w1)
+    await setup.new_worker_serving_all()
     assert results([a, b]) == ["a", "b"]
 
 
 async def test_dead_worker_drops_calls_whose_client_left():
-    setup, (w0,) = await rig(workers=1, pace=PIPELINE_BUDGET_S / 4)
-    a, b, _ = setup.submit("a", "b", "c")
-    await turn()
+    setup, w0, (a, b, _) = await one_pipelined_worker("a", "b", "c")
     w0.start()
     b.future.cancel()
     w0.die(died())
     assert error(a).status == 503
     assert len(setup.queue) == 1
-    w1 = setup.worker()
-    await serve_until_idle(w1)
+    w1 = await setup.new_worker_serving_all()
     assert w1.received() == ["c"]
 
 
@@ -498,16 +497,13 @@ async def test_late_answer_for_a_call_taken_back_is_discarded(tmp_path):
 
 
 async def test_call_taken_back_while_the_worker_marks_it_is_not_lost():
-    setup, (w0,) = await rig(workers=1, pace=PIPELINE_BUDGET_S / 4)
-    a, b = setup.submit("a", "b")
-    await turn()
+    setup, w0, (a, b) = await one_pipelined_worker("a", "b")
     w0.run()  # "a" computed; as the worker marks "b", the parent retires it
     assert w0.start(meanwhile=lambda: setup.dispatcher.retire(w0)) == []
     assert w0.skipped == [3]
     w0.send()
     assert setup.dispatcher.held(w0) == 0
-    w1 = setup.worker()
-    await serve_until_idle(w1)
+    w1 = await setup.new_worker_serving_all()
     assert w1.received() == ["a", "b"]
     assert results([a, b]) == ["a", "b"]
 
@@ -516,15 +512,12 @@ async def test_call_taken_back_while_the_worker_marks_it_is_not_lost():
 
 
 async def test_retired_worker_gets_no_calls_and_gives_back_what_it_has_not_started():
-    setup, (w0,) = await rig(workers=1, pace=PIPELINE_BUDGET_S / 4)
-    a, b, c = setup.submit("a", "b", "c")
-    await turn()
+    setup, w0, (a, b, c) = await one_pipelined_worker("a", "b", "c")
     w0.start()
     setup.dispatcher.retire(w0)
     assert len(setup.queue) == 2
     drained = asyncio.ensure_future(setup.dispatcher.drained(w0))
-    w1 = setup.worker()
-    await serve_until_idle(w1)
+    w1 = await setup.new_worker_serving_all()
     (d,) = setup.submit("d")
     await serve_until_idle(w1)
     assert w0.received() == ["a", "b", "c"]
@@ -560,9 +553,7 @@ async def test_call_whose_client_left_stops_counting_at_once():
 
 
 async def test_requeued_calls_count_again():
-    setup, (w0,) = await rig(workers=1, pace=PIPELINE_BUDGET_S / 4)
-    setup.submit("a", "b", "c")
-    await turn()
+    setup, w0, _ = await one_pipelined_worker("a", "b", "c")
     assert len(setup.queue) == 0
     w0.start()
     setup.dispatcher.retire(w0)

@@ -7,8 +7,10 @@ acts on a cancel request.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import time
@@ -19,8 +21,9 @@ import pytest
 
 from deepaas.training.ownership import HEARTBEAT_S, LEASE_S
 from deepaas.training.store import STOPPED_WHILE_RUNNING
+from tests.deepaas_run import children, closed_at_end, until
 from tests.support import plugin_spec, start_client
-from tests.training.runserver import TRAIN, RunServer, children, until
+from tests.training.runserver import TRAIN, RunServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,16 +32,9 @@ Start = Callable[..., RunServer]
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[Start]:
-    started: list[RunServer] = []
-
-    def start(*args: str, **kwargs: object) -> RunServer:
-        server = RunServer(tmp_path, tmp_path / "state", *args, **kwargs)  # type: ignore[arg-type]
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.close()
+    state = tmp_path / "state"
+    with closed_at_end(functools.partial(RunServer, tmp_path, state)) as start:
+        yield start
 
 
 def test_either_server_shows_and_cancels_the_others_trainings(servers: Start):
@@ -73,7 +69,8 @@ def test_a_killed_owner_is_found_by_the_other_server(servers: Start):
     b.wait_ready()
     record = a.submit(mode="sleep", seconds=120)
     until(lambda: b.record(record["uuid"])["status"] == "running", "it is recorded")
-    a.kill()  # SIGKILL: nothing written, its lease is left to expire
+    # SIGKILL: nothing written, its lease is left to expire
+    assert a.stop(signal.SIGKILL) == -signal.SIGKILL
     found = until(
         lambda: (r := b.record(record["uuid"]))["status"] == "error" and r,
         "the other server marks the training",
