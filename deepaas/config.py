@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -284,6 +285,12 @@ class Settings:
 
 
 def _validate(s: Settings) -> None:
+    for opt in OPTIONS:
+        value = getattr(s, opt.name)
+        if opt.kind == "float" and not math.isfinite(value):
+            # float() takes "nan" and "inf"; every comparison with NaN is
+            # false, so a NaN timeout would pass the checks below unseen.
+            raise ConfigError(f"{opt.name} must be a finite number, got {value}")
     _check_base_path(s.base_path)
     if s.base_path.endswith("/"):
         # Normalise "/foo/" and "/" so routes never get a double slash.
@@ -349,16 +356,18 @@ def _check_base_path(path: str) -> None:
         raise ConfigError(
             f"base_path may not contain {' '.join(map(repr, bad))}, got {path!r}"
         )
+    if "//" in path.rstrip("/"):
+        # Trailing slashes are trimmed; a leading "//a" would also make
+        # redirects scheme-relative ("//a/..." names a host).
+        raise ConfigError(
+            f"base_path may not have an empty segment ('//'), got {path!r}"
+        )
     segments = path.strip("/").split("/") if path.strip("/") else []
     for segment in segments:
         if segment in (".", ".."):
             raise ConfigError(
                 f"base_path may not have a {segment!r} segment, got {path!r}: "
                 "clients resolve it away and nothing would be reachable"
-            )
-        if not segment:
-            raise ConfigError(
-                f"base_path may not have an empty segment ('//'), got {path!r}"
             )
 
 

@@ -258,6 +258,7 @@ def test_precedence_of_model_name(tmp_path):
         ({"DEEPAAS_WARM": "maybe"}, ["warm", "maybe"]),
         ({"DEEPAAS_LOG_LEVEL": "LOUD"}, ["log_level", "INFO"]),
         ({"DEEPAAS_BASE_PATH": "foo"}, ["base_path", "must start with '/'"]),
+        ({"DEEPAAS_TRAIN_CANCEL_GRACE": "nan"}, ["train_cancel_grace", "finite"]),
     ],
 )
 def test_bad_environment_values(env, words):
@@ -297,6 +298,11 @@ def test_config_file_not_ini(tmp_path):
         (["--workers", "0"], ["workers"]),
         (["--client-max-size", "-5"], ["client_max_size"]),
         (["--base-path", "foo"], ["base_path"]),
+        (["--base-path", "//a"], ["base_path", "empty segment"]),
+        (["--base-path", "/a//b"], ["base_path", "empty segment"]),
+        (["--predict-timeout", "nan"], ["predict_timeout", "finite"]),
+        (["--shutdown-timeout", "inf"], ["shutdown_timeout", "finite"]),
+        (["--client-timeout", "NaN"], ["client_timeout", "finite"]),
     ],
 )
 def test_bad_flag_values(argv, words):
