@@ -41,6 +41,8 @@ from _harness import (
     live_children,
     plugin_for_run,
     wait_ready,
+)
+from _wrk import (
     wrk_version,
 )
 

@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _harness import BenchError, Server, WrkResult, parse_wrk
+from _harness import (
+    BenchError,
+    Server,
+)
+from _wrk import (
+    WrkResult,
+    parse_wrk,
+)
 
 MODEL = "bench_faults"
 PREDICT_PATH = f"/v2/models/{MODEL}/predict/"

@@ -42,7 +42,12 @@ from _faults_measure import (
     run_faults_wrk,
     wait_settled,
 )
-from _harness import BenchError, find_wrk
+from _harness import (
+    BenchError,
+)
+from _wrk import (
+    find_wrk,
+)
 
 TARGET_RATIO = 2.0
 CRASH_SUFFIX = "&crash=true"

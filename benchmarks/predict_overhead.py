@@ -35,18 +35,20 @@ from typing import Any
 from _harness import (
     BenchError,
     Server,
-    WrkResult,
     deepaas_env,
     deepaas_run_path,
-    find_wrk,
     free_ports,
     install_plugin,
     live_children,
-    machine_info,
     post,
-    run_wrk,
     uninstall_dist,
     wait_ready,
+)
+from _wrk import (
+    WrkResult,
+    find_wrk,
+    machine_info,
+    run_wrk,
 )
 
 HERE = Path(__file__).resolve().parent

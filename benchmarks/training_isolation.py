@@ -30,12 +30,14 @@ from _harness import (
     Server,
     deepaas_env,
     deepaas_run_path,
-    find_wrk,
     free_ports,
     plugin_for_run,
-    run_wrk,
     uninstall_dist,
     wait_ready,
+)
+from _wrk import (
+    find_wrk,
+    run_wrk,
 )
 
 HERE = Path(__file__).resolve().parent

@@ -50,7 +50,9 @@ from _faults_measure import (
     run_faults_wrk,
     wait_settled,
 )
-from _harness import find_wrk
+from _wrk import (
+    find_wrk,
+)
 
 TARGET_LEAK = 0.90
 TARGET_MAX_MEMORY = 0.999
