@@ -8,12 +8,19 @@ a :class:`Lane`: the calls it holds, numbered in the order the worker will
 run them, and how fast it has been.
 
 - **Pull-based**: whenever a lane has room it gets the oldest calls, least
-  loaded lane first: a batch of up to ``max_batch_size`` for a model with
-  ``predict_batch``, else calls. A lane holds one call (or batch) at a time,
+  loaded lane first (among equals, the one after the lane served last, so
+  idle workers take turns): a batch of up to ``max_batch_size`` for a model
+  with ``predict_batch``, else calls. A lane holds one call (or batch) at a time,
   or more when its recent calls were very fast (about ``PIPELINE_BUDGET_S``
   of work, at most ``PIPELINE_MAX``), so a fast model does not wait for the
   round trip. Everything handed out in one turn of the event loop goes to a
   worker in one write.
+- **Retiring workers last**: a worker being replaced (:meth:`mark_retiring`:
+  it passed its request or memory limit) takes no new calls while another
+  ready worker takes calls, even a busy one (calls wait for it): what the
+  worker already holds bounds what it still runs. When every worker that
+  takes calls is retiring, they keep serving (capacity never drops to zero)
+  until their replacements are ready (:meth:`retire`).
 - **No head-of-line blocking**: a lane whose running call has outrun its
   usual time (``STALL_AFTER_S``, and ``STALL_FACTOR`` times its average)
   gives back the calls waiting behind it, which go to the head of the queue
@@ -84,6 +91,7 @@ class Lane:
         "inflight",
         "link",
         "next_seq",
+        "retiring",
         "sent",
         "stalled",
     )
@@ -95,6 +103,7 @@ class Lane:
         self.next_seq = 1
         self.ewma: float | None = None  # seconds per call, or per batch
         self.feeding = True  # takes new calls
+        self.retiring = False  # being replaced: takes calls only if no other does
         self.stalled = False  # its running call outran its usual time
         self.answered = 0
         self.drained: asyncio.Future[None] | None = None
@@ -140,6 +149,7 @@ class Dispatcher:
         self._pump_scheduled = False
         self._pump_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._last: Lane | None = None  # served last: ties go to the next one
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -162,6 +172,13 @@ class Dispatcher:
     def answered(self, link: Link) -> int:
         lane = self.lanes.get(link)
         return lane.answered if lane is not None else 0
+
+    def mark_retiring(self, link: Link) -> None:
+        """``link`` is being replaced: it keeps what it holds, and takes new
+        calls only while no other worker takes calls (see the module doc)."""
+        lane = self.lanes.get(link)
+        if lane is not None:
+            lane.retiring = True
 
     def retire(self, link: Link) -> None:
         """No new calls for ``link``; those it has not started go elsewhere."""
@@ -187,6 +204,8 @@ class Dispatcher:
         lane = self.lanes.pop(link, None)
         if lane is None:
             return
+        if self._last is lane:
+            self._last = None
         running, _ = link.board.running()
         doomed = self._running_seqs(lane, running) if fail_running else set()
         back = []
@@ -307,6 +326,9 @@ class Dispatcher:
         if ready_at is None:
             return
         lanes = [lane for lane in self.lanes.values() if lane.feeding]
+        # A retiring worker (over its memory or request limit) gets new calls
+        # only when it is all there is: what it runs then is bounded.
+        lanes = [lane for lane in lanes if not lane.retiring] or lanes
         if not lanes:
             return
         if ready_at > now:  # waiting for companions: come back when due
@@ -322,7 +344,7 @@ class Dispatcher:
             ]
             if not takers:
                 break
-            lane, room = min(takers, key=lambda taker: taker[0].held(batched))
+            lane, room = self._least_loaded(lanes, takers, batched)
             ready_at = queue.ready_at(now)
             if ready_at is None:
                 break
@@ -337,6 +359,7 @@ class Dispatcher:
                 batch = queue.take(min(room, share))
             if not batch:
                 break
+            self._last = lane
             frame = self._frame(lane, method, batch)
             if frame is None:
                 continue
@@ -349,6 +372,19 @@ class Dispatcher:
             lane.link.write(b"".join(chunks))  # a dead worker is reaped: lost()
         if pipelined:
             self._watch_stalls()
+
+    def _least_loaded(
+        self, lanes: list[Lane], takers: list[tuple[Lane, int]], batched: bool
+    ) -> tuple[Lane, int]:
+        """The taker holding least; among equals, the first after the lane
+        served last (in ``lanes`` order), so that idle workers take turns
+        instead of the first one doing all the work."""
+        count = len(lanes)
+        after = lanes.index(self._last) if self._last in lanes else -1
+        position = {lane: (i - after - 1) % count for i, lane in enumerate(lanes)}
+        return min(
+            takers, key=lambda taker: (taker[0].held(batched), position[taker[0]])
+        )
 
     def _frame(self, lane: Lane, method: str, batch: list[Call]) -> bytes | None:
         seq = lane.next_seq

@@ -12,11 +12,15 @@ results, and tells it when a worker died.
   ``RESPAWN_BACKOFF_MAX_S`` (reset once a worker answers a call).
 - **Recycle** (warm before retire): a worker that reached its
   ``max_requests`` (plus up to a tenth, at random, so workers do not all
-  recycle at once) or whose memory passed ``max_memory`` keeps serving
-  while its replacement starts and warms; then it takes no new calls,
-  finishes those it runs, and exits. A worker whose model raised
-  ``MemoryError`` stops taking calls at once (its heap is likely exhausted:
-  more calls would fail too); calls wait in the queue for its replacement.
+  recycle at once) or whose memory passed ``max_memory`` takes no new calls
+  while another worker is ready (so the limit holds: it only finishes what
+  it was handed); if it is the only one, it keeps serving while its
+  replacement starts and warms. Once the replacement is ready it takes no
+  new calls, finishes those it holds, and exits. Each replacement is
+  counted once, with its reason, whatever happens to the old process then.
+  A worker whose model raised ``MemoryError`` stops taking calls at once
+  (its heap is likely exhausted: more calls would fail too); calls wait in
+  the queue for its replacement.
 - **Stop**: end-of-file to every worker, then SIGTERM and SIGKILL to their
   process groups if they do not exit within the grace period.
 """
@@ -230,7 +234,12 @@ class WorkerPool:
             # No new calls, and those it skipped go elsewhere, even when it
             # was already being replaced for another reason.
             self.dispatcher.retire(worker)
-        if self.stopping or worker.retiring or worker.state is not WorkerState.READY:
+        if (
+            self.stopping
+            or worker.retiring
+            or worker.killed_for  # being killed: its exit replaces it
+            or worker.state is not WorkerState.READY
+        ):
             return
         LOG.info(
             "model %s: replacing worker %s (pid %s): %s",
@@ -241,6 +250,7 @@ class WorkerPool:
         )
         worker.retiring = reason
         worker.state = WorkerState.RETIRING
+        self.dispatcher.mark_retiring(worker)  # new calls to the others first
         self.retired.add(worker)
         replacement = Worker(self.model, worker.index, worker.device)
         replacement.replaces = worker

@@ -52,7 +52,10 @@ class WorkerStatus:
     pid: int | None
     state: str  # starting | ready | retiring | stopping | dead
     in_flight: int  # calls it holds
-    restarts: int  # replacements of its slot so far
+    # Replacements of its slot so far, shown on the slot's current worker
+    # only: a worker being replaced shows 0 (its replacement carries the
+    # count), so one replacement counts once, also when summing over workers.
+    restarts: int
     error: str | None  # why it could not start, if it could not
 
 
@@ -70,6 +73,11 @@ class RuntimeStatus:
     @property
     def ready_workers(self) -> int:
         return sum(w.state in ("ready", "retiring") for w in self.workers)
+
+    @property
+    def restarts(self) -> int:
+        """Worker replacements of this model so far, each counted once."""
+        return sum(w.restarts for w in self.workers)
 
 
 class ModelRuntime:
@@ -127,7 +135,11 @@ class ModelRuntime:
                     pid=worker.pid,
                     state=worker.state.value,
                     in_flight=dispatcher.held(worker),
-                    restarts=pool.restarts[worker.index],
+                    restarts=(
+                        pool.restarts[worker.index]
+                        if pool.slots[worker.index] is worker
+                        else 0
+                    ),
                     error=worker.start_error,
                 )
                 for worker in pool.workers

@@ -143,6 +143,22 @@ async def test_idle_workers_share_the_calls():
     assert results(calls) == ["a", "b"]
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+async def test_idle_workers_take_turns(workers):
+    """Least-loaded ties rotate: one call at a time does not all go to the
+    first worker."""
+    setup, fakes = await rig(workers=workers)
+    served_by = []
+    for i in range(2 * workers):
+        (call,) = setup.submit(i)
+        await turn()
+        (worker,) = [w for w in fakes if setup.dispatcher.held(w)]
+        served_by.append(fakes.index(worker))
+        worker.serve()
+        assert call.future.result() == i
+    assert served_by == [*range(workers)] * 2
+
+
 async def test_busy_worker_gets_nothing_while_another_is_free():
     setup, (w0, w1) = await rig()
     setup.submit("a")
@@ -534,6 +550,69 @@ async def test_drained_returns_at_once_when_nothing_is_held():
     setup, (w0,) = await rig(workers=1)
     setup.dispatcher.retire(w0)
     await asyncio.wait_for(setup.dispatcher.drained(w0), 1)
+
+
+async def test_retiring_worker_gets_no_new_calls_while_another_takes_calls():
+    setup, (w0, w1) = await rig()
+    (a,) = setup.submit("a")
+    await turn()
+    w0.serve()  # w0 is idle from now on
+    await turn()
+    setup.dispatcher.mark_retiring(w0)
+    b, c = setup.submit("b", "c")
+    await turn()
+    # Even with w1 busy and w0 idle, "c" waits for w1: what w0 runs is bounded.
+    assert (w0.received(), w1.received()) == (["a"], ["b"])
+    assert len(setup.queue) == 1
+    w1.serve()
+    await turn()
+    assert (w0.received(), w1.received()) == (["a"], ["b", "c"])
+    w1.serve()
+    w2 = setup.worker()  # another ready worker: a replacement
+    (d,) = setup.submit("d")
+    await serve_until_idle(w0, w1, w2)
+    assert w0.received() == ["a"]
+    assert results([a, b, c, d]) == ["a", "b", "c", "d"]
+
+
+async def test_retiring_worker_finishes_the_calls_it_was_handed():
+    setup, w0, calls = await one_pipelined_worker(*"abcdef")
+    assert w0.received() == list("abcd")
+    setup.dispatcher.mark_retiring(w0)
+    w1 = setup.worker()  # its replacement is ready
+    await turn()
+    assert w1.received() == ["e"]  # not "a".."d": w0 keeps those
+    w0.serve(seconds=PIPELINE_BUDGET_S / 4)
+    await turn()
+    assert len(setup.queue) == 1  # "f" waits for w1, not for idle w0
+    await serve_until_idle(w0, w1)
+    assert (w0.received(), w1.received()) == (list("abcd"), ["e", "f"])
+    assert results(calls) == list("abcdef")
+
+
+async def test_a_lone_retiring_worker_serves_until_another_is_ready():
+    setup, (w0, w1) = await rig()
+    setup.dispatcher.mark_retiring(w0)
+    w1.die(died())  # w0 is all there is: capacity never drops to zero
+    a, b = setup.submit("a", "b")
+    await serve_until_idle(w0)
+    assert w0.received() == ["a", "b"]
+    w2 = setup.worker()  # its replacement is ready
+    (c,) = setup.submit("c")
+    await serve_until_idle(w0, w2)
+    assert (w0.received(), w2.received()) == (["a", "b"], ["c"])
+    assert results([a, b, c]) == ["a", "b", "c"]
+
+
+async def test_workers_all_retiring_keep_serving_and_share():
+    setup, (w0, w1) = await rig()
+    setup.dispatcher.mark_retiring(w0)
+    setup.dispatcher.mark_retiring(w1)
+    calls = setup.submit("a", "b")
+    await turn()
+    assert (w0.received(), w1.received()) == (["a"], ["b"])
+    await serve_until_idle(w0, w1)
+    assert results(calls) == ["a", "b"]
 
 
 # -- queue length ---------------------------------------------------------------

@@ -5,7 +5,9 @@
 - fast requests do not wait behind a slow one while another worker is idle,
   and a deadline kill fails only the request that ran out of time;
 - workers are recycled after ``--worker-max-requests`` calls and past
-  ``--worker-max-memory``, with no request failing during the swap.
+  ``--worker-max-memory``, with no request failing during the swap; a worker
+  past its limit runs only the calls it was handed while another worker is
+  ready, and each recycle counts once.
 
 Order comes from events (files the plugin writes, answers, polled state with
 deadlines), never from sleeps; the only time bounds are "does not hang" ones.
@@ -69,15 +71,15 @@ async def _until_async(
         await asyncio.sleep(0.02)
 
 
-async def _restarts(client) -> dict[str, float]:
-    """``deepaas_worker_restarts_total`` of the model, by reason."""
+async def _restarts(client, model: str = MODEL) -> dict[str, float]:
+    """``deepaas_worker_restarts_total`` of ``model``, by reason."""
     text = await (await client.get("/metrics")).text()
     found: dict[str, float] = {}
     for line in text.splitlines():
         match = re.match(r"^deepaas_worker_restarts_total\{(.*)\} (\S+)$", line)
         if match:
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-            if labels.get("model") == MODEL:
+            if labels.get("model") == model:
                 found[labels["reason"]] = float(match.group(2))
     return found
 
@@ -233,8 +235,9 @@ async def test_no_request_fails_while_workers_are_recycled(aiohttp_client):
     # every worker that answered a call was either replaced or is still there.
     assert 1 <= restarts["max_requests"] <= 40
     assert len(pids) <= restarts["max_requests"] + 2
-    slots = {w.index: w.restarts for w in runtime.status().workers}
-    assert restarts["max_requests"] == sum(slots.values())
+    # Each counted once, also while a retiring worker is listed with its
+    # replacement (only the slot's current worker carries the count).
+    assert restarts["max_requests"] == runtime.status().restarts
 
 
 async def test_worker_max_memory_recycles_a_worker_past_the_limit(aiohttp_client):
@@ -255,3 +258,87 @@ async def test_worker_max_memory_recycles_a_worker_past_the_limit(aiohttp_client
     assert (await _restarts(client)).get("max_memory", 0) >= 1
     await _until(lambda: not _alive(first), "the replaced worker exits")
     assert (await client.get("/readyz")).status == 200
+
+
+async def test_a_worker_over_max_memory_runs_only_what_it_was_handed(
+    aiohttp_client, tmp_path, monkeypatch
+):
+    limit_mb = 200
+    client, runtime = await _start(
+        aiohttp_client, workers=2, worker_max_memory=limit_mb
+    )
+    pool, dispatcher = runtime.pool, runtime.dispatcher
+    # pid -> (reason, calls answered or held) when it was first marked.
+    marked: dict[int | None, tuple[str, int]] = {}
+    recycle = pool.recycle
+
+    def recycle_and_note(worker, reason):
+        held = dispatcher.answered(worker) + dispatcher.held(worker)
+        marked.setdefault(worker.pid, (reason, held))
+        recycle(worker, reason)
+
+    monkeypatch.setattr(pool, "recycle", recycle_and_note)
+    # One worker is kept busy, so that the other takes the leak.
+    started, release = tmp_path / "started", tmp_path / "release"
+    slow = asyncio.ensure_future(
+        _predict(
+            client, mode="slow", seconds=2 * HANG_S, started=started, release=release
+        )
+    )
+    try:
+        await _until(started.exists, "the slow request runs")
+        busy_pid = int(started.read_text())
+        status, body = await _predict(client, mode="leak", mb=limit_mb + 32)
+        assert status == 200
+        over_pid = body["predictions"]["pid"]
+        assert over_pid != busy_pid
+        assert marked == {over_pid: ("max_memory", 1)}
+    finally:
+        release.touch()
+    assert (await slow)[0] == 200
+    # A steady load on two workers until the worker over the limit is gone
+    # and its replacement serves: the other worker, then the replacement,
+    # take every new call; the one over the limit runs none.
+    answered_by: Counter[int] = Counter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HANG_S
+    while _alive(over_pid) or not set(answered_by) - {busy_pid, over_pid}:
+        assert loop.time() < deadline, f"not replaced: {answered_by}"
+        results = await asyncio.gather(*(_predict(client) for _ in range(8)))
+        assert {status for status, _ in results} == {200}
+        answered_by.update(body["predictions"]["pid"] for _, body in results)
+    assert answered_by[over_pid] == 0
+    assert answered_by[busy_pid] > 0
+    assert set(marked) == {over_pid}
+    assert await _restarts(client) == {"max_memory": 1}
+    assert runtime.status().restarts == 1
+
+
+async def test_a_recycle_counts_once_while_old_and_new_workers_are_listed(
+    engine_client,
+):
+    model = "slow_warm"  # warming takes 2.5 s: the swap is long enough to see
+    client, runtime = await engine_client(model, worker_max_requests=2)
+    old = runtime.status().workers[0].pid
+    for _ in range(2):
+        assert (await client.post(f"/v2/models/{model}/predict/")).status == 200
+    # The second answer marked it; its replacement now warms (2.5 s).
+    during = runtime.status()
+    assert sorted((w.state, w.pid == old, w.restarts) for w in during.workers) == [
+        ("retiring", True, 0),
+        ("starting", False, 1),
+    ]
+    assert during.restarts == 1
+    assert await _restarts(client, model) == {"max_requests": 1}
+    system = await (await client.get("/v2/system/")).json()
+    assert sum(w["restarts"] for w in system["workers"] if w["model"] == model) == 1
+    await _until(
+        lambda: (
+            [(w.state, w.pid != old) for w in runtime.status().workers]
+            == [("ready", True)]
+            and not _alive(old)
+        ),
+        "the replacement takes over",
+    )
+    assert runtime.status().restarts == runtime.status().workers[0].restarts == 1
+    assert await _restarts(client, model) == {"max_requests": 1}
