@@ -105,12 +105,23 @@ async def test_worker_death_answers_503_and_worker_is_rewarmed(
     assert runtime.status().workers[0].restarts == 1
 
 
-async def test_worker_killed_from_outside_fails_its_request_at_once(aiohttp_client):
+async def _until(predicate, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_worker_killed_from_outside_fails_its_request_at_once(
+    aiohttp_client, tmp_path, monkeypatch
+):
+    started = tmp_path / "started.log"
+    monkeypatch.setenv("CRASHY_STARTED_LOG", str(started))
     client, runtime = await _client(aiohttp_client)
     await runtime.wait_ready(10)
     pid = runtime.status().workers[0].pid
     request = asyncio.ensure_future(client.post(PREDICT, params={"mode": "sleep"}))
-    await asyncio.sleep(0.5)  # let the call reach the worker
+    await _until(started.exists, "the worker runs the call")
     os.kill(pid, signal.SIGKILL)
     started = time.monotonic()
     resp = await request
@@ -123,7 +134,10 @@ async def test_queued_requests_survive_a_worker_death(aiohttp_client):
     client, runtime = await _client(aiohttp_client)
     await runtime.wait_ready(10)
     crash = asyncio.ensure_future(_predict(client, "exit"))
-    await asyncio.sleep(0.05)
+    await _until(
+        lambda: crash.done() or runtime.status().workers[0].in_flight > 0,
+        "the crashing call reaches the worker",
+    )
     others = [asyncio.ensure_future(_predict(client, "ok")) for _ in range(3)]
     assert (await crash)[0] == 503
     results = await asyncio.gather(*others)
@@ -182,8 +196,12 @@ async def test_result_file_of_a_client_that_left_is_removed(aiohttp_client):
     tmp_dir = Path(runtime.pool.config.tmp_dir)
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(client.post(PREDICT, params={"mode": "big_slow"}), 0.3)
-    await asyncio.sleep(2)
-    assert list(tmp_dir.iterdir()) == []
+    # The worker finishes the call (its result is written to a file) after
+    # the client left; the file is then removed.
+    await _until(
+        lambda: runtime.status().workers[0].in_flight == 0, "the call is answered"
+    )
+    await _until(lambda: list(tmp_dir.iterdir()) == [], "the result file is removed")
     # The worker is still fine and the large answer arrives whole.
     resp = await client.post(PREDICT, params={"mode": "big_slow"})
     assert resp.status == 200

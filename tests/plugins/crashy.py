@@ -13,6 +13,7 @@ import threading
 from marshmallow import fields
 
 WARM_LOG = os.environ.get("CRASHY_WARM_LOG")
+STARTED_LOG = os.environ.get("CRASHY_STARTED_LOG")  # "sleep" calls that began
 
 
 def warm():
@@ -60,6 +61,9 @@ def predict(mode="ok"):
     if mode == "sleep":
         import time
 
+        if STARTED_LOG:
+            with open(STARTED_LOG, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
         time.sleep(30)
         return "slept"
     if mode == "big_slow":
