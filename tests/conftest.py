@@ -27,20 +27,45 @@ from deepaas.model.loading import PluginSpec
 from tests.support import DEMO_SPECS, Client, MakeClient, start_client
 
 _STATE_HOME = ""
+_TMP_ROOT = ""
+_SAVED: dict[str, str | None] = {}  # environment variables as they were
+_SAVED_TEMPDIR: str | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Apps built without ``state_dir`` keep their training records in a
-    throwaway directory, never in the user's ``~/.local/state`` (platformdirs
-    reads ``XDG_STATE_HOME``; deepaas-run subprocesses inherit it)."""
-    global _STATE_HOME
-    _STATE_HOME = tempfile.mkdtemp(prefix="deepaas-test-state-")
-    os.environ["XDG_STATE_HOME"] = _STATE_HOME
+    """A private temp folder and state directory for the whole session.
+
+    ``TMPDIR`` (and ``tempfile.tempdir``) point at a fresh directory, so
+    the scratch directories of the servers the tests start, in process or
+    as subprocesses (which inherit the environment), never sit beside real
+    servers' in the shared ``/tmp``: a test server's sweep cannot remove
+    theirs, nor theirs a test's. Apps built without ``state_dir`` keep
+    their training records in there too, never in the user's
+    ``~/.local/state`` (platformdirs reads ``XDG_STATE_HOME``).
+    """
+    global _STATE_HOME, _TMP_ROOT, _SAVED_TEMPDIR
+    _TMP_ROOT = tempfile.mkdtemp(prefix="deepaas-tests-")
+    _STATE_HOME = os.path.join(_TMP_ROOT, "state")
+    os.mkdir(_STATE_HOME)
+    tmp = os.path.join(_TMP_ROOT, "tmp")
+    os.mkdir(tmp)
+    for name, value in (("TMPDIR", tmp), ("XDG_STATE_HOME", _STATE_HOME)):
+        _SAVED[name] = os.environ.get(name)
+        os.environ[name] = value
+    _SAVED_TEMPDIR = tempfile.tempdir
+    tempfile.tempdir = tmp
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _STATE_HOME:
-        shutil.rmtree(_STATE_HOME, ignore_errors=True)
+    if not _TMP_ROOT:
+        return
+    tempfile.tempdir = _SAVED_TEMPDIR
+    for name, value in _SAVED.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    shutil.rmtree(_TMP_ROOT, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -3,16 +3,23 @@
 DEEPaaS 2.x advertised a ``Failure`` schema but answered HTML or plain text;
 here every 4xx/5xx is JSON, a missing trailing slash is a 308 (the method
 and body are kept), and nothing unexpected escapes as an HTML 500.
+
+An ``OSError`` that reaches here is a file the server itself failed to
+write (an upload in the scratch directory): a full disk or quota is a 507
+and a scratch directory removed under the server a 503 to retry; no answer
+names a server path (the log has it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from deepaas import scratch
 from deepaas.exceptions import DeepaasError, ShuttingDown
 
 LOG = logging.getLogger(__name__)
@@ -96,6 +103,42 @@ async def error_middleware(
                 "%s %s -> %s: %s", request.method, request.path, exc.status, exc.message
             )
         return json_error(exc.status, exc.message, exc.headers or None)
+    except OSError as exc:
+        return os_error(request, exc)
     except Exception as exc:
         LOG.exception("unexpected error handling %s %s", request.method, request.path)
         return json_error(500, f"Internal server error: {type(exc).__name__}: {exc}")
+
+
+def os_error(request: web.Request, exc: OSError) -> web.Response:
+    """The answer to a file the server could not write; the path is logged,
+    never sent."""
+    where = f"{request.method} {request.path}"
+    owner = _scratch_of(exc)
+    if scratch.is_no_space(exc):
+        LOG.warning("%s -> 507: %s", where, exc)
+        if owner is None and exc.filename is not None:  # not an upload
+            return json_error(507, "no space left on the server's disk: retry later")
+        # A write (no file named) in a request: the uploads are its only writes.
+        return json_error(507, scratch.NO_SPACE_MESSAGE)
+    if isinstance(exc, FileNotFoundError) and owner is not None:
+        LOG.warning("%s -> 503, the scratch directory is gone: %s", where, exc)
+        owner.recheck()  # made again before the next request writes there
+        return json_error(
+            503,
+            "the server's scratch directory was removed while this request "
+            "was received; it is being made again: retry",
+            {"Retry-After": "1"},
+        )
+    LOG.error("%s -> 500: %s", where, exc, exc_info=exc)
+    # strerror, not str(exc): that names the file.
+    reason = exc.strerror or ("" if exc.filename is not None else str(exc))
+    message = f"Internal server error: {type(exc).__name__}: {reason}"
+    return json_error(500, message.rstrip(": "))
+
+
+def _scratch_of(exc: OSError) -> scratch.ScratchDir | None:
+    """The live scratch directory that holds the file of ``exc``, if any."""
+    if not isinstance(exc.filename, (str, bytes, os.PathLike)):
+        return None
+    return scratch.owner(os.path.dirname(os.fsdecode(exc.filename)))

@@ -17,6 +17,7 @@ import time
 import traceback
 from typing import Any
 
+from deepaas import scratch
 from deepaas.engine.process import EXIT_FAILED, child_main
 from deepaas.engine.protocol import (
     FrameDecoder,
@@ -205,6 +206,11 @@ class WorkerLoop:
             return (seq, True, renderer.render(output, payload.get("accept")))
         except OutputError as exc:
             return (seq, False, RemoteError(500, str(exc)))
+        except OSError as exc:
+            if not scratch.is_no_space(exc):
+                return (seq, False, self._failure(renderer, exc))
+            sys.stderr.write(f"cannot write the result of this call: {exc}\n")
+            return (seq, False, RemoteError(507, scratch.NO_SPACE_MESSAGE))
         except BaseException as exc:
             return (seq, False, self._failure(renderer, exc))
 

@@ -14,6 +14,7 @@ from deepaas.api.v2.responses import send_result
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.lifecycle import Lifecycle
 from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.scratch import owner
 
 Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
 
@@ -27,6 +28,7 @@ RESPONSES = {
     501: "The model does not implement predict",
     503: "No worker available, or the server is shutting down",
     504: "The prediction passed --predict-timeout",
+    507: "No space left for uploads or results in the server's scratch directory",
 }
 
 
@@ -48,12 +50,13 @@ def make_handler(
         return not_implemented
 
     async def predict(request: web.Request) -> web.StreamResponse:
-        async with (
-            lifecycle.request(),
-            parser.parse(request, tmp_dir, limits) as kwargs,
-        ):
-            result = await runtime.predict(kwargs)
-            return await send_result(request, result)
+        async with lifecycle.request():
+            scratch = owner(tmp_dir)  # None for an app the server did not build
+            if scratch is not None:  # made again if the temp folder was cleaned
+                await scratch.ready()
+            async with parser.parse(request, tmp_dir, limits) as kwargs:
+                result = await runtime.predict(kwargs)
+                return await send_result(request, result)
 
     return predict
 

@@ -135,8 +135,12 @@ class ResultRenderer:
         if len(body) <= INLINE_LIMIT:
             return PredictResult(content_type, body=body, filename=filename)
         fd, path = tempfile.mkstemp(prefix="result-", dir=self.tmp_dir)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(body)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+        except BaseException:
+            os.unlink(path)  # a full disk must not leave half a result behind
+            raise
         return PredictResult(content_type, path=path, delete=True, filename=filename)
 
     def _copy_file(self, stream: io.IOBase, content_type: str) -> PredictResult:
@@ -149,7 +153,7 @@ class ResultRenderer:
                     out.write(stream.read().encode())
                 else:
                     shutil.copyfileobj(stream, out, 1 << 20)
-        except Exception:
+        except BaseException:
             os.unlink(path)
             raise
         return PredictResult(content_type, path=path, delete=True, filename=filename)
