@@ -211,13 +211,17 @@ class Server:
         """Stop taking work; let the work in flight end; answer the rest 503.
 
         Readiness turns 503 and new requests are refused at once; requests in
-        flight (uploads included) get ``--shutdown-timeout`` seconds, or
-        until ``hurry`` is set (a second signal). Then every request still
-        in flight, queued or running, is answered 503.
+        flight (uploads included) and running trainings get
+        ``--shutdown-timeout`` seconds, or until ``hurry`` is set (a second
+        signal). Then every request still in flight, queued or running, is
+        answered 503 (the trainings left are stopped with the app).
         """
         lifecycle = self.lifecycle
         lifecycle.drain()
         timeout = self.settings.shutdown_timeout
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        trainings = asyncio.ensure_future(self.trainings.drain(timeout, hurry))
         LOG.info(
             "stopping: %d request(s) in flight get up to %gs to finish",
             lifecycle.in_flight,
@@ -233,10 +237,12 @@ class Server:
         left = lifecycle.in_flight
         if left:
             LOG.warning(
-                "stopping with %d request(s) unfinished after %gs: answering 503",
+                "stopping with %d request(s) unfinished after %.1fs%s: answering 503",
                 left,
-                timeout,
+                loop.time() - began,
+                " (a second signal)" if hurry.is_set() else "",
             )
+        await trainings  # ends by the same timeout, or at the second signal
         for runtime in self.runtimes.values():
             runtime.abort(ShuttingDown())
         lifecycle.abort()

@@ -65,6 +65,9 @@ class Job:
     cancelling: bool = False
     stopping: bool = False
     kill_after: float = 0.0  # the SIGKILL delay stop() gave it
+    # The record as another server finished it (our lease had lapsed): the
+    # job is stopped and ends so, whatever its process did.
+    taken: st.Training | None = None
     output: str | None = None  # JSON text of train()'s return value
     failure: str | None = None
 
@@ -92,7 +95,9 @@ class Job:
         from how the job ended; returns the status it had."""
         record = self.record
         was = record.status
-        if self.output is not None:
+        if self.taken is not None:
+            record.adopt(self.taken)
+        elif self.output is not None:
             record.status = st.DONE
             record.output = json.loads(self.output)
         elif self.cancelling:

@@ -11,7 +11,10 @@ opens and stops the whole at the server's start and stop.
 
 States: ``queued -> running -> done | error | cancelled`` and
 ``queued -> cancelled``; a server stop turns ``queued``/``running`` into
-``error``. The manager's memory is the truth for its own trainings: a
+``error``; a finished record is final. When the server drains
+(:meth:`JobManager.drain`), queued trainings become errors at once and
+running ones get until the shutdown timeout to finish; :meth:`JobManager.stop`
+stops what is left. The manager's memory is the truth for its own trainings: a
 status change frees the slot, starts the next job and settles waiters at
 once, and the :class:`~deepaas.training.keeper.RecordKeeper` writes it to
 the database (retrying while the disk is full). Records are owned by this
@@ -51,7 +54,7 @@ from deepaas.training.keeper import (
     log_interrupted,
 )
 from deepaas.training.ownership import HEARTBEAT_S, LEASE_S, ServerIdentity
-from deepaas.training.scheduler import JobScheduler
+from deepaas.training.scheduler import JobScheduler, all_set
 
 __all__ = ["DiskFull", "Job", "JobManager", "OwnerDidNotAct", "shown_args"]
 
@@ -90,7 +93,9 @@ class JobManager:
             self.identity,
             self.tasks,
             on_cancel=self._cancel_requested,
-            on_interrupted=self._remove_job_dirs,
+            on_taken=self._taken,
+            on_leftovers=self._leftovers_pass,
+            active=self._active_uuids,
             heartbeat=heartbeat,
             lease=lease,
         )
@@ -105,6 +110,7 @@ class JobManager:
             extra_path=extra_path,
             warm=warm,
         )
+        self._leftovers: asyncio.Task[None] | None = None
         self.default_gpus = (
             default_gpus
             if default_gpus is not None
@@ -127,9 +133,42 @@ class JobManager:
             ) from exc
         self.opened = True
         log_interrupted(interrupted)
-        self._remove_job_dirs([uuid for uuid, _ in interrupted])
-        self.tasks.spawn(self._remove_leftovers(), "remove left-over job dirs")
+        self._leftovers_pass()
         self.keeper.start()
+
+    async def drain(self, timeout: float, hurry: asyncio.Event) -> None:
+        """The server drains: new trainings are refused, queued ones become
+        errors at once (none would start), running ones get ``timeout``
+        seconds to finish, or until ``hurry`` is set (a second signal).
+        :meth:`stop` stops those still running after that."""
+        if not self.opened:
+            return
+        jobs = self.scheduler.drain()
+        if not jobs:
+            return
+        LOG.info(
+            "stopping: %d training(s) running get up to %gs to finish",
+            len(jobs),
+            timeout,
+        )
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        finished = asyncio.ensure_future(all_set([j.done for j in jobs], timeout))
+        hurried = asyncio.ensure_future(hurry.wait())
+        try:
+            await asyncio.wait({finished, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (finished, hurried):
+                waiter.cancel()
+        left = sum(not job.done.is_set() for job in jobs)
+        if left:
+            LOG.warning(
+                "stopping: %d training(s) still running after %.1fs%s: they are "
+                "stopped and recorded as errors",
+                left,
+                loop.time() - began,
+                " (a second signal)" if hurry.is_set() else "",
+            )
 
     async def stop(self, grace: float = STOP_GRACE_S) -> None:
         """Server stop, within about ``grace`` + 1 s: queued jobs become
@@ -144,13 +183,32 @@ class JobManager:
             self.opened = False
             await self.keeper.close(max(0.1, deadline - loop.time()))
 
+    def _leftovers_pass(self) -> None:
+        """Start a pass over left-over job directories, unless one runs."""
+        if self._leftovers is not None and not self._leftovers.done():
+            return
+        with contextlib.suppress(RuntimeError):  # stopping
+            self._leftovers = self.tasks.spawn(
+                self._remove_leftovers(), "remove left-over job dirs"
+            )
+
     async def _remove_leftovers(self) -> None:
-        """Remove the job directories of finished trainings (a server
-        killed before it could; none of a training still being submitted)."""
+        """Remove the job directories that are no server's any more: of
+        finished trainings whose owner is surely gone
+        (:meth:`ServerTable.leftovers`); none of a training still being
+        submitted, nor of one whose owner may still run it."""
         loop = asyncio.get_running_loop()
         names = await loop.run_in_executor(None, list_dir, str(self.store.jobs_dir))
-        finished = await self.store.finished_among(names)
-        self._remove_job_dirs(finished)
+        if not names:
+            return
+        try:
+            found = await self.keeper.servers.leftovers(
+                names, self.identity, self.keeper.lease
+            )
+        except StoreErrors as exc:  # tried again with the next pass
+            LOG.debug("left-over job dirs: %s", exc)
+            return
+        self._remove_job_dirs(found)
 
     def _remove_job_dirs(self, uuids: list[str]) -> None:
         remove_job_dirs(self.store, self.tasks, uuids)
@@ -304,6 +362,19 @@ class JobManager:
             if answer is None:
                 raise
             raise answer from exc
+
+    def _active_uuids(self) -> list[str]:
+        scheduler = self.scheduler
+        return [*scheduler.running, *(job.uuid for job in scheduler.queue)]
+
+    def _taken(self, stored: st.Training) -> bool:
+        """Another server finished one of ours (our lease had lapsed): stop
+        it; False when it is not queued or running here."""
+        job = self.active(stored.uuid)
+        if job is None:
+            return False
+        self.scheduler.taken(job, stored)
+        return True
 
     def _cancel_requested(self, uuid: str) -> None:
         """Another server wrote a cancel request for one of ours."""

@@ -6,15 +6,24 @@ after a training is submitted. It
 - writes the records the manager changed, and keeps the ones it could not
   write (a full disk, a lock held for longer than the busy timeout) in
   memory, where the API reads them, until a later try succeeds: the manager
-  never waits on the database to free a slot or settle a waiter;
+  never waits on the database to free a slot or settle a waiter. It logs
+  once when writing starts to fail and once when it works again, however
+  often it is tried in between;
 - renews this server's lease every :data:`~deepaas.training.ownership.HEARTBEAT_S`
   seconds, and in the same transaction takes the cancel requests other
   servers wrote for our trainings and turns the unfinished records of
   servers that are gone into errors;
+- notices when our own lease had lapsed (the process or its loop was
+  stopped): the trainings another server marked meanwhile stay as marked
+  (a finished record is final, see :meth:`TrainingStore.update`) and the
+  manager stops their processes (``on_taken``);
+- starts a pass over the left-over job directories (``on_leftovers``) every
+  lease, and when a sweep marked trainings of a gone server;
 - keeps the ``(model, status)`` counts that ``/metrics`` reads at scrape
   time: our own records counted in memory as they change, the others'
   re-read at each heartbeat;
-- cancels a training owned by another server (:meth:`cancel_elsewhere`).
+- cancels a training owned by another server (:meth:`cancel_elsewhere`,
+  see :mod:`deepaas.training.cancels`).
 
 All of it runs in one background task owned by the manager's
 :class:`~deepaas.tasks.TaskSet`; a change wakes it at once.
@@ -30,17 +39,18 @@ import logging
 import sqlite3
 from collections.abc import Callable
 
-from deepaas.engine.process import EOF_WAIT_S
 from deepaas.exceptions import DeepaasError
 from deepaas.tasks import TaskSet
 from deepaas.training import store as st
+from deepaas.training.cancels import OwnerDidNotAct, cancel_elsewhere
 from deepaas.training.ownership import HEARTBEAT_S, LEASE_S, ServerIdentity
-from deepaas.training.servers import CancelView, ServerTable
+from deepaas.training.servers import ServerTable, Tick
+
+__all__ = ["DiskFull", "OwnerDidNotAct", "RecordKeeper", "client_error"]
 
 LOG = logging.getLogger(__name__)
 
 SQLITE_FULL = 13  # SQLite's primary result code for "database or disk is full"
-CANCEL_POLL_S = 0.1  # how often a cancel through another server looks again
 
 StoreErrors = (sqlite3.Error, OSError)
 
@@ -54,14 +64,6 @@ class DiskFull(DeepaasError):
             f"the state directory {where} is full: no training can be recorded "
             "or run until space is freed there",
         )
-
-
-class OwnerDidNotAct(DeepaasError):
-    """409: another server owns the training and did not cancel it in time."""
-
-    def __init__(self, message: str, owner: dict[str, object]) -> None:
-        super().__init__(409, message)
-        self.owner = owner
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -99,19 +101,32 @@ class RecordKeeper:
         tasks: TaskSet,
         *,
         on_cancel: Callable[[str], None],
-        on_interrupted: Callable[[list[str]], None],
+        on_taken: Callable[[st.Training], bool],
+        on_leftovers: Callable[[], None],
+        active: Callable[[], list[str]],
         heartbeat: float = HEARTBEAT_S,
         lease: float = LEASE_S,
     ) -> None:
+        """``on_cancel(uuid)``: another server asked to cancel one of ours;
+        ``on_taken(stored)``: another server finished one we hold as queued
+        or running (True when the manager had it active); ``on_leftovers()``:
+        time for a pass over left-over job directories; ``active()``: the
+        trainings we hold as queued or running."""
         self.store = store
         self.servers = ServerTable(store)
         self.identity = identity
         self.tasks = tasks
         self.on_cancel = on_cancel
-        self.on_interrupted = on_interrupted
+        self.on_taken = on_taken
+        self.on_leftovers = on_leftovers
+        self.active = active
         self.heartbeat = heartbeat
         self.lease = lease
         self.failure: str | None = None  # why the last write failed; None: fine
+        self.failed_tries = 0  # writes failed since the last success
+        self._failing: set[str] = set()  # "records", "heartbeat": what fails
+        self._beats = 0
+        self._leftovers_every = max(1, round(lease / heartbeat))  # once a lease
         self._unsaved: dict[str, st.Training] = {}  # changed, not written yet
         self._versions: dict[str, int] = {}
         self._own: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -231,101 +246,124 @@ class RecordKeeper:
 
     async def flush(self) -> bool:
         """Write the records changed since their last write; False (and
-        they are kept for the next try) when the store fails."""
+        they are kept for the next try) when the store fails. A record the
+        store refuses (another server finished it) is taken as stored."""
         for uuid, record in list(self._unsaved.items()):
             version = self._versions[uuid]
             try:
-                await self.store.update(record)
+                written, stored = await self.store.update(record)
             except StoreErrors as exc:
-                self._failed(exc)
+                self._failed("records", exc)
                 return False
-            if self._versions.get(uuid) == version:  # unchanged meanwhile
-                del self._unsaved[uuid]
-                del self._versions[uuid]
-        self._recovered()
+            if self._versions.get(uuid) != version:
+                continue  # changed meanwhile: written (or refused) next time
+            del self._unsaved[uuid]
+            del self._versions[uuid]
+            if not written:
+                self._refused(record, stored)
+        self._recovered("records")
         return True
 
+    def _refused(self, record: st.Training, stored: st.Training | None) -> None:
+        """The store did not take ``record``: the stored one is the truth."""
+        if stored is None:
+            LOG.warning(
+                "training %s: its record is gone from %s; not written",
+                record.uuid,
+                self.store.path,
+            )
+            return
+        if (stored.status, stored.message) == (record.status, record.message):
+            return  # ours already, as it is (written by an earlier try)
+        LOG.warning(
+            "training %s was marked %s (%s) by another server while our lease "
+            "had lapsed; it stays so (ours said %s)",
+            record.uuid,
+            stored.status,
+            stored.message,
+            record.status,
+        )
+        if not self.on_taken(stored):  # not active here: adopt it in memory
+            self._own[record.model, record.status] -= 1
+            self._own[record.model, stored.status] += 1
+            record.adopt(stored)
+
     async def _beat(self) -> None:
+        self._beats += 1
         try:
-            tick = await self.servers.tick(self.identity, self.lease)
+            tick = await self.servers.tick(self.identity, self.lease, self.active())
             self._others = await self.store.counts(self.identity.id)
         except StoreErrors as exc:
-            self._failed(exc)
+            self._failed("heartbeat", exc)
             return
+        self._recovered("heartbeat")
+        self._lapsed(tick)
         for uuid in tick.cancels:
             LOG.info("training %s: cancel requested through another server", uuid)
             self.on_cancel(uuid)
         if tick.interrupted:
             log_interrupted(tick.interrupted)
-            self.on_interrupted([uuid for uuid, _ in tick.interrupted])
+        if tick.interrupted or self._beats % self._leftovers_every == 0:
+            self.on_leftovers()
 
-    def _failed(self, exc: BaseException) -> None:
-        text = f"{type(exc).__name__}: {exc}"
-        if text != self.failure:
+    def _lapsed(self, tick: Tick) -> None:
+        """Our lease had lapsed: stop what another server marked meanwhile."""
+        if tick.lapsed is not None:
+            LOG.warning(
+                "our lease in %s had lapsed (no heartbeat for %s: was the server "
+                "stopped or stalled?); %d of our trainings were marked as stopped "
+                "by another server meanwhile",
+                self.store.path,
+                "long" if tick.lapsed == float("inf") else f"{tick.lapsed:.1f}s",
+                len(tick.taken),
+            )
+        for stored in tick.taken:
+            self.on_taken(stored)
+
+    def _failed(self, part: str, exc: BaseException) -> None:
+        """A write failed: logged when writing starts to fail, not each try."""
+        self.failure = f"{type(exc).__name__}: {exc}"
+        self.failed_tries += 1
+        if not self._failing:
             LOG.error(
-                "cannot write the training records in %s (%s); %d kept in memory "
-                "and tried again every %gs",
+                "cannot write the training records in %s (%s); %d kept in memory, "
+                "will retry every %gs",
                 self.store.state_dir,
-                text,
+                self.failure,
                 len(self._unsaved),
                 self.heartbeat,
             )
-        self.failure = text
+        self._failing.add(part)
 
-    def _recovered(self) -> None:
-        if self.failure is not None:
-            LOG.warning("training records in %s written again", self.store.state_dir)
+    def _recovered(self, part: str) -> None:
+        """``part`` works again: logged once everything does."""
+        if part not in self._failing:
+            return
+        self._failing.discard(part)
+        if not self._failing:
+            LOG.warning(
+                "training records in %s written again (after %d failed tries)",
+                self.store.state_dir,
+                self.failed_tries,
+            )
             self.failure = None
+            self.failed_tries = 0
 
     # -- cancel through a server that does not own the training -----------------
 
     async def cancel_elsewhere(self, record: st.Training, grace: float) -> st.Training:
-        """Cancel a training another server owns: ask it through the database
-        and wait until it did. Its record when finished (cancelled, or ended
-        meanwhile, or marked because its owner is gone); raises
-        :class:`OwnerDidNotAct` when the owner does not take the request
-        within two heartbeats, or does not finish the cancel in about
-        ``grace`` seconds more."""
-        loop = asyncio.get_running_loop()
-        uuid = record.uuid
-        if record.owner is not None:
-            await self.servers.request_cancel(uuid)
-        asked = loop.time()
-        ack_by = asked + 2 * self.heartbeat + 1.0
-        done_by = ack_by + grace + EOF_WAIT_S + self.heartbeat
-        while True:
-            view = await self.servers.cancel_view(uuid, self.identity, self.lease)
-            if view.record is None or view.record.finished:
-                if view.record is not None and view.record.message in (
-                    st.STOPPED_WHILE_RUNNING,
-                    st.STOPPED_WHILE_QUEUED,
-                ):
-                    self.on_interrupted([uuid])  # its owner is gone: its files too
-                return view.record or record
-            now = loop.time()
-            if record.owner is None or (not view.acked and now > ack_by):
-                if record.owner is None or await self.servers.withdraw_cancel(uuid):
-                    raise _did_not_act(view, "did not take the cancel request")
-                continue  # taken just now
-            if view.acked and now > done_by:
-                raise _did_not_act(view, "took the cancel request but it still runs")
-            await asyncio.sleep(CANCEL_POLL_S)
-
-
-def _did_not_act(view: CancelView, what: str) -> OwnerDidNotAct:
-    assert view.record is not None
-    record = view.record
-    if view.owner is not None:
-        owner = view.owner.describe()
-        who = f"server {owner['id']} (pid {owner['pid']} on {owner['host']})"
-    else:  # a record written before server identities: only its PID is known
-        owner = {"id": None, "pid": record.owner_pid, "host": None}
-        who = f"the server with pid {record.owner_pid} (an older deepaas)"
-    return OwnerDidNotAct(
-        f"training {record.uuid} is {record.status} on {who}, which {what}; "
-        "cancel it through that server, or try again",
-        owner,
-    )
+        """Cancel a training another server owns
+        (:func:`~deepaas.training.cancels.cancel_elsewhere`)."""
+        return await cancel_elsewhere(
+            self.servers,
+            self.tasks,
+            self.identity,
+            record,
+            grace=grace,
+            heartbeat=self.heartbeat,
+            lease=self.lease,
+            on_gone=self.on_leftovers,
+        )
 
 
 def log_interrupted(found: list[tuple[str, str]]) -> None:

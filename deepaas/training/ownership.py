@@ -23,6 +23,16 @@ Records written before identities existed (``owner`` empty) fall back to
 their ``owner_pid``: gone when that PID is ours, is 1 (an old image ran
 ``deepaas-run`` as PID 1: nothing we can check), or does not exist.
 
+A server that finds its own lease lapsed (its process or its event loop
+was stopped for longer than the lease) may have been declared gone: the
+trainings another server marked meanwhile are final (the store never
+changes a finished record), and the owner stops their processes as soon as
+it runs again (:class:`~deepaas.training.keeper.RecordKeeper`). Their files
+(the job directory: uploads, working directory) are removed by the owner
+when it stops the job; another server removes them only when the owner is
+surely gone (:func:`files_unowned`): its process is gone, or it has not
+renewed its lease for :data:`FILES_AFTER_LEASES` leases.
+
 The durations: a 1 s heartbeat lets a cancel request through another server
 take effect within a second or two; a 10 s lease survives a loop or disk that
 stalls for a few seconds without declaring a live server dead.
@@ -40,6 +50,9 @@ from deepaas.engine.process import pid_alive
 
 HEARTBEAT_S = 1.0  # how often a server renews its lease (and reads cancel requests)
 LEASE_S = 10.0  # a server whose heartbeat is older than this is gone
+# Leases without a heartbeat after which a server's rows and job files are
+# another server's to remove, even where its process cannot be checked.
+FILES_AFTER_LEASES = 6
 
 
 def process_start(pid: int) -> int | None:
@@ -139,5 +152,35 @@ def owner_gone(
     if me.pidns and row.pidns == me.pidns and row.host == me.host:
         # Our PID namespace (or a dead one whose inode was reused: its
         # processes are gone too): a PID and start time name one process.
+        return process_start(row.pid) != row.pstart
+    return False
+
+
+def files_unowned(
+    owner: str | None,
+    row: OwnerRow | None,
+    me: ServerIdentity,
+    now: float,
+    lease: float = LEASE_S,
+) -> bool:
+    """Whether a server other than the owner may remove the job files of a
+    *finished* training (``owner``: the record's; ``row``: the owner's
+    ``servers`` row).
+
+    A lapsed lease is not enough: an owner whose process was only stopped
+    (SIGSTOP, a frozen VM) still runs the training's process, in its job
+    directory, until it notices; it removes the files itself then. So
+    another server waits until the owner's process is surely gone (our PID
+    namespace says so), or its heartbeat is :data:`FILES_AFTER_LEASES`
+    leases old (or its row was removed: it stopped cleanly, or it was
+    forgotten after as long). Ours: we remove them when the job ends.
+    """
+    if owner is None:  # written before identities: the old rule (finished)
+        return True
+    if owner == me.id:
+        return False
+    if row is None or row.heartbeat < now - FILES_AFTER_LEASES * lease:
+        return True
+    if me.pidns and row.pidns == me.pidns and row.host == me.host:
         return process_start(row.pid) != row.pstart
     return False

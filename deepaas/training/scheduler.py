@@ -20,6 +20,11 @@ waits on the database: its record gets its final status (the
 are freed, its waiters settled, its job directory removed, and the next job
 starts. The :class:`~deepaas.training.jobs.JobManager` records the jobs it
 hands over here, and answers for them.
+
+When the server drains (:meth:`JobScheduler.drain`) no job starts any more
+and the queued ones end; :meth:`JobScheduler.stop` then stops the running
+ones. A job whose record another server finished while our lease had lapsed
+is stopped too (:meth:`JobScheduler.taken`), and ends as that record says.
 """
 
 from __future__ import annotations
@@ -122,23 +127,54 @@ class JobScheduler:
             self._terminate(job.child, self.cancel_grace)
         # else: still starting; _run terminates it once it exists
 
-    async def stop(self, grace: float, wait: float) -> None:
-        """Server stop: queued jobs become errors; running ones get SIGTERM,
-        SIGKILL after ``min(cancel_grace, grace)`` seconds, and become errors.
-        Those not reaped within ``wait`` seconds are given up (killed)."""
+    def taken(self, job: Job, stored: st.Training) -> None:
+        """Another server finished ``job``'s record while our lease had
+        lapsed: the record stays as stored, the job stops (a queued one at
+        once; a running one gets SIGTERM, SIGKILL after ``cancel_grace``)."""
+        if job.taken is not None or job.done.is_set():
+            return
+        job.taken = stored
+        LOG.warning(
+            "training %s was marked %s by another server while our lease had "
+            "lapsed: stopping it",
+            job.uuid,
+            stored.status,
+        )
+        was = job.record.status
+        job.record.adopt(stored)  # shown so from now on
+        self.keeper.changed(job.record, was=was)
+        if job in self.queue:
+            self.queue.remove(job)
+            remove_job_dirs(self.store, self.tasks, [job.uuid])
+            job.done.set()
+            self._schedule()
+        elif job.child is not None and not (job.cancelling or job.stopping):
+            self._terminate(job.child, self.cancel_grace)
+        # else: being stopped already, or still starting (_run stops it)
+
+    def drain(self) -> list[Job]:
+        """The server drains: no training starts any more (queued ones
+        become errors, new ones are refused); the running ones go on and
+        are returned."""
         self.stopping = True
         while self.queue:
             self.finish_unstarted(
                 self.queue.popleft(), st.ERROR, st.STOPPED_WHILE_QUEUED
             )
-        jobs = list(self.running.values())
+        return list(self.running.values())
+
+    async def stop(self, grace: float, wait: float) -> None:
+        """Server stop: queued jobs become errors; running ones get SIGTERM,
+        SIGKILL after ``min(cancel_grace, grace)`` seconds, and become errors.
+        Those not reaped within ``wait`` seconds are given up (killed)."""
+        jobs = self.drain()
         kill_after = min(self.cancel_grace, grace)
         for job in jobs:
             job.stopping = True
             job.kill_after = kill_after
             if job.child is not None:
                 self._terminate(job.child, kill_after)
-        await _all_set([job.done for job in jobs], wait)
+        await all_set([job.done for job in jobs], wait)
         for job in jobs:
             self._finish(job)  # those not reaped in time: killed, recorded
 
@@ -206,7 +242,7 @@ class JobScheduler:
             ",".join(job.record.devices),
             child.pid,
         )
-        if job.stopping or job.cancelling:  # while it was being started
+        if job.stopping or job.cancelling or job.taken is not None:  # meanwhile
             grace = job.kill_after if job.stopping else self.cancel_grace
             self._terminate(child, grace)
         elif not child.channel.write(frame):
@@ -255,7 +291,7 @@ class JobScheduler:
         job.done.set()
 
 
-async def _all_set(events: list[asyncio.Event], timeout: float) -> None:
+async def all_set(events: list[asyncio.Event], timeout: float) -> None:
     """Wait until every event is set, at most ``timeout`` seconds."""
     if not events:
         return

@@ -5,21 +5,32 @@ The ``servers`` table has one row per running server (see
 that say an owner is gone). :class:`ServerTable` keeps our row's heartbeat,
 turns the unfinished records of gone owners into errors, and carries cancel
 requests from a server that does not own a training to the one that does
-(``trainings.cancel_requested``, taken with ``cancel_acked``). Every call
-runs on the store's own thread (:meth:`TrainingStore.call`).
+(``trainings.cancel_requested``, taken with ``cancel_acked``). With each
+heartbeat a server also learns whether its own lease had lapsed, and which
+of its trainings another server marked meanwhile (:class:`Tick`). Every
+call runs on the store's own thread (:meth:`TrainingStore.call`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from deepaas.training import store as st
-from deepaas.training.ownership import LEASE_S, OwnerRow, ServerIdentity, owner_gone
+from deepaas.training.ownership import (
+    FILES_AFTER_LEASES,
+    LEASE_S,
+    OwnerRow,
+    ServerIdentity,
+    files_unowned,
+    owner_gone,
+)
 
-FORGET_SERVERS_AFTER = 6  # leases: then a gone server's row is deleted
+FORGET_SERVERS_AFTER = FILES_AFTER_LEASES  # leases: then a gone server's row goes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +39,12 @@ class Tick:
 
     cancels: list[str]  # our trainings another server asked to cancel (acked)
     interrupted: list[tuple[str, str]]  # (uuid, status) of gone owners, now errors
+    # Of the trainings we hold as queued or running, those another server
+    # finished (marked while our lease had lapsed): as stored.
+    taken: list[st.Training] = dataclasses.field(default_factory=list)
+    # Seconds since our previous heartbeat when it was older than the lease
+    # (inf: our row was gone); None while the lease held.
+    lapsed: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,16 +80,36 @@ class ServerTable:
             lambda: self.store.db.execute("DELETE FROM servers WHERE id = ?", (me.id,))
         )
 
-    async def tick(self, me: ServerIdentity, lease: float = LEASE_S) -> Tick:
+    async def tick(
+        self, me: ServerIdentity, lease: float = LEASE_S, active: Sequence[str] = ()
+    ) -> Tick:
         """Renew our lease, take the cancel requests for our trainings, and
-        turn the unfinished records of servers that are gone into errors."""
-        return await self.store.call(self._tick, me, lease)
+        turn the unfinished records of servers that are gone into errors.
+        ``active``: the trainings we hold as queued or running (those that
+        another server finished are in :attr:`Tick.taken`)."""
+        return await self.store.call(self._tick, me, lease, tuple(active))
 
-    def _tick(self, me: ServerIdentity, lease: float) -> Tick:
+    def _tick(self, me: ServerIdentity, lease: float, active: tuple[str, ...]) -> Tick:
         db = self.store.db
         at = time.time()
         db.execute("BEGIN IMMEDIATE")
         try:
+            # In the transaction: no other server can mark ours between
+            # this look and the renewal below.
+            ours = db.execute(
+                "SELECT heartbeat FROM servers WHERE id = ?", (me.id,)
+            ).fetchone()
+            last = -math.inf if ours is None else float(ours[0])
+            lapsed = at - last if last < at - lease else None
+            taken = [
+                st.from_row(row)
+                for uuid in active
+                for row in db.execute(
+                    f"SELECT * FROM trainings WHERE uuid = ? AND owner = ? "
+                    f"AND status IN ({', '.join('?' for _ in st.FINISHED)})",
+                    (uuid, me.id, *st.FINISHED),
+                )
+            ]
             self._beat(me, at)
             cancels = [
                 str(row[0])
@@ -99,7 +136,7 @@ class ServerTable:
         except BaseException:
             st.rollback(db)
             raise
-        return Tick(cancels, interrupted)
+        return Tick(cancels, interrupted, taken, lapsed)
 
     async def sweep(
         self, me: ServerIdentity, lease: float = LEASE_S
@@ -137,6 +174,32 @@ class ServerTable:
             if cursor.rowcount:
                 changed.append((str(row["uuid"]), str(row["status"])))
         return changed
+
+    async def leftovers(
+        self, uuids: list[str], me: ServerIdentity, lease: float = LEASE_S
+    ) -> list[str]:
+        """Those of ``uuids`` (names in the jobs directory) whose job files
+        we may remove: finished, and their owner surely gone or us
+        (:func:`~deepaas.training.ownership.files_unowned`). A name without
+        a record is a training still being submitted: kept."""
+
+        def leftovers() -> list[str]:
+            at = time.time()
+            found = []
+            for uuid in uuids:
+                row = self.store.db.execute(
+                    "SELECT t.status, t.owner, s.id AS sid, s.pid, s.host, s.pidns, "
+                    "s.pstart, s.heartbeat FROM trainings t "
+                    "LEFT JOIN servers s ON s.id = t.owner WHERE t.uuid = ?",
+                    (uuid,),
+                ).fetchone()
+                if row is None or row["status"] not in st.FINISHED:
+                    continue
+                if files_unowned(row["owner"], _owner(row), me, at, lease):
+                    found.append(uuid)
+            return found
+
+        return await self.store.call(leftovers)
 
     # -- cancel requests (through a server that is not the owner) -------------
 

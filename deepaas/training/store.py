@@ -11,7 +11,9 @@ to :data:`BUSY_TIMEOUT_S` for another process's lock, and the event loop must
 not wait with it. The API is therefore async; rows are built from records on
 the caller's side (the loop), so a record the loop keeps changing is never
 read from the other thread. The database is in WAL mode (readers never wait
-for writers); each write is one small transaction.
+for writers); each write is one small transaction. A finished record is
+final: :meth:`TrainingStore.update` never changes one (see
+:mod:`deepaas.training.ownership` for who may finish a record).
 
 Databases written before server identities existed (``trainings`` with only
 ``owner_pid``) are migrated in place when opened: the new columns are added,
@@ -130,6 +132,14 @@ class Training:
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    def adopt(self, stored: Training) -> None:
+        """Take the final state ``stored`` (another server wrote it, and a
+        finished record is final)."""
+        self.status = stored.status
+        self.message = stored.message
+        self.finish_date = stored.finish_date or now()
+        self.output = stored.output
 
     def to_json(self) -> dict[str, Any]:
         """The record as clients see it (contract section 4, plus extras)."""
@@ -282,14 +292,34 @@ class TrainingStore:
         sql = f"INSERT INTO trainings ({names}) VALUES ({marks})"
         await self.call(lambda: self.db.execute(sql, tuple(row.values())))
 
-    async def update(self, record: Training) -> None:
-        """Write every field of ``record`` (the owner's copy is the truth)."""
+    async def update(self, record: Training) -> tuple[bool, Training | None]:
+        """Write every field of ``record`` (the owner's copy is the truth)
+        unless the stored record is finished or owned by another server:
+        a finished record is never changed again, whoever wrote it (another
+        server marks the trainings of an owner whose lease lapsed; that
+        owner, frozen meanwhile, must not turn them back into ``running``).
+
+        ``(True, None)`` when written; ``(False, stored)`` when not, with
+        the record as stored (None when there is none)."""
         row = _to_row(record)
         row.pop("uuid")
         sets = ", ".join(f"{name} = ?" for name in row)
-        sql = f"UPDATE trainings SET {sets} WHERE uuid = ?"
-        values = (*row.values(), record.uuid)
-        await self.call(lambda: self.db.execute(sql, values))
+        marks = ", ".join("?" for _ in FINISHED)
+        sql = (
+            f"UPDATE trainings SET {sets} WHERE uuid = ? AND owner IS ? "
+            f"AND status NOT IN ({marks})"
+        )
+        values = (*row.values(), record.uuid, record.owner, *FINISHED)
+
+        def update() -> tuple[bool, Training | None]:
+            if self.db.execute(sql, values).rowcount:
+                return True, None
+            stored = self.db.execute(
+                "SELECT * FROM trainings WHERE uuid = ?", (record.uuid,)
+            ).fetchone()
+            return False, None if stored is None else from_row(stored)
+
+        return await self.call(update)
 
     async def get(self, uuid: str) -> Training | None:
         def get() -> Training | None:
@@ -330,22 +360,6 @@ class TrainingStore:
             return {(str(m), str(s)): int(n) for m, s, n in rows}
 
         return await self.call(counts)
-
-    async def finished_among(self, uuids: list[str]) -> list[str]:
-        """Those of ``uuids`` whose record is finished (their job directory
-        is left over and can go)."""
-
-        def finished() -> list[str]:
-            found = []
-            for uuid in uuids:
-                row = self.db.execute(
-                    "SELECT status FROM trainings WHERE uuid = ?", (uuid,)
-                ).fetchone()
-                if row is not None and row[0] in FINISHED:
-                    found.append(uuid)
-            return found
-
-        return await self.call(finished)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

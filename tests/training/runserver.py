@@ -6,14 +6,18 @@ start again, as a platform runs them (:mod:`tests.deepaas_run`).
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.deepaas_run import DeepaasRun, register_plugins
+from tests.deepaas_run import DeepaasRun, children, register_plugins
 
 MODELS = {"trainer": "tests.plugins.trainer", "gated": "tests.plugins.gated"}
 TRAIN = "/v2/models/trainer/train/"
+GATED = "/v2/models/gated/train/"
+RUNNER = b"deepaas.training.runner"
 
 
 class RunServer(DeepaasRun):
@@ -52,7 +56,27 @@ class RunServer(DeepaasRun):
         assert status == 200, body
         return body
 
-    def record(self, uuid: str) -> dict[str, Any]:
-        status, body = self.request("GET", TRAIN + uuid)
+    def record(self, uuid: str, base: str = TRAIN) -> dict[str, Any]:
+        status, body = self.request("GET", base + uuid)
         assert status == 200, body
         return body
+
+    def runners(self) -> dict[str, int]:
+        """uuid -> pid of this server's live training processes."""
+        found = {}
+        for pid in children(self.proc.pid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    argv = fh.read().split(b"\0")
+            except OSError:
+                continue
+            if RUNNER in argv:
+                found[json.loads(argv[argv.index(RUNNER) + 1])["uuid"]] = pid
+        return found
+
+
+def stored(state_dir: Path) -> dict[str, tuple[str, str | None]]:
+    """uuid -> (status, message), as the database holds them."""
+    with sqlite3.connect(state_dir / "trainings.sqlite3") as db:
+        rows = db.execute("SELECT uuid, status, message FROM trainings")
+        return {uuid: (status, message) for uuid, status, message in rows}

@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from deepaas.server import SERVER
 from tests.support import Client, plugin_spec, start_client, wait_for
 
 pytestmark = [
@@ -29,6 +30,7 @@ pytestmark = [
 ]
 
 GATED = "/v2/models/gated/train/"
+KEEPER = "deepaas.training.keeper"
 
 
 @pytest.fixture
@@ -85,6 +87,8 @@ async def test_a_training_ending_on_a_full_disk_frees_its_slot(
     client: Client, small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
     caplog.set_level(logging.ERROR)
+    caplog.set_level(logging.INFO, logger=KEEPER)
+    keeper = client.app[SERVER].trainings.keeper
     database = small_disk / "state" / "trainings.sqlite3"
     gate = tmp_path / "gate"  # on another disk: opening it needs no room
     open_gate = tmp_path / "open"
@@ -114,6 +118,11 @@ async def test_a_training_ending_on_a_full_disk_frees_its_slot(
     assert await wait_for(both_done, timeout=20)  # the slot was freed
     # Shown from memory: the database could not take it.
     assert _stored(database)[first["uuid"]] == "running"
+
+    async def tried_a_few_times() -> bool:
+        return keeper.failed_tries >= 4
+
+    assert await wait_for(tried_a_few_times)  # a few heartbeats on a full disk
     listed = await (await client.get(GATED)).json()
     assert [r["status"] for r in listed] == ["done", "done"]
 
@@ -125,6 +134,12 @@ async def test_a_training_ending_on_a_full_disk_frees_its_slot(
     assert await wait_for(written, timeout=10)
     response = await client.post(GATED, json={"gate": str(open_gate)})
     assert response.status == 200, await response.text()
+    # The keeper's log says when writing fails and when it works again, once
+    # each: not at every try.
+    said = [r.getMessage() for r in caplog.records if r.name == KEEPER]
+    assert sum("cannot write" in m for m in said) == 1, said
+    assert sum("written again" in m for m in said) == 1, said
+    assert "will retry" in next(m for m in said if "cannot write" in m)
     errors = [r.getMessage() for r in caplog.records if r.name.startswith("asyncio")]
     assert not errors, errors  # no "Task exception was never retrieved"
     assert not [r for r in caplog.records if r.name == "deepaas.tasks"]

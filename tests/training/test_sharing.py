@@ -8,6 +8,7 @@ acts on a cancel request.
 from __future__ import annotations
 
 import functools
+import http.client
 import os
 import shutil
 import signal
@@ -21,9 +22,9 @@ import pytest
 
 from deepaas.training.ownership import HEARTBEAT_S, LEASE_S
 from deepaas.training.store import STOPPED_WHILE_RUNNING
-from tests.deepaas_run import children, closed_at_end, until
+from tests.deepaas_run import alive, children, closed_at_end, until
 from tests.support import plugin_spec, start_client
-from tests.training.runserver import TRAIN, RunServer
+from tests.training.runserver import TRAIN, RunServer, stored
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,6 +115,7 @@ async def test_delete_answers_409_naming_an_owner_that_does_not_act(tmp_path):
             "host": "other-host",
         }
         assert "stalled" in body["message"] and "other-host" in body["message"]
+        assert "the request was taken back" in body["message"]
         assert time.monotonic() - started < 2 * HEARTBEAT_S + 3.0
         with sqlite3.connect(path) as db:  # the request was taken back
             row = db.execute(
@@ -134,6 +136,111 @@ async def test_delete_answers_409_naming_an_owner_that_does_not_act(tmp_path):
         sleeper.wait()
     finally:
         await client.close()
+
+
+def _cancel_columns(server: RunServer, uuid: str) -> tuple[object, object]:
+    """(cancel_requested, cancel_acked) of a training, as stored."""
+    with sqlite3.connect(server.state_dir / "trainings.sqlite3") as db:
+        row = db.execute(
+            "SELECT cancel_requested, cancel_acked FROM trainings WHERE uuid = ?",
+            (uuid,),
+        ).fetchone()
+    return row[0], row[1]
+
+
+def _beats_after(server: RunServer, count: int) -> None:
+    """Wait until ``server`` has renewed its lease ``count`` more times (each
+    heartbeat takes the cancel requests written before it)."""
+
+    def beat() -> float:
+        with sqlite3.connect(server.state_dir / "trainings.sqlite3") as db:
+            row = db.execute(
+                "SELECT heartbeat FROM servers WHERE pid = ?", (server.proc.pid,)
+            ).fetchone()
+        return float(row[0]) if row else 0.0
+
+    first = beat()
+    until(
+        lambda: beat() >= first + (count - 0.5) * HEARTBEAT_S,
+        f"the server renews its lease {count} more times",
+        timeout=10 + count * HEARTBEAT_S,
+    )
+
+
+def test_a_delete_an_owner_did_not_take_is_taken_back(servers: Start):
+    """The owner is frozen (SIGSTOP, for less than its lease): a DELETE
+    through the other server answers 409 and takes its request back, and
+    so does a DELETE whose client hangs up; the owner, thawed, cancels
+    nothing."""
+    a, b = servers(name="a"), servers(name="b")
+    a.wait_ready()
+    b.wait_ready()
+    uuid = a.submit(mode="sleep", seconds=120)["uuid"]
+    pid = until(lambda: a.runners().get(uuid), "the training runs")
+    until(lambda: stored(a.state_dir)[uuid][0] == "running", "it is recorded")
+
+    a.proc.send_signal(signal.SIGSTOP)
+    try:  # a client that gives up after 1 s
+        conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=1.0)
+        with pytest.raises(TimeoutError):
+            conn.request("DELETE", TRAIN + uuid)
+            conn.getresponse()
+        conn.close()
+        until(lambda: _cancel_columns(a, uuid)[0] is not None, "it was requested")
+        until(
+            lambda: _cancel_columns(a, uuid) == (None, None),
+            "the request of the client that hung up is taken back",
+        )
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    _beats_after(a, 2)
+    assert a.record(uuid)["status"] == "running" and alive(pid)
+
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        status, body = b.request("DELETE", TRAIN + uuid)
+        assert time.monotonic() - started < LEASE_S - 1  # before a's lease lapses
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    assert status == 409, body
+    assert "did not take the cancel request" in body["message"]
+    assert "the request was taken back" in body["message"]
+    assert body["owner"]["pid"] == a.proc.pid
+    assert _cancel_columns(a, uuid) == (None, None)
+    _beats_after(a, 2)  # the thawed owner read its requests twice: none
+    assert a.record(uuid)["status"] == "running" and alive(pid)
+
+
+def test_a_409_for_a_cancel_the_owner_took_says_it_goes_on(servers: Start):
+    """The owner took the request but its training ignores SIGTERM and its
+    --train-cancel-grace is longer than the asking server waits: the 409
+    says the cancel goes on, and it does."""
+    a = servers("--train-cancel-grace", "12", name="a").wait_ready()
+    b = servers("--train-cancel-grace", "1", name="b").wait_ready()
+    uuid = a.submit(mode="stubborn", seconds=120)["uuid"]
+    until(lambda: "ignoring SIGTERM" in _log(a, uuid), "it ignores SIGTERM")
+    pid = a.runners()[uuid]
+    status, body = b.request("DELETE", TRAIN + uuid)
+    assert status == 409, body
+    assert "took the cancel request and is cancelling it" in body["message"]
+    assert "the cancel goes on" in body["message"]
+    assert "taken back" not in body["message"]
+    requested, acked = _cancel_columns(a, uuid)
+    assert requested is not None and acked is not None
+    assert a.record(uuid)["status"] == "running"
+    done = until(
+        lambda: (r := b.record(uuid))["status"] != "running" and r,
+        "the owner's cancel ends it",
+        timeout=30,
+    )
+    assert done["status"] == "cancelled"
+    assert not alive(pid)
+
+
+def _log(server: RunServer, uuid: str) -> str:
+    path = server.state_dir / "logs" / f"{uuid}.log"
+    return path.read_text() if path.exists() else ""
 
 
 def _stored_status(path: Path, uuid: str) -> str | None:

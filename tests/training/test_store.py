@@ -15,6 +15,7 @@ import pytest_asyncio
 
 from deepaas.training import store as st
 from deepaas.training.ownership import (
+    FILES_AFTER_LEASES,
     LEASE_S,
     OwnerRow,
     ServerIdentity,
@@ -238,3 +239,90 @@ async def test_unusable_state_dir_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="state_dir"):
         await manager.open()
     await manager.stop()
+
+
+async def test_a_finished_record_is_final(db: st.TrainingStore):
+    """Another server marked it (our lease had lapsed): our late write of
+    ``running`` or ``done`` is refused and the stored record answered."""
+    record = _record(db, "a" * 32, st.RUNNING)
+    await db.insert(record)
+    other = ServerTable(db)
+    await other.register(ME)
+    _age(str(db.path), ME, LEASE_S + 1)
+    assert await other.sweep(_other()) == [(record.uuid, st.RUNNING)]
+    for status in (st.RUNNING, st.DONE):
+        late = dataclasses.replace(record, status=status, progress={"step": 9})
+        written, stored = await db.update(late)
+        assert not written and stored is not None
+        assert (stored.status, stored.message) == (
+            st.ERROR,
+            st.STOPPED_WHILE_RUNNING,
+        )
+    assert (await _get(db, record.uuid)).progress == {}  # nothing of it written
+    foreign = _record(db, "b" * 32, st.RUNNING, _other())
+    await db.insert(foreign)  # another server's, unfinished: not ours to write
+    written, stored = await db.update(dataclasses.replace(foreign, owner=ME.id))
+    assert not written and stored == foreign
+    assert await db.update(_record(db, "c" * 32, st.DONE)) == (False, None)
+
+
+async def test_tick_tells_a_lapsed_lease_and_what_was_taken(db: st.TrainingStore):
+    table = ServerTable(db)
+    await table.register(ME)
+    running = _record(db, "a" * 32, st.RUNNING)
+    queued = _record(db, "b" * 32, st.QUEUED)
+    kept = _record(db, "c" * 32, st.RUNNING)
+    for record in (running, queued, kept):
+        await db.insert(record)
+    fine = await table.tick(ME, active=[running.uuid, queued.uuid, kept.uuid])
+    assert fine.lapsed is None and fine.taken == []
+    _age(str(db.path), ME, LEASE_S + 2)
+    await table.sweep(_other())  # another server marks ours
+    await db.insert(late := _record(db, "d" * 32, st.RUNNING))  # after the sweep
+    active = [running.uuid, queued.uuid, late.uuid]  # "kept" ended here meanwhile
+    tick = await table.tick(ME, active=active)
+    assert tick.lapsed is not None and LEASE_S + 1 < tick.lapsed < LEASE_S + 10
+    assert sorted((r.uuid, r.status, r.message) for r in tick.taken) == [
+        (running.uuid, st.ERROR, st.STOPPED_WHILE_RUNNING),
+        (queued.uuid, st.ERROR, st.STOPPED_WHILE_QUEUED),
+    ]
+    again = await table.tick(ME, active=active)  # renewed by the tick before
+    assert again.lapsed is None
+    with sqlite3.connect(db.path, isolation_level=None) as other:
+        other.execute("DELETE FROM servers WHERE id = ?", (ME.id,))  # forgotten
+    assert (await table.tick(ME)).lapsed == float("inf")
+
+
+async def test_job_files_go_only_when_their_owner_is_surely_gone(
+    db: st.TrainingStore,
+):
+    """A lapsed lease is not enough: a frozen owner still runs the job."""
+    frozen = _other()  # another host: only its heartbeat can tell
+    long_gone = _other()
+    alive_here = _other(host=ME.host, pidns=ME.pidns, pid=os.getppid())
+    alive_here = dataclasses.replace(alive_here, pstart=process_start(os.getppid()))
+    dead_here = _other(host=ME.host, pidns=ME.pidns, pid=_dead_pid())
+    for server in (frozen, long_gone, alive_here, dead_here):
+        await ServerTable(db).register(server)
+    _age(str(db.path), frozen, LEASE_S + 1)
+    _age(str(db.path), alive_here, LEASE_S + 1)
+    _age(str(db.path), long_gone, FILES_AFTER_LEASES * LEASE_S + 1)
+    records = {
+        "frozen": _record(db, "1" * 32, st.ERROR, frozen),
+        "long_gone": _record(db, "2" * 32, st.ERROR, long_gone),
+        "alive_here": _record(db, "3" * 32, st.ERROR, alive_here),
+        "dead_here": _record(db, "4" * 32, st.ERROR, dead_here),
+        "unregistered": _record(db, "5" * 32, st.DONE, _other()),
+        "legacy": _record(db, "6" * 32, st.DONE, None),
+        "ours": _record(db, "7" * 32, st.DONE, ME),
+        "unfinished": _record(db, "8" * 32, st.RUNNING, long_gone),
+    }
+    for record in records.values():
+        await db.insert(record)
+    names = [r.uuid for r in records.values()] + ["9" * 32]  # 9: being submitted
+    found = set(await ServerTable(db).leftovers(names, ME))
+    removable = {name for name, r in records.items() if r.uuid in found}
+    expected = {"long_gone", "unregistered", "legacy"}
+    if ME.pidns:  # our PID namespace tells a process that is gone
+        expected.add("dead_here")
+    assert removable == expected

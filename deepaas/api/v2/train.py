@@ -363,7 +363,9 @@ def setup(
                     200: "The training's record",
                     404: "No such training",
                     409: "Another server sharing the state directory runs it and "
-                    "did not cancel it (the answer names that server)",
+                    "did not cancel it in time (the answer names that server and "
+                    "says whether the request was taken back or the cancel goes "
+                    "on)",
                 },
                 path_params=UUID_PARAM,
                 operation_id=f"cancel_training_{name}",
