@@ -199,6 +199,15 @@ OPTIONS: tuple[Option, ...] = (
         kind="int",
     ),
     Option(
+        "client_max_decoded_size",
+        128 << 20,
+        "Largest request body in bytes once decompressed (Content-Encoding), "
+        "and largest JSON or urlencoded body, which is held in memory "
+        "(0 = unlimited). Larger bodies get 413.",
+        kind="int",
+        shown_default="134217728 (128 MiB)",
+    ),
+    Option(
         "max_form_parts",
         1000,
         "Most parts (fields and files) a multipart or urlencoded form may have; "
@@ -260,6 +269,7 @@ class Settings:
     doc_endpoint: bool = True
     debug_endpoint: bool = False
     client_max_size: int = 0
+    client_max_decoded_size: int = 128 << 20
     max_form_parts: int = 1000
     client_timeout: float = 60.0
     debug: bool = False
@@ -329,6 +339,11 @@ def _validate(s: Settings) -> None:
     if s.client_max_size < 0:
         raise ConfigError(
             f"client_max_size must be 0 (unlimited) or more, got {s.client_max_size}"
+        )
+    if s.client_max_decoded_size < 0:
+        raise ConfigError(
+            "client_max_decoded_size must be 0 (unlimited) or more, "
+            f"got {s.client_max_decoded_size}"
         )
     object.__setattr__(s, "model_name", tuple(s.model_name))
 

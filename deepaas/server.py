@@ -98,7 +98,9 @@ class Server:
         self.metrics = Metrics(self.runtimes, self.telemetry)
         # Slow clients: headers must arrive within --client-timeout.
         self.header_timeout = HeaderTimeout(
-            settings.client_timeout, on_timeout=self.metrics.client_timed_out
+            settings.client_timeout,
+            on_timeout=self.metrics.client_timed_out,
+            on_bad_request=self.metrics.refused,
         )
         limits = Limits(settings.predict_timeout, settings.max_queue)
         for spec in self.specs:
@@ -148,7 +150,6 @@ class Server:
             lifecycle=self.lifecycle,
             tmp_dir=self.scratch.path,
             metrics=self.metrics,
-            header_timeout=self.header_timeout,
             capture=self.capture,
             selected=self.devices,
             telemetry=self.telemetry,

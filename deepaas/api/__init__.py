@@ -15,7 +15,6 @@ from aiohttp import web
 from deepaas.api import health as health_routes
 from deepaas.api import openapi, versions
 from deepaas.api.args import BodyLimits
-from deepaas.api.connections import HeaderTimeout
 from deepaas.api.errors import error_middleware
 from deepaas.api.health import Health
 from deepaas.api.metrics import Metrics
@@ -41,7 +40,6 @@ def create_app(
     lifecycle: Lifecycle,
     tmp_dir: str,
     metrics: Metrics,
-    header_timeout: HeaderTimeout | None = None,
     capture: OutputCapture | None = None,
     selected: Sequence[Device] = (CPU,),
     telemetry: Telemetry | None = None,
@@ -51,14 +49,17 @@ def create_app(
     max_size = settings.client_max_size
     limits = BodyLimits(
         max_size=max_size,
+        max_decoded_size=settings.client_max_decoded_size,
         max_parts=settings.max_form_parts,
         client_timeout=settings.client_timeout,
     )
     app = web.Application(
-        # The outer one also tells the connection guard that a request's
-        # headers arrived, before anything that could wait on the client.
-        middlewares=[metrics.middleware(header_timeout), error_middleware],
+        middlewares=[metrics.middleware(), error_middleware],
         client_max_size=max_size or 2**62,
+        # Bodies are decoded by api/guards.py, as they are read and within
+        # --client-max-decoded-size: aiohttp's own decoding takes a gzip
+        # stream cut short as complete and inflates a bomb whole.
+        handler_args={"auto_decompress": False},
     )
     spec = openapi.SpecBuilder(settings.base_path)
     health = Health(runtimes, lifecycle)

@@ -16,9 +16,16 @@ wrongly encoded or too slow. Nothing here holds the event loop for long:
   together in one job. Removing them is done in the executor too when there
   are more than ``INLINE_UNLINKS`` (a few unlinks are cheaper inline than a
   thread hop, and bounded);
-- JSON and urlencoded bodies larger than ``OFFLOAD_PARSE_SIZE`` are parsed
-  in the executor (JSON cooperatively: json's C parser would hold the GIL,
-  and so the loop's thread, until it is done; see ``parse_json``);
+- a compressed body is decoded here, a step at a time, as it is read
+  (:class:`deepaas.api.guards.Decoded`; aiohttp's own decoding, when the app
+  is served with it on, is only counted): the decoded size is capped
+  (``--client-max-decoded-size``) as it grows, never after inflating it all,
+  and a stream cut short is refused;
+- JSON and urlencoded bodies, held in memory whole, are capped by
+  ``--client-max-decoded-size`` too; those larger than
+  ``OFFLOAD_PARSE_SIZE`` are parsed in the executor (JSON cooperatively:
+  json's C parser would hold the GIL, and so the loop's thread, until it is
+  done; see ``parse_json``);
 - a client that stops sending for ``client_timeout`` seconds gets a 408 and
   its connection is closed (see :class:`deepaas.api.guards.Pace`).
 
@@ -45,7 +52,7 @@ from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from multidict import MultiDict
 
-from deepaas.api.guards import LineBudget, Pace
+from deepaas.api.guards import Decoded, LineBudget, Pace, aiohttp_decodes
 from deepaas.api.limits import (
     DECODED_ENCODINGS,
     FORM_TEXT_LIMIT,
@@ -125,6 +132,8 @@ class BodyReader:
         self._small_size = 0
         self._pace: Pace | None = None
         self._slice_start = 0.0
+        self._content: Any = request.content  # decoded, as it is read
+        self._cap, self._cap_option = limits.max_size, "--client-max-size"
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -151,9 +160,15 @@ class BodyReader:
                 "uncompressed, or compressed with gzip or deflate"
             )
         self._slice_start = self._loop.time()
+        compressed = encoding not in ("", "identity")
+        self._cap, self._cap_option = self.limits.cap(compressed, kind != "multipart")
         if not request.content.is_eof():
             self._pace = Pace(request.content, self.limits.client_timeout)
         try:
+            if compressed and not aiohttp_decodes(request.content):
+                self._content = Decoded(
+                    request, encoding, self.limits.max_size, self._breathe
+                )
             if kind == "multipart":
                 return await self._multipart(route), None
             raw = await self._read_all()
@@ -202,21 +217,24 @@ class BodyReader:
     # -- whole bodies --------------------------------------------------------
 
     async def _read_all(self) -> bytes:
-        content = self.request.content
-        limit = self.limits.max_size
+        content = self._content
+        limit = self._cap
         chunks = []
         size = 0
         while chunk := await content.readany():
             size += len(chunk)
             if limit and size > limit:
-                raise too_large(limit)
+                raise too_large(limit, self._cap_option, self.request)
             chunks.append(chunk)
             if self._pace is not None:
                 self._pace.pieces += 1
+            # aiohttp hands over (and decodes) what it has buffered without
+            # a pause: a compressed body would be inflated in one go.
+            await self._breathe()
         return b"".join(chunks)
 
     async def _json(self, raw: bytes) -> dict[str, Any]:
-        if not raw.strip():
+        if not raw or raw.isspace():
             return {}
         if len(raw) > OFFLOAD_PARSE_SIZE:
             return await self._offload(parse_json, raw, True)
@@ -240,7 +258,7 @@ class BodyReader:
         limit = self.limits.max_parts
         parts = 0
         try:
-            stream = LineBudget(self.request.content, self._breathe)
+            stream = LineBudget(self._content, self._breathe)
             reader = MultipartReader(self.request.headers, cast(StreamReader, stream))
             while True:
                 part = await self._next_part(reader, stream)
@@ -314,12 +332,12 @@ class BodyReader:
         """The part's pieces, ``FIRST_CHUNK`` first, doubling to ``CHUNK_SIZE``;
         the total body size is checked as they come."""
         size = FIRST_CHUNK
-        limit = self.limits.max_size
+        limit = self._cap
         pace = self._pace
         while chunk := await part.read_chunk(size):
             self._received += len(chunk)
             if limit and self._received > limit:
-                raise too_large(limit)
+                raise too_large(limit, self._cap_option, self.request)
             if pace is not None:
                 pace.pieces += 1
             yield chunk

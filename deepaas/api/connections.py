@@ -1,156 +1,135 @@
-"""Slow clients: a connection must send each request's headers in time.
+"""Slow clients, and requests aiohttp's parser refuses, seen where bytes arrive.
 
-aiohttp has no timeout for request headers: a client that sends them one
-byte at a time, or connects and sends nothing, keeps its connection as long
-as aiohttp's ``keepalive_timeout`` allows (3630 s by default, a timeout
-meant for idle connections between requests). A few hundred such
-connections (slowloris) hold sockets and file descriptors for an hour.
-:class:`HeaderTimeout` closes them after ``--client-timeout``, as Go's
-``ReadHeaderTimeout`` and nginx's ``client_header_timeout`` do.
+aiohttp has no timeout for request heads: a client sending one a byte at a
+time keeps its connection for ``keepalive_timeout`` (3630 s by default), and
+a few hundred such clients (slowloris) hold sockets for an hour.
+:class:`HeaderTimeout` closes them after ``--client-timeout`` (``T``), as
+Go's ``ReadHeaderTimeout`` and nginx's ``client_header_timeout`` do.
 
-What is timed out (``--client-timeout`` seconds, ``T``):
+A request's head (request line and headers) must be complete within ``T`` of
+its first byte, whenever that byte comes: on a new connection, after a
+keep-alive pause, pipelined while an earlier request is handled or its
+response streams, or in the packet that ends an earlier request. A
+connection silent for ``T`` is closed too. It is aborted (socket freed at
+once, a request in flight on it cancelled) and counted by
+``on_timeout("headers")``. Not timed: idle time between requests
+(``keepalive_timeout``), empty lines, bodies (the body reader's 408),
+handlers and responses.
 
-- a request's headers must be complete within ``T`` of its first byte; a
-  new connection that sends nothing for ``T`` is closed too. Each such
-  connection is closed (``transport.abort()``: the socket is freed at once,
-  even when the peer does not read) and counted, as
-  ``deepaas_client_timeouts_total{phase="headers"}`` when
-  :meth:`deepaas.api.metrics.Metrics.client_timed_out` is ``on_timeout``;
-- on a keep-alive connection the clock of the next request starts at its
-  first byte: time spent idle between requests is not a timeout (aiohttp's
-  ``keepalive_timeout`` closes idle connections, uncounted).
+To know where heads start, :class:`_GuardedHandler`, aiohttp's
+``RequestHandler``, follows the HTTP/1.1 framing: it feeds aiohttp's parser
+each head up to its blank line and sees the request come out, then skips
+its ``Content-Length`` body bytes, or follows a chunked body to its end.
+Where it cannot tell (aiohttp's queue of 32 pipelined requests is full, an
+upgrade request set bytes aside) it errs towards not timing: the next bytes
+start a clock.
 
-What is not: once aiohttp hands a request to the application (its headers
-arrived), this guard stands aside until that request's task ends, which is
-after its response has been written. A slow body is the argument parser's
-to time out (408); a slow response, streamed after the handler returns
-(large result files), is never cut, even when the client pipelines the
-next request's first bytes during it.
+What the parser refuses (bad request line, method or URL, a line over
+``max_line_size``/``max_field_size``, too many headers...) is answered JSON
+``{"message": ...}`` saying what to change, logged at info and reported to
+``on_bad_request(status)`` (no middleware sees it). A body the parser finds
+bad (deflate cut short, bad chunk size) fails the request reading it, which
+the app answers 400, instead of leaving it waiting and answering twice.
 
-How, and what it relies on (aiohttp >= 3.9, public API unless said):
-
-- :class:`GuardedTCPSite`, a :class:`aiohttp.web.BaseSite`, listens with
-  ``runner.server`` (the :class:`aiohttp.web.Server` protocol factory)
-  wrapped by :meth:`HeaderTimeout.protocol_factory`: each connection gets a
-  thin :class:`asyncio.Protocol` in front of aiohttp's ``RequestHandler``.
-  It forwards every protocol callback and keeps one deadline (a float) and
-  at most one timer per connection, re-armed lazily: the timer is not
-  cancelled per request; when it fires early it sleeps again until the
-  deadline, as aiohttp's own keep-alive timer does. Like aiohttp's own
-  sites, it sets ``BaseSite._server``, so that ``site.stop()`` and
-  ``runner.addresses`` work.
-- :meth:`HeaderTimeout.request_started` is called when aiohttp starts
-  handling a request, by the first middleware
-  (:meth:`HeaderTimeout.middleware`); it finds the connection by
-  ``request.protocol`` and remembers ``asyncio.current_task()``. That
-  aiohttp runs each request, its response write included, in a task of its
-  own is the one internal behaviour used (true in every release from 3.9
-  to 3.14); were it to change, only a client that pipelines the next
-  request during a long response could be cut.
-- Malformed requests never reach a middleware; aiohttp answers them 400 and
-  closes the connection itself.
-
-A partial next request sent during a response and then never continued is
-indistinguishable here from an idle keep-alive connection: aiohttp's
-``keepalive_timeout`` closes it. TLS handshakes happen before the wrapper
-sees the connection (asyncio's ``ssl_handshake_timeout`` bounds them).
-
-Cost: per request, one ``loop.time()`` and a few attribute stores when its
-first bytes arrive, and in the middleware a dict lookup and
-``current_task()``: about 0.15 + 0.4 microseconds on CPython 3.11, under 1%
-of the API process's CPU per prediction. No timer is created or cancelled
-per request on a busy keep-alive connection.
+aiohttp internals used (3.9 to 3.14): ``RequestHandler._messages``,
+``_request_count`` and ``_waiter``, ``_ErrInfo.exc``, ``Server._kwargs``.
+Cost per request: a ``loop.time()`` and two ``bytes.find`` over its head.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
+from aiohttp import http_exceptions as hx
 from aiohttp import web
+from aiohttp.streams import StreamReader
+
+from deepaas.api.errors import json_error
 
 if TYPE_CHECKING:
     from ssl import SSLContext
 
 LOG = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ProtocolFactory = Callable[[], asyncio.Protocol]
-
 HEADERS = "headers"  # the phase label of a header timeout
+END: Final = b"\r\n\r\n"  # the end of a request head (aiohttp parses strictly)
+CRLF: Final = b"\r\n"
+HEAD, BODY, FOLLOW, OFF = range(4)  # _GuardedHandler._mode
+
+# What to tell a client whose request aiohttp's parser refused: by a word of
+# its description ({detail}, without the bytes it quotes), else by the class
+# of what it raised (the nearest in its MRO; some are newer than aiohttp 3.9).
+LONG_LINE = (
+    "the request line (method, URL and version) is longer than {limit} bytes: "
+    "shorten the URL; send long arguments in the request body, not the query"
+)
+LONG_HEADER = (
+    "a request header is longer than {limit} bytes: send shorter headers "
+    "(large values belong in the request body)"
+)
+BY_WORD = {
+    "HTTPS": "this port speaks HTTP, not HTTPS: use an http:// URL",
+    "chunk": "the chunked request body is not valid ({detail}): send each chunk "
+    "as its size in hex, CRLF, its bytes, CRLF; end with 0 CRLF CRLF",
+    "Too many headers": "the request has more than {headers} headers: send fewer",
+}
+BY_CLASS = {
+    "BadHttpMethod": "the request method is not valid ({detail}): start the "
+    "request with a method such as GET or POST, as in 'POST /path HTTP/1.1'",
+    "InvalidURLError": "the URL is not valid ({detail}): percent-encode spaces, "
+    "non-ASCII and control characters in its path and query (é as %C3%A9)",
+    "BadStatusLine": "the request line is not valid ({detail}): send "
+    "'METHOD /path HTTP/1.1'",
+    "ContentEncodingError": "the request body is not valid data of its "
+    "Content-Encoding (corrupt or cut short): send it uncompressed, or "
+    "compressed as the header says",
+    "PayloadEncodingError": "the request body cannot be read ({detail}): send "
+    "it as its Content-Length or Transfer-Encoding header says",
+    "HttpProcessingError": "the request is not valid HTTP/1.1 ({detail}): fix "
+    "its request line and headers",
+}
 
 
 class HeaderTimeout:
-    """Closes the connections that do not send a request's headers in time.
+    """Closes the connections that do not send a request's head in time.
 
     ``on_timeout(phase)`` is called (with ``"headers"``) for each connection
-    closed, before it is closed. One guard may serve several sites.
+    closed, before it is closed; ``on_bad_request(status)`` for each request
+    aiohttp's parser refused (answered 400 before any middleware). One guard
+    may serve several sites.
     """
 
     def __init__(
-        self, timeout: float, on_timeout: Callable[[str], None] | None = None
+        self,
+        timeout: float,
+        on_timeout: Callable[[str], None] | None = None,
+        on_bad_request: Callable[[int], None] | None = None,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"the header timeout must be more than 0, got {timeout}")
         self.timeout = float(timeout)
         self.on_timeout = on_timeout
-        # aiohttp's RequestHandler -> our wrapper, for request_started().
-        self.connections: dict[asyncio.BaseProtocol, _Connection] = {}
+        self.on_bad_request = on_bad_request
+        self.connections: set[web.RequestHandler] = set()  # open ones
         self.timed_out = 0  # connections closed by this guard
-        self._middleware: Any = None
 
-    def protocol_factory(self, factory: ProtocolFactory) -> ProtocolFactory:
-        """``factory`` (e.g. ``runner.server``) with each protocol guarded."""
+    def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.Protocol]:
+        """What ``server()`` makes, guarded: a protocol factory for a site."""
+        loop = asyncio.get_running_loop()
+        kwargs = server._kwargs  # what server() passes: keep-alive, limits, logs
 
         def make() -> asyncio.Protocol:
-            return _Connection(self, factory())
+            return _GuardedHandler(self, server, loop=loop, **kwargs)
 
         return make
-
-    def request_started(self, request: web.BaseRequest) -> None:
-        """aiohttp is handling ``request``: its headers are in; stop the clock.
-
-        Must be called from the request's own task (a middleware), before
-        anything that may wait on the client.
-        """
-        conn = self.connections.get(request.protocol)
-        if conn is not None:
-            conn.deadline = None
-            conn.task = asyncio.current_task(conn.loop)  # faster given the loop
-
-    def middleware(self) -> Any:
-        """The middleware that calls :meth:`request_started`; put it first
-        (before anything that may wait on the client). Always the same one."""
-        if self._middleware is None:
-            started = self.request_started
-
-            @web.middleware
-            async def headers_received(
-                request: web.Request, handler: Handler
-            ) -> web.StreamResponse:
-                started(request)
-                return await handler(request)
-
-            headers_received.header_timeout = self  # type: ignore[attr-defined]
-            self._middleware = headers_received
-        return self._middleware
-
-    def installed_in(self, app: web.Application) -> bool:
-        """Whether ``app`` tells this guard when requests start (for every
-        route: the root app's middlewares run for its sub-apps' routes too).
-
-        That is :meth:`middleware`, or another middleware that calls
-        :meth:`request_started` first and says so with a ``header_timeout``
-        attribute naming this guard (one layer less per request).
-        """
-        return any(getattr(m, "header_timeout", None) is self for m in app.middlewares)
 
     def _expired(self, transport: asyncio.BaseTransport) -> None:
         self.timed_out += 1
         LOG.debug(
-            "closing the connection of %s: no complete request headers in %gs",
+            "closing the connection of %s: no complete request head in %gs",
             transport.get_extra_info("peername"),
             self.timeout,
         )
@@ -158,108 +137,268 @@ class HeaderTimeout:
             self.on_timeout(HEADERS)
 
 
-class _Connection(asyncio.Protocol):
-    """One connection: aiohttp's protocol behind a header deadline.
+class _GuardedHandler(web.RequestHandler):
+    """aiohttp's protocol, following the framing of the bytes it is fed.
 
-    States: ``deadline`` set = waiting for a request's headers (``silent``
-    while not one byte has come); ``deadline`` None = a request is being
-    handled (``task`` not done), or the connection is idle between requests
-    (``task`` done) until the next byte arrives.
+    ``_mode`` HEAD: between requests or in a head (``_deadline`` set once a
+    head's first byte came; ``_carry``: its last 3 bytes; ``_line_done``: its
+    request line ended). BODY: ``_left`` bytes of ``_body`` to come. FOLLOW:
+    ``_body`` (or an unknown one, None) until it ends. OFF: not HTTP any more.
+    ``_silent``: not a byte yet (the deadline is the connection's).
     """
 
     __slots__ = (
-        "deadline",
-        "guard",
-        "inner",
-        "loop",
-        "silent",
-        "task",
-        "timer",
-        "transport",
+        "_body",
+        "_carry",
+        "_chunked",
+        "_deadline",
+        "_guard",
+        "_left",
+        "_line_done",
+        "_line_len",
+        "_mode",
+        "_seen",
+        "_silent",
+        "_timer",
     )
 
-    def __init__(self, guard: HeaderTimeout, inner: asyncio.Protocol) -> None:
-        self.guard = guard
-        self.inner = inner
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self.deadline: float | None = None
-        self.silent = True
-        self.task: asyncio.Task[Any] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+    def __init__(self, guard: HeaderTimeout, server: web.Server, **kwargs: Any):
+        super().__init__(server, **kwargs)
+        self._guard = guard
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._body: StreamReader | None = None
+        self._mode, self._left, self._carry, self._silent = HEAD, 0, b"", True
+        self._chunked = self._line_done = False
+        self._line_len = self._seen = 0  # _seen: _request_count when last looked
 
     # -- the clock -------------------------------------------------------------
 
-    def _arm(self, deadline: float) -> None:
-        self.deadline = deadline
-        if self.timer is None:
-            self.timer = self.loop.call_at(deadline, self._check)
-        # else: the pending timer fires no later than this deadline (they only
-        # grow) and sleeps again until it.
+    def _arm(self) -> None:
+        deadline = self._loop.time() + self._guard.timeout
+        self._deadline = deadline
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._check)
+        # else: the pending timer fires no later (deadlines only grow) and
+        # sleeps again until this one: no timer per request.
 
     def _check(self) -> None:
-        self.timer = None
-        deadline = self.deadline
+        self._timer = None
+        deadline = self._deadline
         transport = self.transport
         if deadline is None or transport is None or transport.is_closing():
-            return  # headers arrived, or the connection is closing: not a timeout
-        if self.loop.time() < deadline:
-            self.timer = self.loop.call_at(deadline, self._check)
             return
-        self.deadline = None
-        self.guard._expired(transport)
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._check)
+            return
+        self._deadline = None
+        self._guard._expired(transport)
         transport.abort()
 
-    # -- asyncio.Protocol, forwarded -----------------------------------------
+    def _begin(self, data: bytes) -> int:
+        """Where a head starts in ``data`` (after empty lines), its clock
+        started; -1 if none does."""
+        start = len(data) - len(data.lstrip(CRLF))
+        if start == len(data):
+            return -1
+        self._arm()
+        self._silent = self._line_done = False
+        self._carry, self._line_len = b"", 0
+        return start
+
+    def _scan(self, data: bytes, start: int) -> None:
+        """Head bytes: measure its request line (for a too-long line)."""
+        if not self._line_done:
+            eol = data.find(b"\n", start)
+            self._line_done = eol >= 0
+            self._line_len += (eol if eol >= 0 else len(data)) - start
+
+    # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # a stream socket's
-        self.guard.connections[self.inner] = self
-        self._arm(self.loop.time() + self.guard.timeout)
-        self.inner.connection_made(transport)
+        self._guard.connections.add(self)
+        self._arm()  # a connection that never says anything
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._deadline = None
+        self._body = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._guard.connections.discard(self)
+        super().connection_lost(exc)
+
+    def set_parser(self, parser: Any, *args: Any, **kwargs: Any) -> None:
+        self._mode = OFF  # an accepted upgrade (WebSocket): not HTTP any more
+        self._deadline = None
+        super().set_parser(parser, *args, **kwargs)
 
     def data_received(self, data: bytes) -> None:
-        if self.deadline is None:
-            task = self.task
-            if task is None or task.done():
-                # The first byte of the next request on a keep-alive connection.
-                self._arm(self.loop.time() + self.guard.timeout)
-            # else: body bytes, or a pipelined request during a response.
-        elif self.silent:
-            # The first byte on this connection: its own full timeout.
-            self.silent = False
-            self.deadline = self.loop.time() + self.guard.timeout
-        self.inner.data_received(data)
+        if self._mode == OFF:
+            super().data_received(data)
+            return
+        if self._request_count != self._seen:
+            self._resync()  # aiohttp parsed bytes it had set aside
+        while data:
+            if self._mode == BODY:
+                piece, data = data[: self._left], data[self._left :]
+                self._left -= len(piece)
+                self._feed(piece)
+                if not self._left and self._mode == BODY:
+                    self._mode, self._body = HEAD, None
+            elif self._mode == FOLLOW:
+                self._follow(data)
+                return
+            elif self._mode == HEAD:
+                data = self._head(data)
+            else:
+                super().data_received(data)
+                return
 
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+    # -- framing ---------------------------------------------------------------------
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self.deadline = None
-        self.task = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.guard.connections.pop(self.inner, None)
-        self.inner.connection_lost(exc)
+    def _head(self, data: bytes) -> bytes:
+        """Feed ``data`` up to the end of a head; return the rest."""
+        start = 0
+        if self._deadline is None or self._silent:
+            start = self._begin(data)
+            if start < 0:  # empty lines between requests: not a head yet
+                self._feed(data)
+                return b""
+        self._scan(data, start)
+        carry = self._carry
+        end = (carry + data).find(END, start) if carry else data.find(END, start)
+        if end < 0:
+            self._carry = (carry + data)[-3:]
+            self._feed(data)
+            return b""
+        end += len(END) - len(carry)
+        count = self._request_count
+        super().data_received(data[:end])
+        self._seen = self._request_count
+        self._deadline, self._carry = None, b""
+        if self._request_count == count:
+            # aiohttp set the head aside (its queue is full, or an upgrade):
+            # lost track; the next bytes start a clock again.
+            self._mode, self._body = FOLLOW, None
+        else:
+            self._after(*self._messages[-1], framed=True)
+        return data[end:]
 
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
+    def _follow(self, data: bytes) -> None:
+        """A body of unknown length, then what follows it."""
+        body, before = self._body, self._carry
+        self._carry = (before + data[-3:])[-3:]
+        self._feed(data)
+        if self._mode != FOLLOW or self._body is not body:
+            return  # aiohttp refused it, or parsed more than expected
+        if body is not None and not body.is_eof():
+            return
+        self._mode, self._body = HEAD, None
+        if body is not None and self._chunked:
+            # A chunked body ends with a blank line: bytes after the last one
+            # begin a head (they hold no blank line, or aiohttp parsed them).
+            buf = before + data
+            rest = buf[buf.rfind(END) + len(END) :] if END in buf else b""
+            start = self._begin(rest)
+            if start >= 0:
+                self._scan(rest, start)
+                self._carry = rest[-3:]
 
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
+    def _feed(self, data: bytes) -> None:
+        """Hand aiohttp bytes in which no request should end."""
+        super().data_received(data)
+        if self._request_count != self._seen:
+            self._resync()
+
+    def _resync(self) -> None:
+        """Requests were parsed where not expected: go on from the newest."""
+        self._seen = self._request_count
+        self._deadline, self._carry = None, b""
+        if self._messages:
+            self._after(*self._messages[-1], framed=False)
+        else:  # already handled: where it ended is unknown
+            self._mode, self._body = HEAD, None
+
+    def _after(self, msg: Any, payload: StreamReader, framed: bool) -> None:
+        """What follows the head of ``msg`` (``framed``: right after it)."""
+        if isinstance(getattr(msg, "exc", None), BaseException):
+            self._refused(msg.exc)
+        elif payload.is_eof():
+            self._mode, self._body = HEAD, None
+        else:
+            length = "" if msg.chunked else msg.headers.get("Content-Length", "")
+            if framed and length.isdigit():
+                self._mode, self._body, self._left = BODY, payload, int(length)
+            else:
+                self._mode, self._body, self._chunked = FOLLOW, payload, msg.chunked
+
+    def _refused(self, exc: BaseException) -> None:
+        """aiohttp's parser refused the bytes; it answers and closes."""
+        body, self._mode, self._body = self._body, OFF, None
+        messages = self._messages
+        waiting = self._waiter is not None  # for a message: this error
+        if (
+            body is not None
+            and not body.is_eof()
+            and (len(messages) > 1 or not waiting)
+        ):
+            # A body undecodable at its end (bad deflate, bad chunk size...):
+            # aiohttp would leave its request waiting for more, and answer
+            # this error after it. Fail the read instead, and close after.
+            messages.pop()
+            body.set_exception(web.RequestPayloadError(self._explain(exc)))
+            self.close()
+
+    # -- errors aiohttp answers itself ---------------------------------------------
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """JSON instead of aiohttp's plain text, saying what to change."""
+        if request.writer.output_size > 0:  # too late for an answer
+            return super().handle_error(request, status, exc, message)
+        if isinstance(exc, hx.HttpProcessingError) and status < 500:
+            text = self._explain(exc)
+            # Port scanners and TLS clients: debug, as aiohttp logs them.
+            first = self._request_count == 1 and "Method" in type(exc).__name__
+            level = logging.DEBUG if first else logging.INFO
+            LOG.log(level, "answered %d to %s: %s", status, request.remote, text)
+            if self._guard.on_bad_request is not None:
+                self._guard.on_bad_request(status)
+        else:
+            self.log_exception("Error handling request", exc_info=exc)
+            text = f"the server failed on this request ({status}); see its log"
+        response = json_error(status, text)
+        response.force_close()
+        return response
+
+    def _explain(self, exc: BaseException) -> str:
+        """What was wrong with the request, and what to change."""
+        raw = getattr(exc, "message", "") or str(exc)
+        detail = " ".join(raw.split("\n\n", 1)[0].split()).rstrip(":")[:200]
+        if isinstance(exc, hx.LineTooLong):
+            limit = exc.args[1] if len(exc.args) > 1 else "the limit of"
+            line = isinstance(limit, int) and self._line_len > limit
+            return (LONG_LINE if line else LONG_HEADER).format(limit=limit)
+        advice = next((v for k, v in BY_WORD.items() if k in detail), None)
+        for cls in type(exc).__mro__:
+            advice = advice or BY_CLASS.get(cls.__name__)
+        advice = advice or BY_CLASS["HttpProcessingError"]
+        return advice.format(detail=detail, headers=self.max_headers)
 
 
 class GuardedTCPSite(web.BaseSite):
     """:class:`aiohttp.web.TCPSite`, its connections under a :class:`HeaderTimeout`.
 
-    ``runner.setup()`` must have been awaited. The app must run
-    :meth:`HeaderTimeout.middleware`, or the guard would take every request
-    lasting the timeout for a slow client: an :class:`aiohttp.web.AppRunner`
-    whose app does not is refused (``RuntimeError``). With a low-level
-    :class:`aiohttp.web.ServerRunner`, the handler calls
-    :meth:`HeaderTimeout.request_started` itself.
+    ``runner.setup()`` must have been awaited. Like aiohttp's own sites, it
+    sets ``BaseSite._server``, so that ``site.stop()`` and
+    ``runner.addresses`` work.
     """
 
     __slots__ = (
@@ -284,11 +423,6 @@ class GuardedTCPSite(web.BaseSite):
         reuse_port: bool | None = None,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
-        if isinstance(runner, web.AppRunner) and not guard.installed_in(runner.app):
-            raise RuntimeError(
-                "the app does not tell the header guard when a request starts: "
-                "put guard.middleware() first in its middlewares"
-            )
         self._guard = guard
         self._host = host
         self._port = (8443 if ssl_context else 8080) if port is None else port

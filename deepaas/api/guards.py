@@ -1,21 +1,35 @@
-"""Guards on a request body's stream: its pace, and its line budget.
+"""Guards on a request body's stream: its pace, lines, size and encoding.
 
 :class:`Pace` notices a body that stops arriving; :class:`LineBudget` caps
-the lines aiohttp's multipart reader reads between parts. Both are used by
+the lines aiohttp's multipart reader reads between parts; :class:`Decoded`
+decompresses a body as it is read, a slice at a time, and refuses one whose
+compressed stream is cut short. All are used by
 :class:`deepaas.api.body.BodyReader`, one per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+
 from deepaas.api.limits import (
     MAX_PREAMBLE_SIZE,
+    not_installed,
     part_headers_too_large,
     preamble_too_large,
+    too_large,
+    truncated,
+    undecodable,
 )
+
+#: Most bytes one decompression step yields: a bomb is inflated this much at
+#: a time, never whole, and the size caps are checked between two steps.
+DECODE_STEP = 256 << 10
 
 
 class Pace:
@@ -117,3 +131,179 @@ class LineBudget:
                     raise part_headers_too_large()
         await self._breathe()
         return line
+
+
+def aiohttp_decodes(content: Any) -> bool:
+    """Whether aiohttp decodes this request's Content-Encoding itself.
+
+    The app is meant to be served with ``auto_decompress=False`` so that
+    :class:`Decoded` does it, with its checks. aiohttp marks a stream it
+    decodes with ``total_compressed_bytes`` (an int, None when it does not
+    decode); an aiohttp too old to have it always decodes.
+    """
+    return getattr(content, "total_compressed_bytes", 0) is not None
+
+
+class _Zlib:
+    """gzip or deflate (zlib-wrapped or raw, as aiohttp accepts), member
+    after member; ``pending`` while output is left without more input."""
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding == "gzip"
+        self._inflater: Any = None  # of the member under way
+        self._tail = b""  # input not consumed yet
+        self._full = False  # the last step filled its output: more may come
+
+    def decode(self, data: bytes, limit: int) -> bytes:
+        if self._tail:
+            data, self._tail = self._tail + data, b""
+        if self._inflater is None:
+            if not data:
+                return b""
+            if self._gzip:
+                wbits = 16 + zlib.MAX_WBITS
+            else:  # RFC 1950 header (CM = 8), else a raw deflate stream
+                wbits = zlib.MAX_WBITS if data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+            self._inflater = zlib.decompressobj(wbits)
+        out: bytes = self._inflater.decompress(data, limit)
+        if self._inflater.eof:  # a member ended: what follows starts another
+            self._tail = self._inflater.unused_data
+            self._inflater = None
+            self._full = False
+        else:
+            self._tail = self._inflater.unconsumed_tail
+            self._full = len(out) >= limit
+        return out
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._tail) or self._full
+
+    def complete(self) -> bool:
+        return self._inflater is None and not self._tail
+
+
+class _Library:
+    """br or zstd, through aiohttp's decoders for them (optional libraries).
+    Whether their stream was cut short is not checked."""
+
+    def __init__(self, encoding: str) -> None:
+        from aiohttp import compression_utils as codecs
+
+        if encoding == "br" and getattr(codecs, "HAS_BROTLI", False):
+            self._decoder: Any = codecs.BrotliDecompressor()
+        elif encoding == "zstd" and getattr(codecs, "HAS_ZSTD", False):
+            self._decoder = codecs.ZSTDDecompressor()
+        else:
+            raise not_installed(encoding)
+
+    def decode(self, data: bytes, limit: int) -> bytes:
+        return bytes(self._decoder.decompress_sync(data, max_length=limit))
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._decoder.data_available)
+
+    def complete(self) -> bool:
+        return True
+
+
+class Decoded:
+    """The request stream decoded as its Content-Encoding says, as read.
+
+    What aiohttp's multipart reader and :class:`deepaas.api.body.BodyReader`
+    use of a stream (``readany``, ``read``, ``readline``, ``at_eof``,
+    ``unread_data``), over the raw one. Each step inflates at most
+    ``DECODE_STEP`` bytes and the loop gets a turn between steps
+    (``breathe``), so a bomb is refused by the caller's size cap after a
+    little of it was inflated. A raw body larger than ``raw_limit`` (the
+    ``--client-max-size``) is refused too. Bad data answers 400 and a stream
+    that ends before its compressed data does answers 400: gzip and deflate
+    both mark their end.
+    """
+
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        encoding: str,
+        raw_limit: int,
+        breathe: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._request = request
+        self._raw = request.content
+        self._encoding = encoding
+        self._raw_limit = raw_limit
+        self._breathe = breathe
+        self._decoder = (
+            _Zlib(encoding) if encoding in ("gzip", "deflate") else _Library(encoding)
+        )
+        self._buffer = bytearray()
+        self._eof = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+    async def _fill(self) -> None:
+        """Add one step of decoded bytes to the buffer, or reach the end."""
+        while not self._eof:
+            data = b""
+            if not self._decoder.pending:
+                data = await self._raw.readany()
+                if not data:
+                    if not self._decoder.complete():
+                        raise truncated(self._request, self._encoding)
+                    self._eof = True
+                    return
+                total = self._raw.total_bytes
+                if self._raw_limit and total > self._raw_limit:
+                    raise too_large(self._raw_limit, request=self._request)
+            try:
+                out = self._decoder.decode(data, DECODE_STEP)
+            except (zlib.error, ValueError, OSError, RuntimeError) as exc:
+                raise undecodable(self._request, self._encoding, exc) from None
+            await self._breathe()
+            if out:
+                self._buffer += out
+                return
+
+    def _take(self, size: int) -> bytes:
+        size = len(self._buffer) if size < 0 else size
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    async def readany(self) -> bytes:
+        if not self._buffer:
+            await self._fill()
+        return self._take(-1)
+
+    async def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            while not self._eof:
+                await self._fill()
+            return self._take(-1)
+        if not self._buffer:
+            await self._fill()
+        return self._take(n)
+
+    async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        start = 0
+        while True:
+            end = self._buffer.find(b"\n", start)
+            if end >= 0:
+                return self._take(end + 1)
+            if max_line_length and len(self._buffer) > max_line_length:
+                raise LineTooLong(str(len(self._buffer)), str(max_line_length))
+            if self._eof:
+                return self._take(-1)
+            start = len(self._buffer)
+            await self._fill()
+
+    def at_eof(self) -> bool:
+        return self._eof and not self._buffer
+
+    def is_eof(self) -> bool:
+        return self._eof
+
+    def unread_data(self, data: bytes) -> None:
+        self._buffer[:0] = data

@@ -29,7 +29,6 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
-from deepaas.api.connections import HeaderTimeout
 from deepaas.engine.devices import Telemetry
 from deepaas.engine.runtime import WORKER_STATES, EngineEvents, ModelRuntime
 from deepaas.training.jobs import JobManager
@@ -224,12 +223,15 @@ class Metrics(EngineEvents):
 
     # -- HTTP ---------------------------------------------------------------
 
-    def middleware(self, header_timeout: HeaderTimeout | None = None) -> Any:
-        """Counts and times every request, labelled by its route.
+    def refused(self, status: int) -> None:
+        """A request aiohttp's parser refused before any route saw it (a bad
+        request line, an over-long header...): counted under the labels of
+        an unknown route (the ``on_bad_request`` of
+        :class:`deepaas.api.connections.HeaderTimeout`)."""
+        self.requests.inc((*OTHER, str(status)))
 
-        With ``header_timeout``, it first tells that guard the request's
-        headers arrived (one middleware layer instead of two: each layer
-        costs every request).
+    def middleware(self) -> Any:
+        """Counts and times every request, labelled by its route.
 
         A request cancelled before it was answered is counted as 499 (nginx's
         "client closed request"), not 500: with ``handler_cancellation`` that
@@ -237,32 +239,29 @@ class Metrics(EngineEvents):
         giving up on the request); no answer was sent either way.
         """
 
-        request_started = header_timeout.request_started if header_timeout else None
-
         @web.middleware
         async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if request_started is not None:
-                request_started(request)
             started = time.perf_counter()
             status = 500
             try:
                 response = await handler(request)
                 status = response.status
-                if status == 408:  # a body that stopped arriving (--client-timeout)
-                    self.client_timeouts.inc(("body",))
                 return response
             except web.HTTPException as exc:
+                # A 408 comes this way: raised, as a ClosingError that closes
+                # the connection after the answer.
                 status = exc.status
                 raise
             except asyncio.CancelledError:
                 status = CLIENT_CLOSED_REQUEST
                 raise
             finally:
+                if status == 408:  # a body that stopped arriving (--client-timeout)
+                    self.client_timeouts.inc(("body",))
                 labels = labels_of(request.match_info.handler)
                 self.requests.inc((*labels, str(status)))
                 self.request_duration.observe(labels, time.perf_counter() - started)
 
-        observe.header_timeout = header_timeout  # type: ignore[attr-defined]
         return observe
 
     def handler(self) -> Handler:

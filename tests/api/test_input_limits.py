@@ -323,7 +323,9 @@ def nested(depth: int) -> dict:
 @pytest.mark.parametrize(
     "document",
     [
-        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="100000-arrays"),
+        pytest.param(
+            b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="100000-arrays"
+        ),
         pytest.param(b'{"options": ' + b"[" * 5000, id="unclosed"),
         pytest.param(json.dumps(nested(101)).encode(), id="101-objects"),
         pytest.param(
@@ -353,7 +355,7 @@ async def test_json_brackets_in_strings_do_not_count(client):
 
 async def test_json_train_body_too_deep(client):
     before = await trainings(client)
-    answer = await raw_post(client, TRAIN, b"[" * 100_000, JSON)
+    answer = await raw_post(client, TRAIN, b'{"a": ' + b"[" * 100_000, JSON)
     assert answer.status == 400
     assert "nested deeper" in answer.message()
     assert await trainings(client) == before
@@ -511,6 +513,37 @@ async def test_stalled_train_body_is_408(tight):
     answer = await stalled(tight, TRAIN, MULTIPART, start)
     assert answer.status == 408
     assert await trainings(tight) == before
+
+
+async def body_timeouts(client: Client) -> float:
+    """``deepaas_client_timeouts_total{phase="body"}``, scraped."""
+    response = await client.get("/metrics")
+    assert response.status == 200
+    series = 'deepaas_client_timeouts_total{phase="body"} '
+    for line in (await response.text()).splitlines():
+        if line.startswith(series):
+            return float(line[len(series) :])
+    raise AssertionError(f"no {series.strip()} in /metrics")
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "start"),
+    [
+        pytest.param(PREDICT, JSON, b'{"text": "abc', id="predict-json"),
+        pytest.param(
+            TRAIN,
+            MULTIPART,
+            form_body([(field("data", "d.bin"), b"a" * 50_000)])[:-40],
+            id="train-multipart",
+        ),
+    ],
+)
+async def test_stalled_body_is_counted_in_metrics(tight, path, headers, start):
+    """Each 408 (raised as a ClosingError, not returned) counts once."""
+    before = await body_timeouts(tight)
+    answer = await stalled(tight, path, headers, start)
+    assert answer.status == 408
+    assert await body_timeouts(tight) == before + 1
 
 
 async def test_steady_slow_body_is_not_cut(tight):

@@ -84,7 +84,7 @@ class Served:
 async def served() -> AsyncIterator[Served]:
     metrics = Metrics({})
     guard = HeaderTimeout(TIMEOUT, on_timeout=metrics.client_timed_out)
-    app = web.Application(middlewares=[guard.middleware(), metrics.middleware()])
+    app = web.Application(middlewares=[metrics.middleware()])
     app[ENTERED] = asyncio.Event()
     app.router.add_get("/ok", ok)
     app.router.add_get("/stream/after", stream_after)
@@ -260,15 +260,30 @@ async def test_a_slow_response_longer_than_the_timeout_is_not_cut(
         writer.write(request(path))
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
-        # The client pipelines the first bytes of its next request while the
-        # response streams: the guard must not start a clock on them.
-        writer.write(OK[:10])
+        # The client pipelines its next request while the response streams:
+        # its head is complete, so no clock runs on it.
+        writer.write(OK)
         rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 10)
         assert rest.count(b"x" * 10) == 12
         assert loop.time() - started > 2 * TIMEOUT
-        writer.write(OK[10:])
         assert await read_response(reader) == (200, b"ok")
     assert served.timeouts() == 0
+
+
+async def test_a_partial_head_pipelined_during_a_slow_response_is_cut(
+    served: Served,
+) -> None:
+    """The first bytes of the next request start its clock, response or not."""
+    loop = asyncio.get_running_loop()
+    async with connect(served.port) as (reader, writer):
+        writer.write(request("/stream/handler"))
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        started = loop.time()
+        writer.write(OK[:10])  # and never the rest
+        assert await closed_within(reader, TIMEOUT + SLACK)
+        assert loop.time() - started >= TIMEOUT - 0.05
+    assert served.timeouts() == 1
 
 
 # -- (d) keep-alive -------------------------------------------------------------------
@@ -337,23 +352,11 @@ def test_the_timeout_must_be_positive() -> None:
         HeaderTimeout(0)
 
 
-async def test_an_app_without_the_middleware_is_refused() -> None:
-    """Else every request lasting the timeout would be taken for a slow client."""
-    guard = HeaderTimeout(TIMEOUT)
-    runner = web.AppRunner(web.Application())
-    await runner.setup()
-    try:
-        with pytest.raises(RuntimeError, match=r"guard.middleware\(\)"):
-            GuardedTCPSite(runner, "127.0.0.1", 0, guard=guard)
-    finally:
-        await runner.cleanup()
-
-
-async def test_a_low_level_server_calls_the_hook_itself() -> None:
+async def test_a_low_level_server_is_guarded_too() -> None:
+    """No middleware needed: a handler longer than the timeout is not cut."""
     guard = HeaderTimeout(TIMEOUT)
 
     async def handler(request: web.BaseRequest) -> web.Response:
-        guard.request_started(request)
         await asyncio.sleep(1.5 * TIMEOUT)  # longer than the timeout: not cut
         return web.Response(text="ok")
 
