@@ -1,31 +1,29 @@
-"""Queue to workers: capacity, pipelining, batching, deadlines, result routing.
+"""Queue to workers: who takes which call, when; deadlines; result routing.
 
-The dispatcher knows nothing of processes. It is handed *links* (anything
-with a ``label``, a ``board`` — the worker's
-:class:`~deepaas.engine.protocol.Scoreboard` — and a ``write(bytes)``
-method: the pool's worker handles, or a test's fakes) and keeps, per link,
-a :class:`Lane`: the calls it holds, numbered in the order the worker will
-run them, and how fast it has been.
+The dispatcher knows nothing of processes. It is handed *links* (the pool's
+worker handles, or a test's fakes; see :class:`~deepaas.engine.lanes.Link`)
+and keeps, per link, a :class:`~deepaas.engine.lanes.Lane`: the calls it
+holds, numbered in the order the worker will run them, how fast it has
+been, and so how many more it may take (:mod:`deepaas.engine.lanes`). How
+each call ends, with its answer or an error, is
+:mod:`deepaas.engine.outcomes`.
 
 - **Pull-based**: whenever a lane has room it gets the oldest calls, least
   loaded lane first (among equals, the one after the lane served last, so
   idle workers take turns): a batch of up to ``max_batch_size`` for a model
-  with ``predict_batch``, else calls. A lane holds one call (or batch) at a time,
-  or more when its recent calls were very fast (about ``PIPELINE_BUDGET_S``
-  of work, at most ``PIPELINE_MAX``), so a fast model does not wait for the
-  round trip. Everything handed out in one turn of the event loop goes to a
-  worker in one write.
+  with ``predict_batch``, else calls. Everything handed out in one turn of
+  the event loop goes to a worker in one write.
 - **Retiring workers last**: a worker being replaced (:meth:`mark_retiring`:
   it passed its request or memory limit) takes no new calls while another
   ready worker takes calls, even a busy one (calls wait for it): what the
   worker already holds bounds what it still runs. When every worker that
   takes calls is retiring, they keep serving (capacity never drops to zero)
   until their replacements are ready (:meth:`retire`).
-- **No head-of-line blocking**: a lane whose running call has outrun its
-  usual time (``STALL_AFTER_S``, and ``STALL_FACTOR`` times its average)
-  gives back the calls waiting behind it, which go to the head of the queue
-  for another worker; the worker skips them (the scoreboard says so), and
-  the lane takes one call at a time until that call is answered.
+- **No head-of-line blocking**: while calls wait in a worker behind the one
+  it runs, every ``STALL_CHECK_S`` the dispatcher asks each such lane whether
+  its running call outran its usual time; if so, the calls waiting behind it
+  go to the head of the queue for another worker, and the lane takes one
+  call at a time until that call is answered.
 - **Failures stay with their call**: when a worker dies (:meth:`lost`), only
   the call (or the batch) it was running fails; the calls it had not
   started, and those it had computed but not yet sent, go back to the head
@@ -36,36 +34,23 @@ run them, and how fast it has been.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
 
 from deepaas.engine import protocol
 from deepaas.engine.batching import BatchPolicy, Call, CallQueue
+from deepaas.engine.lanes import Lane, Link
+from deepaas.engine.outcomes import (
+    answer,
+    did_not_answer,
+    did_not_start,
+    discard_value,
+    fail,
+    unsendable,
+)
 from deepaas.exceptions import DeepaasError
 
-PIPELINE_BUDGET_S = 0.002
-PIPELINE_MAX = 64
-STALL_AFTER_S = 0.05
-STALL_FACTOR = 10.0
 STALL_CHECK_S = 0.025
-
-
-class Link(Protocol):
-    """What the dispatcher needs of a worker."""
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def board(self) -> protocol.Scoreboard: ...
-
-    def write(self, data: bytes) -> bool:
-        """Send framed messages; False when the worker is gone."""
-        ...
 
 
 class DispatchEvents:
@@ -78,55 +63,6 @@ class DispatchEvents:
     def computed(self, model: str, size: int, seconds: float, times: int = 1) -> None:
         """A worker called the model ``times`` times, each with ``size``
         requests (a batch, or 1) and taking ``seconds``."""
-
-
-class Lane:
-    """The calls one worker holds, in the order it runs them."""
-
-    __slots__ = (
-        "answered",
-        "drained",
-        "ewma",
-        "feeding",
-        "inflight",
-        "link",
-        "next_seq",
-        "retiring",
-        "sent",
-        "stalled",
-    )
-
-    def __init__(self, link: Link) -> None:
-        self.link = link
-        self.inflight: dict[int, Call] = {}  # seq -> call, in seq order
-        self.sent: collections.deque[tuple[int, int]] = collections.deque()
-        self.next_seq = 1
-        self.ewma: float | None = None  # seconds per call, or per batch
-        self.feeding = True  # takes new calls
-        self.retiring = False  # being replaced: takes calls only if no other does
-        self.stalled = False  # its running call outran its usual time
-        self.answered = 0
-        self.drained: asyncio.Future[None] | None = None
-
-    def held(self, batched: bool) -> int:
-        """What counts against its room: messages when batching, else calls."""
-        return len(self.sent) if batched else len(self.inflight)
-
-    def room(self, batched: bool) -> int:
-        if not self.feeding:
-            return 0
-        ewma = self.ewma
-        if ewma is None or self.stalled:
-            capacity = 1
-        else:
-            capacity = max(
-                1, min(PIPELINE_MAX, int(PIPELINE_BUDGET_S / max(ewma, 1e-7)))
-            )
-        return capacity - self.held(batched)
-
-    def waiting_behind(self, batched: bool) -> bool:
-        """Whether calls wait in the worker behind the one it runs."""
-        return len(self.sent) > 1 if batched else len(self.inflight) > 1
 
 
 class Dispatcher:
@@ -207,26 +143,27 @@ class Dispatcher:
         if self._last is lane:
             self._last = None
         running, _ = link.board.running()
-        doomed = self._running_seqs(lane, running) if fail_running else set()
+        batched = self.policy.batched
+        doomed = lane.running_seqs(running, batched) if fail_running else set()
         back = []
         for seq, call in lane.inflight.items():
             if seq in doomed:
-                _fail(call, error)
+                fail(call, error)
             else:
                 back.append(call)
         lane.inflight.clear()
         self._requeue(back)
-        self._settle_drained(lane)
+        lane.settle_drained()
 
     def fail_all(self, error: DeepaasError) -> None:
         """Fail every call, queued or held (the server stops)."""
         for lane in self.lanes.values():
             for call in lane.inflight.values():
-                _fail(call, error)
+                fail(call, error)
             lane.inflight.clear()
-            self._settle_drained(lane)
+            lane.settle_drained()
         for call in self.queue.drain():
-            _fail(call, error)
+            fail(call, error)
 
     # -- calls ----------------------------------------------------------------
 
@@ -246,23 +183,16 @@ class Dispatcher:
         lane: Lane | None = call.lane
         if lane is None or lane.inflight.get(call.seq) is not call:
             self.queue.discard(call)
-            _fail(call, _did_not_start(self.model, seconds))
+            fail(call, did_not_start(self.model, seconds))
             return None
         running, _ = lane.link.board.running()
         del lane.inflight[call.seq]
-        if call.seq in self._running_seqs(lane, running):
+        if call.seq in lane.running_seqs(running, self.policy.batched):
             lane.feeding = False  # to be replaced: no new calls meanwhile
-            _fail(
-                call,
-                DeepaasError(
-                    504,
-                    f"model {self.model!r} did not answer within {seconds:g} s; "
-                    "its worker is being replaced",
-                ),
-            )
-            self._settle_drained(lane)
+            fail(call, did_not_answer(self.model, seconds))
+            lane.settle_drained()
             return lane.link
-        _fail(call, _did_not_start(self.model, seconds))
+        fail(call, did_not_start(self.model, seconds))
         self._take_back(lane, running)  # the others waiting there would wait too
         lane.stalled = True
         return None
@@ -286,23 +216,18 @@ class Dispatcher:
             else:
                 per = seconds / len(items)
                 self.events.computed(self.model, 1, per, len(items))
-            ewma = lane.ewma
-            lane.ewma = per if ewma is None else 0.8 * ewma + 0.2 * per
+            lane.paced(per)
         inflight = lane.inflight
         for seq, ok, value in items:
             call = inflight.pop(seq, None)
             if call is None or call.future.done():
                 discard_value(value)  # taken back, timed out, or its client left
                 continue
-            call.settle()
             lane.answered += 1
-            if ok:
-                call.future.set_result(value)
-            else:
-                call.future.set_exception(DeepaasError(value.status, value.message))
+            answer(call, ok, value)
         if not inflight:
             lane.stalled = False
-            self._settle_drained(lane)
+            lane.settle_drained()
         self.schedule_pump()
 
     # -- handing out ----------------------------------------------------------
@@ -387,36 +312,14 @@ class Dispatcher:
         )
 
     def _frame(self, lane: Lane, method: str, batch: list[Call]) -> bytes | None:
-        seq = lane.next_seq
-        items = []
-        for call in batch:
-            call.seq = seq
-            call.lane = lane
-            call.attempts += 1
-            items.append((seq, call.payload))
-            seq += 1
         try:
-            frame = protocol.pack(protocol.Invoke(method, items))
+            return lane.frame(method, batch)
         except Exception as exc:  # an argument that cannot be pickled
-            for call in batch:
-                call.lane = None
-                call.attempts -= 1  # it was not sent
             if len(batch) > 1:  # each on its own: only the culprit fails
                 parts = [self._frame(lane, method, [call]) for call in batch]
                 return b"".join(part for part in parts if part) or None
-            _fail(
-                batch[0],
-                DeepaasError(
-                    500, f"the arguments could not be sent to the worker: {exc}"
-                ),
-            )
+            fail(batch[0], unsendable(exc))
             return None
-        lane.next_seq = seq
-        inflight = lane.inflight
-        for call in batch:
-            inflight[call.seq] = call
-        lane.sent.append((items[0][0], items[-1][0]))
-        return frame
 
     def _pump_later(self, when: float) -> None:
         if self._pump_timer is not None:
@@ -439,9 +342,8 @@ class Dispatcher:
         for lane in list(self.lanes.values()):
             if lane.stalled or not lane.waiting_behind(batched):
                 continue
-            running, started = lane.link.board.running()
-            limit = max(STALL_AFTER_S, STALL_FACTOR * (lane.ewma or 0.0))
-            if running and now - started >= limit:
+            running = lane.overrun(now)
+            if running:
                 self._take_back(lane, running)
                 lane.stalled = True
             else:
@@ -453,30 +355,9 @@ class Dispatcher:
         """Every call ``lane`` holds except what it runs goes back to the queue."""
         if not lane.inflight:
             return
-        last = lane.next_seq - 1
-        keep = self._running_seqs(lane, running)
-        start = max(keep) + 1 if keep else 1
-        if start <= last:
-            # Everything revoked goes back, even a call the board now shows
-            # running: the worker's second look may still skip it (a call
-            # kept then would never be answered); at worst it runs twice.
-            lane.link.board.revoke(start, last)
-        back = [call for seq, call in lane.inflight.items() if seq not in keep]
-        for call in back:
-            del lane.inflight[call.seq]
-        self._requeue(back)
+        self._requeue(lane.take_back(running, self.policy.batched))
         if not lane.inflight:
-            self._settle_drained(lane)
-
-    def _running_seqs(self, lane: Lane, running: int) -> set[int]:
-        """The seqs of the call, or the whole batch, that ``running`` names."""
-        if not running:
-            return set()
-        if self.policy.batched:
-            for first, last in lane.sent:
-                if first <= running <= last:
-                    return set(range(first, last + 1))
-        return {running}
+            lane.settle_drained()
 
     def _requeue(self, calls: Iterable[Call]) -> None:
         back = []
@@ -487,30 +368,3 @@ class Dispatcher:
         if back:
             self.queue.requeue(back)
             self.schedule_pump()
-
-    @staticmethod
-    def _settle_drained(lane: Lane) -> None:
-        if lane.drained is not None and not lane.inflight and not lane.drained.done():
-            lane.drained.set_result(None)
-
-
-def _did_not_start(model: str, seconds: float) -> DeepaasError:
-    return DeepaasError(
-        504,
-        f"model {model!r} did not start this request within {seconds:g} s "
-        "(all its workers were busy)",
-    )
-
-
-def _fail(call: Call, error: BaseException) -> None:
-    call.settle()
-    if not call.future.done():
-        call.future.set_exception(error)
-
-
-def discard_value(value: Any) -> None:
-    """Remove the temporary file of a result no one will send."""
-    path = getattr(value, "path", None)
-    if path and getattr(value, "delete", False):
-        with contextlib.suppress(OSError):
-            os.unlink(path)

@@ -2,25 +2,25 @@
 
 Each worker is a child process (:mod:`deepaas.engine.process`) running
 :mod:`deepaas.engine.worker` on one device (round robin over the devices
-given). The pool only keeps processes alive; which call goes where is the
+given), known here by its handle (:mod:`deepaas.engine.worker_handle`). The
+pool only keeps processes alive; which call goes where is the
 :class:`~deepaas.engine.dispatcher.Dispatcher`'s business: the pool adds a
 worker to it when the worker says it is ready, hands it the worker's
-results, and tells it when a worker died.
+results, and tells it when a worker died. When a worker must be replaced,
+and why, is :mod:`deepaas.engine.replacement`'s policy; the pool carries it
+out:
 
-- **Respawn**: a worker that dies is replaced at once; repeated failures are
-  spaced by a backoff that doubles from ``RESPAWN_BACKOFF_S`` up to
-  ``RESPAWN_BACKOFF_MAX_S`` (reset once a worker answers a call).
-- **Recycle** (warm before retire): a worker that reached its
-  ``max_requests`` (plus up to a tenth, at random, so workers do not all
-  recycle at once) or whose memory passed ``max_memory`` takes no new calls
-  while another worker is ready (so the limit holds: it only finishes what
-  it was handed); if it is the only one, it keeps serving while its
-  replacement starts and warms. Once the replacement is ready it takes no
-  new calls, finishes those it holds, and exits. Each replacement is
-  counted once, with its reason, whatever happens to the old process then.
-  A worker whose model raised ``MemoryError`` stops taking calls at once
-  (its heap is likely exhausted: more calls would fail too); calls wait in
-  the queue for its replacement.
+- **Respawn**: a worker that dies is replaced after the policy's backoff
+  (at once the first time).
+- **Recycle** (warm before retire): a worker past its request or memory
+  limit takes no new calls while another worker is ready (so the limit
+  holds: it only finishes what it was handed); if it is the only one, it
+  keeps serving while its replacement starts and warms. Once the
+  replacement is ready it takes no new calls, finishes those it holds, and
+  exits. Each replacement is counted once, with its reason, whatever
+  happens to the old process then. A worker whose model raised
+  ``MemoryError`` stops taking calls at once (its heap is likely exhausted:
+  more calls would fail too); calls wait in the queue for its replacement.
 - **Stop**: end-of-file to every worker, then SIGTERM and SIGKILL to their
   process groups if they do not exit within the grace period.
 """
@@ -29,17 +29,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import logging
 import os
-import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from deepaas.engine import process, protocol
 from deepaas.engine.devices import CPU, Device
 from deepaas.engine.dispatcher import Dispatcher
-from deepaas.engine.worker import MAX_MEMORY, OUT_OF_MEMORY
+from deepaas.engine.outcomes import fail
+from deepaas.engine.replacement import (
+    CRASHED,
+    OUT_OF_MEMORY,
+    START_FAILED,
+    TIMED_OUT,
+    recycle_reason,
+    request_limit,
+    respawn_delay,
+)
+from deepaas.engine.worker_handle import Worker, WorkerState
 from deepaas.exceptions import (
     DeepaasError,
     ModelUnavailable,
@@ -53,17 +61,8 @@ WORKER_LOG = logging.getLogger("deepaas.worker")
 # What a model prints is shown whatever --log-level says, as with DEEPaaS 2.x.
 WORKER_LOG.setLevel(logging.INFO)
 
-RESPAWN_BACKOFF_S = 0.25
-RESPAWN_BACKOFF_MAX_S = 30.0
 STOP_GRACE_S = 5.0
 KILL_AFTER_S = 1.0  # after the grace period, SIGTERM; SIGKILL this much later
-
-# Why a worker was replaced (the ``reason`` label of deepaas_worker_restarts_total).
-CRASHED = "crashed"
-START_FAILED = "start_failed"
-TIMED_OUT = "timeout"
-MAX_REQUESTS = "max_requests"
-REASONS = (CRASHED, START_FAILED, TIMED_OUT, MAX_REQUESTS, MAX_MEMORY, OUT_OF_MEMORY)
 
 
 def log_output(label: str, line: str) -> None:
@@ -76,7 +75,8 @@ class PoolEvents:
     """What a pool reports (the metrics listen); no-ops here."""
 
     def restarted(self, model: str, device: str, reason: str) -> None:
-        """A worker of ``model`` on ``device`` is being replaced (see REASONS)."""
+        """A worker of ``model`` on ``device`` is being replaced (see
+        :data:`~deepaas.engine.replacement.REASONS`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,38 +94,6 @@ class PoolConfig:
     devices: tuple[Device, ...] = (CPU,)  # worker i runs on devices[i % len]
     max_requests: int = 0  # recycle after about this many calls; 0: never
     max_memory: int = 0  # recycle past this resident size, bytes; 0: never
-
-
-class WorkerState(str, enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    RETIRING = "retiring"  # being replaced: finishes its calls, then exits
-    STOPPING = "stopping"
-    DEAD = "dead"
-
-
-class Worker:
-    """One worker process as the pool sees it (a dispatcher link)."""
-
-    def __init__(self, model: str, index: int, device: Device) -> None:
-        self.index = index
-        self.device = device
-        self.label = f"{model}/{index}"
-        self.state = WorkerState.STARTING
-        self.child: process.Child | None = None
-        self.board = protocol.Scoreboard(bytearray(protocol.SCOREBOARD_SIZE))
-        self.start_error: str | None = None
-        self.retiring: str | None = None  # why it is being replaced
-        self.replaces: Worker | None = None  # the worker it will take over from
-        self.killed_for: str | None = None  # why we killed it
-        self.max_requests = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self.child.pid if self.child is not None else None
-
-    def write(self, data: bytes) -> bool:
-        return self.child is not None and self.child.channel.write(data)
 
 
 class WorkerPool:
@@ -264,28 +232,8 @@ class WorkerPool:
     async def _spawn(self, worker: Worker) -> None:
         if self.stopping:
             return
-        config = self.config
         board = protocol.Scoreboard.create()
-        spec = process.ChildSpec(
-            module="deepaas.engine.worker",
-            config={
-                "model": self.model,
-                "target": config.target,
-                "warm": config.warm,
-                "tmp_dir": config.tmp_dir,
-                "board_fd": board.fd,
-                "max_memory": config.max_memory,
-            },
-            env=process.child_env(
-                self.env,
-                [worker.device],
-                {"DEEPAAS_WORKER": worker.label},
-                config.extra_path,
-            ),
-            label=f"worker {worker.label}",
-            output=lambda line: config.output(worker.label, line),
-            pass_fds=(board.fd,) if board.fd is not None else (),
-        )
+        spec = worker.spec(self.config, self.env, board)
         worker.board = board
         try:
             worker.child = await process.spawn(
@@ -299,9 +247,7 @@ class WorkerPool:
             return
         finally:
             board.close_fd()
-        if config.max_requests:
-            jitter = random.randint(0, config.max_requests // 10)
-            worker.max_requests = config.max_requests + jitter
+        worker.max_requests = request_limit(self.config.max_requests)
         LOG.debug("started worker %s (pid %s)", worker.label, worker.pid)
         self.tasks.spawn(
             self._watch(worker),
@@ -321,13 +267,11 @@ class WorkerPool:
         if kind is protocol.Results:
             self.dispatcher.on_results(worker, message)
             self.failures_in_a_row[worker.index] = 0
-            if message.retire:
-                self.recycle(worker, message.retire)
-            elif (
-                worker.max_requests
-                and self.dispatcher.answered(worker) >= worker.max_requests
-            ):
-                self.recycle(worker, MAX_REQUESTS)
+            reason = recycle_reason(
+                message.retire, self.dispatcher.answered(worker), worker.max_requests
+            )
+            if reason:
+                self.recycle(worker, reason)
         elif kind is protocol.Ready:
             self._on_ready(worker)
         elif kind is protocol.StartFailed:
@@ -417,20 +361,13 @@ class WorkerPool:
 
     def fail_queued(self, error: DeepaasError) -> None:
         for call in self.dispatcher.queue.drain():
-            call.settle()
-            if not call.future.done():
-                call.future.set_exception(error)
+            fail(call, error)
 
     def _schedule_respawn(self, worker: Worker) -> None:
         if self.stopping:
             return
         index = worker.index
-        n = self.failures_in_a_row[index]
-        delay = (
-            0.0
-            if n <= 1
-            else min(RESPAWN_BACKOFF_MAX_S, RESPAWN_BACKOFF_S * 2 ** (n - 2))
-        )
+        delay = respawn_delay(self.failures_in_a_row[index])
         if delay:
             LOG.info(
                 "model %s: restarting worker %s in %.2fs", self.model, index, delay

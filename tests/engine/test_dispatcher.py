@@ -16,12 +16,8 @@ import pytest
 
 from deepaas.engine import dispatcher as dispatcher_module
 from deepaas.engine.batching import BatchPolicy, Call, CallQueue
-from deepaas.engine.dispatcher import (
-    PIPELINE_BUDGET_S,
-    PIPELINE_MAX,
-    STALL_AFTER_S,
-    Dispatcher,
-)
+from deepaas.engine.dispatcher import Dispatcher
+from deepaas.engine.lanes import PIPELINE_BUDGET_S, PIPELINE_MAX, STALL_AFTER_S
 from deepaas.engine.protocol import RemoteError
 from deepaas.exceptions import DeepaasError, ModelUnavailable, WorkerDied
 from deepaas.model.v2.results import PredictResult
