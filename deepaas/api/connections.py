@@ -26,7 +26,8 @@ start a clock.
 
 What the parser refuses (bad request line, method or URL, a line over
 ``max_line_size``/``max_field_size``, too many headers...) is answered JSON
-``{"message": ...}`` saying what to change, logged at info and reported to
+``{"message": ...}`` saying what to change (the advice of
+:func:`deepaas.api.refusals.explain`), logged at info and reported to
 ``on_bad_request(status)`` (no middleware sees it). A body the parser finds
 bad (deflate cut short, bad chunk size) fails the request reading it, which
 the app answers 400, instead of leaving it waiting and answering twice.
@@ -41,16 +42,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from aiohttp import http_exceptions as hx
 from aiohttp import web
 from aiohttp.streams import StreamReader
 
 from deepaas.api.errors import json_error
+from deepaas.api.refusals import explain
+from deepaas.api.site import GuardedTCPSite
 
-if TYPE_CHECKING:
-    from ssl import SSLContext
+# GuardedTCPSite lives in deepaas.api.site; importable from here as before.
+__all__ = ["HEADERS", "GuardedTCPSite", "HeaderTimeout"]
 
 LOG = logging.getLogger(__name__)
 
@@ -58,39 +61,6 @@ HEADERS = "headers"  # the phase label of a header timeout
 END: Final = b"\r\n\r\n"  # the end of a request head (aiohttp parses strictly)
 CRLF: Final = b"\r\n"
 HEAD, BODY, FOLLOW, OFF = range(4)  # _GuardedHandler._mode
-
-# What to tell a client whose request aiohttp's parser refused: by a word of
-# its description ({detail}, without the bytes it quotes), else by the class
-# of what it raised (the nearest in its MRO; some are newer than aiohttp 3.9).
-LONG_LINE = (
-    "the request line (method, URL and version) is longer than {limit} bytes: "
-    "shorten the URL; send long arguments in the request body, not the query"
-)
-LONG_HEADER = (
-    "a request header is longer than {limit} bytes: send shorter headers "
-    "(large values belong in the request body)"
-)
-BY_WORD = {
-    "HTTPS": "this port speaks HTTP, not HTTPS: use an http:// URL",
-    "chunk": "the chunked request body is not valid ({detail}): send each chunk "
-    "as its size in hex, CRLF, its bytes, CRLF; end with 0 CRLF CRLF",
-    "Too many headers": "the request has more than {headers} headers: send fewer",
-}
-BY_CLASS = {
-    "BadHttpMethod": "the request method is not valid ({detail}): start the "
-    "request with a method such as GET or POST, as in 'POST /path HTTP/1.1'",
-    "InvalidURLError": "the URL is not valid ({detail}): percent-encode spaces, "
-    "non-ASCII and control characters in its path and query (é as %C3%A9)",
-    "BadStatusLine": "the request line is not valid ({detail}): send "
-    "'METHOD /path HTTP/1.1'",
-    "ContentEncodingError": "the request body is not valid data of its "
-    "Content-Encoding (corrupt or cut short): send it uncompressed, or "
-    "compressed as the header says",
-    "PayloadEncodingError": "the request body cannot be read ({detail}): send "
-    "it as its Content-Length or Transfer-Encoding header says",
-    "HttpProcessingError": "the request is not valid HTTP/1.1 ({detail}): fix "
-    "its request line and headers",
-}
 
 
 class HeaderTimeout:
@@ -348,7 +318,9 @@ class _GuardedHandler(web.RequestHandler):
             # aiohttp would leave its request waiting for more, and answer
             # this error after it. Fail the read instead, and close after.
             messages.pop()
-            body.set_exception(web.RequestPayloadError(self._explain(exc)))
+            body.set_exception(
+                web.RequestPayloadError(explain(exc, self._line_len, self.max_headers))
+            )
             self.close()
 
     # -- errors aiohttp answers itself ---------------------------------------------
@@ -364,7 +336,7 @@ class _GuardedHandler(web.RequestHandler):
         if request.writer.output_size > 0:  # too late for an answer
             return super().handle_error(request, status, exc, message)
         if isinstance(exc, hx.HttpProcessingError) and status < 500:
-            text = self._explain(exc)
+            text = explain(exc, self._line_len, self.max_headers)
             # Port scanners and TLS clients: debug, as aiohttp logs them.
             first = self._request_count == 1 and "Method" in type(exc).__name__
             level = logging.DEBUG if first else logging.INFO
@@ -377,90 +349,3 @@ class _GuardedHandler(web.RequestHandler):
         response = json_error(status, text)
         response.force_close()
         return response
-
-    def _explain(self, exc: BaseException) -> str:
-        """What was wrong with the request, and what to change."""
-        raw = getattr(exc, "message", "") or str(exc)
-        detail = " ".join(raw.split("\n\n", 1)[0].split()).rstrip(":")[:200]
-        if isinstance(exc, hx.LineTooLong):
-            limit = exc.args[1] if len(exc.args) > 1 else "the limit of"
-            line = isinstance(limit, int) and self._line_len > limit
-            return (LONG_LINE if line else LONG_HEADER).format(limit=limit)
-        advice = next((v for k, v in BY_WORD.items() if k in detail), None)
-        for cls in type(exc).__mro__:
-            advice = advice or BY_CLASS.get(cls.__name__)
-        advice = advice or BY_CLASS["HttpProcessingError"]
-        return advice.format(detail=detail, headers=self.max_headers)
-
-
-class GuardedTCPSite(web.BaseSite):
-    """:class:`aiohttp.web.TCPSite`, its connections under a :class:`HeaderTimeout`.
-
-    ``runner.setup()`` must have been awaited. Like aiohttp's own sites, it
-    sets ``BaseSite._server``, so that ``site.stop()`` and
-    ``runner.addresses`` work.
-    """
-
-    __slots__ = (
-        "_bound_port",
-        "_guard",
-        "_host",
-        "_port",
-        "_reuse_address",
-        "_reuse_port",
-    )
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        host: str | None = None,
-        port: int | None = None,
-        *,
-        guard: HeaderTimeout,
-        ssl_context: SSLContext | None = None,
-        backlog: int = 128,
-        reuse_address: bool | None = None,
-        reuse_port: bool | None = None,
-    ) -> None:
-        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
-        self._guard = guard
-        self._host = host
-        self._port = (8443 if ssl_context else 8080) if port is None else port
-        self._bound_port: int | None = None
-        self._reuse_address = reuse_address
-        self._reuse_port = reuse_port
-
-    @property
-    def guard(self) -> HeaderTimeout:
-        return self._guard
-
-    @property
-    def port(self) -> int:
-        """The port listened on (the one given until started; useful with 0)."""
-        return self._port if self._bound_port is None else self._bound_port
-
-    @property
-    def name(self) -> str:
-        scheme = "https" if self._ssl_context else "http"
-        host = self._host or "0.0.0.0"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{scheme}://{host}:{self.port}"
-
-    async def start(self) -> None:
-        await super().start()  # registers the site with its runner
-        server = self._runner.server
-        if server is None:
-            raise RuntimeError("the runner was cleaned up before the site started")
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._guard.protocol_factory(server),
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
-        )
-        sockets = self._server.sockets
-        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

@@ -4,7 +4,8 @@
 the lines aiohttp's multipart reader reads between parts; :class:`Decoded`
 decompresses a body as it is read, a slice at a time, and refuses one whose
 compressed stream is cut short. All are used by
-:class:`deepaas.api.body.BodyReader`, one per request.
+:class:`deepaas.api.body.BodyReader` (:class:`LineBudget` through its
+:class:`deepaas.api.multipart.FormReader`), one per request.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from aiohttp import ClientResponse
 
 from deepaas.api import body as body_module
 from deepaas.api import limits
+from deepaas.api import multipart as multipart_module
 from tests.plugins import header_values
 from tests.support import (
     DEMO,
@@ -582,10 +583,12 @@ async def test_uploads_and_big_bodies_are_handled_off_the_loop(client, monkeypat
 
         return wrapper
 
-    for name in ("_write_new", "_append", "parse_json"):
-        monkeypatch.setattr(
-            body_module, name, recorded(name, getattr(body_module, name))
-        )
+    for module, name in (
+        (multipart_module, "_write_new"),
+        (multipart_module, "_append"),
+        (body_module, "parse_json"),
+    ):
+        monkeypatch.setattr(module, name, recorded(name, getattr(module, name)))
     data = bytes(range(256)) * 8192  # 2 MiB: several pieces
     parts = [(field("file", "big.bin") + "\r\nContent-Type: application/x-test", data)]
     answer = await post_form(client, parts)

@@ -1,0 +1,240 @@
+"""Request bodies held in memory, parsed: JSON objects and urlencoded forms.
+
+Every JSON body of every route is parsed by :func:`parse_json`: an object
+only, without ``NaN``/``Infinity``, and no deeper than ``MAX_JSON_DEPTH``
+(checked before parsing, by :func:`json_too_deep`, in C-speed passes).
+Urlencoded forms are counted (:func:`count_form_fields`) and parsed
+(:func:`parse_urlencoded`) as aiohttp's ``request.post()`` would. These
+are pure functions: they hold no state and touch no loop, so
+:mod:`deepaas.api.body` may run them in the executor. What they refuse is
+answered with the errors of :mod:`deepaas.api.limits`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+import urllib.parse
+from typing import Any
+
+from multidict import MultiDict
+
+from deepaas.api.limits import MAX_JSON_DEPTH, bad_request, too_deep
+from deepaas.exceptions import DeepaasError
+
+#: Big JSON bodies are decoded and scanned for their depth this many
+#: characters at a time (one C call each), so that a worker thread doing it
+#: lets go of the GIL, and the event loop runs, between two slices.
+PARSE_SLICE = 256 << 10
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_JSON_SPECIAL = re.compile(r'[\[\]{}"\\]')
+# A JSON string, escapes included; one left open runs to the end of the text
+# (so that no match is tried again from inside it: linear time).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\[\s\S]?[^"\\]*)*(?:"|\Z)')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_CURLY_TO_SQUARE = str.maketrans("{}", "[]")
+
+
+def parse_json(raw: bytes, cooperative: bool = False) -> dict[str, Any]:
+    """The JSON object of a request body: every JSON body is parsed here.
+
+    Anything but an object is refused before it is parsed (a 50 MB array
+    costs a glance at its first character). ``NaN``, ``Infinity`` and
+    ``-Infinity``, which Python's parser takes but standard JSON does not
+    have, are refused. The nesting depth is checked before parsing: a
+    document of 100,000 nested arrays would make the parser recurse until
+    RecursionError (a 500 before this check), or overflow a small thread
+    stack.
+
+    ``cooperative`` (for big bodies, parsed in a worker thread): the text is
+    decoded and scanned in slices, and objects and numbers are built through
+    Python-level hooks, so the thread lets go of the GIL every few
+    milliseconds; json's C parser would hold it throughout, and the event
+    loop's thread could not run until it is done (0.5 s for 50 MB of
+    numbers). Only a run of strings inside an array is still parsed in one
+    go (no hook is called for them): ``docs/limits.md`` gives the bound.
+    """
+    try:
+        text = _decode(raw, json.detect_encoding(raw), cooperative)
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"invalid JSON body: {exc}") from None
+    match = _JSON_SPACE.match(text)
+    first = text[match.end() if match else 0 :][:1]
+    if first != "{":
+        raise bad_request(
+            f"the JSON body must be an object ({{...}}), got {_kind_of(first)}: "
+            "send the arguments as the members of an object"
+        )
+    if json_too_deep(text, MAX_JSON_DEPTH, PARSE_SLICE if cooperative else 0):
+        raise too_deep()
+    try:
+        if cooperative:
+            value = json.loads(
+                text,
+                object_pairs_hook=_as_dict,
+                parse_int=_as_int,
+                parse_float=_as_float,
+                parse_constant=_no_constant,
+            )
+        else:
+            value = json.loads(text, parse_constant=_no_constant)
+    except DeepaasError:
+        raise
+    except RecursionError:  # not reached after the check above; kept as a guard
+        raise too_deep() from None
+    except ValueError as exc:
+        raise bad_request(f"invalid JSON body: {exc}") from None
+    if not isinstance(value, dict):  # "{" starts nothing else; kept as a guard
+        raise bad_request(
+            f"the JSON body must be an object, got {type(value).__name__}"
+        )
+    return value
+
+
+def _decode(raw: bytes, encoding: str, sliced: bool) -> str:
+    if not sliced or len(raw) <= PARSE_SLICE:
+        return raw.decode(encoding, "surrogatepass")
+    decoder = codecs.getincrementaldecoder(encoding)("surrogatepass")
+    step = PARSE_SLICE
+    parts = [decoder.decode(raw[i : i + step]) for i in range(0, len(raw), step)]
+    parts.append(decoder.decode(b"", True))
+    return "".join(parts)
+
+
+def _kind_of(first: str) -> str:
+    if first == "[":
+        return "an array"
+    if first == '"':
+        return "a string"
+    if not first:
+        return "nothing"
+    if first in "-0123456789":
+        return "a number"
+    return {"t": "true", "f": "false", "n": "null"}.get(first, "no JSON value")
+
+
+def _no_constant(name: str) -> Any:
+    raise bad_request(
+        f"the JSON body contains {name}, which standard JSON does not have: "
+        "send a number, or null"
+    )
+
+
+# Python-level hooks: calling them lets a parsing thread give up the GIL.
+def _as_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return dict(pairs)
+
+
+def _as_int(text: str) -> int:
+    return int(text)
+
+
+def _as_float(text: str) -> float:
+    return float(text)
+
+
+def json_too_deep(text: str, limit: int, slice_size: int = 0) -> bool:
+    """Whether arrays and objects in ``text`` nest deeper than ``limit``.
+
+    In C-speed passes rather than a Python loop over the characters: the
+    strings are cut out (a linear regex: a string left open runs to the end),
+    only the brackets kept, and the innermost pairs peeled off, one level a
+    pass. Brackets that do not pair up (not JSON) are counted exactly by
+    :func:`json_depth`, which stops as soon as the limit is passed. With
+    ``slice_size``, the text is cut out in slices of about that many
+    characters (see :func:`_brackets`).
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _brackets(text, slice_size or len(text))
+    brackets = brackets.translate(_CURLY_TO_SQUARE)
+    if "[" * (limit + 1) in brackets:
+        return True
+    for _ in range(limit):
+        peeled = brackets.replace("[]", "")
+        if not peeled:
+            return False
+        if len(peeled) == len(brackets):
+            return json_depth(text, limit) > limit
+        brackets = peeled
+    return True
+
+
+def _brackets(text: str, size: int) -> str:
+    """The brackets of ``text`` that are outside its strings.
+
+    A slice at a time, each ending outside a string: from a point outside
+    strings, an odd number of unescaped quotes means the slice ends inside
+    one, and it is lengthened (doubling: linear in all). A backslash outside
+    a string is not JSON; the parser stops there, before anything this scan
+    could miscount after it.
+    """
+    parts = []
+    start, length = 0, len(text)
+    while start < length:
+        step = size
+        end = min(start + step, length)
+        while end < length and _ends_in_string(text[start:end]):
+            step *= 2
+            end = min(start + step, length)
+        piece = text[start:end]
+        parts.append(_NOT_BRACKET.sub("", _JSON_STRING.sub("", piece)))
+        start = end
+    return "".join(parts)
+
+
+def _ends_in_string(piece: str) -> bool:
+    """Whether ``piece``, starting outside a string, ends inside one (or
+    after a backslash, whose next character it escapes)."""
+    unpaired = piece.replace("\\\\", "")
+    if unpaired.endswith("\\"):
+        return True
+    return (unpaired.count('"') - unpaired.count('\\"')) % 2 == 1
+
+
+def json_depth(text: str, stop_above: int) -> int:
+    """Deepest nesting of ``[``/``{`` outside strings, counted up to
+    ``stop_above + 1`` (one pass in Python, stopping as soon as it is past)."""
+    depth = deepest = 0
+    in_string = False
+    skip_to = -1
+    for match in _JSON_SPECIAL.finditer(text):
+        pos = match.start()
+        if pos < skip_to:
+            continue  # the character after a backslash
+        char = text[pos]
+        if in_string:
+            if char == "\\":
+                skip_to = pos + 2
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > stop_above:
+                    break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def count_form_fields(raw: bytes) -> int:
+    """The fields of an urlencoded body, as ``parse_qsl`` will see them
+    (empty pairs, as in ``a=1&&b=2``, are dropped)."""
+    pairs = raw.split(b"&")
+    return len(pairs) - pairs.count(b"")
+
+
+def parse_urlencoded(raw: bytes, charset: str) -> MultiDict[str]:
+    """An urlencoded body as aiohttp's ``request.post()`` reads it."""
+    try:
+        text = raw.decode(charset)
+        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, encoding=charset)
+    except (ValueError, LookupError) as exc:
+        raise bad_request(f"malformed form body: {exc}") from None
+    return MultiDict(pairs)
