@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import http_exceptions as hx
@@ -90,11 +90,40 @@ class HeaderTimeout:
         """What ``server()`` makes, guarded: a protocol factory for a site."""
         loop = asyncio.get_running_loop()
         kwargs = server._kwargs  # what server() passes: keep-alive, limits, logs
+        handler = self._json_errors(server.request_handler)
 
         def make() -> asyncio.Protocol:
-            return _GuardedHandler(self, server, loop=loop, **kwargs)
+            protocol = _GuardedHandler(self, server, loop=loop, **kwargs)
+            protocol._request_handler = handler
+            return protocol
 
         return make
+
+    def _json_errors(
+        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+        """``handler`` (the app's), with an HTTP error that no middleware saw
+        answered as JSON and counted: aiohttp raises some before the app's
+        middlewares run (a 417 for an ``Expect`` other than ``100-continue``)."""
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except web.HTTPException as exc:
+                if exc.status < 400 or exc.content_type == "application/json":
+                    raise
+                text = exc.text or exc.reason
+                if exc.status == 417:
+                    text = (
+                        f"{text}: the only expectation this server meets is "
+                        "'Expect: 100-continue'; leave the header out"
+                    )
+                LOG.info("answered %d to %s: %s", exc.status, request.remote, text)
+                if self.on_bad_request is not None:
+                    self.on_bad_request(exc.status)
+                return json_error(exc.status, text)
+
+        return handle
 
     def _expired(self, transport: asyncio.BaseTransport) -> None:
         self.timed_out += 1

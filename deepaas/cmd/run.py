@@ -77,7 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"deepaas-run: error: {exc}", file=sys.stderr)
         return 2
-    log.setup(settings.log_level, settings.log_file)
+    try:
+        log.setup(settings.log_level, settings.log_file)
+    except OSError as exc:
+        print(
+            f"deepaas-run: error: cannot open log_file {settings.log_file!r}: "
+            f"{exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
     # Workers get the environment as it was; this process never sees a GPU,
     # so a plugin importing torch or TensorFlow here cannot grab GPU memory.
     worker_env = dict(os.environ)

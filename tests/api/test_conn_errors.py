@@ -273,3 +273,42 @@ async def test_a_refused_request_is_counted_in_the_servers_metrics() -> None:
         assert server.metrics.requests.value("", "other", "400") == 2
     finally:
         await runner.cleanup()
+
+
+async def test_an_unknown_expectation_is_a_json_417_and_counted() -> None:
+    """aiohttp answers an ``Expect`` other than ``100-continue`` before any
+    middleware runs: the guard makes that answer JSON and counts it."""
+    app = build_app(Settings(), [plugin_spec("echo")], extra_path=(str(REPO_ROOT),))
+    server = app[SERVER]
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    try:
+        site = GuardedTCPSite(runner, "127.0.0.1", 0, guard=server.header_timeout)
+        await site.start()
+        async with connect(site.port) as (reader, writer):
+            writer.write(
+                f"POST {PREDICT} HTTP/1.1\r\n".encode()
+                + HOST
+                + b"Expect: bogus\r\nContent-Length: 0\r\n\r\n"
+            )
+            status, headers, body = await asyncio.wait_for(answer(reader), TIMEOUT)
+        assert status == 417
+        assert headers["content-type"].startswith("application/json")
+        assert "100-continue" in json.loads(body)["message"]
+        assert server.metrics.requests.value("", "other", "417") == 1
+        async with connect(site.port) as (reader, writer):  # 100-continue works
+            writer.write(
+                f"POST {PREDICT} HTTP/1.1\r\n".encode()
+                + HOST
+                + b"Expect: 100-continue\r\nContent-Type: application/json\r\n"
+                + b"Content-Length: 2\r\n\r\n"
+            )
+            assert await asyncio.wait_for(reader.readline(), TIMEOUT) == (
+                b"HTTP/1.1 100 Continue\r\n"
+            )
+            await reader.readline()
+            writer.write(b"{}")
+            status, _, _ = await asyncio.wait_for(answer(reader), TIMEOUT)
+        assert status == 200
+    finally:
+        await runner.cleanup()

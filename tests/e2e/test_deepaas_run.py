@@ -101,6 +101,17 @@ def test_bad_flag_value_is_a_usage_error(server):
     assert "base_path must start with '/'" in srv.output()
 
 
+def test_unwritable_log_file_is_a_usage_error(server, tmp_path):
+    path = tmp_path / "no-such-dir" / "deepaas.log"
+    srv = server("--log-file", str(path))
+    assert srv.proc.wait(timeout=30) == 2
+    out = srv.output().strip().splitlines()
+    assert out == [
+        f"deepaas-run: error: cannot open log_file {str(path)!r}: "
+        "No such file or directory"
+    ]
+
+
 GPU_PROBE = """
 import os
 
