@@ -26,14 +26,25 @@ class Call:
     towards the queue's length); ``seq`` and ``lane`` say where the
     dispatcher sent it. ``attempts`` counts how often it was sent to a
     worker (a call whose worker died before it started is sent again).
+
+    ``pins`` counts the messages to workers that carry it and that a worker
+    may still read: sent, and neither answered (the worker's ``Results`` for
+    that message) nor lost with their worker. A taken-back call stays pinned
+    until then, since the worker may still have started it (see
+    :class:`~deepaas.engine.protocol.Scoreboard`). While it is pinned, the
+    files its arguments name must stay: a caller that leaves then hands them
+    to the call (:meth:`adopt`), and the last unpin removes them
+    (:func:`deepaas.engine.outcomes.unpin`).
     """
 
     __slots__ = (
         "attempts",
+        "files",
         "future",
         "id",
         "lane",
         "payload",
+        "pins",
         "queued",
         "queued_at",
         "seq",
@@ -50,6 +61,17 @@ class Call:
         self.seq = 0
         self.lane: Any = None
         self.attempts = 0
+        self.pins = 0
+        self.files: list[str] = []  # removed at the last unpin (adopted)
+
+    def adopt(self, files: list[str]) -> bool:
+        """Take over ``files`` (emptied in place) if a worker may still read
+        them; False, and ``files`` left to the caller, if none may."""
+        if not self.pins or not files:
+            return False
+        self.files.extend(files)
+        files.clear()
+        return True
 
     def settle(self) -> None:
         """The call is answered: its deadline no longer matters."""

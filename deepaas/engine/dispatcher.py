@@ -29,6 +29,12 @@ each call ends, with its answer or an error, is
   started, and those it had computed but not yet sent, go back to the head
   of the queue (those are computed again: their results died with the
   process). A call past its deadline (:meth:`expire`) fails alone.
+- **Uploads outlive their readers**: a call stays pinned to each message
+  that carried it until its worker answers that message or dies
+  (:mod:`deepaas.engine.lanes`); a caller that leaves earlier (hung up,
+  timed out) hands its uploads to the call, removed at the last unpin
+  (:func:`~deepaas.engine.outcomes.unpin`). At shutdown :meth:`release_all`
+  unpins what workers that are now stopped still held.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from deepaas.engine.outcomes import (
     did_not_start,
     discard_value,
     fail,
+    unpin,
     unsendable,
 )
 from deepaas.exceptions import DeepaasError
@@ -152,11 +159,16 @@ class Dispatcher:
             else:
                 back.append(call)
         lane.inflight.clear()
+        lane.unpin_all()  # the process is gone: it reads no upload any more
         self._requeue(back)
         lane.settle_drained()
 
     def fail_all(self, error: DeepaasError) -> None:
-        """Fail every call, queued or held (the server stops)."""
+        """Fail every call, queued or held (the server stops).
+
+        What the workers hold stays pinned: they may still be reading the
+        uploads until they stop (:meth:`release_all`, or :meth:`lost`).
+        """
         for lane in self.lanes.values():
             for call in lane.inflight.values():
                 fail(call, error)
@@ -164,6 +176,12 @@ class Dispatcher:
             lane.settle_drained()
         for call in self.queue.drain():
             fail(call, error)
+
+    def release_all(self) -> None:
+        """The workers are stopped: unpin every call they were sent, so that
+        uploads left behind by callers that went away are removed."""
+        for lane in self.lanes.values():
+            lane.unpin_all()
 
     # -- calls ----------------------------------------------------------------
 
@@ -193,7 +211,9 @@ class Dispatcher:
             lane.settle_drained()
             return lane.link
         fail(call, did_not_start(self.model, seconds))
-        self._take_back(lane, running)  # the others waiting there would wait too
+        # Revoke it (the worker must not run it for nobody), and the others
+        # waiting there would wait too: they go to the queue.
+        self._take_back(lane, running)
         lane.stalled = True
         return None
 
@@ -205,8 +225,7 @@ class Dispatcher:
             for _, _, value in message.items:
                 discard_value(value)
             return
-        if lane.sent:
-            lane.sent.popleft()
+        carried = lane.answered_message()
         items = message.items
         if items:
             seconds = message.seconds
@@ -225,6 +244,7 @@ class Dispatcher:
                 continue
             lane.answered += 1
             answer(call, ok, value)
+        unpin(carried)  # the worker is done with that message's uploads
         if not inflight:
             lane.stalled = False
             lane.settle_drained()
@@ -352,9 +372,10 @@ class Dispatcher:
             self._watch_stalls()
 
     def _take_back(self, lane: Lane, running: int) -> None:
-        """Every call ``lane`` holds except what it runs goes back to the queue."""
-        if not lane.inflight:
-            return
+        """Every call ``lane`` holds except what it runs goes back to the
+        queue; every message after what it runs is revoked on its scoreboard,
+        even when the lane holds no call any more (a call just expired there
+        must not run for nobody)."""
         self._requeue(lane.take_back(running, self.policy.batched))
         if not lane.inflight:
             lane.settle_drained()

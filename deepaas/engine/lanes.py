@@ -12,6 +12,11 @@ calls is it running, and which may still be taken back.
 - **Numbering**: calls are numbered in the order the worker will run them;
   a batch is one message and its numbers one range (``sent``), so the number
   the scoreboard shows running names the whole batch.
+- **Pins**: each message keeps the calls it carried, and pins them
+  (:attr:`~deepaas.engine.batching.Call.pins`), until the worker's answer
+  to it arrives (:meth:`Lane.answered_message`) or the worker is gone
+  (:meth:`Lane.unpin_all`): until then the worker may read their uploads,
+  even for a call that was taken back or whose client left.
 - **Pipelining**: its pace (a moving average of the seconds per call, or per
   batch) sets its room: one call (or batch) at a time, or more when its
   recent calls were very fast (about ``PIPELINE_BUDGET_S`` of work, at most
@@ -31,6 +36,7 @@ from typing import Protocol
 
 from deepaas.engine import protocol
 from deepaas.engine.batching import Call
+from deepaas.engine.outcomes import unpin
 
 PIPELINE_BUDGET_S = 0.002
 PIPELINE_MAX = 64
@@ -71,7 +77,8 @@ class Lane:
     def __init__(self, link: Link) -> None:
         self.link = link
         self.inflight: dict[int, Call] = {}  # seq -> call, in seq order
-        self.sent: collections.deque[tuple[int, int]] = collections.deque()
+        # The messages sent and not yet answered: (first seq, last seq, calls).
+        self.sent: collections.deque[tuple[int, int, list[Call]]] = collections.deque()
         self.next_seq = 1
         self.ewma: float | None = None  # seconds per call, or per batch
         self.feeding = True  # takes new calls
@@ -133,8 +140,23 @@ class Lane:
         inflight = self.inflight
         for call in batch:
             inflight[call.seq] = call
-        self.sent.append((items[0][0], items[-1][0]))
+            call.pins += 1
+        self.sent.append((items[0][0], items[-1][0], list(batch)))
         return frame
+
+    def answered_message(self) -> list[Call]:
+        """The worker answered its oldest message (one ``Results`` per
+        message, in order): the calls it carried, unpinned after the caller
+        routed their answers."""
+        if not self.sent:
+            return []
+        return self.sent.popleft()[2]
+
+    def unpin_all(self) -> None:
+        """The worker is gone (or the server stopped): it reads nothing more."""
+        sent = self.sent
+        while sent:
+            unpin(sent.popleft()[2])
 
     # -- what it runs, and taking back the rest ---------------------------------
 
@@ -150,7 +172,7 @@ class Lane:
         if not running:
             return set()
         if batched:
-            for first, last in self.sent:
+            for first, last, _ in self.sent:
                 if first <= running <= last:
                     return set(range(first, last + 1))
         return {running}

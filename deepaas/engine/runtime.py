@@ -6,7 +6,10 @@ The API calls :meth:`ModelRuntime.predict` and awaits a rendered result or a
 values. Queues, workers and processes stay behind this facade. It also keeps
 the promises about time: a full queue answers at once (503 with
 ``Retry-After``), and a call past its deadline answers 504 (its worker is
-replaced only if it was running that call).
+replaced only if it was running that call). And it keeps a caller's
+uploads for as long as a worker may read them: a caller that leaves early
+(its client hung up, or it timed out) hands them to the call, removed once
+the worker is done with it (:func:`deepaas.engine.outcomes.unpin`).
 """
 
 from __future__ import annotations
@@ -120,7 +123,10 @@ class ModelRuntime:
     async def stop(self, grace: float = 5.0) -> None:
         """Answer what is left with 503 and stop the workers (``grace`` + 1 s)."""
         self.abort(ShuttingDown())
-        await self.pool.stop(grace)
+        try:
+            await self.pool.stop(grace)
+        finally:  # the workers are gone: what they held may be removed
+            self.dispatcher.release_all()
 
     def status(self) -> RuntimeStatus:
         pool = self.pool
@@ -150,8 +156,18 @@ class ModelRuntime:
             start_error=pool.start_error,
         )
 
-    async def predict(self, kwargs: dict[str, Any]) -> PredictResult:
-        """Run ``predict(**kwargs)`` in a worker and return its rendered result."""
+    async def predict(
+        self, kwargs: dict[str, Any], uploads: list[str] | None = None
+    ) -> PredictResult:
+        """Run ``predict(**kwargs)`` in a worker and return its rendered result.
+
+        ``uploads`` are the temporary files ``kwargs`` name, which the caller
+        removes when this returns. If this ends (its caller cancelled, a 504,
+        a 503 at shutdown...) while a worker may still read them, they are
+        taken over (the list is
+        emptied in place) and removed once no worker can: the caller then
+        removes nothing, and the worker never finds its input gone.
+        """
         if self.stopped:
             raise ShuttingDown()
         if not self.dispatcher.lanes:  # no worker ready: has one failed?
@@ -180,6 +196,8 @@ class ModelRuntime:
         finally:
             call.settle()
             queue.discard(call)  # still queued only if its client went away
+            if uploads:
+                call.adopt(uploads)  # only while a worker may still read them
 
     def _expire(self, call: Call) -> None:
         """A call reached its deadline: answer 504; replace the worker it ran in."""

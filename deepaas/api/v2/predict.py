@@ -54,8 +54,12 @@ def make_handler(
             scratch = owner(tmp_dir)  # None for an app the server did not build
             if scratch is not None:  # made again if the temp folder was cleaned
                 await scratch.ready()
-            async with parser.parse(request, tmp_dir, limits) as kwargs:
-                result = await runtime.predict(kwargs)
+            parsed = parser.parse(request, tmp_dir, limits)
+            async with parsed as kwargs:
+                # The uploads are removed when the block ends, unless a worker
+                # may still read them (its client hung up mid-prediction):
+                # the runtime then takes them over and removes them later.
+                result = await runtime.predict(kwargs, parsed.files)
                 return await send_result(request, result)
 
     return predict
