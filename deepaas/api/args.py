@@ -11,7 +11,9 @@ The body itself is read by :class:`deepaas.api.body.BodyReader`, within the
 request limits (size, form parts, part headers, JSON depth, pace); uploaded
 files are streamed to temporary files and handed over as
 :class:`UploadedFile`; :class:`ParsedArgs` removes them when the request
-ends.
+ends. The arguments of a JSON or urlencoded body over ``OFFLOAD_LOAD_SIZE``
+are loaded in the executor (and the parsed body freed there), since their
+values may be millions long. A compressed body of zero bytes is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import marshmallow
 from aiohttp import web
 from multidict import MultiDict
 
-from deepaas.api.body import BodyReader, Part
+from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader, Part
 from deepaas.api.errors import ValidationFailed
 from deepaas.api.limits import BodyLimits, too_large
 from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
@@ -100,6 +102,8 @@ class ParsedArgs:
         body_json: dict[str, Any] | None = None
         if parser.wants_body and request.body_exists:
             form, body_json = await self.body.read(self._route)
+        elif parser.wants_body:
+            self.body.check_empty()
         data: dict[str, Any] = {}
         not_files: dict[str, list[str]] = {}
         query = request.query
@@ -111,7 +115,17 @@ class ParsedArgs:
                 not_files[spec.key] = [NOT_A_FILE]
             data[spec.key] = value
         try:
-            kwargs = load_args(parser.schema, data)
+            if self.body.size > OFFLOAD_LOAD_SIZE:
+                # A big body's values may be big too (millions of strings in
+                # a list field): loading and validating them takes seconds
+                # of Python, which must not run on the loop. The body, not
+                # needed any more, is dropped in the worker too: freeing
+                # millions of objects also takes a while.
+                held = [data, form, body_json]
+                data, form, body_json = {}, None, None
+                kwargs = await self.body.offload(_load_and_drop, parser.schema, held)
+            else:
+                kwargs = load_args(parser.schema, data)
         except marshmallow.ValidationError as exc:
             raise ValidationFailed({**_as_dict(exc.messages), **not_files}) from None
         if not_files:
@@ -174,6 +188,21 @@ class ParsedArgs:
         if "*/*" in ranked:
             return "*/*"  # as DEEPaaS 2.x passed it; predict's JSON path
         return header
+
+
+#: Arguments from a JSON or urlencoded body larger than this are loaded
+#: (converted and validated) in the default executor, as the body was parsed.
+OFFLOAD_LOAD_SIZE = OFFLOAD_PARSE_SIZE
+
+
+def _load_and_drop(schema: marshmallow.Schema, held: list[Any]) -> dict[str, Any]:
+    """``load_args`` of ``held[0]`` (the collected values); then ``held``
+    (those, the form and the JSON body: their last references) is cleared,
+    so that what the arguments do not keep is freed in this worker thread."""
+    try:
+        return load_args(schema, held[0])
+    finally:
+        held.clear()
 
 
 NOT_A_FILE = "Not a file: send it as a file part of a multipart/form-data body."

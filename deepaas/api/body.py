@@ -50,6 +50,7 @@ from deepaas.api.limits import (
     DECODED_ENCODINGS,
     BodyLimits,
     bad_request,
+    empty_encoded,
     timed_out,
     too_large,
     too_many_parts,
@@ -81,7 +82,9 @@ class BodyReader:
     ``content`` is the stream to read (decoded), ``cap`` and ``cap_option``
     the size it may reach and the option that sets it, ``pace`` the body's
     :class:`Pace` (None for a body already received): what the
-    :class:`deepaas.api.multipart.FormReader` of a multipart body uses.
+    :class:`deepaas.api.multipart.FormReader` of a multipart body uses;
+    ``size`` the bytes of a JSON or urlencoded body (whose arguments the
+    caller loads off the loop when it is big).
     """
 
     def __init__(self, request: web.Request, tmp_dir: str, limits: BodyLimits) -> None:
@@ -93,6 +96,7 @@ class BodyReader:
         self._slice_start = 0.0
         self.content: Any = request.content  # decoded, as it is read
         self.cap, self.cap_option = limits.max_size, "--client-max-size"
+        self.size = 0  # bytes of a JSON or urlencoded body, once read
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -112,12 +116,7 @@ class BodyReader:
             kind = "json"
         else:
             return None, None  # not a body we read (as DEEPaaS 2.x)
-        encoding = request.headers.get("Content-Encoding", "").strip().lower()
-        if encoding and encoding not in DECODED_ENCODINGS:
-            raise bad_request(
-                f"Content-Encoding {encoding!r} is not supported: send the body "
-                "uncompressed, or compressed with gzip or deflate"
-            )
+        encoding = self._encoding()
         self._slice_start = self._loop.time()
         compressed = encoding not in ("", "identity")
         self.cap, self.cap_option = self.limits.cap(compressed, kind != "multipart")
@@ -126,7 +125,12 @@ class BodyReader:
         try:
             if compressed and not aiohttp_decodes(request.content):
                 self.content = Decoded(
-                    request, encoding, self.limits.max_size, self.breathe
+                    request,
+                    encoding,
+                    self.limits.max_size,
+                    self.breathe,
+                    self.cap,
+                    self.cap_option,
                 )
             if kind == "multipart":
                 return await FormReader(self).read(route), None
@@ -149,6 +153,25 @@ class BodyReader:
         finally:
             if self.pace is not None:
                 self.pace.stop()
+
+    def check_empty(self) -> None:
+        """For a request without a body (``Content-Length: 0``): refuse it
+        if it says it is compressed, as its decoding would (zero bytes are no
+        compressed data; DEEPaaS would otherwise run the model on defaults)."""
+        encoding = self._encoding()
+        if encoding not in ("", "identity"):
+            raise empty_encoded(self.request, encoding)
+
+    def _encoding(self) -> str:
+        """The body's Content-Encoding, refused unless it is one we decode."""
+        header = self.request.headers.get("Content-Encoding", "")
+        encoding = header.strip().lower()
+        if encoding and encoding not in DECODED_ENCODINGS:
+            raise bad_request(
+                f"Content-Encoding {encoding!r} is not supported: send the body "
+                "uncompressed, or compressed with gzip or deflate"
+            )
+        return encoding
 
     async def remove_files(self) -> None:
         """Remove the temporary files (in the executor when there are many)."""
@@ -185,6 +208,7 @@ class BodyReader:
             if limit and size > limit:
                 raise too_large(limit, self.cap_option, self.request)
             chunks.append(chunk)
+            self.size = size
             if self.pace is not None:
                 self.pace.pieces += 1
             # aiohttp hands over (and decodes) what it has buffered without

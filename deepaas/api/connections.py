@@ -32,9 +32,12 @@ What the parser refuses (bad request line, method or URL, a line over
 bad (deflate cut short, bad chunk size) fails the request reading it, which
 the app answers 400, instead of leaving it waiting and answering twice.
 
-aiohttp internals used (3.9 to 3.14): ``RequestHandler._messages``,
-``_request_count`` and ``_waiter``, ``_ErrInfo.exc``, ``Server._kwargs``.
-Cost per request: a ``loop.time()`` and two ``bytes.find`` over its head.
+aiohttp internals used (tested on 3.14; 3.11 to 3.13 fail the tests, so
+pyproject.toml requires 3.14): ``RequestHandler._messages``,
+``_request_count``, ``_waiter`` and ``_request_handler``, ``_ErrInfo.exc``,
+``Server._kwargs``. Cost per request: a ``loop.time()``, two ``bytes.find``
+over its head, and for a head followed by body bytes in the same packet, a
+second call of aiohttp's parser (about 5 us per POST measured here).
 """
 
 from __future__ import annotations

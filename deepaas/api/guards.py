@@ -11,6 +11,7 @@ compressed stream is cut short. All are used by
 from __future__ import annotations
 
 import asyncio
+import inspect
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,7 +20,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 
 from deepaas.api.limits import (
+    MAX_PART_HEADER_SIZE,
     MAX_PREAMBLE_SIZE,
+    bad_request,
+    empty_encoded,
     not_installed,
     part_headers_too_large,
     preamble_too_large,
@@ -31,6 +35,13 @@ from deepaas.api.limits import (
 #: Most bytes one decompression step yields: a bomb is inflated this much at
 #: a time, never whole, and the size caps are checked between two steps.
 DECODE_STEP = 256 << 10
+#: Longest boundary line (RFC 2046: a boundary has at most 70 characters;
+#: room is left for the dashes, trailing white space and the line break).
+BOUNDARY_LINE = 256
+#: Longest line read outside the preamble and the part headers (the line
+#: break after a part's data), and by a :class:`Decoded` stream's
+#: ``readline`` when its caller gives no maximum.
+LINE_CAP = MAX_PART_HEADER_SIZE
 
 
 class Pace:
@@ -98,13 +109,16 @@ class LineBudget:
     MultipartReader reads a body's preamble, its boundaries and each part's
     headers line by line with ``readline``, which does not pause while the
     data is already buffered: 5 MB of empty lines before the first boundary
-    held the event loop for 0.7 s. Here the lines before the first boundary
-    count against the preamble cap, and those read by each later ``next()``
-    against the part-header cap, so an oversized block is refused as it
-    arrives rather than after it was buffered, whatever aiohttp version reads
-    it; and the reader yields to the loop between slices. Every other
-    attribute is the stream's own (``MultipartReader(headers, content)``
-    takes any stream).
+    held the event loop for 0.7 s. And a line is only as bounded as the
+    stream's ``readline`` makes it: a decoded body of 1 GB of zeros (no
+    newline) was once read whole into memory as one "line". Here every line
+    is read with a maximum: what is left of the preamble cap before the
+    first boundary, of the part-header cap during each later ``next()``
+    (``budget`` and ``lines``, set by the caller), and ``LINE_CAP`` for the
+    line that ends a part. A longer line is refused as it arrives, whatever
+    aiohttp version reads it; and the reader yields to the loop between
+    lines. Every other attribute is the stream's own
+    (``MultipartReader(headers, content)`` takes any stream).
     """
 
     def __init__(self, stream: Any, breathe: Callable[[], Awaitable[None]]) -> None:
@@ -113,12 +127,42 @@ class LineBudget:
         self.budget: int | None = None  # bytes, set around each next()
         self.lines = 0  # lines left for this next()
         self._preamble_left: int | None = MAX_PREAMBLE_SIZE  # None: past it
+        # aiohttp before 3.10 has no max_line_length: its readline is capped
+        # at the stream's high-water mark (128 KiB) and says "Chunk too big".
+        try:
+            params = inspect.signature(stream.readline).parameters
+        except (TypeError, ValueError):  # pragma: no cover - not introspectable
+            params = {}  # type: ignore[assignment]
+        self._takes_max = "max_line_length" in params
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
-    async def readline(self, *args: Any, **kwargs: Any) -> bytes:
-        line: bytes = await self._stream.readline(*args, **kwargs)
+    def _cap(self) -> tuple[int, Callable[[], Exception]]:
+        """(longest line allowed now, the error for a longer one)."""
+        if self.budget is None:  # the CRLF after a part's data
+            return LINE_CAP, _bad_part_end
+        if self._preamble_left is not None:
+            return max(self._preamble_left, 0) + BOUNDARY_LINE, preamble_too_large
+        return max(self.budget, 0), part_headers_too_large
+
+    async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        cap, error = self._cap()
+        if max_line_length:
+            cap = min(cap, max_line_length)
+        try:
+            if self._takes_max:
+                line: bytes = await self._stream.readline(max_line_length=cap)
+            else:
+                line = await self._stream.readline()
+        except LineTooLong:
+            raise error() from None
+        except ValueError as exc:  # aiohttp < 3.10: "Chunk too big"
+            if "too big" in str(exc).lower():
+                raise error() from None
+            raise
+        if len(line) > cap:
+            raise error()
         if self.budget is not None:
             if self._preamble_left is not None and not line.startswith(b"--"):
                 self._preamble_left -= len(line)
@@ -132,6 +176,14 @@ class LineBudget:
                     raise part_headers_too_large()
         await self._breathe()
         return line
+
+
+def _bad_part_end() -> Exception:
+    return bad_request(
+        "malformed multipart body: a part's data is not followed by a line "
+        "break and the next boundary (its Content-Length is wrong): send the "
+        "part as it is, without a Content-Length of its own"
+    )
 
 
 def aiohttp_decodes(content: Any) -> bool:
@@ -154,6 +206,7 @@ class _Zlib:
         self._inflater: Any = None  # of the member under way
         self._tail = b""  # input not consumed yet
         self._full = False  # the last step filled its output: more may come
+        self._members = 0  # ended so far: zero bytes are no gzip or deflate
 
     def decode(self, data: bytes, limit: int) -> bytes:
         if self._tail:
@@ -170,6 +223,7 @@ class _Zlib:
         if self._inflater.eof:  # a member ended: what follows starts another
             self._tail = self._inflater.unused_data
             self._inflater = None
+            self._members += 1
             self._full = False
         else:
             self._tail = self._inflater.unconsumed_tail
@@ -181,12 +235,13 @@ class _Zlib:
         return bool(self._tail) or self._full
 
     def complete(self) -> bool:
-        return self._inflater is None and not self._tail
+        return self._members > 0 and self._inflater is None and not self._tail
 
 
 class _Library:
     """br or zstd, through aiohttp's decoders for them (optional libraries).
-    Whether their stream was cut short is not checked."""
+    Whether their stream was cut short is not checked, but an empty one
+    (zero bytes: neither format's) is refused."""
 
     def __init__(self, encoding: str) -> None:
         from aiohttp import compression_utils as codecs
@@ -197,8 +252,10 @@ class _Library:
             self._decoder = codecs.ZSTDDecompressor()
         else:
             raise not_installed(encoding)
+        self._fed = False
 
     def decode(self, data: bytes, limit: int) -> bytes:
+        self._fed = self._fed or bool(data)
         return bytes(self._decoder.decompress_sync(data, max_length=limit))
 
     @property
@@ -206,7 +263,7 @@ class _Library:
         return bool(self._decoder.data_available)
 
     def complete(self) -> bool:
-        return True
+        return self._fed
 
 
 class Decoded:
@@ -216,11 +273,14 @@ class Decoded:
     use of a stream (``readany``, ``read``, ``readline``, ``at_eof``,
     ``unread_data``), over the raw one. Each step inflates at most
     ``DECODE_STEP`` bytes and the loop gets a turn between steps
-    (``breathe``), so a bomb is refused by the caller's size cap after a
-    little of it was inflated. A raw body larger than ``raw_limit`` (the
-    ``--client-max-size``) is refused too. Bad data answers 400 and a stream
-    that ends before its compressed data does answers 400: gzip and deflate
-    both mark their end.
+    (``breathe``), and the decoded size is checked against ``cap`` (set by
+    ``cap_option``) after each step, whatever reads it: a bomb is refused
+    after a little more than ``cap`` was inflated, even by a read that keeps
+    what it reads (``readline`` looking for a line break, ``read()``). A raw
+    body larger than ``raw_limit`` (the ``--client-max-size``) is refused
+    too. Bad data answers 400, and so does a stream that ends before its
+    compressed data does (gzip and deflate both mark their end) or that is
+    empty.
     """
 
     def __init__(
@@ -229,12 +289,17 @@ class Decoded:
         encoding: str,
         raw_limit: int,
         breathe: Callable[[], Awaitable[None]],
+        cap: int = 0,
+        cap_option: str = "--client-max-decoded-size",
     ) -> None:
         self._request = request
         self._raw = request.content
         self._encoding = encoding
         self._raw_limit = raw_limit
         self._breathe = breathe
+        self._cap = cap
+        self._cap_option = cap_option
+        self._decoded = 0  # bytes decoded so far
         self._decoder = (
             _Zlib(encoding) if encoding in ("gzip", "deflate") else _Library(encoding)
         )
@@ -251,6 +316,8 @@ class Decoded:
             if not self._decoder.pending:
                 data = await self._raw.readany()
                 if not data:
+                    if not self._raw.total_bytes:
+                        raise empty_encoded(self._request, self._encoding)
                     if not self._decoder.complete():
                         raise truncated(self._request, self._encoding)
                     self._eof = True
@@ -262,6 +329,9 @@ class Decoded:
                 out = self._decoder.decode(data, DECODE_STEP)
             except (zlib.error, ValueError, OSError, RuntimeError) as exc:
                 raise undecodable(self._request, self._encoding, exc) from None
+            self._decoded += len(out)
+            if self._cap and self._decoded > self._cap:
+                raise too_large(self._cap, self._cap_option, self._request)
             await self._breathe()
             if out:
                 self._buffer += out
@@ -288,12 +358,13 @@ class Decoded:
         return self._take(n)
 
     async def readline(self, *, max_line_length: int | None = None) -> bytes:
+        max_line_length = max_line_length or LINE_CAP
         start = 0
         while True:
             end = self._buffer.find(b"\n", start)
             if end >= 0:
                 return self._take(end + 1)
-            if max_line_length and len(self._buffer) > max_line_length:
+            if len(self._buffer) > max_line_length:
                 raise LineTooLong(str(len(self._buffer)), str(max_line_length))
             if self._eof:
                 return self._take(-1)

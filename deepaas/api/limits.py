@@ -39,6 +39,10 @@ MAX_PREAMBLE_SIZE = 8 << 10
 #: refused with 400 before it is parsed (Python's parser would otherwise
 #: recurse until RecursionError).
 MAX_JSON_DEPTH = 100
+#: Most digits of an integer (characters of any number) in a JSON body;
+#: more is refused with 400. Python's own limit on converting digits to an
+#: int (3.11+), applied on every Python: converting is quadratic in them.
+MAX_NUMBER_DIGITS = 4300
 #: A non-file form field larger than this is refused (413).
 FORM_TEXT_LIMIT = 16 << 20
 #: Most lines in the header block of one multipart part (aiohttp's own
@@ -115,6 +119,18 @@ def truncated(request: web.BaseRequest, encoding: str) -> ClosingError:
         f"the request body is marked Content-Encoding: {encoding} but its "
         f"{encoding} stream is truncated or corrupt (it ends before the end of "
         "the compressed data): send the whole compressed body",
+        request,
+    )
+
+
+def empty_encoded(request: web.BaseRequest, encoding: str) -> ClosingError:
+    """400 for an empty body marked compressed: zero bytes are no gzip,
+    deflate, br or zstd data (each has at least a header or end marker)."""
+    return ClosingError(
+        400,
+        f"the request body is marked Content-Encoding: {encoding} but is empty, "
+        f"which is not valid {encoding} data: send the compressed body, or no "
+        "Content-Encoding header",
         request,
     )
 

@@ -2,7 +2,8 @@
 
 Every JSON body of every route is parsed by :func:`parse_json`: an object
 only, without ``NaN``/``Infinity``, and no deeper than ``MAX_JSON_DEPTH``
-(checked before parsing, by :func:`json_too_deep`, in C-speed passes).
+(checked before parsing, by :func:`json_too_deep`, in C-speed passes), with
+numbers of at most ``MAX_NUMBER_DIGITS`` digits, within a float's range.
 Urlencoded forms are counted (:func:`count_form_fields`) and parsed
 (:func:`parse_urlencoded`) as aiohttp's ``request.post()`` would. These
 are pure functions: they hold no state and touch no loop, so
@@ -14,13 +15,19 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 import urllib.parse
 from typing import Any
 
 from multidict import MultiDict
 
-from deepaas.api.limits import MAX_JSON_DEPTH, bad_request, too_deep
+from deepaas.api.limits import (
+    MAX_JSON_DEPTH,
+    MAX_NUMBER_DIGITS,
+    bad_request,
+    too_deep,
+)
 from deepaas.exceptions import DeepaasError
 
 #: Big JSON bodies are decoded and scanned for their depth this many
@@ -79,7 +86,12 @@ def parse_json(raw: bytes, cooperative: bool = False) -> dict[str, Any]:
                 parse_constant=_no_constant,
             )
         else:
-            value = json.loads(text, parse_constant=_no_constant)
+            value = json.loads(
+                text,
+                parse_int=_as_int,
+                parse_float=_as_float,
+                parse_constant=_no_constant,
+            )
     except DeepaasError:
         raise
     except RecursionError:  # not reached after the check above; kept as a guard
@@ -127,12 +139,33 @@ def _as_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+# They also refuse the numbers Python would answer for in its own words
+# (int(): "Exceeds the limit (4300 digits) ... sys.set_int_max_str_digits()")
+# or take silently as infinity (1e400): 400s that say what to send instead.
 def _as_int(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_NUMBER_DIGITS:
+        raise bad_request(
+            f"the JSON body has an integer of {digits} digits, more than the "
+            f"{MAX_NUMBER_DIGITS} allowed: send such a number as a string"
+        )
     return int(text)
 
 
 def _as_float(text: str) -> float:
-    return float(text)
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise bad_request(
+            f"the JSON body has a number of {len(text)} characters, more than "
+            f"the {MAX_NUMBER_DIGITS} allowed: send such a number as a string"
+        )
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 24 else text[:24] + "..."
+        raise bad_request(
+            f"the JSON body has a number out of the range of a float ({shown}): "
+            "send one between -1.7e308 and 1.7e308, or send it as a string"
+        )
+    return value
 
 
 def json_too_deep(text: str, limit: int, slice_size: int = 0) -> bool:
