@@ -240,6 +240,12 @@ class _GuardedHandler(web.RequestHandler):
         if self._mode == OFF:
             super().data_received(data)
             return
+        if not data:
+            # aiohttp resuming its parser after flow control paused it
+            # (``resume_reading``): the parser goes on with the bytes it
+            # held, which were framed when they came.
+            self._feed(data)
+            return
         if self._request_count != self._seen:
             self._resync()  # aiohttp parsed bytes it had set aside
         while data:

