@@ -22,7 +22,7 @@ from aiohttp import web
 
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.config import Settings
-from deepaas.server import SERVER, build_app
+from deepaas.server import SERVER, Server, build_app
 from tests.api.test_slow_clients import OK, TIMEOUT, closed_within, connect
 from tests.support import REPO_ROOT, plugin_spec
 
@@ -59,6 +59,22 @@ async def served() -> AsyncIterator[Served]:
     finally:
         await runner.cleanup()
     assert not guard.connections
+
+
+@pytest.fixture
+async def deepaas_site() -> AsyncIterator[tuple[Server, int]]:
+    """The deepaas app (echo model) behind a ``GuardedTCPSite`` wired as
+    ``deepaas-run`` wires it: the server and its port."""
+    app = build_app(Settings(), [plugin_spec("echo")], extra_path=(str(REPO_ROOT),))
+    server = app[SERVER]
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    try:
+        site = GuardedTCPSite(runner, "127.0.0.1", 0, guard=server.header_timeout)
+        await site.start()
+        yield server, site.port
+    finally:
+        await runner.cleanup()
 
 
 async def answer(
@@ -218,97 +234,76 @@ def compressed_post(encoding: str, body: bytes) -> bytes:
     ).encode() + body
 
 
-async def test_a_body_bad_at_its_end_is_answered_by_the_app() -> None:
+async def test_a_body_bad_at_its_end_is_answered_by_the_app(
+    deepaas_site: tuple[Server, int],
+) -> None:
     """A deflate body cut short is found only at its end (by deepaas's
     decoder), and a bad chunk size in aiohttp's parser: the request reading
-    the body then fails at
-    once (400 from the app, counted in its metrics), not after
-    --client-timeout, and the connection is closed."""
-    app = build_app(Settings(), [plugin_spec("echo")], extra_path=(str(REPO_ROOT),))
-    server = app[SERVER]
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    try:
-        site = GuardedTCPSite(runner, "127.0.0.1", 0, guard=server.header_timeout)
-        await site.start()
-        deflated = zlib.compress(json.dumps({"x": 1}).encode())[:-3]
-        cases = [
-            (compressed_post("deflate", deflated), "deflate stream is truncated"),
-            (bad_chunk_size, "the chunked request body is not valid"),
-        ]
-        for data, expected in cases:
-            for split in (None, data.index(b"\r\n\r\n") + 4):  # one packet, two
-                async with connect(site.port) as (reader, writer):
-                    writer.write(data[:split])
-                    if split is not None:
-                        await writer.drain()
-                        assert not await closed_within(reader, 0.1)
-                        writer.write(data[split:])
-                    status, headers, body = await asyncio.wait_for(
-                        answer(reader), TIMEOUT
-                    )
-                    assert status == 400, body
-                    assert headers["content-type"].startswith("application/json")
-                    assert expected in json.loads(body)["message"]
-                    assert await closed_within(reader, 5)
-        requests = server.metrics.requests
-        assert requests.value("echo", "predict", "400") == 4
-    finally:
-        await runner.cleanup()
+    the body then fails at once (400 from the app, counted in its metrics),
+    not after --client-timeout, and the connection is closed."""
+    server, port = deepaas_site
+    deflated = zlib.compress(json.dumps({"x": 1}).encode())[:-3]
+    cases = [
+        (compressed_post("deflate", deflated), "deflate stream is truncated"),
+        (bad_chunk_size, "the chunked request body is not valid"),
+    ]
+    for data, expected in cases:
+        for split in (None, data.index(b"\r\n\r\n") + 4):  # one packet, two
+            async with connect(port) as (reader, writer):
+                writer.write(data[:split])
+                if split is not None:
+                    await writer.drain()
+                    assert not await closed_within(reader, 0.1)
+                    writer.write(data[split:])
+                status, headers, body = await asyncio.wait_for(answer(reader), TIMEOUT)
+                assert status == 400, body
+                assert headers["content-type"].startswith("application/json")
+                assert expected in json.loads(body)["message"]
+                assert await closed_within(reader, 5)
+    requests = server.metrics.requests
+    assert requests.value("echo", "predict", "400") == 4
 
 
-async def test_a_refused_request_is_counted_in_the_servers_metrics() -> None:
+async def test_a_refused_request_is_counted_in_the_servers_metrics(
+    deepaas_site: tuple[Server, int],
+) -> None:
     """The composition root wires the guard's ``on_bad_request`` to
     ``deepaas_requests_total`` (labels of an unknown route)."""
-    app = build_app(Settings(), [plugin_spec("echo")], extra_path=(str(REPO_ROOT),))
-    server = app[SERVER]
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    try:
-        site = GuardedTCPSite(runner, "127.0.0.1", 0, guard=server.header_timeout)
-        await site.start()
-        for _ in range(2):
-            message = await refused_with(site.port, b"GET /\xff HTTP/1.1\r\n" + HOST)
-            assert "URL" in message or "ASCII" in message, message
-        assert server.metrics.requests.value("", "other", "400") == 2
-    finally:
-        await runner.cleanup()
+    server, port = deepaas_site
+    for _ in range(2):
+        message = await refused_with(port, b"GET /\xff HTTP/1.1\r\n" + HOST)
+        assert "URL" in message or "ASCII" in message, message
+    assert server.metrics.requests.value("", "other", "400") == 2
 
 
-async def test_an_unknown_expectation_is_a_json_417_and_counted() -> None:
+async def test_an_unknown_expectation_is_a_json_417_and_counted(
+    deepaas_site: tuple[Server, int],
+) -> None:
     """aiohttp answers an ``Expect`` other than ``100-continue`` before any
     middleware runs: the guard makes that answer JSON and counts it."""
-    app = build_app(Settings(), [plugin_spec("echo")], extra_path=(str(REPO_ROOT),))
-    server = app[SERVER]
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    try:
-        site = GuardedTCPSite(runner, "127.0.0.1", 0, guard=server.header_timeout)
-        await site.start()
-        async with connect(site.port) as (reader, writer):
-            writer.write(
-                f"POST {PREDICT} HTTP/1.1\r\n".encode()
-                + HOST
-                + b"Expect: bogus\r\nContent-Length: 0\r\n\r\n"
-            )
-            status, headers, body = await asyncio.wait_for(answer(reader), TIMEOUT)
-        assert status == 417
-        assert headers["content-type"].startswith("application/json")
-        assert "100-continue" in json.loads(body)["message"]
-        assert server.metrics.requests.value("", "other", "417") == 1
-        async with connect(site.port) as (reader, writer):  # 100-continue works
-            writer.write(
-                f"POST {PREDICT} HTTP/1.1\r\n".encode()
-                + HOST
-                + b"Expect: 100-continue\r\nContent-Type: application/json\r\n"
-                + b"Content-Length: 2\r\n\r\n"
-            )
-            assert await asyncio.wait_for(reader.readline(), TIMEOUT) == (
-                b"HTTP/1.1 100 Continue\r\n"
-            )
-            await reader.readline()
-            writer.write(b"{}")
-            status, _, _ = await asyncio.wait_for(answer(reader), TIMEOUT)
-        assert status == 200
-    finally:
-        await runner.cleanup()
+    server, port = deepaas_site
+    async with connect(port) as (reader, writer):
+        writer.write(
+            f"POST {PREDICT} HTTP/1.1\r\n".encode()
+            + HOST
+            + b"Expect: bogus\r\nContent-Length: 0\r\n\r\n"
+        )
+        status, headers, body = await asyncio.wait_for(answer(reader), TIMEOUT)
+    assert status == 417
+    assert headers["content-type"].startswith("application/json")
+    assert "100-continue" in json.loads(body)["message"]
+    assert server.metrics.requests.value("", "other", "417") == 1
+    async with connect(port) as (reader, writer):  # 100-continue works
+        writer.write(
+            f"POST {PREDICT} HTTP/1.1\r\n".encode()
+            + HOST
+            + b"Expect: 100-continue\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: 2\r\n\r\n"
+        )
+        assert await asyncio.wait_for(reader.readline(), TIMEOUT) == (
+            b"HTTP/1.1 100 Continue\r\n"
+        )
+        await reader.readline()
+        writer.write(b"{}")
+        status, _, _ = await asyncio.wait_for(answer(reader), TIMEOUT)
+    assert status == 200
