@@ -16,6 +16,7 @@ import re
 
 from aiohttp import web
 
+from deepaas.config import Settings
 from deepaas.exceptions import DeepaasError
 
 
@@ -58,7 +59,7 @@ DECODED_ENCODINGS = frozenset(
 #: Default of ``--client-max-decoded-size``: the largest body once decoded,
 #: for a compressed body (1 MB of gzip can inflate to 1 GB) and for a JSON
 #: or urlencoded body, which is held in memory whole and parsed.
-MAX_DECODED_SIZE = 128 << 20
+MAX_DECODED_SIZE: int = Settings.client_max_decoded_size
 
 _STATUS_PREFIX = re.compile(r"^\d{3}, message:\s*")
 

@@ -116,8 +116,9 @@ async def post_start(
 
 @pytest.mark.parametrize("kind", list(WBITS))
 async def test_bomb_refused_at_the_default_cap_while_it_arrives(client, kind):
-    """512 MiB of JSON in 0.5 MB: 413 once 128 MiB are decoded, before the
-    client sent the rest, with the loop never held for long."""
+    """512 MiB of JSON in 0.5 MB: 413 once the default cap (16 MiB) is
+    decoded, before the client sent the rest, with the loop never held for
+    long."""
     body = bomb(kind, b'{"text": "', 512, b'"}')
     headers = {**JSON, "Content-Encoding": encoding_of(kind)}
     async with LoopStallProbe() as probe:

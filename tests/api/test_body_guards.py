@@ -47,7 +47,7 @@ MEMORY_BOUND = 32 << 20
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def client(make_client: MakeClient) -> Client:
-    """Default limits: the default 128 MiB --client-max-decoded-size."""
+    """Default limits: the default 16 MiB --client-max-decoded-size."""
     return await make_client([DEMO, plugin_spec("trainer")])
 
 

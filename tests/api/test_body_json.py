@@ -38,7 +38,10 @@ BIG = body_module.OFFLOAD_PARSE_SIZE + 1
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def client(make_client: MakeClient) -> Client:
-    return await make_client([DEMO, plugin_spec("trainer")])
+    # Bodies of tens of MB are parsed here: over the 16 MiB default.
+    return await make_client(
+        [DEMO, plugin_spec("trainer")], client_max_decoded_size=128 << 20
+    )
 
 
 def padded(document: bytes, size: int) -> bytes:
