@@ -87,3 +87,24 @@ async def make_client() -> AsyncIterator[MakeClient]:
 async def demo_client(make_client: MakeClient) -> Client:
     """The two example plugins with the default settings."""
     return await make_client()
+
+
+#: Modules whose tests run on both event loops: they drive aiohttp's
+#: protocol at the socket level, where uvloop's transports (deepaas-run's
+#: loop when installed) pause and resume reading differently from asyncio's
+#: (a flow-control bug in the connection guard showed only on uvloop).
+BOTH_LOOPS = frozenset({"tests.api.test_conn_pipelining", "tests.api.test_conn_errors"})
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Any]:
+    factories: dict[str, Any] = {"asyncio": asyncio.new_event_loop}
+    module = getattr(item, "module", None)
+    if module is not None and module.__name__ in BOTH_LOOPS:
+        try:
+            import uvloop
+        except ImportError:
+            return factories
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
