@@ -67,6 +67,18 @@ def listdir(path: str) -> list[str]:
     return sorted(os.listdir(path)) if os.path.isdir(path) else []
 
 
+async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll a plain predicate until it holds (True) or ``seconds`` pass
+    (False)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 async def wait_for(
     predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0
 ) -> bool:

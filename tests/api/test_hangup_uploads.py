@@ -23,6 +23,7 @@ import pytest
 from deepaas.server import SERVER
 from tests.support import (
     Client,
+    eventually,
     listdir,
     plugin_spec,
     server_tmp_dir,
@@ -35,17 +36,6 @@ pytestmark = pytest.mark.timeout(90)
 MODEL = "hangup"
 ROUTE = f"/v2/models/{MODEL}/predict/"
 BOUNDARY = "hangupboundary"
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds pass."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 @contextlib.asynccontextmanager
@@ -100,12 +90,12 @@ async def hang_up_once_started(client: Client, gate: Path, started: Path) -> Non
     try:
         writer.write(raw_request(gate, 500))
         await writer.drain()
-        assert await eventually(started.exists), "the model never started"
+        assert await eventually(started.exists, 30), "the model never started"
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-    assert await eventually(hung_up(client)), "the hang-up was never seen"
+    assert await eventually(hung_up(client), 30), "the hang-up was never seen"
 
 
 async def test_a_hang_up_in_a_batch_leaves_the_others_served(tmp_path: Path) -> None:
@@ -152,7 +142,7 @@ async def test_a_hang_up_during_a_prediction_keeps_its_upload_until_the_end(
             scratch = server_tmp_dir(client)
             assert len(listdir(scratch)) == 1  # kept while the worker runs
             gate.touch()
-            assert await eventually(read.exists), "the model could not read it"
+            assert await eventually(read.exists, 30), "the model could not read it"
             assert read.read_text() == "500"
             assert await tmp_dir_empties(client, 10) == []
         finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from prometheus_client import generate_latest
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.api.metrics import Metrics, label
 from deepaas.server import SERVER
-from tests.support import plugin_spec, start_client
+from tests.support import eventually, plugin_spec, start_client
 
 TIMEOUT = 1.0  # --client-timeout of these servers, in seconds
 SLACK = 3.0  # how late past its deadline a close may come on a busy machine
@@ -170,16 +170,6 @@ def request(path: str) -> bytes:
 
 OK = request("/ok")
 QUICK = 0.6 * TIMEOUT / len(OK)  # a pace that sends OK in 60% of the timeout
-
-
-async def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not check():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 # -- (a) slowloris ------------------------------------------------------------
