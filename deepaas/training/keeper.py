@@ -219,9 +219,6 @@ class RecordKeeper:
         """Our latest copy of a record not written yet (the truth till then)."""
         return self._unsaved.get(uuid)
 
-    def unsaved_records(self) -> list[st.Training]:
-        return list(self._unsaved.values())
-
     def counts(self) -> list[tuple[str, str, int]]:
         """``(model, status, count)`` of every record, from memory."""
         total = collections.Counter(self._others)
