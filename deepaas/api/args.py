@@ -77,6 +77,12 @@ class ParsedArgs:
     def files(self) -> list[str]:
         return self.body.files
 
+    @property
+    def big(self) -> bool:
+        """The arguments came from a big JSON or urlencoded body (loaded off
+        the loop, and sent to a worker with ``protocol.pack_tree``)."""
+        return self.body.size > OFFLOAD_LOAD_SIZE
+
     async def __aenter__(self) -> dict[str, Any]:
         try:
             return await self._parse()
@@ -115,7 +121,7 @@ class ParsedArgs:
                 not_files[spec.key] = [NOT_A_FILE]
             data[spec.key] = value
         try:
-            if self.body.size > OFFLOAD_LOAD_SIZE:
+            if self.big:
                 # A big body's values may be big too (millions of strings in
                 # a list field): loading and validating them takes seconds
                 # of Python, which must not run on the loop. The body, not

@@ -39,6 +39,7 @@ class Call:
 
     __slots__ = (
         "attempts",
+        "big",
         "files",
         "future",
         "id",
@@ -51,9 +52,12 @@ class Call:
         "timer",
     )
 
-    def __init__(self, payload: Any, future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self, payload: Any, future: asyncio.Future[Any], big: bool = False
+    ) -> None:
         self.id = next(_call_ids)
         self.payload = payload
+        self.big = big  # arguments from a big body: pickled without a memo
         self.future = future
         self.queued_at = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None  # the deadline, if any

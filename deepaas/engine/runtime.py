@@ -157,7 +157,10 @@ class ModelRuntime:
         )
 
     async def predict(
-        self, kwargs: dict[str, Any], uploads: list[str] | None = None
+        self,
+        kwargs: dict[str, Any],
+        uploads: list[str] | None = None,
+        big: bool = False,
     ) -> PredictResult:
         """Run ``predict(**kwargs)`` in a worker and return its rendered result.
 
@@ -167,6 +170,9 @@ class ModelRuntime:
         taken over (the list is
         emptied in place) and removed once no worker can: the caller then
         removes nothing, and the worker never finds its input gone.
+
+        ``big``: ``kwargs`` came from a big body (a tree of plain values),
+        sent with :func:`~deepaas.engine.protocol.pack_tree`.
         """
         if self.stopped:
             raise ShuttingDown()
@@ -185,7 +191,7 @@ class ModelRuntime:
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[PredictResult] = loop.create_future()
-        call = Call(kwargs, future)
+        call = Call(kwargs, future, big)
         if limits.predict_timeout:
             call.timer = loop.call_at(
                 loop.time() + limits.predict_timeout, self._expire, call

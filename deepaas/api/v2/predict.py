@@ -59,7 +59,7 @@ def make_handler(
                 # The uploads are removed when the block ends, unless a worker
                 # may still read them (its client hung up mid-prediction):
                 # the runtime then takes them over and removes them later.
-                result = await runtime.predict(kwargs, parsed.files)
+                result = await runtime.predict(kwargs, parsed.files, parsed.big)
                 return await send_result(request, result)
 
     return predict
