@@ -31,6 +31,7 @@ import json
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -253,6 +254,21 @@ class TrainingStore:
     def _open(self) -> None:
         for path in (self.state_dir, self.logs_dir, self.jobs_dir):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Opening is idempotent, and SQLite answers "database is locked" at
+        # once, without its busy timeout, in some cases (a WAL being
+        # recovered after a killed server; a journal-mode check racing
+        # another server's write): tried again for as long as a busy write.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db = self._connect()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(
             str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S
         )
@@ -265,7 +281,7 @@ class TrainingStore:
         except BaseException:
             db.close()
             raise
-        self._db = db
+        return db
 
     async def close(self, timeout: float | None = None) -> None:
         """Close the database and end the thread; a thread still blocked on
