@@ -11,8 +11,8 @@ supports is bounded (``deepaas-run`` on SIGTERM):
    at once (its handler is cancelled where it waits), then workers and
    training jobs are stopped.
 
-Handlers that do work enter :meth:`Lifecycle.request` (``async with``):
-that is what "in flight" counts.
+Handlers that do work enter :meth:`Lifecycle.request` (``with``, in the
+request's task): that is what "in flight" counts.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Lifecycle:
             raise ShuttingDown()
 
     def request(self) -> InFlight:
-        """``async with lifecycle.request():`` around a handler's work."""
+        """``with lifecycle.request():`` around a handler's work, in its task."""
         return InFlight(self)
 
     def drain(self) -> None:
@@ -110,13 +110,13 @@ class InFlight:
         self._lifecycle = lifecycle
         self._task: asyncio.Task[object] | None = None
 
-    async def __aenter__(self) -> None:
+    def __enter__(self) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._lifecycle._enter(task)
         self._task = task
 
-    async def __aexit__(
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,

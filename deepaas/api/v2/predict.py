@@ -50,7 +50,7 @@ def make_handler(
         return not_implemented
 
     async def predict(request: web.Request) -> web.StreamResponse:
-        async with lifecycle.request():
+        with lifecycle.request():
             scratch = owner(tmp_dir)  # None for an app the server did not build
             if scratch is not None:  # made again if the temp folder was cleaned
                 await scratch.ready()

@@ -113,7 +113,7 @@ class TrainRoutes:
             raise web.HTTPNotImplemented(
                 reason=f"model {self.name!r} does not implement train"
             )
-        async with self.lifecycle.request():  # 503 while the server drains
+        with self.lifecycle.request():  # 503 while the server drains
             manager = self.manager
             uuid = manager.new_id()
             job_dir = await manager.prepare(uuid)
