@@ -32,6 +32,11 @@ class State(str, enum.Enum):
     ABORTING = "aborting"  # the shutdown timeout passed: all in flight answer 503
 
 
+# An Enum member read from its class costs a descriptor call on Python 3.11;
+# this one is read on every request.
+_SERVING = State.SERVING
+
+
 class Lifecycle:
     """Whether the server takes work, and which requests are in flight."""
 
@@ -53,7 +58,7 @@ class Lifecycle:
 
     def check(self) -> None:
         """Raise :class:`ShuttingDown` (503) when no new work is taken."""
-        if self.state is not State.SERVING:
+        if self.state is not _SERVING:
             raise ShuttingDown()
 
     def request(self) -> InFlight:

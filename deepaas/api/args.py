@@ -91,7 +91,8 @@ class ParsedArgs:
             raise
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        await self.body.remove_files()
+        if self.body.files:
+            await self.body.remove_files()
 
     def cleanup(self) -> None:
         """Remove the uploads now, without the executor."""

@@ -200,9 +200,13 @@ class _GuardedHandler(web.RequestHandler):
     def _begin(self, data: bytes) -> int:
         """Where a head starts in ``data`` (after empty lines), its clock
         started; -1 if none does."""
-        start = len(data) - len(data.lstrip(CRLF))
-        if start == len(data):
+        if not data:
             return -1
+        start = 0
+        if data[0] in CRLF:  # rare: no copy for a head that starts at once
+            start = len(data) - len(data.lstrip(CRLF))
+            if start == len(data):
+                return -1
         self._arm()
         self._silent = self._line_done = False
         self._carry, self._line_len = b"", 0
@@ -283,7 +287,8 @@ class _GuardedHandler(web.RequestHandler):
             return b""
         end += len(END) - len(carry)
         count = self._request_count
-        super().data_received(data[:end])
+        whole = end == len(data)  # the usual case: one head, no body after it
+        super().data_received(data if whole else data[:end])
         self._seen = self._request_count
         self._deadline, self._carry = None, b""
         if self._request_count == count:
@@ -292,7 +297,7 @@ class _GuardedHandler(web.RequestHandler):
             self._mode, self._body = FOLLOW, None
         else:
             self._after(*self._messages[-1], framed=True)
-        return data[end:]
+        return b"" if whole else data[end:]
 
     def _follow(self, data: bytes) -> None:
         """A body of unknown length, then what follows it."""
