@@ -149,6 +149,39 @@ def _proc_stats() -> list[tuple[int, str, int, int]] | None:
     return stats
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by ``pid`` and its live
+    descendants, from /proc; None without /proc or once ``pid`` is gone.
+
+    A figure less swayed than throughput by how a small machine's scheduler
+    shares its cores between the load generator and the server's processes.
+    """
+    proc_dir = Path("/proc")
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    if not (proc_dir / "self" / "stat").exists():
+        return None
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    if pid not in used:
+        return None
+    total, frontier = used[pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        total += sum(used[child] for child in children)
+        frontier += children
+    return total
+
+
 def _group_members(pgid: int) -> list[int]:
     """Return the live (non-zombie) processes of a process group."""
     stats = _proc_stats()
