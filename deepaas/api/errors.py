@@ -1,8 +1,9 @@
 """One middleware turns every error into JSON ``{"message": ...}``.
 
 DEEPaaS 2.x advertised a ``Failure`` schema but answered HTML or plain text;
-here every 4xx/5xx is JSON, a missing trailing slash is a 308 (the method
-and body are kept), and nothing unexpected escapes as an HTML 500.
+here every 4xx/5xx is JSON, a missing trailing slash or a run of slashes
+is a 308 to the route meant (the method and body are kept), and nothing
+unexpected escapes as an HTML 500.
 
 An ``OSError`` that reaches here is a file the server itself failed to
 write (an upload in the scratch directory): a full disk or quota is a 507
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -49,25 +51,42 @@ class ValidationFailed(web.HTTPUnprocessableEntity):
         super().__init__(text=json.dumps(messages), content_type="application/json")
 
 
-async def _redirect_with_slash(request: web.Request) -> web.Response | None:
-    """A 308 to ``path/`` when that path exists (DEEPaaS routes end in /).
+_SLASHES = re.compile(r"//+")
+
+
+async def _redirect_to_route(request: web.Request) -> web.Response | None:
+    """A 308 to the route the client meant, when it exists: runs of slashes
+    merged into one, and a trailing slash added (DEEPaaS routes end in /),
+    as DEEPaaS 2.x (aiohttp's ``normalize_path_middleware``) answered.
 
     The path counts as existing even when the method is wrong there: the
-    client then gets the 405 from the right URL rather than a 404.
+    client then gets the 405 from the right URL rather than a 404. The
+    query string is kept (predict arguments may travel in it). The
+    Location is always one of this server's routes, a path that starts
+    with a single ``/``: never another host (``//evil.com/x`` is merged
+    into ``/evil.com/x``, which is no route: a 404).
     """
-    path = request.path
-    if path.endswith("/"):
-        return None
     url = request.rel_url
-    with_slash = url.with_path(url.raw_path + "/", encoded=True)
-    match = await request.app.router.resolve(request.clone(rel_url=with_slash))
-    error = match.http_exception
-    if error is not None and error.status != 405:  # 405: the path exists
-        return None
-    # Keep the query string: predict arguments may travel in it.
-    location = str(with_slash)
-    if url.raw_query_string:
-        location += "?" + url.raw_query_string
+    raw_path = url.raw_path
+    merged = _SLASHES.sub("/", raw_path)
+    candidates = []
+    if merged != raw_path:
+        candidates.append(merged)
+    if not merged.endswith("/"):
+        candidates.append(merged + "/")
+    for path in candidates:
+        if path.startswith("/\\"):  # a browser reads that as //: another host
+            continue
+        target = url.with_path(path, encoded=True)
+        match = await request.app.router.resolve(request.clone(rel_url=target))
+        error = match.http_exception
+        if error is None or error.status == 405:  # 405: the path exists
+            return _redirect(path, url.raw_query_string)
+    return None
+
+
+def _redirect(path: str, raw_query: str) -> web.Response:
+    location = f"{path}?{raw_query}" if raw_query else path
     return web.Response(
         status=308,
         headers={"Location": location},
@@ -86,7 +105,7 @@ async def error_middleware(
         raise
     except web.HTTPException as exc:
         if exc.status == 404:
-            redirect = await _redirect_with_slash(request)
+            redirect = await _redirect_to_route(request)
             if redirect is not None:
                 return redirect
         if exc.status < 400 or exc.content_type == "application/json":

@@ -14,10 +14,10 @@ import os
 import socket
 import sys
 import time
-import traceback
 from typing import Any
 
 from deepaas import scratch
+from deepaas.engine.failures import describe_exception
 from deepaas.engine.process import EXIT_FAILED, child_main
 from deepaas.engine.protocol import (
     FrameDecoder,
@@ -36,33 +36,6 @@ FLUSH_AFTER_S = 0.0005
 RECV_SIZE = 1 << 20
 OUT_OF_MEMORY = "out_of_memory"
 MAX_MEMORY = "max_memory"
-
-
-def describe_exception(exc: BaseException) -> RemoteError:
-    """Reduce any exception to a picklable status and message.
-
-    An aiohttp ``HTTPException`` raised by plugin code keeps its status and
-    reason (without importing aiohttp here); anything else is a 500 saying
-    ``<ExceptionType>: <text>``.
-    """
-    cls = type(exc)
-    tb = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
-    try:
-        text = str(exc)
-    except Exception:
-        text = "<exception could not be printed>"
-    status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
-    if (
-        cls.__module__.startswith("aiohttp.")
-        and isinstance(status, int)
-        and 400 <= status <= 599
-    ):
-        reason = getattr(exc, "reason", None) or text
-        return RemoteError(status, str(reason), tb)
-    if isinstance(exc, NotImplementedError):
-        return RemoteError(501, f"NotImplementedError: {text}".rstrip(": "), tb)
-    message = f"{cls.__name__}: {text}" if text else cls.__name__
-    return RemoteError(500, message, tb)
 
 
 def resident_bytes() -> int:

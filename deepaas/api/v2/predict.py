@@ -56,6 +56,7 @@ def make_handler(
                 await scratch.ready()
             parsed = parser.parse(request, tmp_dir, limits)
             async with parsed as kwargs:
+                model.resolve_accept(kwargs)  # */* -> a type the plugin knows
                 # The uploads are removed when the block ends, unless a worker
                 # may still read them (its client hung up mid-prediction):
                 # the runtime then takes them over and removes them later.

@@ -94,6 +94,7 @@ class ModelWrapper:
         except InvalidArgsError as exc:
             raise ModelError(f"model {name!r}: {exc}") from exc
         self.accept_choices = self._accept_choices()
+        self.accept_for_any = self._accept_for_any()
         self.batching = _batching(name, getattr(plugin, "batching", None))
 
     # -- introspection (API process) --------------------------------------
@@ -122,7 +123,10 @@ class ModelWrapper:
         declared = self._call_optional("get_predict_args", {})
         specs = arg_specs(declared, f"{self.name}.get_predict_args()")
         accept = specs.get("accept")
+        self._declared_accept: list[str] | None = None
         if accept is not None:
+            choices = accept.choices
+            self._declared_accept = [str(c) for c in choices] if choices else None
             specs["accept"] = self._with_accept_defaults(accept)
         return specs
 
@@ -130,18 +134,27 @@ class ModelWrapper:
     def _with_accept_defaults(spec: ArgSpec) -> ArgSpec:
         """Add ``*/*`` to the accept choices and default to the first one.
 
-        Works on a copy: the plugin's own field objects are left untouched.
+        As DEEPaaS 2.x did (it appended ``*/*`` to the validator's choices
+        after the validator was made), the validation message still lists
+        the plugin's own choices only, in its own words: the plugin's
+        ``OneOf`` is copied with ``*/*`` added to what it accepts, and its
+        message (``choices_text``, labels, ``error``) is kept.
+
+        Works on copies: the plugin's own field objects are left untouched.
         """
         choices = spec.choices
         if not choices:
             return spec
         field = copy.copy(spec.field)
-        others = [
-            v for v in _validators_of(field) if not isinstance(v, ma_validate.OneOf)
-        ]
+        validators = _validators_of(field)
+        one_of = next((v for v in validators if isinstance(v, ma_validate.OneOf)), None)
+        if one_of is None:  # the choices came from metadata["enum"]
+            one_of = ma_validate.OneOf(choices)
+            validators.append(one_of)
+        extended = copy.copy(one_of)
         if "*/*" not in choices:
-            choices = [*choices, "*/*"]
-        field.validators = [*others, ma_validate.OneOf(choices)]
+            extended.choices = [*choices, "*/*"]
+        field.validators = [extended if v is one_of else v for v in validators]
         if field.load_default is marshmallow.missing:
             field.load_default = choices[0]
         return ArgSpec(
@@ -152,6 +165,27 @@ class ModelWrapper:
             is_file=spec.is_file,
             is_list=spec.is_list,
         )
+
+    def _accept_for_any(self) -> str | None:
+        """What a plugin gets for an ``accept`` of ``*/*``: the field's
+        default when it is one of the plugin's own choices (so ``*/*`` and
+        no preference at all get the same answer), else its first choice.
+
+        ``*/*`` is added by deepaas, so the plugin may not know it (one that
+        looks its formats up in a dict failed with ``KeyError: '*/*'``).
+        None when the plugin declared no choices, or ``*/*`` itself.
+        """
+        declared = self._declared_accept
+        if not declared or "*/*" in declared:
+            return None
+        default = self.accept_default
+        return default if default in declared else declared[0]
+
+    def resolve_accept(self, kwargs: dict[str, Any]) -> None:
+        """Replace a wildcard ``accept`` in ``kwargs`` by the plugin's own
+        choice for it (:meth:`_accept_for_any`), in place."""
+        if self.accept_for_any is not None and kwargs.get("accept") == "*/*":
+            kwargs["accept"] = self.accept_for_any
 
     def _accept_choices(self) -> list[str] | None:
         spec = self.predict_args.get("accept")
