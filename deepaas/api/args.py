@@ -118,7 +118,7 @@ class ParsedArgs:
             value = self._lookup(spec, query, form, body_json)
             if value is _MISSING:
                 continue
-            if spec.is_file and not isinstance(value, UploadedFile):
+            if spec.is_file and not _are_files(spec, value):
                 not_files[spec.key] = [NOT_A_FILE]
             data[spec.key] = value
         try:
@@ -229,11 +229,25 @@ _MISSING: Any = _Missing()
 
 def _from_multidict(spec: ArgSpec, values: Any) -> Any:
     if spec.is_list:
-        return values.getall(spec.key)
+        found = values.getall(spec.key)
+        if spec.is_file:  # a list of files: empty inputs (see below) left out
+            found = [value for value in found if value != ""]
+            return found or _MISSING
+        return found
     value = values.get(spec.key)
     if spec.is_file and value == "":
         return _MISSING  # Swagger UI sends an empty part for an empty file input
     return value
+
+
+def _are_files(spec: ArgSpec, value: Any) -> bool:
+    """Whether ``value`` is what a file argument takes: an upload, or for a
+    list of files, a list of uploads."""
+    if spec.is_list:
+        return isinstance(value, list) and all(
+            isinstance(item, UploadedFile) for item in value
+        )
+    return isinstance(value, UploadedFile)
 
 
 def _parse_accept(header: str) -> list[str]:

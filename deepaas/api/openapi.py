@@ -164,7 +164,7 @@ def _operation(
         doc["produces"] = produces
         params += _swagger2_params(op.args.values(), plugin)
         if any(p["in"] == "formData" for p in params):
-            has_file = any(p.get("type") == "file" for p in params)
+            has_file = any(p.get("type") == "file" or _is_file_list(p) for p in params)
             doc["consumes"] = (
                 ["multipart/form-data"]
                 if has_file
@@ -206,6 +206,24 @@ def _property(spec: ArgSpec, plugin: MarshmallowPlugin) -> dict[str, Any]:
     return prop
 
 
+def _file_list(prop: dict[str, Any]) -> dict[str, Any]:
+    """A list of files, in both documents: an array of binary strings.
+
+    Swagger 2.0 allows no ``file`` items (DEEPaaS 2.x wrote ``"type":
+    "file"`` with ``"items": {"type": "file"}``, which is invalid and showed
+    one file input); Swagger UI shows one file input per item for this.
+    """
+    kept = {
+        k: v for k, v in prop.items() if k in ("description", "minItems", "maxItems")
+    }
+    return {"type": "array", "items": {"type": "string", "format": "binary"}, **kept}
+
+
+def _is_file_list(param: dict[str, Any]) -> bool:
+    items = param.get("items") or {}
+    return param.get("type") == "array" and items.get("format") == "binary"
+
+
 def _swagger2_params(
     specs: Iterable[ArgSpec], plugin: MarshmallowPlugin
 ) -> list[dict[str, Any]]:
@@ -219,7 +237,9 @@ def _swagger2_params(
         where = {"headers": "header", "form": "formData"}.get(
             spec.location or "", "query"
         )
-        if spec.is_file:
+        if spec.is_file and spec.is_list:
+            prop = _file_list(prop)
+        elif spec.is_file:
             prop = {k: v for k, v in prop.items() if k in ("description",)}
             prop["type"] = "file"
         elif prop.get("type") not in (
@@ -286,7 +306,9 @@ def _openapi3_body(
     for spec in specs:
         if spec.location == "form":
             prop = _property(spec, plugin)
-            if spec.is_file:
+            if spec.is_file and spec.is_list:
+                prop = _file_list(prop)
+            elif spec.is_file:
                 prop = {
                     "type": "string",
                     "format": "binary",
@@ -334,12 +356,39 @@ UI_PAGE = """<!DOCTYPE html>
   <script src="{assets}/swagger-ui-bundle.js" charset="UTF-8"></script>
   <script src="{assets}/swagger-ui-standalone-preset.js" charset="UTF-8"></script>
   <script>
+    // A list of files is an array of binary strings in Swagger 2.0 (which
+    // has no array of files): Swagger UI shows a file input per item, then
+    // refuses the files as "not a string". Let it send them.
+    function FileArrays() {{
+      function files(value) {{
+        var items = value && value.toArray ? value.toArray() : value;
+        return Array.isArray(items) && items.length > 0 &&
+          items.every(function (item) {{ return item instanceof File; }});
+      }}
+      function validateParams(validate, system) {{
+        return function (pathMethod, isOAS3) {{
+          var result = validate(pathMethod, isOAS3);
+          var params = system.getState().getIn(
+            ["spec", "meta", "paths"].concat(pathMethod, ["parameters"]));
+          if (params && params.every(function (meta) {{
+            var errors = meta.get("errors");
+            return !errors || !errors.size || files(meta.get("value"));
+          }})) {{
+            system.specActions.clearValidateParams(pathMethod);
+          }}
+          return result;
+        }};
+      }}
+      var actions = {{validateParams: validateParams}};
+      return {{statePlugins: {{spec: {{wrapActions: actions}}}}}};
+    }}
     window.onload = function () {{
       window.ui = SwaggerUIBundle({{
         url: "{spec_url}",
         dom_id: "#swagger-ui",
         deepLinking: true,
         presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+        plugins: [FileArrays],
         layout: "StandaloneLayout"
       }});
     }};

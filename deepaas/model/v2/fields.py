@@ -47,7 +47,7 @@ class ArgSpec:
     field: ma_fields.Field
     key: str  # the name on the wire (data_key, or the name)
     location: str | None  # query | form | json | headers | None (any)
-    is_file: bool
+    is_file: bool  # a file upload, or (with is_list) a list of them
     is_list: bool  # multi-valued: repeated keys in a query string or form
 
     @property
@@ -82,7 +82,16 @@ def _validators(field: ma_fields.Field) -> list[Any]:
 
 
 def _is_file(field: ma_fields.Field) -> bool:
-    return field.metadata.get("type") == "file"
+    """A file, or a list of files: ``fields.List(fields.Raw(metadata={"type":
+    "file"}))``, whose list may say ``type="file"`` too (or alone)."""
+    if field.metadata.get("type") == "file":
+        return True
+    inner = getattr(field, "inner", None)
+    return (
+        isinstance(field, ma_fields.List)
+        and isinstance(inner, ma_fields.Field)
+        and inner.metadata.get("type") == "file"
+    )
 
 
 def _is_multi_valued(field: ma_fields.Field) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -53,12 +54,88 @@ def _json_default(obj: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """JSON bytes as aiohttp's json_response would send them."""
-    return json.dumps(value, default=_json_default).encode()
+    """JSON bytes as aiohttp's json_response would send them, except that
+    NaN, Infinity and -Infinity (floats, numpy scalars and arrays, anywhere
+    in the value) are sent as ``null``: JSON has no such numbers, and
+    browsers, jq, Go and Java refuse a body holding the bare tokens.
+
+    The common case costs what it did: the value is encoded once, with
+    ``allow_nan=False``; only when that fails is it walked and encoded again.
+    """
+    try:
+        return json.dumps(value, default=_json_default, allow_nan=False).encode()
+    except ValueError:
+        pass  # a non-finite float somewhere (or a circular reference)
+    return json.dumps(
+        _finite(value, set()), default=_json_default, allow_nan=False
+    ).encode()
+
+
+def _finite(value: Any, path: set[int]) -> Any:
+    """``value`` with every non-finite float replaced by None (a copy of the
+    containers that hold one; the rest as is). ``path`` holds the ids of the
+    containers being walked: a cycle is the encoder's ValueError."""
+    if isinstance(value, float):  # numpy.float64 is one too
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, type(None))):
+        return value
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        if isinstance(value, numpy.ndarray):
+            return _finite(value.tolist(), path)
+        if isinstance(value, numpy.generic):
+            return _finite(value.item(), path)
+    if not isinstance(value, (dict, list, tuple, set, frozenset)):
+        return value  # the encoder's default() turns it into JSON, or fails
+    if id(value) in path:
+        raise ValueError("Circular reference detected")
+    path.add(id(value))
+    try:
+        if isinstance(value, dict):
+            return {_finite_key(k): _finite(v, path) for k, v in value.items()}
+        return [_finite(item, path) for item in value]
+    finally:
+        path.discard(id(value))
+
+
+def _finite_key(key: Any) -> Any:
+    """A non-finite float key as the encoder wrote it ("NaN": a string)."""
+    if isinstance(key, float) and not math.isfinite(key):
+        return "NaN" if key != key else ("Infinity" if key > 0 else "-Infinity")
+    return key
+
+
+def _stream(value: Any) -> Any:
+    """``value`` if it is a file object: an ``io`` stream, or a wrapper of
+    one such as ``tempfile.NamedTemporaryFile()``; else None."""
+    if isinstance(value, io.IOBase):
+        return value
+    if isinstance(getattr(value, "file", None), io.IOBase) and hasattr(value, "read"):
+        return value
+    return None
+
+
+def file_name(stream: Any) -> str | None:
+    """The base name of a returned file object's ``name`` (``/tmp/x/out.png``
+    -> ``out.png``; both ``/`` and ``\\`` separate path parts), for
+    Content-Disposition; None when it has none, or a pseudo name such as
+    ``<stdin>`` or a file descriptor number."""
+    try:
+        name = getattr(stream, "name", None)
+        if isinstance(name, (bytes, os.PathLike)):
+            name = os.fsdecode(name)
+    except Exception:  # a property of the plugin's own class may raise anything
+        return None
+    if not isinstance(name, str) or (name.startswith("<") and name.endswith(">")):
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return base if base not in ("", ".", "..") else None
 
 
 def _is_binary(value: Any) -> bool:
-    return isinstance(value, (bytes, bytearray, memoryview, io.IOBase, ReturnedFile))
+    if isinstance(value, (bytes, bytearray, memoryview, ReturnedFile)):
+        return True
+    return _stream(value) is not None
 
 
 class ResultRenderer:
@@ -123,8 +200,8 @@ class ResultRenderer:
         if isinstance(output, (bytes, bytearray, memoryview)):
             return self._bytes(bytes(output), content_type, None)
         if isinstance(output, io.BytesIO):
-            return self._bytes(output.getvalue(), content_type, None)
-        if isinstance(output, io.IOBase):
+            return self._bytes(output.getvalue(), content_type, file_name(output))
+        if _stream(output) is not None:
             return self._copy_file(output, content_type)
         # A JSON-able value when raw bytes were asked for: send it as JSON.
         return self._json(output)
@@ -143,13 +220,12 @@ class ResultRenderer:
             raise
         return PredictResult(content_type, path=path, delete=True, filename=filename)
 
-    def _copy_file(self, stream: io.IOBase, content_type: str) -> PredictResult:
-        name = getattr(stream, "name", None)
-        filename = os.path.basename(name) if isinstance(name, str) else None
+    def _copy_file(self, stream: Any, content_type: str) -> PredictResult:
+        filename = file_name(stream)
         fd, path = tempfile.mkstemp(prefix="result-", dir=self.tmp_dir)
         try:
             with os.fdopen(fd, "wb") as out, stream:
-                if isinstance(stream, io.TextIOBase):
+                if isinstance(getattr(stream, "file", stream), io.TextIOBase):
                     out.write(stream.read().encode())
                 else:
                     shutil.copyfileobj(stream, out, 1 << 20)
