@@ -17,7 +17,6 @@ then :class:`~deepaas.engine.protocol.TrainDone` or
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import sys
@@ -35,6 +34,7 @@ from deepaas.engine.protocol import (
 )
 from deepaas.engine.worker import describe_exception
 from deepaas.model import loading
+from deepaas.model.v2.results import dumps
 from deepaas.training import context
 
 
@@ -108,7 +108,8 @@ def run(config: dict[str, Any], sock: socket.socket) -> int:
         channel.send(StartFailed(stage, text))
         return EXIT_FAILED
     try:
-        encoded = json.dumps(output)
+        # as predictions are: NaN and infinities as null, numpy as lists
+        encoded = dumps(output).decode()
     except (TypeError, ValueError) as exc:
         channel.send(
             StartFailed(
