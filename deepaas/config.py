@@ -16,10 +16,11 @@ import configparser
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from deepaas import __version__
+from deepaas import version_line
 
 
 class ConfigError(ValueError):
@@ -400,20 +401,21 @@ def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
     )
     parser.add_argument("--config-file", help="INI file with a [DEFAULT] section.")
     parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {__version__}"
+        "--version",
+        action="version",
+        version=f"%(prog)s {version_line()}",
+        help="Show which deepaas this is (version, folder, Python) and exit.",
     )
     for opt in OPTIONS:
         names = [opt.flag] + ([opt.short] if opt.short else [])
         help_text = f"{opt.help} (default: {_show_default(opt)})"
         if opt.kind == "bool":
             parser.add_argument(
-                *names, dest=opt.name, action="store_true", help=help_text
-            )
-            parser.add_argument(
-                "--no" + opt.name.replace("_", "-"),
+                *names,
+                "--no" + opt.flag[2:],
                 dest=opt.name,
-                action="store_false",
-                help=argparse.SUPPRESS,
+                action=_OnOff,
+                help=help_text,
             )
         elif opt.kind == "names":
             parser.add_argument(
@@ -433,6 +435,25 @@ def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
                 help=help_text,
             )
     return parser
+
+
+class _OnOff(argparse.Action):
+    """``--warm`` / ``--nowarm`` as one option, so ``--help`` shows both."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, not (option_string or "").startswith("--no"))
 
 
 def _show_default(opt: Option) -> str:
@@ -455,15 +476,35 @@ def _env_value(opt: Option, environ: Mapping[str, str]) -> str | None:
     return None
 
 
+# A "[DEFAULT]" line: configparser keeps no trace of it when the section is empty.
+_DEFAULT_HEADER = re.compile(r"^\s*\[DEFAULT\]\s*$", re.MULTILINE)
+
+
 def _read_config_file(path: str) -> dict[str, str]:
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as fh:
-            parser.read_file(fh)
+            text = fh.read()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start})"
+        ) from exc
+    if not _DEFAULT_HEADER.search(text):
+        # deepaas reads only [DEFAULT] (as DEEPaaS 2.x did): options under
+        # another section, or under none, would be ignored or unreadable.
+        raise ConfigError(
+            f"config file {path} has no [DEFAULT] section: put a line "
+            "'[DEFAULT]' above its options (e.g. '[DEFAULT]' then "
+            "'listen_port = 5027')"
+        )
+    try:
+        parser.read_string(text, source=path)
     except configparser.Error as exc:
-        raise ConfigError(f"config file {path} is not valid INI: {exc}") from exc
+        raise ConfigError(
+            f"config file {path} is not valid INI: {' '.join(str(exc).split())}"
+        ) from exc
     values = dict(parser.defaults())
     unknown = sorted(set(values) - set(OPTIONS_BY_NAME) - {"config_file"})
     if unknown:

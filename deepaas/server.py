@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -76,9 +78,8 @@ class Server:
         """
         self.settings = settings
         self.specs = list(specs)
-        self.wrappers: dict[str, ModelWrapper] = {
-            spec.name: loading.load(spec) for spec in self.specs
-        }
+        # Every broken plugin is reported, not only the first.
+        self.wrappers: dict[str, ModelWrapper] = loading.load_all(self.specs)
         wanted = settings.devices.strip().lower()
         self.nvml = devices.Nvml.open() if wanted != "cpu" else None
         try:
@@ -156,6 +157,9 @@ class Server:
             trainings=self.trainings,
         )
         self.app[SERVER] = self
+        # serve() binds the port before it starts workers: a port in use
+        # then fails at once, with no worker started for nothing.
+        self._bind_first = False
         self.app.on_startup.append(self._start)
         self.app.on_cleanup.append(self._stop)
 
@@ -168,6 +172,10 @@ class Server:
             logging.getLogger().addHandler(self._capture_handler)
         if self.settings.train_endpoint:
             await self.trainings.open()
+        if not self._bind_first:
+            await self._start_workers()
+
+    async def _start_workers(self) -> None:
         for runtime in self.runtimes.values():
             await runtime.start()
         if self.telemetry is not None:  # the first reading, while workers warm
@@ -275,6 +283,7 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        self._bind_first = True
         try:
             await runner.setup()
             site = GuardedTCPSite(
@@ -288,9 +297,9 @@ class Server:
                 await site.start()
             except OSError as exc:
                 raise ConfigError(
-                    f"cannot listen on {settings.listen_ip}:{settings.listen_port}: "
-                    f"{exc.strerror or exc}"
+                    listen_error(settings.listen_ip, settings.listen_port, exc)
                 ) from None
+            await self._start_workers()
             settled = asyncio.ensure_future(self._wait_settled())
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait({settled, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -314,6 +323,27 @@ class Server:
 
 
 SERVER = web.AppKey("deepaas_server", Server)
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """Why ``host:port`` cannot be listened on, and what to do about it."""
+    # asyncio words it "error while attempting to bind on address ...": the
+    # system's own words are enough, the address is said already.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    text = f"cannot listen on {host}:{port}: {reason}"
+    if exc.errno == errno.EADDRINUSE:
+        text += (
+            " (another process, perhaps another deepaas-run, is listening there: "
+            "stop it or choose another port with --listen-port)"
+        )
+    elif exc.errno == errno.EACCES and 0 < port < 1024:
+        text += " (ports below 1024 need privileges: choose one above 1023)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        text += (
+            " (no network interface of this machine has that address: "
+            "use --listen-ip 127.0.0.1, or 0.0.0.0 for every interface)"
+        )
+    return text
 
 
 def build_app(

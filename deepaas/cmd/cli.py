@@ -26,19 +26,21 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Any, NoReturn
 
 import marshmallow
 
-from deepaas import __version__
+from deepaas import version_line
 from deepaas.cmd.cli_options import ListValue, add_field, shown
 from deepaas.log import FORMAT
 from deepaas.model import loading
 from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
 from deepaas.model.v2.results import OutputError, PredictResult, ResultRenderer, dumps
 from deepaas.model.v2.wrapper import JSON_TYPES, ModelWrapper, UploadedFile
+from deepaas.training import context as training_context
 
 PROG = "deepaas-cli"
 COMMANDS = {
@@ -73,8 +75,9 @@ def _top_parser() -> argparse.ArgumentParser:
         description=(
             "Run an installed deepaas model's methods from the command line, "
             "in this process (no server). Global options come before the "
-            "sub-command; '%(prog)s [--model-name NAME] predict --help' lists "
-            "the model's own arguments."
+            "sub-command (--model-name may also follow it); "
+            "'%(prog)s --model-name NAME predict --help' lists the model's own "
+            "arguments."
         ),
         allow_abbrev=False,
     )
@@ -94,7 +97,12 @@ def _top_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Log at DEBUG level and print tracebacks of failures.",
     )
-    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {version_line()}",
+        help="Show which deepaas this is (version, folder, Python) and exit.",
+    )
     sub = parser.add_subparsers(title="sub-commands", metavar="SUB-COMMAND")
     for name, text in COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -110,6 +118,36 @@ def _split(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
             return list(argv[:index]), token, list(argv[index + 1 :])
         index += 2 if token == "--model-name" else 1
     return list(argv), None, []
+
+
+MODEL_OPTION = "--model-name"
+GLOBAL_HINT = (
+    "global options go before the sub-command: "
+    f"{PROG} --debug --model-name NAME predict [options]"
+)
+
+
+def _late_model_names(rest: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--model-name X`` given after the sub-command: (the names, the rest
+    without them)."""
+    names: list[str] = []
+    kept: list[str] = []
+    index = 0
+    while index < len(rest):
+        token = rest[index]
+        if token == "--":  # what follows is not options
+            kept.extend(rest[index:])
+            break
+        if token == MODEL_OPTION and index + 1 < len(rest):
+            names.append(rest[index + 1])
+            index += 2
+            continue
+        if token.startswith(MODEL_OPTION + "="):
+            names.append(token.split("=", 1)[1])
+        else:
+            kept.append(token)
+        index += 1
+    return names, kept
 
 
 def _names(given: Sequence[str], environ: Mapping[str, str]) -> list[str]:
@@ -157,6 +195,10 @@ def _choose(
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
+        if "unrecognized arguments" in message and any(
+            option in message.split() for option in ("--debug", "--version")
+        ):
+            message += f" ({GLOBAL_HINT})"
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
@@ -314,10 +356,15 @@ def _run(
             return ResultRenderer(model, tmp_dir).render(output, kwargs.get("accept"))
         except OutputError as exc:
             raise CliError(f"model {model.name!r}: {exc}") from exc
+    progress = _Progress()
+    training_context.set_progress_sink(progress.report)
     try:
         output = model.plugin.train(**kwargs)
     except Exception as exc:
         raise _ModelFailed(model, "train", exc) from exc
+    finally:
+        training_context.set_progress_sink(None)
+        progress.flush()
     try:
         return PredictResult("application/json", body=dumps(output))
     except (TypeError, ValueError) as exc:
@@ -325,6 +372,33 @@ def _run(
             f"model {model.name!r}: train() returned a value that is not JSON "
             f"serializable: {exc}"
         ) from exc
+
+
+class _Progress:
+    """``deepaas.training.report()`` under ``train``: the latest values on
+    stderr, at most one line a second (a loop may report on every step),
+    and the last values when train() ends."""
+
+    INTERVAL_S = 1.0
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Any] = {}
+        self.pending = False
+        self.shown_at: float | None = None
+
+    def report(self, values: dict[str, Any]) -> None:
+        self.latest.update(values)
+        self.pending = True
+        now = time.monotonic()
+        if self.shown_at is None or now - self.shown_at >= self.INTERVAL_S:
+            self.shown_at = now
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.pending = False
+            shown = json.dumps(self.latest, default=str)
+            print(f"{PROG}: progress: {shown}", file=sys.stderr, flush=True)
 
 
 def _chunks(result: PredictResult) -> Iterator[bytes]:
@@ -403,14 +477,25 @@ def _execute(
     if command is None:
         top.print_usage(sys.stderr)
         raise CliError(f"choose a sub-command: {', '.join(COMMANDS)}", code=EXIT_USAGE)
+    late: list[str] = []
+    if not top_args.model_name:  # "predict --model-name X" works too
+        late, rest = _late_model_names(rest)
     # Plugin code may print(): while it runs, stdout is kept for the result.
     with contextlib.redirect_stdout(sys.stderr):
-        spec = _choose(_names(top_args.model_name, os.environ), available)
+        spec = _choose(_names(top_args.model_name or late, os.environ), available)
         try:
             model = loading.load(spec)
         except loading.PluginLoadError as exc:
             raise CliError(str(exc)) from exc
         parser, specs = _command_parser(command, model)
+    if late and any(arg.key == MODEL_OPTION[2:] for arg in specs.values()):
+        raise CliError(
+            f"{MODEL_OPTION} after the sub-command is ambiguous: model "
+            f"{model.name!r} has an argument of that name. Name the model before "
+            f"the sub-command: {PROG} {MODEL_OPTION} {model.name} {command} "
+            f"{MODEL_OPTION} VALUE",
+            EXIT_USAGE,
+        )
     namespace = parser.parse_args(rest)  # --help goes to stdout
     with tempfile.TemporaryDirectory(prefix="deepaas-cli-") as tmp_dir:
         with contextlib.redirect_stdout(sys.stderr):
@@ -450,10 +535,15 @@ def main(
             return EXIT_OK
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     except CliError as exc:
-        if debug and exc.__cause__ is not None:
-            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        cause = exc.__cause__
+        broken = cause.causes if isinstance(cause, loading.PluginLoadError) else ()
+        if debug:
+            for error in broken or ([cause] if cause is not None else []):
+                traceback.print_exception(error, file=sys.stderr)
         for line in str(exc).splitlines() or [""]:
             print(f"{PROG}: error: {line}", file=sys.stderr)
+        if broken and not debug:
+            print(f"{PROG}: --debug shows the full traceback", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -1,9 +1,11 @@
 """``deepaas-run``: serve the installed models over HTTP.
 
-Start-up: read the settings, hide the GPUs from this process, load the
-plugins for introspection, start the HTTP server and the workers, print a
-banner. SIGINT/SIGTERM: stop accepting, let requests in flight finish, stop
-every worker (no orphan process), remove temporary files.
+Start-up: read the settings, hide the GPUs from this process, check that
+the port is free, load the plugins for introspection (every broken one is
+reported), listen, start the workers, print a banner naming the models that
+serve and those that failed. SIGINT/SIGTERM: stop accepting, let requests
+in flight finish, stop every worker (no orphan process), remove temporary
+files.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Mapping, Sequence
 
-from deepaas import __version__, log
+from deepaas import __version__, log, version_line
 from deepaas.config import ConfigError, Settings, load_settings
 from deepaas.model import loading
-from deepaas.server import Server
+from deepaas.server import Server, listen_error
 
 LOG = logging.getLogger("deepaas")
 
@@ -36,20 +40,63 @@ def _install_loop(choice: str) -> None:
 
 
 def _banner(
-    settings: Settings, specs: Sequence[loading.PluginSpec], seconds: float
+    settings: Settings,
+    specs: Sequence[loading.PluginSpec],
+    seconds: float,
+    failed: Mapping[str, str],
 ) -> str:
-    names = [spec.name for spec in specs]
+    """What serves where: the models that started, those that did not
+    (their errors are logged just before), and which deepaas this is."""
+    serving = [spec.name for spec in specs if spec.name not in failed]
     base = f"http://{settings.listen_ip}:{settings.listen_port}{settings.base_path}"
     lines = [
         f"deepaas {__version__} ready in {seconds:.1f}s, serving "
-        f"{', '.join(names)} ({settings.workers} worker(s) per model)",
+        f"{', '.join(serving) or 'no model'} ({settings.workers} worker(s) per model)",
+    ]
+    if failed:
+        lines.append(
+            f"  FAILED:  {', '.join(failed)} (NOT serving, see the error(s) above; "
+            "requests to it answer 503)"
+        )
+    lines += [
+        f"  deepaas: {version_line()}",
         f"  API:     {base}/",
+    ]
+    if settings.doc_endpoint:
+        lines.append(f"  docs:    {base}/api")
+    lines += [
         f"  models:  {base}/v2/models/",
         f"  spec:    {base}/swagger.json  {base}/openapi.json",
     ]
-    if settings.doc_endpoint:
-        lines.insert(2, f"  docs:    {base}/api")
     return "\n".join(lines)
+
+
+def _check_port(settings: Settings) -> None:
+    """Fail at once when the port cannot be listened on (another server holds
+    it, say), before plugins are imported, which may take long.
+
+    The server binds it again, before it starts any worker; this early
+    check only saves the wait.
+    """
+    host, port = settings.listen_ip, settings.listen_port
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As the server's own socket: a port left in TIME_WAIT is usable.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise ConfigError(listen_error(host, port, exc)) from None
 
 
 async def serve(
@@ -63,9 +110,10 @@ async def serve(
 
     def ready() -> None:
         seconds = time.monotonic() - started
-        print(_banner(settings, specs, seconds), file=sys.stderr, flush=True)
-        for name, error in server.start_errors().items():
+        failed = server.start_errors()
+        for name, error in failed.items():
             LOG.error("model %s is NOT serving: %s", name, error)
+        print(_banner(settings, specs, seconds, failed), file=sys.stderr, flush=True)
 
     await server.serve(ready)
 
@@ -91,13 +139,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker_env = dict(os.environ)
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
+        _check_port(settings)
         specs = loading.discover(settings.model_name)
         _install_loop(settings.loop)
         asyncio.run(serve(settings, specs, worker_env, started))
-    except (loading.PluginLoadError, ConfigError) as exc:
+    except loading.PluginLoadError as exc:
+        _report_plugin_errors(exc, settings.debug)
+        return 1
+    except ConfigError as exc:
         print(f"deepaas-run: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _report_plugin_errors(exc: loading.PluginLoadError, debug: bool) -> None:
+    """One line per broken plugin; with ``--debug``, their tracebacks first."""
+    if debug:
+        for cause in exc.causes:
+            traceback.print_exception(cause, file=sys.stderr)
+    for line in str(exc).splitlines():
+        print(f"deepaas-run: error: {line}", file=sys.stderr)
+    if exc.causes and not debug:
+        print("deepaas-run: --debug shows the full traceback", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Find the installed plugins (``deepaas.v2.model`` entry points) and load them.
 
 A plugin that fails to import stops start-up with one line naming the
-plugin, its entry point and the exception: DEEPaaS 2.x silently served a
-fake test model instead.
+plugin, its entry point, the exception and where it was raised (the file
+and line in the plugin's own code): DEEPaaS 2.x silently served a fake test
+model instead. Every broken plugin gets its line, not only the first; the
+exceptions are kept (:attr:`PluginLoadError.causes`) for a full traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
-from collections.abc import Sequence
+import os
+import traceback
+from collections.abc import Iterable, Sequence
+from types import TracebackType
 from typing import Any
 
 from stevedore import extension, named
@@ -21,7 +26,85 @@ NAMESPACE = "deepaas.v2.model"
 
 
 class PluginLoadError(Exception):
-    """No plugin, a missing plugin, or a plugin that cannot be loaded."""
+    """No plugin, a missing plugin, or plugins that cannot be loaded.
+
+    The message has one line per problem; ``causes`` holds the exceptions the
+    plugins raised (their tracebacks are what ``--debug`` prints).
+    """
+
+    def __init__(self, message: str, causes: Iterable[BaseException] = ()) -> None:
+        super().__init__(message)
+        self.causes = tuple(causes)
+
+    @classmethod
+    def combine(cls, errors: Sequence[PluginLoadError]) -> PluginLoadError:
+        """One error reporting all of ``errors``, one line each."""
+        if len(errors) == 1:
+            return errors[0]
+        return cls(
+            "\n".join(str(e) for e in errors),
+            [cause for e in errors for cause in e.causes],
+        )
+
+
+def _folder(path: str | None) -> str:
+    return os.path.dirname(os.path.abspath(path or "")) + os.sep
+
+
+_STDLIB = _folder(traceback.__file__)  # importlib/ is in it
+_NOT_PLUGIN_CODE = (_folder(extension.__file__), _folder(os.path.dirname(__file__)))
+_INSTALLED = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
+
+
+def _machinery(path: str) -> bool:
+    """Frozen importlib, the standard library (not what is installed in it),
+    stevedore or deepaas: never where a plugin broke."""
+    if path.startswith(("<", *_NOT_PLUGIN_CODE)):
+        return True
+    return path.startswith(_STDLIB) and not any(p in path for p in _INSTALLED)
+
+
+def _frames(tb: TracebackType | None) -> list[tuple[str, str, int]]:
+    """(module name, file, line) of each frame, outermost first."""
+    return [
+        (frame.f_globals.get("__name__", ""), frame.f_code.co_filename, lineno)
+        for frame, lineno in traceback.walk_tb(tb)
+    ]
+
+
+def where(exc: BaseException, target: str) -> str | None:
+    """The file and line to look at, as ``/path/api.py:3``; None if unknown.
+
+    The innermost frame of the plugin's own package (the call into a library
+    that failed, or the line that raised); else the innermost frame outside
+    the import machinery, the standard library and deepaas. A syntax error
+    names the line it is on.
+    """
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}"
+    package = target.partition(":")[0].strip().split(".")[0]
+    frames = _frames(exc.__traceback__)
+    own = [
+        (path, line)
+        for name, path, line in frames
+        if name == package or name.startswith(package + ".")
+    ]
+    others = [(path, line) for _, path, line in frames if not _machinery(path)]
+    found = own or others
+    if not found:
+        return None
+    path, line = found[-1]
+    return f"{path}:{line}"
+
+
+def _failure(name: str, target: str, exc: BaseException) -> PluginLoadError:
+    # A SyntaxError's text carries its location, given below.
+    detail = exc.msg if isinstance(exc, SyntaxError) and exc.msg else exc
+    text = f"{type(exc).__name__}: {detail}".rstrip(": ")
+    location = where(exc, target)
+    suffix = f", at {location}" if location else ""
+    message = f"cannot load model {name!r} (entry point {target}): {text}{suffix}"
+    return PluginLoadError(" ".join(message.split()), [exc])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,14 +129,25 @@ def load(spec: PluginSpec) -> ModelWrapper:
     try:
         obj = instantiate(import_target(spec.target))
     except Exception as exc:
-        raise PluginLoadError(
-            f"cannot load model {spec.name!r} (entry point {spec.target}): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise _failure(spec.name, spec.target, exc) from exc
     try:
         return ModelWrapper(spec.name, obj)
     except ModelError as exc:
         raise PluginLoadError(str(exc)) from exc
+
+
+def load_all(specs: Sequence[PluginSpec]) -> dict[str, ModelWrapper]:
+    """:func:`load` each plugin; a :class:`PluginLoadError` names every broken one."""
+    wrappers: dict[str, ModelWrapper] = {}
+    errors: list[PluginLoadError] = []
+    for spec in specs:
+        try:
+            wrappers[spec.name] = load(spec)
+        except PluginLoadError as exc:
+            errors.append(exc)
+    if errors:
+        raise PluginLoadError.combine(errors)
+    return wrappers
 
 
 NO_PLUGIN_HELP = (
@@ -74,13 +168,19 @@ def _declared_targets() -> dict[str, list[str]]:
 
 
 def discover(names: Sequence[str] = ()) -> list[PluginSpec]:
-    """List the plugins to serve: all installed, or those named (in order)."""
+    """List the plugins to serve: all installed, or those named (in order).
+
+    Imports them: a :class:`PluginLoadError` reports every one that is
+    missing or broken, one line each.
+    """
+    errors: list[PluginLoadError] = []
+    broken: set[str] = set()
 
     def on_failure(_manager: Any, entrypoint: Any, exc: BaseException) -> None:
-        raise PluginLoadError(
-            f"cannot load model {entrypoint.name!r} (entry point "
-            f"{entrypoint.value}): {type(exc).__name__}: {exc}"
-        ) from exc
+        error = _failure(entrypoint.name, entrypoint.value, exc)
+        error.__cause__ = exc
+        errors.append(error)
+        broken.add(entrypoint.name)
 
     declared = _declared_targets()
     for name in names or declared:
@@ -93,10 +193,16 @@ def discover(names: Sequence[str] = ()) -> list[PluginSpec]:
             )
 
     def on_missing(missing: Any) -> None:
+        missing = sorted(set(missing) - broken)  # stevedore counts those too
+        if not missing:
+            return
         installed = sorted(declared)
-        raise PluginLoadError(
-            f"model(s) {', '.join(sorted(missing))} not installed; installed: "
-            f"{', '.join(installed) or 'none'}"
+        errors.insert(
+            0,
+            PluginLoadError(
+                f"model(s) {', '.join(missing)} not installed; installed: "
+                f"{', '.join(installed) or 'none'}"
+            ),
         )
 
     # stevedore imports the plugins it lists; with names given it imports only
@@ -114,6 +220,8 @@ def discover(names: Sequence[str] = ()) -> list[PluginSpec]:
         manager = extension.ExtensionManager(
             NAMESPACE, on_load_failure_callback=on_failure
         )
+    if errors:
+        raise PluginLoadError.combine(errors)
     # One spec per name: the same entry point may be listed twice (a package
     # installed and also on the path, as under tox).
     seen = {ext.name: ext.entry_point.value for ext in manager}

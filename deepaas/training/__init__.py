@@ -21,24 +21,34 @@ import math
 import warnings
 from typing import Any
 
-from deepaas.training.context import TrainingContext, current
+from deepaas.training.context import TrainingContext, current, progress_sink
 
 __all__ = ["TrainingContext", "current", "report"]
+
+_warned_outside = False
 
 
 def report(**metrics: Any) -> None:
     """Publish the latest values of some metrics of the running training.
 
     Values must be JSON-able (numbers are also exported to Prometheus).
-    Outside a training (a predict worker, a notebook) this only warns.
+    Under ``deepaas-cli train`` they are printed to stderr. Anywhere else
+    outside a training (a predict worker, a notebook) they are ignored, with
+    one warning per process (a training loop would otherwise warn on every
+    call).
     """
+    global _warned_outside
     ctx = current()
-    if ctx is None:
-        warnings.warn(
-            "deepaas.training.report() called outside a training: ignored",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    send = ctx.send if ctx is not None else progress_sink()
+    if send is None:
+        if not _warned_outside:
+            _warned_outside = True
+            warnings.warn(
+                "deepaas.training.report() called outside a training: ignored "
+                "(this warning is shown once)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return
     clean: dict[str, Any] = {}
     for key, value in metrics.items():
@@ -56,4 +66,4 @@ def report(**metrics: Any) -> None:
             ) from exc
         clean[key] = value
     if clean:
-        ctx.send(clean)
+        send(clean)

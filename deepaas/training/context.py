@@ -33,6 +33,9 @@ class TrainingContext:
 
 
 _current: TrainingContext | None = None
+# Where report() sends progress when no training job runs here: set by
+# ``deepaas-cli train``, which runs train() in its own process (no job).
+_progress_sink: Callable[[dict[str, Any]], None] | None = None
 
 
 def current() -> TrainingContext | None:
@@ -43,3 +46,13 @@ def current() -> TrainingContext | None:
 def set_current(ctx: TrainingContext | None) -> None:
     global _current
     _current = ctx
+
+
+def progress_sink() -> Callable[[dict[str, Any]], None] | None:
+    """What takes ``report()``'s values outside a training job, if anything."""
+    return _progress_sink
+
+
+def set_progress_sink(sink: Callable[[dict[str, Any]], None] | None) -> None:
+    global _progress_sink
+    _progress_sink = sink

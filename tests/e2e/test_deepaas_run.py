@@ -193,10 +193,12 @@ def test_plugin_that_fails_to_import_stops_startup(server, tmp_path):
     srv = server("--model-name", "broken_plugin", path=[tmp_path])
     assert srv.proc.wait(timeout=30) == 1
     lines = srv.output().strip().splitlines()
-    assert len(lines) == 1
+    assert len(lines) == 2  # the plugin's line, and how to see the traceback
     assert "broken_plugin" in lines[0]
     assert "ModuleNotFoundError" in lines[0]
     assert "no_such_module" in lines[0]
+    assert lines[0].endswith(f"at {tmp_path / 'broken_plugin.py'}:1")
+    assert lines[1] == "deepaas-run: --debug shows the full traceback"
 
 
 NAPPER = """

@@ -295,7 +295,10 @@ async def test_progress_in_record_and_metrics(client: Client):
 
 
 @pytest.mark.asyncio(loop_scope="module")
-async def test_report_outside_a_training_warns():
+async def test_report_outside_a_training_warns(monkeypatch):
+    import deepaas.training
+
+    monkeypatch.setattr(deepaas.training, "_warned_outside", False)  # once a process
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report(loss=1.0)

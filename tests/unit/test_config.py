@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 from pathlib import Path
 
 import pytest
 
+import deepaas
 from deepaas import __version__
 from deepaas.config import ConfigError, Settings, load_settings
 
@@ -111,7 +114,21 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         load("--version")
     assert exc.value.code == 0
-    assert __version__ in capsys.readouterr().out
+    folder = os.path.dirname(os.path.abspath(deepaas.__file__))
+    python = platform.python_version()
+    assert capsys.readouterr().out == (
+        f"deepaas-run {__version__} from {folder} (Python {python})\n"
+    )
+
+
+def test_help_lists_both_forms_of_boolean_flags(capsys):
+    with pytest.raises(SystemExit):
+        load("--help")
+    out = capsys.readouterr().out
+    for name in BOOLEANS:
+        yes, no = flag(name), "--no" + flag(name)[2:]
+        assert f"[{yes} | {no}]" in " ".join(out.split()), name  # usage
+        assert f"  {yes}, {no}" in out, name  # the option's own help
 
 
 def test_help_lists_the_flags(capsys):
@@ -286,9 +303,46 @@ def test_missing_config_file(tmp_path):
 
 
 def test_config_file_not_ini(tmp_path):
-    path = write_ini(tmp_path, "listen_port = 1\n")  # no section header
-    with pytest.raises(ConfigError, match="not valid INI"):
+    path = write_ini(tmp_path, "[DEFAULT]\nlisten_port = 1\n[broken\n")
+    with pytest.raises(ConfigError, match="not valid INI") as exc:
         load("--config-file", path)
+    assert path in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "listen_port = 5027\n",  # no section header at all
+        "[deepaas]\nlisten_port = 5027\n",  # another section only
+        "[default]\nlisten_port = 5027\n",  # section names are case-sensitive
+        "",
+        "# just a comment\n",
+    ],
+)
+def test_config_file_without_default_section_is_an_error_naming_it(tmp_path, text):
+    path = write_ini(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load("--config-file", path)
+    assert str(exc.value) == (
+        f"config file {path} has no [DEFAULT] section: put a line '[DEFAULT]' "
+        "above its options (e.g. '[DEFAULT]' then 'listen_port = 5027')"
+    )
+
+
+def test_config_file_with_an_empty_default_section_is_fine(tmp_path):
+    path = write_ini(tmp_path, "# nothing set yet\n[DEFAULT]\n")
+    assert load("--config-file", path).listen_port == 5000
+    path = write_ini(tmp_path, "[DEFAULT]\nlisten_port = 5027\n[other]\nx = 1\n")
+    assert load("--config-file", path).listen_port == 5027
+
+
+def test_config_file_not_text(tmp_path):
+    path = tmp_path / "deepaas.conf"
+    path.write_bytes(b"[DEFAULT]\nlisten_port = \xff\xfe\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text") as exc:
+        load("--config-file", str(path))
+    assert str(path) in str(exc.value)
 
 
 @pytest.mark.parametrize(

@@ -285,3 +285,78 @@ def test_base_model():
         model.predict(x=1)
     with pytest.raises(NotImplementedError):
         model.train(x=1)
+
+
+# -- what a newcomer sees of a broken plugin -------------------------------------
+
+
+def _module(root, name: str, source: str) -> str:
+    path = root / f"{name}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    return str(path)
+
+
+@pytest.mark.usefixtures("fresh_entry_points")
+def test_every_broken_plugin_is_reported_with_file_and_line(tmp_path, monkeypatch):
+    missing = _module(tmp_path, "np_missing", "import os\n\nimport no_such_module\n")
+    library = _module(  # fails inside the standard library: the plugin's line
+        tmp_path, "np_library", 'import json\n\nCONFIG = json.loads("{")\n'
+    )
+    syntax = _module(tmp_path, "np_syntax", "def predict(:\n    pass\n")
+    _module(tmp_path, "nppkg/__init__", "")
+    _module(tmp_path, "nppkg/util", "def load():\n    raise OSError('no weights')\n")
+    package = _module(tmp_path, "nppkg/api", "from nppkg import util\n\nutil.load()\n")
+    fake_distribution(
+        tmp_path,
+        "np_plugins",
+        {
+            "missing": "np_missing",
+            "library": "np_library",
+            "syntax": "np_syntax",
+            "package": "nppkg.api",
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginLoadError) as exc:
+        discover(["missing", "library", "nope", "syntax", "package", "demo"])
+    lines = str(exc.value).splitlines()
+    assert lines[0].startswith("model(s) nope not installed; installed: ")
+    assert sorted(lines[1:]) == sorted(
+        [
+            "cannot load model 'missing' (entry point np_missing): "
+            f"ModuleNotFoundError: No module named 'no_such_module', at {missing}:3",
+            "cannot load model 'library' (entry point np_library): JSONDecodeError: "
+            "Expecting property name enclosed in double quotes: line 1 column 2 "
+            f"(char 1), at {library}:3",
+            "cannot load model 'syntax' (entry point np_syntax): SyntaxError: "
+            f"invalid syntax, at {syntax}:1",
+            "cannot load model 'package' (entry point nppkg.api): OSError: "
+            f"no weights, at {package.replace('api.py', 'util.py')}:2",
+        ]
+    )
+    # the exceptions are kept, for --debug's tracebacks
+    assert sorted(type(e).__name__ for e in exc.value.causes) == [
+        "JSONDecodeError",
+        "ModuleNotFoundError",
+        "OSError",
+        "SyntaxError",
+    ]
+
+
+def test_load_all_reports_every_broken_plugin():
+    from deepaas.model.loading import load_all
+
+    specs = [
+        PluginSpec("ok", "tests.plugins.echo"),
+        PluginSpec("one", "tests.plugins.import_fails"),
+        PluginSpec("two", "tests.plugins.echo:Missing"),
+        PluginSpec("three", "tests.plugins.bad_schemas:ListSchema"),
+    ]
+    with pytest.raises(PluginLoadError) as exc:
+        load_all(specs)
+    lines = str(exc.value).splitlines()
+    assert [line.split("'")[1] for line in lines] == ["one", "two", "three"]
+    assert lines[0].endswith("import_fails.py:3")
+    assert len(exc.value.causes) == 2  # a refused schema raised nothing
+    assert list(load_all(specs[:1])) == ["ok"]
