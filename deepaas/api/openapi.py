@@ -6,12 +6,18 @@ from DEEPaaS 2.x: trailing-slash paths, per-argument ``in``/``type``/
 ``definitions.ModelPredictionResponse``. ``/openapi.json`` describes the same
 routes in OpenAPI 3.1 for modern tools. Field conversion is apispec's
 MarshmallowPlugin, so both documents read the plugin's fields the same way.
+
+Both are written for generated clients too (openapi-generator,
+openapi-python-client, bravado): every answer has a schema
+(:mod:`deepaas.api.response_schemas`), binary and text answers are strings,
+and a body with form fields is described as the form alone.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +29,8 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from deepaas import __version__
+from deepaas.api import response_schemas as answers
+from deepaas.api.response_schemas import FAILURE, PREDICTION, ref
 from deepaas.model.v2.fields import ArgSpec
 
 TITLE = "DEEP as a Service API endpoint"
@@ -37,7 +45,6 @@ TAGS = [
     {"name": "health", "description": "Liveness and readiness probes"},
     {"name": "system", "description": "Devices, workers and queues"},
 ]
-FAILURE = "Failure"
 
 
 @dataclasses.dataclass
@@ -56,6 +63,9 @@ class Operation:
     prediction: bool = False  # 200 is a prediction (wrapped unless a schema)
     path_params: dict[str, str] = dataclasses.field(default_factory=dict)
     operation_id: str | None = None
+    # status -> a schema of deepaas.api.response_schemas (default: Failure
+    # for errors; response_name, or Prediction, for a prediction's 200)
+    schemas: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 class SpecBuilder:
@@ -92,41 +102,131 @@ def _new_spec(version: str) -> tuple[APISpec, MarshmallowPlugin]:
     )
     for tag in TAGS:
         spec.tag(tag)
+    if version.startswith("2"):
+        assert plugin.converter is not None
+        plugin.converter.add_attribute_function(_as_deepaas_2)
     return spec, plugin
+
+
+def _as_deepaas_2(
+    converter: Any, field: marshmallow.fields.Field, ret: dict[str, Any], **kwargs: Any
+) -> dict[str, Any]:
+    """Swagger 2.0 fields as DEEPaaS 2.6.0 (apispec 3) wrote them.
+
+    ``format`` ``int32``/``float`` on integers and floats, and a ``Dict``
+    with no value field as ``{"type": "object"}``: openapi-generator reads
+    2.0's ``"additionalProperties": {}`` as "every value is an object" and
+    then rejects any answer with a string in such a dict.
+    """
+    if "format" not in ret:
+        if isinstance(field, marshmallow.fields.Integer):
+            ret["format"] = "int32"
+        elif isinstance(field, marshmallow.fields.Float):
+            ret["format"] = "float"
+    if ret.get("additionalProperties") == {}:
+        del ret["additionalProperties"]
+    return {}
 
 
 def _build(operations: Iterable[Operation], version: str) -> dict[str, Any]:
     swagger2 = version.startswith("2")
     spec, plugin = _new_spec(version)
-    failure = {"type": "object", "properties": {"message": {"type": "string"}}}
-    spec.components.schema(FAILURE, failure)
-    spec.components.schema(
-        "Prediction",
-        {
-            "type": "object",
-            "properties": {
-                "status": {"type": "string"},
-                "predictions": {"description": "The model's output"},
-            },
-        },
-    )
+    for own, schema in answers.schemas(swagger2).items():
+        spec.components.schema(own, schema)
     paths: dict[str, dict[str, Any]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for op in operations:
-            name = op.response_name
-            if op.response_schema and name and name not in spec.components.schemas:
-                spec.components.schema(name, schema=op.response_schema)
-            paths.setdefault(op.path, {})[op.method] = _operation(op, plugin, swagger2)
+            name = _register_response_schema(spec, op)
+            doc = _operation(op, plugin, swagger2)
+            doc["responses"] = _responses(op, name, swagger2)
+            paths.setdefault(op.path, {})[op.method] = doc
         for path, ops in paths.items():
             spec.path(path=path, operations=ops)
-        return spec.to_dict()
+        return _drop_unused(spec.to_dict(), swagger2)
 
 
-def _ref(name: str, swagger2: bool) -> dict[str, str]:
-    return {
-        "$ref": f"#/definitions/{name}" if swagger2 else f"#/components/schemas/{name}"
-    }
+def _drop_unused(doc: dict[str, Any], swagger2: bool) -> dict[str, Any]:
+    """Leave out deepaas's own schemas that nothing refers to (Prediction
+    when every model has a schema, Training when training is off...)."""
+    holder = doc["definitions"] if swagger2 else doc["components"]["schemas"]
+    own = set(answers.schemas(swagger2))
+    while True:
+        text = json.dumps(doc)
+        unused = [
+            name
+            for name in holder
+            if name in own and f'{ref(name, swagger2)["$ref"]}"' not in text
+        ]
+        if not unused:
+            return doc
+        for name in unused:
+            del holder[name]
+
+
+def _register_response_schema(spec: APISpec, op: Operation) -> str | None:
+    """The definition name of ``op.response_schema``, registered once; a
+    name deepaas's own schemas (or another model's) hold gets a prefix."""
+    name = op.response_name
+    if op.response_schema is None or not name:
+        return name
+    registered = spec.components.schemas
+    prefix = op.operation_id or "model"
+    unique, n = name, 1
+    while unique in registered:
+        unique = f"{prefix}_{name}" if n == 1 else f"{prefix}_{name}_{n}"
+        n += 1
+    spec.components.schema(unique, schema=op.response_schema)
+    return unique
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _responses(op: Operation, name: str | None, swagger2: bool) -> dict[str, Any]:
+    """Each status with its schema; a 200 described per media type in 3.1
+    (binary answers as binary strings, text as strings, so that generated
+    clients do not decode them as JSON); in 2.0, whose 200 has one schema,
+    the JSON one when the route can answer JSON, else a string or a file."""
+    types = [t for t in op.produces or [] if t != "*/*"] or ["application/json"]
+    responses: dict[str, Any] = {}
+    for status, description in op.responses.items():
+        response: dict[str, Any] = {"description": description}
+        responses[str(status)] = response
+        if status >= 400:
+            error = ref(op.schemas.get(status, FAILURE), swagger2)
+            if swagger2:
+                response["schema"] = error
+            else:
+                response["content"] = {"application/json": {"schema": error}}
+            continue
+        if status != 200:
+            continue
+        named = op.schemas.get(200) or name or (PREDICTION if op.prediction else None)
+        json_schema = ref(named, swagger2) if named else None
+        if swagger2:
+            if any(_is_json(t) for t in types):
+                schema = json_schema
+            elif all(t.startswith("text/") for t in types):
+                schema = {"type": "string"}
+            else:
+                schema = {"type": "file"}
+            if schema is not None:
+                response["schema"] = schema
+            continue
+        content = {}
+        for media_type in types:
+            if _is_json(media_type):
+                if json_schema is not None:
+                    content[media_type] = {"schema": json_schema}
+            elif media_type.startswith("text/"):
+                content[media_type] = {"schema": {"type": "string"}}
+            else:
+                content[media_type] = {"schema": {"type": "string", "format": "binary"}}
+        if content:
+            response["content"] = content
+    return responses
 
 
 def _operation(
@@ -136,27 +236,17 @@ def _operation(
     if op.operation_id:
         doc["operationId"] = op.operation_id
     produces = op.produces or ["application/json"]
-    responses: dict[str, Any] = {}
-    for status, description in op.responses.items():
-        response: dict[str, Any] = {"description": description}
-        if status >= 400:
-            schema: dict[str, Any] | None = _ref(FAILURE, swagger2)
-        elif status == 200 and op.response_name:
-            schema = _ref(op.response_name, swagger2)
-        elif status == 200 and op.prediction:
-            schema = _ref("Prediction", swagger2)
-        else:
-            schema = None
-        if schema is not None:
-            if swagger2:
-                response["schema"] = schema
-            else:
-                types = ["application/json"] if status >= 400 else produces
-                response["content"] = {
-                    t: {"schema": schema if "json" in t else {}} for t in types
-                }
-        responses[str(status)] = response
-    doc["responses"] = responses
+    doc["responses"] = {}  # by _responses
+    left_out = _json_left_out(op.args.values())
+    if left_out:
+        files = any(spec.is_file for spec in op.args.values())
+        doc["description"] = (
+            f"Arguments read only from a JSON body ({', '.join(left_out)}) are "
+            "not described here: this body is described as a form"
+            + (", which carries the files" if files else "")
+            + ". Send them in a request whose body is a JSON object"
+            + (", without files." if files else ".")
+        )
     params = [
         _path_param(name, text, swagger2) for name, text in op.path_params.items()
     ]
@@ -194,15 +284,20 @@ def _path_param(name: str, text: str, swagger2: bool) -> dict[str, Any]:
     return param
 
 
-def _property(spec: ArgSpec, plugin: MarshmallowPlugin) -> dict[str, Any]:
+def _property(
+    spec: ArgSpec, plugin: MarshmallowPlugin, null_default: bool = False
+) -> dict[str, Any]:
+    """The field's schema; ``missing=None`` is a ``"default": null`` only
+    with ``null_default`` (Swagger 2.0, as DEEPaaS 2.6.0 wrote it): in 3.1 it
+    means "optional", and a null default would be sent by some clients."""
     assert plugin.converter is not None
     prop = copy.deepcopy(plugin.converter.field2property(spec.field))
     prop.pop("location", None)
     choices = spec.choices
     if choices and "enum" not in prop:
         prop["enum"] = choices
-    if prop.get("default", 0) is None:
-        del prop["default"]  # "missing=None" means "optional", not a null default
+    if prop.get("default", 0) is None and not null_default:
+        del prop["default"]
     return prop
 
 
@@ -230,7 +325,7 @@ def _swagger2_params(
     params: list[dict[str, Any]] = []
     body_props: dict[str, Any] = {}
     for spec in specs:
-        prop = _property(spec, plugin)
+        prop = _property(spec, plugin, null_default=True)
         if spec.location == "json":
             body_props[spec.key] = prop
             continue
@@ -239,8 +334,9 @@ def _swagger2_params(
         )
         if spec.is_file and spec.is_list:
             prop = _file_list(prop)
-        elif spec.is_file:
-            prop = {k: v for k, v in prop.items() if k in ("description",)}
+        elif spec.is_file:  # 2.6.0: a null default and x-nullable if missing=None
+            kept = ("description", "default", "x-nullable")
+            prop = {k: v for k, v in prop.items() if k in kept}
             prop["type"] = "file"
         elif prop.get("type") not in (
             "string",
@@ -329,9 +425,26 @@ def _openapi3_body(
         if form_required:
             schema["required"] = form_required
         content["multipart/form-data"] = {"schema": schema}
-    if body:
+    elif body:  # with form fields, the form alone: see _json_left_out
         content["application/json"] = {"schema": {"type": "object", "properties": body}}
     return {"content": content} if content else None
+
+
+def _json_left_out(specs: Iterable[ArgSpec]) -> list[str]:
+    """JSON-body fields that a route with form fields documents in neither
+    document, and a note saying so in the operation's description.
+
+    A request has one body: a form (multipart, where files travel) or a JSON
+    object, and a JSON-body field is read from the JSON object only. Swagger
+    2.0 cannot describe both; a 3.1 document that offers both makes
+    openapi-generator's clients always pick JSON and drop the files. So both
+    documents describe the form; these fields are sent in a JSON request of
+    their own (docs/compatibility.md).
+    """
+    specs = list(specs)
+    if not any(spec.location == "form" for spec in specs):
+        return []
+    return [spec.key for spec in specs if spec.location == "json"]
 
 
 # -- Swagger UI from local assets ---------------------------------------------

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
+from deepaas.api.response_schemas import VERSIONS
 
 
 def v2_version(bp: str) -> dict[str, Any]:
@@ -39,5 +40,6 @@ def setup(app: web.Application, spec: SpecBuilder, docs: bool) -> None:
             "versions",
             {200: "The API versions"},
             operation_id="get_versions",
+            schemas={200: VERSIONS},
         )
     )

@@ -2,7 +2,8 @@
 
 Schemathesis generates valid and invalid requests for every documented
 operation of a running ``deepaas-run``; none may answer 5xx (bad input is a
-4xx with a JSON message). Run by its command line, as a user would.
+4xx with a JSON message), and every answer must match the schema and media
+types documented for its status. Run by its command line, as a user would.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def test_no_server_errors(tmp_path):
                 "run",
                 f"{srv.url}/openapi.json",
                 "--checks",
-                "not_a_server_error",
+                # every answer also matches the schema and the media types
+                # the document gives its status (issue 8)
+                "not_a_server_error,response_schema_conformance,"
+                "content_type_conformance",
                 "--max-examples",
                 "40",
                 "--seed",

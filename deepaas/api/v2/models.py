@@ -10,6 +10,7 @@ from aiohttp import web
 
 from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
+from deepaas.api.response_schemas import MODEL_META, MODELS, VERSION
 from deepaas.api.versions import v2_version
 from deepaas.exceptions import DeepaasError
 from deepaas.model.v2.wrapper import ModelWrapper
@@ -54,6 +55,7 @@ def setup(
             "versions",
             {200: "The v2 API"},
             operation_id="get_version",
+            schemas={200: VERSION},
         )
     )
     spec.add(
@@ -64,6 +66,7 @@ def setup(
             "models",
             {200: "The served models"},
             operation_id="list_models",
+            schemas={200: MODELS},
         )
     )
     for model in models.values():
@@ -78,6 +81,7 @@ def setup(
                 "models",
                 {200: "The model's metadata"},
                 operation_id=f"get_{model.name}",
+                schemas={200: MODEL_META},
             )
         )
 

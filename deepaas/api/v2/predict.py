@@ -10,6 +10,7 @@ from aiohttp import web
 from deepaas.api.args import ArgParser, BodyLimits
 from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
+from deepaas.api.response_schemas import VALIDATION_ERRORS
 from deepaas.api.v2.responses import send_result
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.lifecycle import Lifecycle
@@ -114,5 +115,6 @@ def setup(
                 response_name=schema_name,
                 prediction=True,
                 operation_id=f"predict_{name}",
+                schemas={422: VALIDATION_ERRORS},
             )
         )

@@ -24,6 +24,11 @@ from marshmallow import fields, validate
 from deepaas.api.args import ArgParser, BodyLimits
 from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
+from deepaas.api.response_schemas import (
+    TRAINING,
+    TRAINING_LIST,
+    VALIDATION_ERRORS,
+)
 from deepaas.api.v2.predict import disabled
 from deepaas.exceptions import DeepaasError
 from deepaas.lifecycle import Lifecycle
@@ -330,6 +335,8 @@ def setup(
                 POST_RESPONSES,
                 args=routes.parser.specs,
                 operation_id=f"train_{name}",
+                # a 422 for too many GPUs is {"message": ...}: an object too
+                schemas={200: TRAINING, 422: VALIDATION_ERRORS},
             )
         )
         spec.add(
@@ -340,6 +347,7 @@ def setup(
                 "models",
                 {200: "The trainings' records"},
                 operation_id=f"list_trainings_{name}",
+                schemas={200: TRAINING_LIST},
             )
         )
         spec.add(
@@ -351,6 +359,7 @@ def setup(
                 {200: "The training's record", 404: "No such training"},
                 path_params=UUID_PARAM,
                 operation_id=f"get_training_{name}",
+                schemas={200: TRAINING},
             )
         )
         spec.add(
@@ -369,6 +378,7 @@ def setup(
                 },
                 path_params=UUID_PARAM,
                 operation_id=f"cancel_training_{name}",
+                schemas={200: TRAINING},
             )
         )
         spec.add(
