@@ -28,6 +28,8 @@ from multidict import MultiDict
 from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader, Part
 from deepaas.api.errors import ValidationFailed
 from deepaas.api.limits import BodyLimits, too_large
+from deepaas.api.parsing import parse_json_text
+from deepaas.exceptions import DeepaasError
 from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
 from deepaas.model.v2.wrapper import UploadedFile
 
@@ -170,6 +172,16 @@ class ParsedArgs:
             return _from_multidict(spec, form)
         if location in (None, "json") and body_json is not None and key in body_json:
             return body_json[key]
+        if (
+            location == "json"
+            and form is not None
+            and key in form
+            and self.request.content_type == "multipart/form-data"
+        ):
+            # Sent beside files: a multipart part holding the value as JSON
+            # text (as OpenAPI 3 clients send an object in a multipart body).
+            # An urlencoded field of that name is ignored, as in DEEPaaS 2.x.
+            return _json_from_form(key, form.getone(key))
         return _MISSING
 
     def _negotiate_accept(self, spec: ArgSpec) -> Any:
@@ -213,6 +225,19 @@ def _load_and_drop(schema: marshmallow.Schema, held: list[Any]) -> dict[str, Any
 
 
 NOT_A_FILE = "Not a file: send it as a file part of a multipart/form-data body."
+
+
+def _json_from_form(key: str, text: Any) -> Any:
+    """The value of a JSON-body argument sent as a form field of JSON text;
+    a 422 naming the field when it is not that."""
+    if not isinstance(text, str):
+        raise ValidationFailed(
+            {key: ["Not JSON text: send this argument as a form field, not a file"]}
+        )
+    try:
+        return parse_json_text(text)
+    except DeepaasError as exc:
+        raise ValidationFailed({key: [f"Not valid JSON: {exc.message}"]}) from None
 
 
 def _as_dict(messages: Any) -> dict[str, Any]:

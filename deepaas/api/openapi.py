@@ -237,15 +237,14 @@ def _operation(
         doc["operationId"] = op.operation_id
     produces = op.produces or ["application/json"]
     doc["responses"] = {}  # by _responses
-    left_out = _json_left_out(op.args.values())
+    left_out = _json_left_out(op.args.values()) if swagger2 else []
     if left_out:
-        files = any(spec.is_file for spec in op.args.values())
         doc["description"] = (
-            f"Arguments read only from a JSON body ({', '.join(left_out)}) are "
-            "not described here: this body is described as a form"
-            + (", which carries the files" if files else "")
-            + ". Send them in a request whose body is a JSON object"
-            + (", without files." if files else ".")
+            f"Arguments of the JSON body ({', '.join(left_out)}) are not "
+            "described here: Swagger 2.0 cannot describe them beside form "
+            "fields. Send each as a form field holding its value as JSON "
+            "text, or send them in a request whose body is a JSON object "
+            "(without files)."
         )
     params = [
         _path_param(name, text, swagger2) for name, text in op.path_params.items()
@@ -399,6 +398,7 @@ def _openapi3_body(
     form: dict[str, Any] = {}
     form_required: list[str] = []
     body: dict[str, Any] = {}
+    body_required: list[str] = []
     for spec in specs:
         if spec.location == "form":
             prop = _property(spec, plugin)
@@ -419,27 +419,40 @@ def _openapi3_body(
                 form_required.append(spec.key)
         elif spec.location == "json":
             body[spec.key] = _property(spec, plugin)
+            if spec.required:
+                body_required.append(spec.key)
     content: dict[str, Any] = {}
     if form:
-        schema: dict[str, Any] = {"type": "object", "properties": form}
-        if form_required:
-            schema["required"] = form_required
-        content["multipart/form-data"] = {"schema": schema}
-    elif body:  # with form fields, the form alone: see _json_left_out
-        content["application/json"] = {"schema": {"type": "object", "properties": body}}
+        # One body: the form, which carries the files (a document offering a
+        # JSON body too makes generated clients send JSON and drop the
+        # files). JSON-body arguments are parts of it holding JSON text,
+        # OpenAPI 3's default encoding of an object in a multipart body.
+        schema: dict[str, Any] = {"type": "object", "properties": {**form, **body}}
+        if form_required or body_required:
+            schema["required"] = form_required + body_required
+        media: dict[str, Any] = {"schema": schema}
+        if body:
+            media["encoding"] = {
+                key: {"contentType": "application/json"} for key in body
+            }
+        content["multipart/form-data"] = media
+    elif body:
+        json_schema: dict[str, Any] = {"type": "object", "properties": body}
+        if body_required:
+            json_schema["required"] = body_required
+        content["application/json"] = {"schema": json_schema}
     return {"content": content} if content else None
 
 
 def _json_left_out(specs: Iterable[ArgSpec]) -> list[str]:
-    """JSON-body fields that a route with form fields documents in neither
-    document, and a note saying so in the operation's description.
+    """JSON-body fields that ``/swagger.json`` leaves out of a route with
+    form fields, named in the operation's description.
 
     A request has one body: a form (multipart, where files travel) or a JSON
-    object, and a JSON-body field is read from the JSON object only. Swagger
-    2.0 cannot describe both; a 3.1 document that offers both makes
-    openapi-generator's clients always pick JSON and drop the files. So both
-    documents describe the form; these fields are sent in a JSON request of
-    their own (docs/compatibility.md).
+    object. A JSON-body field is read from a JSON object, or from a form
+    field holding JSON text. Swagger 2.0 cannot describe a body parameter
+    beside form fields, nor a form field's JSON; the 3.1 document lists
+    these fields in its multipart form (docs/compatibility.md).
     """
     specs = list(specs)
     if not any(spec.location == "form" for spec in specs):

@@ -105,6 +105,26 @@ def parse_json(raw: bytes, cooperative: bool = False) -> dict[str, Any]:
     return value
 
 
+def parse_json_text(text: str) -> Any:
+    """One JSON value (any kind) sent as text in a form field: a
+    ``location="json"`` argument sent in a multipart form beside files.
+
+    The rules of a JSON body apply (depth, numbers, no ``NaN``); what breaks
+    them raises :class:`~deepaas.exceptions.DeepaasError` (400), which the
+    caller turns into a 422 naming the field.
+    """
+    if json_too_deep(text, MAX_JSON_DEPTH):
+        raise too_deep()
+    try:
+        return json.loads(
+            text, parse_int=_as_int, parse_float=_as_float, parse_constant=_no_constant
+        )
+    except DeepaasError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise bad_request(f"invalid JSON: {exc}") from None
+
+
 def _decode(raw: bytes, encoding: str, sliced: bool) -> str:
     if not sliced or len(raw) <= PARSE_SLICE:
         return raw.decode(encoding, "surrogatepass")

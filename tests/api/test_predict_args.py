@@ -149,6 +149,14 @@ async def test_json_only_field_ignores_query_and_form(args_client):
     assert values(await kwargs_of(args_client, data={"j": "1"})) == {}
 
 
+async def test_json_only_field_read_from_a_multipart_part_of_json_text(args_client):
+    form = aiohttp.FormData(default_to_multipart=True)
+    form.add_field("j", "12")
+    form.add_field("jd", '{"k": [1, null]}', content_type="application/json")
+    kwargs = values(await kwargs_of(args_client, data=form))
+    assert kwargs["j"] == 12 and kwargs["jd"] == {"k": [1, None]}
+
+
 async def test_header_location_with_data_key(args_client):
     kwargs = await kwargs_of(args_client, headers={"x-token": "secret"})
     assert values(kwargs) == {"token": "secret"}

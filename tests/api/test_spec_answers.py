@@ -391,17 +391,48 @@ async def test_swagger_parameters_as_deepaas_2_6(swagger, openapi):
 async def test_form_alone_when_files_and_json_fields(swagger, openapi):
     post = openapi["paths"][SHAPES_PREDICT]["post"]
     assert set(post["requestBody"]["content"]) == {"multipart/form-data"}
-    form = post["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert form["properties"] == {"image": {"type": "string", "format": "binary"}}
-    # the JSON-body field is named in both documents' description
-    for spec in (swagger, openapi):
-        description = spec["paths"][SHAPES_PREDICT]["post"]["description"]
-        assert "(options)" in description
-        assert "JSON object, without files" in description
+    media = post["requestBody"]["content"]["multipart/form-data"]
+    # the JSON-body field is a part of the form, holding JSON text
+    assert media["schema"]["properties"]["image"] == {
+        "type": "string",
+        "format": "binary",
+    }
+    assert media["schema"]["properties"]["options"]["type"] == "object"
+    assert media["encoding"] == {"options": {"contentType": "application/json"}}
+    assert "description" not in post
+    # Swagger 2.0 cannot describe it: left out, named in the description
+    description = swagger["paths"][SHAPES_PREDICT]["post"]["description"]
+    assert "(options)" in description
+    assert "form field holding its value as JSON text" in description
     assert "options" not in params_of(swagger, SHAPES_PREDICT)
     assert swagger["paths"][SHAPES_PREDICT]["post"]["consumes"] == [
         "multipart/form-data"
     ]
+
+
+async def test_json_field_sent_as_a_form_part_beside_a_file(client):
+    """What the 3.1 document describes, as generated clients send it."""
+    form = aiohttp.FormData()
+    form.add_field("image", b"\x89PNG fake", filename="a.png")
+    form.add_field("options", '{"a": [1, 2]}', content_type="application/json")
+    response = await client.post(SHAPES_PREDICT, data=form)
+    assert response.status == 200, await response.text()
+    for bad, message in [
+        ('{"a": ', "Not valid JSON: invalid JSON"),
+        ('{"a": NaN}', "Not valid JSON: the JSON body contains NaN"),
+        ('"a string"', "Not a valid mapping type."),
+    ]:
+        form = aiohttp.FormData(default_to_multipart=True)
+        form.add_field("options", bad)
+        response = await client.post(SHAPES_PREDICT, data=form)
+        assert response.status == 422, bad
+        [got] = (await response.json())["options"]
+        assert got.startswith(message), (bad, got)
+    form = aiohttp.FormData()
+    form.add_field("options", b"{}", filename="options.json")
+    response = await client.post(SHAPES_PREDICT, data=form)
+    assert response.status == 422
+    assert (await response.json())["options"][0].startswith("Not JSON text")
 
 
 async def test_json_body_when_no_form(swagger, openapi):

@@ -362,9 +362,12 @@ async def test_openapi_demo_predict(openapi):
     }
     assert form["image"]["format"] == "binary"
     # the form alone: with a JSON body beside it, openapi-generator's clients
-    # send JSON and drop the files; the JSON-body field is named instead
+    # send JSON and drop the files; the JSON-body field is a part of JSON text
     assert set(body) == {"multipart/form-data"}
-    assert "(options)" in post["description"]
+    assert form["options"]["type"] == "object"
+    assert body["multipart/form-data"]["encoding"] == {
+        "options": {"contentType": "application/json"}
+    }
     # each type an answer can have (no "*/*": no answer is of that type),
     # binary and text ones as strings, so clients do not decode them as JSON
     content = post["responses"]["200"]["content"]
@@ -376,13 +379,20 @@ async def test_openapi_demo_predict(openapi):
 async def test_openapi_required_form_and_json_fields(openapi):
     post = openapi["paths"]["/v2/models/argkinds/predict/"]["post"]
     body = post["requestBody"]["content"]
-    assert set(body["multipart/form-data"]["schema"]["properties"]) == {
+    form = body["multipart/form-data"]
+    assert set(form["schema"]["properties"]) == {
         "f",
         "legacy_file",
         "modern_file",
+        "j",
+        "jd",
     }
     assert set(body) == {"multipart/form-data"}
-    assert "(j, jd)" in post["description"]
+    assert form["encoding"] == {
+        "j": {"contentType": "application/json"},
+        "jd": {"contentType": "application/json"},
+    }
+    assert "description" not in post
     params = {p["name"]: p["in"] for p in post["parameters"]}
     assert params["X-Token"] == "header"
     explode = {p["name"]: p.get("explode") for p in post["parameters"]}
