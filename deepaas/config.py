@@ -180,6 +180,14 @@ OPTIONS: tuple[Option, ...] = (
         "is killed with SIGKILL.",
         kind="float",
     ),
+    Option(
+        "reload_after_train",
+        True,
+        "When a training of a model ends done, replace that model's predict "
+        "workers one at a time, each warmed before the old one retires, so "
+        "predictions use what the training saved.",
+        kind="bool",
+    ),
     Option("predict_endpoint", True, "Enable the predict routes.", kind="bool"),
     Option(
         "doc_endpoint",
@@ -266,6 +274,7 @@ class Settings:
     max_trainings: int = 1
     train_gpus: int | None = None
     train_cancel_grace: float = 10.0
+    reload_after_train: bool = True
     predict_endpoint: bool = True
     doc_endpoint: bool = True
     debug_endpoint: bool = False

@@ -8,7 +8,9 @@ telemetry, the scratch directory, one
 :class:`~deepaas.lifecycle.Lifecycle`, the metrics, and the aiohttp
 application over them (:func:`deepaas.api.create_app`). The parts do not
 know each other; the server starts them with the app and stops them with
-it. ``deepaas-run`` calls :meth:`Server.serve`; tests use :func:`build_app`.
+it, and tells a model's runtime to reload its workers when a training of
+that model ends ``done`` (``--reload-after-train``). ``deepaas-run`` calls
+:meth:`Server.serve`; tests use :func:`build_app`.
 
 Shutdown is bounded (:meth:`Server.drain`, then the app's cleanup): after
 SIGTERM the server drains for at most ``--shutdown-timeout`` seconds, then
@@ -138,6 +140,7 @@ class Server:
             env=worker_env,
             extra_path=extra_path,
             warm=settings.warm,
+            on_done=self._trained if settings.reload_after_train else None,
         )
         self.capture = capture if settings.debug_endpoint else None
         # Log records and the workers' output (which is logged) go to /v2/debug/.
@@ -200,6 +203,13 @@ class Server:
             self.nvml.close()
         if self._capture_handler is not None:
             logging.getLogger().removeHandler(self._capture_handler)
+
+    def _trained(self, model: str, uuid: str) -> None:
+        """A training of ``model`` ended done: its predict workers load what
+        it saved (``--reload-after-train``)."""
+        runtime = self.runtimes.get(model)
+        if runtime is not None and not self.lifecycle.draining:  # else: stopping
+            runtime.reload(f"training {uuid} ended")
 
     # -- serving ----------------------------------------------------------------
 

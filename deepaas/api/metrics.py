@@ -167,7 +167,7 @@ class Metrics(EngineEvents):
         self.worker_restarts = _Counter(
             "deepaas_worker_restarts",
             "Worker processes replaced, by why: crashed, start_failed, timeout, "
-            "max_requests, max_memory, out_of_memory.",
+            "max_requests, max_memory, out_of_memory, reload.",
             ["model", "device", "reason"],
         )
         self.client_timeouts = _Counter(

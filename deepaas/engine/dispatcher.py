@@ -123,6 +123,12 @@ class Dispatcher:
         if lane is not None:
             lane.retiring = True
 
+    def takes_calls(self, link: Link) -> bool:
+        """``link`` takes new calls as any other (not retired, nor marked
+        retiring)."""
+        lane = self.lanes.get(link)
+        return lane is not None and lane.feeding and not lane.retiring
+
     def retire(self, link: Link) -> None:
         """No new calls for ``link``; those it has not started go elsewhere."""
         lane = self.lanes.get(link)

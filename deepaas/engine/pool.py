@@ -21,6 +21,13 @@ out:
   happens to the old process then. A worker whose model raised
   ``MemoryError`` stops taking calls at once (its heap is likely exhausted:
   more calls would fail too); calls wait in the queue for its replacement.
+- **Reload** (:mod:`deepaas.engine.reload` drives it, one worker at a time):
+  the model's files changed (a training ended), so a healthy worker is
+  recycled like above, except that it keeps taking calls as usual until its
+  replacement is ready (capacity never drops). Should that replacement fail
+  to start, the old worker simply keeps its slot and serves on. Each worker
+  carries the pool's ``generation`` at the time it was started: those of an
+  older generation still run the old files.
 - **Stop**: end-of-file to every worker, then SIGTERM and SIGKILL to their
   process groups if they do not exit within the grace period.
 """
@@ -41,6 +48,7 @@ from deepaas.engine.outcomes import fail
 from deepaas.engine.replacement import (
     CRASHED,
     OUT_OF_MEMORY,
+    RELOAD,
     START_FAILED,
     TIMED_OUT,
     recycle_reason,
@@ -118,9 +126,13 @@ class WorkerPool:
         self.failures_in_a_row = [0] * config.size
         self.retired: set[Worker] = set()  # replaced, finishing their calls
         self.stopping = False
+        # Bumped each time the model's files change (a training ended): a
+        # worker started before then runs older files (Worker.generation).
+        self.generation = 0
         self.tasks = TaskSet(f"model {self.model!r}")
         self._ready = asyncio.Event()
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._changed = asyncio.Event()  # a worker got ready or exited
+        self._timers: dict[Worker, asyncio.TimerHandle] = {}  # pending respawns
 
     # -- state ----------------------------------------------------------------
 
@@ -150,6 +162,23 @@ class WorkerPool:
         for worker in self.slots:
             await self._spawn(worker)
 
+    async def changed(self) -> None:
+        """Wait until a worker got ready or exited (or the pool stops)."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def respawn_now(self) -> None:
+        """Start the workers waiting for their respawn backoff now, with a
+        fresh backoff (the model's files changed: they may start now)."""
+        for worker, timer in list(self._timers.items()):
+            timer.cancel()
+            del self._timers[worker]
+            self.failures_in_a_row[worker.index] = 0
+            self.tasks.spawn(self._spawn(worker), f"spawn {worker.label}")
+
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until at least one worker is ready; False on timeout."""
         try:
@@ -165,7 +194,8 @@ class WorkerPool:
         after ``grace`` seconds, SIGKILL one second later.
         """
         self.stopping = True
-        for timer in self._timers:
+        self._notify()
+        for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         children = []
@@ -202,6 +232,9 @@ class WorkerPool:
             # No new calls, and those it skipped go elsewhere, even when it
             # was already being replaced for another reason.
             self.dispatcher.retire(worker)
+        elif worker.retiring == RELOAD and reason != RELOAD:
+            # Being reloaded, and now past its own limit too: that holds.
+            self.dispatcher.mark_retiring(worker)
         if (
             self.stopping
             or worker.retiring
@@ -218,10 +251,13 @@ class WorkerPool:
         )
         worker.retiring = reason
         worker.state = WorkerState.RETIRING
-        self.dispatcher.mark_retiring(worker)  # new calls to the others first
+        if reason != RELOAD:  # a reloaded worker is healthy: it serves as usual
+            self.dispatcher.mark_retiring(worker)  # new calls to the others first
         self.retired.add(worker)
         replacement = Worker(self.model, worker.index, worker.device)
         replacement.replaces = worker
+        replacement.generation = self.generation
+        replacement.reload = reason == RELOAD
         self.slots[worker.index] = replacement
         self.restarts[worker.index] += 1
         self.events.restarted(self.model, worker.device.label, reason)
@@ -232,6 +268,7 @@ class WorkerPool:
     async def _spawn(self, worker: Worker) -> None:
         if self.stopping:
             return
+        worker.generation = self.generation  # it reads the files as they are now
         board = protocol.Scoreboard.create()
         spec = worker.spec(self.config, self.env, board)
         worker.board = board
@@ -244,6 +281,7 @@ class WorkerPool:
             LOG.error("model %s: %s", self.model, worker.start_error)
             worker.state = WorkerState.DEAD
             self._schedule_respawn(worker)
+            self._notify()
             return
         finally:
             board.close_fd()
@@ -289,6 +327,7 @@ class WorkerPool:
         if worker.state is not WorkerState.STARTING:
             return
         worker.state = WorkerState.READY
+        worker.ready_once = True
         worker.start_error = None
         LOG.info(
             "model %s: worker %s ready (pid %s)", self.model, worker.index, worker.pid
@@ -298,6 +337,7 @@ class WorkerPool:
         if old is not None:
             self.tasks.spawn(self._retire(old), f"retire {old.label}")
         self._ready.set()
+        self._notify()
 
     async def _retire(self, worker: Worker) -> None:
         """Its replacement is ready: no new calls; exit once it finished."""
@@ -321,6 +361,7 @@ class WorkerPool:
         )
         was = worker.state
         worker.state = WorkerState.DEAD
+        self._notify()
         if worker in self.retired:
             self.retired.discard(worker)
             if worker.retiring and was is WorkerState.RETIRING and child.returncode:
@@ -338,6 +379,8 @@ class WorkerPool:
             worker.start_error = (
                 f"the worker of model {self.model!r} {how} while starting"
             )
+        if was is WorkerState.STARTING and self._keep_old(worker):
+            return
         LOG.warning(
             "model %s: worker %s (pid %s) %s", self.model, worker.index, child.pid, how
         )
@@ -359,6 +402,33 @@ class WorkerPool:
         self.events.restarted(self.model, worker.device.label, reason)
         self._schedule_respawn(worker)
 
+    def _keep_old(self, failed: Worker) -> bool:
+        """A reload's replacement failed to start: the worker it was to
+        replace, still serving, keeps its slot (True); False when that one
+        cannot serve on (it died, was killed, or must be replaced anyway)."""
+        old = failed.replaces
+        if (
+            not failed.reload
+            or old is None
+            or old not in self.retired
+            or old.state is not WorkerState.RETIRING
+            or old.killed_for
+            or not self.dispatcher.takes_calls(old)
+        ):
+            return False
+        self.retired.discard(old)
+        old.retiring = None
+        old.state = WorkerState.READY
+        self.slots[old.index] = old
+        LOG.info(
+            "model %s: worker %s (pid %s) keeps serving: its replacement failed "
+            "to start",
+            self.model,
+            old.index,
+            old.pid,
+        )
+        return True
+
     def fail_queued(self, error: DeepaasError) -> None:
         for call in self.dispatcher.queue.drain():
             fail(call, error)
@@ -375,12 +445,12 @@ class WorkerPool:
         fresh = Worker(self.model, index, worker.device)
         fresh.start_error = worker.start_error
         fresh.replaces = worker.replaces
+        fresh.generation = self.generation
         self.slots[index] = fresh
         loop = asyncio.get_running_loop()
 
         def respawn() -> None:
-            self._timers.discard(timer)
+            self._timers.pop(fresh, None)
             self.tasks.spawn(self._spawn(fresh), f"spawn {fresh.label}")
 
-        timer = loop.call_later(delay, respawn)
-        self._timers.add(timer)
+        self._timers[fresh] = loop.call_later(delay, respawn)

@@ -14,6 +14,9 @@ decisions an operator tunes and reads about (``--worker-max-requests``,
   ``MemoryError`` (``OUT_OF_MEMORY``: its heap is likely exhausted, so it
   must stop taking calls at once). Both are measured in the worker, where
   the memory is (:mod:`deepaas.engine.worker`).
+- **Reloading** a healthy worker (``RELOAD``) because the model's files
+  changed: a training of this model ended ``done``
+  (:mod:`deepaas.engine.reload` decides which worker and when).
 - **Respawning** a worker that died or failed to start: at once the first
   time; repeated failures are spaced by a backoff that doubles from
   ``RESPAWN_BACKOFF_S`` up to ``RESPAWN_BACKOFF_MAX_S``
@@ -34,7 +37,16 @@ CRASHED = "crashed"
 START_FAILED = "start_failed"
 TIMED_OUT = "timeout"
 MAX_REQUESTS = "max_requests"
-REASONS = (CRASHED, START_FAILED, TIMED_OUT, MAX_REQUESTS, MAX_MEMORY, OUT_OF_MEMORY)
+RELOAD = "reload"  # the model's files changed (a training ended)
+REASONS = (
+    CRASHED,
+    START_FAILED,
+    TIMED_OUT,
+    MAX_REQUESTS,
+    MAX_MEMORY,
+    OUT_OF_MEMORY,
+    RELOAD,
+)
 
 
 def request_limit(max_requests: int) -> int:

@@ -27,6 +27,7 @@ from deepaas.engine.pool import (
     WorkerPool,
     WorkerState,
 )
+from deepaas.engine.reload import Reloader, ReloadStatus
 from deepaas.exceptions import DeepaasError, ModelUnavailable, ShuttingDown
 from deepaas.model.v2.results import PredictResult
 
@@ -60,6 +61,9 @@ class WorkerStatus:
     # count), so one replacement counts once, also when summing over workers.
     restarts: int
     error: str | None  # why it could not start, if it could not
+    # How many times the model's files had changed (trainings ended) when it
+    # started: workers of an older generation run older files.
+    generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +76,7 @@ class RuntimeStatus:
     max_batch_size: int
     max_batch_delay: float  # seconds
     start_error: str | None  # why the model cannot run, when no worker can
+    reload: ReloadStatus | None = None  # the latest reload after a training
 
     @property
     def ready_workers(self) -> int:
@@ -98,6 +103,7 @@ class ModelRuntime:
         self.queue = CallQueue(policy or BatchPolicy())
         self.dispatcher = Dispatcher(self.model, self.queue, events)
         self.pool = WorkerPool(config, self.dispatcher, events)
+        self.reloader = Reloader(self.pool)
         self.stopped = False
 
     @property
@@ -114,6 +120,13 @@ class ModelRuntime:
     def settled(self) -> bool:
         """A worker is ready, or the model failed to start one."""
         return bool(self.pool.ready_workers or self.pool.start_error)
+
+    def reload(self, cause: str) -> None:
+        """The model's files changed (``cause``: e.g. a training ended):
+        replace its workers one at a time, each warmed before the one it
+        replaces retires (:mod:`deepaas.engine.reload`)."""
+        if not self.stopped:
+            self.reloader.request(cause)
 
     def abort(self, error: DeepaasError) -> None:
         """Answer every call, queued or running, with ``error`` now."""
@@ -147,6 +160,7 @@ class ModelRuntime:
                         else 0
                     ),
                     error=worker.start_error,
+                    generation=worker.generation,
                 )
                 for worker in pool.workers
             ),
@@ -154,6 +168,7 @@ class ModelRuntime:
             max_batch_size=policy.max_batch_size,
             max_batch_delay=policy.max_delay,
             start_error=pool.start_error,
+            reload=self.reloader.status,
         )
 
     async def predict(

@@ -48,6 +48,9 @@ class Worker:
         self.replaces: Worker | None = None  # the worker it will take over from
         self.killed_for: str | None = None  # why we killed it
         self.max_requests = 0
+        self.generation = 0  # the pool's generation (model files) it started with
+        self.reload = False  # started to reload the model's files
+        self.ready_once = False  # it said it was ready
 
     @property
     def pid(self) -> int | None:

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import os
 import uuid as uuidlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from deepaas.config import ConfigError
@@ -78,6 +78,7 @@ class JobManager:
         env: Mapping[str, str] | None = None,
         extra_path: tuple[str, ...] = (),
         warm: bool = True,
+        on_done: Callable[[str, str], None] | None = None,  # (model, uuid) done
         identity: ServerIdentity | None = None,
         heartbeat: float = HEARTBEAT_S,
         lease: float = LEASE_S,
@@ -109,6 +110,7 @@ class JobManager:
             env=dict(os.environ if env is None else env),
             extra_path=extra_path,
             warm=warm,
+            on_done=on_done,
         )
         self._leftovers: asyncio.Task[None] | None = None
         self.default_gpus = (

@@ -18,8 +18,10 @@ When a job ends, or is given up, everything follows at once and nothing
 waits on the database: its record gets its final status (the
 :class:`~deepaas.training.keeper.RecordKeeper` writes it), its slot and GPUs
 are freed, its waiters settled, its job directory removed, and the next job
-starts. The :class:`~deepaas.training.jobs.JobManager` records the jobs it
-hands over here, and answers for them.
+starts. A job that ends ``done`` is announced (``on_done(model, uuid)``: the
+server reloads that model's predict workers, which load what it saved).
+The :class:`~deepaas.training.jobs.JobManager` records the jobs it hands
+over here, and answers for them.
 
 When the server drains (:meth:`JobScheduler.drain`) no job starts any more
 and the queued ones end; :meth:`JobScheduler.stop` then stops the running
@@ -32,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from deepaas.engine import process, protocol
@@ -62,6 +64,7 @@ class JobScheduler:
         env: Mapping[str, str],
         extra_path: tuple[str, ...],
         warm: bool,
+        on_done: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
         self.keeper = keeper
@@ -73,6 +76,7 @@ class JobScheduler:
         self.env = env
         self.extra_path = extra_path
         self.warm = warm
+        self.on_done = on_done
         self.queue: collections.deque[Job] = collections.deque()
         self.running: dict[str, Job] = {}
         self.stopping = False
@@ -278,6 +282,11 @@ class JobScheduler:
         LOG.info("training %s of model %s: %s", job.uuid, record.model, record.status)
         job.done.set()
         self._schedule()
+        if record.status == st.DONE and job.taken is None and self.on_done:
+            try:
+                self.on_done(record.model, job.uuid)
+            except Exception:
+                LOG.exception("training %s: announcing its end failed", job.uuid)
 
     def finish_unstarted(self, job: Job, status: str, message: str | None) -> None:
         """A job that never ran ends with ``status`` (and ``message``)."""

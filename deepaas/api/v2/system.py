@@ -1,4 +1,5 @@
-"""``GET /v2/system/``: devices (with telemetry), workers and queues, as JSON."""
+"""``GET /v2/system/``: devices (with telemetry), workers, queues and reloads,
+as JSON."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def system_document(
                 "state": worker.state,
                 "in_flight": worker.in_flight,
                 "restarts": worker.restarts,
+                "generation": worker.generation,
                 **({"error": worker.error} if worker.error else {}),
             }
             for name, status in statuses.items()
@@ -61,6 +63,12 @@ def system_document(
                 "max_batch_delay_ms": status.max_batch_delay * 1000,
             }
             for name, status in statuses.items()
+        },
+        # The latest reload of each model's workers after a training ended.
+        "reloads": {
+            name: dataclasses.asdict(status.reload)
+            for name, status in statuses.items()
+            if status.reload is not None
         },
     }
 
