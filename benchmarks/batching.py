@@ -72,6 +72,8 @@ MODEL_NAME = "bench_mlp"
 PREDICT_PATH = f"/v2/models/{MODEL_NAME}/predict/"
 BENCH_QUERY = "?seed=1"
 TORCH_PIN = "torch==2.13.0"
+# The CPU build: PyPI's Linux wheels of torch pull gigabytes of CUDA libraries.
+TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 TARGET_RATIO = 3.0
 TARGET_P50_DIFF_MS = 1.0
 STARTUP_TIMEOUT_S = 120.0  # importing torch and building the model
@@ -81,7 +83,8 @@ OFF, ON = "off", "on"
 
 
 def ensure_torch() -> None:
-    """Install ``torch==2.13.0`` here if torch is missing, saying so."""
+    """Install ``torch==2.13.0`` (the CPU build) here if torch is missing,
+    saying so."""
     if importlib.util.find_spec("torch") is not None:
         return
     print(
@@ -91,13 +94,15 @@ def ensure_torch() -> None:
         flush=True,
     )
     cmd = [sys.executable, "-m", "pip", "install", "-q", TORCH_PIN]
+    cmd += ["--index-url", TORCH_INDEX]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     importlib.invalidate_caches()
     if proc.returncode != 0 or importlib.util.find_spec("torch") is None:
         raise BenchError(
             f"could not install torch ({' '.join(cmd)}):\n{proc.stdout}{proc.stderr}"
             f"\ninstall a torch build yourself (e.g. {sys.executable} -m pip "
-            f"install {TORCH_PIN}) and run the benchmark again"
+            f"install {TORCH_PIN} --index-url {TORCH_INDEX}) and run the "
+            "benchmark again"
         )
 
 

@@ -8,7 +8,7 @@ HTTP, queueing and the worker pipe.
 
     .venv/bin/python benchmarks/mlp_compute.py [--sizes 1,8,32] [--json PATH]
 
-Needs torch (``pip install torch==2.13.0``); imports the plugin from
+Needs torch (``pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu``); imports the plugin from
 ``benchmarks/mlp_plugin`` when it is not installed.
 """
 
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(
             f"ERROR: {exc}; install torch first: "
-            f"{sys.executable} -m pip install torch==2.13.0",
+            f"{sys.executable} -m pip install torch==2.13.0 "
+            "--index-url https://download.pytorch.org/whl/cpu",
             file=sys.stderr,
         )
         return 2

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from deepaas.api import health as health_routes
-from deepaas.api import openapi, versions
+from deepaas.api import openapi, swagger_ui, versions
 from deepaas.api.args import BodyLimits
 from deepaas.api.errors import error_middleware
 from deepaas.api.health import Health
@@ -97,5 +97,5 @@ def create_app(
         metrics.handler(),
         allow_head=False,
     )
-    openapi.add_docs_routes(app, spec, settings.doc_endpoint)
+    swagger_ui.add_docs_routes(app, spec, settings.doc_endpoint)
     return app

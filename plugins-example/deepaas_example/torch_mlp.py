@@ -13,11 +13,15 @@ on GPUs, over Gloo on the CPU. Ask for GPUs with the framework argument
 torch is imported inside the functions, never at the top of the module:
 ``deepaas-run`` imports every installed plugin when it starts, and this one
 must not stop it (or slow it down) where torch is not installed. Install it
-with ``pip install torch``.
+with ``pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu`` (the CPU build; a bare ``pip install torch`` also pulls the
+CUDA libraries).
 """
 
 import contextlib
 import os
+
+# The CPU build, pinned: a bare "pip install torch" pulls the CUDA libraries too.
+TORCH_INSTALL = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 import pathlib
 
 import platformdirs
@@ -48,7 +52,7 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise RuntimeError("this example needs torch: pip install torch") from None
+        raise RuntimeError(f"this example needs torch: {TORCH_INSTALL}") from None
     return torch
 
 

@@ -221,4 +221,6 @@ def test_torch_example_loads_without_torch():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "this example needs torch: pip install torch"
+    assert out.stdout.strip() == (
+        "this example needs torch: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+    )
