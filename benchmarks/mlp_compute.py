@@ -8,8 +8,11 @@ HTTP, queueing and the worker pipe.
 
     .venv/bin/python benchmarks/mlp_compute.py [--sizes 1,8,32] [--json PATH]
 
-Needs torch (``pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu``); imports the plugin from
-``benchmarks/mlp_plugin`` when it is not installed.
+Needs torch, the CPU build::
+
+    pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+
+Imports the plugin from ``benchmarks/mlp_plugin`` when it is not installed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# The CPU build, pinned: PyPI's Linux torch pulls the CUDA libraries too.
+TORCH_INSTALL = (
+    "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+)
 
 
 def load_plugin() -> Any:
@@ -80,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = measure(sizes, args.budget)
     except ImportError as exc:
         print(
-            f"ERROR: {exc}; install torch first: "
-            f"{sys.executable} -m pip install torch==2.13.0 "
-            "--index-url https://download.pytorch.org/whl/cpu",
+            f"ERROR: {exc}; install torch first: {sys.executable} -m {TORCH_INSTALL}",
             file=sys.stderr,
         )
         return 2

@@ -13,15 +13,13 @@ on GPUs, over Gloo on the CPU. Ask for GPUs with the framework argument
 torch is imported inside the functions, never at the top of the module:
 ``deepaas-run`` imports every installed plugin when it starts, and this one
 must not stop it (or slow it down) where torch is not installed. Install it
-with ``pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu`` (the CPU build; a bare ``pip install torch`` also pulls the
-CUDA libraries).
+with the CPU build (a bare ``pip install torch`` also pulls the CUDA libraries)::
+
+    pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 """
 
 import contextlib
 import os
-
-# The CPU build, pinned: a bare "pip install torch" pulls the CUDA libraries too.
-TORCH_INSTALL = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 import pathlib
 
 import platformdirs
@@ -30,6 +28,10 @@ from webargs import fields, validate
 from deepaas import training
 from deepaas.training import distributed
 
+# The CPU build, pinned: a bare "pip install torch" pulls the CUDA libraries too.
+TORCH_INSTALL = (
+    "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+)
 # Where train() saves the weights and predict() reads them.
 WEIGHTS_ENV = "DEEPAAS_EXAMPLE_WEIGHTS"
 DEFAULT_WEIGHTS = (

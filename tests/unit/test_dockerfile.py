@@ -66,16 +66,31 @@ def test_hadolint_clean():
     assert findings == ""
 
 
-def test_entrypoint():
-    # An init as PID 1 reaps orphans and forwards signals to deepaas-run.
-    assert json.loads(_one("ENTRYPOINT")) == [
-        "dumb-init",
-        "--",
-        "deepaas-run",
-        "--listen-ip",
-        "0.0.0.0",
-    ]
+def test_init_is_the_entrypoint_and_deepaas_run_the_command():
+    # An init as PID 1 reaps orphans and forwards signals; the command is CMD,
+    # as in the marketplace images, so a platform (or `docker run IMAGE cmd`)
+    # can replace it and still run under the init.
+    assert json.loads(_one("ENTRYPOINT")) == ["dumb-init", "--"]
+    assert json.loads(_one("CMD")) == ["deepaas-run"]
     assert "dumb-init==" in _one("RUN")
+    env = _one("ENV").split()
+    assert "DEEPAAS_LISTEN_IP=0.0.0.0" in env  # reachable whatever runs it
+
+
+def test_state_dir_is_a_volume_the_user_can_write():
+    env = _one("ENV").split()
+    assert "DEEPAAS_STATE_DIR=/var/lib/deepaas" in env
+    assert json.loads(_one("VOLUME")) == ["/var/lib/deepaas"]
+    # created before VOLUME, owned by the user: a new volume copies both
+    assert "install -d -o 1000 -g 1000 /var/lib/deepaas" in _one("RUN")
+    keywords = [kw for kw, _ in _instructions()]
+    assert keywords.index("RUN") < keywords.index("VOLUME")
+
+
+def test_git_is_installed_for_plugins_from_git():
+    run = _one("RUN")
+    assert "apt-get install -y --no-install-recommends git" in run
+    assert "rm -rf /var/lib/apt/lists/*" in run
 
 
 def test_healthcheck():
