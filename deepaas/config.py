@@ -409,12 +409,7 @@ def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config-file", help="INI file with a [DEFAULT] section.")
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"%(prog)s {version_line()}",
-        help="Show which deepaas this is (version, folder, Python) and exit.",
-    )
+    parser.add_argument("--version", action=VersionAction)
     for opt in OPTIONS:
         names = [opt.flag] + ([opt.short] if opt.short else [])
         help_text = f"{opt.help} (default: {_show_default(opt)})"
@@ -444,6 +439,28 @@ def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
                 help=help_text,
             )
     return parser
+
+
+class VersionAction(argparse.Action):
+    """``--version``: which deepaas this is, on one line (argparse's own
+    action wraps it at the terminal's width, splitting a long folder)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any):
+        kwargs.setdefault(
+            "help", "Show which deepaas this is (version, folder, Python) and exit."
+        )
+        kwargs["default"] = argparse.SUPPRESS
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"{parser.prog} {version_line()}")
+        parser.exit()
 
 
 class _OnOff(argparse.Action):

@@ -33,8 +33,8 @@ from typing import IO, Any, NoReturn
 
 import marshmallow
 
-from deepaas import version_line
 from deepaas.cmd.cli_options import ListValue, add_field, shown
+from deepaas.config import VersionAction
 from deepaas.log import FORMAT
 from deepaas.model import loading
 from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
@@ -97,12 +97,7 @@ def _top_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Log at DEBUG level and print tracebacks of failures.",
     )
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"%(prog)s {version_line()}",
-        help="Show which deepaas this is (version, folder, Python) and exit.",
-    )
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(title="sub-commands", metavar="SUB-COMMAND")
     for name, text in COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)

@@ -38,6 +38,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str, specs: Any = DEMO_SPECS)
 
 def test_version_says_which_deepaas_and_where():
     env = {k: v for k, v in os.environ.items() if k != "DEEPAAS_V2_MODEL"}
+    env["COLUMNS"] = "20"  # one line, however narrow the terminal
     proc = subprocess.run(
         [str(SCRIPT), "--version"], capture_output=True, text=True, env=env, timeout=60
     )

@@ -110,7 +110,8 @@ def test_model_name_repeatable_and_comma_separated():
     assert settings.model_name == ("a", "b", "c", "d")
 
 
-def test_version(capsys):
+def test_version(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "20")  # one line, however narrow the terminal
     with pytest.raises(SystemExit) as exc:
         load("--version")
     assert exc.value.code == 0
