@@ -340,6 +340,8 @@ def _run(
     if command == "train" and not model.has_train:
         raise CliError(f"model {model.name!r} does not implement train")
     kwargs = _validate(model, command, specs, _collect(namespace, specs, tmp_dir))
+    if command == "predict":
+        model.resolve_accept(kwargs)  # */* -> a type the plugin knows, as the API
     if not namespace.nowarm:
         _warm(model)
     if command == "predict":

@@ -418,3 +418,16 @@ def test_binary_output_to_redirected_stdout(capsysbinary):
     )
     assert code == 0
     assert capsysbinary.readouterr().out.startswith(PNG_MAGIC)
+
+
+def test_wildcard_accept_reaches_the_plugin_as_its_own_choice(capsys):
+    """As through the API: the plugin never receives the literal */*."""
+    specs = [loading.PluginSpec("formats", "tests.plugins.formats:QueryFormats")]
+    code, out, err = run(
+        capsys, "--model-name", "formats", "predict", "--mode", "echo",
+        "--accept", "*/*", specs=specs,
+    )  # fmt: skip
+    assert code == 0, err
+    accept = json.loads(out)["predictions"]["accept"]
+    assert accept != "*/*"
+    assert accept in ("image/png", "text/plain", "application/json")
