@@ -91,6 +91,25 @@ OPTIONS: tuple[Option, ...] = (
         env=("DEEPAAS_V2_MODEL",),
     ),
     Option(
+        "plugin",
+        [],
+        "Serve a plugin that is not installed: a module (module or "
+        "module:Attribute, importable from the current folder) or a Python "
+        "file (path/to/model.py[:Attribute]), as NAME=TARGET to choose its "
+        "model name. Repeat the flag; plugin files can also be given as "
+        "arguments. Installed models are then served only if --model-name "
+        "names them.",
+        kind="names",
+        shown_default="none",
+    ),
+    Option(
+        "reload",
+        False,
+        "Development: watch the plugins' source files and, when one changes, "
+        "reload the model (metadata, arguments, API documents, workers).",
+        kind="bool",
+    ),
+    Option(
         "workers",
         1,
         "Worker processes per model.",
@@ -259,6 +278,8 @@ class Settings:
     listen_port: int = 5000
     base_path: str = ""
     model_name: tuple[str, ...] = ()
+    plugin: tuple[str, ...] = ()
+    reload: bool = False
     workers: int = 1
     devices: str = "auto"
     max_batch_size: int | None = None
@@ -359,6 +380,7 @@ def _validate(s: Settings) -> None:
             f"got {s.client_max_decoded_size}"
         )
     object.__setattr__(s, "model_name", tuple(s.model_name))
+    object.__setattr__(s, "plugin", tuple(s.plugin))
 
 
 # What a path segment may hold unescaped (RFC 3986 "pchar"), less "%": a base
@@ -410,6 +432,12 @@ def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
     )
     parser.add_argument("--config-file", help="INI file with a [DEFAULT] section.")
     parser.add_argument("--version", action=VersionAction)
+    parser.add_argument(
+        "plugin_files",
+        nargs="*",
+        metavar="PLUGIN",
+        help="Python files of plugins to serve, as --plugin (path/to/model.py).",
+    )
     for opt in OPTIONS:
         names = [opt.flag] + ([opt.short] if opt.short else [])
         help_text = f"{opt.help} (default: {_show_default(opt)})"
@@ -556,6 +584,9 @@ def load_settings(
     file_values = _read_config_file(config_file) if config_file else {}
 
     values: dict[str, Any] = {"config_file": config_file or ""}
+    files = given.pop("plugin_files", None)
+    if files:
+        given["plugin"] = [*files, *given.get("plugin", [])]
     for opt in OPTIONS:
         if opt.name in given:
             value = given[opt.name]

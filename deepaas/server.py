@@ -34,7 +34,9 @@ from aiohttp import web
 from deepaas.api import create_app
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.api.metrics import Metrics
+from deepaas.api.views import VIEWS
 from deepaas.config import ConfigError, Settings
+from deepaas.devloop import PluginWatcher
 from deepaas.engine import devices
 from deepaas.engine.batching import resolve_policy
 from deepaas.engine.pool import PoolConfig
@@ -160,6 +162,14 @@ class Server:
             trainings=self.trainings,
         )
         self.app[SERVER] = self
+        # --reload: a changed plugin file reloads its model (deepaas/devloop.py)
+        self.watcher = (
+            PluginWatcher(
+                self.specs, self.app[VIEWS], self.runtimes, debug=settings.debug
+            )
+            if settings.reload
+            else None
+        )
         # serve() binds the port before it starts workers: a port in use
         # then fails at once, with no worker started for nothing.
         self._bind_first = False
@@ -183,10 +193,14 @@ class Server:
             await runtime.start()
         if self.telemetry is not None:  # the first reading, while workers warm
             await self.telemetry.start()
+        if self.watcher is not None:
+            await self.watcher.start()
 
     async def _stop(self, app: web.Application) -> None:
         """Stop jobs and workers together, bounded; then remove what is ours."""
         self.lifecycle.abort()
+        if self.watcher is not None:
+            await self.watcher.stop()
         results = await asyncio.gather(
             self.trainings.stop(JOBS_STOP_S - 1.0),  # returns within grace + 1 s
             *(rt.stop(WORKERS_STOP_S) for rt in self.runtimes.values()),

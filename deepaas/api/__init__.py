@@ -19,6 +19,7 @@ from deepaas.api.errors import error_middleware
 from deepaas.api.health import Health
 from deepaas.api.metrics import Metrics
 from deepaas.api.v2 import debug, models, predict, system, train
+from deepaas.api.views import VIEWS, ModelViews
 from deepaas.config import Settings
 from deepaas.engine.devices import CPU, Device, Telemetry
 from deepaas.engine.runtime import ModelRuntime
@@ -66,13 +67,15 @@ def create_app(
     app[SPEC] = spec
     app[HEALTH] = health
     app[METRICS] = metrics
+    views = ModelViews(wrappers, spec)  # --reload replaces a model's view
+    app[VIEWS] = views
     versions.setup(app, spec, settings.doc_endpoint)
     models.setup(app, spec, wrappers)
     debug.setup(app, spec, capture)
     predict.setup(
         app,
         spec,
-        wrappers,
+        views,
         runtimes,
         enabled=settings.predict_endpoint,
         lifecycle=lifecycle,
@@ -82,7 +85,7 @@ def create_app(
     train.setup(
         app,
         spec,
-        wrappers,
+        views,
         trainings,
         enabled=settings.train_endpoint,
         limits=limits,

@@ -78,6 +78,10 @@ class SpecBuilder:
         self.operations.append(operation)
         self._cache.clear()
 
+    def changed(self) -> None:
+        """An operation was replaced (a model reloaded): build anew."""
+        self._cache.clear()
+
     def swagger(self) -> dict[str, Any]:
         if "2.0" not in self._cache:
             self._cache["2.0"] = _build(self.operations, "2.0")

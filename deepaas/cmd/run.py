@@ -104,9 +104,16 @@ async def serve(
     specs: Sequence[loading.PluginSpec],
     worker_env: dict[str, str],
     started: float,
+    extra_path: tuple[str, ...] = (),
 ) -> None:
     capture = log.OutputCapture() if settings.debug_endpoint else None
-    server = Server(settings, specs, worker_env=worker_env, capture=capture)
+    server = Server(
+        settings,
+        specs,
+        worker_env=worker_env,
+        capture=capture,
+        extra_path=extra_path,
+    )
 
     def ready() -> None:
         seconds = time.monotonic() - started
@@ -139,10 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker_env = dict(os.environ)
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
+        given = loading.given_specs(settings.plugin)
         _check_port(settings)
-        specs = loading.discover(settings.model_name)
+        specs, extra_path = _all_specs(settings, given)
         _install_loop(settings.loop)
-        asyncio.run(serve(settings, specs, worker_env, started))
+        asyncio.run(serve(settings, specs, worker_env, started, extra_path))
+    except loading.PluginUsageError as exc:
+        print(f"deepaas-run: error: {exc}", file=sys.stderr)
+        return 2
     except loading.PluginLoadError as exc:
         _report_plugin_errors(exc, settings.debug)
         return 1
@@ -150,6 +161,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deepaas-run: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _all_specs(
+    settings: Settings, given: list[loading.PluginSpec]
+) -> tuple[list[loading.PluginSpec], tuple[str, ...]]:
+    """The plugins to serve, and the folder workers import given modules from.
+
+    Installed models are served when no plugin is given, or when
+    ``--model-name`` names them beside the given ones. A module given with
+    ``--plugin`` imports from the current folder (as ``python -m`` would).
+    """
+    if not given:
+        return loading.discover(settings.model_name), ()
+    installed = loading.discover(settings.model_name) if settings.model_name else []
+    clash = {s.name for s in installed} & {s.name for s in given}
+    if clash:
+        raise loading.PluginUsageError(
+            f"model name(s) {', '.join(sorted(clash))} both installed and given; "
+            "choose another name for the given one as NAME=TARGET"
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    return [*installed, *given], (cwd,)
 
 
 def _report_plugin_errors(exc: loading.PluginLoadError, debug: bool) -> None:

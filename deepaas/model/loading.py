@@ -10,7 +10,6 @@ exceptions are kept (:attr:`PluginLoadError.causes`) for a full traceback.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import importlib.metadata
 import os
 import traceback
@@ -20,6 +19,7 @@ from typing import Any
 
 from stevedore import extension, named
 
+from deepaas.model import sources
 from deepaas.model.v2.wrapper import ModelError, ModelWrapper, instantiate
 
 NAMESPACE = "deepaas.v2.model"
@@ -82,7 +82,11 @@ def where(exc: BaseException, target: str) -> str | None:
     """
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{exc.filename}:{exc.lineno}"
-    package = target.partition(":")[0].strip().split(".")[0]
+    module, _ = sources.split(target)
+    if sources.is_file(module):  # imported under the file's stem
+        package = os.path.splitext(os.path.basename(module))[0]
+    else:
+        package = module.split(".")[0]
     frames = _frames(exc.__traceback__)
     own = [
         (path, line)
@@ -97,13 +101,15 @@ def where(exc: BaseException, target: str) -> str | None:
     return f"{path}:{line}"
 
 
-def _failure(name: str, target: str, exc: BaseException) -> PluginLoadError:
+def _failure(
+    name: str, target: str, exc: BaseException, origin: str = "entry point"
+) -> PluginLoadError:
     # A SyntaxError's text carries its location, given below.
     detail = exc.msg if isinstance(exc, SyntaxError) and exc.msg else exc
     text = f"{type(exc).__name__}: {detail}".rstrip(": ")
     location = where(exc, target)
     suffix = f", at {location}" if location else ""
-    message = f"cannot load model {name!r} (entry point {target}): {text}{suffix}"
+    message = f"cannot load model {name!r} ({origin} {target}): {text}{suffix}"
     return PluginLoadError(" ".join(message.split()), [exc])
 
 
@@ -112,16 +118,14 @@ class PluginSpec:
     """Where a model's code lives: enough for a worker process to load it."""
 
     name: str  # the model name used in URLs (the entry-point name)
-    target: str  # "package.module" or "package.module:Attribute"
+    target: str  # "package.module" or "package.module:Attribute", or a file's
+    origin: str = "entry point"  # or "plugin" (deepaas-run FILE, --plugin)
 
 
 def import_target(target: str) -> Any:
-    """Import ``module[:attr.path]`` the way an entry point does."""
-    module_name, _, attr_path = target.partition(":")
-    obj: Any = importlib.import_module(module_name.strip())
-    for attr in filter(None, attr_path.strip().split(".")):
-        obj = getattr(obj, attr)
-    return obj
+    """Import ``module[:attr.path]`` the way an entry point does; the module
+    may be a Python file (:mod:`deepaas.model.sources`)."""
+    return sources.import_target(target)
 
 
 def load(spec: PluginSpec) -> ModelWrapper:
@@ -129,7 +133,7 @@ def load(spec: PluginSpec) -> ModelWrapper:
     try:
         obj = instantiate(import_target(spec.target))
     except Exception as exc:
-        raise _failure(spec.name, spec.target, exc) from exc
+        raise _failure(spec.name, spec.target, exc, spec.origin) from exc
     try:
         return ModelWrapper(spec.name, obj)
     except ModelError as exc:
@@ -228,4 +232,57 @@ def discover(names: Sequence[str] = ()) -> list[PluginSpec]:
     specs = [PluginSpec(name, target) for name, target in seen.items()]
     if not specs:
         raise PluginLoadError(NO_PLUGIN_HELP)
+    return specs
+
+
+class PluginUsageError(ValueError):
+    """A plugin given on the command line that cannot be used as written."""
+
+
+def _model_name_of(module: str) -> str:
+    if sources.is_file(module):
+        return os.path.splitext(os.path.basename(module))[0]
+    return module.rsplit(".", 1)[-1]
+
+
+def given_specs(entries: Sequence[str]) -> list[PluginSpec]:
+    """The plugins given as ``deepaas-run FILE`` or ``--plugin TARGET``.
+
+    An entry is ``TARGET`` or ``NAME=TARGET``; the model's name is NAME, else
+    the module's name (its last part) or the file's name without ``.py``.
+    A file is checked here (it must exist) and given as an absolute path,
+    so that workers find it too; nothing is imported yet.
+    """
+    specs: list[PluginSpec] = []
+    seen: dict[str, str] = {}
+    for entry in entries:
+        name, sep, target = entry.partition("=")
+        if not sep:
+            name, target = "", entry
+        name, target = name.strip(), target.strip()
+        module, attr = sources.split(target)
+        if not module:
+            raise PluginUsageError(f"plugin {entry!r}: no module or file given")
+        if sources.is_file(module):
+            path = os.path.abspath(module)
+            if not os.path.exists(path):
+                raise PluginUsageError(f"plugin file {module} does not exist")
+            if not os.path.isfile(path) or not path.endswith(".py"):
+                raise PluginUsageError(
+                    f"plugin file {module} is not a Python file (path/to/model.py)"
+                )
+            target = f"{path}:{attr}" if attr else path
+        name = name or _model_name_of(module)
+        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise PluginUsageError(
+                f"plugin {entry!r}: model name {name!r} is not usable in URLs "
+                "(letters, digits, '-', '_' and '.'); choose one as NAME=TARGET"
+            )
+        if name in seen:
+            raise PluginUsageError(
+                f"model name {name!r} given twice ({seen[name]} and {entry}); "
+                "choose another for one of them as NAME=TARGET"
+            )
+        seen[name] = entry
+        specs.append(PluginSpec(name, target, "plugin"))
     return specs

@@ -71,7 +71,9 @@ def setup(
     )
     for model in models.values():
         app.router.add_get(
-            f"{bp}/v2/models/{model.name}/", _model_handler(bp, model), allow_head=False
+            f"{bp}/v2/models/{model.name}/",
+            _model_handler(bp, models, model.name),
+            allow_head=False,
         )
         spec.add(
             Operation(
@@ -100,8 +102,9 @@ def setup(
     )
 
 
-def _model_handler(bp: str, model: ModelWrapper) -> Any:
+def _model_handler(bp: str, models: Mapping[str, ModelWrapper], name: str) -> Any:
+    # The model is looked up each time: --reload replaces it in ``models``.
     async def get_model(request: web.Request) -> web.Response:
-        return web.json_response(model_document(bp, model))
+        return web.json_response(model_document(bp, models[name]))
 
-    return label(get_model, model.name, "metadata")
+    return label(get_model, name, "metadata")

@@ -12,6 +12,7 @@ from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.response_schemas import VALIDATION_ERRORS
 from deepaas.api.v2.responses import send_result
+from deepaas.api.views import Holder, ModelViews
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.lifecycle import Lifecycle
 from deepaas.model.v2.wrapper import ModelWrapper
@@ -33,31 +34,44 @@ RESPONSES = {
 }
 
 
+class PredictView:
+    """What the predict route needs of a model; replaced when it reloads."""
+
+    __slots__ = ("model", "parser")
+
+    def __init__(self, model: ModelWrapper) -> None:
+        self.model = model
+        self.parser = (
+            ArgParser(model.predict_args, f"{model.name}PredictArgs")
+            if model.has_predict
+            else None
+        )
+
+
 def make_handler(
-    model: ModelWrapper,
+    view: Holder[PredictView],
     runtime: ModelRuntime,
     lifecycle: Lifecycle,
     tmp_dir: str,
     limits: BodyLimits,
 ) -> Handler:
-    parser = ArgParser(model.predict_args, f"{model.name}PredictArgs")
-    if not model.has_predict:
-
-        async def not_implemented(request: web.Request) -> web.StreamResponse:
-            raise web.HTTPNotImplemented(
-                reason=f"model {model.name!r} does not implement predict"
-            )
-
-        return not_implemented
+    """The route's handler; it reads the model's current ``view`` once per
+    request (``--reload`` replaces it)."""
 
     async def predict(request: web.Request) -> web.StreamResponse:
+        current = view.value
+        parser = current.parser
+        if parser is None:
+            raise web.HTTPNotImplemented(
+                reason=f"model {current.model.name!r} does not implement predict"
+            )
         with lifecycle.request():
             scratch = owner(tmp_dir)  # None for an app the server did not build
             if scratch is not None:  # made again if the temp folder was cleaned
                 await scratch.ready()
             parsed = parser.parse(request, tmp_dir, limits)
             async with parsed as kwargs:
-                model.resolve_accept(kwargs)  # */* -> a type the plugin knows
+                current.model.resolve_accept(kwargs)  # */* -> a type it knows
                 # The uploads are removed when the block ends, unless a worker
                 # may still read them (its client hung up mid-prediction):
                 # the runtime then takes them over and removes them later.
@@ -77,7 +91,7 @@ def disabled(what: str) -> Handler:
 def setup(
     app: web.Application,
     spec: SpecBuilder,
-    models: dict[str, ModelWrapper],
+    views: ModelViews,
     runtimes: dict[str, ModelRuntime],
     *,
     enabled: bool,
@@ -86,22 +100,15 @@ def setup(
     limits: BodyLimits,
 ) -> None:
     bp = spec.base_path
-    schema_names: set[str] = set()
-    for name, model in models.items():
+    schema_names: dict[str, str] = {}  # definition name -> its model
+    for name, model in views.wrappers.items():
         path = f"{bp}/v2/models/{name}/predict/"
         if not enabled:
             app.router.add_route("*", path, label(disabled("predict"), name, "predict"))
             continue
-        handler = make_handler(model, runtimes[name], lifecycle, tmp_dir, limits)
+        view = Holder(PredictView(model))
+        handler = make_handler(view, runtimes[name], lifecycle, tmp_dir, limits)
         app.router.add_post(path, label(handler, name, "predict"))
-        schema = model.response_schema
-        schema_name = None
-        if schema is not None:
-            # Two models may both have a dict schema (ModelPredictionResponse).
-            schema_name = schema.__name__
-            if schema_name in schema_names:
-                schema_name = f"{name}_{schema_name}"
-            schema_names.add(schema_name)
         spec.add(
             Operation(
                 "post",
@@ -109,12 +116,48 @@ def setup(
                 "Make a prediction given the input data",
                 "models",
                 RESPONSES,
-                args=model.predict_args,
-                produces=model.produces(),
-                response_schema=schema,
-                response_name=schema_name,
                 prediction=True,
                 operation_id=f"predict_{name}",
                 schemas={422: VALIDATION_ERRORS},
+                **_documented(name, model, schema_names),
             )
         )
+        views.on_refresh(name, _preparer(views, view, path, schema_names))
+
+
+def _documented(
+    name: str, model: ModelWrapper, schema_names: dict[str, str]
+) -> dict[str, Any]:
+    """The operation's fields that come from the model."""
+    schema = model.response_schema
+    schema_name = None
+    if schema is not None:
+        # Two models may both have a dict schema (ModelPredictionResponse).
+        schema_name = schema.__name__
+        if schema_names.get(schema_name, name) != name:
+            schema_name = f"{name}_{schema_name}"
+        schema_names[schema_name] = name
+    return {
+        "args": model.predict_args,
+        "produces": model.produces(),
+        "response_schema": schema,
+        "response_name": schema_name,
+    }
+
+
+def _preparer(
+    views: ModelViews, view: Holder[PredictView], path: str, names: dict[str, str]
+) -> Callable[[ModelWrapper], Callable[[], None]]:
+    def prepare(model: ModelWrapper) -> Callable[[], None]:
+        new = PredictView(model)
+        document = views.update_operation(
+            "post", path, **_documented(model.name, model, names)
+        )
+
+        def commit() -> None:
+            view.value = new
+            document()
+
+        return commit
+
+    return prepare

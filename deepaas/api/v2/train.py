@@ -13,6 +13,7 @@ read in chunks off the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from collections.abc import Callable, Coroutine
@@ -30,6 +31,7 @@ from deepaas.api.response_schemas import (
     VALIDATION_ERRORS,
 )
 from deepaas.api.v2.predict import disabled
+from deepaas.api.views import ModelViews
 from deepaas.exceptions import DeepaasError
 from deepaas.lifecycle import Lifecycle
 from deepaas.model.v2.fields import ArgSpec, arg_specs
@@ -255,6 +257,20 @@ class TrainRoutes:
         return record is None or record.finished
 
 
+def _renew(
+    views: ModelViews, routes: TrainRoutes, base: str, model: ModelWrapper
+) -> Callable[[], None]:
+    """--reload: the routes and the document take the new model's arguments."""
+    parser = ArgParser(train_arg_specs(model), f"{model.name}TrainArgs")
+    document = views.update_operation("post", base, args=parser.specs)
+
+    def commit() -> None:
+        routes.model, routes.parser = model, parser
+        document()
+
+    return commit
+
+
 def _route(method: Handler, model: str, endpoint: str) -> Handler:
     """A plain function over a bound handler (it can carry metric labels)."""
 
@@ -296,7 +312,7 @@ POST_RESPONSES = {
 def setup(
     app: web.Application,
     spec: SpecBuilder,
-    models: dict[str, ModelWrapper],
+    views: ModelViews,
     manager: JobManager | None,
     *,
     enabled: bool,
@@ -310,7 +326,7 @@ def setup(
     """
     bp = spec.base_path
     lifecycle = lifecycle if lifecycle is not None else Lifecycle()
-    for name, model in models.items():
+    for name, model in views.wrappers.items():
         base = f"{bp}/v2/models/{name}/train/"
         one = base + "{uuid}"
         if not enabled or manager is None:
@@ -339,6 +355,7 @@ def setup(
                 schemas={200: TRAINING, 422: VALIDATION_ERRORS},
             )
         )
+        views.on_refresh(name, functools.partial(_renew, views, routes, base))
         spec.add(
             Operation(
                 "get",
