@@ -280,6 +280,7 @@ class WorkerPool:
             worker.start_error = f"cannot start a worker process: {exc}"
             LOG.error("model %s: %s", self.model, worker.start_error)
             worker.state = WorkerState.DEAD
+            board.release()
             self._schedule_respawn(worker)
             self._notify()
             return
@@ -349,6 +350,7 @@ class WorkerPool:
     def _on_exit(self, worker: Worker) -> None:
         child = worker.child
         assert child is not None
+        worker.board.release()  # its descriptor, now that nobody shares it
         how = child.describe_exit()
         timed_out = worker.killed_for == TIMED_OUT
         self.dispatcher.lost(

@@ -306,6 +306,20 @@ class Scoreboard:
             os.close(self.fd)
             self.fd = None
 
+    def release(self) -> None:
+        """Unmap the shared memory, keeping its last values in a plain buffer.
+
+        For the parent once its child is gone: a mapping holds a descriptor
+        of its own (Python's ``mmap`` duplicates the one it maps) until it is
+        closed, and a dead worker's handle may live on (the worker that
+        replaces it points back at it), so waiting for the garbage collector
+        left one descriptor open per replaced worker.
+        """
+        buffer = self._buffer
+        if isinstance(buffer, mmap.mmap) and not buffer.closed:
+            self._buffer = bytearray(buffer[:SCOREBOARD_SIZE])
+            buffer.close()
+
     # -- worker side ----------------------------------------------------------
 
     def _revoked(self, seq: int) -> bool:

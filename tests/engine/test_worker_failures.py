@@ -7,6 +7,7 @@ happened; a dead worker is respawned and warmed again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -103,6 +104,30 @@ async def test_worker_death_answers_503_and_worker_is_rewarmed(
     assert len(pids) == 2
     assert pids[1] == str(second["predictions"]["pid"])
     assert runtime.status().workers[0].restarts == 1
+
+
+def _scoreboard_fds() -> int:
+    """Descriptors of worker scoreboards (shared memory) open in this process."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed since the listing
+            count += "deepaas-scoreboard" in os.readlink(f"/proc/self/fd/{fd}")
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+async def test_a_dead_workers_scoreboard_is_released(aiohttp_client):
+    before = _scoreboard_fds()
+    client, runtime = await _client(aiohttp_client)
+    await runtime.wait_ready(10)
+    assert _scoreboard_fds() == before + 1
+    for _ in range(3):
+        assert (await _predict(client, "segfault"))[0] == 503
+        status, _ = await _predict(client, "ok")  # served by the new worker
+        assert status == 200
+    assert runtime.status().workers[0].restarts == 3
+    # one mapping for the live worker; none kept for the three dead ones
+    assert _scoreboard_fds() == before + 1
 
 
 async def _until(predicate, what: str, timeout: float = 20.0) -> None:
