@@ -70,10 +70,7 @@ def parse_json(raw: bytes, cooperative: bool = False) -> dict[str, Any]:
     match = _JSON_SPACE.match(text)
     first = text[match.end() if match else 0 :][:1]
     if first != "{":
-        raise bad_request(
-            f"the JSON body must be an object ({{...}}), got {_kind_of(first)}: "
-            "send the arguments as the members of an object"
-        )
+        raise bad_request(_not_an_object(text, first))
     if json_too_deep(text, MAX_JSON_DEPTH, PARSE_SLICE if cooperative else 0):
         raise too_deep()
     try:
@@ -133,6 +130,30 @@ def _decode(raw: bytes, encoding: str, sliced: bool) -> str:
     parts = [decoder.decode(raw[i : i + step]) for i in range(0, len(raw), step)]
     parts.append(decoder.decode(b"", True))
     return "".join(parts)
+
+
+def _not_an_object(text: str, first: str) -> str:
+    """What to tell a client whose JSON body does not start an object.
+
+    An array or a string is told from its first character (a 50 MB array
+    costs a glance); anything else is parsed when short, so that a body
+    that is not JSON at all (``text=hi``, sent with a JSON content type) is
+    called invalid rather than named after its first letter ("got true").
+    """
+    kind = _kind_of(first)
+    if first not in '["' and len(text) <= 4096:
+        try:
+            json.loads(text, parse_constant=_no_constant)
+        except DeepaasError:
+            raise
+        except ValueError as exc:
+            return f"invalid JSON body: {exc}"
+    elif first not in '["':
+        return "invalid JSON body: not a JSON object ({...})"
+    return (
+        f"the JSON body must be an object ({{...}}), got {kind}: "
+        "send the arguments as the members of an object"
+    )
 
 
 def _kind_of(first: str) -> str:

@@ -99,6 +99,17 @@ async def test_not_an_object_is_400(client, document, kind):
     assert f"must be an object ({{...}}), got {kind}" in answer.message()
 
 
+@pytest.mark.parametrize(
+    "document",
+    [b"text=hi", b"nope", b"1abc", b"true!", b"n", b"-", b"x" * 10_000],
+)
+async def test_not_json_at_all_is_called_invalid(client, document):
+    """Not named after its first letter ("got true" for ``text=hi``)."""
+    answer = await raw_post(client, PREDICT, document, JSON)
+    assert answer.status == 400
+    assert answer.message().startswith("invalid JSON body"), answer.message()
+
+
 async def test_fifty_megabyte_array_is_refused_at_once(client):
     document = b"[" + b"12," * 17_000_000 + b"1]"  # 51 MB
     async with LoopStallProbe() as probe:
