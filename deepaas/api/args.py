@@ -194,19 +194,31 @@ class ParsedArgs:
         header = self.request.headers.get("Accept")
         if not header:
             return _MISSING
-        choices = [str(c) for c in spec.choices or []]
-        ranked = _parse_accept(header)
-        for media_type in ranked:
-            if media_type in choices:
-                return media_type
-            if media_type.endswith("/*") and media_type != "*/*":
-                family = media_type[:-1]
-                for choice in choices:
-                    if choice.startswith(family):
-                        return choice
-        if "*/*" in ranked:
-            return "*/*"  # as DEEPaaS 2.x passed it; predict's JSON path
-        return header
+        choices = [str(c) for c in spec.choices or [] if str(c) != "*/*"]
+        ranges = _parse_accept(header)
+        default = str(spec.default)
+        # Each choice's quality is that of the most specific range matching
+        # it (RFC 9110, 12.5.1: "image/png;q=0, */*" is anything but PNG).
+        # Among equals: a type named, then a family, then the wildcard (the
+        # plugin's default first), in the header's order.
+        best: tuple[float, int, int] | None = None
+        chosen = ""
+        for position, choice in enumerate(choices):
+            family = choice.split("/")[0] + "/*"
+            for rank, media_range in enumerate((choice, family, "*/*")):
+                if media_range in ranges:
+                    quality, index = ranges[media_range]
+                    if rank == 2:  # via the wildcard: the default first
+                        index = -1 if choice == default else position
+                    key = (-quality, rank, index)
+                    if quality > 0 and (best is None or key < best):
+                        best, chosen = key, choice
+                    break
+        if best is None:
+            return header  # nothing it produces: the 422 says what is
+        if best[1] == 2 and all(q > 0 for q, _ in ranges.values()):
+            return "*/*"  # the plugin gets its own choice for it, as always
+        return chosen
 
 
 #: Arguments from a JSON or urlencoded body larger than this are loaded
@@ -275,9 +287,10 @@ def _are_files(spec: ArgSpec, value: Any) -> bool:
     return isinstance(value, UploadedFile)
 
 
-def _parse_accept(header: str) -> list[str]:
-    """Media ranges of an Accept header, best first (stable for equal q)."""
-    ranked = []
+def _parse_accept(header: str) -> dict[str, tuple[float, int]]:
+    """Media ranges of an Accept header: ``{range: (quality, position)}``
+    (the first occurrence of a range counts; ``q=0`` refuses it)."""
+    ranges: dict[str, tuple[float, int]] = {}
     for index, item in enumerate(header.split(",")):
         media_type, *params = (p.strip() for p in item.split(";"))
         if not media_type:
@@ -290,6 +303,5 @@ def _parse_accept(header: str) -> list[str]:
                     quality = float(value)
                 except ValueError:
                     quality = 0.0
-        if quality > 0:
-            ranked.append((-quality, index, media_type.lower()))
-    return [media_type for _, _, media_type in sorted(ranked)]
+        ranges.setdefault(media_type.lower(), (quality, index))
+    return ranges

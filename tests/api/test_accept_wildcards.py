@@ -71,6 +71,48 @@ async def test_the_plugin_never_receives_a_wildcard(client, accept):
     assert body["predictions"] == {"accept": "image/png"}
 
 
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        # "anything but PNG": the plugin's next choice
+        ("image/png;q=0, */*", "text/plain; charset=utf-8"),
+        ("image/*;q=0, */*;q=0.5", "text/plain; charset=utf-8"),
+        ("image/png;q=0, text/plain;q=0, */*", "application/json"),
+        # a range refused, an exact type of it asked for: the exact one wins
+        ("image/*;q=0, image/png", "image/png"),
+    ],
+)
+async def test_types_refused_with_q0_are_not_chosen_for_a_wildcard(
+    client, accept, content_type
+):
+    response = await client.post(HEADER, headers={"Accept": accept})
+    assert response.status == 200, await response.text()
+    assert response.headers["Content-Type"] == content_type
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("application/json;q=0, */*", "image/png"),
+        # PNG named, but with less weight than anything else: the default
+        ("*/*, image/png;q=0.5", "application/json"),
+        ("image/png;q=0.5, text/*;q=0.7", "text/plain; charset=utf-8"),
+    ],
+)
+async def test_demo_weights(client, accept, content_type):
+    response = await client.post("/v2/models/demo/predict/", headers={"Accept": accept})
+    assert response.status == 200
+    assert response.headers["Content-Type"] == content_type
+
+
+async def test_everything_refused_is_422(client):
+    response = await client.post(
+        HEADER,
+        headers={"Accept": "image/png;q=0, text/plain;q=0, application/json;q=0, */*"},
+    )
+    assert response.status == 422
+
+
 @pytest.mark.parametrize("accept", ["image/gif", "application/xml;q=0.9", "video/*"])
 async def test_an_accept_header_matching_nothing_is_422_with_the_plugins_choices(
     client, accept
