@@ -196,6 +196,8 @@ class ParsedArgs:
             return _MISSING
         choices = [str(c) for c in spec.choices or [] if str(c) != "*/*"]
         ranges = _parse_accept(header)
+        if not ranges:  # only empty elements (RFC 9110, 5.6.1: ignored)
+            return _MISSING
         default = str(spec.default)
         # Each choice's quality is that of the most specific range matching
         # it (RFC 9110, 12.5.1: "image/png;q=0, */*" is anything but PNG).
