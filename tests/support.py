@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from deepaas.config import Settings
 from deepaas.log import OutputCapture
 from deepaas.model.loading import PluginSpec
 from deepaas.server import SERVER, build_app
+from deepaas.training.store import FINISHED
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,6 +93,29 @@ async def wait_for(
         if loop.time() > deadline:
             return False
         await asyncio.sleep(0.05)
+
+
+async def training_ended(
+    client: Client,
+    url: str,
+    timeout: float = 30.0,
+    decode: Callable[[bytes], Any] = json.loads,
+) -> dict[str, Any]:
+    """GET a training's record at ``url`` (``.../train/<uuid>``) until it
+    ended (done, error or cancelled) and return it; fails with the last
+    record seen if ``timeout`` seconds pass first. ``decode`` reads each
+    body (a test of strict JSON passes its own)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        response = await client.get(url)
+        body = await response.read()
+        assert response.status == 200, body[:2000]
+        record: dict[str, Any] = decode(body)
+        if record["status"] in FINISHED:
+            return record
+        assert loop.time() < deadline, f"the training did not end: {record}"
+        await asyncio.sleep(0.02)
 
 
 async def predict(

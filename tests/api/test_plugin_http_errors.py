@@ -10,14 +10,12 @@ unpickled from its worker pool).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from tests.support import Client, MakeClient, plugin_spec
+from tests.support import Client, MakeClient, plugin_spec, training_ended
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -78,12 +76,6 @@ async def test_training_that_raises_one_says_why(client):
     response = await client.post(TRAIN, json={"kind": "reason_exception"})
     assert response.status == 200, await response.text()
     uuid = (await response.json())["uuid"]
-    deadline = time.monotonic() + 30
-    while True:
-        record = await (await client.get(TRAIN + uuid)).json()
-        if record["status"] not in ("queued", "running"):
-            break
-        assert time.monotonic() < deadline, record
-        await asyncio.sleep(0.05)
+    record = await training_ended(client, TRAIN + uuid)
     assert record["status"] == "error"
     assert record["message"] == "the image is too small"

@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from deepaas.server import SERVER
-from tests.support import Client, plugin_spec, start_client, wait_for
+from tests.support import Client, plugin_spec, start_client, training_ended, wait_for
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -77,12 +77,6 @@ async def client(small_disk: Path) -> AsyncIterator[Client]:
     await client.close()
 
 
-async def _status(client: Client, uuid: str) -> str:
-    response = await client.get(GATED + uuid)
-    assert response.status == 200
-    return (await response.json())["status"]
-
-
 async def test_a_training_ending_on_a_full_disk_frees_its_slot(
     client: Client, small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
@@ -111,11 +105,10 @@ async def test_a_training_ending_on_a_full_disk_frees_its_slot(
 
     gate.touch()  # the first training ends now, on a full disk
 
-    async def both_done() -> bool:
-        statuses = [await _status(client, r["uuid"]) for r in (first, second)]
-        return statuses == ["done", "done"]
-
-    assert await wait_for(both_done, timeout=20)  # the slot was freed
+    ended = [
+        await training_ended(client, GATED + r["uuid"], 20) for r in (first, second)
+    ]
+    assert [r["status"] for r in ended] == ["done", "done"]  # the slot was freed
     # Shown from memory: the database could not take it.
     assert _stored(database)[first["uuid"]] == "running"
 

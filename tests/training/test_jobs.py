@@ -23,13 +23,19 @@ from deepaas.training.store import (
     STOPPED_WHILE_QUEUED,
     STOPPED_WHILE_RUNNING,
 )
-from tests.support import Client, MakeClient, plugin_spec, start_client, wait_for
+from tests.support import (
+    Client,
+    MakeClient,
+    plugin_spec,
+    start_client,
+    training_ended,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
 TRAINER = plugin_spec("trainer")
 BASE = "/v2/models/trainer/train/"
-FINISHED = ("done", "error", "cancelled")
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +61,9 @@ async def get(client: Client, uuid: str) -> dict[str, Any]:
     return await response.json()
 
 
-async def wait_status(
-    client: Client, uuid: str, statuses: tuple[str, ...] = FINISHED, timeout=20.0
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        record = await get(client, uuid)
-        if record["status"] in statuses:
-            return record
-        assert time.monotonic() < deadline, record
-        await asyncio.sleep(0.05)
+async def wait_status(client: Client, uuid: str) -> dict[str, Any]:
+    """The record of training ``uuid`` once it ended."""
+    return await training_ended(client, BASE + uuid, timeout=20.0)
 
 
 async def cancel(client: Client, uuid: str) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from deepaas.engine import pool as pool_module
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.model.loading import PluginSpec
 from deepaas.server import SERVER, build_app
-from tests.support import REPO_ROOT, Client
+from tests.support import REPO_ROOT, Client, training_ended
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -92,12 +92,7 @@ async def _train(client: Client, value: str) -> dict[str, Any]:
     response = await client.post(TRAIN, json={"value": value})
     record = await response.json()
     assert response.status == 200, record
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + HANG_S
-    while record["status"] not in ("done", "error", "cancelled"):
-        assert loop.time() < deadline, record
-        await asyncio.sleep(0.02)
-        record = await (await client.get(TRAIN + record["uuid"])).json()
+    record = await training_ended(client, TRAIN + record["uuid"], HANG_S)
     assert record["status"] == "done", record
     return record
 

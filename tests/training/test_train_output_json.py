@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Any
 
 import pytest
 
-from tests.support import MakeClient, plugin_spec
+from tests.support import MakeClient, plugin_spec, training_ended
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -33,14 +31,7 @@ async def test_a_diverged_training_result_is_strict_json(
     response = await client.post(BASE, json={"epochs": 2})
     assert response.status == 200, await response.text()
     uuid = (await response.json())["uuid"]
-    deadline = time.monotonic() + 30
-    while True:
-        response = await client.get(BASE + uuid)
-        record = strict_json(await response.read())
-        if record["status"] not in ("queued", "running"):
-            break
-        assert time.monotonic() < deadline, record
-        await asyncio.sleep(0.05)
+    record = await training_ended(client, BASE + uuid, decode=strict_json)
     assert record["status"] == "done", record
     assert record["result"]["output"] == {
         "loss": None,
