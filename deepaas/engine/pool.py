@@ -345,7 +345,9 @@ class WorkerPool:
         self.dispatcher.retire(worker)
         await self.dispatcher.drained(worker)
         if worker.child is not None:
-            worker.child.channel.close()  # it exits on end-of-file
+            # End-of-file, not a close: it answers what it had already read
+            # (calls taken back get empty answers), then exits 0.
+            worker.child.channel.finish()
 
     def _on_exit(self, worker: Worker) -> None:
         child = worker.child

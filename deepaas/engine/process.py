@@ -12,6 +12,11 @@ The parent's side is :func:`spawn`, which returns a :class:`Child`:
 by the event loop; a 50 ms poll elsewhere), :meth:`Child.ended` waits for
 its last messages too, and :meth:`Child.terminate` asks it to stop and kills
 its group after a grace period. The child's side is :func:`child_main`.
+
+Stopping a child cleanly is a half-close (:meth:`Channel.finish`): it reads
+end-of-file, answers what it had already read, exits 0 and closes its end;
+we read until then. End-of-file is how a child tells "stop" from "the
+parent went away" (a reset or broken connection: it exits ``EXIT_FAILED``).
 """
 
 from __future__ import annotations
@@ -146,6 +151,7 @@ class Channel(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self._decoder = protocol.FrameDecoder()
+        self._finished = False  # we sent end-of-file: nothing more to write
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -166,8 +172,9 @@ class Channel(asyncio.Protocol):
             self.closed.set_result(None)
 
     def write(self, data: bytes) -> bool:
-        """Send framed bytes; False if the child is gone."""
-        if self.transport is None or self.transport.is_closing():
+        """Send framed bytes; False if the child is gone (or was told to
+        finish)."""
+        if self.transport is None or self.transport.is_closing() or self._finished:
             return False
         self.transport.write(data)
         return True
@@ -176,8 +183,28 @@ class Channel(asyncio.Protocol):
         """Send one message; False if the child is gone."""
         return self.write(protocol.pack(message))
 
+    def finish(self) -> None:
+        """End-of-file for the child, and go on reading until it closes its end.
+
+        The clean way to stop a child: a worker exits 0 on end-of-file once
+        it answered what it had already read (messages the parent took back
+        meanwhile still get their empty answers, read and dropped here).
+        :meth:`close` instead drops the connection at once: the child then
+        may find it reset (Linux resets a Unix socket closed with unread
+        data) or broken when it writes, and exits as a child that failed.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._finished:
+            return
+        self._finished = True
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:  # pragma: no cover - every stream transport on Unix can
+            transport.close()
+
     def close(self) -> None:
-        """End-of-file for the child (a worker exits on it)."""
+        """Close our end now: end-of-file for the child, or a reset if it
+        still sent something we did not read (see :meth:`finish`)."""
         if self.transport is not None:
             self.transport.close()
 
@@ -390,7 +417,9 @@ def child_main(run: Callable[[dict[str, Any], socket.socket], int]) -> NoReturn:
     The child dies with its parent, ignores SIGINT (its parent decides when
     it stops: Ctrl-C reaches the whole terminal's process group), and exits
     without interpreter shutdown, so stray plugin threads cannot keep it
-    alive. A parent that went away (broken socket) ends it quietly.
+    alive. A parent that went away (reset or broken socket) ends it quietly,
+    with ``EXIT_FAILED``: a parent that wants it to stop sends end-of-file
+    (:meth:`Channel.finish`), on which ``run`` returns its own status.
     """
     config = json.loads(sys.argv[1])
     _die_with_parent(config["parent_pid"])

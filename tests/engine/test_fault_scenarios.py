@@ -7,7 +7,9 @@
 - workers are recycled after ``--worker-max-requests`` calls and past
   ``--worker-max-memory``, with no request failing during the swap; a worker
   past its limit runs only the calls it was handed while another worker is
-  ready, and each recycle counts once.
+  ready, and each recycle counts once;
+- a replaced worker that dies while it finishes its calls is reported (one
+  told to stop exits 0 and warns nothing: tests/training/test_reload.py).
 
 Order comes from events (files the plugin writes, answers, polled state with
 deadlines), never from sleeps; the only time bounds are "does not hang" ones.
@@ -16,7 +18,10 @@ deadlines), never from sleeps; the only time bounds are "does not hang" ones.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import re
+import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -24,6 +29,7 @@ from typing import TypeVar
 import pytest
 
 from deepaas.config import Settings
+from deepaas.engine.replacement import RELOAD
 from deepaas.model.loading import PluginSpec
 from deepaas.server import SERVER, build_app
 from tests.engine.conftest import REPO_ROOT
@@ -342,3 +348,44 @@ async def test_a_recycle_counts_once_while_old_and_new_workers_are_listed(
     )
     assert runtime.status().restarts == runtime.status().workers[0].restarts == 1
     assert await _restarts(client, model) == {"max_requests": 1}
+
+
+# -- a replaced worker's exit ----------------------------------------------------------
+
+
+async def test_a_replaced_worker_that_dies_is_still_reported(
+    aiohttp_client, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="deepaas")
+    client, runtime = await _start(aiohttp_client, workers=1)
+    pool = runtime.pool
+    old = pool.slots[0]
+    started, release = tmp_path / "started", tmp_path / "release"
+    slow = asyncio.ensure_future(
+        _predict(
+            client, mode="slow", seconds=2 * HANG_S, started=started, release=release
+        )
+    )
+    try:
+        await _until(started.exists, "the slow call runs")
+        pool.recycle(old, RELOAD)  # as after a training
+        await _until(
+            lambda: pool.slots[0] is not old and pool.slots[0].state.value == "ready",
+            "its replacement is ready",
+        )
+        assert old.state.value == "retiring"  # finishing its slow call
+        os.kill(old.pid, signal.SIGKILL)
+        status, body = await slow
+    finally:
+        release.touch()
+    assert status == 503
+    assert "was killed by SIGKILL" in body["message"]
+    assert old.child is not None
+    assert await asyncio.wait_for(asyncio.shield(old.child.exited), HANG_S) == -9
+    await _until(lambda: old not in pool.retired, "its exit is handled")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        f"model {MODEL}: retired worker 0 (pid {old.pid}) was killed by SIGKILL"
+        in warnings
+    ), warnings
+    assert (await _predict(client))[0] == 200

@@ -12,7 +12,10 @@ file, ``warm()`` loads it, ``predict()`` answers it).
   next training reloads again;
 - a training that ends while a reload rolls restarts it: newest files win;
 - a model that could not start without trained files starts once a training
-  saved them, without waiting for its respawn backoff.
+  saved them, without waiting for its respawn backoff;
+- a worker replaced after a training (or recycled), told to stop while a
+  call taken back from it is still unread in its socket, exits 0 and no
+  warning is logged.
 
 Order comes from polled state with deadlines, never from sleeps.
 """
@@ -22,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import signal
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -301,6 +306,10 @@ async def test_a_new_warm_that_fails_leaves_the_old_workers_serving(
         m.startswith("model reloadable: reload failed, a new worker could not start")
         and "'bad weights' is corrupt" in m
         and "keeps serving" in m
+        and m.endswith(
+            "the other workers keep the files they loaded (the next training "
+            "that ends reloads again)"
+        )
         for m in logged
     ), logged
     # The next training that ends reloads again.
@@ -377,3 +386,56 @@ async def test_a_model_that_could_not_start_starts_once_trained(
     await _until(lambda: runtime.status().ready_workers == 1, "the model starts")
     assert set((await _answers(client, runtime)).values()) == {"v1"}
     assert runtime.status().reload.state == "done"
+
+
+# -- a replaced worker stops cleanly -------------------------------------------------
+
+
+@pytest.mark.parametrize("cause", ["reload", "max_requests"])
+async def test_a_replaced_worker_that_is_told_to_stop_exits_cleanly(
+    aiohttp_client, tmp_path, weights, caplog, cause
+):
+    """Warm before retire, after a training (``reload``) or a recycle
+    (``--worker-max-requests``): the old worker is told to stop while a call
+    it was sent, then taken back, still waits unread in its socket. It
+    answers that message (with nothing: the call went to its replacement),
+    reads end-of-file and exits 0; nothing is logged above INFO."""
+    caplog.set_level(logging.INFO, logger="deepaas")
+    settings = {"worker_max_requests": 2} if cause == "max_requests" else {}
+    client, runtime = await _start(aiohttp_client, tmp_path, **settings)
+    pool, dispatcher = runtime.pool, runtime.dispatcher
+    old = pool.slots[0]
+    hold = Path(f"{weights}.hold")
+    hold.touch()  # its replacement waits in warm() while it exists
+    try:
+        if cause == "reload":
+            await _train(client, "v1")
+        else:
+            for _ in range(2):
+                await _predict(client)
+        await _until(lambda: pool.slots[0] is not old, "its replacement starts")
+        assert old.state.value == "retiring" and old.retiring == cause
+        # Stopped, it reads nothing: the next call waits in its socket.
+        os.kill(old.pid, signal.SIGSTOP)
+        call = asyncio.ensure_future(_predict(client))
+        await _until(lambda: dispatcher.held(old) == 1, "a call is sent to it")
+        hold.unlink()
+        # The replacement is ready: the call is taken back from the old
+        # worker and answered by the new one; the old one is told to stop.
+        assert (await call)["pid"] == pool.slots[0].pid != old.pid
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            hold.unlink()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old.pid, signal.SIGCONT)
+    assert old.child is not None
+    assert await asyncio.wait_for(asyncio.shield(old.child.exited), HANG_S) == 0
+    await _until(lambda: old not in pool.retired, "its exit is handled")
+    assert old.state.value == "dead"
+    loud = [
+        f"{r.levelname} {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno > logging.INFO and r.name.startswith("deepaas")
+    ]
+    assert loud == []
+    assert await _restarts(client) == {cause: 1}
