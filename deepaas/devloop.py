@@ -8,16 +8,21 @@ level package of the plugin's module (:func:`deepaas.model.sources.
 watch_roots`). When a model's files change and then stay unchanged for
 :data:`SETTLE_S` (an editor writes a file in steps), the model is reloaded:
 
-1. In the executor, its modules are dropped from ``sys.modules`` and the
-   plugin is imported and wrapped again (introspection only, as at start).
-2. A plugin that no longer imports (or whose arguments are unusable) is
-   logged with the file and line, and the last good version keeps serving:
-   API and workers alike. Fixing the file reloads again.
-3. Else the API's view of the model is replaced at once (metadata,
-   arguments and their parsers, the operations of the API documents:
-   :mod:`deepaas.api.views`), and its workers are replaced one at a time,
-   each warmed before the old one retires
-   (:meth:`~deepaas.engine.runtime.ModelRuntime.reload`).
+1. In the executor, its modules are dropped from ``sys.modules``, the
+   plugin is imported and wrapped again (introspection only, as at start),
+   and the API's new view of it is built: its metadata document, its
+   arguments and their parsers, both API documents
+   (:meth:`~deepaas.api.views.ModelViews.prepare`).
+2. A plugin that no longer imports, or whose view cannot be built (its
+   ``get_metadata()`` raises, its arguments are unusable), is logged with
+   the file and line, and the last good version keeps serving: API and
+   workers alike. Fixing the file reloads again. A worker that must
+   restart meanwhile (it crashed) imports the file as it is: the model's
+   503 then says that the plugin is broken, and since when
+   (:meth:`~deepaas.engine.runtime.ModelRuntime.files_broken`).
+3. Else the new view is served at once (committed on the event loop), and
+   the model's workers are replaced one at a time, each warmed before the
+   old one retires (:meth:`~deepaas.engine.runtime.ModelRuntime.reload`).
 
 Not watched: modules outside the plugin's package (a library it imports, a
 helper module beside a plugin file: touch the plugin file to reload it);
@@ -31,9 +36,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from deepaas.api.views import ModelViews
+from deepaas.api.views import ModelViews, RefreshError, describe
+from deepaas.engine.reload import EDITED
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.model import loading, sources
 from deepaas.model.v2.wrapper import ModelWrapper
@@ -126,24 +132,28 @@ class PluginWatcher:
         LOG.info("model %s: %s changed, reloading", spec.name, what)
         loop = asyncio.get_running_loop()
         try:
-            wrapper = await loop.run_in_executor(None, _reimport, spec)
+            commit = await loop.run_in_executor(None, self._prepare, spec)
         except loading.PluginLoadError as exc:
             self._failed(spec.name, str(exc), exc.causes)
             return
-        try:
-            self.views.refresh(spec.name, wrapper)
-        except Exception as exc:
-            self._failed(spec.name, f"{type(exc).__name__}: {exc}", (exc,))
+        except Exception as exc:  # the wrapper or the view could not be built
+            self._failed(spec.name, _unusable(spec, exc), (exc,))
             return
+        commit()  # on the event loop: a request sees the old view or the new
         self.reloads += 1
         runtime = self.runtimes.get(spec.name)
         if runtime is not None:
-            runtime.reload(f"{what} changed")
+            runtime.reload(f"{what} changed", EDITED)
         LOG.info(
             "model %s: reloaded (metadata, arguments, API documents); "
             "replacing its workers",
             spec.name,
         )
+
+    def _prepare(self, spec: loading.PluginSpec) -> Callable[[], None]:
+        """In the executor: import the plugin afresh and build its view
+        (metadata, arguments, API documents); the commit that serves it."""
+        return self.views.prepare(spec.name, _reimport(spec))
 
     def _failed(
         self, name: str, why: str, causes: Sequence[BaseException] = ()
@@ -155,6 +165,24 @@ class PluginWatcher:
             why,
             exc_info=causes[0] if self.debug and causes else None,
         )
+        runtime = self.runtimes.get(name)
+        if runtime is not None:  # a worker that must restart meanwhile says so
+            runtime.files_broken()
+
+
+def _unusable(spec: loading.PluginSpec, exc: Exception) -> str:
+    """Why the new version cannot be served, as a failed import is told:
+    ``cannot load model 'm' (plugin /abs/m.py): get_metadata() failed:
+    ValueError: ..., at /abs/m.py:7``."""
+    root: BaseException = exc  # the plugin's own exception, for its line
+    while root.__cause__ is not None:
+        root = root.__cause__
+    location = loading.where(root, spec.target)
+    text = str(exc) if isinstance(exc, RefreshError) else describe(exc)
+    suffix = f", at {location}" if location else ""
+    return (
+        f"cannot load model {spec.name!r} ({spec.origin} {spec.target}): {text}{suffix}"
+    )
 
 
 def _changed(

@@ -114,6 +114,7 @@ class Server:
                 PoolConfig(
                     model=spec.name,
                     target=spec.target,
+                    origin=spec.origin,
                     size=settings.workers,
                     tmp_dir=self.scratch.path,
                     warm=settings.warm,

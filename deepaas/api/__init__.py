@@ -70,7 +70,7 @@ def create_app(
     views = ModelViews(wrappers, spec)  # --reload replaces a model's view
     app[VIEWS] = views
     versions.setup(app, spec, settings.doc_endpoint)
-    models.setup(app, spec, wrappers)
+    models.setup(app, spec, views)
     debug.setup(app, spec, capture)
     predict.setup(
         app,

@@ -66,6 +66,9 @@ class Operation:
     schemas: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
+VERSIONS = ("2.0", "3.1.0")  # /swagger.json, /openapi.json
+
+
 class SpecBuilder:
     """Collects operations and writes both documents (cached once built)."""
 
@@ -81,6 +84,17 @@ class SpecBuilder:
     def changed(self) -> None:
         """An operation was replaced (a model reloaded): build anew."""
         self._cache.clear()
+
+    def build(self, operations: list[Operation]) -> dict[str, dict[str, Any]]:
+        """Both documents over ``operations`` (raises what building raised)."""
+        return {version: _build(operations, version) for version in VERSIONS}
+
+    def use(
+        self, operations: list[Operation], documents: dict[str, dict[str, Any]]
+    ) -> None:
+        """Serve ``operations`` and the :meth:`build` of them from now on."""
+        self.operations[:] = operations
+        self._cache = dict(documents)
 
     def swagger(self) -> dict[str, Any]:
         if "2.0" not in self._cache:

@@ -95,6 +95,7 @@ class PoolConfig:
     target: str  # "module" or "module:Attribute", as the entry point says
     size: int  # worker processes
     tmp_dir: str  # where uploads and large results live
+    origin: str = "entry point"  # or "plugin" (deepaas-run FILE): errors say it
     warm: bool = True
     env: Mapping[str, str] | None = None  # None: this process's environment
     output: Callable[[str, str], None] = log_output  # (worker, line) of output

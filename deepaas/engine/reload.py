@@ -1,10 +1,14 @@
-"""Reloading a model's workers after its files changed (a training ended).
+"""Reloading a model's workers after its files changed.
 
-DEEPaaS 2.x ran ``train()`` in the predict worker, so predictions used what
-a training changed. Here a training runs in its own process, so when one
-ends ``done`` the server asks the model's :class:`Reloader` to replace its
-workers: fresh processes import the plugin and call ``warm()`` again, which
-loads what the training saved.
+Two things change a model's files (:data:`TRAINED`, :data:`EDITED`):
+
+- a training ended ``done``. DEEPaaS 2.x ran ``train()`` in the predict
+  worker, so predictions used what a training changed. Here a training runs
+  in its own process, so when one ends the server asks the model's
+  :class:`Reloader` to replace its workers: fresh processes import the
+  plugin and call ``warm()`` again, which loads what the training saved;
+- ``deepaas-run --reload`` saw the plugin's source change
+  (:mod:`deepaas.devloop`): fresh processes import the new version.
 
 - **One at a time, warm before retire**: the first worker that runs older
   files is recycled (:meth:`~deepaas.engine.pool.WorkerPool.recycle` with
@@ -19,8 +23,9 @@ loads what the training saved.
   roll included; a replacement already warming is waited for first.
 - **Bad new files**: when a replacement fails to start (its ``warm()``
   raises), its old worker keeps its slot and serves on, the roll stops, and
-  the error is logged and kept in the status (:class:`ReloadStatus`) until
-  the next reload.
+  the error is logged (saying what reloads again: the next training, or
+  the next save of the plugin) and kept in the status
+  (:class:`ReloadStatus`) until the next reload.
 - Workers that wait to be restarted after failures are started at once
   (a model that could not start without trained files starts now).
 """
@@ -42,12 +47,26 @@ ROLLING = "rolling"
 DONE = "done"
 FAILED = "failed"
 
+# Why the files changed: what the workers that keep serving after a failed
+# reload run, and what reloads again.
+TRAINED = "trained"  # a training ended done
+EDITED = "edited"  # --reload: the plugin's source was saved
+_AFTER_FAILURE = {
+    TRAINED: (
+        "the other workers keep the files they loaded (the next training that "
+        "ends reloads again)"
+    ),
+    EDITED: (
+        "the other workers keep the version they loaded (fix the file to reload again)"
+    ),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class ReloadStatus:
     """The latest reload of a model's workers, at the time of the snapshot."""
 
-    cause: str  # what asked for it, e.g. "training 3f1c..."
+    cause: str  # what asked for it, e.g. "training 3f1c... ended"
     state: str  # rolling | done | failed
     started: float  # time.time() when it was asked for
     replaced: int  # workers replaced so far by this roll
@@ -61,19 +80,22 @@ class Reloader:
         self.pool = pool
         self.model = pool.model
         self.status: ReloadStatus | None = None
+        self.kind = TRAINED  # of the latest request
         self._task: asyncio.Task[None] | None = None
 
     @property
     def rolling(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def request(self, cause: str) -> None:
-        """The model's files changed (``cause`` says how): replace every
-        worker, restarting the roll in progress if there is one."""
+    def request(self, cause: str, kind: str = TRAINED) -> None:
+        """The model's files changed (``cause`` says how, ``kind`` is
+        :data:`TRAINED` or :data:`EDITED`): replace every worker, restarting
+        the roll in progress if there is one."""
         pool = self.pool
         if pool.stopping:
             return
         pool.generation += 1
+        self.kind = kind
         restarted = self.rolling
         self.status = ReloadStatus(cause, ROLLING, time.time(), 0, None)
         LOG.info(
@@ -139,12 +161,11 @@ class Reloader:
         self._end(FAILED, error)
         kept = self.pool.slots[old.index] is old
         LOG.error(
-            "model %s: reload failed, a new worker could not start: %s; %s, and "
-            "the other workers keep the files they loaded (the next training "
-            "that ends reloads again)",
+            "model %s: reload failed, a new worker could not start: %s; %s, and %s",
             self.model,
             error,
             f"worker {old.index} (pid {old.pid}) keeps serving"
             if kept
             else f"worker {old.index} is being restarted",
+            _AFTER_FAILURE[self.kind],
         )

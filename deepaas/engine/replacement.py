@@ -15,8 +15,8 @@ decisions an operator tunes and reads about (``--worker-max-requests``,
   must stop taking calls at once). Both are measured in the worker, where
   the memory is (:mod:`deepaas.engine.worker`).
 - **Reloading** a healthy worker (``RELOAD``) because the model's files
-  changed: a training of this model ended ``done``
-  (:mod:`deepaas.engine.reload` decides which worker and when).
+  changed: a training of this model ended ``done``, or ``--reload`` saw its
+  plugin saved (:mod:`deepaas.engine.reload` decides which worker and when).
 - **Respawning** a worker that died or failed to start: at once the first
   time; repeated failures are spaced by a backoff that doubles from
   ``RESPAWN_BACKOFF_S`` up to ``RESPAWN_BACKOFF_MAX_S``
@@ -37,7 +37,7 @@ CRASHED = "crashed"
 START_FAILED = "start_failed"
 TIMED_OUT = "timeout"
 MAX_REQUESTS = "max_requests"
-RELOAD = "reload"  # the model's files changed (a training ended)
+RELOAD = "reload"  # the model's files changed (a training ended, or --reload)
 REASONS = (
     CRASHED,
     START_FAILED,

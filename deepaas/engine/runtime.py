@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 from deepaas.engine.batching import BatchPolicy, Call, CallQueue
@@ -27,7 +28,7 @@ from deepaas.engine.pool import (
     WorkerPool,
     WorkerState,
 )
-from deepaas.engine.reload import Reloader, ReloadStatus
+from deepaas.engine.reload import EDITED, TRAINED, Reloader, ReloadStatus
 from deepaas.exceptions import DeepaasError, ModelUnavailable, ShuttingDown
 from deepaas.model.v2.results import PredictResult
 
@@ -105,6 +106,9 @@ class ModelRuntime:
         self.pool = WorkerPool(config, self.dispatcher, events)
         self.reloader = Reloader(self.pool)
         self.stopped = False
+        # --reload: since when (time.time()) the plugin's source fails to
+        # load; None while its latest version loaded.
+        self.broken_since: float | None = None
 
     @property
     def policy(self) -> BatchPolicy:
@@ -121,12 +125,34 @@ class ModelRuntime:
         """A worker is ready, or the model failed to start one."""
         return bool(self.pool.ready_workers or self.pool.start_error)
 
-    def reload(self, cause: str) -> None:
-        """The model's files changed (``cause``: e.g. a training ended):
+    def reload(self, cause: str, kind: str = TRAINED) -> None:
+        """The model's files changed (``cause``: e.g. a training ended;
+        ``kind``: :data:`~deepaas.engine.reload.TRAINED` or ``EDITED``):
         replace its workers one at a time, each warmed before the one it
         replaces retires (:mod:`deepaas.engine.reload`)."""
+        if kind == EDITED:
+            self.broken_since = None
         if not self.stopped:
-            self.reloader.request(cause)
+            self.reloader.request(cause, kind)
+
+    def files_broken(self) -> None:
+        """--reload: the plugin's latest version failed to load (the
+        watcher logged why). The workers keep serving the version they run,
+        but one that must restart (it crashed) loads the file as it is: when
+        it cannot, the model's 503 says so (:meth:`_cannot_start`)."""
+        if self.broken_since is None:
+            self.broken_since = time.time()
+
+    def _cannot_start(self, error: str) -> ModelUnavailable:
+        """The 503 when no worker is ready and one failed to start."""
+        if self.broken_since is None:
+            return ModelUnavailable(f"model {self.model!r} cannot start: {error}")
+        since = time.strftime("%H:%M:%S", time.localtime(self.broken_since))
+        return ModelUnavailable(
+            f"the worker of model {self.model!r} could not restart: its plugin "
+            f"is broken since {since}: {error}; fix the file (it reloads on "
+            "save)"
+        )
 
     def abort(self, error: DeepaasError) -> None:
         """Answer every call, queued or running, with ``error`` now."""
@@ -194,7 +220,7 @@ class ModelRuntime:
         if not self.dispatcher.lanes:  # no worker ready: has one failed?
             error = self.pool.start_error
             if error is not None:
-                raise ModelUnavailable(f"model {self.model!r} cannot start: {error}")
+                raise self._cannot_start(error)
         limits = self.limits
         queue = self.queue
         if limits.max_queue and len(queue) >= limits.max_queue:
@@ -214,6 +240,11 @@ class ModelRuntime:
         self.dispatcher.submit(call)
         try:
             return await future
+        except ModelUnavailable as exc:  # the pool's: no worker could start
+            error = self.pool.start_error
+            if isinstance(exc, ShuttingDown) or error is None:
+                raise
+            raise self._cannot_start(error) from None
         finally:
             call.settle()
             queue.discard(call)  # still queued only if its client went away

@@ -64,7 +64,10 @@ class WorkerLoop:
 
     def start(self) -> ResultRenderer | None:
         """Import and warm the plugin; None (after saying why) if that failed."""
-        spec = loading.PluginSpec(self.config["model"], self.config["target"])
+        config = self.config
+        spec = loading.PluginSpec(
+            config["model"], config["target"], config.get("origin", "entry point")
+        )
         stage = "import"
         try:
             model = loading.load(spec)

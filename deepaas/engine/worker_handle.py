@@ -69,6 +69,7 @@ class Worker:
             config={
                 "model": config.model,
                 "target": config.target,
+                "origin": config.origin,
                 "warm": config.warm,
                 "tmp_dir": config.tmp_dir,
                 "board_fd": board.fd,

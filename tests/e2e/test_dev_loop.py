@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -199,3 +202,224 @@ def test_reload_serves_each_edit_and_keeps_the_last_good_one(server, tmp_path):
         )
     ]
     assert "sea" in names
+
+
+def _failures(srv: DeepaasRun) -> int:
+    return srv.output().count("reload failed")
+
+
+def _version(srv: DeepaasRun, arg: str) -> str | None:
+    """The version a worker answers with (None while one of the previous
+    version is still serving, see :func:`_predicted`)."""
+    answer = _predicted(srv, arg)
+    return answer["version"] if answer else None
+
+
+NO_METADATA = """
+from marshmallow import fields
+
+
+def get_metadata():
+    raise ValueError("no metadata today")
+
+
+def get_predict_args():
+    return {"bee": fields.Str(load_default="")}
+
+
+def predict(**kwargs):
+    return {"version": "2", "got": kwargs["bee"]}
+"""
+
+UNDOCUMENTABLE = """
+from marshmallow import fields
+
+
+def get_metadata():
+    return {"name": "live", "version": "2"}
+
+
+def get_predict_args():  # a set is no JSON: the API documents fail
+    return {"bee": fields.Str(load_default="", metadata={"example": {1}})}
+
+
+def predict(**kwargs):
+    return {"version": "2", "got": kwargs["bee"]}
+"""
+
+
+def test_a_new_version_the_api_cannot_serve_keeps_the_last_good_one(server, tmp_path):
+    """What the API view needs is built when the file is saved: a version
+    whose get_metadata() raises, or whose arguments the API documents cannot
+    show, fails the reload (logged with its file and line) and the last good
+    version keeps serving every route."""
+    plugin = tmp_path / "live.py"
+    plugin.write_text(VERSIONED.format(version="1", arg="a"))
+    srv = server(str(plugin), "--reload", "--devices", "cpu").wait_ready()
+    (worker,) = srv.note_workers()
+
+    plugin.write_text(NO_METADATA)
+    until(lambda: _failures(srv) == 1, "the failed reload is logged")
+    assert (
+        "model live: reload failed, the last good version keeps serving (fix the "
+        f"file to reload again): cannot load model 'live' (plugin {plugin}): "
+        f"get_metadata() failed: ValueError: no metadata today, at {plugin}:6"
+    ) in srv.output()
+    status, listing = srv.request("GET", "/v2/models/")
+    assert status == 200, listing
+    assert [(m["id"], m["version"]) for m in listing["models"]] == [("live", "1")]
+    assert _metadata_version(srv) == "1"
+    assert _query_args(srv) == ["a"]
+    assert _predicted(srv, "a") == {"version": "1", "got": "hi"}
+    assert srv.note_workers() == [worker]  # not replaced
+
+    plugin.write_text(UNDOCUMENTABLE)
+    until(lambda: _failures(srv) == 2, "the second failed reload is logged")
+    assert (
+        f"cannot load model 'live' (plugin {plugin}): the API documents "
+        "(/swagger.json, /openapi.json) cannot be built: TypeError: Object of "
+        "type set is not JSON serializable"
+    ) in srv.output()
+    status, swagger = srv.request("GET", "/swagger.json")
+    assert status == 200, swagger
+    assert _query_args(srv) == ["a"]
+    assert _metadata_version(srv) == "1"
+    assert srv.note_workers() == [worker]
+
+    plugin.write_text(VERSIONED.format(version="3", arg="sea"))
+    until(lambda: _metadata_version(srv) == "3", "the metadata says version 3")
+    assert _query_args(srv) == ["sea"]
+    until(lambda: _version(srv, "sea") == "3", "a worker of version 3 predicts")
+
+
+GOOD = """
+def get_metadata():
+    return {"name": "good one", "version": "1"}
+
+
+def predict(**kwargs):
+    return {}
+"""
+
+BAD_METADATA = """
+def get_metadata():
+    raise RuntimeError("the metadata server is down")
+
+
+def predict(**kwargs):
+    return {}
+"""
+
+
+def test_a_model_whose_metadata_fails_leaves_the_others_listed(server, tmp_path):
+    (tmp_path / "good.py").write_text(GOOD)
+    (tmp_path / "bad.py").write_text(BAD_METADATA)
+    srv = server(
+        str(tmp_path / "good.py"), str(tmp_path / "bad.py"), "--devices", "cpu"
+    ).wait_ready()
+    error = "get_metadata() failed: RuntimeError: the metadata server is down"
+    for _ in range(2):  # logged once, answered each time
+        status, listing = srv.request("GET", "/v2/models/")
+        assert status == 200, listing
+        assert listing["models"] == [
+            {
+                "id": "good",
+                "name": "good one",
+                "version": "1",
+                "links": [{"rel": "self", "href": "/v2/models/good"}],
+            },
+            {
+                "id": "bad",
+                "name": "bad",
+                "links": [{"rel": "self", "href": "/v2/models/bad"}],
+                "description": (
+                    "Could not load description from underlying model (loaded 'bad')"
+                ),
+                "error": error,
+            },
+        ]
+    assert srv.request("GET", "/v2/models/bad/") == (
+        500,
+        {"message": f"model 'bad': {error}"},
+    )
+    assert srv.request("GET", "/v2/models/good/")[0] == 200
+    assert srv.output().count(f"ERROR deepaas.api.v2.models: model bad: {error}") == 1
+
+
+COLD = (
+    VERSIONED
+    + """
+
+def warm():
+    raise RuntimeError("no weights at " + VERSION)
+"""
+)
+
+
+def test_a_new_version_whose_warm_fails_says_to_fix_the_file(server, tmp_path):
+    plugin = tmp_path / "live.py"
+    plugin.write_text(VERSIONED.format(version="1", arg="a"))
+    srv = server(str(plugin), "--reload", "--devices", "cpu").wait_ready()
+    (worker,) = srv.note_workers()
+
+    plugin.write_text(COLD.format(version="2", arg="a"))
+    marker = "reload failed, a new worker could not start"
+    until(lambda: marker in srv.output(), "the failed roll is logged")
+    (line,) = [x for x in srv.output().splitlines() if marker in x]
+    assert line.endswith(
+        "model live: reload failed, a new worker could not start: warm() of "
+        "model 'live' failed: RuntimeError: no weights at 2; worker 0 (pid "
+        f"{worker}) keeps serving, and the other workers keep the version they "
+        "loaded (fix the file to reload again)"
+    ), line
+    assert _metadata_version(srv) == "2"  # the API has the new version
+    assert _predicted(srv, "a") == {"version": "1", "got": "hi"}  # the old worker
+    _, system = srv.request("GET", "/v2/system/")
+    assert system["reloads"]["live"]["state"] == "failed"
+    assert system["reloads"]["live"]["cause"] == "live.py changed"
+
+
+def test_a_worker_killed_while_the_file_is_broken_says_why_it_cannot_restart(
+    server, tmp_path
+):
+    """A worker that must restart while the plugin does not import cannot
+    load the last good version (it imports the file as it is): the model
+    answers 503 saying so, and serves again once the file is fixed."""
+    plugin = tmp_path / "live.py"
+    plugin.write_text(VERSIONED.format(version="1", arg="a"))
+    srv = server(str(plugin), "--reload", "--devices", "cpu").wait_ready()
+    (worker,) = srv.note_workers()
+
+    plugin.write_text("from marshmallow import fields\n\nbroken = (\n")
+    until(lambda: _failures(srv) == 1, "the failed reload is logged")
+    assert _predicted(srv, "a") == {"version": "1", "got": "hi"}
+    os.kill(worker, signal.SIGKILL)
+    expected = re.compile(
+        r"the worker of model 'live' could not restart: its plugin is broken "
+        r"since \d\d:\d\d:\d\d: "
+        + re.escape(
+            f"cannot load model 'live' (plugin {plugin}): SyntaxError: '(' was "
+            f"never closed, at {plugin}:3; fix the file (it reloads on save)"
+        )
+    )
+
+    def refused() -> str | None:
+        status, answer = srv.request("POST", "/v2/models/live/predict/?a=hi")
+        assert status == 503, answer
+        message = answer["message"]
+        # else: the request reached the killed worker before its end was seen
+        return None if "killed by SIGKILL" in message else message
+
+    message = until(refused, "the restart failed")
+    assert expected.fullmatch(message), message
+    assert refused() == message  # the next one too, at once
+    assert _metadata_version(srv) == "1"  # the API keeps the last good version
+
+    plugin.write_text(VERSIONED.format(version="3", arg="a"))
+
+    def served() -> dict | None:  # 503 until the fixed file is seen, warm
+        status, answer = srv.request("POST", "/v2/models/live/predict/?a=hi")
+        assert status in (200, 503), answer
+        return answer["predictions"] if status == 200 else None
+
+    assert until(served, "the fixed file serves") == {"version": "3", "got": "hi"}

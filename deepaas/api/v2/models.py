@@ -1,9 +1,22 @@
-"""``/v2/`` and ``/v2/models/...``: the version and model documents."""
+"""``/v2/`` and ``/v2/models/...``: the version and model documents.
+
+A model's document is read each time it is asked for (``get_metadata()``
+may answer something new), so a plugin's ``get_metadata()`` may fail then
+(DEEPaaS 2.x answered 500 to the whole listing). Here one model's failure
+never hides the others: the listing shows the broken model with its id,
+name and links, the fallback description DEEPaaS 2.x gave a model whose
+metadata it could not load, and an ``error`` saying why; its own
+``/v2/models/NAME/`` answers 500 with that reason. ``--reload`` checks the
+new version's metadata before serving it (:mod:`deepaas.api.views`).
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -12,34 +25,88 @@ from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.response_schemas import MODEL_META, MODELS, VERSION
 from deepaas.api.versions import v2_version
+from deepaas.api.views import ModelViews, ViewError, describe
 from deepaas.exceptions import DeepaasError
-from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.model.v2.wrapper import ModelError, ModelWrapper
+
+LOG = logging.getLogger(__name__)
 
 
 def model_document(bp: str, model: ModelWrapper) -> dict[str, Any]:
     """The model's links, updated with its metadata (the model's keys win)."""
-    document: dict[str, Any] = {
-        "id": model.name,
-        "name": model.name,
-        "links": [{"rel": "self", "href": f"{bp}/v2/models/{model.name}"}],
-    }
+    document = _links(bp, model.name)
     document.update(model.get_metadata())
     return document
 
 
-def setup(
-    app: web.Application, spec: SpecBuilder, models: Mapping[str, ModelWrapper]
-) -> None:
+def _links(bp: str, name: str) -> dict[str, Any]:
+    return {
+        "id": name,
+        "name": name,
+        "links": [{"rel": "self", "href": f"{bp}/v2/models/{name}"}],
+    }
+
+
+def checked_document(bp: str, model: ModelWrapper) -> dict[str, Any]:
+    """:func:`model_document`, which JSON can encode; else raises
+    :class:`ViewError` saying why (what ``get_metadata()`` raised is its
+    ``__cause__``)."""
+    try:
+        document = model_document(bp, model)
+    except ModelError as exc:  # it returned no dict
+        why = str(exc).removeprefix(f"model {model.name!r}: ")
+        raise ViewError(why) from exc
+    except Exception as exc:
+        raise ViewError(f"get_metadata() failed: {describe(exc)}") from exc
+    try:
+        json.dumps(document)
+    except (TypeError, ValueError) as exc:
+        raise ViewError(
+            f"get_metadata() returned what JSON cannot encode: {describe(exc)}"
+        ) from exc
+    return document
+
+
+def _broken(bp: str, name: str, error: str) -> dict[str, Any]:
+    """A model whose metadata failed, as the listing shows it."""
+    return {
+        **_links(bp, name),
+        "description": (
+            f"Could not load description from underlying model (loaded '{name}')"
+        ),
+        "error": error,
+    }
+
+
+def setup(app: web.Application, spec: SpecBuilder, views: ModelViews) -> None:
     bp = spec.base_path
     version = v2_version(bp)
+    models = views.wrappers  # --reload replaces a model in it
+    logged: dict[str, str] = {}  # the latest failure logged, per model
+
+    def document(name: str) -> dict[str, Any]:
+        """The model's document; raises (and logs, once) :class:`ViewError`."""
+        try:
+            found = checked_document(bp, models[name])
+        except ViewError as exc:
+            if logged.get(name) != str(exc):  # once, not at every listing
+                logged[name] = str(exc)
+                LOG.error("model %s: %s", name, exc, exc_info=exc.__cause__)
+            raise
+        logged.pop(name, None)
+        return found
 
     async def get_version(request: web.Request) -> web.Response:
         return web.json_response(version)
 
     async def list_models(request: web.Request) -> web.Response:
-        return web.json_response(
-            {"models": [model_document(bp, m) for m in models.values()]}
-        )
+        listing = []
+        for name in models:
+            try:
+                listing.append(document(name))
+            except ViewError as exc:  # the others are listed all the same
+                listing.append(_broken(bp, name, str(exc)))
+        return web.json_response({"models": listing})
 
     app.router.add_get(
         f"{bp}/v2/", label(get_version, "", "versions"), allow_head=False
@@ -72,9 +139,10 @@ def setup(
     for model in models.values():
         app.router.add_get(
             f"{bp}/v2/models/{model.name}/",
-            _model_handler(bp, models, model.name),
+            _model_handler(document, model.name),
             allow_head=False,
         )
+        views.on_refresh(model.name, functools.partial(_check, bp), "get_metadata()")
         spec.add(
             Operation(
                 "get",
@@ -102,9 +170,18 @@ def setup(
     )
 
 
-def _model_handler(bp: str, models: Mapping[str, ModelWrapper], name: str) -> Any:
-    # The model is looked up each time: --reload replaces it in ``models``.
+def _model_handler(document: Callable[[str], dict[str, Any]], name: str) -> Any:
+    # The model is looked up each time: --reload replaces it.
     async def get_model(request: web.Request) -> web.Response:
-        return web.json_response(model_document(bp, models[name]))
+        try:
+            return web.json_response(document(name))
+        except ViewError as exc:
+            raise DeepaasError(500, f"model {name!r}: {exc}") from exc
 
     return label(get_model, name, "metadata")
+
+
+def _check(bp: str, model: ModelWrapper) -> Callable[[], None]:
+    """--reload: the new version's metadata must be served (or it raises)."""
+    checked_document(bp, model)
+    return lambda: None

@@ -122,7 +122,9 @@ def setup(
                 **_documented(name, model, schema_names),
             )
         )
-        views.on_refresh(name, _preparer(views, view, path, schema_names))
+        views.on_refresh(
+            name, _preparer(views, view, path, schema_names), "the predict arguments"
+        )
 
 
 def _documented(

@@ -355,7 +355,11 @@ def setup(
                 schemas={200: TRAINING, 422: VALIDATION_ERRORS},
             )
         )
-        views.on_refresh(name, functools.partial(_renew, views, routes, base))
+        views.on_refresh(
+            name,
+            functools.partial(_renew, views, routes, base),
+            "the train arguments",
+        )
         spec.add(
             Operation(
                 "get",
