@@ -1,7 +1,8 @@
 """Errors that carry the HTTP status a client should see.
 
 The engine raises them without knowing about HTTP frameworks; the API's
-error middleware turns each into a JSON ``{"message": ...}`` answer.
+front door (:mod:`deepaas.api.front`) turns each into a JSON
+``{"message": ...}`` answer.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 
-from deepaas.api import create_app
+from deepaas.api import create_app, front
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.api.metrics import Metrics
 from deepaas.api.views import VIEWS
@@ -311,6 +311,7 @@ class Server:
         self._bind_first = True
         try:
             await runner.setup()
+            front.install(runner, self.metrics)
             site = GuardedTCPSite(
                 runner,
                 settings.listen_ip,

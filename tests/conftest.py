@@ -22,9 +22,17 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
+from deepaas.api import METRICS
 from deepaas.model.loading import PluginSpec
-from tests.support import DEMO_SPECS, Client, MakeClient, start_client
+from tests.support import (
+    DEMO_SPECS,
+    Client,
+    MakeClient,
+    install_front_door,
+    start_client,
+)
 
 _STATE_HOME = ""
 _TMP_ROOT = ""
@@ -66,6 +74,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         else:
             os.environ[name] = value
     shutil.rmtree(_TMP_ROOT, ignore_errors=True)
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: Any) -> Any:
+    """pytest-aiohttp's ``aiohttp_client``; a deepaas app gets the front door
+    that ``deepaas-run`` puts before it (JSON errors, request metrics)."""
+
+    async def make(app: Any, *args: Any, **kwargs: Any) -> Any:
+        client = await aiohttp_client(app, *args, **kwargs)
+        if isinstance(app, web.Application) and METRICS in app:
+            install_front_door(client)
+        return client
+
+    return make
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from deepaas.api import METRICS, front
 from deepaas.config import Settings
 from deepaas.log import OutputCapture
 from deepaas.model.loading import PluginSpec
@@ -55,9 +56,23 @@ async def start_client(specs: Sequence[PluginSpec], settings: dict[str, Any]) ->
     )
     if capture is not None:
         app[CAPTURE] = capture
+    return await serve_client(app)
+
+
+async def serve_client(app: web.Application) -> Client:
+    """A started test client of ``app``, served as ``deepaas-run`` serves it
+    (through the front door: JSON errors, request metrics)."""
     client: Client = TestClient(TestServer(app))
     await client.start_server()
+    install_front_door(client)
     return client
+
+
+def install_front_door(client: Client) -> None:
+    """Put :mod:`deepaas.api.front` in front of a started client's app."""
+    runner = client.server.runner
+    assert isinstance(runner, web.AppRunner)
+    front.install(runner, client.app[METRICS])
 
 
 def server_tmp_dir(client: Client) -> str:

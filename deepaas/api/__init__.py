@@ -1,9 +1,10 @@
 """HTTP only: the aiohttp application over parts built elsewhere.
 
 :func:`create_app` receives the models (for introspection), their runtimes,
-the training job manager and the server's life cycle, and adds routes and
-middlewares; it starts nothing. The parts are built, started and stopped by
-the composition root, :mod:`deepaas.server`.
+the training job manager and the server's life cycle, and adds routes; it
+starts nothing. The parts are built, started and stopped by the composition
+root, :mod:`deepaas.server`, which also puts the front door
+(:mod:`deepaas.api.front`: JSON errors, request metrics) in front of the app.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from aiohttp import web
 from deepaas.api import health as health_routes
 from deepaas.api import openapi, swagger_ui, versions
 from deepaas.api.args import BodyLimits
-from deepaas.api.errors import error_middleware
 from deepaas.api.health import Health
 from deepaas.api.metrics import Metrics
 from deepaas.api.v2 import debug, models, predict, system, train
@@ -46,7 +46,7 @@ def create_app(
     telemetry: Telemetry | None = None,
     trainings: JobManager | None = None,
 ) -> web.Application:
-    """The routes and middlewares over already-built models and runtimes."""
+    """The routes over already-built models and runtimes."""
     max_size = settings.client_max_size
     limits = BodyLimits(
         max_size=max_size,
@@ -54,8 +54,8 @@ def create_app(
         max_parts=settings.max_form_parts,
         client_timeout=settings.client_timeout,
     )
+    # No middlewares: deepaas.api.front does their work, in front of the app.
     app = web.Application(
-        middlewares=[metrics.middleware(), error_middleware],
         client_max_size=max_size or 2**62,
         # Bodies are decoded by api/guards.py, as they are read and within
         # --client-max-decoded-size: aiohttp's own decoding takes a gzip

@@ -28,7 +28,7 @@ What the parser refuses (bad request line, method or URL, a line over
 ``max_line_size``/``max_field_size``, too many headers...) is answered JSON
 ``{"message": ...}`` saying what to change (the advice of
 :func:`deepaas.api.refusals.explain`), logged at info and reported to
-``on_bad_request(status)`` (no middleware sees it). A body the parser finds
+``on_bad_request(status)`` (the front door never sees it). A body the parser finds
 bad (deflate cut short, bad chunk size) fails the request reading it, which
 the app answers 400, instead of leaving it waiting and answering twice.
 
@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import http_exceptions as hx
@@ -71,7 +71,7 @@ class HeaderTimeout:
 
     ``on_timeout(phase)`` is called (with ``"headers"``) for each connection
     closed, before it is closed; ``on_bad_request(status)`` for each request
-    aiohttp's parser refused (answered 400 before any middleware). One guard
+    aiohttp's parser refused (answered 400 before the front door). One guard
     may serve several sites.
     """
 
@@ -93,7 +93,7 @@ class HeaderTimeout:
         """What ``server()`` makes, guarded: a protocol factory for a site."""
         loop = asyncio.get_running_loop()
         kwargs = server._kwargs  # what server() passes: keep-alive, limits, logs
-        handler = self._json_errors(server.request_handler)
+        handler = server.request_handler  # the front door (deepaas.api.front)
 
         def make() -> asyncio.Protocol:
             protocol = _GuardedHandler(self, server, loop=loop, **kwargs)
@@ -101,32 +101,6 @@ class HeaderTimeout:
             return protocol
 
         return make
-
-    def _json_errors(
-        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-    ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
-        """``handler`` (the app's), with an HTTP error that no middleware saw
-        answered as JSON and counted: aiohttp raises some before the app's
-        middlewares run (a 417 for an ``Expect`` other than ``100-continue``)."""
-
-        async def handle(request: web.BaseRequest) -> web.StreamResponse:
-            try:
-                return await handler(request)
-            except web.HTTPException as exc:
-                if exc.status < 400 or exc.content_type == "application/json":
-                    raise
-                text = exc.text or exc.reason
-                if exc.status == 417:
-                    text = (
-                        f"{text}: the only expectation this server meets is "
-                        "'Expect: 100-continue'; leave the header out"
-                    )
-                LOG.info("answered %d to %s: %s", exc.status, request.remote, text)
-                if self.on_bad_request is not None:
-                    self.on_bad_request(exc.status)
-                return json_error(exc.status, text)
-
-        return handle
 
     def _expired(self, transport: asyncio.BaseTransport) -> None:
         self.timed_out += 1

@@ -1,4 +1,4 @@
-"""One middleware turns every error into JSON ``{"message": ...}``.
+"""Every error is answered as JSON ``{"message": ...}``.
 
 DEEPaaS 2.x advertised a ``Failure`` schema but answered HTML or plain text;
 here every 4xx/5xx is JSON, a missing trailing slash or a run of slashes
@@ -95,41 +95,53 @@ def _redirect(path: str, raw_query: str) -> web.Response:
     )
 
 
-@web.middleware
-async def error_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ValidationFailed:
-        raise
-    except web.HTTPException as exc:
-        if exc.status == 404:
+async def error_response(
+    request: web.BaseRequest, exc: Exception
+) -> web.StreamResponse | None:
+    """The JSON answer to ``exc``, raised while handling ``request``; None
+    when ``exc`` is an HTTP answer to send as it is (JSON already, such as a
+    422 of :class:`ValidationFailed`, or not an error: a redirect).
+
+    A 404 whose path differs from a route only by slashes is a 308 to it.
+    """
+    if isinstance(exc, web.HTTPException):
+        if exc.status == 404 and isinstance(request, web.Request):
             redirect = await _redirect_to_route(request)
             if redirect is not None:
                 return redirect
         if exc.status < 400 or exc.content_type == "application/json":
-            raise
+            return None
+        text = exc.text or exc.reason or ""
+        if exc.status == 417:  # raised by aiohttp before any route runs
+            text = (
+                f"{text}: the only expectation this server meets is "
+                "'Expect: 100-continue'; leave the header out"
+            )
+            LOG.info("answered 417 to %s: %s", request.remote, text)
         headers = {
             k: v
             for k, v in exc.headers.items()
             if k.lower() in ("allow", "retry-after")
         }
-        return json_error(exc.status, exc.reason or exc.text or "", headers)
-    except DeepaasError as exc:
+        return json_error(exc.status, text, headers)
+    if isinstance(exc, DeepaasError):
         if exc.status >= 500 and not isinstance(exc, ShuttingDown):  # said once
             LOG.warning(
                 "%s %s -> %s: %s", request.method, request.path, exc.status, exc.message
             )
         return json_error(exc.status, exc.message, exc.headers or None)
-    except OSError as exc:
+    if isinstance(exc, OSError):
         return os_error(request, exc)
-    except Exception as exc:
-        LOG.exception("unexpected error handling %s %s", request.method, request.path)
-        return json_error(500, f"Internal server error: {type(exc).__name__}: {exc}")
+    LOG.error(
+        "unexpected error handling %s %s",
+        request.method,
+        request.path,
+        exc_info=exc,
+    )
+    return json_error(500, f"Internal server error: {type(exc).__name__}: {exc}")
 
 
-def os_error(request: web.Request, exc: OSError) -> web.Response:
+def os_error(request: web.BaseRequest, exc: OSError) -> web.Response:
     """The answer to a file the server could not write; the path is logged,
     never sent."""
     where = f"{request.method} {request.path}"

@@ -189,7 +189,7 @@ class ClosingError(web.HTTPError):
     keep the connection open after the answer for its lingering time (10 s),
     reading what the client still sends, and re-raise a decoding error there
     (logged as an unhandled exception). As an HTTPException with a JSON body
-    it passes the error middleware as it is, so the metrics count its status
+    it passes the front door as it is, so the metrics count its status
     and aiohttp sends this very object.
     """
 

@@ -11,7 +11,6 @@ Each app has its own registry, so several apps can live in one process.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import itertools
 import time
@@ -230,39 +229,23 @@ class Metrics(EngineEvents):
         :class:`deepaas.api.connections.HeaderTimeout`)."""
         self.requests.inc((*OTHER, str(status)))
 
-    def middleware(self) -> Any:
-        """Counts and times every request, labelled by its route.
+    def request_done(
+        self, request: web.BaseRequest, status: int, started: float
+    ) -> None:
+        """Count and time a request that ended with ``status``, under the
+        labels of the route it matched (:class:`deepaas.api.front.FrontDoor`
+        calls it for every request).
 
-        A request cancelled before it was answered is counted as 499 (nginx's
-        "client closed request"), not 500: with ``handler_cancellation`` that
-        is a client hanging up (or, at the very end of a shutdown, the server
-        giving up on the request); no answer was sent either way.
+        A request cancelled before it was answered comes as 499 (nginx's
+        "client closed request"), not 500: no answer was sent.
         """
-
-        @web.middleware
-        async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-            started = time.perf_counter()
-            status = 500
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except web.HTTPException as exc:
-                # A 408 comes this way: raised, as a ClosingError that closes
-                # the connection after the answer.
-                status = exc.status
-                raise
-            except asyncio.CancelledError:
-                status = CLIENT_CLOSED_REQUEST
-                raise
-            finally:
-                if status == 408:  # a body that stopped arriving (--client-timeout)
-                    self.client_timeouts.inc(("body",))
-                labels = labels_of(request.match_info.handler)
-                self.requests.inc((*labels, str(status)))
-                self.request_duration.observe(labels, time.perf_counter() - started)
-
-        return observe
+        if status == 408:  # a body that stopped arriving (--client-timeout)
+            self.client_timeouts.inc(("body",))
+        # Unset only if routing itself failed: then no route's labels apply.
+        match_info = getattr(request, "_match_info", None)
+        labels = OTHER if match_info is None else labels_of(match_info.handler)
+        self.requests.inc((*labels, str(status)))
+        self.request_duration.observe(labels, time.perf_counter() - started)
 
     def handler(self) -> Handler:
         """The ``/metrics`` route handler."""

@@ -2,7 +2,7 @@
 
 aiohttp's parser refuses a bad request line, method or URL, a line over
 ``max_line_size``/``max_field_size``, too many headers, a chunked body it
-cannot follow... before any route or middleware sees the request.
+cannot follow... before any route or the front door sees the request.
 :func:`explain` turns what it raised into the message of the JSON answer
 ``{"message": ...}`` that :mod:`deepaas.api.connections` sends instead of
 aiohttp's plain text: what was wrong, and what to change.

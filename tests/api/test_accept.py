@@ -65,9 +65,7 @@ async def test_no_accept_header_uses_the_default(demo_client):
 
 
 @pytest.mark.parametrize("accept", [",", " , ,", ";q=0.5"])
-async def test_an_accept_header_of_empty_elements_is_no_preference(
-    demo_client, accept
-):
+async def test_an_accept_header_of_empty_elements_is_no_preference(demo_client, accept):
     # RFC 9110, 5.6.1: empty list elements are ignored; nothing is left.
     response = await demo_client.post(PREDICT, headers={"Accept": accept})
     assert response.status == 200, await response.text()

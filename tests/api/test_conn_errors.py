@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
+from deepaas.api import front
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.config import Settings
 from deepaas.server import SERVER, Server, build_app
@@ -69,6 +70,7 @@ async def deepaas_site() -> AsyncIterator[tuple[Server, int]]:
     server = app[SERVER]
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
+    front.install(runner, server.metrics)
     try:
         site = GuardedTCPSite(runner, "127.0.0.1", 0, guard=server.header_timeout)
         await site.start()
@@ -279,8 +281,9 @@ async def test_a_refused_request_is_counted_in_the_servers_metrics(
 async def test_an_unknown_expectation_is_a_json_417_and_counted(
     deepaas_site: tuple[Server, int],
 ) -> None:
-    """aiohttp answers an ``Expect`` other than ``100-continue`` before any
-    middleware runs: the guard makes that answer JSON and counts it."""
+    """aiohttp refuses an ``Expect`` other than ``100-continue`` before the
+    route's handler runs: the front door makes that answer JSON and counts
+    it under the route asked for."""
     server, port = deepaas_site
     async with connect(port) as (reader, writer):
         writer.write(
@@ -292,7 +295,7 @@ async def test_an_unknown_expectation_is_a_json_417_and_counted(
     assert status == 417
     assert headers["content-type"].startswith("application/json")
     assert "100-continue" in json.loads(body)["message"]
-    assert server.metrics.requests.value("", "other", "417") == 1
+    assert server.metrics.requests.value("echo", "predict", "417") == 1
     async with connect(port) as (reader, writer):  # 100-continue works
         writer.write(
             f"POST {PREDICT} HTTP/1.1\r\n".encode()

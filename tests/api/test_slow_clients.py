@@ -1,5 +1,5 @@
 """Slow clients: the header timeout of ``deepaas.api.connections``, and a
-client that hangs up counted as 499 by the metrics middleware.
+client that hangs up counted as 499 by the front door.
 
 The tests serve a small app on a real ``AppRunner`` with
 :class:`GuardedTCPSite` on a free 127.0.0.1 port and a 1 s client timeout
@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from deepaas.api import front
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.api.metrics import Metrics, label
 from deepaas.server import SERVER
@@ -84,7 +85,7 @@ class Served:
 async def served() -> AsyncIterator[Served]:
     metrics = Metrics({})
     guard = HeaderTimeout(TIMEOUT, on_timeout=metrics.client_timed_out)
-    app = web.Application(middlewares=[metrics.middleware()])
+    app = web.Application()
     app[ENTERED] = asyncio.Event()
     app.router.add_get("/ok", ok)
     app.router.add_get("/stream/after", stream_after)
@@ -93,6 +94,7 @@ async def served() -> AsyncIterator[Served]:
     # As deepaas-run runs it: a client that hangs up cancels its handler.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
+    front.install(runner, metrics)  # counts requests, as deepaas-run's does
     try:
         site = GuardedTCPSite(runner, "127.0.0.1", 0, guard=guard)
         await site.start()
