@@ -52,6 +52,7 @@ class Option:
     choices: tuple[str, ...] = ()
     env: tuple[str, ...] = ()  # extra environment variables, lowest priority
     shown_default: str | None = None  # how --help and the docs show the default
+    metavar: str = "NAME"  # how --help shows a value of a "names" option
 
     @property
     def flag(self) -> str:
@@ -93,14 +94,16 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "plugin",
         [],
-        "Serve a plugin that is not installed: a module (module or "
-        "module:Attribute, importable from the current folder) or a Python "
-        "file (path/to/model.py[:Attribute]), as NAME=TARGET to choose its "
-        "model name. Repeat the flag; plugin files can also be given as "
-        "arguments. Installed models are then served only if --model-name "
-        "names them.",
+        "Serve a plugin that is not installed: a Python file "
+        "(path/to/model.py[:Attribute]; a TARGET that ends in .py, holds a "
+        "'/' or names an existing file is a file) or else a module "
+        "(module[:Attribute], importable from the current folder); NAME= "
+        "before it chooses its model name. Repeat the flag; plugins can also "
+        "be given as arguments. Installed models are then served only if "
+        "--model-name names them.",
         kind="names",
         shown_default="none",
+        metavar="[NAME=]TARGET",
     ),
     Option(
         "reload",
@@ -425,7 +428,8 @@ def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
     """The ``deepaas-run`` argument parser (every option, no defaults applied)."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Serve the installed DEEPaaS models over HTTP.",
+        description="Serve DEEPaaS models over HTTP: the installed plugins, or "
+        "the plugins given (TARGET arguments, --plugin).",
         epilog="Every option can also be set as DEEPAAS_<NAME> in the environment "
         "or as <name> in the [DEFAULT] section of --config-file.",
         argument_default=argparse.SUPPRESS,
@@ -435,8 +439,9 @@ def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
     parser.add_argument(
         "plugin_files",
         nargs="*",
-        metavar="PLUGIN",
-        help="Python files of plugins to serve, as --plugin (path/to/model.py).",
+        metavar="[NAME=]TARGET",
+        help="Plugins to serve, as --plugin: path/to/model.py[:Attribute], or "
+        "a module.",
     )
     for opt in OPTIONS:
         names = [opt.flag] + ([opt.short] if opt.short else [])
@@ -451,7 +456,11 @@ def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
             )
         elif opt.kind == "names":
             parser.add_argument(
-                *names, dest=opt.name, action="append", help=help_text, metavar="NAME"
+                *names,
+                dest=opt.name,
+                action="append",
+                help=help_text,
+                metavar=opt.metavar,
             )
         else:
             convert: Callable[[str], Any] = {

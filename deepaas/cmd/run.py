@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except loading.PluginLoadError as exc:
         _report_plugin_errors(exc, settings.debug)
-        return 1
+        return 2 if exc.usage else 1
     except ConfigError as exc:
         print(f"deepaas-run: error: {exc}", file=sys.stderr)
         return 1

@@ -1,16 +1,21 @@
-"""Find the installed plugins (``deepaas.v2.model`` entry points) and load them.
+"""Find the installed plugins (``deepaas.v2.model`` entry points), check
+the plugins given on the command line (``deepaas-run TARGET``,
+``--plugin``), and load them.
 
 A plugin that fails to import stops start-up with one line naming the
-plugin, its entry point, the exception and where it was raised (the file
-and line in the plugin's own code): DEEPaaS 2.x silently served a fake test
-model instead. Every broken plugin gets its line, not only the first; the
-exceptions are kept (:attr:`PluginLoadError.causes`) for a full traceback.
+model, where its code is (``entry point TARGET`` for an installed one,
+``plugin TARGET`` for a given one), the exception and where it was raised
+(the file and line in the plugin's own code): DEEPaaS 2.x silently served a
+fake test model instead. Every broken plugin gets its line, not only the
+first; the exceptions are kept (:attr:`PluginLoadError.causes`) for a full
+traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import inspect
 import os
 import traceback
 from collections.abc import Iterable, Sequence
@@ -32,9 +37,14 @@ class PluginLoadError(Exception):
     plugins raised (their tracebacks are what ``--debug`` prints).
     """
 
-    def __init__(self, message: str, causes: Iterable[BaseException] = ()) -> None:
+    def __init__(
+        self, message: str, causes: Iterable[BaseException] = (), usage: bool = False
+    ) -> None:
         super().__init__(message)
         self.causes = tuple(causes)
+        #: A mistake on the command line (``deepaas-run`` exits 2), not a
+        #: plugin that broke (exit 1): a given target that is no plugin.
+        self.usage = usage
 
     @classmethod
     def combine(cls, errors: Sequence[PluginLoadError]) -> PluginLoadError:
@@ -44,6 +54,7 @@ class PluginLoadError(Exception):
         return cls(
             "\n".join(str(e) for e in errors),
             [cause for e in errors for cause in e.causes],
+            usage=all(e.usage for e in errors),
         )
 
 
@@ -83,15 +94,17 @@ def where(exc: BaseException, target: str) -> str | None:
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{exc.filename}:{exc.lineno}"
     module, _ = sources.split(target)
+    own_file = None
     if sources.is_file(module):  # imported under the file's stem
         package = os.path.splitext(os.path.basename(module))[0]
+        own_file = os.path.abspath(module)
     else:
         package = module.split(".")[0]
     frames = _frames(exc.__traceback__)
     own = [
         (path, line)
         for name, path, line in frames
-        if name == package or name.startswith(package + ".")
+        if name == package or name.startswith(package + ".") or path == own_file
     ]
     others = [(path, line) for _, path, line in frames if not _machinery(path)]
     found = own or others
@@ -101,25 +114,94 @@ def where(exc: BaseException, target: str) -> str | None:
     return f"{path}:{line}"
 
 
+def defined_at(func: Any) -> str | None:
+    """Where a plugin's function is defined, as ``/path/api.py:3``; None
+    for what has no Python source (a builtin, a C extension's)."""
+    try:
+        code = inspect.unwrap(getattr(func, "__func__", func)).__code__
+    except (AttributeError, ValueError):
+        return None
+    return f"{code.co_filename}:{code.co_firstlineno}"
+
+
+def _message(
+    name: str, target: str, origin: str, text: str, location: str | None
+) -> str:
+    """``cannot load model 'NAME' (ORIGIN TARGET): TEXT, at LOCATION``."""
+    suffix = f", at {location}" if location else ""
+    message = f"cannot load model {name!r} ({origin} {target}): {text}{suffix}"
+    return " ".join(message.split())
+
+
 def _failure(
     name: str, target: str, exc: BaseException, origin: str = "entry point"
 ) -> PluginLoadError:
     # A SyntaxError's text carries its location, given below.
     detail = exc.msg if isinstance(exc, SyntaxError) and exc.msg else exc
     text = f"{type(exc).__name__}: {detail}".rstrip(": ")
-    location = where(exc, target)
-    suffix = f", at {location}" if location else ""
-    message = f"cannot load model {name!r} ({origin} {target}): {text}{suffix}"
-    return PluginLoadError(" ".join(message.split()), [exc])
+    return PluginLoadError(
+        _message(name, target, origin, text, where(exc, target)), [exc]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class PluginSpec:
     """Where a model's code lives: enough for a worker process to load it."""
 
-    name: str  # the model name used in URLs (the entry-point name)
+    name: str  # the model name used in URLs (the entry point's, or NAME=)
     target: str  # "package.module" or "package.module:Attribute", or a file's
-    origin: str = "entry point"  # or "plugin" (deepaas-run FILE, --plugin)
+    #: "entry point" (installed) or "plugin" (deepaas-run FILE, --plugin); by
+    #: default "plugin" for a file (no entry point names one), else "entry point".
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.origin:
+            module, _ = sources.split(self.target)
+            origin = "plugin" if sources.is_file(module) else "entry point"
+            object.__setattr__(self, "origin", origin)
+
+
+#: What a plugin may define (contract, section 1); a given target with none
+#: of them is not a plugin (``--plugin json``).
+PLUGIN_FUNCTIONS = (
+    "get_metadata",
+    "warm",
+    "get_predict_args",
+    "predict",
+    "predict_batch",
+    "get_train_args",
+    "train",
+)
+
+
+def _described(obj: Any) -> str:
+    if inspect.ismodule(obj):
+        return f"module {obj.__name__}"
+    return f"{type(obj).__name__} object"
+
+
+def _not_a_plugin(spec: PluginSpec, obj: Any) -> PluginLoadError:
+    """A given target that defines none of :data:`PLUGIN_FUNCTIONS`: a typo,
+    or the wrong module (``--plugin json``). An installed entry point with
+    none is still served (every function is optional, contract section 1)."""
+    folders = (
+        list(getattr(obj, "__path__", None) or ()) if inspect.ismodule(obj) else []
+    )
+    if folders and getattr(obj, "__file__", None) is None:
+        # A folder without __init__.py imports as a namespace package.
+        folder = os.path.relpath(folders[0])
+        text = (
+            f"{folder} is a folder (no __init__.py), not a plugin: "
+            f"{_instead_of_folder(folder, obj.__name__)}"
+        )
+    else:
+        text = (
+            f"{_described(obj)} has none of the DEEPaaS plugin functions "
+            f"({', '.join(PLUGIN_FUNCTIONS)}); name the module, class or object "
+            "that defines them (module:Attribute)"
+        )
+    message = _message(spec.name, spec.target, spec.origin, text, None)
+    return PluginLoadError(message, usage=True)
 
 
 def import_target(target: str) -> Any:
@@ -129,15 +211,24 @@ def import_target(target: str) -> Any:
 
 
 def load(spec: PluginSpec) -> ModelWrapper:
-    """Import, instantiate and wrap one plugin; errors name the plugin."""
+    """Import, instantiate and wrap one plugin; errors name the plugin and,
+    where there is one, the file and line to look at."""
     try:
         obj = instantiate(import_target(spec.target))
     except Exception as exc:
         raise _failure(spec.name, spec.target, exc, spec.origin) from exc
+    if spec.origin == "plugin" and not any(
+        callable(getattr(obj, name, None)) for name in PLUGIN_FUNCTIONS
+    ):
+        raise _not_a_plugin(spec, obj)
     try:
         return ModelWrapper(spec.name, obj)
     except ModelError as exc:
-        raise PluginLoadError(str(exc)) from exc
+        location = defined_at(exc.source) if exc.source is not None else None
+        message = _message(spec.name, spec.target, spec.origin, exc.detail, location)
+        raise PluginLoadError(message) from exc
+    except Exception as exc:  # get_predict_args() raised, say
+        raise _failure(spec.name, spec.target, exc, spec.origin) from exc
 
 
 def load_all(specs: Sequence[PluginSpec]) -> dict[str, ModelWrapper]:
@@ -239,40 +330,97 @@ class PluginUsageError(ValueError):
     """A plugin given on the command line that cannot be used as written."""
 
 
-def _model_name_of(module: str) -> str:
-    if sources.is_file(module):
-        return os.path.splitext(os.path.basename(module))[0]
-    return module.rsplit(".", 1)[-1]
+def _name_and_target(entry: str) -> tuple[str | None, str]:
+    """``[NAME=]TARGET`` -> (NAME, or None when there is no ``=``; TARGET).
+
+    An ``=`` in a path is part of the path: in an existing file's name, or
+    before a path separator (``runs/lr=0.1/model.py``).
+    """
+    name, sep, target = entry.partition("=")
+    if not sep or os.path.exists(entry.strip()) or sources.is_file(name):
+        return None, entry.strip()
+    return name.strip(), target.strip()
+
+
+def _instead_of_folder(folder: str, package: str | None) -> str:
+    """What to give instead of ``folder``: a Python file in it (one it has,
+    if any) or a module in it, as ``package.module`` when ``package`` (the
+    folder's module name) is known."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        names = []
+    files = [
+        n for n in names if n.endswith(".py") and n != "__init__.py" and n[0] != "."
+    ]
+    stem = os.path.splitext(files[0])[0] if files else "model"
+    module = f"{package}.{stem}" if package else "package.module"
+    return (
+        f"give a plugin file in it ({os.path.join(folder, stem + '.py')}), "
+        f"or a module importable from here (--plugin {module})"
+    )
+
+
+def _folder_error(module: str) -> PluginUsageError:
+    """A folder given as a plugin's file (``dir/``, ``./dir``)."""
+    package = os.path.normpath(module).replace(os.sep, ".")
+    if os.path.isabs(module) or not sources.is_module_name(package):
+        package = ""
+    return PluginUsageError(
+        f"plugin {module} is a folder, not a Python file: "
+        f"{_instead_of_folder(module, package)}"
+    )
+
+
+def _checked_file(module: str) -> str:
+    """The absolute path of the plugin file ``module`` names; a
+    :class:`PluginUsageError` if it is missing, a folder, or not ``.py``."""
+    path = os.path.abspath(module)
+    if os.path.isdir(path):
+        raise _folder_error(module)
+    if not os.path.exists(path):
+        raise PluginUsageError(f"plugin file {module} does not exist")
+    if not os.path.isfile(path) or not path.endswith(".py"):
+        raise PluginUsageError(
+            f"plugin file {module} is not a Python file (path/to/model.py)"
+        )
+    return path
 
 
 def given_specs(entries: Sequence[str]) -> list[PluginSpec]:
-    """The plugins given as ``deepaas-run FILE`` or ``--plugin TARGET``.
+    """The plugins given as ``deepaas-run TARGET`` or ``--plugin TARGET``.
 
     An entry is ``TARGET`` or ``NAME=TARGET``; the model's name is NAME, else
     the module's name (its last part) or the file's name without ``.py``.
-    A file is checked here (it must exist) and given as an absolute path,
-    so that workers find it too; nothing is imported yet.
+    TARGET is a file (:func:`sources.is_path`: it ends in ``.py``, holds a
+    path separator or names an existing file) or else a module, either
+    with ``:Attribute``. A file is checked here (an existing ``.py`` file)
+    and given as an absolute path, so that workers find it too; nothing is
+    imported yet.
     """
     specs: list[PluginSpec] = []
     seen: dict[str, str] = {}
     for entry in entries:
-        name, sep, target = entry.partition("=")
-        if not sep:
-            name, target = "", entry
-        name, target = name.strip(), target.strip()
-        module, attr = sources.split(target)
-        if not module:
+        name, target = _name_and_target(entry)
+        if name == "":
+            raise PluginUsageError(
+                f"empty model name in {entry!r}: write NAME={target}, or "
+                f"{target} alone to name the model after its module or file"
+            )
+        if not target.partition(":")[0] and not os.path.exists(target):
             raise PluginUsageError(f"plugin {entry!r}: no module or file given")
-        if sources.is_file(module):
-            path = os.path.abspath(module)
-            if not os.path.exists(path):
-                raise PluginUsageError(f"plugin file {module} does not exist")
-            if not os.path.isfile(path) or not path.endswith(".py"):
-                raise PluginUsageError(
-                    f"plugin file {module} is not a Python file (path/to/model.py)"
-                )
+        if target.endswith(":"):
+            raise PluginUsageError(
+                f"empty attribute after ':' in {entry!r}: write "
+                f"{target}Attribute, or {target[:-1]} alone to serve the "
+                "module's functions"
+            )
+        module, attr = sources.split(target)
+        if sources.is_path(module):
+            path = _checked_file(module)
             target = f"{path}:{attr}" if attr else path
-        name = name or _model_name_of(module)
+            name = name or os.path.splitext(os.path.basename(path))[0]
+        name = name or module.rsplit(".", 1)[-1]
         if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise PluginUsageError(
                 f"plugin {entry!r}: model name {name!r} is not usable in URLs "

@@ -37,9 +37,39 @@ def split(target: str) -> tuple[str, str]:
     return target.strip(), ""
 
 
+def _has_separator(text: str) -> bool:
+    return os.sep in text or bool(os.altsep and os.altsep in text)
+
+
 def is_file(module: str) -> bool:
-    """Whether the module part of a target names a file, not a module."""
-    return module.endswith(".py") or os.sep in module
+    """Whether the module part of a resolved target names a file, not a
+    module: it ends in ``.py`` or holds a path separator (a plugin file
+    given on the command line is made absolute, so it has one).
+
+    Only the spelling counts here, never what exists in the current
+    folder: an entry point's ``my_pkg.api`` stays a module wherever the
+    server runs. :func:`is_path` decides for what a user typed.
+    """
+    return module.endswith(".py") or _has_separator(module)
+
+
+def is_module_name(text: str) -> bool:
+    """Whether ``text`` can be imported as a (dotted) module name."""
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
+
+
+def is_path(module: str) -> bool:
+    """Whether the module part of a target typed on the command line
+    (``deepaas-run TARGET``, ``--plugin TARGET``) is a path, not a module.
+
+    A path ends in ``.py``, holds a path separator, or names an existing
+    file (``model.txt``), or an existing folder that no import could name
+    (``my-models``). A bare name of a folder that is a valid module name
+    (``my_pkg``) stays a module: a package is a folder.
+    """
+    if is_file(module) or os.path.isfile(module):
+        return True
+    return os.path.isdir(module) and not is_module_name(module)
 
 
 def _module_name(path: str) -> str:

@@ -84,7 +84,9 @@ def run(config: dict[str, Any], sock: socket.socket) -> int:
         send=lambda values: channel.send(Progress(values)),
     )
     context.set_current(ctx)
-    spec = loading.PluginSpec(config["model"], config["target"])
+    spec = loading.PluginSpec(
+        config["model"], config["target"], config.get("origin", "")
+    )
     stage = "import"
     try:
         model = loading.load(spec)

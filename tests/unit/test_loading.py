@@ -9,7 +9,15 @@ import types
 import marshmallow
 import pytest
 
-from deepaas.model.loading import PluginLoadError, PluginSpec, discover, load
+from deepaas.model import sources
+from deepaas.model.loading import (
+    PluginLoadError,
+    PluginSpec,
+    PluginUsageError,
+    discover,
+    given_specs,
+    load,
+)
 from tests.plugins import bad_schemas, echo, objects
 
 pytestmark = pytest.mark.timeout(30)
@@ -360,3 +368,76 @@ def test_load_all_reports_every_broken_plugin():
     assert lines[0].endswith("import_fails.py:3")
     assert len(exc.value.causes) == 2  # a refused schema raised nothing
     assert list(load_all(specs[:1])) == ["ok"]
+
+
+# -- plugins given on the command line ----------------------------------------------
+
+
+def test_a_given_target_names_a_file_by_its_spelling_or_existence(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.txt").write_text("")
+    (tmp_path / "my_pkg").mkdir()
+    (tmp_path / "my-models").mkdir()
+    assert sources.is_path("model.py")  # ends in .py, existing or not
+    assert sources.is_path("dir/thing") and sources.is_path("./nope")
+    assert sources.is_path("model.txt")  # an existing file
+    assert sources.is_path("my-models")  # a folder no import can name
+    assert not sources.is_path("my_pkg")  # a folder that is a package name
+    assert not sources.is_path("my_pkg.api") and not sources.is_path("nope.txt")
+    # what a worker or an entry point resolves: the spelling alone
+    assert not sources.is_file("model.txt")
+
+
+def test_given_names_and_targets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs" / "lr=0.1"
+    runs.mkdir(parents=True)
+    (runs / "model.py").write_text("")
+    specs = given_specs(["runs/lr=0.1/model.py", "demo=runs/lr=0.1/model.py:M"])
+    path = str(runs / "model.py")
+    assert specs == [
+        PluginSpec("model", path, "plugin"),
+        PluginSpec("demo", f"{path}:M", "plugin"),
+    ]
+    assert given_specs(["my_pkg.api:Model"]) == [
+        PluginSpec("api", "my_pkg.api:Model", "plugin")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("=a.py", "empty model name in '=a.py'"),
+        ("a.py:", "empty attribute after ':' in 'a.py:'"),
+        ("my_pkg.api:", "empty attribute after ':' in 'my_pkg.api:'"),
+        (":Model", "plugin ':Model': no module or file given"),
+    ],
+)
+def test_given_entries_refused(entry, message):
+    with pytest.raises(PluginUsageError) as exc:
+        given_specs([entry])
+    assert str(exc.value).startswith(message)
+
+
+def test_origin_defaults_to_plugin_for_a_file():
+    # what a worker rebuilds from a target alone
+    assert PluginSpec("m", "/abs/m.py").origin == "plugin"
+    assert PluginSpec("m", "my_pkg.api").origin == "entry point"
+    assert PluginSpec("m", "my_pkg.api", "plugin").origin == "plugin"
+
+
+def test_a_given_module_with_no_plugin_function_is_refused():
+    # An installed entry point may define nothing (contract, section 1) ...
+    assert load(PluginSpec("bare", "tests.plugins.bare")).name == "bare"
+    # ... a given target must define something.
+    with pytest.raises(PluginLoadError) as exc:
+        load(PluginSpec("bare", "tests.plugins.bare", "plugin"))
+    assert exc.value.usage
+    assert "module tests.plugins.bare has none of the DEEPaaS plugin functions" in (
+        str(exc.value)
+    )
+    broken = PluginLoadError("x")
+    assert not PluginLoadError.combine([exc.value, broken]).usage
+    assert PluginLoadError.combine([exc.value, exc.value]).usage

@@ -11,6 +11,7 @@ so the request parser, the OpenAPI writer and the CLI agree on every field.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -131,8 +132,8 @@ def arg_specs(declared: Any, owner: str) -> dict[str, ArgSpec]:
             field = field()
         if not isinstance(field, ma_fields.Field):
             raise InvalidArgsError(
-                f"{owner}: argument {name!r} is a {type(field).__name__}, "
-                "not a marshmallow field"
+                f"{owner}: argument {name!r} is {_not_a_field(field)}, not a "
+                "marshmallow field (write fields.Int(), fields.Str(), ...)"
             )
         raw_location = field.metadata.get("location")
         if raw_location not in _LOCATIONS:
@@ -150,6 +151,15 @@ def arg_specs(declared: Any, owner: str) -> dict[str, ArgSpec]:
             is_list=_is_multi_valued(field),
         )
     return specs
+
+
+def _not_a_field(value: Any) -> str:
+    """What a declared argument is instead of a field, in words that read
+    for any type: ``the class int``, ``3 (of type int)``."""
+    if isinstance(value, type):
+        module = "" if value.__module__ == "builtins" else f"{value.__module__}."
+        return f"the class {module}{value.__qualname__}"
+    return f"{reprlib.repr(value)} (of type {type(value).__name__})"
 
 
 def build_schema(specs: Mapping[str, ArgSpec], name: str) -> marshmallow.Schema:

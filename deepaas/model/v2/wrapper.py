@@ -43,7 +43,17 @@ JSON_TYPES = ("application/json", "*/*")
 
 
 class ModelError(Exception):
-    """A plugin is unusable as written; the message says what to fix."""
+    """A plugin is unusable as written; the message says what to fix.
+
+    ``detail`` is the message less its ``model 'NAME': `` prefix;
+    ``source`` the plugin's function at fault (``get_predict_args``, say),
+    when there is one, so that a report can name its file and line.
+    """
+
+    def __init__(self, name: str, detail: str, source: Any = None) -> None:
+        super().__init__(f"model {name!r}: {detail}")
+        self.detail = detail
+        self.source = source
 
 
 def _fallback_metadata(name: str) -> dict[str, Any]:
@@ -65,13 +75,14 @@ def _response_schema(name: str, schema: Any) -> type[marshmallow.Schema] | None:
             return marshmallow.Schema.from_dict(schema, name="ModelPredictionResponse")
         except Exception as exc:
             raise ModelError(
-                f"model {name!r}: schema dict is invalid: {type(exc).__name__}: {exc}"
+                name, f"schema dict is invalid: {type(exc).__name__}: {exc}"
             ) from exc
     if isinstance(schema, type) and issubclass(schema, marshmallow.Schema):
         return schema
     raise ModelError(
-        f"model {name!r}: schema must be None, a dict of marshmallow fields or "
-        f"a marshmallow.Schema subclass, got {schema!r}"
+        name,
+        "schema must be None, a dict of marshmallow fields or "
+        f"a marshmallow.Schema subclass, got {schema!r}",
     )
 
 
@@ -88,11 +99,16 @@ class ModelWrapper:
         self.response_schema = _response_schema(name, getattr(plugin, "schema", None))
         try:
             self.predict_args = self._predict_arg_specs()
+        except InvalidArgsError as exc:
+            source = getattr(plugin, "get_predict_args", None)
+            raise ModelError(name, str(exc), source) from exc
+        try:
             self.train_args = arg_specs(
                 self._call_optional("get_train_args", {}), f"{name}.get_train_args()"
             )
         except InvalidArgsError as exc:
-            raise ModelError(f"model {name!r}: {exc}") from exc
+            source = getattr(plugin, "get_train_args", None)
+            raise ModelError(name, str(exc), source) from exc
         self.accept_choices = self._accept_choices()
         self.accept_for_any = self._accept_for_any()
         self.batching = _batching(name, getattr(plugin, "batching", None))
@@ -114,8 +130,9 @@ class ModelWrapper:
             return _fallback_metadata(self.name)
         if not isinstance(meta, dict):
             raise ModelError(
-                f"model {self.name!r}: get_metadata() must return a dict, "
-                f"got {type(meta).__name__}"
+                self.name,
+                f"get_metadata() must return a dict, got {type(meta).__name__}",
+                self.plugin.get_metadata,
             )
         return meta
 
@@ -237,7 +254,7 @@ class ModelWrapper:
             got = (
                 f"{len(outputs)} results"
                 if isinstance(outputs, (list, tuple))
-                else f"a {type(outputs).__name__}"
+                else f"a value of type {type(outputs).__name__}"
             )
             raise TypeError(
                 f"predict_batch of model {self.name!r} returned {got} for "
@@ -264,20 +281,19 @@ def _batching(name: str, value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict) or set(value) - {"max_batch_size", "max_delay_ms"}:
         raise ModelError(
-            f"model {name!r}: batching must be a dict with max_batch_size and/or "
-            f"max_delay_ms, got {value!r}"
+            name,
+            "batching must be a dict with max_batch_size and/or "
+            f"max_delay_ms, got {value!r}",
         )
     size = value.get("max_batch_size", 1)
     delay = value.get("max_delay_ms", 0)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ModelError(
-            f"model {name!r}: batching max_batch_size must be an integer >= 1, "
-            f"got {size!r}"
+            name, f"batching max_batch_size must be an integer >= 1, got {size!r}"
         )
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
         raise ModelError(
-            f"model {name!r}: batching max_delay_ms must be a number >= 0, "
-            f"got {delay!r}"
+            name, f"batching max_delay_ms must be a number >= 0, got {delay!r}"
         )
     return dict(value)
 
