@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import marshmallow
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import MultiDict
 
 from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader, Part
@@ -73,32 +73,40 @@ class ParsedArgs:
         self.tmp_dir = tmp_dir
         self.limits = limits
         self.max_size = limits.max_size
-        self.body = BodyReader(request, tmp_dir, limits)
+        self._body: BodyReader | None = None  # made for a request with a body
+
+    @property
+    def body(self) -> BodyReader:
+        if self._body is None:
+            self._body = BodyReader(self.request, self.tmp_dir, self.limits)
+        return self._body
 
     @property
     def files(self) -> list[str]:
-        return self.body.files
+        return [] if self._body is None else self._body.files
 
     @property
     def big(self) -> bool:
         """The arguments came from a big JSON or urlencoded body (loaded off
         the loop, and sent to a worker with ``protocol.pack_tree``)."""
-        return self.body.size > OFFLOAD_LOAD_SIZE
+        return self._body is not None and self._body.size > OFFLOAD_LOAD_SIZE
 
     async def __aenter__(self) -> dict[str, Any]:
         try:
             return await self._parse()
         except BaseException:
-            await self.body.remove_files()
+            if self._body is not None:
+                await self._body.remove_files()
             raise
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if self.body.files:
-            await self.body.remove_files()
+        if self._body is not None and self._body.files:
+            await self._body.remove_files()
 
     def cleanup(self) -> None:
         """Remove the uploads now, without the executor."""
-        self.body.remove_files_now()
+        if self._body is not None:
+            self._body.remove_files_now()
 
     # -- reading the request ------------------------------------------------
 
@@ -111,7 +119,7 @@ class ParsedArgs:
         body_json: dict[str, Any] | None = None
         if parser.wants_body and request.body_exists:
             form, body_json = await self.body.read(self._route)
-        elif parser.wants_body:
+        elif parser.wants_body and hdrs.CONTENT_ENCODING in request.headers:
             self.body.check_empty()
         data: dict[str, Any] = {}
         not_files: dict[str, list[str]] = {}

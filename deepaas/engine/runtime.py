@@ -230,7 +230,7 @@ class ModelRuntime:
                 "are already waiting; retry later",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        loop = asyncio.get_running_loop()
+        loop = self.dispatcher.loop  # the running one (Python 3.11 asks getpid())
         future: asyncio.Future[PredictResult] = loop.create_future()
         call = Call(kwargs, future, big)
         if limits.predict_timeout:
