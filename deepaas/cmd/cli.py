@@ -19,52 +19,42 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import mimetypes
 import os
-import shutil
 import sys
 import tempfile
-import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
-from typing import IO, Any, NoReturn
+from collections.abc import Mapping, Sequence
+from typing import IO, NoReturn
 
-import marshmallow
-
-from deepaas.cmd.cli_options import ListValue, add_field, shown
+from deepaas.cmd.cli_options import add_field, collect_args, validate_args
+from deepaas.cmd.cli_output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    OUTPUT_OPTION,
+    PROG,
+    CliError,
+    Progress,
+    emit,
+    remove_result,
+)
 from deepaas.config import VersionAction
 from deepaas.log import FORMAT
 from deepaas.model import loading
-from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
+from deepaas.model.v2.fields import ArgSpec
 from deepaas.model.v2.results import OutputError, PredictResult, ResultRenderer, dumps
-from deepaas.model.v2.wrapper import JSON_TYPES, ModelWrapper, UploadedFile
+from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.training import context as training_context
 
-PROG = "deepaas-cli"
 COMMANDS = {
     "get_metadata": "Print the model's metadata document.",
     "warm": "Call the model's warm() and report whether it has one.",
     "predict": "Run one prediction and print the result.",
     "train": "Run train() in this process and print its return value.",
 }
-OUTPUT_OPTION = "--deepaas_method_output"
 NOWARM_OPTION = "--nowarm"
 ENV_MODEL = "DEEPAAS_V2_MODEL"
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """Ends the command with ``message`` on stderr and exit status ``code``."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
-
 
 # -- the top level: global options and the sub-command ---------------------
 
@@ -233,73 +223,6 @@ def _command_parser(
 # -- running ---------------------------------------------------------------
 
 
-def _upload(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
-    """A temporary copy of ``path``: the plugin may move or delete it."""
-    suffix = os.path.splitext(path)[1]
-    fd, copy = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=tmp_dir)
-    try:
-        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-    except OSError as exc:
-        raise CliError(f"cannot read {path!r}: {exc.strerror}", EXIT_USAGE) from None
-    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    return UploadedFile(
-        name=spec.key,
-        filename=copy,
-        content_type=content_type,
-        original_filename=os.path.basename(path),
-    )
-
-
-def _collect(
-    namespace: argparse.Namespace, specs: Mapping[str, ArgSpec], tmp_dir: str
-) -> dict[str, Any]:
-    """The wire-keyed data the API would have read from a request."""
-    data: dict[str, Any] = {}
-    for dest, spec in specs.items():
-        value: Any = getattr(namespace, dest, None)
-        if value is None:
-            continue
-        if spec.is_list:
-            flat: list[Any] = []
-            for item in value:
-                flat.extend(item if isinstance(item, ListValue) else [item])
-            value = flat
-        if spec.is_file:
-            if spec.is_list:
-                value = [_upload(spec, path, tmp_dir) for path in value]
-            else:
-                value = _upload(spec, value, tmp_dir)
-        data[spec.key] = value
-    return data
-
-
-def _format_errors(messages: Any) -> str:
-    if not isinstance(messages, dict):
-        return f"invalid arguments: {shown(messages)}"
-    lines = []
-    for key, value in messages.items():
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            text = " ".join(value)
-        else:
-            text = json.dumps(value, default=str)
-        lines.append(f"argument --{key}: {text}")
-    return "\n".join(lines)
-
-
-def _validate(
-    model: ModelWrapper, command: str, specs: Mapping[str, ArgSpec], data: Any
-) -> dict[str, Any]:
-    schema = build_schema(
-        {spec.name: spec for spec in specs.values()},
-        f"{model.name}{command.capitalize()}Args",
-    )
-    try:
-        return load_args(schema, data)
-    except marshmallow.ValidationError as exc:
-        raise CliError(_format_errors(exc.messages), EXIT_USAGE) from None
-
-
 def _warm(model: ModelWrapper) -> bool:
     try:
         return model.warm()
@@ -339,7 +262,8 @@ def _run(
         raise CliError(f"model {model.name!r} does not implement predict")
     if command == "train" and not model.has_train:
         raise CliError(f"model {model.name!r} does not implement train")
-    kwargs = _validate(model, command, specs, _collect(namespace, specs, tmp_dir))
+    data = collect_args(namespace, specs, tmp_dir)
+    kwargs = validate_args(model, command, specs, data)
     if command == "predict":
         model.resolve_accept(kwargs)  # */* -> a type the plugin knows, as the API
     if not namespace.nowarm:
@@ -353,7 +277,7 @@ def _run(
             return ResultRenderer(model, tmp_dir).render(output, kwargs.get("accept"))
         except OutputError as exc:
             raise CliError(f"model {model.name!r}: {exc}") from exc
-    progress = _Progress()
+    progress = Progress()
     training_context.set_progress_sink(progress.report)
     try:
         output = model.plugin.train(**kwargs)
@@ -369,97 +293,6 @@ def _run(
             f"model {model.name!r}: train() returned a value that is not JSON "
             f"serializable: {exc}"
         ) from exc
-
-
-class _Progress:
-    """``deepaas.training.report()`` under ``train``: the latest values on
-    stderr, at most one line a second (a loop may report on every step),
-    and the last values when train() ends."""
-
-    INTERVAL_S = 1.0
-
-    def __init__(self) -> None:
-        self.latest: dict[str, Any] = {}
-        self.pending = False
-        self.shown_at: float | None = None
-
-    def report(self, values: dict[str, Any]) -> None:
-        self.latest.update(values)
-        self.pending = True
-        now = time.monotonic()
-        if self.shown_at is None or now - self.shown_at >= self.INTERVAL_S:
-            self.shown_at = now
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            self.pending = False
-            shown = json.dumps(self.latest, default=str)
-            print(f"{PROG}: progress: {shown}", file=sys.stderr, flush=True)
-
-
-def _chunks(result: PredictResult) -> Iterator[bytes]:
-    if result.body is not None:
-        yield result.body
-        return
-    assert result.path is not None
-    with open(result.path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            yield chunk
-
-
-def _is_json(content_type: str) -> bool:
-    return content_type.split(";")[0].strip() in JSON_TYPES
-
-
-def _is_text(content_type: str) -> bool:
-    return _is_json(content_type) or content_type.startswith("text/")
-
-
-def _emit(result: PredictResult, target: str | None, stdout: IO[str]) -> None:
-    if target is not None:
-        size = 0
-        try:
-            with open(target, "wb") as out:
-                for chunk in _chunks(result):
-                    out.write(chunk)
-                    size += len(chunk)
-        except OSError as exc:
-            raise CliError(f"cannot write {target!r}: {exc.strerror}") from None
-        print(
-            f"{PROG}: wrote {size} bytes ({result.content_type}) to {target}",
-            file=sys.stderr,
-        )
-        return
-    if not _is_text(result.content_type) and stdout.isatty():
-        raise CliError(
-            f"the result is {result.content_type}, not text: write it to a file "
-            f"with {OUTPUT_OPTION} PATH or redirect stdout",
-            EXIT_USAGE,
-        )
-    stdout.flush()
-    binary: IO[bytes] | None = getattr(stdout, "buffer", None)
-    last = b""
-    for chunk in _chunks(result):
-        if binary is not None:
-            binary.write(chunk)
-        else:
-            stdout.write(chunk.decode("utf-8", "replace"))
-        last = chunk[-1:] or last
-    if _is_json(result.content_type) and last != b"\n":
-        if binary is not None:
-            binary.write(b"\n")
-        else:
-            stdout.write("\n")
-    if binary is not None:
-        binary.flush()
-    stdout.flush()
-
-
-def _cleanup(result: PredictResult | None) -> None:
-    if result is not None and result.delete and result.path:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(result.path)
 
 
 def _execute(
@@ -498,9 +331,9 @@ def _execute(
         with contextlib.redirect_stdout(sys.stderr):
             result = _run(command, model, namespace, specs, tmp_dir)
         try:
-            _emit(result, getattr(namespace, "deepaas_method_output", None), stdout)
+            emit(result, getattr(namespace, "deepaas_method_output", None), stdout)
         finally:
-            _cleanup(result)
+            remove_result(result)
     return EXIT_OK
 
 

@@ -4,7 +4,8 @@ One ``--<key>`` option per field: the metavar and converter come from the
 field's type, the help from its description and default, the choices from a
 ``OneOf`` validator or ``enum``; lists take repeated options or a literal,
 dicts a JSON or Python literal, files an existing path. Values stay text
-where the API would get text, so the API's own schema validates them.
+where the API would get text, so the API's own schema validates them
+(:func:`validate_args`); a file given is passed on as a temporary copy.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import mimetypes
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import marshmallow
 from marshmallow import fields as ma_fields
 
-from deepaas.model.v2.fields import ArgSpec
+from deepaas.cmd.cli_output import EXIT_USAGE, CliError
+from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
+from deepaas.model.v2.wrapper import ModelWrapper, UploadedFile
 
 
 class ListValue(list[Any]):
@@ -160,3 +166,73 @@ def add_field(parser: argparse.ArgumentParser, spec: ArgSpec, dest: str) -> None
         required=spec.required,
         help=_help(spec, extra, choices_shown),
     )
+
+
+# -- the values given -------------------------------------------------------
+
+
+def _upload(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
+    """A temporary copy of ``path``: the plugin may move or delete it."""
+    suffix = os.path.splitext(path)[1]
+    fd, copy = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except OSError as exc:
+        raise CliError(f"cannot read {path!r}: {exc.strerror}", EXIT_USAGE) from None
+    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return UploadedFile(
+        name=spec.key,
+        filename=copy,
+        content_type=content_type,
+        original_filename=os.path.basename(path),
+    )
+
+
+def collect_args(
+    namespace: argparse.Namespace, specs: Mapping[str, ArgSpec], tmp_dir: str
+) -> dict[str, Any]:
+    """The wire-keyed data the API would have read from a request."""
+    data: dict[str, Any] = {}
+    for dest, spec in specs.items():
+        value: Any = getattr(namespace, dest, None)
+        if value is None:
+            continue
+        if spec.is_list:
+            flat: list[Any] = []
+            for item in value:
+                flat.extend(item if isinstance(item, ListValue) else [item])
+            value = flat
+        if spec.is_file:
+            if spec.is_list:
+                value = [_upload(spec, path, tmp_dir) for path in value]
+            else:
+                value = _upload(spec, value, tmp_dir)
+        data[spec.key] = value
+    return data
+
+
+def _format_errors(messages: Any) -> str:
+    if not isinstance(messages, dict):
+        return f"invalid arguments: {shown(messages)}"
+    lines = []
+    for key, value in messages.items():
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            text = " ".join(value)
+        else:
+            text = json.dumps(value, default=str)
+        lines.append(f"argument --{key}: {text}")
+    return "\n".join(lines)
+
+
+def validate_args(
+    model: ModelWrapper, command: str, specs: Mapping[str, ArgSpec], data: Any
+) -> dict[str, Any]:
+    schema = build_schema(
+        {spec.name: spec for spec in specs.values()},
+        f"{model.name}{command.capitalize()}Args",
+    )
+    try:
+        return load_args(schema, data)
+    except marshmallow.ValidationError as exc:
+        raise CliError(_format_errors(exc.messages), EXIT_USAGE) from None
