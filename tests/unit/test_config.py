@@ -396,3 +396,20 @@ def test_settings_replace_revalidates():
 def test_base_path_with_characters_routes_cannot_use(given):
     with pytest.raises(ConfigError, match="base_path"):
         Settings(base_path=given)
+
+
+def test_the_options_table_in_the_docs_is_current() -> None:
+    """docs/configuration.md's table is generated from deepaas.options.OPTIONS:
+    an option added or changed without ``gen_config_table.py --write`` fails."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "docs" / "gen_config_table.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

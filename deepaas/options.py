@@ -1,0 +1,258 @@
+"""Every setting of ``deepaas-run``: its name, type, default and help.
+
+One table (:data:`OPTIONS`) from which :mod:`deepaas.config` builds the
+command line, reads the environment and the config file, and from which
+``docs/gen_config_table.py`` writes docs/configuration.md: a setting added
+here is documented and settable in all three ways at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One setting: its name (``listen_port``), type and documentation."""
+
+    name: str
+    default: Any
+    help: str
+    kind: str = "str"  # str | int | optional_int | float | bool | names | choice
+    short: str | None = None
+    choices: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # extra environment variables, lowest priority
+    shown_default: str | None = None  # how --help and the docs show the default
+    metavar: str = "NAME"  # how --help shows a value of a "names" option
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def convert(self, text: str) -> Any:
+        """Turn an environment or config-file string into a value."""
+        if self.kind == "int":
+            return int(text.strip())
+        if self.kind == "float":
+            return float(text.strip())
+        if self.kind == "optional_int":
+            return int(text.strip()) if text.strip() else None
+        if self.kind == "bool":
+            return _parse_bool(text)
+        if self.kind == "names":
+            return parse_names(text)
+        if self.kind == "choice" and text.strip() not in self.choices:
+            raise ValueError(f"expected one of {', '.join(self.choices)}")
+        return text.strip()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("listen_ip", "127.0.0.1", "IP address the API listens on."),
+    Option("listen_port", 5000, "Port the API listens on.", kind="int"),
+    Option(
+        "base_path",
+        "",
+        "Prefix of every route, e.g. /my-model (must start with '/').",
+    ),
+    Option(
+        "model_name",
+        [],
+        "Serve only these models (entry-point names). Repeat the flag or "
+        "separate names with commas. Default: every installed model.",
+        kind="names",
+        env=("DEEPAAS_V2_MODEL",),
+    ),
+    Option(
+        "plugin",
+        [],
+        "Serve a plugin that is not installed: a Python file "
+        "(path/to/model.py[:Attribute]; a TARGET that ends in .py, holds a "
+        "'/' or names an existing file is a file) or else a module "
+        "(module[:Attribute], importable from the current folder); NAME= "
+        "before it chooses its model name. Repeat the flag; plugins can also "
+        "be given as arguments. Installed models are then served only if "
+        "--model-name names them.",
+        kind="names",
+        shown_default="none",
+        metavar="[NAME=]TARGET",
+    ),
+    Option(
+        "reload",
+        False,
+        "Development: watch the plugins' source files and, when one changes, "
+        "reload the model (metadata, arguments, API documents, workers).",
+        kind="bool",
+    ),
+    Option(
+        "workers",
+        1,
+        "Worker processes per model.",
+        kind="int",
+        short="-p",
+    ),
+    Option(
+        "devices",
+        "auto",
+        "Where workers run: auto (every GPU NVML reports, else the CPU), cpu, "
+        "or a comma-separated list of GPU indices or UUIDs used as given.",
+    ),
+    Option(
+        "max_batch_size",
+        None,
+        "Largest batch for models with predict_batch (1 disables batching).",
+        kind="optional_int",
+    ),
+    Option(
+        "max_batch_delay",
+        None,
+        "Milliseconds a free worker waits for a batch to fill.",
+        kind="optional_int",
+    ),
+    Option(
+        "predict_timeout",
+        0.0,
+        "Seconds a prediction may take (0 = no limit); past it the request "
+        "answers 504 and its worker is replaced.",
+        kind="float",
+    ),
+    Option(
+        "max_queue",
+        0,
+        "Requests that may wait per model (0 = no limit); more answer 503.",
+        kind="int",
+    ),
+    Option(
+        "worker_max_requests",
+        0,
+        "Replace a worker after it has answered about this many requests "
+        "(0 = never); each worker gets up to a tenth more, so they do not all "
+        "recycle at once.",
+        kind="int",
+    ),
+    Option(
+        "worker_max_memory",
+        0,
+        "Replace a worker whose resident memory passes this many MiB, checked "
+        "between calls (0 = no limit).",
+        kind="int",
+    ),
+    Option(
+        "shutdown_timeout",
+        30.0,
+        "Seconds requests in flight may take to finish after SIGTERM/SIGINT; "
+        "then what is left is answered 503 and the process exits within 5 s.",
+        kind="float",
+    ),
+    Option("warm", True, "Call each model's warm() in every worker.", kind="bool"),
+    Option("train_endpoint", True, "Enable the training routes.", kind="bool"),
+    Option(
+        "state_dir",
+        "",
+        "Directory of the training records (SQLite) and logs. Default: the "
+        "user's state directory, e.g. ~/.local/state/deepaas.",
+        shown_default="the user's state directory",
+    ),
+    Option(
+        "max_trainings",
+        1,
+        "Trainings that may run at once; more wait, status queued.",
+        kind="int",
+    ),
+    Option(
+        "train_gpus",
+        None,
+        "GPUs a training gets when it does not say (deepaas_gpus). Default: 1 "
+        "when GPUs are selected with --devices, else 0 (the CPU).",
+        kind="optional_int",
+        shown_default="1 with GPUs, else 0",
+    ),
+    Option(
+        "train_cancel_grace",
+        10.0,
+        "Seconds a cancelled training may take to exit after SIGTERM before it "
+        "is killed with SIGKILL.",
+        kind="float",
+    ),
+    Option(
+        "reload_after_train",
+        True,
+        "When a training of a model ends done, replace that model's predict "
+        "workers one at a time, each warmed before the old one retires, so "
+        "predictions use what the training saved.",
+        kind="bool",
+    ),
+    Option("predict_endpoint", True, "Enable the predict routes.", kind="bool"),
+    Option(
+        "doc_endpoint",
+        True,
+        "Serve the Swagger UI at <base-path>/api.",
+        kind="bool",
+    ),
+    Option(
+        "debug_endpoint",
+        False,
+        "Serve captured log and worker output at <base-path>/v2/debug/.",
+        kind="bool",
+    ),
+    Option(
+        "client_max_size",
+        0,
+        "Largest request body in bytes (0 = unlimited). Larger bodies get 413.",
+        kind="int",
+    ),
+    Option(
+        "client_max_decoded_size",
+        16 << 20,
+        "Largest request body in bytes once decompressed (Content-Encoding), "
+        "and largest JSON or urlencoded body, which is held in memory "
+        "(0 = unlimited). Larger bodies get 413.",
+        kind="int",
+        shown_default="16777216 (16 MiB)",
+    ),
+    Option(
+        "max_form_parts",
+        1000,
+        "Most parts (fields and files) a multipart or urlencoded form may have; "
+        "more get 413.",
+        kind="int",
+    ),
+    Option(
+        "client_timeout",
+        60.0,
+        "Seconds a client may take to send a request's headers, or between two "
+        "pieces of its body; a slower connection is closed.",
+        kind="float",
+    ),
+    Option("debug", False, "Log at DEBUG level.", kind="bool"),
+    Option(
+        "log_level",
+        "INFO",
+        "Log level.",
+        kind="choice",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    ),
+    Option("log_file", "", "Also write the log to this file."),
+    Option(
+        "loop",
+        "auto",
+        "Event loop: uvloop when installed (auto), or asyncio.",
+        kind="choice",
+        choices=("auto", "asyncio", "uvloop"),
+    ),
+)
+
+OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
