@@ -1,0 +1,210 @@
+"""A model's arguments in the API documents: Swagger 2.0 parameters, and
+OpenAPI 3.1 parameters and request body (:mod:`deepaas.api.openapi` builds
+the rest).
+
+Swagger 2.0 keeps DEEPaaS 2.x's shape (one ``formData``/``query`` parameter
+per argument, files as ``type: file``). In OpenAPI 3.1 a body with files is
+the multipart form alone, JSON-body arguments being parts of JSON text, so
+that generated clients choose the form and never drop a file.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from deepaas.model.v2.fields import ArgSpec
+
+
+def path_param(name: str, text: str, swagger2: bool) -> dict[str, Any]:
+    param: dict[str, Any] = {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": text,
+    }
+    if swagger2:
+        param["type"] = "string"
+    else:
+        param["schema"] = {"type": "string"}
+    return param
+
+
+def _property(
+    spec: ArgSpec, plugin: MarshmallowPlugin, null_default: bool = False
+) -> dict[str, Any]:
+    """The field's schema; ``missing=None`` is a ``"default": null`` only
+    with ``null_default`` (Swagger 2.0, as DEEPaaS 2.6.0 wrote it): in 3.1 it
+    means "optional", and a null default would be sent by some clients."""
+    assert plugin.converter is not None
+    prop = copy.deepcopy(plugin.converter.field2property(spec.field))
+    prop.pop("location", None)
+    choices = spec.choices
+    if choices and "enum" not in prop:
+        prop["enum"] = choices
+    if prop.get("default", 0) is None and not null_default:
+        del prop["default"]
+    return prop
+
+
+def _file_list(prop: dict[str, Any]) -> dict[str, Any]:
+    """A list of files, in both documents: an array of binary strings.
+
+    Swagger 2.0 allows no ``file`` items (DEEPaaS 2.x wrote ``"type":
+    "file"`` with ``"items": {"type": "file"}``, which is invalid and showed
+    one file input); Swagger UI shows one file input per item for this.
+    """
+    kept = {
+        k: v for k, v in prop.items() if k in ("description", "minItems", "maxItems")
+    }
+    return {"type": "array", "items": {"type": "string", "format": "binary"}, **kept}
+
+
+def is_file_list(param: dict[str, Any]) -> bool:
+    items = param.get("items") or {}
+    return param.get("type") == "array" and items.get("format") == "binary"
+
+
+def swagger2_params(
+    specs: Iterable[ArgSpec], plugin: MarshmallowPlugin
+) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    body_props: dict[str, Any] = {}
+    for spec in specs:
+        prop = _property(spec, plugin, null_default=True)
+        if spec.location == "json":
+            body_props[spec.key] = prop
+            continue
+        where = {"headers": "header", "form": "formData"}.get(
+            spec.location or "", "query"
+        )
+        if spec.is_file and spec.is_list:
+            prop = _file_list(prop)
+        elif spec.is_file:  # 2.6.0: a null default and x-nullable if missing=None
+            kept = ("description", "default", "x-nullable")
+            prop = {k: v for k, v in prop.items() if k in kept}
+            prop["type"] = "file"
+        elif prop.get("type") not in (
+            "string",
+            "integer",
+            "number",
+            "boolean",
+            "array",
+        ):
+            prop["type"] = "string"  # dicts and raw values travel as text here
+            prop.pop("additionalProperties", None)
+        if prop.get("type") == "array":
+            prop.setdefault("items", {"type": "string"})
+            # repeated keys, or one "a,b" value (webargs' DelimitedList)
+            prop["collectionFormat"] = "multi" if spec.is_list else "csv"
+        params.append(
+            {"name": spec.key, "in": where, "required": spec.required, **prop}
+        )
+    form = any(p["in"] == "formData" for p in params)
+    if body_props and not form:  # Swagger 2.0 allows a body or form fields, not both
+        params.append(
+            {
+                "name": "body",
+                "in": "body",
+                "required": False,
+                "schema": {"type": "object", "properties": body_props},
+            }
+        )
+    return params
+
+
+def openapi3_params(
+    specs: Iterable[ArgSpec], plugin: MarshmallowPlugin
+) -> list[dict[str, Any]]:
+    params = []
+    for spec in specs:
+        if spec.location not in (None, "query", "headers"):
+            continue
+        prop = _property(spec, plugin)
+        prop.pop("type", None) if prop.get("type") == "file" else None
+        description = prop.pop("description", None)
+        param: dict[str, Any] = {
+            "name": spec.key,
+            "in": "header" if spec.location == "headers" else "query",
+            "required": spec.required,
+            "schema": prop,
+        }
+        if description:
+            param["description"] = description
+        if prop.get("type") == "array":
+            param["explode"] = spec.is_list
+        if prop.get("type") == "object":
+            param["content"] = {"application/json": {"schema": param.pop("schema")}}
+        params.append(param)
+    return params
+
+
+def openapi3_body(
+    specs: Iterable[ArgSpec], plugin: MarshmallowPlugin
+) -> dict[str, Any] | None:
+    form: dict[str, Any] = {}
+    form_required: list[str] = []
+    body: dict[str, Any] = {}
+    body_required: list[str] = []
+    for spec in specs:
+        if spec.location == "form":
+            prop = _property(spec, plugin)
+            if spec.is_file and spec.is_list:
+                prop = _file_list(prop)
+            elif spec.is_file:
+                prop = {
+                    "type": "string",
+                    "format": "binary",
+                    **(
+                        {"description": prop["description"]}
+                        if "description" in prop
+                        else {}
+                    ),
+                }
+            form[spec.key] = prop
+            if spec.required:
+                form_required.append(spec.key)
+        elif spec.location == "json":
+            body[spec.key] = _property(spec, plugin)
+            if spec.required:
+                body_required.append(spec.key)
+    content: dict[str, Any] = {}
+    if form:
+        # One body: the form, which carries the files (a document offering a
+        # JSON body too makes generated clients send JSON and drop the
+        # files). JSON-body arguments are parts of it holding JSON text,
+        # OpenAPI 3's default encoding of an object in a multipart body.
+        schema: dict[str, Any] = {"type": "object", "properties": {**form, **body}}
+        if form_required or body_required:
+            schema["required"] = form_required + body_required
+        media: dict[str, Any] = {"schema": schema}
+        if body:
+            media["encoding"] = {
+                key: {"contentType": "application/json"} for key in body
+            }
+        content["multipart/form-data"] = media
+    elif body:
+        json_schema: dict[str, Any] = {"type": "object", "properties": body}
+        if body_required:
+            json_schema["required"] = body_required
+        content["application/json"] = {"schema": json_schema}
+    return {"content": content} if content else None
+
+
+def json_left_out(specs: Iterable[ArgSpec]) -> list[str]:
+    """JSON-body fields that ``/swagger.json`` leaves out of a route with
+    form fields, named in the operation's description.
+
+    A request has one body: a form (multipart, where files travel) or a JSON
+    object. A JSON-body field is read from a JSON object, or from a form
+    field holding JSON text. Swagger 2.0 cannot describe a body parameter
+    beside form fields, nor a form field's JSON; the 3.1 document lists
+    these fields in its multipart form (docs/compatibility.md).
+    """
+    specs = list(specs)
+    if not any(spec.location == "form" for spec in specs):
+        return []
+    return [spec.key for spec in specs if spec.location == "json"]
