@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import socket
 import threading
 import zlib
 from collections.abc import Iterable
@@ -101,27 +102,51 @@ async def raw_post(
     body: bytes,
     headers: dict[str, str],
 ) -> Answer:
-    """POST ``body`` as given, with a Content-Length; read the answer."""
-    reader, writer = await asyncio.open_connection(client.host, client.port)
+    """POST ``body`` as given, with a Content-Length; read the answer.
+
+    The exchange runs on threads with a blocking socket: the test's event
+    loop, which the server under test runs on, does none of the client's
+    work (a 50 MB body written from the loop would stall it by itself).
+    """
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = (
+    request_head = (
         f"POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{head}"
         f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    ).encode()
+    address = (str(client.host), int(client.port))  # type: ignore[arg-type]
+    return await asyncio.to_thread(_exchange, address, request_head, body)
 
-    async def send() -> None:
-        try:
-            writer.write(request)
-            await writer.drain()
-        except OSError:
-            pass  # the server answered early and closed: that is allowed
 
-    sender = asyncio.create_task(send())
-    try:
-        return await asyncio.wait_for(read_answer(reader), ANSWER_DEADLINE)
-    finally:
-        sender.cancel()
-        writer.close()
+def _exchange(address: tuple[str, int], head: bytes, body: bytes) -> Answer:
+    with socket.create_connection(address, timeout=ANSWER_DEADLINE) as sock:
+
+        def send() -> None:
+            try:
+                sock.sendall(head)
+                sock.sendall(memoryview(body))  # no copy of a big body
+            except OSError:
+                pass  # the server answered early and closed: that is allowed
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        received = bytearray()
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed before an answer: {received!r}")
+            received += chunk
+        end = received.index(b"\r\n\r\n") + 4
+        answer = Answer(bytes(received[:end]), b"")
+        length = int(answer.headers["content-length"])
+        while len(received) - end < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed in the middle of the answer")
+            received += chunk
+        answer.body = bytes(received[end : end + length])
+        sock.shutdown(socket.SHUT_RDWR)  # ends a send still blocked
+        sender.join(ANSWER_DEADLINE)
+        return answer
 
 
 async def post_form(
