@@ -137,6 +137,7 @@ class Server:
             TrainingStore(settings.resolved_state_dir),
             {spec.name: spec.target for spec in self.specs},
             self.devices,
+            origins={spec.name: spec.origin for spec in self.specs},
             max_trainings=settings.max_trainings,
             default_gpus=settings.train_gpus,
             cancel_grace=settings.train_cancel_grace,

@@ -150,10 +150,17 @@ class WorkerPool:
 
     @property
     def start_error(self) -> str | None:
-        """Why the model cannot run, when no worker is ready and one failed."""
+        """Why the model cannot run, when no worker is ready and one failed
+        with the model's current files. A failure with files that changed
+        since (a reload followed it) says nothing of the new ones: calls then
+        wait for the workers starting with them, as at start-up."""
         if self.ready_workers:
             return None
-        errors = [w.start_error for w in self.slots if w.start_error]
+        errors = [
+            w.start_error
+            for w in self.slots
+            if w.start_error and w.generation == self.generation
+        ]
         return errors[0] if errors else None
 
     # -- life cycle -----------------------------------------------------------
@@ -269,6 +276,9 @@ class WorkerPool:
     async def _spawn(self, worker: Worker) -> None:
         if self.stopping:
             return
+        if worker.generation != self.generation:
+            # The failure it carries was with files that changed since.
+            worker.start_error = None
         worker.generation = self.generation  # it reads the files as they are now
         board = protocol.Scoreboard.create()
         spec = worker.spec(self.config, self.env, board)
@@ -442,13 +452,19 @@ class WorkerPool:
         if self.stopping:
             return
         index = worker.index
+        current = worker.generation == self.generation
+        if not current:
+            # It ran files that changed since (a reload came while it
+            # started): its failure says nothing of the new ones, which
+            # start at once, as after respawn_now().
+            self.failures_in_a_row[index] = 0
         delay = respawn_delay(self.failures_in_a_row[index])
         if delay:
             LOG.info(
                 "model %s: restarting worker %s in %.2fs", self.model, index, delay
             )
         fresh = Worker(self.model, index, worker.device)
-        fresh.start_error = worker.start_error
+        fresh.start_error = worker.start_error if current else None
         fresh.replaces = worker.replaces
         fresh.generation = self.generation
         self.slots[index] = fresh

@@ -27,7 +27,12 @@ Two things change a model's files (:data:`TRAINED`, :data:`EDITED`):
   the next save of the plugin) and kept in the status
   (:class:`ReloadStatus`) until the next reload.
 - Workers that wait to be restarted after failures are started at once
-  (a model that could not start without trained files starts now).
+  (a model that could not start without trained files starts now), and
+  their earlier failures are forgotten: calls wait for them as at start-up
+  (:attr:`~deepaas.engine.pool.WorkerPool.start_error` counts only
+  failures with the newest files). The reload is done once they are
+  ready; one that fails to start fails the reload (logged with its
+  reason), as a replacement does.
 """
 
 from __future__ import annotations
@@ -131,9 +136,22 @@ class Reloader:
             target = pool.generation
             stale = next((w for w in pool.slots if w.generation < target), None)
             if stale is None:
-                self._end(DONE)
-                LOG.info("model %s: every worker reloaded", self.model)
-                return
+                # Every slot has the newest files, but one that was not
+                # running (it was restarting after failures) only starts
+                # now: the reload is done once it is ready.
+                starting = next((w for w in pool.slots if not w.ready_once), None)
+                if starting is None:
+                    self._end(DONE)
+                    LOG.info("model %s: every worker reloaded", self.model)
+                    return
+                if not await self._started(starting):
+                    if pool.stopping:
+                        return
+                    if pool.generation > starting.generation:
+                        continue  # newer files came meanwhile: try those
+                    self._fail(None, starting)
+                    return
+                continue
             if stale.state is not WorkerState.READY or stale.retiring:
                 # Starting (a replacement warming, a respawn), or waiting to
                 # be respawned: it is replaced, or starts anew, meanwhile.
@@ -156,16 +174,37 @@ class Reloader:
             self._fail(stale, replacement)
             return
 
-    def _fail(self, old: Worker, new: Worker) -> None:
+    async def _started(self, worker: Worker) -> bool:
+        """Wait until ``worker`` (in its slot, not ready yet) is ready
+        (True), or failed to start (False), or the pool stops (False)."""
+        pool = self.pool
+        while (
+            pool.slots[worker.index] is worker
+            and worker.state is WorkerState.STARTING
+            and not pool.stopping
+        ):
+            await pool.changed()
+        return worker.ready_once
+
+    def _fail(self, old: Worker | None, new: Worker) -> None:
+        """``new`` could not start: ``old``, the worker it was to replace,
+        keeps serving if it can; None when there was none (``new`` was
+        restarting after failures)."""
         error = new.start_error or "the new worker did not start"
         self._end(FAILED, error)
-        kept = self.pool.slots[old.index] is old
+        if old is None:
+            what = (
+                f"worker {new.index} is being restarted (no worker of the "
+                "previous version was left to serve)"
+            )
+        elif self.pool.slots[old.index] is old:
+            what = f"worker {old.index} (pid {old.pid}) keeps serving"
+        else:
+            what = f"worker {old.index} is being restarted"
         LOG.error(
             "model %s: reload failed, a new worker could not start: %s; %s, and %s",
             self.model,
             error,
-            f"worker {old.index} (pid {old.pid}) keeps serving"
-            if kept
-            else f"worker {old.index} is being restarted",
+            what,
             _AFTER_FAILURE[self.kind],
         )

@@ -59,6 +59,9 @@ class Job:
     record: st.Training
     target: str
     kwargs: dict[str, Any]
+    # "plugin" (given to deepaas-run) or "entry point", as load errors say
+    # it; "": the runner tells by the target (a file is a plugin).
+    origin: str = ""
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     child: process.Child | None = None
     leased: tuple[Device, ...] = ()
@@ -134,6 +137,7 @@ def job_spec(
             "uuid": job.uuid,
             "model": job.record.model,
             "target": job.target,
+            "origin": job.origin,
             "devices": env["DEEPAAS_DEVICES"].split(","),
             "job_dir": job_dir,
             "log_path": job.record.log_path,

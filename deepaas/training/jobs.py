@@ -72,6 +72,7 @@ class JobManager:
         targets: Mapping[str, str],
         devices: Sequence[Device] = (),
         *,
+        origins: Mapping[str, str] | None = None,
         max_trainings: int = 1,
         default_gpus: int | None = None,
         cancel_grace: float = 10.0,
@@ -85,6 +86,9 @@ class JobManager:
     ) -> None:
         self.store = store
         self.targets = dict(targets)
+        # "plugin" or "entry point", as load errors say (by default the
+        # runner tells a file, a plugin, from a module, an entry point).
+        self.origins = dict(origins or {})
         self.cancel_grace = cancel_grace
         self.identity = identity or ServerIdentity.new()
         self.opened = False
@@ -316,16 +320,22 @@ class JobManager:
             raise answer from exc
         self.keeper.created(record)
         # (refused if the server began to stop during the insert)
-        self.scheduler.enqueue(Job(record, self.targets[model], kwargs))
+        self.scheduler.enqueue(self._job(record, kwargs))
         return record
 
     async def _abandon(self, insert: asyncio.Future[None], record: st.Training) -> None:
         with contextlib.suppress(*StoreErrors):
             await insert
             self.keeper.created(record)
-            job = Job(record, self.targets[record.model], {})
+            job = self._job(record, {})
             message = "the request that submitted this training was cancelled"
             self.scheduler.finish_unstarted(job, st.ERROR, message)
+
+    def _job(self, record: st.Training, kwargs: dict[str, Any]) -> Job:
+        model = record.model
+        return Job(
+            record, self.targets[model], kwargs, origin=self.origins.get(model, "")
+        )
 
     async def _io(self, fn: Any, *args: Any) -> None:
         """File work for a request, off the loop; a full disk is a 507."""

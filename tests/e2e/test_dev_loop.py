@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 import re
@@ -416,10 +417,153 @@ def test_a_worker_killed_while_the_file_is_broken_says_why_it_cannot_restart(
     assert _metadata_version(srv) == "1"  # the API keeps the last good version
 
     plugin.write_text(VERSIONED.format(version="3", arg="a"))
+    until(lambda: _metadata_version(srv) == "3", "the fixed file is served")
+    # the next prediction waits for the worker starting with it
+    assert srv.request("POST", "/v2/models/live/predict/?a=hi") == (
+        200,
+        {"status": "OK", "predictions": {"version": "3", "got": "hi"}},
+    )
 
-    def served() -> dict | None:  # 503 until the fixed file is seen, warm
+
+BROKEN = "from marshmallow import fields\n\nbroken = (\n"
+
+
+def _break_and_kill(srv: DeepaasRun, plugin: Path) -> None:
+    """Save a broken version, kill the only worker, and wait until its
+    restart failed: predictions answer 503 saying the plugin is broken."""
+    (worker,) = srv.note_workers()
+    failures = _failures(srv)
+    plugin.write_text(BROKEN)
+    until(lambda: _failures(srv) > failures, "the failed reload is logged")
+    os.kill(worker, signal.SIGKILL)
+
+    def refused() -> bool:
         status, answer = srv.request("POST", "/v2/models/live/predict/?a=hi")
-        assert status in (200, 503), answer
-        return answer["predictions"] if status == 200 else None
+        assert status == 503, answer
+        return "could not restart: its plugin is broken" in answer["message"]
 
-    assert until(served, "the fixed file serves") == {"version": "3", "got": "hi"}
+    until(refused, "the restart failed")
+
+
+HELD = (
+    VERSIONED
+    + """
+
+def warm():  # warms until the test lets it go (a deadline, never for ever)
+    import os
+    import time
+
+    deadline = time.monotonic() + 60
+    while not os.path.exists({go!r}) and time.monotonic() < deadline:
+        time.sleep(0.02)
+"""
+)
+
+
+def test_after_a_fix_predictions_wait_for_the_new_worker_not_the_old_error(
+    server, tmp_path
+):
+    """The only worker could not restart while the file was broken; once
+    the fix is served, a prediction waits in the queue for the worker
+    starting with it (as at start-up), never answered with the old error."""
+    plugin = tmp_path / "live.py"
+    plugin.write_text(VERSIONED.format(version="1", arg="a"))
+    srv = server(str(plugin), "--reload", "--devices", "cpu").wait_ready()
+    _break_and_kill(srv, plugin)
+
+    go = tmp_path / "go"
+    plugin.write_text(HELD.format(version="3", arg="a", go=str(go)))
+    until(lambda: _metadata_version(srv) == "3", "the fix is served")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(srv.request, "POST", "/v2/models/live/predict/?a=hi")
+
+        def queued() -> bool:
+            _, system = srv.request("GET", "/v2/system/")
+            return call.done() or system["queues"]["live"]["depth"] == 1
+
+        until(queued, "the prediction is answered or waits")
+        assert not call.done(), call.result()  # it waits for the new worker
+        go.touch()
+        status, answer = call.result(timeout=30)
+    assert status == 200, answer
+    assert answer["predictions"] == {"version": "3", "got": "hi"}
+    until(lambda: "every worker reloaded" in srv.output(), "the reload is done")
+
+
+def test_a_fix_whose_warm_fails_after_failed_restarts_logs_the_failure(
+    server, tmp_path
+):
+    """The only worker could not restart while the file was broken; the next
+    version imports but its warm() fails: the reload says it failed, and
+    why, never that every worker reloaded; predictions say why now."""
+    plugin = tmp_path / "live.py"
+    plugin.write_text(VERSIONED.format(version="1", arg="a"))
+    srv = server(str(plugin), "--reload", "--devices", "cpu").wait_ready()
+    _break_and_kill(srv, plugin)
+
+    plugin.write_text(COLD.format(version="2", arg="a"))
+    marker = "reload failed, a new worker could not start"
+    until(
+        lambda: marker in srv.output() or "every worker reloaded" in srv.output(),
+        "the roll ends",
+    )
+    assert "every worker reloaded" not in srv.output()
+    (line,) = [x for x in srv.output().splitlines() if marker in x]
+    assert line.endswith(
+        "ERROR deepaas.engine.reload: model live: reload failed, a new worker "
+        "could not start: warm() of model 'live' failed: RuntimeError: no "
+        "weights at 2; worker 0 is being restarted (no worker of the previous "
+        "version was left to serve), and the other workers keep the version "
+        "they loaded (fix the file to reload again)"
+    ), line
+    _, system = srv.request("GET", "/v2/system/")
+    reload = system["reloads"]["live"]
+    assert (reload["state"], reload["error"]) == (
+        "failed",
+        "warm() of model 'live' failed: RuntimeError: no weights at 2",
+    )
+    assert srv.request("POST", "/v2/models/live/predict/?a=hi") == (
+        503,
+        {
+            "message": "model 'live' cannot start: warm() of model 'live' "
+            "failed: RuntimeError: no weights at 2"
+        },
+    )
+
+
+NOT_A_DICT = """
+def get_metadata():
+    return ["name", "live"]
+
+
+def predict(**kwargs):
+    return {}
+"""
+
+
+def test_metadata_that_is_no_dict_names_the_file_and_line(server, tmp_path):
+    """As other load errors do: the answer, the listing, the log and a
+    reload to such a version name where get_metadata() is defined."""
+    (tmp_path / "bad.py").write_text(NOT_A_DICT)
+    plugin = tmp_path / "live.py"
+    plugin.write_text(VERSIONED.format(version="1", arg="a"))
+    srv = server(
+        str(tmp_path / "bad.py"), str(plugin), "--reload", "--devices", "cpu"
+    ).wait_ready()
+    error = f"get_metadata() must return a dict, got list, at {tmp_path / 'bad.py'}:2"
+    assert srv.request("GET", "/v2/models/bad/") == (
+        500,
+        {"message": f"model 'bad': {error}"},
+    )
+    _, listing = srv.request("GET", "/v2/models/")
+    assert [m.get("error") for m in listing["models"]] == [error, None]
+    assert f"ERROR deepaas.api.v2.models: model bad: {error}\n" in srv.output()
+
+    plugin.write_text(NOT_A_DICT)
+    until(lambda: _failures(srv) == 1, "the failed reload is logged")
+    assert (
+        "model live: reload failed, the last good version keeps serving (fix the "
+        f"file to reload again): cannot load model 'live' (plugin {plugin}): "
+        f"get_metadata() must return a dict, got list, at {plugin}:2\n"
+    ) in srv.output()
+    assert _metadata_version(srv) == "1"

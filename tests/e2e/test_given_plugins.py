@@ -254,3 +254,54 @@ def test_reload_names_the_file_and_line_of_an_unusable_argument(server, tmp_path
     assert f"at {plugin}:4" in log
     status, meta = srv.request("GET", "/v2/models/live/")
     assert (status, meta["name"]) == (200, "given")  # the last good version
+
+
+NO_DATA_IN_TRAINING = """import os
+
+if os.environ.get("DEEPAAS_TRAINING"):  # set in training processes only
+    raise RuntimeError("no dataset mounted here")
+
+
+def get_metadata():
+    return {"name": "trainable"}
+
+
+def train(**kwargs):
+    return {}
+"""
+
+
+def _failed_training(srv: DeepaasRun, name: str) -> str:
+    """Submit a training of ``name``; the message of its error."""
+    train = f"/v2/models/{name}/train/"
+    status, record = srv.request("POST", train, {})
+    assert status == 200, record
+
+    def ended() -> dict | None:
+        _, found = srv.request("GET", train + record["uuid"])
+        return found if found["status"] not in ("queued", "running") else None
+
+    found = until(ended, f"the training of {name} ends")
+    assert found["status"] == "error", found
+    return found["message"]
+
+
+def test_a_given_plugin_that_fails_to_load_in_training_says_plugin(
+    server, tmp_path, monkeypatch
+):
+    """The training process names a given plugin as the server does, the
+    module form (--plugin my_pkg.api) as well as the file form."""
+    (tmp_path / "trainmod.py").write_text(NO_DATA_IN_TRAINING)
+    (tmp_path / "files").mkdir()
+    plugin = tmp_path / "files" / "trainfile.py"
+    plugin.write_text(NO_DATA_IN_TRAINING)
+    monkeypatch.chdir(tmp_path)  # the server's folder: trainmod imports from it
+    srv = server("--plugin", "trainmod", str(plugin), "--devices", "cpu").wait_ready()
+    assert _failed_training(srv, "trainmod") == (
+        "cannot load model 'trainmod' (plugin trainmod): RuntimeError: no "
+        f"dataset mounted here, at {tmp_path / 'trainmod.py'}:4"
+    )
+    assert _failed_training(srv, "trainfile") == (
+        f"cannot load model 'trainfile' (plugin {plugin}): RuntimeError: no "
+        f"dataset mounted here, at {plugin}:4"
+    )

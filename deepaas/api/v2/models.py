@@ -27,6 +27,7 @@ from deepaas.api.response_schemas import MODEL_META, MODELS, VERSION
 from deepaas.api.versions import v2_version
 from deepaas.api.views import ModelViews, ViewError, describe
 from deepaas.exceptions import DeepaasError
+from deepaas.model.loading import defined_at
 from deepaas.model.v2.wrapper import ModelError, ModelWrapper
 
 LOG = logging.getLogger(__name__)
@@ -53,9 +54,10 @@ def checked_document(bp: str, model: ModelWrapper) -> dict[str, Any]:
     ``__cause__``)."""
     try:
         document = model_document(bp, model)
-    except ModelError as exc:  # it returned no dict
-        why = str(exc).removeprefix(f"model {model.name!r}: ")
-        raise ViewError(why) from exc
+    except ModelError as exc:  # it returned no dict: where is it defined?
+        location = defined_at(exc.source) if exc.source is not None else None
+        suffix = f", at {location}" if location else ""
+        raise ViewError(f"{exc.detail}{suffix}") from exc
     except Exception as exc:
         raise ViewError(f"get_metadata() failed: {describe(exc)}") from exc
     try:
