@@ -255,8 +255,13 @@ class _Library:
         self._fed = False
 
     def decode(self, data: bytes, limit: int) -> bytes:
+        """Raises ValueError for bad data (the libraries' own errors, such
+        as ``brotli.error``, share no base class but Exception)."""
         self._fed = self._fed or bool(data)
-        return bytes(self._decoder.decompress_sync(data, max_length=limit))
+        try:
+            return bytes(self._decoder.decompress_sync(data, max_length=limit))
+        except Exception as exc:
+            raise ValueError(str(exc) or type(exc).__name__) from exc
 
     @property
     def pending(self) -> bool:
