@@ -125,6 +125,7 @@ class Nvml:
         self._nvml = module
         self._handles: dict[str, Any] = {}
         self._quiet: set[tuple[str, str]] = set()
+        self._memory_v1 = False  # the driver has no v2 memory query
         self._closed = False
 
     @classmethod
@@ -203,7 +204,7 @@ class Nvml:
         utilization = self._read(
             label, "utilization", nvml.nvmlDeviceGetUtilizationRates, handle
         )
-        memory = self._read(label, "memory", nvml.nvmlDeviceGetMemoryInfo, handle)
+        memory = self._read(label, "memory", self._memory_info, handle)
         temperature = self._read(
             label,
             "temperature",
@@ -272,7 +273,7 @@ class Nvml:
         nvml = self._nvml
         uuid = self._read("", "uuid", nvml.nvmlDeviceGetUUID, handle)
         name = self._read("", "name", nvml.nvmlDeviceGetName, handle)
-        memory = self._read("", "memory", nvml.nvmlDeviceGetMemoryInfo, handle)
+        memory = self._read("", "memory", self._memory_info, handle)
         device = Device(
             kind="cuda",
             index=index,
@@ -299,6 +300,27 @@ class Nvml:
             return None
         self._handles[key] = handle
         return handle
+
+    def _memory_info(self, handle: Any) -> Any:
+        """Memory as nvidia-smi shows it: NVML's v2 query, whose ``used``
+        leaves out what the driver reserves (the v1 query counts it as used:
+        hundreds of MiB on an idle GPU). v1 where the driver or nvidia-ml-py
+        has no v2 (drivers before R510), remembered for the next readings.
+        """
+        nvml = self._nvml
+        version = getattr(nvml, "nvmlMemory_v2", None)
+        if version is not None and not self._memory_v1:
+            missing: tuple[type[BaseException], ...] = tuple(
+                cls
+                for name in ("NVMLError_FunctionNotFound", "NVMLError_NotSupported")
+                if isinstance(cls := getattr(nvml, name, None), type)
+                and issubclass(cls, BaseException)
+            )
+            try:
+                return nvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+            except missing:
+                self._memory_v1 = True
+        return nvml.nvmlDeviceGetMemoryInfo(handle)
 
     def _read(self, label: str, what: str, call: Callable[..., Any], *args: Any) -> Any:
         """One NVML query, or None: telemetry must never fail a request."""

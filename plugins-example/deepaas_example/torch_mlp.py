@@ -58,6 +58,16 @@ def _torch():
     return torch
 
 
+def _device(torch):
+    """The worker's device (``DEEPAAS_DEVICE``, set by deepaas): ``cuda:0``
+    in a worker placed on a GPU, else ``cpu``; the CPU when this torch has
+    no CUDA (a CPU build on a GPU host)."""
+    name = os.environ.get("DEEPAAS_DEVICE", "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(name)
+
+
 def _make_model(torch):
     return torch.nn.Sequential(
         torch.nn.Linear(2, HIDDEN),
@@ -201,8 +211,9 @@ def predict(**kwargs):
     """Is the point (x, y) inside the circle? Uses the latest trained weights."""
     torch = _torch()
     model = _model()
+    point = torch.tensor([[kwargs["x"], kwargs["y"]]], dtype=torch.float32)
     with torch.no_grad():
-        logit = model(torch.tensor([[kwargs["x"], kwargs["y"]]], dtype=torch.float32))
+        logit = model(point.to(_device(torch)))
     probability = torch.sigmoid(logit).item()
     return {
         "inside": probability > 0.5,
@@ -218,9 +229,9 @@ def _model():
     stamp = path.stat().st_mtime_ns if path.exists() else None
     if _loaded["model"] is None or stamp != _loaded["stamp"]:
         torch.manual_seed(0)
-        model = _make_model(torch)
+        model = _make_model(torch)  # made on the CPU: the same weights anywhere
         if stamp is not None:
             model.load_state_dict(torch.load(path, map_location="cpu"))
-        model.eval()
+        model.to(_device(torch)).eval()
         _loaded["model"], _loaded["stamp"] = model, stamp
     return _loaded["model"]

@@ -361,6 +361,32 @@ def test_sample_is_in_base_units(nvml: Nvml) -> None:
     )
 
 
+def test_memory_used_leaves_out_what_the_driver_reserves(fake: FakePynvml) -> None:
+    """As nvidia-smi shows it: NVML's v2 memory query (v1 counts the
+    driver's reservation as used)."""
+    fake.gpus[0].memory_reserved = GIB // 2
+    opened = Nvml.open()
+    assert opened is not None
+    h100, _ = opened.devices()
+    sample = opened.sample(h100)
+    assert sample is not None
+    assert sample.memory_used_bytes == 2 * GIB
+
+
+def test_memory_falls_back_to_v1_on_an_old_driver(fake: FakePynvml) -> None:
+    for fake_gpu in fake.gpus:
+        fake_gpu.memory_reserved = GIB // 2
+        fake_gpu.memory_v2 = False  # no nvmlDeviceGetMemoryInfo_v2
+    opened = Nvml.open()
+    assert opened is not None
+    h100, _ = opened.devices()
+    assert h100.memory_total == 80 * GIB
+    for _ in range(2):  # and again, with v1 remembered
+        sample = opened.sample(h100)
+        assert sample is not None
+        assert sample.memory_used_bytes == 2 * GIB + GIB // 2  # v1 counts it
+
+
 async def test_readers_share_the_last_reading(fake: FakePynvml, nvml: Nvml) -> None:
     """Only the sampler calls NVML: a burst of readers costs no NVML call."""
     telemetry = Telemetry(nvml, nvml.devices(), min_interval=3600)

@@ -46,7 +46,9 @@ class FakeGpu:
     uuid: str
     name: str | bytes = "NVIDIA H100 80GB HBM3"
     memory_total: int = 80 * GIB
-    memory_used: int = 2 * GIB
+    memory_used: int = 2 * GIB  # as nvidia-smi shows it (v2: without reserved)
+    memory_reserved: int = 0  # by the driver: counted as used by the v1 query
+    memory_v2: bool = True  # the driver has nvmlDeviceGetMemoryInfo_v2
     utilization_percent: int = 50
     temperature: int = 41
     power_mw: int = 312_500
@@ -62,6 +64,9 @@ class FakePynvml:
     NVMLError = NVMLError
     NVML_TEMPERATURE_GPU = real.NVML_TEMPERATURE_GPU
     NVML_DEVICE_MIG_ENABLE = real.NVML_DEVICE_MIG_ENABLE
+    nvmlMemory_v2 = real.nvmlMemory_v2
+    NVMLError_FunctionNotFound = real.NVMLError_FunctionNotFound
+    NVMLError_NotSupported = real.NVMLError_NotSupported
 
     def __init__(
         self, gpus: list[FakeGpu], init_error: type[Exception] | None = None
@@ -133,12 +138,23 @@ class FakePynvml:
         self._query("nvmlDeviceGetName", gpu)
         return gpu.name
 
-    def nvmlDeviceGetMemoryInfo(self, gpu: FakeGpu) -> Any:
+    def nvmlDeviceGetMemoryInfo(self, gpu: FakeGpu, version: int | None = None) -> Any:
+        """v1 (no version): ``used`` counts what the driver reserves, as real
+        drivers do; v2 (``version=nvmlMemory_v2``): it does not, and
+        ``reserved`` says how much that is (what nvidia-smi shows)."""
         self._query("nvmlDeviceGetMemoryInfo", gpu)
+        free = gpu.memory_total - gpu.memory_used - gpu.memory_reserved
+        if version is None:
+            used = gpu.memory_used + gpu.memory_reserved
+            return SimpleNamespace(total=gpu.memory_total, used=used, free=free)
+        if not gpu.memory_v2:
+            raise real.NVMLError_FunctionNotFound()
         return SimpleNamespace(
+            version=version,
             total=gpu.memory_total,
+            reserved=gpu.memory_reserved,
             used=gpu.memory_used,
-            free=gpu.memory_total - gpu.memory_used,
+            free=free,
         )
 
     def nvmlDeviceGetUtilizationRates(self, gpu: FakeGpu) -> Any:
