@@ -41,6 +41,7 @@ from deepaas.engine import devices
 from deepaas.engine.batching import resolve_policy
 from deepaas.engine.pool import PoolConfig
 from deepaas.engine.runtime import Limits, ModelRuntime
+from deepaas.engine.telemetry import Telemetry
 from deepaas.lifecycle import Lifecycle, ShuttingDown
 from deepaas.log import CaptureHandler, OutputCapture
 from deepaas.model import loading
@@ -93,9 +94,7 @@ class Server:
                 self.nvml.close()
             raise ConfigError(f"devices: {exc}") from exc
         self.telemetry = (
-            devices.Telemetry(self.nvml, list(self.devices))
-            if self.nvml is not None
-            else None
+            Telemetry(self.nvml, list(self.devices)) if self.nvml is not None else None
         )
         self.lifecycle = Lifecycle()
         self.scratch = ScratchDir()  # created when the app starts

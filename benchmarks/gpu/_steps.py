@@ -95,6 +95,7 @@ def expected_device(ctx: Context) -> str:
 
 def telemetry(ctx: Context, step: Step) -> None:
     from deepaas.engine import devices
+    from deepaas.engine.telemetry import Telemetry
 
     step.figures["deepaas_module"] = devices.__file__
     handler = logging.FileHandler(step.dir / "deepaas.log")
@@ -116,7 +117,7 @@ def telemetry(ctx: Context, step: Step) -> None:
                 before = ctx.smi.gpus()
             except Failure as exc:
                 smi_error, before = str(exc), []
-            samples = devices.Telemetry(nvml, gpus).refresh()
+            samples = Telemetry(nvml, gpus).refresh()
             after = ctx.smi.gpus() if smi_error is None else []
         finally:
             nvml.close()

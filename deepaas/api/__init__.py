@@ -21,8 +21,9 @@ from deepaas.api.metrics import Metrics
 from deepaas.api.v2 import debug, models, predict, system, train
 from deepaas.api.views import VIEWS, ModelViews
 from deepaas.config import Settings
-from deepaas.engine.devices import CPU, Device, Telemetry
+from deepaas.engine.devices import CPU, Device
 from deepaas.engine.runtime import ModelRuntime
+from deepaas.engine.telemetry import Telemetry
 from deepaas.lifecycle import Lifecycle
 from deepaas.log import OutputCapture
 from deepaas.model.v2.wrapper import ModelWrapper

@@ -28,8 +28,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
-from deepaas.engine.devices import Telemetry
 from deepaas.engine.runtime import WORKER_STATES, EngineEvents, ModelRuntime
+from deepaas.engine.telemetry import Telemetry
 from deepaas.training.jobs import JobManager
 from deepaas.training.store import STATUSES
 

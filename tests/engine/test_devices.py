@@ -25,10 +25,10 @@ from deepaas.engine.devices import (
     DeviceError,
     GpuSample,
     Nvml,
-    Telemetry,
     assign,
     select_devices,
 )
+from deepaas.engine.telemetry import Telemetry
 from tests.fakes.nvml import (
     GIB,
     DriverNotLoaded,

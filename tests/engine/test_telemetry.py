@@ -24,7 +24,9 @@ import pytest
 
 from deepaas.config import Settings
 from deepaas.engine import devices
-from deepaas.engine.devices import Device, GpuSample, Nvml, Telemetry
+from deepaas.engine import telemetry as telemetry_module
+from deepaas.engine.devices import Device, GpuSample, Nvml
+from deepaas.engine.telemetry import Telemetry
 from deepaas.model.loading import PluginSpec
 from deepaas.server import build_app
 from tests.engine.conftest import REPO_ROOT
@@ -35,7 +37,7 @@ pytestmark = pytest.mark.timeout(60)
 
 UUID0 = "GPU-11111111-2222-3333-4444-555555555555"
 UUID1 = "GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-LOGGER = "deepaas.engine.devices"
+LOGGER = "deepaas.engine.telemetry"
 THREAD = "deepaas-nvml"
 UTILIZATION = "nvmlDeviceGetUtilizationRates"
 STALL_BOUND = 0.05  # the longest the loop may be held up, in seconds
@@ -195,7 +197,7 @@ async def test_stop_is_prompt_while_a_slow_reading_is_in_progress(
     calls = fake.calls[UTILIZATION]
     started = time.monotonic()
     await telemetry.aclose()
-    assert time.monotonic() - started < devices.CLOSE_WAIT_S + 0.3
+    assert time.monotonic() - started < telemetry_module.CLOSE_WAIT_S + 0.3
     for thread in sampling_threads():
         thread.join(timeout=5)
     # The reading in progress ended; no other began.
@@ -213,7 +215,7 @@ async def test_stop_is_bounded_when_nvml_hangs(
     await until(lambda: fake.in_call, "a query hanging")
     started = time.monotonic()
     await telemetry.aclose()
-    assert time.monotonic() - started < devices.CLOSE_WAIT_S + 0.3
+    assert time.monotonic() - started < telemetry_module.CLOSE_WAIT_S + 0.3
     assert said(caplog, "stopping anyway")
     assert all(t.daemon for t in sampling_threads())  # cannot block the exit
     await telemetry.aclose()  # twice is fine

@@ -11,8 +11,9 @@ from aiohttp import web
 
 from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
-from deepaas.engine.devices import Device, Telemetry
+from deepaas.engine.devices import Device
 from deepaas.engine.runtime import ModelRuntime
+from deepaas.engine.telemetry import Telemetry
 
 
 def system_document(
