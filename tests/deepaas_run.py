@@ -276,3 +276,16 @@ def closed_at_end(make: Callable[..., S]) -> Iterator[Callable[..., S]]:
     finally:
         for server in servers:
             server.close()
+
+
+def run_to_exit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``deepaas-run *args`` that is expected to exit at once (a usage error,
+    ``--help``): its output and exit status, within 60 s."""
+    return subprocess.run(
+        [DEEPAAS_RUN, "--listen-port", "0", "--devices", "cpu", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)},
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 import signal
@@ -10,28 +9,19 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.deepaas_run import (
-    DeepaasRun,
     alive,
     children,
-    closed_at_end,
     register_plugins,
     until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Callable[..., DeepaasRun]]:
-    with closed_at_end(functools.partial(DeepaasRun, tmp_path)) as start:
-        yield start
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

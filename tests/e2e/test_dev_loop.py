@@ -4,17 +4,14 @@
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import os
 import re
 import signal
-import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.deepaas_run import DEEPAAS_RUN, REPO_ROOT, DeepaasRun, closed_at_end, until
+from tests.deepaas_run import DeepaasRun, run_to_exit, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -54,24 +51,6 @@ def predict(**kwargs):
 """
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Callable[..., DeepaasRun]]:
-    with closed_at_end(functools.partial(DeepaasRun, tmp_path)) as start:
-        yield start
-
-
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """deepaas-run that is expected to exit at once."""
-    return subprocess.run(
-        [DEEPAAS_RUN, "--listen-port", "0", "--devices", "cpu", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)},
-    )
-
-
 def test_serves_a_plugin_file_with_a_class_and_a_module_beside_it(server, tmp_path):
     folder = tmp_path / "proj"
     folder.mkdir()
@@ -108,7 +87,7 @@ def test_plugin_module_attr_and_names(server, tmp_path):
 
 
 def test_a_missing_file_is_a_usage_error(tmp_path):
-    proc = _run("nope/model.py", cwd=tmp_path)
+    proc = run_to_exit("nope/model.py", cwd=tmp_path)
     assert proc.returncode == 2
     assert "deepaas-run: error: plugin file nope/model.py does not exist" in (
         proc.stderr
@@ -117,7 +96,7 @@ def test_a_missing_file_is_a_usage_error(tmp_path):
 
 def test_the_same_name_twice_is_a_usage_error(tmp_path):
     (tmp_path / "a.py").write_text("")
-    proc = _run("a.py", "--plugin", "a=tests.plugins.echo", cwd=tmp_path)
+    proc = run_to_exit("a.py", "--plugin", "a=tests.plugins.echo", cwd=tmp_path)
     assert proc.returncode == 2
     assert "model name 'a' given twice" in proc.stderr
 
@@ -125,7 +104,7 @@ def test_the_same_name_twice_is_a_usage_error(tmp_path):
 def test_a_broken_file_names_its_file_and_line(tmp_path):
     plugin = tmp_path / "broken.py"
     plugin.write_text("import os\n\nVALUE = undefined_name + 1\n")
-    proc = _run(str(plugin), cwd=tmp_path)
+    proc = run_to_exit(str(plugin), cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert (
         f"deepaas-run: error: cannot load model 'broken' (plugin {plugin}): "
@@ -134,7 +113,7 @@ def test_a_broken_file_names_its_file_and_line(tmp_path):
 
 
 def test_a_missing_attribute_is_named(tmp_path):
-    proc = _run("--plugin", "tests.plugins.echo:Nope", cwd=tmp_path)
+    proc = run_to_exit("--plugin", "tests.plugins.echo:Nope", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert (
         "cannot load model 'echo' (plugin tests.plugins.echo:Nope): "

@@ -5,19 +5,14 @@ with real ``deepaas-run`` processes."""
 
 from __future__ import annotations
 
-import functools
-import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.deepaas_run import (
-    DEEPAAS_RUN,
-    REPO_ROOT,
     DeepaasRun,
-    closed_at_end,
     register_plugins,
+    run_to_exit,
     until,
 )
 
@@ -56,24 +51,6 @@ class Model:
     def get_train_args(self):
         return {"epochs": int}
 """
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Callable[..., DeepaasRun]]:
-    with closed_at_end(functools.partial(DeepaasRun, tmp_path)) as start:
-        yield start
-
-
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """deepaas-run that is expected to exit at once."""
-    return subprocess.run(
-        [DEEPAAS_RUN, "--listen-port", "0", "--devices", "cpu", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)},
-    )
 
 
 @pytest.fixture
@@ -141,7 +118,7 @@ def project(tmp_path: Path) -> Path:
     ],
 )
 def test_a_target_that_is_no_plugin_is_a_usage_error(project, args, message):
-    proc = _run(*args, cwd=project)
+    proc = run_to_exit(*args, cwd=project)
     assert proc.returncode == 2, proc.stderr
     assert f"deepaas-run: error: {message}" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -149,7 +126,7 @@ def test_a_target_that_is_no_plugin_is_a_usage_error(project, args, message):
 
 
 def test_help_shows_the_plugin_option_as_name_equals_target(tmp_path):
-    proc = _run("--help", cwd=tmp_path)
+    proc = run_to_exit("--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "--plugin [NAME=]TARGET" in proc.stdout
     assert "--plugin NAME" not in proc.stdout
@@ -158,7 +135,7 @@ def test_help_shows_the_plugin_option_as_name_equals_target(tmp_path):
 def test_an_argument_that_is_no_field_names_the_plugin_file_and_line(tmp_path):
     plugin = tmp_path / "not_a_field.py"
     plugin.write_text(NOT_A_FIELD)
-    proc = _run(str(plugin), cwd=tmp_path)
+    proc = run_to_exit(str(plugin), cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert (
         f"deepaas-run: error: cannot load model 'not_a_field' (plugin {plugin}): "
@@ -172,7 +149,7 @@ def test_an_argument_that_is_no_field_names_the_plugin_file_and_line(tmp_path):
 def test_a_class_for_a_field_names_the_method_file_and_line(tmp_path):
     plugin = tmp_path / "classy.py"
     plugin.write_text(BAD_TRAIN_ARGS)
-    proc = _run(f"{plugin}:Model", cwd=tmp_path)
+    proc = run_to_exit(f"{plugin}:Model", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert (
         f"cannot load model 'classy' (plugin {plugin}:Model): "
@@ -184,7 +161,7 @@ def test_a_class_for_a_field_names_the_method_file_and_line(tmp_path):
 def test_get_predict_args_that_raises_names_the_line(tmp_path):
     plugin = tmp_path / "raises.py"
     plugin.write_text(RAISES)
-    proc = _run(str(plugin), cwd=tmp_path)
+    proc = run_to_exit(str(plugin), cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr  # one line, not a crash
     assert (
@@ -206,7 +183,7 @@ def test_an_installed_entry_point_with_no_functions_is_still_served(server, tmp_
     assert meta["description"] == (
         "Could not load description from underlying model (loaded 'bare')"
     )
-    proc = _run("--plugin", "tests.plugins.bare", cwd=tmp_path)
+    proc = run_to_exit("--plugin", "tests.plugins.bare", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert (
         "cannot load model 'bare' (plugin tests.plugins.bare): module "

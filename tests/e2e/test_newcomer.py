@@ -3,30 +3,22 @@ serves and what failed, errors that say what to fix, a busy port."""
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import deepaas
-from tests.deepaas_run import DEEPAAS_RUN, DeepaasRun, closed_at_end, register_plugins
+from tests.deepaas_run import DEEPAAS_RUN, register_plugins
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 FOLDER = os.path.dirname(os.path.abspath(deepaas.__file__))
 VERSION_LINE = f"{deepaas.__version__} from {FOLDER} (Python {sys.version.split()[0]})"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Callable[..., DeepaasRun]]:
-    with closed_at_end(functools.partial(DeepaasRun, tmp_path)) as start:
-        yield start
 
 
 def _plugin(root: Path, name: str, source: str) -> Path:
