@@ -42,3 +42,18 @@ class ShuttingDown(ModelUnavailable):
 
     def __init__(self, message: str = SHUTTING_DOWN) -> None:
         super().__init__(message)
+
+
+class TensorError(DeepaasError):
+    """An Open Inference Protocol request or tensor that cannot be used.
+
+    Raised by :mod:`deepaas.oip` for every malformed infer request (bad JSON,
+    missing or mistyped fields, unknown datatype, shape and data that
+    disagree, binary data that does not add up): status 400. A caller that
+    enforces a size limit passes ``status=413``. The message names the
+    tensor and says what to change, e.g. ``input 'x': shape [2, 3] needs 6
+    values, got 5``.
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(status, message)

@@ -1,0 +1,396 @@
+"""OIP datatypes, and a tensor's values in JSON and in binary.
+
+Sources: KServe's Open Inference Protocol (V2) REST spec, sections "Tensor
+Data Types" and "Tensor Data"; Triton's binary tensor data extension
+(``docs/protocol/extension_binary_data.md`` in triton-inference-server/server).
+
+One table, :data:`DATATYPES`, maps each OIP datatype to the numpy dtype of
+its arrays and back. Fixed-size types are little-endian (binary tensor data
+is); a BYTES tensor is an object array whose elements are ``bytes``.
+
+Decoding (client values -> arrays) raises :class:`TensorError` with status
+400. Encoding (a model's values -> the wire) raises it with status 500 when
+the model returned something no datatype holds, and 400 when the client
+asked for JSON where JSON cannot carry the value (non-UTF-8 BYTES).
+
+Copies: :func:`from_binary` returns a read-only view over the caller's
+buffer (no copy; it may be unaligned when the JSON header's length is not a
+multiple of the itemsize; numpy handles that, ``np.require(a,
+["A", "W"])`` gives an aligned writable copy). BYTES elements are
+copied into ``bytes`` objects, one per element. :func:`to_binary` returns a
+view for C-contiguous little-endian arrays, else one converted copy.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from deepaas.exceptions import TensorError
+
+#: Every OIP datatype and the numpy dtype of its arrays, in both directions
+#: (see :func:`datatype_of` for numpy -> OIP).
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+
+_BY_KIND = {
+    (dtype.kind, dtype.itemsize): name
+    for name, dtype in DATATYPES.items()
+    if name != "BYTES"
+}
+_NAMES = ", ".join(DATATYPES)
+_LENGTH = struct.Struct("<I")  # a BYTES element's length prefix in binary
+
+#: numpy's own limit was 32 dimensions before numpy 2; also bounds the
+#: nesting :func:`from_json` walks.
+MAX_DIMS = 32
+
+
+def numpy_dtype(where: str, datatype: object) -> np.dtype[Any]:
+    """The numpy dtype of OIP ``datatype`` (e.g. ``"FP32"`` -> ``<f4``)."""
+    if isinstance(datatype, str) and datatype in DATATYPES:
+        return DATATYPES[datatype]
+    hint = ""
+    if isinstance(datatype, str) and datatype.upper() in DATATYPES:
+        hint = f" (datatypes are upper case: '{datatype.upper()}')"
+    raise TensorError(
+        f"{where}: unknown datatype {_show(datatype)}{hint}; use one of {_NAMES}"
+    )
+
+
+def datatype_of(dtype: np.dtype[Any]) -> str | None:
+    """The OIP datatype of numpy ``dtype``, or None when there is none.
+
+    Any byte order maps; ``object``, ``bytes_`` (``S``) and ``str_`` (``U``)
+    map to BYTES; complex, datetime, structured, ``longdouble`` and
+    bfloat16 map to None.
+    """
+    if dtype.kind in "OSU":
+        return "BYTES"
+    return _BY_KIND.get((dtype.kind, dtype.itemsize))
+
+
+# -- decoding -----------------------------------------------------------------
+
+
+def from_json(
+    where: str, datatype: str, shape: Sequence[int], data: object
+) -> np.ndarray:
+    """The array of JSON ``data`` (flat or nested row-major) of ``shape``.
+
+    Values must suit ``datatype``: ``true``/``false`` for BOOL, integers in
+    range for the integer types, numbers (or ``NaN``/``Infinity``, as Triton
+    and Python's json write them) for FP types, strings for BYTES (UTF-8
+    encoded to ``bytes``; the spec has no base64). The lists are the ones
+    ``json`` made; they are checked in C-level passes (the set of element
+    types, min and max) and converted by one ``np.array`` call.
+    """
+    flat = _flatten(where, data, shape)
+    return _values(where, datatype, flat).reshape(shape)
+
+
+def _flatten(where: str, data: object, shape: Sequence[int]) -> list[Any]:
+    """``data`` as one flat list, checked against ``shape``."""
+    if not isinstance(data, list):
+        raise TensorError(f"{where}: 'data' must be a JSON array, not {_show(data)}")
+    count = math.prod(shape)
+    if not data or not isinstance(data[0], list):
+        if len(data) != count:
+            raise TensorError(
+                f"{where}: shape {list(shape)} needs {count} values, got {len(data)}"
+            )
+        return data
+    if len(shape) < 2:
+        raise TensorError(
+            f"{where}: 'data' is nested but shape {list(shape)} has "
+            f"{len(shape)} dimension(s); give the values flat"
+        )
+    flat: list[Any] = []
+
+    def walk(node: list[Any], level: int, path: str) -> None:
+        if len(node) != shape[level]:
+            raise TensorError(
+                f"{where}: data{path} has {len(node)} values, but dimension "
+                f"{level} of shape {list(shape)} is {shape[level]}; nest the "
+                f"values exactly as the shape, or give them flat"
+            )
+        if level == len(shape) - 1:
+            flat.extend(node)  # a list among them fails the value check
+            return
+        for i, child in enumerate(node):
+            if not isinstance(child, list):
+                raise TensorError(
+                    f"{where}: data{path}[{i}] is {_show(child)}, but shape "
+                    f"{list(shape)} nests {len(shape)} levels deep; nest the "
+                    f"values exactly as the shape, or give them flat"
+                )
+            walk(child, level + 1, f"{path}[{i}]")
+
+    walk(data, 0, "")
+    return flat
+
+
+def _values(where: str, datatype: str, flat: list[Any]) -> np.ndarray:
+    """One flat array of ``datatype`` from JSON scalars, each checked."""
+    dtype = DATATYPES[datatype]
+    kinds = set(map(type, flat))
+    if datatype == "BYTES":
+        _check_types(where, datatype, flat, kinds, (str,), "a string")
+        out = np.empty(len(flat), dtype=object)
+        for i, text in enumerate(flat):
+            try:
+                out[i] = text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise TensorError(
+                    f"{where}: element {i} is not valid Unicode (a lone "
+                    f"surrogate?); send it as binary data"
+                ) from None
+        return out
+    if datatype == "BOOL":
+        _check_types(where, datatype, flat, kinds, (bool,), "true or false")
+        return np.array(flat, dtype=dtype)
+    if dtype.kind in "iu":
+        _check_types(where, datatype, flat, kinds, (int,), "an integer")
+        if flat:
+            info = np.iinfo(dtype)
+            if min(flat) < info.min or max(flat) > info.max:
+                i = next(i for i, v in enumerate(flat) if not info.min <= v <= info.max)
+                raise TensorError(
+                    f"{where}: element {i} is {flat[i]}, outside {datatype}'s "
+                    f"range {info.min}..{info.max}"
+                )
+        return np.array(flat, dtype=dtype)
+    _check_types(where, datatype, flat, kinds, (int, float), "a number")
+    try:
+        wide = np.array(flat, dtype=np.float64)
+    except OverflowError:  # an integer past float64's range
+        i = next(i for i, v in enumerate(flat) if abs(v) > 1e308)
+        raise TensorError(
+            f"{where}: element {i} is outside {datatype}'s range"
+        ) from None
+    if dtype == wide.dtype:
+        return wide
+    with np.errstate(over="ignore"):
+        out = wide.astype(dtype)
+    overflow = np.isfinite(wide) & ~np.isfinite(out)
+    if overflow.any():
+        i = int(np.argmax(overflow))
+        raise TensorError(
+            f"{where}: element {i} is {_show(flat[i])}, outside {datatype}'s range "
+            f"(largest {float(np.finfo(dtype).max)!r})"
+        )
+    return out
+
+
+def _check_types(
+    where: str,
+    datatype: str,
+    flat: list[Any],
+    kinds: set[type],
+    allowed: tuple[type, ...],
+    wanted: str,
+) -> None:
+    """Raise naming the first element whose JSON type ``datatype`` refuses.
+
+    ``bool`` is a subclass of ``int`` in Python, and refused for numbers.
+    """
+    if kinds.issubset(allowed):
+        return
+    i = next(i for i, v in enumerate(flat) if type(v) not in allowed)
+    raise TensorError(
+        f"{where}: element {i} is {_show(flat[i])}, but {datatype} needs {wanted}"
+    )
+
+
+def from_binary(
+    where: str, datatype: str, shape: Sequence[int], buffer: memoryview
+) -> np.ndarray:
+    """The array of ``shape`` in binary tensor data ``buffer`` (no copy).
+
+    Fixed-size types are little-endian, row-major, unpadded; BOOL is one byte,
+    0 or 1. BYTES is, per element, a 4-byte little-endian length then that
+    many bytes. ``buffer`` must hold exactly the tensor (its
+    ``binary_data_size``).
+    """
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return _bytes_from_binary(where, count, buffer).reshape(shape)
+    dtype = DATATYPES[datatype]
+    need = count * dtype.itemsize
+    if len(buffer) != need:
+        raise TensorError(
+            f"{where}: shape {list(shape)} of {datatype} is {need} bytes, but "
+            f"binary_data_size is {len(buffer)}"
+        )
+    if datatype == "BOOL":
+        octets = np.frombuffer(buffer, dtype=np.uint8)
+        if count and octets.max() > 1:
+            i = int(np.argmax(octets > 1))
+            raise TensorError(
+                f"{where}: element {i} is byte {octets[i]}, but BOOL binary data "
+                f"is one byte per element, 0 or 1"
+            )
+        return octets.view(dtype).reshape(shape)
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+
+def _bytes_from_binary(where: str, count: int, buffer: memoryview) -> np.ndarray:
+    """``count`` length-prefixed BYTES elements, filling ``buffer`` exactly."""
+    end = len(buffer)
+    if count * _LENGTH.size > end:
+        raise TensorError(
+            f"{where}: {count} BYTES elements need at least {count * _LENGTH.size} "
+            f"bytes (a 4-byte length each), but binary_data_size is {end}"
+        )
+    out = np.empty(count, dtype=object)
+    pos = 0
+    for i in range(count):
+        if pos + _LENGTH.size > end:
+            raise TensorError(
+                f"{where}: binary data ends inside element {i}'s 4-byte length"
+            )
+        (length,) = _LENGTH.unpack_from(buffer, pos)
+        pos += _LENGTH.size
+        if pos + length > end:
+            raise TensorError(
+                f"{where}: element {i} says it is {length} bytes long, but only "
+                f"{end - pos} bytes of its binary_data_size are left"
+            )
+        out[i] = bytes(buffer[pos : pos + length])
+        pos += length
+    if pos != end:
+        raise TensorError(
+            f"{where}: {end - pos} bytes are left after its {count} BYTES "
+            f"elements; binary_data_size should be {pos}"
+        )
+    return out
+
+
+# -- encoding -----------------------------------------------------------------
+
+
+def to_array(where: str, value: object) -> tuple[np.ndarray, str]:
+    """A model's output ``value`` as an array and its OIP datatype.
+
+    Arrays keep their shape; numbers, numpy scalars, ``str`` and ``bytes``
+    become 0-d arrays (shape ``[]``); nested lists become arrays as numpy
+    makes them (lists of ``str``/``bytes`` become object arrays, so that
+    bytes keep their trailing NULs). Anything else (None, dicts, ragged
+    lists, complex numbers, ints past 64 bits) is an error with status 500.
+    """
+    if isinstance(value, np.ndarray):
+        array = value
+    elif isinstance(value, (str, bytes)):
+        array = np.empty((), dtype=object)
+        array[()] = value
+    else:
+        try:
+            array = np.asarray(value)
+            if array.dtype.kind in "SU":
+                array = np.array(value, dtype=object)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise TensorError(
+                f"{where}: cannot make a tensor of {type(value).__name__} "
+                f"{_short(repr(value))}: {exc}",
+                status=500,
+            ) from None
+    datatype = datatype_of(array.dtype)
+    if datatype is None:
+        raise TensorError(
+            f"{where}: numpy dtype {array.dtype} has no OIP datatype; return "
+            f"bool, (u)int8-64, float16/32/64, str or bytes values",
+            status=500,
+        )
+    return array, datatype
+
+
+def to_json(where: str, datatype: str, array: np.ndarray) -> list[Any]:
+    """The flat row-major JSON ``data`` of ``array``.
+
+    FP values NaN, Infinity and -Infinity are written as those literals, as
+    Triton writes them (not strict JSON; Python's json and tritonclient read
+    them). BYTES elements must be UTF-8 text (400 otherwise: JSON has no
+    bytes; the client should ask for the output as binary data).
+    """
+    flat = array.ravel()
+    if datatype != "BYTES":
+        return flat.tolist()
+    out: list[str] = []
+    for i, element in enumerate(flat):
+        raw = _element_bytes(where, i, element)
+        if isinstance(element, str):  # checked as valid Unicode
+            out.append(element)
+            continue
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise TensorError(
+                f"{where}: element {i} is not UTF-8 text, which JSON cannot "
+                f"carry; request this output as binary data (parameters "
+                f'{{"binary_data": true}})'
+            ) from None
+    return out
+
+
+def to_binary(where: str, datatype: str, array: np.ndarray) -> memoryview | bytes:
+    """The binary tensor data of ``array`` (a view when no conversion is due)."""
+    if datatype == "BYTES":
+        parts: list[bytes] = []
+        for i, element in enumerate(array.ravel()):
+            raw = _element_bytes(where, i, element)
+            parts.append(_LENGTH.pack(len(raw)))
+            parts.append(raw)
+        return b"".join(parts)
+    flat = np.ascontiguousarray(array, dtype=DATATYPES[datatype]).reshape(-1)
+    return flat.data.cast("B")
+
+
+def _element_bytes(where: str, index: int, element: object) -> bytes:
+    """A BYTES element as bytes: bytes as they are, str as UTF-8."""
+    if isinstance(element, (bytes, bytearray)):
+        return bytes(element)
+    if isinstance(element, str):
+        try:
+            return element.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+    raise TensorError(
+        f"{where}: element {index} is {type(element).__name__} "
+        f"{_short(repr(element))}; a BYTES tensor holds "
+        f"str (valid Unicode) or bytes",
+        status=500,
+    )
+
+
+def _show(value: object) -> str:
+    """A short description of a JSON value for an error message."""
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _short(repr(value))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,389 @@
+"""Infer request bodies -> arrays, and arrays -> infer response bodies.
+
+Sources: KServe's Open Inference Protocol (V2) REST spec, "Inference
+Request JSON Object" and "Inference Response JSON Object"; Triton's binary
+tensor data extension (``docs/protocol/extension_binary_data.md`` in
+triton-inference-server/server): a JSON header of
+``Inference-Header-Content-Length`` bytes, then each binary tensor's bytes
+in the order the tensors appear in the header.
+
+Every malformed request raises :class:`~deepaas.exceptions.TensorError`
+(400) naming the tensor and what to change; nothing else escapes
+:func:`decode_request`.
+
+Copies when decoding a body of ``n`` bytes: the JSON header is parsed from
+a copy of its bytes (small); binary tensors are read-only numpy views over
+``body`` (no copy, no Python list); BYTES elements become one ``bytes``
+object each; JSON tensors are built from the lists ``json`` made. When
+encoding, each binary output is copied once into the returned body.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from deepaas.exceptions import TensorError
+from deepaas.oip.datatypes import (
+    MAX_DIMS,
+    from_binary,
+    from_json,
+    numpy_dtype,
+    to_array,
+    to_binary,
+    to_json,
+)
+
+#: Bound on a shape's (non-zero) sizes multiplied: numpy's index range
+#: divided by the largest itemsize.
+MAX_ELEMENTS = 2**60
+
+#: Name of the header giving the JSON header's length in a binary body.
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+_UNSUPPORTED = {
+    "shared_memory_region": "the shared-memory extensions are not implemented; "
+    "send the tensor in JSON or as binary data",
+    "classification": "the classification extension is not implemented; "
+    "ask for the output tensor itself",
+}
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One decoded input: ``data`` has ``shape`` and ``datatype``'s dtype.
+
+    ``data`` is read-only when it came as binary data (a view over the
+    request body); BYTES data is an object array of ``bytes``.
+    """
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    parameters: dict[str, Any]
+    data: np.ndarray
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """An output the client asked for, and how (``parameters``)."""
+
+    name: str
+    parameters: dict[str, Any]
+
+    @property
+    def binary_data(self) -> bool | None:
+        """The output's ``binary_data`` parameter; None when not given."""
+        value = self.parameters.get("binary_data")
+        return value if isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded infer request. ``outputs`` is empty when none were named
+    (the model then answers all its outputs)."""
+
+    id: str | None
+    parameters: dict[str, Any]
+    inputs: list[InputTensor]
+    outputs: list[RequestedOutput]
+
+    @property
+    def binary_data_output(self) -> bool:
+        """The request's ``binary_data_output`` parameter (default false)."""
+        return self.parameters.get("binary_data_output") is True
+
+    def wants_binary(self, name: str) -> bool:
+        """Whether output ``name`` goes back as binary data: its own
+        ``binary_data`` if given, else ``binary_data_output``. Pass this
+        method as :func:`encode_response`'s ``binary``."""
+        for output in self.outputs:
+            if output.name == name and output.binary_data is not None:
+                return output.binary_data
+        return self.binary_data_output
+
+
+def parse_header_length(value: str | None) -> int | None:
+    """The ``Inference-Header-Content-Length`` header's value as an int."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit() or not text.isascii():
+        raise TensorError(
+            f"{HEADER_LENGTH} must be the JSON header's length in bytes, a "
+            f"non-negative integer, not {value[:40]!r}"
+        )
+    return int(text)
+
+
+def decode_request(
+    body: bytes | bytearray | memoryview, header_length: int | None
+) -> InferRequest:
+    """Decode an infer request body.
+
+    ``header_length`` is the ``Inference-Header-Content-Length`` header
+    (None: the whole body is JSON). Inputs with
+    ``parameters.binary_data_size`` are read, in input order, from the bytes
+    after the header, which they must fill exactly.
+    """
+    view = memoryview(body).cast("B")
+    size = view.nbytes
+    if header_length is None:
+        header_end = size
+    elif isinstance(header_length, bool) or not isinstance(header_length, int):
+        raise TensorError(f"{HEADER_LENGTH} must be an integer")
+    elif header_length < 0:
+        raise TensorError(f"{HEADER_LENGTH} is {header_length}; it cannot be negative")
+    elif header_length > size:
+        raise TensorError(
+            f"{HEADER_LENGTH} is {header_length}, past the end of the "
+            f"{size}-byte body; it must be the JSON header's length in bytes"
+        )
+    else:
+        header_end = header_length
+    document = _parse_json(
+        body if isinstance(body, bytes) and header_end == size else view[:header_end]
+    )
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise TensorError(f"'id' must be a string, not {json.dumps(request_id)[:40]}")
+    parameters = _parameters("the request", document)
+    _check_flag("the request", parameters, "binary_data_output")
+
+    raw_inputs = _list("the request", document, "inputs", required=True)
+    inputs: list[InputTensor | None] = []
+    binary: list[tuple[int, int]] = []  # (index in inputs, binary_data_size)
+    names: set[str] = set()
+    for index, raw in enumerate(raw_inputs):
+        tensor, binary_size = _input(index, raw, names)
+        if binary_size is not None:
+            binary.append((index, binary_size))
+        inputs.append(tensor)
+
+    rest = size - header_end
+    total = sum(binary_size for _, binary_size in binary)
+    if binary and header_length is None:
+        name = raw_inputs[binary[0][0]]["name"]
+        raise TensorError(
+            f"input '{name}' has a binary_data_size, but the request has no "
+            f"{HEADER_LENGTH} header; send it with the JSON header's length"
+        )
+    if total != rest:
+        raise TensorError(
+            f"the inputs' binary_data_size add up to {total} bytes, but "
+            f"{rest} bytes follow the {header_end}-byte JSON header "
+            f"({HEADER_LENGTH}); each binary input needs its exact size"
+        )
+    offset = header_end
+    for index, binary_size in binary:
+        raw = raw_inputs[index]
+        name, datatype, shape = raw["name"], raw["datatype"], tuple(raw["shape"])
+        data = from_binary(
+            f"input '{name}'", datatype, shape, view[offset : offset + binary_size]
+        )
+        offset += binary_size
+        inputs[index] = InputTensor(
+            name, datatype, shape, raw.get("parameters", {}), data
+        )
+
+    outputs: list[RequestedOutput] = []
+    output_names: set[str] = set()
+    for index, raw in enumerate(_list("the request", document, "outputs")):
+        outputs.append(_output(index, raw, output_names))
+    return InferRequest(
+        request_id, parameters, [t for t in inputs if t is not None], outputs
+    )
+
+
+def _parse_json(header: bytes | memoryview) -> dict[str, Any]:
+    """The JSON object ``header`` holds."""
+    try:
+        document = json.loads(header if isinstance(header, bytes) else bytes(header))
+    except RecursionError:
+        raise TensorError("the request's JSON is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, digits
+        raise TensorError(
+            f"the request is not valid JSON ({exc}); an infer request is a JSON "
+            f"object, followed by binary data only when {HEADER_LENGTH} is given"
+        ) from None
+    if not isinstance(document, dict):
+        raise TensorError(
+            f"the request must be a JSON object with 'inputs', not a "
+            f"{type(document).__name__}"
+        )
+    return document
+
+
+def _input(
+    index: int, raw: object, names: set[str]
+) -> tuple[InputTensor | None, int | None]:
+    """Check input ``raw``; decode it unless it is binary (then its size)."""
+    where = f"inputs[{index}]"
+    if not isinstance(raw, dict):
+        raise TensorError(f"{where} must be a JSON object with name, shape, datatype")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise TensorError(f"{where} needs a 'name', a non-empty string")
+    where = f"input '{name}'"
+    if name in names:
+        raise TensorError(f"{where} is given twice; send each input once")
+    names.add(name)
+    if "datatype" not in raw:
+        raise TensorError(f"{where} needs a 'datatype' (e.g. \"FP32\")")
+    numpy_dtype(where, raw["datatype"])
+    shape = _shape(where, raw.get("shape"))
+    parameters = _parameters(where, raw)
+    binary_size = parameters.get("binary_data_size")
+    if binary_size is not None:
+        if isinstance(binary_size, bool) or not isinstance(binary_size, int):
+            raise TensorError(f"{where}: binary_data_size must be an integer")
+        if binary_size < 0:
+            raise TensorError(f"{where}: binary_data_size cannot be negative")
+        if "data" in raw:
+            raise TensorError(
+                f"{where} has both 'data' and binary_data_size; send one of them"
+            )
+        return None, binary_size
+    if "data" not in raw:
+        raise TensorError(
+            f"{where} has no 'data'; give its values in 'data', or as binary "
+            f"data with parameters.binary_data_size"
+        )
+    data = from_json(where, raw["datatype"], shape, raw["data"])
+    return InputTensor(name, raw["datatype"], shape, parameters, data), None
+
+
+def _output(index: int, raw: object, names: set[str]) -> RequestedOutput:
+    """Check requested output ``raw``."""
+    where = f"outputs[{index}]"
+    if not isinstance(raw, dict):
+        raise TensorError(f"{where} must be a JSON object with a 'name'")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise TensorError(f"{where} needs a 'name', a non-empty string")
+    where = f"output '{name}'"
+    if name in names:
+        raise TensorError(f"{where} is requested twice; name each output once")
+    names.add(name)
+    parameters = _parameters(where, raw)
+    _check_flag(where, parameters, "binary_data")
+    return RequestedOutput(name, parameters)
+
+
+def _shape(where: str, shape: object) -> tuple[int, ...]:
+    """``shape`` checked: a list of at most MAX_DIMS sizes, none -1."""
+    if not isinstance(shape, list):
+        raise TensorError(f"{where} needs a 'shape', a list of integers like [1, 3]")
+    for size in shape:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TensorError(
+                f"{where}: shape {json.dumps(shape)[:60]} must hold integers only"
+            )
+        if size < 0:
+            hint = " (-1 marks a variable size in model metadata only)"
+            raise TensorError(
+                f"{where}: shape {shape} has {size}; a request gives each "
+                f"dimension's actual size{hint if size == -1 else ''}"
+            )
+    if len(shape) > MAX_DIMS:
+        raise TensorError(
+            f"{where}: shape has {len(shape)} dimensions; at most {MAX_DIMS}"
+        )
+    # numpy refuses a shape whose non-zero sizes multiply past its index
+    # range, even with a zero among them
+    if math.prod(size for size in shape if size) > MAX_ELEMENTS:
+        raise TensorError(f"{where}: shape {shape} is too large for any tensor")
+    return tuple(shape)
+
+
+def _parameters(where: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw``'s parameters: an object; extensions not implemented refused."""
+    parameters = raw.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise TensorError(f"{where}: 'parameters' must be a JSON object")
+    for key, why in _UNSUPPORTED.items():
+        if key in parameters:
+            raise TensorError(f"{where}: parameter '{key}': {why}")
+    return parameters
+
+
+def _check_flag(where: str, parameters: dict[str, Any], key: str) -> None:
+    if key in parameters and not isinstance(parameters[key], bool):
+        raise TensorError(f"{where}: parameter '{key}' must be true or false")
+
+
+def _list(
+    where: str, document: dict[str, Any], key: str, required: bool = False
+) -> list[Any]:
+    value = document.get(key)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list):
+        raise TensorError(f"{where} needs '{key}', a JSON array of tensors")
+    return value
+
+
+def encode_response(
+    model_name: str,
+    model_version: str | None,
+    request_id: str | None,
+    outputs: Mapping[str, Any],
+    binary: Callable[[str], bool] | Collection[str] = frozenset(),
+    parameters: Mapping[str, Any] | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """An infer response body and its headers.
+
+    ``outputs`` maps each output's name to an array, a (nested) list or a
+    scalar (see :func:`deepaas.oip.datatypes.to_array` for what becomes
+    which datatype). Outputs for which ``binary`` holds (a predicate such as
+    :meth:`InferRequest.wants_binary`, or a set of names) are sent as binary
+    data; the others as flat row-major JSON ``data``. The headers are
+    ``Content-Type: application/json`` for a JSON-only body, else
+    ``application/octet-stream`` and ``Inference-Header-Content-Length``.
+    Raises :class:`TensorError`: 500 for a value no datatype holds, 400 for
+    non-UTF-8 BYTES the client asked as JSON.
+    """
+    wants = binary if callable(binary) else binary.__contains__
+    documents: list[dict[str, Any]] = []
+    buffers: list[memoryview | bytes] = []
+    for name, value in outputs.items():
+        where = f"output '{name}'"
+        array, datatype = to_array(where, value)
+        document: dict[str, Any] = {
+            "name": name,
+            "datatype": datatype,
+            "shape": list(array.shape),
+        }
+        if wants(name):
+            buffer = to_binary(where, datatype, array)
+            document["parameters"] = {"binary_data_size": len(buffer)}
+            buffers.append(buffer)
+        else:
+            document["data"] = to_json(where, datatype, array)
+        documents.append(document)
+    response: dict[str, Any] = {"model_name": model_name}
+    if model_version is not None:
+        response["model_version"] = model_version
+    if request_id is not None:
+        response["id"] = request_id
+    if parameters:
+        response["parameters"] = dict(parameters)
+    response["outputs"] = documents
+    header = json.dumps(response, separators=(",", ":")).encode()
+    if not buffers:
+        return header, {"Content-Type": "application/json"}
+    headers = {
+        "Content-Type": "application/octet-stream",
+        HEADER_LENGTH: str(len(header)),
+    }
+    return b"".join([header, *buffers]), headers
+
+
+def encode_error(message: str) -> bytes:
+    """An OIP error body: ``{"error": message}``."""
+    return json.dumps({"error": message}).encode()
