@@ -355,6 +355,12 @@ def load_settings(
         if opt.name in given:
             value = given[opt.name]
             if opt.kind == "names":
+                if any(not parse_names(item) for item in value):
+                    # --plugin '' would serve the installed models instead
+                    raise ConfigError(
+                        f"{opt.flag} was given an empty value: give "
+                        f"{opt.metavar} or leave {opt.flag} out"
+                    )
                 value = [n for item in value for n in parse_names(item)]
             values[opt.name] = value
             continue

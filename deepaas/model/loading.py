@@ -25,7 +25,12 @@ from typing import Any
 from stevedore import extension, named
 
 from deepaas.model import sources
-from deepaas.model.v2.wrapper import ModelError, ModelWrapper, instantiate
+from deepaas.model.v2.wrapper import (
+    ModelError,
+    ModelWrapper,
+    PluginExited,
+    instantiate,
+)
 
 NAMESPACE = "deepaas.v2.model"
 
@@ -217,6 +222,11 @@ def load(spec: PluginSpec) -> ModelWrapper:
         obj = instantiate(import_target(spec.target))
     except Exception as exc:
         raise _failure(spec.name, spec.target, exc, spec.origin) from exc
+    except SystemExit as exc:  # would end the server, silently
+        exited = PluginExited("while being loaded", exc).with_traceback(
+            exc.__traceback__
+        )
+        raise _failure(spec.name, spec.target, exited, spec.origin) from exc
     if spec.origin == "plugin" and not any(
         callable(getattr(obj, name, None)) for name in PLUGIN_FUNCTIONS
     ):

@@ -546,3 +546,58 @@ def test_metadata_that_is_no_dict_names_the_file_and_line(server, tmp_path):
         f"get_metadata() must return a dict, got list, at {plugin}:2\n"
     ) in srv.output()
     assert _metadata_version(srv) == "1"
+
+
+EXITS_ON_IMPORT = """
+import sys
+
+def get_metadata():
+    return {"name": "exits", "version": "2"}
+
+def predict(**kwargs):
+    return {}
+
+sys.exit(3)  # as a module that parses sys.argv when imported would
+"""
+
+EXITS_IN_METADATA = """
+import sys
+
+def get_metadata():
+    sys.exit("bye")
+
+def predict(**kwargs):
+    return {}
+"""
+
+
+def test_plugin_code_that_exits_is_an_error_of_the_plugin_not_the_servers_end(
+    server, tmp_path
+):
+    """sys.exit() in plugin code the server runs (its import, get_metadata())
+    fails that plugin, named with file and line, at start-up and at a reload;
+    the server goes on with the last good version."""
+    plugin = tmp_path / "live.py"
+    plugin.write_text(EXITS_ON_IMPORT)
+    proc = run_to_exit(str(plugin), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert (
+        f"cannot load model 'live' (plugin {plugin}): PluginExited: the plugin "
+        "called sys.exit(3) while being loaded: plugin code must not exit the "
+        f"server (does it parse the command line when it is imported?), at "
+        f"{plugin}:10"
+    ) in proc.stderr
+
+    plugin.write_text(VERSIONED.format(version="1", arg="a"))
+    srv = server(str(plugin), "--reload", "--devices", "cpu").wait_ready()
+    plugin.write_text(EXITS_ON_IMPORT)
+    until(lambda: _failures(srv) == 1, "the failed reload is logged")
+    assert "called sys.exit(3) while being loaded" in srv.output()
+    plugin.write_text(EXITS_IN_METADATA)
+    until(lambda: _failures(srv) == 2, "the second failed reload is logged")
+    assert (
+        "PluginExited: the plugin called sys.exit('bye') in get_metadata()"
+    ) in srv.output()
+    assert srv.proc.poll() is None  # still serving
+    assert _metadata_version(srv) == "1"
+    assert _predicted(srv, "a") == {"version": "1", "got": "hi"}

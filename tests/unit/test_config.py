@@ -413,3 +413,14 @@ def test_the_options_table_in_the_docs_is_current() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [(["--plugin", ""], "--plugin"), (["--model-name", " , "], "--model-name")],
+)
+def test_an_empty_list_given_is_refused_not_taken_as_none(argv, flag):
+    """``--plugin ''`` (a script's empty variable) would serve the installed
+    models instead of the one meant."""
+    with pytest.raises(ConfigError, match=f"{flag} was given an empty value"):
+        load_settings(argv, environ={})

@@ -86,6 +86,20 @@ def _response_schema(name: str, schema: Any) -> type[marshmallow.Schema] | None:
     )
 
 
+class PluginExited(RuntimeError):
+    """Plugin code raised ``SystemExit`` (``sys.exit()``, ``exit()``, an
+    ``argparse`` error) where deepaas called it in the server, which would
+    end the server: it is the plugin's error instead, with its traceback."""
+
+    def __init__(self, where: str, exc: SystemExit) -> None:
+        super().__init__(
+            f"the plugin called sys.exit({exc.code!r}) {where}: plugin code "
+            "must not exit the server (does it parse the command line when it "
+            "is imported?)"
+        )
+        self.code = exc.code
+
+
 class ModelWrapper:
     """A loaded plugin: its metadata, arguments, schema and callables.
 
@@ -123,6 +137,10 @@ class ModelWrapper:
             return func()
         except NotImplementedError:
             return default
+        except SystemExit as exc:  # would end the server: the plugin's error
+            raise PluginExited(f"in {method}()", exc).with_traceback(
+                exc.__traceback__
+            ) from None
 
     def get_metadata(self) -> dict[str, Any]:
         meta = self._call_optional("get_metadata", None)
