@@ -75,7 +75,9 @@ def setup(app: web.Application, spec: SpecBuilder, health: Health) -> None:
         (f"{bp}/readyz", ready, "Readiness: 200 when every model has a warm worker"),
         (f"{bp}/v2/health/ready", ready, "Readiness (Open Inference Protocol)"),
     ):
-        app.router.add_get(path, handler, allow_head=False)
+        # HEAD too: some probes and load balancers check with it (the API's
+        # other routes answer GET only, as DEEPaaS 2.x did).
+        app.router.add_get(path, handler)
         spec.add(
             Operation(
                 "get",

@@ -247,6 +247,16 @@ async def test_head_is_405(demo_client, path):
     assert response.status == 405
 
 
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"]
+)
+async def test_probes_answer_head_too(demo_client, path):
+    """Some probes and load balancers check with HEAD."""
+    response = await demo_client.head(path)
+    assert response.status == 200
+    assert await response.read() == b""
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 async def test_predict_wrong_method_405(demo_client, method):
     response = await demo_client.request(method, "/v2/models/demo/predict/")
