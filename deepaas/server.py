@@ -98,6 +98,7 @@ class Server:
         )
         self.lifecycle = Lifecycle()
         self.scratch = ScratchDir()  # created when the app starts
+        self.port: int | None = None  # listened on, once serve() has bound it
         self.runtimes: dict[str, ModelRuntime] = {}
         self.metrics = Metrics(self.runtimes, self.telemetry)
         # Slow clients: headers must arrive within --client-timeout.
@@ -325,6 +326,7 @@ class Server:
                 raise ConfigError(
                     listen_error(settings.listen_ip, settings.listen_port, exc)
                 ) from None
+            self.port = site.port  # the one chosen, with --listen-port 0
             await self._start_workers()
             settled = asyncio.ensure_future(self._wait_settled())
             stopped = asyncio.ensure_future(stop.wait())

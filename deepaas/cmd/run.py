@@ -44,11 +44,14 @@ def _banner(
     specs: Sequence[loading.PluginSpec],
     seconds: float,
     failed: Mapping[str, str],
+    port: int | None = None,
 ) -> str:
     """What serves where: the models that started, those that did not
-    (their errors are logged just before), and which deepaas this is."""
+    (their errors are logged just before), and which deepaas this is.
+    ``port``: the one listened on (``--listen-port 0`` lets the system choose)."""
     serving = [spec.name for spec in specs if spec.name not in failed]
-    base = f"http://{settings.listen_ip}:{settings.listen_port}{settings.base_path}"
+    port = settings.listen_port if port is None else port
+    base = f"http://{settings.listen_ip}:{port}{settings.base_path}"
     lines = [
         f"deepaas {__version__} ready in {seconds:.1f}s, serving "
         f"{', '.join(serving) or 'no model'} ({settings.workers} worker(s) per model)",
@@ -120,7 +123,8 @@ async def serve(
         failed = server.start_errors()
         for name, error in failed.items():
             LOG.error("model %s is NOT serving: %s", name, error)
-        print(_banner(settings, specs, seconds, failed), file=sys.stderr, flush=True)
+        banner = _banner(settings, specs, seconds, failed, server.port)
+        print(banner, file=sys.stderr, flush=True)
 
     await server.serve(ready)
 

@@ -3,11 +3,16 @@ serves and what failed, errors that say what to fix, a busy port."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import selectors
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -194,3 +199,33 @@ def test_port_taken_after_the_early_check_still_starts_no_worker(
     )
     assert "Traceback" not in srv.output()
     assert list(port_probe.iterdir()) == []
+
+
+def test_banner_names_the_port_chosen_for_listen_port_0(tmp_path):
+    """``--listen-port 0`` lets the system choose: the banner says which."""
+    proc = subprocess.Popen(
+        [DEEPAAS_RUN, "--listen-port", "0", "--model-name", "demo"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        deadline = time.monotonic() + 60
+        api = None
+        while api is None and time.monotonic() < deadline:
+            if selector.select(timeout=1):
+                line = proc.stderr.readline()
+                assert line, "deepaas-run ended before its banner"
+                api = re.search(r"  API:     (http://\S+)/$", line)
+        assert api is not None, "no banner within 60 s"
+        url = api.group(1)
+        assert not url.endswith(":0"), url
+        with urllib.request.urlopen(f"{url}/v2/models/", timeout=10) as answer:
+            assert [m["id"] for m in json.load(answer)["models"]] == ["demo"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)
