@@ -3,9 +3,12 @@
 Each field is read from where it says (``metadata["location"]``): a header,
 the query string, the form body or the JSON body; a field that names no
 location is looked up in the query string, then the form body, then the JSON
-body. The collected values are loaded with a marshmallow Schema of the
-plugin's own fields, so defaults, validators and custom fields behave as in
-DEEPaaS 2.x and a failure is a 422 with marshmallow's messages.
+body. A mapping argument (``Dict``, ``Nested``, a list of them) found in
+the query string or a form field is JSON text there, parsed before loading,
+as both API documents describe it. The collected values are loaded with a
+marshmallow Schema of the plugin's own fields, so defaults, validators and
+custom fields behave as in DEEPaaS 2.x and a failure is a 422 with
+marshmallow's messages.
 
 The body itself is read by :class:`deepaas.api.body.BodyReader`, within the
 request limits (size, form parts, part headers, JSON depth, pace); uploaded
@@ -44,6 +47,13 @@ class ArgParser:
         self.schema = build_schema(self.specs, schema_name)
         self.by_key = {spec.key: spec for spec in self.specs.values()}
         self.file_keys = {s.key for s in self.specs.values() if s.is_file}
+        # Mappings (and lists of them) read from a query string or a form
+        # field: JSON text there, as both API documents describe them.
+        self.json_text_keys = {
+            s.key
+            for s in self.specs.values()
+            if s.takes_json and not s.is_file and s.location in (None, "query", "form")
+        }
         self.wants_body = any(
             s.location in (None, "form", "json") for s in self.specs.values()
         )
@@ -175,9 +185,15 @@ class ParsedArgs:
                 return self._negotiate_accept(spec)
             return self.request.headers.get(key, _MISSING)
         if location in (None, "query") and key in query:
-            return _from_multidict(spec, query)
+            value = _from_multidict(spec, query)
+            if key in self.parser.json_text_keys:
+                return _json_from_text(spec, value)
+            return value
         if location in (None, "form") and form is not None and key in form:
-            return _from_multidict(spec, form)
+            value = _from_multidict(spec, form)
+            if key in self.parser.json_text_keys:
+                return _json_from_text(spec, value)
+            return value
         if location in (None, "json") and body_json is not None and key in body_json:
             return body_json[key]
         if (
@@ -260,6 +276,30 @@ def _json_from_form(key: str, text: Any) -> Any:
         return parse_json_text(text)
     except DeepaasError as exc:
         raise ValidationFailed({key: [f"Not valid JSON: {exc.message}"]}) from None
+
+
+def _json_from_text(spec: ArgSpec, value: Any) -> Any:
+    """The value of a mapping argument (``Dict``, ``Nested``, a list of
+    them) sent in a query string or a form field: JSON text, parsed.
+
+    A JSON body's value is an object already, and is not seen here. For a
+    list, each repeated value is one mapping or an array of them (``?l={..}
+    &l={..}`` or ``?l=[{..},{..}]``). An empty text is no value (as an
+    empty form input). Invalid JSON is a 422 naming the field.
+    """
+    if not spec.is_list:
+        return _MISSING if value == "" else _json_from_form(spec.key, value)
+    texts = [text for text in value if text != ""]
+    if not texts:
+        return _MISSING
+    items: list[Any] = []
+    for text in texts:
+        parsed = _json_from_form(spec.key, text)
+        if isinstance(parsed, list):
+            items.extend(parsed)
+        else:
+            items.append(parsed)
+    return items
 
 
 def _as_dict(messages: Any) -> dict[str, Any]:

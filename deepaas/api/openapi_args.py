@@ -11,10 +11,12 @@ that generated clients choose the form and never drop a file.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable
 from typing import Any
 
 from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import fields as ma_fields
 
 from deepaas.model.v2.fields import ArgSpec
 
@@ -63,6 +65,70 @@ def _file_list(prop: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": {"type": "string", "format": "binary"}, **kept}
 
 
+def _json_text(spec: ArgSpec, prop: dict[str, Any]) -> dict[str, Any]:
+    """A mapping argument (:attr:`ArgSpec.takes_json`) as a Swagger 2.0
+    query or form parameter: JSON text (a parameter there has no schema, so
+    no ``$ref``); a list of them, repeated JSON texts."""
+    many = bool(getattr(spec.field, "many", False))
+    what = "of an array of objects" if many else "of an object"
+    if spec.is_list:
+        what = "of an object (or of an array of objects), one per value"
+    text = f"JSON text {what}"
+    if prop.get("description"):
+        text = f"{prop['description']} ({text})"
+    param: dict[str, Any] = {"type": "string", "description": text}
+    default = prop.get("default")
+    if default is not None and not spec.is_list:
+        param["default"] = json.dumps(default)
+    example = _example(spec.field)
+    if example is not None:
+        param["x-example"] = json.dumps([example] if many else example)
+    if spec.is_list:
+        param = {
+            "type": "array",
+            "items": {"type": "string"},
+            "collectionFormat": "multi",
+            "description": text,
+        }
+    return param
+
+
+_PLACEHOLDERS: list[tuple[type[ma_fields.Field], Any]] = [
+    (ma_fields.Bool, False),
+    (ma_fields.Integer, 0),
+    (ma_fields.Number, 0.0),
+    (ma_fields.String, "string"),
+]
+
+
+def _example(field: ma_fields.Field) -> dict[str, Any] | None:
+    """An object a ``Nested`` field takes, for Swagger UI to fill in: its
+    fields' defaults, or a placeholder of their type."""
+    if not isinstance(field, ma_fields.Nested):
+        return None
+    try:
+        schema = field.schema
+    except Exception:  # a schema that cannot be made: no example
+        return None
+    example: dict[str, Any] = {}
+    for name, inner in schema.load_fields.items():
+        value: Any = inner.load_default
+        if callable(value) or value is None or not _is_jsonable(value):
+            value = next(
+                (v for kind, v in _PLACEHOLDERS if isinstance(inner, kind)), None
+            )
+        example[inner.data_key or name] = value
+    return example
+
+
+def _is_jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def is_file_list(param: dict[str, Any]) -> bool:
     items = param.get("items") or {}
     return param.get("type") == "array" and items.get("format") == "binary"
@@ -83,6 +149,8 @@ def swagger2_params(
         )
         if spec.is_file and spec.is_list:
             prop = _file_list(prop)
+        elif spec.takes_json:
+            prop = _json_text(spec, prop)
         elif spec.is_file:  # 2.6.0: a null default and x-nullable if missing=None
             kept = ("description", "default", "x-nullable")
             prop = {k: v for k, v in prop.items() if k in kept}
@@ -134,10 +202,12 @@ def openapi3_params(
         }
         if description:
             param["description"] = description
-        if prop.get("type") == "array":
-            param["explode"] = spec.is_list
-        if prop.get("type") == "object":
+        if spec.takes_json or prop.get("type") == "object":
+            # JSON text (a list of mappings: one text of the array; repeated
+            # texts are taken too), as deepaas.api.args reads it
             param["content"] = {"application/json": {"schema": param.pop("schema")}}
+        elif prop.get("type") == "array":
+            param["explode"] = spec.is_list
         params.append(param)
     return params
 

@@ -77,6 +77,30 @@ class ArgSpec:
         enum = self.metadata.get("enum")
         return list(enum) if enum is not None else None
 
+    @property
+    def takes_json(self) -> bool:
+        """Whether the field takes a mapping, or a list of mappings
+        (:func:`takes_mapping`): sent in a query string or a form field, its
+        value is JSON text."""
+        return takes_mapping(self.field)
+
+
+def takes_mapping(field: ma_fields.Field) -> bool:
+    """Whether ``field`` loads a mapping (``Dict``, ``Mapping``, ``Nested``)
+    or a list of them (``List(Dict())``, ``Nested(many=True)``), by its
+    marshmallow class. ``Pluck``, a ``Nested`` loading one plain value, is
+    not one; nor is a list of lists."""
+    if _is_mapping(field):
+        return True
+    inner = getattr(field, "inner", None)
+    return isinstance(field, ma_fields.List) and _is_mapping(inner)
+
+
+def _is_mapping(field: Any) -> bool:
+    return isinstance(field, (ma_fields.Mapping, ma_fields.Nested)) and not isinstance(
+        field, ma_fields.Pluck
+    )
+
 
 def _validators(field: ma_fields.Field) -> list[Any]:
     return list(getattr(field, "validators", []) or [])
