@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from deepaas.api import health as health_routes
-from deepaas.api import openapi, swagger_ui, versions
+from deepaas.api import oip, openapi, swagger_ui, versions
 from deepaas.api.args import BodyLimits
 from deepaas.api.health import Health
 from deepaas.api.metrics import Metrics
@@ -71,6 +71,16 @@ def create_app(
     views = ModelViews(wrappers, spec)  # --reload replaces a model's view
     app[VIEWS] = views
     versions.setup(app, spec, settings.doc_endpoint)
+    # Before models.setup: its catch-all for unknown models comes last.
+    oip.setup(
+        app,
+        views,
+        runtimes,
+        enabled=settings.predict_endpoint,
+        lifecycle=lifecycle,
+        tmp_dir=tmp_dir,
+        limits=limits,
+    )
     models.setup(app, spec, views)
     debug.setup(app, spec, capture)
     predict.setup(

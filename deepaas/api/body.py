@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -116,10 +116,30 @@ class BodyReader:
             kind = "json"
         else:
             return None, None  # not a body we read (as DEEPaaS 2.x)
+
+        async def parse() -> tuple[MultiDict[Any] | None, dict[str, Any] | None]:
+            if kind == "multipart":
+                return await FormReader(self).read(route), None
+            raw = await self._read_all()
+            if kind == "urlencoded":
+                return await self._urlencoded(raw), None
+            return None, await self._json(raw)
+
+        return await self._reading(parse, in_memory=kind != "multipart")
+
+    async def read_bytes(self) -> bytes:
+        """The whole body (decoded, whatever its content type), held in
+        memory: within ``--client-max-size`` and ``--client-max-decoded-size``
+        (an Open Inference Protocol infer request)."""
+        return await self._reading(self._read_all, in_memory=True)
+
+    async def _reading(self, read: Callable[[], Awaitable[T]], in_memory: bool) -> T:
+        """``read()`` the body within the limits; its errors as JSON answers."""
+        request = self.request
         encoding = self._encoding()
         self._slice_start = self._loop.time()
         compressed = encoding not in ("", "identity")
-        self.cap, self.cap_option = self.limits.cap(compressed, kind != "multipart")
+        self.cap, self.cap_option = self.limits.cap(compressed, in_memory)
         if not request.content.is_eof():
             self.pace = Pace(request.content, self.limits.client_timeout)
         try:
@@ -132,12 +152,7 @@ class BodyReader:
                     self.cap,
                     self.cap_option,
                 )
-            if kind == "multipart":
-                return await FormReader(self).read(route), None
-            raw = await self._read_all()
-            if kind == "urlencoded":
-                return await self._urlencoded(raw), None
-            return None, await self._json(raw)
+            return await read()
         except asyncio.CancelledError:
             if self.pace is not None and self.pace.ours():
                 raise timed_out(request, self.limits.client_timeout) from None

@@ -95,6 +95,11 @@ def _redirect(path: str, raw_query: str) -> web.Response:
     )
 
 
+#: The paths of the Open Inference Protocol routes (set by
+#: :mod:`deepaas.api.oip`): their errors are ``{"error": ...}``, as OIP says.
+OIP_PATHS = web.AppKey("oip_paths", re.Pattern[str])
+
+
 async def error_response(
     request: web.BaseRequest, exc: Exception
 ) -> web.StreamResponse | None:
@@ -103,7 +108,24 @@ async def error_response(
     422 of :class:`ValidationFailed`, or not an error: a redirect).
 
     A 404 whose path differs from a route only by slashes is a 308 to it.
+    On an Open Inference Protocol path (:data:`OIP_PATHS`) the answer is
+    ``{"error": ...}`` instead of ``{"message": ...}``.
     """
+    answer = await _error_response(request, exc)
+    if answer is None or answer.status < 400 or not isinstance(request, web.Request):
+        return answer
+    oip_paths = request.app.get(OIP_PATHS)
+    if oip_paths is None or not oip_paths.fullmatch(request.path):
+        return answer
+    assert isinstance(answer, web.Response) and answer.body is not None
+    message = json.loads(bytes(answer.body))["message"]  # type: ignore[arg-type]
+    answer.body = json.dumps({"error": message}).encode()
+    return answer
+
+
+async def _error_response(
+    request: web.BaseRequest, exc: Exception
+) -> web.StreamResponse | None:
     if isinstance(exc, web.HTTPException):
         if exc.status == 404 and isinstance(request, web.Request):
             redirect = await _redirect_to_route(request)

@@ -209,10 +209,9 @@ async def test_unknown_path_404(demo_client, path):
 # -- slashes, methods ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "path",
-    ["/v2", "/v2/models", "/v2/models/demo", "/v2/debug", "/v2/models/demo/predict"],
-)
+# /v2 and /v2/models/{m}, without the slash, are Open Inference Protocol
+# routes now (tests/oip/test_routes.py), no longer redirected.
+@pytest.mark.parametrize("path", ["/v2/models", "/v2/debug", "/v2/models/demo/predict"])
 async def test_missing_trailing_slash_is_308(demo_client, path):
     response = await demo_client.get(path + "?a=1", allow_redirects=False)
     assert response.status == 308

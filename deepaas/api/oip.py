@@ -1,0 +1,369 @@
+"""Open Inference Protocol (OIP, "KServe v2") REST routes over the same engine.
+
+``GET <bp>/v2`` (server metadata), ``GET <bp>/v2/models/{m}`` and
+``.../versions/{v}`` (model metadata), ``GET .../ready`` and ``POST
+.../infer``; ``/v2/health/live`` and ``/v2/health/ready`` are
+:mod:`deepaas.api.health`'s. The DEEPaaS documents keep their paths with a
+trailing slash (``/v2/``, ``/v2/models/``, ``/v2/models/{m}/``); the
+unversioned model metadata also carries the DEEPaaS model document's keys,
+since a DEEPaaS client following a model's ``self`` link lands there.
+
+An infer request is decoded by :mod:`deepaas.oip`, its inputs become the
+plugin's predict arguments (:mod:`deepaas.oip.mapping`), loaded with the
+same schema as the DEEPaaS predict route, and run by ``runtime.predict``
+exactly as that route does (queue, batching, deadlines, ``--max-queue``;
+metrics under ``(model, "infer")``). Errors are ``{"error": ...}``
+(:data:`deepaas.api.errors.OIP_PATHS`); a 422 of the DEEPaaS route is a 400
+here, with the same message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import marshmallow
+from aiohttp import web
+
+import deepaas
+from deepaas.api.args import OFFLOAD_LOAD_SIZE
+from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader
+from deepaas.api.errors import OIP_PATHS
+from deepaas.api.limits import BodyLimits, too_large
+from deepaas.api.metrics import label
+from deepaas.api.v2.models import checked_document
+from deepaas.api.views import Holder, ModelViews, ViewError
+from deepaas.engine.runtime import ModelRuntime
+from deepaas.exceptions import DeepaasError, TensorError
+from deepaas.lifecycle import Lifecycle
+from deepaas.model.v2.fields import build_schema, load_args
+from deepaas.model.v2.results import PredictResult
+from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.oip import (
+    HEADER_LENGTH,
+    decode_request,
+    encode_response,
+    mapping,
+    parse_header_length,
+)
+from deepaas.oip.tensors import InferRequest
+from deepaas.scratch import owner
+
+Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
+
+#: The one version of each model (DEEPaaS plugins have no versions).
+VERSION = "1"
+PLATFORM = "deepaas"
+#: OIP extensions implemented (Triton's names).
+EXTENSIONS = ["binary_tensor_data"]
+
+
+class OipView:
+    """What the OIP routes need of a model; replaced when it reloads."""
+
+    __slots__ = ("inputs", "model", "outputs", "schema")
+
+    def __init__(self, model: ModelWrapper) -> None:
+        self.model = model
+        self.inputs = mapping.input_specs(model.predict_args)
+        self.outputs = mapping.output_specs(model.response_schema)
+        # The DEEPaaS route's schema: the same fields, loaded the same way.
+        self.schema = build_schema(model.predict_args, f"{model.name}PredictArgs")
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.model.name,
+            "versions": [VERSION],
+            "platform": PLATFORM,
+            "inputs": [spec.metadata() for spec in self.inputs.values()],
+            "outputs": [spec.metadata() for spec in self.outputs],
+        }
+
+
+def oip_paths(bp: str) -> re.Pattern[str]:
+    """Every path an OIP route answers (an error there is ``{"error": ...}``)."""
+    return re.compile(
+        re.escape(bp)
+        + r"/v2(?:/health/(?:live|ready)"
+        + r"|/models/[^/]+(?:/versions/[^/]+)?(?:/ready|/infer)?)?"
+    )
+
+
+class OipRoutes:
+    """The handlers, over the served models' views and runtimes."""
+
+    def __init__(
+        self,
+        bp: str,
+        runtimes: dict[str, ModelRuntime],
+        *,
+        enabled: bool,
+        lifecycle: Lifecycle,
+        tmp_dir: str,
+        limits: BodyLimits,
+    ) -> None:
+        self.bp = bp
+        self.runtimes = runtimes
+        self.enabled = enabled
+        self.lifecycle = lifecycle
+        self.tmp_dir = tmp_dir
+        self.limits = limits
+        self.views: dict[str, Holder[OipView]] = {}
+
+    # -- lookups -------------------------------------------------------------
+
+    def _view(self, request: web.Request, name: str) -> OipView:
+        """The model's view; 404 for a model, or a version, not served."""
+        holder = self.views.get(name)
+        if holder is None:
+            served = ", ".join(self.views) or "none"
+            raise DeepaasError(
+                404, f"model {name!r} is not served here; served: {served}"
+            )
+        version = request.match_info.get("version")
+        if version is not None and version != VERSION:
+            raise DeepaasError(
+                404, f"model {name!r} has no version {version!r}; versions: {VERSION}"
+            )
+        return holder.value
+
+    # -- handlers ------------------------------------------------------------
+
+    def server_metadata(self) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response(
+                {
+                    "name": "deepaas",
+                    "version": deepaas.__version__,
+                    "extensions": EXTENSIONS,
+                }
+            )
+
+        return handler
+
+    def model_metadata(self, name: str | None, deepaas_keys: bool) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            view = self._view(request, name or request.match_info["name"])
+            document: dict[str, Any] = {}
+            if deepaas_keys:
+                try:
+                    document = checked_document(self.bp, view.model)
+                except ViewError as exc:
+                    raise DeepaasError(
+                        500, f"model {view.model.name!r}: {exc}"
+                    ) from exc
+            document.update(view.metadata())  # the OIP keys win
+            return web.json_response(document)
+
+        return handler
+
+    def model_ready(self, name: str | None) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            model = name or request.match_info["name"]
+            self._view(request, model)
+            ready = (
+                not self.lifecycle.draining
+                and self.runtimes[model].status().ready_workers > 0
+            )
+            return web.json_response(
+                {"name": model, "ready": ready}, status=200 if ready else 503
+            )
+
+        return handler
+
+    def infer(self, name: str | None) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            model = name or request.match_info["name"]
+            view = self._view(request, model)
+            if not self.enabled:
+                raise web.HTTPPaymentRequired(reason="the predict endpoint is disabled")
+            if not view.model.has_predict:
+                raise DeepaasError(501, f"model {model!r} does not implement predict")
+            with self.lifecycle.request():
+                return await self._infer(request, view, self.runtimes[model])
+
+        return handler
+
+    async def _infer(
+        self, request: web.Request, view: OipView, runtime: ModelRuntime
+    ) -> web.Response:
+        max_size = self.limits.max_size
+        if max_size and (request.content_length or 0) > max_size:
+            raise too_large(max_size)
+        scratch = owner(self.tmp_dir)  # None for an app the server did not build
+        if scratch is not None:
+            await scratch.ready()
+        reader = BodyReader(request, self.tmp_dir, self.limits)
+        body = await reader.read_bytes()
+        header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
+        json_size = len(body) if header_length is None else header_length
+        if json_size > OFFLOAD_PARSE_SIZE:
+            decoded = await reader.offload(decode_request, body, header_length)
+        else:
+            decoded = decode_request(body, header_length)
+        model = view.model
+        mapping.check_inputs(model.name, view.inputs, decoded.inputs)
+        files: list[str] = []
+        try:
+            big = len(body) > OFFLOAD_LOAD_SIZE
+            if big or any(view.inputs[t.name].kind == "file" for t in decoded.inputs):
+                kwargs = await reader.offload(self._kwargs, view, decoded, files)
+            else:
+                kwargs = self._kwargs(view, decoded, files)
+            del body
+            model.resolve_accept(kwargs)  # */* -> a type it knows
+            result = await runtime.predict(kwargs, files, big)
+        finally:
+            _remove(files)  # emptied by the runtime when a worker may read them
+        value = await _result_value(result, model.response_schema is not None)
+        outputs = mapping.to_outputs(value)
+        outputs = _requested(model.name, decoded, outputs)
+        payload, headers = encode_response(
+            model.name, VERSION, decoded.id, outputs, decoded.wants_binary
+        )
+        return web.Response(body=payload, headers=headers)
+
+    def _kwargs(
+        self, view: OipView, decoded: InferRequest, files: list[str]
+    ) -> dict[str, Any]:
+        values = mapping.to_values(view.inputs, decoded.inputs, self.tmp_dir, files)
+        try:
+            return load_args(view.schema, values)
+        except marshmallow.ValidationError as exc:
+            messages = (
+                exc.messages
+                if isinstance(exc.messages, dict)
+                else {"_schema": exc.messages}
+            )
+            raise TensorError(json.dumps(messages)) from None
+
+
+def _remove(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    paths.clear()
+
+
+async def _result_value(result: PredictResult, has_schema: bool) -> Any:
+    """What predict returned, from the result the worker rendered for the
+    DEEPaaS route: JSON (``predictions`` of ``{"status": "OK", ...}`` when
+    the model has no schema), else the bytes of the body or result file."""
+    if result.path is not None:
+        try:
+            data = await asyncio.get_running_loop().run_in_executor(
+                None, _read_file, result.path
+            )
+        finally:
+            if result.delete:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(result.path)
+    else:
+        data = result.body or b""
+    if result.content_type.split(";")[0].strip() != "application/json":
+        return data
+    document = json.loads(data)
+    if not has_schema and isinstance(document, dict) and "predictions" in document:
+        return document["predictions"]
+    return document
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise DeepaasError(
+            500, f"the model's result file cannot be read: {exc.strerror}"
+        ) from None
+
+
+def _requested(
+    model: str, decoded: InferRequest, outputs: dict[str, Any]
+) -> dict[str, Any]:
+    """The outputs the request named (all when it named none)."""
+    if not decoded.outputs:
+        return outputs
+    chosen = {}
+    for requested in decoded.outputs:
+        if requested.name not in outputs:
+            known = ", ".join(outputs)
+            raise TensorError(
+                f"model {model!r} has no output {requested.name!r}; "
+                f"this request's outputs: {known}"
+            )
+        chosen[requested.name] = outputs[requested.name]
+    return chosen
+
+
+def setup(
+    app: web.Application,
+    views: ModelViews,
+    runtimes: dict[str, ModelRuntime],
+    *,
+    enabled: bool,
+    lifecycle: Lifecycle,
+    tmp_dir: str,
+    limits: BodyLimits,
+) -> None:
+    """Add the OIP routes. Call it before :func:`deepaas.api.v2.models.setup`:
+    its catch-all for unknown models must come after the OIP routes'."""
+    bp = views.spec.base_path
+    routes = OipRoutes(
+        bp,
+        runtimes,
+        enabled=enabled,
+        lifecycle=lifecycle,
+        tmp_dir=tmp_dir,
+        limits=limits,
+    )
+    app[OIP_PATHS] = oip_paths(bp)
+    router = app.router
+    router.add_get(
+        f"{bp}/v2", label(routes.server_metadata(), "", "oip"), allow_head=False
+    )
+    for name, model in views.wrappers.items():
+        holder = Holder(OipView(model))
+        routes.views[name] = holder
+        base = f"{bp}/v2/models/{name}"
+        for prefix, deepaas_keys in (
+            (base, True),
+            (f"{base}/versions/{{version}}", False),
+        ):
+            router.add_get(
+                prefix,
+                label(routes.model_metadata(name, deepaas_keys), name, "metadata"),
+                allow_head=False,
+            )
+            router.add_get(
+                f"{prefix}/ready",
+                label(routes.model_ready(name), name, "ready"),
+                allow_head=False,
+            )
+            router.add_post(f"{prefix}/infer", label(routes.infer(name), name, "infer"))
+        views.on_refresh(name, _preparer(holder), "the OIP inputs and outputs")
+    # Any other model: a 404 {"error": ...} naming the served ones.
+    for prefix in (
+        f"{bp}/v2/models/{{name}}",
+        f"{bp}/v2/models/{{name}}/versions/{{version}}",
+    ):
+        router.add_get(prefix, routes.model_metadata(None, False), allow_head=False)
+        router.add_get(f"{prefix}/ready", routes.model_ready(None), allow_head=False)
+        router.add_post(f"{prefix}/infer", routes.infer(None))
+
+
+def _preparer(holder: Holder[OipView]) -> Callable[[ModelWrapper], Callable[[], None]]:
+    def prepare(model: ModelWrapper) -> Callable[[], None]:
+        new = OipView(model)
+
+        def commit() -> None:
+            holder.value = new
+
+        return commit
+
+    return prepare

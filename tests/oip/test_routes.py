@@ -1,0 +1,364 @@
+"""The OIP REST routes over DEEPaaS plugins, called by tritonclient.http
+against a real server (real workers), and by hand for malformed requests.
+
+tritonclient is synchronous: its calls run in a thread, so the server on
+this test's event loop can answer them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from deepaas.oip import HEADER_LENGTH
+from tests.oip.support import request_body
+from tests.support import (
+    DEMO,
+    Client,
+    MakeClient,
+    listdir,
+    plugin_spec,
+    predict,
+    server_tmp_dir,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
+
+KINDS = plugin_spec("oip_kinds")
+T = TypeVar("T")
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(make_client: MakeClient) -> Client:
+    started = await make_client([DEMO, KINDS])
+
+    async def ready() -> bool:
+        return (await started.get("/v2/health/ready")).status == 200
+
+    assert await wait_for(ready, 30)
+    return started
+
+
+async def call(client: Client, fn: Callable[[triton.InferenceServerClient], T]) -> T:
+    """``fn(a tritonclient)`` in a thread, against ``client``'s server."""
+
+    def run() -> T:
+        url = f"{client.host}:{client.port}"
+        with triton.InferenceServerClient(url, network_timeout=30) as oip:
+            return fn(oip)
+
+    return await asyncio.to_thread(run)
+
+
+def tensor(name: str, array: np.ndarray, binary: bool) -> triton.InferInput:
+    datatype = {"i": "INT64", "f": "FP64", "b": "BOOL", "O": "BYTES"}[array.dtype.kind]
+    if array.dtype == np.float32:
+        datatype = "FP32"
+    if array.dtype == np.int32:
+        datatype = "INT32"
+    inp = triton.InferInput(name, list(array.shape), datatype)
+    inp.set_data_from_numpy(array, binary_data=binary)
+    return inp
+
+
+def text(*values: str | bytes) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = [v.encode() if isinstance(v, str) else v for v in values]
+    return array
+
+
+async def post_infer(
+    client: Client, body: bytes, model: str = "oip_kinds", **headers: str
+) -> tuple[int, dict[str, Any]]:
+    response = await client.post(
+        f"/v2/models/{model}/infer", data=body, headers=headers
+    )
+    return response.status, await response.json()
+
+
+# -- server and model metadata -------------------------------------------------
+
+
+async def test_server_live_ready_and_metadata(client: Client) -> None:
+    live = await call(client, lambda c: c.is_server_live())
+    ready = await call(client, lambda c: c.is_server_ready())
+    metadata = await call(client, lambda c: c.get_server_metadata())
+    assert live and ready
+    assert metadata["name"] == "deepaas"
+    assert metadata["version"]
+    assert isinstance(metadata["extensions"], list)
+
+
+async def test_model_ready(client: Client) -> None:
+    assert await call(client, lambda c: c.is_model_ready("demo"))
+    assert await call(client, lambda c: c.is_model_ready("demo", "1"))
+    assert not await call(client, lambda c: c.is_model_ready("nope"))
+
+
+async def test_model_metadata_has_oip_and_deepaas_keys(client: Client) -> None:
+    metadata = await call(client, lambda c: c.get_model_metadata("oip_kinds"))
+    assert metadata["name"] == "oip_kinds"
+    assert metadata["versions"] == ["1"]
+    assert metadata["platform"] == "deepaas"
+    inputs = {i["name"]: (i["datatype"], i["shape"]) for i in metadata["inputs"]}
+    assert inputs == {
+        "i": ("INT64", [1]),
+        "f": ("FP64", [1]),
+        "b": ("BOOL", [1]),
+        "s": ("BYTES", [1]),
+        "fl": ("FP64", [-1]),
+        "il": ("INT64", [-1]),
+        "d": ("BYTES", [1]),
+        "up": ("BYTES", [1]),
+    }
+    # A DEEPaaS client following the model's self link finds its keys there.
+    deepaas_doc = await (await client.get("/v2/models/demo/")).json()
+    oip_doc = await call(client, lambda c: c.get_model_metadata("demo"))
+    for key, value in deepaas_doc.items():
+        assert oip_doc[key] == value
+    assert {"versions", "platform", "inputs", "outputs"} <= set(oip_doc)
+    outputs = {o["name"]: o["datatype"] for o in oip_doc["outputs"]}
+    assert outputs == {
+        "model": "BYTES",
+        "warmed": "BOOL",
+        "score": "FP64",
+        "received": "BYTES",
+        "args": "BYTES",
+    }
+    versioned = await call(client, lambda c: c.get_model_metadata("demo", "1"))
+    assert versioned["inputs"] == oip_doc["inputs"]
+    assert "links" not in versioned
+
+
+async def test_deepaas_documents_keep_their_paths(client: Client) -> None:
+    """With a slash, the DEEPaaS documents; /v2/models without one is still
+    a redirect to the listing."""
+    version = await (await client.get("/v2/")).json()
+    assert version["id"] == "v2"
+    model = await (await client.get("/v2/models/demo/")).json()
+    assert "inputs" not in model and model["id"] == "demo"
+    listing = await client.get("/v2/models", allow_redirects=False)
+    assert listing.status == 308
+    assert listing.headers["Location"] == "/v2/models/"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/nope",
+        "/v2/models/nope/ready",
+        "/v2/models/nope/versions/1",
+        "/v2/models/demo/versions/2",
+        "/v2/models/demo/versions/2/ready",
+    ],
+)
+async def test_unknown_model_or_version_is_404_error(client: Client, path: str) -> None:
+    response = await client.get(path, allow_redirects=False)
+    assert response.status == 404
+    assert set(await response.json()) == {"error"}
+
+
+# -- infer -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binary", [False, True])
+async def test_infer_every_kind(client: Client, binary: bool) -> None:
+    inputs = [
+        tensor("i", np.array([3], dtype=np.int64), binary),
+        tensor("f", np.array([2.0]), binary),
+        tensor("b", np.array([True]), binary),
+        tensor("s", text("y"), binary),
+        tensor("fl", np.array([0.5, 1.5]), binary),
+        tensor("il", np.array([[1], [2]], dtype=np.int32), binary),
+        tensor("d", text(json.dumps({"k": [1, 2]})), binary),
+    ]
+    outputs = [
+        triton.InferRequestedOutput(name, binary_data=binary)
+        for name in ("total", "flag", "got")
+    ]
+    result = await call(client, lambda c: c.infer("oip_kinds", inputs, outputs=outputs))
+    assert result.as_numpy("total").tolist() == [3 * 2.0 + 2.0 + 3]
+    assert result.as_numpy("flag").tolist() == [True]
+    got = json.loads(result.as_numpy("got")[0])
+    assert got == {
+        "i": ["int", 3],
+        "f": ["float", 2.0],
+        "b": ["bool", True],
+        "s": ["str", "y"],
+        "fl": ["list", [0.5, 1.5]],
+        "il": ["list", [1, 2]],
+        "d": ["dict", {"k": [1, 2]}],
+    }
+    # The same arguments through the DEEPaaS route: the same answer.
+    deepaas = await predict(
+        client,
+        "oip_kinds",
+        json={
+            "i": 3,
+            "f": 2.0,
+            "b": True,
+            "s": "y",
+            "fl": [0.5, 1.5],
+            "il": [1, 2],
+            "d": {"k": [1, 2]},
+        },
+    )
+    assert deepaas["predictions"]["got"] == got
+    assert deepaas["predictions"]["total"] == result.as_numpy("total")[0]
+
+
+async def test_infer_file_input_reaches_predict_and_is_removed(client: Client) -> None:
+    data = b"\x00\xffbinary file\n"
+    inputs = [
+        tensor("i", np.array([1], dtype=np.int64), True),
+        tensor("up", text(data), True),
+    ]
+    result = await call(client, lambda c: c.infer("oip_kinds", inputs))
+    got = json.loads(result.as_numpy("got")[0])
+    assert got["up"] == ["str", data.decode("latin-1")]
+    assert listdir(server_tmp_dir(client)) == []
+
+
+async def test_demo_same_answer_both_ways(client: Client) -> None:
+    inputs = [
+        tensor("number", np.array([40], dtype=np.int64), True),
+        tensor("ratio", np.array([0.25]), False),
+        tensor("text", text("héllo"), True),
+        tensor("numbers", np.array([5, 6, 7], dtype=np.int64), False),
+        tensor("class", text("dog"), False),
+    ]
+    result = await call(client, lambda c: c.infer("demo", inputs, model_version="1"))
+    deepaas = await predict(
+        client,
+        json={
+            "number": 40,
+            "ratio": 0.25,
+            "text": "héllo",
+            "numbers": [5, 6, 7],
+            "class": "dog",
+        },
+    )
+    assert result.as_numpy("score").tolist() == [deepaas["score"]]
+    assert json.loads(result.as_numpy("args")[0]) == deepaas["args"]
+    assert [v.decode() for v in result.as_numpy("received")] == deepaas["received"]
+    assert result.get_response()["model_version"] == "1"
+
+
+async def test_demo_bytes_result_is_a_bytes_output(client: Client) -> None:
+    inputs = [tensor("accept", text("image/png"), False)]
+    outputs = [triton.InferRequestedOutput("output", binary_data=True)]
+    result = await call(client, lambda c: c.infer("demo", inputs, outputs=outputs))
+    png = result.as_numpy("output")
+    assert png.shape == (1,)
+    assert png[0].startswith(b"\x89PNG")
+
+
+async def test_infer_metrics_endpoint_label(client: Client) -> None:
+    inputs = [tensor("i", np.array([1], dtype=np.int64), False)]
+    await call(client, lambda c: c.infer("oip_kinds", inputs))
+    text_metrics = await (await client.get("/metrics")).text()
+    assert 'model="oip_kinds"' in text_metrics
+    assert 'endpoint="infer"' in text_metrics
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+def body_of(
+    inputs: dict[str, Any], binary: bool = False
+) -> tuple[bytes, dict[str, str]]:
+    arrays = {name: value for name, value in inputs.items()}
+    body, length = request_body(arrays, binary)
+    return body, ({} if length is None else {HEADER_LENGTH: str(length)})
+
+
+async def test_unknown_model_infer_is_404(client: Client) -> None:
+    inputs = [tensor("i", np.array([1], dtype=np.int64), False)]
+    with pytest.raises(InferenceServerException) as info:
+        await call(client, lambda c: c.infer("nope", inputs))
+    assert info.value.status() == "404"
+    status, answer = await post_infer(client, b"{}", model="nope")
+    assert status == 404 and "nope" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "says"),
+    [
+        ({"i": np.array([1, 2], dtype=np.int64)}, "takes one value"),
+        ({"i": np.array([1.0], dtype=np.float32)}, "is INT64 [1], not FP32"),
+        ({"i": np.array([1], dtype=np.int64), "zz": np.array([1])}, "no input 'zz'"),
+        ({"f": np.array([1.0])}, "needs input(s) 'i'"),
+        ({"i": np.array([1], dtype=np.int64), "d": text("{not json")}, "JSON text"),
+        ({"i": np.array([1], dtype=np.int64), "s": text(b"\xff")}, "UTF-8"),
+    ],
+)
+@pytest.mark.parametrize("binary", [False, True])
+async def test_bad_inputs_are_400(
+    client: Client, inputs: dict[str, Any], says: str, binary: bool
+) -> None:
+    if says == "UTF-8" and not binary:
+        pytest.skip("JSON carries text only")
+    body, headers = body_of(inputs, binary)
+    status, answer = await post_infer(client, body, **headers)
+    assert status == 400, answer
+    assert set(answer) == {"error"}
+    assert says in answer["error"]
+
+
+async def test_validation_error_has_the_deepaas_message(client: Client) -> None:
+    body, headers = body_of({"i": np.array([-1], dtype=np.int64), "s": text("w")})
+    status, answer = await post_infer(client, body, **headers)
+    deepaas = await predict(client, "oip_kinds", expect=422, json={"i": -1, "s": "w"})
+    assert status == 400
+    assert json.loads(answer["error"]) == deepaas
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "says"),
+    [
+        (b"{not json", {}, "not valid JSON"),
+        (b'{"inputs": 3}', {}, "'inputs'"),
+        (b'{"inputs": []}', {HEADER_LENGTH: "999"}, "past the end"),
+        (b'{"inputs": []}', {HEADER_LENGTH: "x"}, HEADER_LENGTH),
+        (
+            b'{"inputs":[{"name":"i","datatype":"INT64","shape":[2],"data":[1]}]}',
+            {},
+            "shape",
+        ),
+        (
+            b'{"inputs":[{"name":"i","datatype":"int64","shape":[1],"data":[1]}]}',
+            {},
+            "datatype",
+        ),
+    ],
+)
+async def test_malformed_requests_are_400(
+    client: Client, body: bytes, headers: dict[str, str], says: str
+) -> None:
+    status, answer = await post_infer(client, body, **headers)
+    assert status == 400, answer
+    assert says in answer["error"]
+
+
+async def test_unknown_output_is_400(client: Client) -> None:
+    inputs = [tensor("i", np.array([1], dtype=np.int64), False)]
+    outputs = [triton.InferRequestedOutput("nope")]
+    with pytest.raises(InferenceServerException) as info:
+        await call(client, lambda c: c.infer("oip_kinds", inputs, outputs=outputs))
+    assert info.value.status() == "400"
+    assert "no output 'nope'" in info.value.message()
+
+
+async def test_wrong_method_on_infer_is_405_error(client: Client) -> None:
+    response = await client.get("/v2/models/demo/infer")
+    assert response.status == 405
+    assert set(await response.json()) == {"error"}
