@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
-import selectors
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -210,22 +211,27 @@ def test_banner_names_the_port_chosen_for_listen_port_0(tmp_path):
         cwd=tmp_path,
         start_new_session=True,
     )
+    lines: queue.Queue[str] = queue.Queue()
+    stderr = proc.stderr
+    assert stderr is not None
+
+    def read() -> None:  # a thread: a pipe read with a deadline, no sleeps
+        for line in stderr:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        assert proc.stderr is not None
-        selector = selectors.DefaultSelector()
-        selector.register(proc.stderr, selectors.EVENT_READ)
         deadline = time.monotonic() + 60
         api = None
-        while api is None and time.monotonic() < deadline:
-            if selector.select(timeout=1):
-                line = proc.stderr.readline()
-                assert line, "deepaas-run ended before its banner"
-                api = re.search(r"  API:     (http://\S+)/$", line)
-        assert api is not None, "no banner within 60 s"
+        while api is None:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            api = re.search(r"  API:     (http://\S+)/$", line)
         url = api.group(1)
         assert not url.endswith(":0"), url
         with urllib.request.urlopen(f"{url}/v2/models/", timeout=10) as answer:
             assert [m["id"] for m in json.load(answer)["models"]] == ["demo"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=30)
