@@ -215,7 +215,8 @@ class ParsedArgs:
         DEEPaaS 2.x rejected those with a 422. A header naming nothing the
         model produces is passed on as is, so the 422 says what is allowed.
         """
-        header = self.request.headers.get("Accept")
+        # Several Accept lines are one list (RFC 9110, 5.3).
+        header = ", ".join(self.request.headers.getall("Accept", ()))
         if not header:
             return _MISSING
         choices = [str(c) for c in spec.choices or [] if str(c) != "*/*"]

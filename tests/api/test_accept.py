@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from multidict import CIMultiDict
 
 from tests.plugins import binary
 from tests.support import (
@@ -62,6 +63,14 @@ async def test_no_accept_header_uses_the_default(demo_client):
     response = await demo_client.post(PREDICT, skip_auto_headers=["Accept"])
     assert response.status == 200
     assert (await response.json())["args"]["accept"] == "application/json"
+
+
+async def test_several_accept_lines_are_one_list(demo_client):
+    """RFC 9110, 5.3: ``Accept: text/html`` then ``Accept: image/png``."""
+    headers = CIMultiDict([("Accept", "text/html"), ("Accept", "image/png")])
+    response = await demo_client.post(PREDICT, headers=headers)
+    assert response.status == 200, await response.text()
+    assert response.headers["Content-Type"] == "image/png"
 
 
 @pytest.mark.parametrize("accept", [",", " , ,", ";q=0.5"])
