@@ -49,6 +49,7 @@ LOG = logging.getLogger("deepaas")
 POLL_S = 0.5  # how often the files are read
 SETTLE_S = 0.1  # how long changed files must stay unchanged before a reload
 SETTLE_MAX_S = 2.0  # reload anyway after files changed for this long
+SLOW_LOAD_S = 10.0  # a new version still loading this long is said in the log
 
 
 def _reimport(spec: loading.PluginSpec) -> ModelWrapper:
@@ -132,7 +133,17 @@ class PluginWatcher:
         LOG.info("model %s: %s changed, reloading", spec.name, what)
         loop = asyncio.get_running_loop()
         try:
-            commit = await loop.run_in_executor(None, self._prepare, spec)
+            loading_it = loop.run_in_executor(None, self._prepare, spec)
+            done, _ = await asyncio.wait({loading_it}, timeout=SLOW_LOAD_S)
+            if not done:  # an import that hangs (a lock, a download...)
+                LOG.warning(
+                    "model %s: the new version is still loading after %gs; the "
+                    "last good version keeps serving, and later saves wait for "
+                    "this load to end",
+                    spec.name,
+                    SLOW_LOAD_S,
+                )
+            commit = await loading_it
         except loading.PluginLoadError as exc:
             self._failed(spec.name, str(exc), exc.causes)
             return
