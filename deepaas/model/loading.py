@@ -419,6 +419,11 @@ def given_specs(entries: Sequence[str]) -> list[PluginSpec]:
             )
         if not target.partition(":")[0] and not os.path.exists(target):
             raise PluginUsageError(f"plugin {entry!r}: no module or file given")
+        if target.count(":") > 1:
+            raise PluginUsageError(
+                f"more than one ':' in {entry!r}: write TARGET:Attribute (a "
+                "dotted attribute path, such as module:Class.instance, is fine)"
+            )
         if target.endswith(":"):
             raise PluginUsageError(
                 f"empty attribute after ':' in {entry!r}: write "

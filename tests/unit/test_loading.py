@@ -413,6 +413,8 @@ def test_given_names_and_targets(tmp_path, monkeypatch):
         ("a.py:", "empty attribute after ':' in 'a.py:'"),
         ("my_pkg.api:", "empty attribute after ':' in 'my_pkg.api:'"),
         (":Model", "plugin ':Model': no module or file given"),
+        ("a.py:Mo:del", "more than one ':' in 'a.py:Mo:del'"),
+        ("m=my_pkg.api:A:b", "more than one ':' in 'm=my_pkg.api:A:b'"),
     ],
 )
 def test_given_entries_refused(entry, message):
