@@ -76,7 +76,8 @@ class WorkerLoop:
                 model.warm()
         except BaseException as exc:
             error = describe_exception(exc)
-            sys.stderr.write(error.traceback)
+            if self.config.get("traceback", True):
+                sys.stderr.write(error.traceback)
             message = (
                 str(exc)
                 if isinstance(exc, loading.PluginLoadError)

@@ -74,6 +74,9 @@ class Worker:
                 "tmp_dir": config.tmp_dir,
                 "board_fd": board.fd,
                 "max_memory": config.max_memory,
+                # A start that failed before with these files: its traceback
+                # was shown then (the one-line reason is logged each time).
+                "traceback": self.start_error is None,
             },
             env=process.child_env(
                 env,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ import pytest
 from deepaas.config import Settings
 from deepaas.model.loading import PluginSpec
 from deepaas.server import SERVER, build_app
+from tests.support import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PREDICT = "/v2/models/crashy/predict/"
@@ -232,3 +234,28 @@ async def test_result_file_of_a_client_that_left_is_removed(aiohttp_client):
     assert resp.status == 200
     assert len(await resp.read()) == 2 << 20
     assert list(tmp_dir.iterdir()) == []
+
+
+async def test_a_start_failing_again_logs_its_traceback_once(aiohttp_client, caplog):
+    """Each failed start logs its one-line reason; the traceback comes with
+    the first only (a respawn with the same files would repeat it)."""
+    caplog.set_level(logging.INFO)
+    _, runtime = await _client(
+        aiohttp_client, name="broken", target="tests.plugins.broken_warm"
+    )
+    assert await eventually(
+        lambda: runtime.status().workers[0].restarts >= 2, seconds=20
+    ), runtime.status()
+    reasons = [
+        r
+        for r in caplog.records
+        if r.name == "deepaas.engine.pool" and "worker failed at warm" in r.message
+    ]
+    tracebacks = [
+        r
+        for r in caplog.records
+        if r.name == "deepaas.worker"
+        and "Traceback (most recent call last)" in r.message
+    ]
+    assert len(reasons) >= 2, [r.message for r in reasons]
+    assert len(tracebacks) == 1, [r.message for r in tracebacks]
