@@ -299,9 +299,11 @@ async def test_base_path(make_client: MakeClient, base_path):
     for path in ("/", "/v2/", "/v2/models/", "/swagger.json", "/api"):
         response = await client.get(path, allow_redirects=False)
         assert response.status == 404, path
-    response = await client.get("/foo/v2", allow_redirects=False)
+    response = await client.get("/foo/v2/models", allow_redirects=False)
     assert response.status == 308
-    assert response.headers["Location"] == "/foo/v2/"
+    assert response.headers["Location"] == "/foo/v2/models/"
+    # /foo/v2 (no slash) is the Open Inference Protocol's server metadata
+    assert (await get_json(client, "/foo/v2"))["name"] == "deepaas"
 
 
 # -- disabled and missing predict ----------------------------------------------
