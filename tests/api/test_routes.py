@@ -250,7 +250,13 @@ async def test_head_is_405(demo_client, path):
     "path", ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"]
 )
 async def test_probes_answer_head_too(demo_client, path):
-    """Some probes and load balancers check with HEAD."""
+    """Some probes and load balancers check with HEAD: the status GET
+    answers, no body."""
+
+    async def ready() -> bool:
+        return (await demo_client.get("/readyz")).status == 200
+
+    assert await wait_for(ready, 30)  # the workers warm
     response = await demo_client.head(path)
     assert response.status == 200
     assert await response.read() == b""
