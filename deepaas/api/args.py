@@ -30,7 +30,7 @@ from multidict import MultiDict
 
 from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader, Part
 from deepaas.api.errors import ValidationFailed
-from deepaas.api.limits import BodyLimits, too_large
+from deepaas.api.limits import BodyLimits, held_in_memory
 from deepaas.api.parsing import parse_json_text
 from deepaas.exceptions import DeepaasError
 from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
@@ -82,7 +82,6 @@ class ParsedArgs:
         self.request = request
         self.tmp_dir = tmp_dir
         self.limits = limits
-        self.max_size = limits.max_size
         self._body: BodyReader | None = None  # made for a request with a body
 
     @property
@@ -123,8 +122,12 @@ class ParsedArgs:
     async def _parse(self) -> dict[str, Any]:
         parser = self.parser
         request = self.request
-        if self.max_size and (request.content_length or 0) > self.max_size:
-            raise too_large(self.max_size)
+        if request.body_exists:  # one declared over its limit: not read at all
+            error = self.limits.declared_over(
+                request, held_in_memory(request.content_type)
+            )
+            if error is not None:
+                raise error
         form: MultiDict[Any] | None = None
         body_json: dict[str, Any] | None = None
         if parser.wants_body and request.body_exists:

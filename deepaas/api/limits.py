@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 
 from deepaas.config import Settings
 from deepaas.exceptions import DeepaasError
@@ -87,6 +88,60 @@ class BodyLimits:
         if size and size <= decoded:
             return size, "--client-max-size"
         return decoded, "--client-max-decoded-size"
+
+    def declared_over(
+        self, request: web.BaseRequest, in_memory: bool
+    ) -> DeepaasError | ClosingError | None:
+        """The 413 for a body whose ``Content-Length`` already says it is over
+        its limit (:meth:`cap`; a compressed one: ``--client-max-size``), to
+        raise before a byte of it is read; None when it is within, or does
+        not say. ``in_memory``: the body is held whole (JSON, urlencoded)."""
+        length = request.content_length
+        if not length:
+            return None
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+        if encoding not in ("", "identity"):  # its decoded size is unknown yet
+            limit, option = self.max_size, "--client-max-size"
+        else:
+            limit, option = self.cap(False, in_memory)
+        if limit and length > limit:
+            return too_large(limit, option, request)
+        return None
+
+
+def held_in_memory(content_type: str) -> bool:
+    """Whether a DEEPaaS route reads a body of ``content_type`` whole into
+    memory (JSON, urlencoded) rather than part by part to disk (multipart)."""
+    return (
+        content_type == "application/x-www-form-urlencoded"
+        or content_type == "application/json"
+        or content_type.endswith("+json")
+    )
+
+
+def expect_within(
+    limits: BodyLimits, in_memory: bool | None = None
+) -> Callable[[web.Request], Awaitable[None]]:
+    """A route's ``expect_handler``: ``Expect: 100-continue`` gets the 413 a
+    body declared over its limit will get instead of ``100 Continue``, so
+    the client does not send it (aiohttp's own handler says 100 Continue to
+    any size). ``in_memory``: the route holds every body whole (None: by
+    its content type, :func:`held_in_memory`)."""
+
+    async def expect(request: web.Request) -> None:
+        if request.version != HttpVersion11:
+            return
+        expectation = request.headers.get(hdrs.EXPECT, "")
+        if expectation.lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expectation}")
+        whole = held_in_memory(request.content_type) if in_memory is None else in_memory
+        error = limits.declared_over(request, whole)
+        if error is not None:
+            raise error
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer's own size starts now
+
+    return expect
 
 
 def too_large(

@@ -34,7 +34,7 @@ import deepaas
 from deepaas.api.args import OFFLOAD_LOAD_SIZE
 from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader
 from deepaas.api.errors import OIP_PATHS
-from deepaas.api.limits import BodyLimits, too_large
+from deepaas.api.limits import BodyLimits, expect_within
 from deepaas.api.metrics import label
 from deepaas.api.v2.models import checked_document
 from deepaas.api.views import Holder, ModelViews, ViewError
@@ -192,9 +192,9 @@ class OipRoutes:
     async def _infer(
         self, request: web.Request, view: OipView, runtime: ModelRuntime
     ) -> web.Response:
-        max_size = self.limits.max_size
-        if max_size and (request.content_length or 0) > max_size:
-            raise too_large(max_size)
+        error = self.limits.declared_over(request, in_memory=True)
+        if error is not None:  # not read at all
+            raise error
         scratch = owner(self.tmp_dir)  # None for an app the server did not build
         if scratch is not None:
             await scratch.ready()
@@ -345,7 +345,11 @@ def setup(
                 label(routes.model_ready(name), name, "ready"),
                 allow_head=False,
             )
-            router.add_post(f"{prefix}/infer", label(routes.infer(name), name, "infer"))
+            router.add_post(
+                f"{prefix}/infer",
+                label(routes.infer(name), name, "infer"),
+                expect_handler=expect_within(routes.limits, in_memory=True),
+            )
         views.on_refresh(name, _preparer(holder), "the OIP inputs and outputs")
     # Any other model: a 404 {"error": ...} naming the served ones.
     for prefix in (

@@ -310,3 +310,48 @@ async def test_an_unknown_expectation_is_a_json_417_and_counted(
         writer.write(b"{}")
         status, _, _ = await asyncio.wait_for(answer(reader), TIMEOUT)
     assert status == 200
+
+
+DECLARED_OVER = 20 << 20  # past the default --client-max-decoded-size (16 MiB)
+
+
+@pytest.mark.parametrize("expect", [True, False], ids=["expect", "no-expect"])
+async def test_a_body_declared_over_its_limit_is_refused_before_it_is_sent(
+    deepaas_site: tuple[Server, int], expect: bool
+) -> None:
+    """A JSON body whose Content-Length is past the in-memory limit: 413 at
+    once, instead of 100 Continue (with Expect) or of reading 16 MiB first;
+    the connection is closed after the answer (its body never came)."""
+    server, port = deepaas_site
+    async with connect(port) as (reader, writer):
+        writer.write(
+            f"POST {PREDICT} HTTP/1.1\r\n".encode()
+            + HOST
+            + (b"Expect: 100-continue\r\n" if expect else b"")
+            + b"Content-Type: application/json\r\n"
+            + f"Content-Length: {DECLARED_OVER}\r\n\r\n".encode()
+        )
+        status, headers, body = await asyncio.wait_for(answer(reader), TIMEOUT)
+        assert status == 413
+        assert headers["content-type"].startswith("application/json")
+        assert "--client-max-decoded-size" in json.loads(body)["message"]
+        assert await closed_within(reader, 5)
+    assert server.metrics.requests.value("echo", "predict", "413") == 1
+
+
+async def test_a_multipart_body_declared_within_limits_gets_100_continue(
+    deepaas_site: tuple[Server, int],
+) -> None:
+    """Multipart bodies go to disk part by part: only --client-max-size (no
+    limit by default) caps them, so 20 MiB declared is welcome."""
+    _, port = deepaas_site
+    async with connect(port) as (reader, writer):
+        writer.write(
+            f"POST {PREDICT} HTTP/1.1\r\n".encode()
+            + HOST
+            + b"Expect: 100-continue\r\n"
+            + b"Content-Type: multipart/form-data; boundary=x\r\n"
+            + f"Content-Length: {DECLARED_OVER}\r\n\r\n".encode()
+        )
+        line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+        assert line == b"HTTP/1.1 100 Continue\r\n"

@@ -11,6 +11,7 @@ go through raw sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import importlib.util
@@ -144,7 +145,8 @@ def _exchange(address: tuple[str, int], head: bytes, body: bytes) -> Answer:
                 raise ConnectionError("closed in the middle of the answer")
             received += chunk
         answer.body = bytes(received[end : end + length])
-        sock.shutdown(socket.SHUT_RDWR)  # ends a send still blocked
+        with contextlib.suppress(OSError):  # the server may have closed it
+            sock.shutdown(socket.SHUT_RDWR)  # ends a send still blocked
         sender.join(ANSWER_DEADLINE)
         return answer
 

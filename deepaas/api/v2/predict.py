@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from deepaas.api.args import ArgParser, BodyLimits
+from deepaas.api.limits import expect_within
 from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.response_schemas import VALIDATION_ERRORS
@@ -108,7 +109,11 @@ def setup(
             continue
         view = Holder(PredictView(model))
         handler = make_handler(view, runtimes[name], lifecycle, tmp_dir, limits)
-        app.router.add_post(path, label(handler, name, "predict"))
+        app.router.add_post(
+            path,
+            label(handler, name, "predict"),
+            expect_handler=expect_within(limits),  # 413 before 100 Continue
+        )
         spec.add(
             Operation(
                 "post",

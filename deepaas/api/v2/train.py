@@ -23,6 +23,7 @@ from aiohttp import web
 from marshmallow import fields, validate
 
 from deepaas.api.args import ArgParser, BodyLimits
+from deepaas.api.limits import expect_within
 from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.response_schemas import (
@@ -335,7 +336,11 @@ def setup(
                 app.router.add_route("*", path, off)
             continue
         routes = TrainRoutes(model, manager, limits, lifecycle)
-        app.router.add_post(base, _route(routes.post, name, "train"))
+        app.router.add_post(
+            base,
+            _route(routes.post, name, "train"),
+            expect_handler=expect_within(limits),  # 413 before 100 Continue
+        )
         app.router.add_get(base, _route(routes.list, name, "train"), allow_head=False)
         app.router.add_get(one, _route(routes.get, name, "train"), allow_head=False)
         app.router.add_delete(one, _route(routes.delete, name, "train"))
