@@ -41,6 +41,7 @@ class Health:
         if self.lifecycle.draining:
             return False, {
                 "status": "draining",
+                "ready": False,
                 "message": "the server is stopping",
                 "models": models,
             }
@@ -53,15 +54,21 @@ class Health:
                 if failed
                 else f"model(s) {', '.join(not_ready)} still starting"
             )
-            return False, {"status": status, "message": message, "models": models}
-        return True, {"status": "ready", "models": models}
+            return False, {
+                "status": status,
+                "ready": False,
+                "message": message,
+                "models": models,
+            }
+        return True, {"status": "ready", "ready": True, "models": models}
 
 
 def setup(app: web.Application, spec: SpecBuilder, health: Health) -> None:
     bp = spec.base_path
 
     async def live(request: web.Request) -> web.Response:
-        return web.json_response({"status": "alive"})
+        # "live": what OIP clients read (KServe's InferenceRESTClient).
+        return web.json_response({"status": "alive", "live": True})
 
     async def ready(request: web.Request) -> web.Response:
         ok, document = health.readiness()

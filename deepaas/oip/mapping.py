@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 from marshmallow import fields as ma_fields
 
-from deepaas.exceptions import TensorError
+from deepaas.api.parsing import parse_json_text
+from deepaas.exceptions import DeepaasError, TensorError
 from deepaas.model.v2.fields import ArgSpec
 from deepaas.model.v2.wrapper import UploadedFile
 from deepaas.oip.datatypes import to_array
@@ -232,11 +233,14 @@ def _text(where: str, item: Any) -> str:
 
 
 def _json(where: str, text: str) -> Any:
+    """JSON text under the rules of a JSON body on the DEEPaaS routes
+    (:func:`deepaas.api.parsing.parse_json_text`: depth, numbers, no NaN),
+    so that nothing a request sends can crash the parser or the pickler."""
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        return parse_json_text(text)
+    except DeepaasError as exc:
         raise TensorError(
-            f"{where} must be JSON text (e.g. '{{\"a\": 1}}'): {exc}"
+            f"{where} must be JSON text (e.g. '{{\"a\": 1}}'): {exc.message}"
         ) from None
 
 

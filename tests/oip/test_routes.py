@@ -98,6 +98,23 @@ async def test_server_live_ready_and_metadata(client: Client) -> None:
     assert isinstance(metadata["extensions"], list)
 
 
+async def test_health_bodies_say_live_and_ready_as_kserve_reads_them(
+    client: Client,
+) -> None:
+    """KServe's InferenceRESTClient reads ``live`` and ``ready`` from the
+    bodies (``None`` when missing, which it takes as not live)."""
+    live = await client.get("/v2/health/live")
+    assert live.status == 200 and (await live.json())["live"] is True
+
+    async def ready() -> bool:
+        answer = await client.get("/v2/health/ready")
+        body = await answer.json()
+        assert body["ready"] is (answer.status == 200)
+        return bool(body["ready"])
+
+    assert await wait_for(ready, 30)
+
+
 async def test_model_ready(client: Client) -> None:
     assert await call(client, lambda c: c.is_model_ready("demo"))
     assert await call(client, lambda c: c.is_model_ready("demo", "1"))
@@ -298,6 +315,14 @@ async def test_unknown_model_infer_is_404(client: Client) -> None:
         ({"i": np.array([1], dtype=np.int64), "zz": np.array([1])}, "no input 'zz'"),
         ({"f": np.array([1.0])}, "needs input(s) 'i'"),
         ({"i": np.array([1], dtype=np.int64), "d": text("{not json")}, "JSON text"),
+        (  # deeper than a JSON body may be: never a RecursionError (500)
+            {"i": np.array([1], dtype=np.int64), "d": text("[" * 5000 + "]" * 5000)},
+            "nested deeper than 100 levels",
+        ),
+        (
+            {"i": np.array([1], dtype=np.int64), "d": text('{"a": NaN}')},
+            "JSON text",
+        ),
         ({"i": np.array([1], dtype=np.int64), "s": text(b"\xff")}, "UTF-8"),
     ],
 )
