@@ -112,15 +112,30 @@ async def error_response(
     ``{"error": ...}`` instead of ``{"message": ...}``.
     """
     answer = await _error_response(request, exc)
-    if answer is None or answer.status < 400 or not isinstance(request, web.Request):
+    if not isinstance(request, web.Request):
         return answer
     oip_paths = request.app.get(OIP_PATHS)
     if oip_paths is None or not oip_paths.fullmatch(request.path):
         return answer
-    assert isinstance(answer, web.Response) and answer.body is not None
-    message = json.loads(bytes(answer.body))["message"]  # type: ignore[arg-type]
-    answer.body = json.dumps({"error": message}).encode()
+    if answer is None:  # sent as raised: a JSON error (413, 408...) too
+        if isinstance(exc, web.HTTPException) and exc.status >= 400 and exc.text:
+            exc.text = _as_oip_error(exc.text)
+        return None
+    if answer.status >= 400:
+        assert isinstance(answer, web.Response) and answer.body is not None
+        answer.body = _as_oip_error(bytes(answer.body).decode()).encode()  # type: ignore[arg-type]
     return answer
+
+
+def _as_oip_error(text: str) -> str:
+    """``{"message": m}`` as OIP has it: ``{"error": m}`` (other text as is)."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(document, dict) and set(document) == {"message"}:
+        return json.dumps({"error": document["message"]})
+    return text
 
 
 async def _error_response(

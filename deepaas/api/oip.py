@@ -86,11 +86,15 @@ class OipView:
 
 
 def oip_paths(bp: str) -> re.Pattern[str]:
-    """Every path an OIP route answers (an error there is ``{"error": ...}``)."""
+    """Every path an OIP route answers, and those of OIP extensions not
+    served (``/config``, ``/stats``, ``/v2/repository/...``): an error there
+    is ``{"error": ...}``, which OIP clients read (a DEEPaaS path ends with
+    ``/``, or is redirected to one)."""
     return re.compile(
         re.escape(bp)
         + r"/v2(?:/health/(?:live|ready)"
-        + r"|/models/[^/]+(?:/versions/[^/]+)?(?:/ready|/infer)?)?"
+        + r"|/models/[^/]+(?:/versions/[^/]+)?(?:/[A-Za-z_]+)?"
+        + r"|/repository(?:/[^/]+)*)?"
     )
 
 

@@ -387,3 +387,37 @@ async def test_wrong_method_on_infer_is_405_error(client: Client) -> None:
     response = await client.get("/v2/models/demo/infer")
     assert response.status == 405
     assert set(await response.json()) == {"error"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/demo/config",
+        "/v2/models/demo/stats",
+        "/v2/models/demo/versions/1/stats",
+        "/v2/repository/index",
+    ],
+)
+async def test_extensions_not_served_are_oip_404s(client: Client, path: str) -> None:
+    """What tritonclient asks of Triton's extensions (model config,
+    statistics, repository): a 404 it can read, ``{"error": ...}``."""
+    response = await client.get(path)
+    assert response.status in (404, 405)
+    assert set(await response.json()) == {"error"}
+
+
+async def test_a_body_declared_over_the_limit_is_an_oip_413(client: Client) -> None:
+    """Refused before it is read (the connection is closed after), as
+    ``{"error": ...}``."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(
+            b"POST /v2/models/demo/infer HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 413 ")
+        body = await asyncio.wait_for(reader.read(), 10)  # then closed
+        assert set(json.loads(body)) == {"error"}
+    finally:
+        writer.close()
