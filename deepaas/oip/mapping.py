@@ -210,9 +210,16 @@ def _items(spec: TensorSpec, tensor: InputTensor) -> list[Any]:
             + (f" (also accepted: {also})" if also else "")
         )
     flat = tensor.data.reshape(-1)
-    if not spec.many and flat.size != 1:
+    # The shape the metadata says, as OIP servers check it: [1] (a scalar
+    # [] too) for one value, one dimension for a list.
+    if not spec.many and (flat.size != 1 or len(tensor.shape) > 1):
         raise TensorError(
             f"{where} takes one value (shape [1]); got shape {list(tensor.shape)}"
+        )
+    if spec.many and len(tensor.shape) != 1:
+        raise TensorError(
+            f"{where} is a list (shape [-1]); got shape {list(tensor.shape)}: "
+            "send it flat"
         )
     if spec.kind == "file":
         return [bytes(item) for item in flat]

@@ -195,7 +195,7 @@ async def test_infer_every_kind(client: Client, binary: bool) -> None:
         tensor("b", np.array([True]), binary),
         tensor("s", text("y"), binary),
         tensor("fl", np.array([0.5, 1.5]), binary),
-        tensor("il", np.array([[1], [2]], dtype=np.int32), binary),
+        tensor("il", np.array([1, 2], dtype=np.int32), binary),
         tensor("d", text(json.dumps({"k": [1, 2]})), binary),
     ]
     outputs = [
@@ -311,6 +311,11 @@ async def test_unknown_model_infer_is_404(client: Client) -> None:
     ("inputs", "says"),
     [
         ({"i": np.array([1, 2], dtype=np.int64)}, "takes one value"),
+        ({"i": np.array([[1]], dtype=np.int64)}, "takes one value"),
+        (
+            {"i": np.array([1], dtype=np.int64), "il": np.ones((2, 2), np.int64)},
+            "is a list (shape [-1])",
+        ),
         ({"i": np.array([1.0], dtype=np.float32)}, "is INT64 [1], not FP32"),
         ({"i": np.array([1], dtype=np.int64), "zz": np.array([1])}, "no input 'zz'"),
         ({"f": np.array([1.0])}, "needs input(s) 'i'"),
