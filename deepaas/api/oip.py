@@ -36,6 +36,7 @@ from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader
 from deepaas.api.errors import OIP_PATHS
 from deepaas.api.limits import BodyLimits, expect_within
 from deepaas.api.metrics import label
+from deepaas.api.oip_spec import model_operations, server_operation
 from deepaas.api.v2.models import checked_document
 from deepaas.api.views import Holder, ModelViews, ViewError
 from deepaas.engine.runtime import ModelRuntime
@@ -331,9 +332,13 @@ def setup(
     router.add_get(
         f"{bp}/v2", label(routes.server_metadata(), "", "oip"), allow_head=False
     )
+    spec = views.spec  # /openapi.json only (oip_spec)
+    spec.add(server_operation(bp))
     for name, model in views.wrappers.items():
         holder = Holder(OipView(model))
         routes.views[name] = holder
+        for operation in model_operations(bp, holder.value, enabled):
+            spec.add(operation)
         base = f"{bp}/v2/models/{name}"
         for prefix, deepaas_keys in (
             (base, True),
@@ -354,7 +359,9 @@ def setup(
                 label(routes.infer(name), name, "infer"),
                 expect_handler=expect_within(routes.limits, in_memory=True),
             )
-        views.on_refresh(name, _preparer(holder), "the OIP inputs and outputs")
+        views.on_refresh(
+            name, _preparer(views, holder, enabled), "the OIP inputs and outputs"
+        )
     # Any other model: a 404 {"error": ...} naming the served ones.
     for prefix in (
         f"{bp}/v2/models/{{name}}",
@@ -365,12 +372,22 @@ def setup(
         router.add_post(f"{prefix}/infer", routes.infer(None))
 
 
-def _preparer(holder: Holder[OipView]) -> Callable[[ModelWrapper], Callable[[], None]]:
+def _preparer(
+    views: ModelViews, holder: Holder[OipView], enabled: bool
+) -> Callable[[ModelWrapper], Callable[[], None]]:
     def prepare(model: ModelWrapper) -> Callable[[], None]:
         new = OipView(model)
+        documents = [
+            views.update_operation(
+                op.method, op.path, openapi_document=op.openapi_document
+            )
+            for op in model_operations(views.spec.base_path, new, enabled)
+        ]
 
         def commit() -> None:
             holder.value = new
+            for document in documents:
+                document()
 
         return commit
 

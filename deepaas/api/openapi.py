@@ -15,6 +15,7 @@ and a body with form fields is described as the form alone.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import warnings
@@ -50,6 +51,18 @@ TAGS = [
     {"name": "health", "description": "Liveness and readiness probes"},
     {"name": "system", "description": "Devices, workers and queues"},
 ]
+#: Tags of /openapi.json only (/swagger.json, which the Gradio UI reads,
+#: keeps the DEEPaaS routes alone).
+OPENAPI_TAGS = [
+    {
+        "name": "Open Inference Protocol",
+        "description": (
+            "The KServe Open Inference Protocol v2 REST routes (binary "
+            "tensor data extension included): what Triton's and KServe's "
+            "clients call"
+        ),
+    },
+]
 
 
 @dataclasses.dataclass
@@ -71,6 +84,9 @@ class Operation:
     # status -> a schema of deepaas.api.response_schemas (default: Failure
     # for errors; response_name, or Prediction, for a prediction's 200)
     schemas: dict[int, str] = dataclasses.field(default_factory=dict)
+    # An OpenAPI 3.1 operation object written as is, in /openapi.json only
+    # (the fields above but method and path are then not read).
+    openapi_document: dict[str, Any] | None = None
 
 
 VERSIONS = ("2.0", "3.1.0")  # /swagger.json, /openapi.json
@@ -123,7 +139,7 @@ def _new_spec(version: str) -> tuple[APISpec, MarshmallowPlugin]:
         plugins=[plugin],
         info={"description": DESCRIPTION},
     )
-    for tag in TAGS:
+    for tag in TAGS if version.startswith("2") else TAGS + OPENAPI_TAGS:
         spec.tag(tag)
     if version.startswith("2"):
         assert plugin.converter is not None
@@ -160,6 +176,11 @@ def _build(operations: Iterable[Operation], version: str) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for op in operations:
+            if op.openapi_document is not None:
+                if not swagger2:
+                    document = copy.deepcopy(op.openapi_document)
+                    paths.setdefault(op.path, {})[op.method] = document
+                continue
             name = _register_response_schema(spec, op)
             doc = _operation(op, plugin, swagger2)
             doc["responses"] = _responses(op, name, swagger2)
