@@ -8,9 +8,11 @@ script's own directory is on ``sys.path``).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import resource
 import shutil
@@ -391,3 +393,65 @@ def wait_ready(server: Server, query: str, timeout: float = STARTUP_TIMEOUT_S) -
         f"(last: {last}).\ncommand: {' '.join(server.argv)}\n"
         f"--- output ---\n{server.output()}"
     )
+
+
+def add_run_options(
+    parser: argparse.ArgumentParser,
+    *,
+    connections: int,
+    plugins: str,
+    connections_help: str = "wrk connections",
+    warmup_help: str = "seconds of warm-up per server",
+    loop_help: str = "event loop for both servers",
+) -> None:
+    """The options every wrk benchmark here takes: ``--rounds``,
+    ``--duration``, ``--warmup``, ``--connections``, ``--loop``, ``--json``,
+    ``--keep-plugin`` (``plugins``: what it keeps) and ``--strict``;
+    :func:`checked_run_options` checks them once parsed."""
+    parser.add_argument("--rounds", type=int, default=3, help="default: %(default)s")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds per wrk run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help=f"{warmup_help} (default: 2.0)"
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=connections,
+        help=f"{connections_help} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help=f"{loop_help}; auto (deepaas's default): uvloop when installed, "
+        "else asyncio (default: %(default)s)",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write results")
+    parser.add_argument(
+        "--keep-plugin",
+        action="store_true",
+        help=f"keep {plugins} installed if this run installs it "
+        "(default: uninstall it at the end)",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 3 when a target is missed"
+    )
+
+
+def checked_run_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.Namespace:
+    """``args`` with ``--loop auto`` resolved; a usage error (exit 2) for
+    rounds, durations or connections that cannot be measured."""
+    if args.loop == "auto":
+        args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    if args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--rounds must be >= 1, --duration > 0, --warmup >= 0")
+    if args.connections < max(1, getattr(args, "threads", 1)):
+        parser.error("--connections must be >= 1 and >= --threads")
+    return args

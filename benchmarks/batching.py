@@ -46,6 +46,8 @@ from typing import Any
 from _harness import (
     BenchError,
     Server,
+    add_run_options,
+    checked_run_options,
     deepaas_env,
     deepaas_run_path,
     free_ports,
@@ -341,24 +343,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Throughput and latency of deepaas-run with dynamic "
         "batching on and off (--max-batch-size 1), on a torch MLP."
     )
-    parser.add_argument("--rounds", type=int, default=3, help="default: %(default)s")
-    parser.add_argument(
-        "--duration",
-        type=float,
-        default=10.0,
-        help="seconds per wrk run (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=float,
-        default=2.0,
-        help="seconds of warm-up per server (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--connections",
-        type=int,
-        default=32,
-        help="wrk connections of the throughput runs (default: %(default)s)",
+    add_run_options(
+        parser,
+        connections=32,
+        plugins=PLUGIN_DIST,
+        connections_help="wrk connections of the throughput runs",
+        loop_help="event loop of both servers",
     )
     parser.add_argument(
         "--devices",
@@ -384,32 +374,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="--max-batch-delay of the batching server (default: the plugin's, 0)",
     )
     parser.add_argument(
-        "--loop",
-        choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="event loop of both servers; auto (deepaas's default): uvloop "
-        "when installed, else asyncio (default: %(default)s)",
-    )
-    parser.add_argument(
         "--no-compute",
         action="store_true",
         help="skip measuring the model's per-item compute without a server",
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write results")
-    parser.add_argument(
-        "--keep-plugin",
-        action="store_true",
-        help=f"keep {PLUGIN_DIST} installed if this run installs it "
-        "(default: uninstall it at the end)",
-    )
-    parser.add_argument(
-        "--strict", action="store_true", help="exit 3 when a target is missed"
-    )
-    args = parser.parse_args(argv)
-    if args.loop == "auto":
-        args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    if args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
-        parser.error("--rounds must be >= 1, --duration > 0, --warmup >= 0")
+    args = checked_run_options(parser, parser.parse_args(argv))
     if args.connections < 1 or args.workers < 1:
         parser.error("--connections and --workers must be >= 1")
     if args.batch_size is not None and args.batch_size < 2:

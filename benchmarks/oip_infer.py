@@ -56,6 +56,8 @@ import numpy as np
 from _harness import (
     BenchError,
     Server,
+    add_run_options,
+    checked_run_options,
     deepaas_env,
     deepaas_run_path,
     free_ports,
@@ -298,49 +300,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="OIP infer (binary, JSON) and multipart predict of a "
         "1x3x224x224 FP32 tensor vs a trivial predict."
     )
-    parser.add_argument("--rounds", type=int, default=3, help="default: %(default)s")
-    parser.add_argument(
-        "--duration",
-        type=float,
-        default=10.0,
-        help="seconds per wrk run (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=float,
-        default=2.0,
-        help="seconds of warm-up per request kind (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--connections", type=int, default=16, help="default: %(default)s"
+    add_run_options(
+        parser,
+        connections=16,
+        plugins="the benchmark plugins",
+        warmup_help="seconds of warm-up per request kind",
+        loop_help="event loop of deepaas-run",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="wrk threads (default: %(default)s)"
     )
-    parser.add_argument(
-        "--loop",
-        choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="event loop of deepaas-run; auto (its default): uvloop when "
-        "installed, else asyncio (default: %(default)s)",
-    )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write results")
-    parser.add_argument(
-        "--keep-plugin",
-        action="store_true",
-        help="keep the benchmark plugins installed if this run installs them "
-        "(default: uninstall them at the end)",
-    )
-    parser.add_argument(
-        "--strict", action="store_true", help="exit 3 when the target is missed"
-    )
-    args = parser.parse_args(argv)
-    if args.loop == "auto":
-        args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    if args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
-        parser.error("--rounds must be >= 1, --duration > 0, --warmup >= 0")
-    if args.connections < args.threads:
-        parser.error("--connections must be >= --threads")
+    args = checked_run_options(parser, parser.parse_args(argv))
     return args
 
 

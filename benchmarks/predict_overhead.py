@@ -39,6 +39,8 @@ from typing import Any
 from _harness import (
     BenchError,
     Server,
+    add_run_options,
+    checked_run_options,
     deepaas_env,
     deepaas_run_path,
     free_ports,
@@ -158,51 +160,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Predict throughput of deepaas-run vs a bare aiohttp handler."
     )
-    parser.add_argument("--rounds", type=int, default=3, help="default: %(default)s")
-    parser.add_argument(
-        "--duration",
-        type=float,
-        default=10.0,
-        help="seconds per wrk run (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=float,
-        default=2.0,
-        help="seconds of warm-up per server (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--connections", type=int, default=16, help="default: %(default)s"
-    )
+    add_run_options(parser, connections=16, plugins=PLUGIN_DIST)
     parser.add_argument(
         "--threads", type=int, default=1, help="wrk threads (default: %(default)s)"
     )
-    parser.add_argument(
-        "--loop",
-        choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="event loop for both servers; auto (deepaas's default): uvloop "
-        "when installed, else asyncio (default: %(default)s)",
-    )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write results")
-    parser.add_argument(
-        "--keep-plugin",
-        action="store_true",
-        help=f"keep {PLUGIN_DIST} installed if this run installs it "
-        "(default: uninstall it at the end)",
-    )
-    parser.add_argument(
-        "--strict", action="store_true", help="exit 3 when the target is missed"
-    )
     # Hidden: baseline against a second bare server; the ratio should be ~1.0.
     parser.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.loop == "auto":
-        args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    if args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
-        parser.error("--rounds must be >= 1, --duration > 0, --warmup >= 0")
-    if args.connections < args.threads:
-        parser.error("--connections must be >= --threads")
+    args = checked_run_options(parser, parser.parse_args(argv))
     return args
 
 
