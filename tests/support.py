@@ -120,17 +120,17 @@ async def training_ended(
     ended (done, error or cancelled) and return it; fails with the last
     record seen if ``timeout`` seconds pass first. ``decode`` reads each
     body (a test of strict JSON passes its own)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    seen: list[dict[str, Any]] = []
+
+    async def ended() -> bool:
         response = await client.get(url)
         body = await response.read()
         assert response.status == 200, body[:2000]
-        record: dict[str, Any] = decode(body)
-        if record["status"] in FINISHED:
-            return record
-        assert loop.time() < deadline, f"the training did not end: {record}"
-        await asyncio.sleep(0.02)
+        seen[:] = [decode(body)]  # the last record seen
+        return seen[-1]["status"] in FINISHED
+
+    assert await wait_for(ended, timeout), f"the training did not end: {seen[-1:]}"
+    return seen[-1]
 
 
 async def predict(
