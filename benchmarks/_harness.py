@@ -452,6 +452,8 @@ def checked_run_options(
         args.loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     if args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--rounds must be >= 1, --duration > 0, --warmup >= 0")
+    if args.duration % 1 or args.warmup % 1:
+        parser.error("--duration and --warmup are whole seconds (as wrk takes them)")
     if args.connections < max(1, getattr(args, "threads", 1)):
         parser.error("--connections must be >= 1 and >= --threads")
     return args

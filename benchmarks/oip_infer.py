@@ -71,7 +71,7 @@ from _harness import (
 from _wrk import WrkResult, find_wrk, machine_info, parse_wrk
 
 HERE = Path(__file__).resolve().parent
-LUA_SCRIPT = HERE / "body.lua"
+LUA_SCRIPT = HERE / "post.lua"
 TRIVIAL = ("trivial_plugin", "deepaas_bench_trivial", "bench_trivial")
 TRIVIAL_DIST = "deepaas-bench-plugins"
 TENSOR = ("tensor_plugin", "deepaas_bench_tensor", "bench_tensor")
@@ -98,7 +98,7 @@ class Case:
     headers: dict[str, str]
 
     def files(self, workdir: Path) -> tuple[Path, Path]:
-        """Write the body and headers for body.lua; return their paths."""
+        """Write the body and headers for post.lua; return their paths."""
         body = workdir / f"{self.label}.body"
         heads = workdir / f"{self.label}.headers"
         body.write_bytes(self.body)
@@ -246,7 +246,7 @@ def check_answers(base: str, cases: list[Case], tensor: np.ndarray) -> list[str]
 def run_wrk(
     wrk: str, url: str, duration: float, args: argparse.Namespace, files: list[Path]
 ) -> WrkResult:
-    """Run wrk with body.lua POSTing ``files`` (body, headers) to ``url``."""
+    """Run wrk with post.lua POSTing ``files`` (body, headers) to ``url``."""
     cmd = [
         wrk,
         f"-t{args.threads}",

@@ -1,9 +1,33 @@
--- wrk script for the predict-overhead and batching benchmarks.
--- Sends POST requests (empty body) and, when done, prints one parseable line:
+-- wrk script of the benchmarks: sends POST requests and, when done, prints
+-- one parseable line:
 --   BENCH_RESULT requests=N duration_us=N status_errors=N ... p50_us=N p99_us=N
+-- Usage: wrk ... -s post.lua URL [-- BODY_FILE [HEADERS_FILE]]
+-- The body is empty unless BODY_FILE is given (sent as is); HEADERS_FILE
+-- holds "Name: value" lines.
 wrk.method = "POST"
 wrk.body = ""
 wrk.headers["Accept"] = "application/json"
+
+local function slurp(path)
+  local fh = assert(io.open(path, "rb"))
+  local data = fh:read("*a")
+  fh:close()
+  return data
+end
+
+init = function(args)
+  if args[1] then
+    wrk.body = slurp(args[1])
+  end
+  if args[2] then
+    for line in slurp(args[2]):gmatch("[^\r\n]+") do
+      local name, value = line:match("^([^:]+):%s*(.*)$")
+      if name then
+        wrk.headers[name] = value
+      end
+    end
+  end
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors
