@@ -213,7 +213,7 @@ class OipRoutes:
             decoded = decode_request(body, header_length)
         model = view.model
         mapping.check_inputs(model.name, view.inputs, decoded.inputs)
-        files: list[str] = []
+        files = reader.files  # the uploads, removed by the reader
         try:
             big = len(body) > OFFLOAD_LOAD_SIZE
             if big or any(view.inputs[t.name].kind == "file" for t in decoded.inputs):
@@ -224,7 +224,8 @@ class OipRoutes:
             model.resolve_accept(kwargs)  # */* -> a type it knows
             result = await runtime.predict(kwargs, files, big)
         finally:
-            _remove(files)  # emptied by the runtime when a worker may read them
+            # Emptied by the runtime when a worker may read them.
+            await reader.remove_files()
         value = await _result_value(result, model.response_schema is not None)
         outputs = mapping.to_outputs(value)
         outputs = _requested(model.name, decoded, outputs)
@@ -246,13 +247,6 @@ class OipRoutes:
                 else {"_schema": exc.messages}
             )
             raise TensorError(json.dumps(messages)) from None
-
-
-def _remove(paths: list[str]) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    paths.clear()
 
 
 async def _result_value(result: PredictResult, has_schema: bool) -> Any:
