@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from marshmallow import fields as ma_fields
 
+from deepaas.api.multipart import _write_new
 from deepaas.api.parsing import parse_json_text
 from deepaas.exceptions import DeepaasError, TensorError
 from deepaas.model.v2.fields import ArgSpec
@@ -254,9 +255,7 @@ def _json(where: str, text: str) -> Any:
 def _save(name: str, data: bytes, tmp_dir: str, files: list[str]) -> UploadedFile:
     path = os.path.join(tmp_dir, f"upload-{secrets.token_hex(8)}")
     files.append(path)  # before it exists: removed whatever happens
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
+    _write_new(path, data)
     return UploadedFile(
         name=name,
         filename=path,
