@@ -20,9 +20,7 @@ here, with the same message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -38,6 +36,7 @@ from deepaas.api.limits import BodyLimits, expect_within
 from deepaas.api.metrics import label
 from deepaas.api.oip_spec import model_operations, server_operation
 from deepaas.api.v2.models import checked_document
+from deepaas.api.v2.responses import _remove as remove_result
 from deepaas.api.views import Holder, ModelViews, ViewError
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.exceptions import DeepaasError, TensorError
@@ -259,9 +258,7 @@ async def _result_value(result: PredictResult, has_schema: bool) -> Any:
                 None, _read_file, result.path
             )
         finally:
-            if result.delete:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(result.path)
+            remove_result(result)
     else:
         data = result.body or b""
     if result.content_type.split(";")[0].strip() != "application/json":
