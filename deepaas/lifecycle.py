@@ -92,19 +92,6 @@ class Lifecycle:
             task.cancel(SHUTTING_DOWN)
         return len(tasks)
 
-    # -- used by InFlight ---------------------------------------------------
-
-    def _enter(self, task: asyncio.Task[object]) -> None:
-        self.check()
-        if not self._in_flight:
-            self._idle.clear()
-        self._in_flight.add(task)
-
-    def _exit(self, task: asyncio.Task[object]) -> None:
-        self._in_flight.discard(task)
-        if not self._in_flight:
-            self._idle.set()
-
 
 class InFlight:
     """One request's work, counted while it lasts; see :meth:`Lifecycle.request`."""
@@ -115,10 +102,18 @@ class InFlight:
         self._lifecycle = lifecycle
         self._task: asyncio.Task[object] | None = None
 
+    # Entered and left on every request: the bookkeeping is written out
+    # here rather than in calls to Lifecycle methods.
+
     def __enter__(self) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._lifecycle._enter(task)
+        lifecycle = self._lifecycle
+        lifecycle.check()
+        in_flight = lifecycle._in_flight
+        if not in_flight:
+            lifecycle._idle.clear()
+        in_flight.add(task)
         self._task = task
 
     def __exit__(
@@ -129,7 +124,11 @@ class InFlight:
     ) -> None:
         task = self._task
         assert task is not None
-        self._lifecycle._exit(task)
+        lifecycle = self._lifecycle
+        in_flight = lifecycle._in_flight
+        in_flight.discard(task)
+        if not in_flight:
+            lifecycle._idle.set()
         if (
             exc_type is asyncio.CancelledError
             and self._lifecycle.state is State.ABORTING

@@ -119,11 +119,17 @@ class ScratchDir:
             self._make()
             return True
 
+    @property
+    def due(self) -> bool:
+        """Whether :meth:`ready` would check (a request skips awaiting it
+        otherwise: the usual case costs no coroutine)."""
+        return time.monotonic() - self._checked_at >= CHECK_INTERVAL_S
+
     async def ready(self) -> None:
         """Make sure the directory exists before a request writes there: at
         most one check every ``CHECK_INTERVAL_S``, in the executor, shared
         by the requests that arrive meanwhile."""
-        if time.monotonic() - self._checked_at < CHECK_INTERVAL_S:
+        if not self.due:
             return
         if self._checking is None or self._checking.done():
             try:

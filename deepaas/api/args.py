@@ -67,6 +67,91 @@ class ArgParser:
     ) -> ParsedArgs:
         return ParsedArgs(self, request, tmp_dir, limits)
 
+    def parse_bodiless(self, request: web.BaseRequest) -> dict[str, Any] | None:
+        """The arguments of a request without a body, parsed at once; None
+        when it has one (or says it is encoded): :meth:`parse` then.
+
+        The usual prediction (query arguments only) then costs no coroutine
+        and no :class:`ParsedArgs`; what it answers is what :meth:`parse`
+        would.
+        """
+        if request.body_exists or (
+            self.wants_body and hdrs.CONTENT_ENCODING in request.headers
+        ):
+            return None
+        data, not_files = self.collect(request, None, None)
+        return self.load(data, not_files)
+
+    def collect(
+        self,
+        request: web.BaseRequest,
+        form: MultiDict[Any] | None,
+        body_json: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], dict[str, list[str]]]:
+        """The values sent for each argument, by its key; and the file
+        arguments sent as something else, with their 422 message."""
+        data: dict[str, Any] = {}
+        not_files: dict[str, list[str]] = {}
+        query = request.query
+        for spec in self.specs.values():
+            value = self._lookup(spec, request, query, form, body_json)
+            if value is _MISSING:
+                continue
+            if spec.is_file and not _are_files(spec, value):
+                not_files[spec.key] = [NOT_A_FILE]
+            data[spec.key] = value
+        return data, not_files
+
+    def load(
+        self, data: dict[str, Any], not_files: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        """``data`` loaded with the plugin's schema; a 422 for invalid ones."""
+        try:
+            kwargs = load_args(self.schema, data)
+        except marshmallow.ValidationError as exc:
+            raise ValidationFailed({**_as_dict(exc.messages), **not_files}) from None
+        if not_files:
+            raise ValidationFailed(not_files)
+        return kwargs
+
+    def _lookup(
+        self,
+        spec: ArgSpec,
+        request: web.BaseRequest,
+        query: Mapping[str, Any],
+        form: Any,
+        body_json: dict[str, Any] | None,
+    ) -> Any:
+        location = spec.location
+        key = spec.key
+        if location == "headers":
+            if spec is self.accept_from_header:
+                return _negotiate_accept(spec, request)
+            return request.headers.get(key, _MISSING)
+        if location in (None, "query") and key in query:
+            value = _from_multidict(spec, query)
+            if key in self.json_text_keys:
+                return _json_from_text(spec, value)
+            return value
+        if location in (None, "form") and form is not None and key in form:
+            value = _from_multidict(spec, form)
+            if key in self.json_text_keys:
+                return _json_from_text(spec, value)
+            return value
+        if location in (None, "json") and body_json is not None and key in body_json:
+            return body_json[key]
+        if (
+            location == "json"
+            and form is not None
+            and key in form
+            and request.content_type == "multipart/form-data"
+        ):
+            # Sent beside files: a multipart part holding the value as JSON
+            # text (as OpenAPI 3 clients send an object in a multipart body).
+            # An urlencoded field of that name is ignored, as in DEEPaaS 2.x.
+            return _json_from_form(key, form.getone(key))
+        return _MISSING
+
 
 class ParsedArgs:
     """``async with parser.parse(request, ...) as kwargs``: uploads removed after.
@@ -134,28 +219,17 @@ class ParsedArgs:
             form, body_json = await self.body.read(self._route)
         elif parser.wants_body and hdrs.CONTENT_ENCODING in request.headers:
             self.body.check_empty()
-        data: dict[str, Any] = {}
-        not_files: dict[str, list[str]] = {}
-        query = request.query
-        for spec in parser.specs.values():
-            value = self._lookup(spec, query, form, body_json)
-            if value is _MISSING:
-                continue
-            if spec.is_file and not _are_files(spec, value):
-                not_files[spec.key] = [NOT_A_FILE]
-            data[spec.key] = value
+        data, not_files = parser.collect(request, form, body_json)
+        if not self.big:
+            return parser.load(data, not_files)
+        # A big body's values may be big too (millions of strings in a list
+        # field): loading and validating them takes seconds of Python, which
+        # must not run on the loop. The body, not needed any more, is dropped
+        # in the worker too: freeing millions of objects also takes a while.
+        held = [data, form, body_json]
+        data, form, body_json = {}, None, None
         try:
-            if self.big:
-                # A big body's values may be big too (millions of strings in
-                # a list field): loading and validating them takes seconds
-                # of Python, which must not run on the loop. The body, not
-                # needed any more, is dropped in the worker too: freeing
-                # millions of objects also takes a while.
-                held = [data, form, body_json]
-                data, form, body_json = {}, None, None
-                kwargs = await self.body.offload(_load_and_drop, parser.schema, held)
-            else:
-                kwargs = load_args(parser.schema, data)
+            kwargs = await self.body.offload(_load_and_drop, parser.schema, held)
         except marshmallow.ValidationError as exc:
             raise ValidationFailed({**_as_dict(exc.messages), **not_files}) from None
         if not_files:
@@ -173,82 +247,6 @@ class ParsedArgs:
         if spec is None or (not spec.is_list and name in form):
             return Part.SKIP
         return Part.FILE if spec.is_file else Part.FIELD
-
-    def _lookup(
-        self,
-        spec: ArgSpec,
-        query: Mapping[str, Any],
-        form: Any,
-        body_json: dict[str, Any] | None,
-    ) -> Any:
-        location = spec.location
-        key = spec.key
-        if location == "headers":
-            if spec is self.parser.accept_from_header:
-                return self._negotiate_accept(spec)
-            return self.request.headers.get(key, _MISSING)
-        if location in (None, "query") and key in query:
-            value = _from_multidict(spec, query)
-            if key in self.parser.json_text_keys:
-                return _json_from_text(spec, value)
-            return value
-        if location in (None, "form") and form is not None and key in form:
-            value = _from_multidict(spec, form)
-            if key in self.parser.json_text_keys:
-                return _json_from_text(spec, value)
-            return value
-        if location in (None, "json") and body_json is not None and key in body_json:
-            return body_json[key]
-        if (
-            location == "json"
-            and form is not None
-            and key in form
-            and self.request.content_type == "multipart/form-data"
-        ):
-            # Sent beside files: a multipart part holding the value as JSON
-            # text (as OpenAPI 3 clients send an object in a multipart body).
-            # An urlencoded field of that name is ignored, as in DEEPaaS 2.x.
-            return _json_from_form(key, form.getone(key))
-        return _MISSING
-
-    def _negotiate_accept(self, spec: ArgSpec) -> Any:
-        """Pick from the Accept header the best type the model can produce.
-
-        Browsers and HTTP libraries send lists such as ``text/html, */*;q=0.8``;
-        DEEPaaS 2.x rejected those with a 422. A header naming nothing the
-        model produces is passed on as is, so the 422 says what is allowed.
-        """
-        # Several Accept lines are one list (RFC 9110, 5.3).
-        header = ", ".join(self.request.headers.getall("Accept", ()))
-        if not header:
-            return _MISSING
-        choices = [str(c) for c in spec.choices or [] if str(c) != "*/*"]
-        ranges = _parse_accept(header)
-        if not ranges:  # only empty elements (RFC 9110, 5.6.1: ignored)
-            return _MISSING
-        default = str(spec.default)
-        # Each choice's quality is that of the most specific range matching
-        # it (RFC 9110, 12.5.1: "image/png;q=0, */*" is anything but PNG).
-        # Among equals: a type named, then a family, then the wildcard (the
-        # plugin's default first), in the header's order.
-        best: tuple[float, int, int] | None = None
-        chosen = ""
-        for position, choice in enumerate(choices):
-            family = choice.split("/")[0] + "/*"
-            for rank, media_range in enumerate((choice, family, "*/*")):
-                if media_range in ranges:
-                    quality, index = ranges[media_range]
-                    if rank == 2:  # via the wildcard: the default first
-                        index = -1 if choice == default else position
-                    key = (-quality, rank, index)
-                    if quality > 0 and (best is None or key < best):
-                        best, chosen = key, choice
-                    break
-        if best is None:
-            return header  # nothing it produces: the 422 says what is
-        if best[1] == 2 and all(q > 0 for q, _ in ranges.values()):
-            return "*/*"  # the plugin gets its own choice for it, as always
-        return chosen
 
 
 #: Arguments from a JSON or urlencoded body larger than this are loaded
@@ -339,6 +337,46 @@ def _are_files(spec: ArgSpec, value: Any) -> bool:
             isinstance(item, UploadedFile) for item in value
         )
     return isinstance(value, UploadedFile)
+
+
+def _negotiate_accept(spec: ArgSpec, request: web.BaseRequest) -> Any:
+    """Pick from the Accept header the best type the model can produce.
+
+    Browsers and HTTP libraries send lists such as ``text/html, */*;q=0.8``;
+    DEEPaaS 2.x rejected those with a 422. A header naming nothing the
+    model produces is passed on as is, so the 422 says what is allowed.
+    """
+    # Several Accept lines are one list (RFC 9110, 5.3).
+    header = ", ".join(request.headers.getall("Accept", ()))
+    if not header:
+        return _MISSING
+    choices = [str(c) for c in spec.choices or [] if str(c) != "*/*"]
+    ranges = _parse_accept(header)
+    if not ranges:  # only empty elements (RFC 9110, 5.6.1: ignored)
+        return _MISSING
+    default = str(spec.default)
+    # Each choice's quality is that of the most specific range matching
+    # it (RFC 9110, 12.5.1: "image/png;q=0, */*" is anything but PNG).
+    # Among equals: a type named, then a family, then the wildcard (the
+    # plugin's default first), in the header's order.
+    best: tuple[float, int, int] | None = None
+    chosen = ""
+    for position, choice in enumerate(choices):
+        family = choice.split("/")[0] + "/*"
+        for rank, media_range in enumerate((choice, family, "*/*")):
+            if media_range in ranges:
+                quality, index = ranges[media_range]
+                if rank == 2:  # via the wildcard: the default first
+                    index = -1 if choice == default else position
+                key = (-quality, rank, index)
+                if quality > 0 and (best is None or key < best):
+                    best, chosen = key, choice
+                break
+    if best is None:
+        return header  # nothing it produces: the 422 says what is
+    if best[1] == 2 and all(q > 0 for q, _ in ranges.values()):
+        return "*/*"  # the plugin gets its own choice for it, as always
+    return chosen
 
 
 def _parse_accept(header: str) -> dict[str, tuple[float, int]]:

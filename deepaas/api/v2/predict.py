@@ -68,8 +68,13 @@ def make_handler(
             )
         with lifecycle.request():
             scratch = owner(tmp_dir)  # None for an app the server did not build
-            if scratch is not None:  # made again if the temp folder was cleaned
+            if scratch is not None and scratch.due:  # made again if removed
                 await scratch.ready()
+            kwargs = parser.parse_bodiless(request)
+            if kwargs is not None:  # query arguments only: nothing to remove
+                current.model.resolve_accept(kwargs)
+                result = await runtime.predict(kwargs)
+                return await send_result(request, result)
             parsed = parser.parse(request, tmp_dir, limits)
             async with parsed as kwargs:
                 current.model.resolve_accept(kwargs)  # */* -> a type it knows
