@@ -57,3 +57,18 @@ class TensorError(DeepaasError):
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(status, message)
+
+
+class TensorInputError(TensorError, ValueError):
+    """An array handed to a model runtime does not match the model's input.
+
+    Raised by :meth:`deepaas.frameworks.Runtime.run` before the framework
+    sees the arrays (a missing or unknown input, an array of another
+    datatype or shape): status 400, and a ``ValueError`` for code that calls
+    a runtime directly. The message names the input, what the model expects
+    and what it got, e.g. ``input 'x': expected FP32 [-1, 4], got FP64 [2,
+    4]; convert it with .astype(numpy.float32)``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=400)
