@@ -62,6 +62,43 @@ _LENGTH = struct.Struct("<I")  # a BYTES element's length prefix in binary
 #: nesting :func:`from_json` walks.
 MAX_DIMS = 32
 
+#: The values of the literals ``Infinity`` and ``-Infinity`` (and ``NaN``)
+#: in JSON ``data``: give ``parse_constant=JSON_CONSTANTS.__getitem__`` to
+#: ``json.loads``. :func:`from_json` tells these objects (an infinity the
+#: client sent) from an infinity ``float()`` made of a number too large for
+#: FP64 (``1e400``), which it refuses as out of range.
+JSON_CONSTANTS: dict[str, float] = {
+    "Infinity": float("inf"),
+    "-Infinity": float("-inf"),
+    "NaN": float("nan"),
+}
+
+
+class LongInteger:
+    """A JSON integer literal longer than ``int()`` reads (Python refuses
+    strings of more than ``sys.get_int_max_str_digits()`` digits, 4300 by
+    default, so that no request costs quadratic time to convert):
+    :func:`parse_int` returns one in its place, and :func:`from_json`
+    refuses it as out of the datatype's range (no OIP datatype holds an
+    integer of more than 309 digits)."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.digits} digits"
+
+
+def parse_int(text: str) -> int | LongInteger:
+    """``json.loads``' ``parse_int`` for a document that holds an integer
+    too long for ``int()``: that one becomes a :class:`LongInteger`."""
+    try:
+        return int(text)
+    except ValueError:
+        return LongInteger(text)
+
 
 def numpy_dtype(where: str, datatype: object) -> np.dtype[Any]:
     """The numpy dtype of OIP ``datatype`` (e.g. ``"FP32"`` -> ``<f4``)."""
@@ -96,11 +133,13 @@ def from_json(
     """The array of JSON ``data`` (flat or nested row-major) of ``shape``.
 
     Values must suit ``datatype``: ``true``/``false`` for BOOL, integers in
-    range for the integer types, numbers (or ``NaN``/``Infinity``, as Triton
-    and Python's json write them) for FP types, strings for BYTES (UTF-8
-    encoded to ``bytes``; the spec has no base64). The lists are the ones
-    ``json`` made; they are checked in C-level passes (the set of element
-    types, min and max) and converted by one ``np.array`` call.
+    range for the integer types, numbers in range (or ``NaN``/``Infinity``,
+    as Triton and Python's json write them) for FP types, strings for BYTES
+    (UTF-8 encoded to ``bytes``; the spec has no base64). The lists are the
+    ones ``json`` made, with :data:`JSON_CONSTANTS` and :func:`parse_int`
+    (a :class:`LongInteger` is out of every range); they are checked in
+    C-level passes (the set of element types, min and max) and converted by
+    one ``np.array`` call.
     """
     flat = _flatten(where, data, shape)
     return _values(where, datatype, flat).reshape(shape)
@@ -167,24 +206,34 @@ def _values(where: str, datatype: str, flat: list[Any]) -> np.ndarray:
         _check_types(where, datatype, flat, kinds, (bool,), "true or false")
         return np.array(flat, dtype=dtype)
     if dtype.kind in "iu":
-        _check_types(where, datatype, flat, kinds, (int,), "an integer")
+        _check_types(where, datatype, flat, kinds, (int, LongInteger), "an integer")
         if flat:
             info = np.iinfo(dtype)
-            if min(flat) < info.min or max(flat) > info.max:
-                i = next(i for i, v in enumerate(flat) if not info.min <= v <= info.max)
+            if LongInteger in kinds or min(flat) < info.min or max(flat) > info.max:
+                i = next(
+                    i
+                    for i, v in enumerate(flat)
+                    if isinstance(v, LongInteger) or not info.min <= v <= info.max
+                )
                 raise TensorError(
-                    f"{where}: element {i} is {flat[i]}, outside {datatype}'s "
-                    f"range {info.min}..{info.max}"
+                    f"{where}: element {i} is {_show(flat[i])}, outside "
+                    f"{datatype}'s range {info.min}..{info.max}"
                 )
         return np.array(flat, dtype=dtype)
-    _check_types(where, datatype, flat, kinds, (int, float), "a number")
+    _check_types(where, datatype, flat, kinds, (int, float, LongInteger), "a number")
+    if LongInteger in kinds:
+        i = next(i for i, v in enumerate(flat) if isinstance(v, LongInteger))
+        raise _out_of_range(where, datatype, i, flat[i])
     try:
         wide = np.array(flat, dtype=np.float64)
     except OverflowError:  # an integer past float64's range
         i = next(i for i, v in enumerate(flat) if abs(v) > 1e308)
-        raise TensorError(
-            f"{where}: element {i} is outside {datatype}'s range"
-        ) from None
+        raise _out_of_range(where, datatype, i, flat[i]) from None
+    infinite = np.isinf(wide)
+    if infinite.any():  # an Infinity literal, or a number float() overflowed
+        for i in np.flatnonzero(infinite).tolist():
+            if not any(flat[i] is value for value in JSON_CONSTANTS.values()):
+                raise _out_of_range(where, datatype, i, None)
     if dtype == wide.dtype:
         return wide
     with np.errstate(over="ignore"):
@@ -192,11 +241,19 @@ def _values(where: str, datatype: str, flat: list[Any]) -> np.ndarray:
     overflow = np.isfinite(wide) & ~np.isfinite(out)
     if overflow.any():
         i = int(np.argmax(overflow))
-        raise TensorError(
-            f"{where}: element {i} is {_show(flat[i])}, outside {datatype}'s range "
-            f"(largest {float(np.finfo(dtype).max)!r})"
-        )
+        raise _out_of_range(where, datatype, i, flat[i])
     return out
+
+
+def _out_of_range(where: str, datatype: str, index: int, value: object) -> TensorError:
+    """Element ``index`` (``value``; None: a number too large to read) is
+    past the largest value of FP ``datatype``."""
+    largest = float(np.finfo(DATATYPES[datatype]).max)
+    shown = "a number" if value is None else _show(value)
+    return TensorError(
+        f"{where}: element {index} is {shown}, outside {datatype}'s range "
+        f"(largest {largest!r})"
+    )
 
 
 def _check_types(
@@ -389,6 +446,11 @@ def _show(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and not -(10**40) < value < 10**40:
+        try:
+            return f"an integer of {len(str(abs(value)))} digits"
+        except ValueError:  # past sys.get_int_max_str_digits()
+            return "an integer of thousands of digits"
     return _short(repr(value))
 
 

@@ -30,10 +30,13 @@ import numpy as np
 
 from deepaas.exceptions import TensorError
 from deepaas.oip.datatypes import (
+    JSON_CONSTANTS,
     MAX_DIMS,
+    LongInteger,
     from_binary,
     from_json,
     numpy_dtype,
+    parse_int,
     to_array,
     to_binary,
     to_json,
@@ -146,12 +149,12 @@ def decode_request(
         )
     else:
         header_end = header_length
-    document = _parse_json(
+    document, long_integer = _parse_json(
         body if isinstance(body, bytes) and header_end == size else view[:header_end]
     )
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise TensorError(f"'id' must be a string, not {json.dumps(request_id)[:40]}")
+        raise TensorError(f"'id' must be a string, not {_json_text(request_id, 40)}")
     parameters = _parameters("the request", document)
     _check_flag("the request", parameters, "binary_data_output")
 
@@ -195,18 +198,49 @@ def decode_request(
     output_names: set[str] = set()
     for index, raw in enumerate(_list("the request", document, "outputs")):
         outputs.append(_output(index, raw, output_names))
+    if long_integer is not None:  # not in any input's data, which refuses it
+        raise TensorError(
+            f"the request holds {long_integer!r}, in a field no integer that "
+            f"long can fill"
+        )
     return InferRequest(
         request_id, parameters, [t for t in inputs if t is not None], outputs
     )
 
 
-def _parse_json(header: bytes | memoryview) -> dict[str, Any]:
-    """The JSON object ``header`` holds."""
+def _parse_json(
+    header: bytes | memoryview,
+) -> tuple[dict[str, Any], LongInteger | None]:
+    """The JSON object ``header`` holds, and the first integer in it too
+    long for ``int()`` (a :class:`LongInteger` in the document), if any.
+
+    The literals ``NaN``, ``Infinity`` and ``-Infinity`` are the objects of
+    :data:`JSON_CONSTANTS`. Only when ``int()`` refused an integer literal
+    (a plain ValueError: Python reads at most 4300 digits) is the header
+    parsed again, with :func:`parse_int`, so that the tensor that holds the
+    integer refuses it as out of its datatype's range.
+    """
+    text = header if isinstance(header, bytes) else bytes(header)
+    long_integers: list[LongInteger] = []
+
+    def read_int(digits: str) -> int | LongInteger:
+        value = parse_int(digits)
+        if isinstance(value, LongInteger):
+            long_integers.append(value)
+        return value
+
     try:
-        document = json.loads(header if isinstance(header, bytes) else bytes(header))
+        try:
+            document = json.loads(text, parse_constant=JSON_CONSTANTS.__getitem__)
+        except ValueError as exc:
+            if type(exc) is not ValueError:  # JSONDecodeError, UnicodeDecodeError
+                raise
+            document = json.loads(
+                text, parse_constant=JSON_CONSTANTS.__getitem__, parse_int=read_int
+            )
     except RecursionError:
         raise TensorError("the request's JSON is nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, digits
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise TensorError(
             f"the request is not valid JSON ({exc}); an infer request is a JSON "
             f"object, followed by binary data only when {HEADER_LENGTH} is given"
@@ -216,7 +250,14 @@ def _parse_json(header: bytes | memoryview) -> dict[str, Any]:
             f"the request must be a JSON object with 'inputs', not a "
             f"{type(document).__name__}"
         )
-    return document
+    return document, long_integers[0] if long_integers else None
+
+
+def _json_text(value: object, limit: int) -> str:
+    """``value`` as JSON text for a message, at most ``limit`` characters."""
+    if isinstance(value, LongInteger):
+        return repr(value)
+    return json.dumps(value, default=repr)[:limit]
 
 
 def _input(
@@ -280,9 +321,13 @@ def _shape(where: str, shape: object) -> tuple[int, ...]:
     if not isinstance(shape, list):
         raise TensorError(f"{where} needs a 'shape', a list of integers like [1, 3]")
     for size in shape:
+        if isinstance(size, LongInteger):
+            raise TensorError(
+                f"{where}: shape holds {size!r}, too large for any tensor"
+            )
         if isinstance(size, bool) or not isinstance(size, int):
             raise TensorError(
-                f"{where}: shape {json.dumps(shape)[:60]} must hold integers only"
+                f"{where}: shape {_json_text(shape, 60)} must hold integers only"
             )
         if size < 0:
             hint = " (-1 marks a variable size in model metadata only)"

@@ -12,7 +12,7 @@ import tritonclient.http as triton
 
 from deepaas.exceptions import DeepaasError, TensorError
 from deepaas.oip import decode_request, encode_response, parse_header_length
-from tests.oip.support import request_body, sample
+from tests.oip.support import FP_TYPES, request_body, sample
 
 
 def refused(body: bytes, header_length: int | None = None) -> str:
@@ -58,7 +58,17 @@ def one(**fields: Any) -> bytes:
         (b"[" * 100_000 + b"]" * 100_000, "the request's JSON is nested too deeply"),
         (
             b'{"inputs": [], "id": 1' + b"0" * 5000 + b"}",
-            "the request is not valid JSON",
+            "'id' must be a string, not an integer of 5001 digits",
+        ),
+        (  # longer than int() reads, where no tensor data is
+            b'{"inputs": [], "parameters": {"n": -' + b"9" * 5000 + b"}}",
+            "the request holds an integer of 5000 digits, in a field no integer",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "INT8", "shape": [1'
+            + b"0" * 5000
+            + b'], "data": []}]}',
+            "input 'x': shape holds an integer of 5001 digits, too large for any",
         ),
     ],
 )
@@ -278,7 +288,14 @@ def test_shape_and_data_disagree(fields: dict[str, Any], expected: str) -> None:
             "input 'x': element 1 is 70000, outside FP16's range (largest 65504.0)",
         ),
         ("FP32", [1e39, 1], "input 'x': element 0 is 1e+39, outside FP32's range"),
-        ("FP64", [10**400, 1], "input 'x': element 0 is outside FP64's range"),
+        (
+            "FP64",
+            [10**400, 1],
+            (
+                "input 'x': element 0 is an integer of 401 digits, outside FP64's "
+                "range (largest 1.7976931348623157e+308)"
+            ),
+        ),
         ("BYTES", ["a", 5], "input 'x': element 1 is 5, but BYTES needs a string"),
         (
             "BYTES",
@@ -301,6 +318,87 @@ def test_value_does_not_suit_datatype(
     datatype: str, data: list[Any], expected: str
 ) -> None:
     assert expected in refused(one(datatype=datatype, data=data))
+
+
+def literal(datatype: str, *values: str) -> bytes:
+    """A request of one input ``x`` whose data are JSON literals as written."""
+    data = ", ".join(values)
+    return (
+        f'{{"inputs": [{{"name": "x", "datatype": "{datatype}", '
+        f'"shape": [{len(values)}], "data": [{data}]}}]}}'
+    ).encode()
+
+
+LONG = "9" * 5000  # past the 4300 digits Python's int() reads
+
+
+@pytest.mark.parametrize(
+    ("datatype", "values", "expected"),
+    [
+        (
+            "INT64",
+            [LONG],
+            (
+                "input 'x': element 0 is an integer of 5000 digits, outside INT64's "
+                "range -9223372036854775808..9223372036854775807"
+            ),
+        ),
+        (
+            "UINT8",
+            ["1", "-" + LONG],
+            "input 'x': element 1 is an integer of 5000 digits, outside UINT8's range",
+        ),
+        (  # under int()'s limit: read, but not written out whole
+            "INT32",
+            ["9" * 4000],
+            "input 'x': element 0 is an integer of 4000 digits, outside INT32's range",
+        ),
+        (
+            "FP64",
+            ["1", LONG],
+            (
+                "input 'x': element 1 is an integer of 5000 digits, outside FP64's "
+                "range (largest 1.7976931348623157e+308)"
+            ),
+        ),
+        ("FP16", [LONG], "element 0 is an integer of 5000 digits, outside FP16's"),
+        ("BOOL", [LONG], "element 0 is an integer of 5000 digits, but BOOL needs true"),
+        ("BYTES", [LONG], "element 0 is an integer of 5000 digits, but BYTES needs"),
+        (  # float() makes inf of it: refused, not taken for Infinity
+            "FP64",
+            ["0", "1e400"],
+            (
+                "input 'x': element 1 is a number, outside FP64's range (largest "
+                "1.7976931348623157e+308)"
+            ),
+        ),
+        ("FP32", ["-1e400"], "element 0 is a number, outside FP32's range"),
+        ("FP64", ["1" + "0" * 400 + ".5"], "element 0 is a number, outside FP64's"),
+        ("UINT8", ["300"], "input 'x': element 0 is 300, outside UINT8's range 0..255"),
+        ("INT8", ["-129"], "input 'x': element 0 is -129, outside INT8's range"),
+        (
+            "FP16",
+            ["1e6"],
+            "input 'x': element 0 is 1000000.0, outside FP16's range (largest 65504.0)",
+        ),
+        ("INT32", ["Infinity"], "input 'x': element 0 is inf, but INT32 needs an"),
+        ("UINT64", ["NaN"], "input 'x': element 0 is nan, but UINT64 needs an integer"),
+        ("BOOL", ["-Infinity"], "input 'x': element 0 is -inf, but BOOL needs true"),
+    ],
+)
+def test_out_of_range_literals(datatype: str, values: list[str], expected: str) -> None:
+    """Refused naming the datatype's range, never with a message of Python's
+    own (int()'s digit limit, an OverflowError)."""
+    message = refused(literal(datatype, *values))
+    assert expected in message
+    assert "sys.set_int_max_str_digits" not in message
+
+
+@pytest.mark.parametrize("datatype", FP_TYPES)
+def test_nan_and_infinity_literals_are_in_every_fp_range(datatype: str) -> None:
+    request = decode_request(literal(datatype, "NaN", "Infinity", "-Infinity"), None)
+    values = request.inputs[0].data.tolist()
+    assert values[1:] == [float("inf"), float("-inf")] and values[0] != values[0]
 
 
 # -- the binary part -----------------------------------------------------------------
