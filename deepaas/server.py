@@ -129,6 +129,11 @@ class Server:
                     wrapper.batching,
                     settings.max_batch_size,
                     settings.max_batch_delay,
+                    (
+                        wrapper.infer_signature.max_batch_size
+                        if wrapper.infer_signature is not None
+                        else 0
+                    ),
                 ),
                 limits,
                 self.metrics,

@@ -114,8 +114,15 @@ async def demo_client(make_client: MakeClient) -> Client:
 #: Modules whose tests run on both event loops: they drive aiohttp's
 #: protocol at the socket level, where uvloop's transports (deepaas-run's
 #: loop when installed) pause and resume reading differently from asyncio's
-#: (a flow-control bug in the connection guard showed only on uvloop).
-BOTH_LOOPS = frozenset({"tests.api.test_conn_pipelining", "tests.api.test_conn_errors"})
+#: (a flow-control bug in the connection guard showed only on uvloop); and
+#: the worker channel's write flow control.
+BOTH_LOOPS = frozenset(
+    {
+        "tests.api.test_conn_pipelining",
+        "tests.api.test_conn_errors",
+        "tests.engine.test_channel",
+    }
+)
 
 
 def pytest_asyncio_loop_factories(

@@ -71,6 +71,9 @@ OFFLOAD_PARSE_SIZE = 64 << 10
 SLICE_S = 0.005
 #: More temporary files than this are removed in the executor.
 INLINE_UNLINKS = 4
+#: A body of this size or more is read into one buffer when asked
+#: (:meth:`BodyReader.read_bytes`); smaller ones cost nothing to join.
+INTO_ONE_MIN = 64 << 10
 
 
 class BodyReader:
@@ -127,10 +130,24 @@ class BodyReader:
 
         return await self._reading(parse, in_memory=kind != "multipart")
 
-    async def read_bytes(self) -> bytes:
+    async def read_bytes(self, into_one: bool = False) -> bytes | bytearray:
         """The whole body (decoded, whatever its content type), held in
         memory: within ``--client-max-size`` and ``--client-max-decoded-size``
-        (an Open Inference Protocol infer request)."""
+        (an Open Inference Protocol infer request).
+
+        ``into_one``: a body that says its length (``Content-Length``, at
+        least ``INTO_ONE_MIN`` bytes, not compressed) is read straight into
+        one buffer of that size, rather than in pieces joined at the end: it
+        is then held once, not twice for a moment (big binary tensors).
+        """
+        length = self.request.content_length
+        if (
+            into_one
+            and length is not None
+            and length >= INTO_ONE_MIN
+            and self._encoding() in ("", "identity")
+        ):
+            return await self._reading(lambda: self._read_into(length), in_memory=True)
         return await self._reading(self._read_all, in_memory=True)
 
     async def _reading(self, read: Callable[[], Awaitable[T]], in_memory: bool) -> T:
@@ -230,6 +247,33 @@ class BodyReader:
             # a pause: a compressed body would be inflated in one go.
             await self.breathe()
         return b"".join(chunks)
+
+    async def _read_into(self, length: int) -> bytes | bytearray:
+        """The body of ``length`` bytes, read into one buffer (within the cap:
+        a longer one is refused by :meth:`_read_all`)."""
+        if self.cap and length > self.cap:
+            return await self._read_all()
+        content = self.content
+        buffer = bytearray(length)
+        size = 0
+        with memoryview(buffer) as view:
+            # readchunk: each piece as aiohttp received it (readany joins
+            # the pieces it holds first: one more copy).
+            while chunk := (await content.readchunk())[0]:
+                end = size + len(chunk)
+                if end > length:  # aiohttp stops at Content-Length: never here
+                    raise bad_request("the body is longer than its Content-Length")
+                view[size:end] = chunk
+                size = self.size = end
+                if self.pace is not None:
+                    self.pace.pieces += 1
+                await self.breathe()
+        if size != length:
+            raise bad_request(
+                f"the body ended after {size} of the {length} bytes its "
+                "Content-Length says"
+            )
+        return buffer
 
     async def _json(self, raw: bytes) -> dict[str, Any]:
         if not raw or raw.isspace():

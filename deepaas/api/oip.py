@@ -8,51 +8,39 @@ trailing slash (``/v2/``, ``/v2/models/``, ``/v2/models/{m}/``); the
 unversioned model metadata also carries the DEEPaaS model document's keys,
 since a DEEPaaS client following a model's ``self`` link lands there.
 
-An infer request is decoded by :mod:`deepaas.oip`, its inputs become the
-plugin's predict arguments (:mod:`deepaas.oip.mapping`), loaded with the
-same schema as the DEEPaaS predict route, and run by ``runtime.predict``
-exactly as that route does (queue, batching, deadlines, ``--max-queue``;
-metrics under ``(model, "infer")``). Errors are ``{"error": ...}``
+An infer request (:mod:`deepaas.api.oip_infer`) runs a tensor-native
+plugin's ``infer(**arrays)`` (its inputs and outputs are those of its
+``get_infer_signature()``), or else maps its inputs onto the plugin's
+predict arguments (:mod:`deepaas.oip.mapping`), loaded with the same schema
+as the DEEPaaS predict route, and runs ``predict`` exactly as that route
+does (queue, batching, deadlines, ``--max-queue``; metrics under
+``(model, "infer")``). Errors are ``{"error": ...}``
 (:data:`deepaas.api.errors.OIP_PATHS`); a 422 of the DEEPaaS route is a 400
 here, with the same message.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import marshmallow
 from aiohttp import web
 
 import deepaas
-from deepaas.api.args import OFFLOAD_LOAD_SIZE
-from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader
 from deepaas.api.errors import OIP_PATHS
 from deepaas.api.limits import BodyLimits, expect_within
 from deepaas.api.metrics import label
+from deepaas.api.oip_infer import infer_response
 from deepaas.api.oip_spec import model_operations, server_operation
 from deepaas.api.v2.models import checked_document
-from deepaas.api.v2.responses import _remove as remove_result
 from deepaas.api.views import Holder, ModelViews, ViewError
 from deepaas.engine.runtime import ModelRuntime
-from deepaas.exceptions import DeepaasError, TensorError
+from deepaas.exceptions import DeepaasError
 from deepaas.lifecycle import Lifecycle
-from deepaas.model.v2.fields import build_schema, load_args
-from deepaas.model.v2.results import PredictResult
+from deepaas.model.v2.fields import build_schema
 from deepaas.model.v2.wrapper import ModelWrapper
-from deepaas.oip import (
-    HEADER_LENGTH,
-    decode_request,
-    encode_response,
-    mapping,
-    parse_header_length,
-)
-from deepaas.oip.tensors import InferRequest
-from deepaas.scratch import owner
+from deepaas.oip import mapping
 
 Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
 
@@ -64,24 +52,39 @@ EXTENSIONS = ["binary_tensor_data"]
 
 
 class OipView:
-    """What the OIP routes need of a model; replaced when it reloads."""
+    """What the OIP routes need of a model; replaced when it reloads.
 
-    __slots__ = ("inputs", "model", "outputs", "schema")
+    ``signature``: a tensor-native plugin's, whose inputs and outputs the
+    model then has (``inputs`` and ``outputs``, its predict arguments
+    mapped, serve only its DEEPaaS-side mapping then: none).
+    """
+
+    __slots__ = ("inputs", "model", "outputs", "schema", "signature")
 
     def __init__(self, model: ModelWrapper) -> None:
         self.model = model
+        self.signature = model.infer_signature
         self.inputs = mapping.input_specs(model.predict_args)
         self.outputs = mapping.output_specs(model.response_schema)
         # The DEEPaaS route's schema: the same fields, loaded the same way.
         self.schema = build_schema(model.predict_args, f"{model.name}PredictArgs")
 
     def metadata(self) -> dict[str, Any]:
+        signature = self.signature
         return {
             "name": self.model.name,
             "versions": [VERSION],
             "platform": PLATFORM,
-            "inputs": [spec.metadata() for spec in self.inputs.values()],
-            "outputs": [spec.metadata() for spec in self.outputs],
+            "inputs": (
+                signature.metadata(signature.inputs)
+                if signature is not None
+                else [spec.metadata() for spec in self.inputs.values()]
+            ),
+            "outputs": (
+                signature.metadata(signature.outputs)
+                if signature is not None
+                else [spec.metadata() for spec in self.outputs]
+            ),
         }
 
 
@@ -186,115 +189,19 @@ class OipRoutes:
             view = self._view(request, model)
             if not self.enabled:
                 raise web.HTTPPaymentRequired(reason="the predict endpoint is disabled")
-            if not view.model.has_predict:
+            if view.signature is None and not view.model.has_predict:
                 raise DeepaasError(501, f"model {model!r} does not implement predict")
             with self.lifecycle.request():
-                return await self._infer(request, view, self.runtimes[model])
+                return await infer_response(
+                    request,
+                    view,
+                    self.runtimes[model],
+                    VERSION,
+                    self.tmp_dir,
+                    self.limits,
+                )
 
         return handler
-
-    async def _infer(
-        self, request: web.Request, view: OipView, runtime: ModelRuntime
-    ) -> web.Response:
-        error = self.limits.declared_over(request, in_memory=True)
-        if error is not None:  # not read at all
-            raise error
-        scratch = owner(self.tmp_dir)  # None for an app the server did not build
-        if scratch is not None:
-            await scratch.ready()
-        reader = BodyReader(request, self.tmp_dir, self.limits)
-        body = await reader.read_bytes()
-        header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
-        json_size = len(body) if header_length is None else header_length
-        if json_size > OFFLOAD_PARSE_SIZE:
-            decoded = await reader.offload(decode_request, body, header_length)
-        else:
-            decoded = decode_request(body, header_length)
-        model = view.model
-        mapping.check_inputs(model.name, view.inputs, decoded.inputs)
-        files = reader.files  # the uploads, removed by the reader
-        try:
-            big = len(body) > OFFLOAD_LOAD_SIZE
-            if big or any(view.inputs[t.name].kind == "file" for t in decoded.inputs):
-                kwargs = await reader.offload(self._kwargs, view, decoded, files)
-            else:
-                kwargs = self._kwargs(view, decoded, files)
-            del body
-            model.resolve_accept(kwargs)  # */* -> a type it knows
-            result = await runtime.predict(kwargs, files, big)
-        finally:
-            # Emptied by the runtime when a worker may read them.
-            await reader.remove_files()
-        value = await _result_value(result, model.response_schema is not None)
-        outputs = mapping.to_outputs(value)
-        outputs = _requested(model.name, decoded, outputs)
-        payload, headers = encode_response(
-            model.name, VERSION, decoded.id, outputs, decoded.wants_binary
-        )
-        return web.Response(body=payload, headers=headers)
-
-    def _kwargs(
-        self, view: OipView, decoded: InferRequest, files: list[str]
-    ) -> dict[str, Any]:
-        values = mapping.to_values(view.inputs, decoded.inputs, self.tmp_dir, files)
-        try:
-            return load_args(view.schema, values)
-        except marshmallow.ValidationError as exc:
-            messages = (
-                exc.messages
-                if isinstance(exc.messages, dict)
-                else {"_schema": exc.messages}
-            )
-            raise TensorError(json.dumps(messages)) from None
-
-
-async def _result_value(result: PredictResult, has_schema: bool) -> Any:
-    """What predict returned, from the result the worker rendered for the
-    DEEPaaS route: JSON (``predictions`` of ``{"status": "OK", ...}`` when
-    the model has no schema), else the bytes of the body or result file."""
-    if result.path is not None:
-        try:
-            data = await asyncio.get_running_loop().run_in_executor(
-                None, _read_file, result.path
-            )
-        finally:
-            remove_result(result)
-    else:
-        data = result.body or b""
-    if result.content_type.split(";")[0].strip() != "application/json":
-        return data
-    document = json.loads(data)
-    if not has_schema and isinstance(document, dict) and "predictions" in document:
-        return document["predictions"]
-    return document
-
-
-def _read_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise DeepaasError(
-            500, f"the model's result file cannot be read: {exc.strerror}"
-        ) from None
-
-
-def _requested(
-    model: str, decoded: InferRequest, outputs: dict[str, Any]
-) -> dict[str, Any]:
-    """The outputs the request named (all when it named none)."""
-    if not decoded.outputs:
-        return outputs
-    chosen = {}
-    for requested in decoded.outputs:
-        if requested.name not in outputs:
-            known = ", ".join(outputs)
-            raise TensorError(
-                f"model {model!r} has no output {requested.name!r}; "
-                f"this request's outputs: {known}"
-            )
-        chosen[requested.name] = outputs[requested.name]
-    return chosen
 
 
 def setup(

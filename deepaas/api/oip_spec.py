@@ -5,12 +5,14 @@ under a tag of their own; ``/swagger.json`` leaves them out, so that the
 Gradio UI, which reads it, sees the DEEPaaS routes alone. The bodies are the
 KServe Open Inference Protocol v2 REST ones
 (:func:`deepaas.api.response_schemas._oip_schemas`); a model's inputs and
-outputs (:mod:`deepaas.oip.mapping`) are in its operations' descriptions
-and examples, rebuilt when the model reloads.
+outputs (:mod:`deepaas.oip.mapping`, or a tensor-native plugin's
+signature) are in its operations' descriptions and examples, rebuilt when
+the model reloads.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from deepaas.api.openapi import OPENAPI_TAGS, Operation
@@ -148,10 +150,68 @@ def _example_input(spec: TensorSpec) -> dict[str, Any]:
 
 def infer_example(view: OipView) -> dict[str, Any]:
     """A request with the model's required inputs (its first input when
-    none is required), of made-up values."""
+    none is required), of made-up values; every input of a tensor-native
+    model, of zeros (one row, and a size of 1 for each axis of any size)."""
+    signature = view.signature
+    if signature is not None:
+        inputs = []
+        for tensor in signature.inputs:
+            shape = [1 if size == -1 else size for size in signature.full_shape(tensor)]
+            value: Any = {"BOOL": False, "BYTES": ""}.get(tensor.datatype, 0)
+            inputs.append(
+                {
+                    "name": tensor.name,
+                    "datatype": tensor.datatype,
+                    "shape": shape,
+                    "data": [value] * math.prod(shape),
+                }
+            )
+        return {"id": "1", "inputs": inputs}
     specs = list(view.inputs.values())
     chosen = [s for s in specs if s.required] or specs[:1]
     return {"id": "1", "inputs": [_example_input(s) for s in chosen]}
+
+
+def _infer_text(view: OipView) -> str:
+    """The infer operation's description: what it runs, and the tensors."""
+    name = view.model.name
+    signature = view.signature
+    if signature is not None:
+        metadata = view.metadata()
+        batch = (
+            f" Axis 0 is the batch: 1 to {signature.max_batch_size} rows per "
+            "request (concurrent requests are batched together)."
+            if signature.batched
+            else ""
+        )
+        return "\n\n".join(
+            [
+                f"Runs model `{name}`'s infer() on the inputs (numpy arrays), "
+                "as declared by its get_infer_signature(); -1: an axis of any "
+                f"size.{batch}",
+                "Inputs (all required):\n\n" + _rows(metadata["inputs"]),
+                "Outputs:\n\n" + _rows(metadata["outputs"]),
+                BINARY,
+            ]
+        )
+    inputs = list(view.inputs.values())
+    return "\n\n".join(
+        [
+            f"Runs model `{name}`'s predict() on the inputs, as its DEEPaaS "
+            "predict route does (the same arguments, validation, queue and "
+            "timeouts).",
+            "Inputs (its predict arguments; -1: a list of any length):\n\n"
+            + (_table(inputs, True) if inputs else "none"),
+            "Outputs (one per key of a dict result; the datatype and shape "
+            "are the result's):\n\n" + _table(view.outputs, False),
+            BINARY,
+        ]
+    )
+
+
+def _rows(tensors: list[dict[str, Any]]) -> str:
+    rows = [f"| `{t['name']}` | {t['datatype']} | {t['shape']} |" for t in tensors]
+    return "\n".join(["| name | datatype | shape |", "|---|---|---|", *rows])
 
 
 def model_operations(bp: str, view: OipView, enabled: bool) -> list[Operation]:
@@ -176,19 +236,7 @@ def model_operations(bp: str, view: OipView, enabled: bool) -> list[Operation]:
         ),
         "schema": {"type": "integer", "minimum": 0},
     }
-    inputs = list(view.inputs.values())
-    infer_text = "\n\n".join(
-        [
-            f"Runs model `{name}`'s predict() on the inputs, as its DEEPaaS "
-            "predict route does (the same arguments, validation, queue and "
-            "timeouts).",
-            "Inputs (its predict arguments; -1: a list of any length):\n\n"
-            + (_table(inputs, True) if inputs else "none"),
-            "Outputs (one per key of a dict result; the datatype and shape "
-            "are the result's):\n\n" + _table(view.outputs, False),
-            BINARY,
-        ]
-    )
+    infer_text = _infer_text(view)
     infer_body = {
         "required": True,
         "content": {

@@ -5,6 +5,14 @@ gets up to ``max_batch_size`` calls at once; when fewer are queued, a free
 worker waits for companions at most ``max_delay`` seconds after the oldest
 call arrived (0, the default, takes what is queued: an idle server adds no
 latency). Any other model gets one call at a time.
+
+Predict and infer calls of one model share the queue, and one message to a
+worker carries calls of one method. Infer calls of a tensor-native plugin
+whose signature has a batch axis are batched too, counted in rows (the
+batch axis of each call's inputs) up to ``max_infer_rows``, and only with
+calls of their ``group`` (the same non-batch shapes): a worker stacks them
+into one ``infer`` call. A call too big to share (its rows alone reach the
+limit) runs alone; it is never split.
 """
 
 from __future__ import annotations
@@ -14,9 +22,15 @@ import collections
 import dataclasses
 import itertools
 import time
+from collections.abc import Hashable
 from typing import Any
 
 _call_ids = itertools.count(1)
+
+PREDICT = "predict"
+INFER = "infer"
+#: How far past the oldest call a batch looks for calls that may join it.
+SCAN_LIMIT = 256
 
 
 class Call:
@@ -42,22 +56,34 @@ class Call:
         "big",
         "files",
         "future",
+        "group",
         "id",
         "lane",
+        "method",
         "payload",
         "pins",
         "queued",
         "queued_at",
+        "rows",
         "seq",
         "timer",
     )
 
     def __init__(
-        self, payload: Any, future: asyncio.Future[Any], big: bool = False
+        self,
+        payload: Any,
+        future: asyncio.Future[Any],
+        big: bool = False,
+        method: str = PREDICT,
+        rows: int = 1,
+        group: Hashable = None,
     ) -> None:
         self.id = next(_call_ids)
         self.payload = payload
         self.big = big  # arguments from a big body: pickled without a memo
+        self.method = method  # PREDICT or INFER
+        self.rows = rows  # what it adds to a batch: rows for infer, else 1
+        self.group = group  # infer calls batch only with calls of their group
         self.future = future
         self.queued_at = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None  # the deadline, if any
@@ -90,10 +116,28 @@ class BatchPolicy:
 
     max_batch_size: int = 1  # 1: no batching (the plugin's predict)
     max_delay: float = 0.0  # seconds
+    # Rows of infer calls stacked into one infer(); 0 or 1: none.
+    max_infer_rows: int = 0
 
     @property
     def batched(self) -> bool:
-        return self.max_batch_size > 1
+        """Workers get batches (one model call per message), not calls."""
+        return self.max_batch_size > 1 or self.max_infer_rows > 1
+
+    def method(self, batch: list[Call]) -> str:
+        """What a worker runs for ``batch`` (calls of one method): each call
+        on its own, or the batch as one model call."""
+        method: str = batch[0].method
+        if not self.batched:
+            return method
+        if method == INFER:
+            return "infer_batch" if len(batch) > 1 else INFER
+        return "predict_batch" if self.max_batch_size > 1 else PREDICT
+
+    @property
+    def full(self) -> int:
+        """Queued rows that make a batch worth starting without delay."""
+        return max(self.max_batch_size, self.max_infer_rows)
 
 
 DEFAULT_BATCH_SIZE = 8
@@ -104,18 +148,33 @@ def resolve_policy(
     plugin_batching: dict[str, Any] | None,
     max_batch_size: int | None,
     max_batch_delay_ms: int | None,
+    infer_batch_size: int = 0,
 ) -> BatchPolicy:
-    """The plugin's ``batching`` attribute, overridden by the flags."""
-    if not has_predict_batch:
+    """The plugin's ``batching`` attribute, overridden by the flags.
+
+    ``infer_batch_size``: the ``max_batch_size`` of a tensor-native
+    plugin's signature (0: no batch axis); the flag lowers it (it cannot
+    raise it: the signature says what the model takes).
+    """
+    infer_rows = infer_batch_size
+    if infer_rows and max_batch_size:
+        infer_rows = min(infer_rows, max_batch_size)
+    if not has_predict_batch and infer_rows <= 1:
         return BatchPolicy()
     own = plugin_batching or {}
-    size = max_batch_size or own.get("max_batch_size") or DEFAULT_BATCH_SIZE
+    size = 1
+    if has_predict_batch:
+        size = max_batch_size or own.get("max_batch_size") or DEFAULT_BATCH_SIZE
     delay_ms = (
         max_batch_delay_ms
         if max_batch_delay_ms is not None
         else own.get("max_delay_ms", 0)
     )
-    return BatchPolicy(max_batch_size=int(size), max_delay=float(delay_ms) / 1000)
+    return BatchPolicy(
+        max_batch_size=int(size),
+        max_delay=float(delay_ms) / 1000,
+        max_infer_rows=infer_rows if infer_rows > 1 else 0,
+    )
 
 
 class CallQueue:
@@ -131,6 +190,7 @@ class CallQueue:
         self.policy = policy
         self._calls: collections.deque[Call] = collections.deque()
         self._live = 0
+        self._rows = 0  # of the live calls
 
     def __len__(self) -> int:
         return self._live
@@ -138,6 +198,7 @@ class CallQueue:
     def append(self, call: Call) -> None:
         call.queued = True
         self._live += 1
+        self._rows += call.rows
         self._calls.append(call)
 
     def requeue(self, calls: list[Call]) -> None:
@@ -147,6 +208,7 @@ class CallQueue:
                 continue
             call.queued = True
             self._live += 1
+            self._rows += call.rows
             self._calls.appendleft(call)
 
     def discard(self, call: Call) -> None:
@@ -154,6 +216,7 @@ class CallQueue:
         if call.queued:
             call.queued = False
             self._live -= 1
+            self._rows -= call.rows
 
     def _drop_settled(self) -> None:
         calls = self._calls
@@ -170,22 +233,67 @@ class CallQueue:
         if not self._calls:
             return None
         policy = self.policy
-        if not policy.max_delay or self._live >= policy.max_batch_size:
+        if not policy.max_delay or self._rows >= policy.full:
             return now
         return max(now, self._calls[0].queued_at + policy.max_delay)
 
     def take(self, limit: int | None = None) -> list[Call]:
-        """Up to ``limit`` (``max_batch_size``) calls still awaited, oldest first."""
+        """Up to ``limit`` (``max_batch_size``) calls still awaited, oldest
+        first, all of the oldest one's method (one message carries one)."""
         limit = limit or self.policy.max_batch_size
         batch: list[Call] = []
         calls = self._calls
         while calls and len(batch) < limit:
-            call = calls.popleft()
+            call = calls[0]
+            if call.queued and batch and call.method != batch[0].method:
+                break
+            calls.popleft()
             if not call.queued:
                 continue
             self.discard(call)
             if not call.future.done():
                 batch.append(call)
+        return batch
+
+    def take_batch(self) -> list[Call]:
+        """One model call's worth: the oldest call still awaited, and the
+        calls after it (at most ``SCAN_LIMIT`` looked at) that may join it,
+        oldest first, within the policy's size: for predict, up to
+        ``max_batch_size`` calls; for infer, calls of the same group up to
+        ``max_infer_rows`` rows (none when the signature has no batch axis).
+        The calls passed over keep their places."""
+        self._drop_settled()
+        calls = self._calls
+        if not calls:
+            return []
+        head = calls.popleft()
+        self.discard(head)
+        batch = [head]
+        policy = self.policy
+        predict = head.method == PREDICT
+        limit = policy.max_batch_size if predict else policy.max_infer_rows
+        total = 1 if predict else head.rows
+        passed: list[Call] = []
+        scanned = 0
+        while calls and scanned < SCAN_LIMIT and total < limit:
+            call = calls.popleft()
+            if not call.queued:
+                continue
+            scanned += 1
+            weight = 1 if predict else call.rows
+            if call.future.done():
+                self.discard(call)
+            elif (
+                call.method == head.method
+                and call.group == head.group
+                and total + weight <= limit
+            ):
+                self.discard(call)
+                batch.append(call)
+                total += weight
+            else:
+                passed.append(call)
+        calls.extendleft(reversed(passed))
         return batch
 
     def drain(self) -> list[Call]:

@@ -10,9 +10,10 @@ each call ends, with its answer or an error, is
 
 - **Pull-based**: whenever a lane has room it gets the oldest calls, least
   loaded lane first (among equals, the one after the lane served last, so
-  idle workers take turns): a batch of up to ``max_batch_size`` for a model
-  with ``predict_batch``, else calls. Everything handed out in one turn of
-  the event loop goes to a worker in one write.
+  idle workers take turns): a batch (:meth:`CallQueue.take_batch
+  <deepaas.engine.batching.CallQueue.take_batch>`) for a model that
+  batches, else calls. Everything handed out in one turn of the event loop
+  goes to a worker in one write.
 - **Retiring workers last**: a worker being replaced (:meth:`mark_retiring`:
   it passed its request or memory limit) takes no new calls while another
   ready worker takes calls, even a busy one (calls wait for it): what the
@@ -286,8 +287,7 @@ class Dispatcher:
             self._pump_later(ready_at)
             return
         batched = self.policy.batched
-        method = "predict_batch" if batched else "predict"
-        frames: dict[Lane, list[bytes]] = {}
+        frames: dict[Lane, list[protocol.Part]] = {}
         pipelined = False
         while True:
             takers = [
@@ -303,7 +303,7 @@ class Dispatcher:
                 self._pump_later(ready_at)
                 break
             if batched:
-                batch = queue.take()
+                batch = queue.take_batch()
             else:
                 # Several calls in one message to a fast worker, shared fairly.
                 share = -(-len(queue) // len(takers))
@@ -311,16 +311,22 @@ class Dispatcher:
             if not batch:
                 break
             self._last = lane
-            frame = self._frame(lane, method, batch)
+            frame = self._frame(lane, self.policy.method(batch), batch)
             if frame is None:
                 continue
-            frames.setdefault(lane, []).append(frame)
+            frames.setdefault(lane, []).extend(frame)
             pipelined = pipelined or lane.waiting_behind(batched)
             waited = [now - call.queued_at for call in batch if call.attempts == 1]
             if waited:
                 self.events.dispatched(self.model, waited)
-        for lane, chunks in frames.items():
-            lane.link.write(b"".join(chunks))  # a dead worker is reaped: lost()
+        for lane, parts in frames.items():
+            # One write per lane; a dead worker is reaped: lost().
+            written = protocol.coalesce(parts)
+            first = written[0]
+            if len(written) == 1 and isinstance(first, bytes):
+                lane.link.write(first)  # the usual case
+            else:
+                lane.link.write(written)
         if pipelined:
             self._watch_stalls()
 
@@ -337,13 +343,15 @@ class Dispatcher:
             takers, key=lambda taker: (taker[0].held(batched), position[taker[0]])
         )
 
-    def _frame(self, lane: Lane, method: str, batch: list[Call]) -> bytes | None:
+    def _frame(
+        self, lane: Lane, method: str, batch: list[Call]
+    ) -> list[protocol.Part] | None:
         try:
             return lane.frame(method, batch)
         except Exception as exc:  # an argument that cannot be pickled
             if len(batch) > 1:  # each on its own: only the culprit fails
-                parts = [self._frame(lane, method, [call]) for call in batch]
-                return b"".join(part for part in parts if part) or None
+                frames = [self._frame(lane, method, [call]) for call in batch]
+                return [part for frame in frames if frame for part in frame] or None
             fail(batch[0], unsendable(exc))
             return None
 

@@ -53,8 +53,10 @@ class Link(Protocol):
     @property
     def board(self) -> protocol.Scoreboard: ...
 
-    def write(self, data: bytes) -> bool:
-        """Send framed messages; False when the worker is gone."""
+    def write(self, data: bytes | list[protocol.Part]) -> bool:
+        """Send framed messages (bytes, or parts to write in order: see
+        :func:`~deepaas.engine.protocol.coalesce`); False when the worker is
+        gone."""
         ...
 
 
@@ -114,9 +116,10 @@ class Lane:
         """Whether calls wait in the worker behind the one it runs."""
         return len(self.sent) > 1 if batched else len(self.inflight) > 1
 
-    def frame(self, method: str, batch: list[Call]) -> bytes:
-        """``batch`` as one message, numbered after the calls the lane holds;
-        the lane holds them from now on.
+    def frame(self, method: str, batch: list[Call]) -> list[protocol.Part]:
+        """``batch`` as one message (the parts of its frame: see
+        :func:`~deepaas.engine.protocol.pack_parts`), numbered after the
+        calls the lane holds; the lane holds them from now on.
 
         Raises what pickling the arguments raised; the lane then holds
         nothing new.
@@ -134,7 +137,7 @@ class Lane:
             # A big tree of arguments pickles ten times faster without a
             # memo; small ones pay more for the pickler's set-up than that.
             big = any(call.big for call in batch)
-            frame = protocol.pack_tree(message) if big else protocol.pack(message)
+            frame = protocol.pack_parts(message, tree=big)
         except Exception:
             for call in batch:
                 call.lane = None

@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, NoReturn
 
-from deepaas.engine import protocol
+from deepaas.engine.channel import Channel
 from deepaas.engine.devices import Device
 
 LOG = logging.getLogger(__name__)
@@ -140,77 +140,6 @@ class ChildSpec:
     output: OutputSink | str
     cwd: str | None = None
     pass_fds: tuple[int, ...] = ()
-
-
-class Channel(asyncio.Protocol):
-    """Our end of a child's socket: frames in, messages out."""
-
-    def __init__(self, label: str, on_message: Callable[[Any], None]) -> None:
-        self.label = label
-        self.on_message = on_message
-        self.transport: asyncio.Transport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
-        self._decoder = protocol.FrameDecoder()
-        self._finished = False  # we sent end-of-file: nothing more to write
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            messages = self._decoder.feed(data)
-        except Exception as exc:  # a corrupt stream: end the conversation
-            LOG.error("%s sent garbage (%s); closing its connection", self.label, exc)
-            self.abort()
-            return
-        for message in messages:
-            self.on_message(message)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def write(self, data: bytes) -> bool:
-        """Send framed bytes; False if the child is gone (or was told to
-        finish)."""
-        if self.transport is None or self.transport.is_closing() or self._finished:
-            return False
-        self.transport.write(data)
-        return True
-
-    def send(self, message: Any) -> bool:
-        """Send one message; False if the child is gone."""
-        return self.write(protocol.pack(message))
-
-    def finish(self) -> None:
-        """End-of-file for the child, and go on reading until it closes its end.
-
-        The clean way to stop a child: a worker exits 0 on end-of-file once
-        it answered what it had already read (messages the parent took back
-        meanwhile still get their empty answers, read and dropped here).
-        :meth:`close` instead drops the connection at once: the child then
-        may find it reset (Linux resets a Unix socket closed with unread
-        data) or broken when it writes, and exits as a child that failed.
-        """
-        transport = self.transport
-        if transport is None or transport.is_closing() or self._finished:
-            return
-        self._finished = True
-        if transport.can_write_eof():
-            transport.write_eof()
-        else:  # pragma: no cover - every stream transport on Unix can
-            transport.close()
-
-    def close(self) -> None:
-        """Close our end now: end-of-file for the child, or a reset if it
-        still sent something we did not read (see :meth:`finish`)."""
-        if self.transport is not None:
-            self.transport.close()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
 
 
 class _LineForwarder(asyncio.Protocol):

@@ -4,20 +4,27 @@
 job) carries frames: an 8-byte big-endian length, then a pickle of one of
 the :class:`~typing.NamedTuple` messages below, in their wire form (see
 :func:`pack`). Only plain values cross:
-arguments (uploaded files travel as paths), rendered results, and errors
-reduced to :class:`RemoteError` (a status and strings), so nothing a plugin
-returns or raises can fail to unpickle on the other side.
+arguments (uploaded files travel as paths), rendered results, numpy arrays
+(an infer call's inputs and outputs), and errors reduced to
+:class:`RemoteError` (a status and strings), so nothing a plugin returns or
+raises can fail to unpickle on the other side. An array is pickled as its
+raw bytes (pickle protocol 5), never as a list; one of
+:data:`OUT_OF_BAND_MIN` bytes or more travels after the pickle, not inside
+it (:func:`pack_parts`): it is neither copied into the pickle when sent
+nor out of the frame when received.
 
 Parent to predict worker: :class:`Invoke` (one call, several calls, or one
-batch). Predict worker to parent: :class:`Ready`, :class:`StartFailed`,
-:class:`Results` (exactly one per :class:`Invoke`, in order).
+batch; of predict, or of a tensor-native plugin's infer). Predict worker to
+parent: :class:`Ready`, :class:`StartFailed`, :class:`Results` (exactly one
+per :class:`Invoke`, in order).
 
 Parent to training job: :class:`Train` (once). Training job to parent:
 :class:`Progress` (any number), then :class:`TrainDone` or
 :class:`StartFailed` (import, warm, train or result stage).
 
 **Scoreboard.** Each predict worker also shares a few bytes of memory with
-the parent (:class:`Scoreboard`): before it runs a call it writes the call's
+the parent (:class:`Scoreboard`, in :mod:`deepaas.engine.scoreboard` and
+importable from here): before it runs a call it writes the call's
 sequence number there, and it skips calls the parent has taken back. The
 parent reads it without a system call, so it always knows which call a
 worker is running: when the worker dies or outlives a deadline, only that
@@ -29,12 +36,20 @@ taken back. See :mod:`deepaas.engine.dispatcher`.
 from __future__ import annotations
 
 import io
-import mmap
-import os
 import pickle
 import struct
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from deepaas.engine.buffers import (  # noqa: F401 (coalesce: re-exported)
+    OUT_OF_BAND_MIN,
+    WITH_BUFFERS,
+    Part,
+    buffers_frame,
+    coalesce,
+    split_buffers_frame,
+)
+from deepaas.engine.scoreboard import SCOREBOARD_SIZE, Scoreboard  # noqa: F401
 from deepaas.model.v2.results import PredictResult
 
 
@@ -54,11 +69,13 @@ class RemoteError(NamedTuple):
 
 
 class Invoke(NamedTuple):
-    """Run ``method`` ("predict" or "predict_batch") on ``items``.
+    """Run ``method`` on ``items``: "predict" or "infer" (each item on its
+    own), "predict_batch" or "infer_batch" (the items are one batch: one
+    call to the model).
 
     ``items`` are ``(seq, kwargs)`` pairs; ``seq`` numbers the calls sent to
-    this worker, 1, 2, 3, ... in the order it must run them. For
-    "predict_batch" the items are one batch.
+    this worker, 1, 2, 3, ... in the order it must run them. An infer
+    call's kwargs are its input arrays by name.
     """
 
     method: str
@@ -83,7 +100,8 @@ class Results(NamedTuple):
     """The answers to one :class:`Invoke`, in its order.
 
     ``items`` are ``(seq, ok, value)``: ``value`` is a rendered
-    :class:`~deepaas.model.v2.results.PredictResult` when ``ok``, else a
+    :class:`~deepaas.model.v2.results.PredictResult` (a predict call) or a
+    dict of output arrays by name (an infer call) when ``ok``, else a
     :class:`RemoteError`. A call the parent took back is left out.
     ``seconds`` is the compute time of the whole message. ``retire`` is set
     when the worker should be replaced once this is delivered:
@@ -144,10 +162,14 @@ _new_tuple = tuple.__new__
 
 
 def _to_wire(message: Any) -> tuple[Any, ...]:
-    """``message`` as plain tuples; KeyError for anything not a message."""
+    """``message`` as plain tuples; KeyError for anything not a message.
+    An infer call's outputs (a dict) stay a dict."""
     index = _KIND_INDEX[type(message)]
     if index == _RESULTS:
-        items = [(seq, ok, tuple(value)) for seq, ok, value in message.items]
+        items = [
+            (seq, ok, value if type(value) is dict else tuple(value))
+            for seq, ok, value in message.items
+        ]
         return (index, items, message.seconds, message.retire)
     return (index, *message)
 
@@ -157,7 +179,13 @@ def _from_wire(wire: tuple[Any, ...]) -> Any:
     index = wire[0]
     if index == _RESULTS:
         items = [
-            (seq, ok, _new_tuple(PredictResult if ok else RemoteError, value))
+            (
+                seq,
+                ok,
+                value
+                if type(value) is dict
+                else _new_tuple(PredictResult if ok else RemoteError, value),
+            )
             for seq, ok, value in wire[1]
         ]
         return _new_tuple(Results, (items, wire[2], wire[3]))
@@ -175,58 +203,132 @@ def pack(message: Any) -> bytes:
 
 def pack_tree(message: Any) -> bytes:
     """:func:`pack` for a message of request arguments, parsed from JSON or
-    a form: a tree of plain values, with no cycles and no object shared.
+    a form: a tree of plain values (see :func:`pack_parts`)."""
+    return b"".join(pack_parts(message, tree=True))
 
-    Pickled without a memo (``Pickler.fast``): the memo, which only serves
-    cycles and shared objects, is most of pickle's time for big trees, which
-    it spends holding the GIL on the event loop's thread (9 million short
-    strings: 3.9 s with it, 0.35 s without). For a small message the
-    pickler's set-up costs more than the memo saves (10 us against 6 us),
-    so only calls from big bodies are sent this way. A message the fast mode
-    refuses (a cycle, in an argument a plugin's own field made) is pickled
-    the usual way.
+
+def pack_parts(message: Any, tree: bool = False) -> list[Part]:
+    """Frame one message as parts to write in order: one bytes, and after
+    it, for every array of :data:`OUT_OF_BAND_MIN` bytes or more, a view of
+    the array's memory (no copy: leave the arrays alone until the parts are
+    written) and the zeros that align the next one.
+
+    Such a frame has the top bit of its length set (its layout:
+    :mod:`deepaas.engine.buffers`).
+
+    ``tree``: the message holds request arguments parsed from a big JSON
+    or form body: a tree of plain values, pickled without a memo (see
+    :func:`_fast_pickle`). Raises whatever pickling raises for a value that
+    cannot be pickled.
     """
-    buffer = io.BytesIO()
-    buffer.write(bytes(HEADER_SIZE))
-    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    buffers: list[memoryview] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        view = buffer.raw()
+        if view.nbytes < OUT_OF_BAND_MIN:
+            return True  # in the pickle
+        buffers.append(view)
+        return False
+
+    wire = _to_wire(message)
+    framed = _fast_pickle(wire, out_of_band) if tree else None
+    payload: bytes | memoryview
+    if framed is not None:
+        if not buffers:
+            return [framed]
+        payload = memoryview(framed)[HEADER_SIZE:]
+    else:
+        buffers.clear()
+        payload = pickle.dumps(
+            wire, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=out_of_band
+        )
+        if not buffers:
+            return [_HEADER.pack(len(payload)) + payload]
+    return buffers_frame(payload, buffers)
+
+
+def _fast_pickle(
+    wire: Any, out_of_band: Callable[[pickle.PickleBuffer], bool]
+) -> bytes | None:
+    """``wire`` pickled without a memo (``Pickler.fast``), after its
+    frame's length (written into the same buffer: a big pickle is not
+    copied once more to prepend it); None when fast mode refuses it (a
+    cycle, in an argument a plugin's own field made).
+
+    The memo, which only serves cycles and shared objects, is most of
+    pickle's time for big trees, spent holding the GIL on the event loop's
+    thread (9 million short strings: 3.9 s with it, 0.35 s without); for a
+    small message the set-up costs more than the memo saves (10 us against
+    6 us), so only calls from big bodies are sent this way.
+    """
+    out = io.BytesIO()
+    out.write(bytes(HEADER_SIZE))
+    pickler = pickle.Pickler(
+        out, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=out_of_band
+    )
     pickler.fast = True
     try:
-        pickler.dump(_to_wire(message))
+        pickler.dump(wire)
     except (ValueError, RecursionError):
-        return pack(message)
-    frame = buffer.getbuffer()
+        return None
+    frame = out.getbuffer()
     _HEADER.pack_into(frame, 0, len(frame) - HEADER_SIZE)
     del frame  # release the export before reading the bytes
-    return buffer.getvalue()
+    return out.getvalue()
+
+
+def _unpack_buffers(frame: bytearray) -> Any:
+    """The message of a frame with buffers (its bytes after the length).
+    Its arrays are views of ``frame``: writable, aligned, not copied."""
+    pickled, buffers = split_buffers_frame(frame)
+    return _from_wire(pickle.loads(pickled, buffers=buffers))
 
 
 class FrameDecoder:
-    """Accumulates bytes from a stream and yields whole messages."""
+    """Accumulates bytes from a stream and yields whole messages.
+
+    A frame with buffers (:func:`pack_parts`) is read into a buffer of its
+    own, allocated once its length is known, which its arrays then view.
+    """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._frame: bytearray | None = None  # a frame with buffers, filling
+        self._filled = 0
 
-    def feed(self, data: bytes) -> list[Any]:
+    def feed(self, data: bytes | memoryview) -> list[Any]:
         """Add ``data``; return the messages completed by it (maybe none).
 
         Raises whatever unpickling raises for a corrupt stream (IndexError or
         TypeError for a pickle that is not a message).
         """
+        messages: list[Any] = []
+        if self._frame is not None:
+            taken = self._fill(data, 0, messages)
+            if taken == len(data):
+                return messages
+            data = memoryview(data)[taken:]
         buffer = self._buffer
-        if not buffer and len(data) > HEADER_SIZE:
+        if not buffer and not messages and len(data) > HEADER_SIZE:
             # The usual case: ``data`` is whole messages, read from where the
             # last read stopped; they are read from it, not copied first.
             (size,) = _HEADER.unpack_from(data)
             if len(data) == HEADER_SIZE + size:
                 return [_from_wire(pickle.loads(data[HEADER_SIZE:]))]
         buffer += data
-        messages = []
         start = 0
         end = len(buffer)
         with memoryview(buffer) as view:
             while end - start >= HEADER_SIZE:
                 (size,) = _HEADER.unpack_from(view, start)
                 body_start = start + HEADER_SIZE
+                if size & WITH_BUFFERS:
+                    self._frame = bytearray(size & ~WITH_BUFFERS)
+                    self._filled = 0
+                    start = body_start + self._fill(view, body_start, messages)
+                    if self._frame is not None:
+                        break
+                    continue
                 if end - body_start < size:
                     break
                 with view[body_start : body_start + size] as body:
@@ -236,124 +338,33 @@ class FrameDecoder:
             del buffer[:start]
         return messages
 
+    def filling(self) -> memoryview | None:
+        """Where the rest of a frame with buffers goes, while one is being
+        filled: read into it, then call :meth:`filled` (its bytes are then
+        copied no more). None otherwise: :meth:`feed` what is read."""
+        if self._frame is None:
+            return None
+        return memoryview(self._frame)[self._filled :]
 
-# -- scoreboard ---------------------------------------------------------------
+    def filled(self, size: int) -> list[Any]:
+        """``size`` bytes were read into :meth:`filling`'s view; the message
+        they complete, if they do."""
+        frame = self._frame
+        assert frame is not None
+        self._filled += size
+        if self._filled < len(frame):
+            return []
+        self._frame = None
+        return [_unpack_buffers(frame)]
 
-_INT = struct.Struct("<q")
-_FLOAT = struct.Struct("<d")
-_RUNNING = 0  # seq of the call being computed; 0: none        (worker writes)
-_STARTED = 8  # time.monotonic() when it started, in seconds    (worker writes)
-_REVOKED_LO = 16  # calls numbered lo..hi are skipped; 0: none    (parent writes)
-_REVOKED_HI = 24
-SCOREBOARD_SIZE = 32
-
-
-class Scoreboard:
-    """The few bytes a worker and its parent share (see the module docstring).
-
-    Each field has one writer. The fields are read without locks: a reader
-    may see a field one update late, so the worker checks "taken back" both
-    before and after it marks a call running, and the parent gives every
-    call it takes back to another worker, even one the board shows running
-    at that moment (the worker's second look may still skip it). In the
-    rare race where the worker's second look misses the take-back, the call
-    is computed twice and the answer of the worker that now holds it is
-    used (predictions are meant to be pure functions of their arguments).
-
-    There is one taken-back range: the parent only takes back calls after
-    the one a worker runs, so a new range never starts before a call the
-    worker has yet to pass; the calls of an older range are behind it.
-
-    ``buffer`` is a shared mapping (:meth:`create`, :meth:`attach`), or any
-    writable buffer of :data:`SCOREBOARD_SIZE` bytes (tests use a
-    ``bytearray``).
-    """
-
-    __slots__ = ("_buffer", "fd")
-
-    def __init__(self, buffer: Any, fd: int | None = None) -> None:
-        self._buffer = buffer
-        self.fd = fd  # the descriptor a child maps; None for a plain buffer
-
-    @classmethod
-    def create(cls) -> Scoreboard:
-        """A zeroed scoreboard in anonymous shared memory, to give a child.
-
-        Pass :attr:`fd` to the child (``pass_fds``) and close it with
-        :meth:`close_fd` once the child started.
-        """
-        memfd_create = getattr(os, "memfd_create", None)
-        if memfd_create is not None:
-            fd = memfd_create("deepaas-scoreboard", os.MFD_CLOEXEC)
-        else:  # pragma: no cover - not Linux: an unlinked temporary file
-            import tempfile
-
-            with tempfile.TemporaryFile() as file:
-                fd = os.dup(file.fileno())
-        os.ftruncate(fd, mmap.PAGESIZE)
-        return cls(mmap.mmap(fd, mmap.PAGESIZE), fd)
-
-    @classmethod
-    def attach(cls, fd: int) -> Scoreboard:
-        """The child's side: map the descriptor its parent passed."""
-        board = cls(mmap.mmap(fd, mmap.PAGESIZE))
-        os.close(fd)
-        return board
-
-    def close_fd(self) -> None:
-        """Close the descriptor (the mapping stays)."""
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def release(self) -> None:
-        """Unmap the shared memory, keeping its last values in a plain buffer.
-
-        For the parent once its child is gone: a mapping holds a descriptor
-        of its own (Python's ``mmap`` duplicates the one it maps) until it is
-        closed, and a dead worker's handle may live on (the worker that
-        replaces it points back at it), so waiting for the garbage collector
-        left one descriptor open per replaced worker.
-        """
-        buffer = self._buffer
-        if isinstance(buffer, mmap.mmap) and not buffer.closed:
-            self._buffer = bytearray(buffer[:SCOREBOARD_SIZE])
-            buffer.close()
-
-    # -- worker side ----------------------------------------------------------
-
-    def _revoked(self, seq: int) -> bool:
-        buffer = self._buffer
-        lo = _INT.unpack_from(buffer, _REVOKED_LO)[0]
-        return bool(lo) and lo <= seq <= _INT.unpack_from(buffer, _REVOKED_HI)[0]
-
-    def start(self, seq: int, now: float) -> bool:
-        """Mark ``seq`` running; False (and nothing marked) if taken back."""
-        if self._revoked(seq):
-            return False
-        buffer = self._buffer
-        _FLOAT.pack_into(buffer, _STARTED, now)
-        _INT.pack_into(buffer, _RUNNING, seq)
-        if self._revoked(seq):  # taken back while we marked it
-            _INT.pack_into(buffer, _RUNNING, 0)
-            return False
-        return True
-
-    def finish(self) -> None:
-        """Nothing is running any more."""
-        _INT.pack_into(self._buffer, _RUNNING, 0)
-
-    # -- parent side ----------------------------------------------------------
-
-    def running(self) -> tuple[int, float]:
-        """``(seq, started)`` of the call being computed; ``(0, 0.0)`` if none."""
-        buffer = self._buffer
-        seq = _INT.unpack_from(buffer, _RUNNING)[0]
-        started = _FLOAT.unpack_from(buffer, _STARTED)[0]
-        return seq, started
-
-    def revoke(self, lo: int, hi: int) -> None:
-        """Take back the calls numbered ``lo`` to ``hi`` not yet started."""
-        buffer = self._buffer
-        _INT.pack_into(buffer, _REVOKED_HI, hi)
-        _INT.pack_into(buffer, _REVOKED_LO, lo)
+    def _fill(self, data: bytes | memoryview, start: int, messages: list[Any]) -> int:
+        """Copy what ``data[start:]`` holds of the frame being filled; when
+        that completes it, its message goes to ``messages``. Returns the
+        number of bytes taken."""
+        target = self.filling()
+        assert target is not None
+        take = min(len(target), len(data) - start)
+        with target, memoryview(data) as view:
+            target[:take] = view[start : start + take]
+        messages.extend(self.filled(take))
+        return take

@@ -1,7 +1,8 @@
 """One model as the API sees it: calls in, results out, and a status snapshot.
 
-The API calls :meth:`ModelRuntime.predict` and awaits a rendered result or a
-:class:`~deepaas.exceptions.DeepaasError`; health, ``/v2/system/`` and
+The API calls :meth:`ModelRuntime.predict` (or :meth:`ModelRuntime.infer`,
+for a tensor-native plugin) and awaits a rendered result (output arrays) or
+a :class:`~deepaas.exceptions.DeepaasError`; health, ``/v2/system/`` and
 ``/metrics`` read :meth:`ModelRuntime.status`, a frozen snapshot of plain
 values. Queues, workers and processes stay behind this facade. It also keeps
 the promises about time: a full queue answers at once (503 with
@@ -17,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Hashable
 from typing import Any
 
-from deepaas.engine.batching import BatchPolicy, Call, CallQueue
+from deepaas.engine.batching import INFER, BatchPolicy, Call, CallQueue
 from deepaas.engine.dispatcher import Dispatcher, DispatchEvents
 from deepaas.engine.pool import (
     TIMED_OUT,
@@ -215,6 +217,29 @@ class ModelRuntime:
         ``big``: ``kwargs`` came from a big body (a tree of plain values),
         sent with :func:`~deepaas.engine.protocol.pack_tree`.
         """
+        call = Call(kwargs, self._future(), big)
+        result: PredictResult = await self._run(call, uploads)
+        return result
+
+    async def infer(
+        self, arrays: dict[str, Any], rows: int = 1, group: Hashable = None
+    ) -> dict[str, Any]:
+        """Run a tensor-native plugin's ``infer(**arrays)`` in a worker and
+        return its output arrays by name (checked there against its
+        signature). ``rows`` and ``group``: the call's batch size and what
+        calls must share to be batched with it
+        (:class:`~deepaas.model.signature.CheckedInputs`). The same queue,
+        limits and deadlines as :meth:`predict`."""
+        call = Call(arrays, self._future(), method=INFER, rows=rows, group=group)
+        outputs: dict[str, Any] = await self._run(call, None)
+        return outputs
+
+    def _future(self) -> asyncio.Future[Any]:
+        # The running loop (Python 3.11 asks getpid() for it).
+        return self.dispatcher.loop.create_future()
+
+    async def _run(self, call: Call, uploads: list[str] | None) -> Any:
+        """Queue ``call`` within the limits; its answer (see :meth:`predict`)."""
         if self.stopped:
             raise ShuttingDown()
         if not self.dispatcher.lanes:  # no worker ready: has one failed?
@@ -230,16 +255,14 @@ class ModelRuntime:
                 "are already waiting; retry later",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        loop = self.dispatcher.loop  # the running one (Python 3.11 asks getpid())
-        future: asyncio.Future[PredictResult] = loop.create_future()
-        call = Call(kwargs, future, big)
         if limits.predict_timeout:
+            loop = self.dispatcher.loop
             call.timer = loop.call_at(
                 loop.time() + limits.predict_timeout, self._expire, call
             )
         self.dispatcher.submit(call)
         try:
-            return await future
+            return await call.future
         except ModelUnavailable as exc:  # the pool's: no worker could start
             error = self.pool.start_error
             if isinstance(exc, ShuttingDown) or error is None:

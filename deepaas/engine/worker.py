@@ -22,14 +22,18 @@ from deepaas.engine.process import EXIT_FAILED, child_main
 from deepaas.engine.protocol import (
     FrameDecoder,
     Invoke,
+    Part,
     Ready,
     RemoteError,
     Results,
     Scoreboard,
     StartFailed,
+    coalesce,
     pack,
+    pack_parts,
 )
 from deepaas.model import loading
+from deepaas.model.signature import InferOutputError
 from deepaas.model.v2.results import OutputError, ResultRenderer
 
 FLUSH_AFTER_S = 0.0005
@@ -103,40 +107,57 @@ class WorkerLoop:
         inbox = bytearray(RECV_SIZE)
         view = memoryview(inbox)
         pending: collections.deque[Any] = collections.deque()
-        outbox: list[bytes] = []
+        outbox: list[Part] = []
         first_unsent = 0.0
         while True:
             if not pending:
                 if outbox:
-                    self.sock.sendall(b"".join(outbox))
-                    outbox.clear()
+                    self.flush(outbox)
+                target = decoder.filling()  # a big frame's rest: read into it
+                if target is not None:
+                    with target:
+                        size = self.sock.recv_into(target)
+                    if not size:
+                        return
+                    pending.extend(decoder.filled(size))
+                    continue
                 size = self.sock.recv_into(inbox)
                 if not size:
                     return
-                pending.extend(decoder.feed(view[:size].tobytes()))
+                pending.extend(decoder.feed(view[:size]))
                 continue
             message = pending.popleft()
             if type(message) is not Invoke:
                 continue
             if not outbox:
                 first_unsent = time.perf_counter()
-            outbox.append(pack(self.call(renderer, message)))
+            outbox.extend(pack_parts(self.call(renderer, message)))
             if time.perf_counter() - first_unsent > FLUSH_AFTER_S:
-                self.sock.sendall(b"".join(outbox))
-                outbox.clear()
+                self.flush(outbox)
+
+    def flush(self, outbox: list[Part]) -> None:
+        """Send the frames (their parts) in ``outbox`` and empty it: the
+        small ones in one write, the arrays' views as they are (no copy)."""
+        for part in coalesce(outbox):
+            self.sock.sendall(part)
+        outbox.clear()
 
     def call(self, renderer: ResultRenderer, message: Invoke) -> Results:
         """Run one message (calls or a batch); whatever happens, its Results."""
         started = time.perf_counter()
-        if message.method == "predict_batch":
+        method = message.method
+        if method == "predict_batch":
             results = self._predict_batch(renderer, message.items)
+        elif method == "infer_batch":
+            results = self._infer_batch(renderer, message.items)
         else:
+            one = self._infer if method == "infer" else self._predict
             results = []
             for seq, payload in message.items:
                 if self.retire == OUT_OF_MEMORY:
                     break  # the heap is spent: the parent gives these to another
                 if self.board.start(seq, time.monotonic()):
-                    results.append(self._predict(renderer, seq, payload))
+                    results.append(one(renderer, seq, payload))
                     self.board.finish()
         retire = self.retire
         if retire is None and self.max_memory and resident_bytes() > self.max_memory:
@@ -176,6 +197,43 @@ class WorkerLoop:
         finally:
             self.board.finish()
 
+    def _infer(
+        self, renderer: ResultRenderer, seq: int, arrays: Any
+    ) -> tuple[int, bool, Any]:
+        """A tensor-native call: its output arrays, as they are (the API
+        process encodes them)."""
+        try:
+            return (seq, True, renderer.model.infer(arrays))
+        except InferOutputError as exc:
+            return (seq, False, RemoteError(500, str(exc)))
+        except BaseException as exc:  # a plugin may raise anything
+            return (seq, False, self._failure(renderer, exc, "infer"))
+
+    def _infer_batch(
+        self, renderer: ResultRenderer, items: list[tuple[int, Any]]
+    ) -> list[tuple[int, bool, Any]]:
+        """Calls of one group as one ``infer`` (see
+        :mod:`deepaas.model.stacking`); a failure fails them all."""
+        if self.retire == OUT_OF_MEMORY or not items:
+            return []  # the heap is spent: the parent gives it to another
+        if not self.board.start(items[0][0], time.monotonic()):
+            return []  # the parent took the batch back
+        try:
+            try:
+                outputs = renderer.model.infer_batch([arrays for _, arrays in items])
+            except InferOutputError as exc:
+                error = RemoteError(500, str(exc))
+            except BaseException as exc:  # every call of the batch gets it
+                error = self._failure(renderer, exc, "infer")
+            else:
+                return [
+                    (seq, True, output)
+                    for (seq, _), output in zip(items, outputs, strict=True)
+                ]
+            return [(seq, False, error) for seq, _ in items]
+        finally:
+            self.board.finish()
+
     def _render(
         self, renderer: ResultRenderer, seq: int, payload: Any, output: Any
     ) -> tuple[int, bool, Any]:
@@ -191,7 +249,9 @@ class WorkerLoop:
         except BaseException as exc:
             return (seq, False, self._failure(renderer, exc))
 
-    def _failure(self, renderer: ResultRenderer, exc: BaseException) -> RemoteError:
+    def _failure(
+        self, renderer: ResultRenderer, exc: BaseException, during: str = "predict"
+    ) -> RemoteError:
         if isinstance(exc, MemoryError):
             # The heap may be exhausted for good: answer, then be replaced.
             self.retire = OUT_OF_MEMORY
@@ -202,7 +262,7 @@ class WorkerLoop:
             )
         error = describe_exception(exc)
         sys.stderr.write(
-            f"model {renderer.model.name!r} raised during predict:\n{error.traceback}"
+            f"model {renderer.model.name!r} raised during {during}:\n{error.traceback}"
         )
         return error
 

@@ -56,7 +56,7 @@ class Worker:
     def pid(self) -> int | None:
         return self.child.pid if self.child is not None else None
 
-    def write(self, data: bytes) -> bool:
+    def write(self, data: bytes | list[protocol.Part]) -> bool:
         return self.child is not None and self.child.channel.write(data)
 
     def spec(

@@ -176,6 +176,7 @@ PLUGIN_FUNCTIONS = (
     "predict_batch",
     "get_train_args",
     "train",
+    "get_infer_signature",
 )
 
 

@@ -99,7 +99,7 @@ def project(tmp_path: Path) -> Path:
             ["--plugin", "json"],
             "cannot load model 'json' (plugin json): module json has none of "
             "the DEEPaaS plugin functions (get_metadata, warm, get_predict_args, "
-            "predict, predict_batch, get_train_args, train)",
+            "predict, predict_batch, get_train_args, train, get_infer_signature)",
         ),
         (
             ["--plugin", "json:JSONDecoder"],

@@ -91,7 +91,7 @@ class _Message:
 
     @property
     def batched(self) -> bool:
-        return self.invoke.method == "predict_batch"
+        return self.invoke.method in ("predict_batch", "infer_batch")
 
     @property
     def done(self) -> bool:
@@ -120,9 +120,11 @@ class FakeWorker:
 
     # -- the link -------------------------------------------------------------
 
-    def write(self, data: bytes) -> bool:
+    def write(self, data: bytes | list[Any]) -> bool:
         if not self.alive:
             return False
+        if isinstance(data, list):  # a frame's parts (big arrays)
+            data = b"".join(data)
         messages = self._decoder.feed(data)
         assert all(type(m) is protocol.Invoke for m in messages), messages
         self.writes.append(messages)

@@ -14,6 +14,13 @@ from typing import Any
 import marshmallow
 from marshmallow import validate as ma_validate
 
+from deepaas.model import stacking
+from deepaas.model.signature import (
+    InferSignature,
+    SignatureError,
+    check_outputs,
+    parse_signature,
+)
 from deepaas.model.v2.fields import ArgSpec, InvalidArgsError, arg_specs
 
 UploadedFile = collections.namedtuple(
@@ -126,6 +133,7 @@ class ModelWrapper:
         self.accept_choices = self._accept_choices()
         self.accept_for_any = self._accept_for_any()
         self.batching = _batching(name, getattr(plugin, "batching", None))
+        self.infer_signature = self._infer_signature()
 
     # -- introspection (API process) --------------------------------------
 
@@ -141,6 +149,30 @@ class ModelWrapper:
             raise PluginExited(f"in {method}()", exc).with_traceback(
                 exc.__traceback__
             ) from None
+
+    def _infer_signature(self) -> InferSignature | None:
+        """The plugin's ``get_infer_signature()``, checked (see
+        :mod:`deepaas.model.signature`); None when it has none. A plugin's
+        ``infer`` alone is not a declaration (it may be a helper of its
+        own); a signature without ``infer`` is an error."""
+        func = getattr(self.plugin, "get_infer_signature", None)
+        if func is None:
+            return None
+        if not callable(getattr(self.plugin, "infer", None)):
+            raise ModelError(
+                self.name,
+                "get_infer_signature() is defined but infer() is not: define "
+                "infer(**arrays) returning a dict of output arrays, or remove "
+                "get_infer_signature()",
+                func,
+            )
+        declared = self._call_optional("get_infer_signature", None)
+        if declared is None:
+            return None
+        try:
+            return parse_signature(declared)
+        except SignatureError as exc:
+            raise ModelError(self.name, str(exc), func) from None
 
     def get_metadata(self) -> dict[str, Any]:
         meta = self._call_optional("get_metadata", None)
@@ -249,6 +281,11 @@ class ModelWrapper:
         return callable(getattr(self.plugin, "predict_batch", None))
 
     @property
+    def has_infer(self) -> bool:
+        """Tensor-native: ``get_infer_signature()`` and ``infer(**arrays)``."""
+        return self.infer_signature is not None
+
+    @property
     def has_train(self) -> bool:
         return callable(getattr(self.plugin, "train", None))
 
@@ -291,6 +328,32 @@ class ModelWrapper:
         if func is None:
             raise NotImplementedError(f"model {self.name!r} does not implement predict")
         return func(**kwargs)
+
+    def infer(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        """Call ``infer(**arrays)``; its outputs checked against the
+        signature (:class:`~deepaas.model.signature.InferOutputError`).
+
+        Arrays the plugin could not write to (small ones, unpickled from a
+        read-only request body) are copied first: it gets writable arrays,
+        as from the numpy code it was written with.
+        """
+        signature = self.infer_signature
+        if signature is None:
+            raise NotImplementedError(f"model {self.name!r} does not implement infer")
+        given = {
+            name: array if array.flags.writeable else array.copy()
+            for name, array in arrays.items()
+        }
+        rows = stacking.rows_of(given) if signature.batched else 0
+        outputs = self.plugin.infer(**given)
+        return check_outputs(self.name, signature, outputs, rows)
+
+    def infer_batch(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Several calls of one group (:mod:`deepaas.model.stacking`) as one
+        ``infer`` call: inputs stacked along axis 0, outputs split back."""
+        counts = [stacking.rows_of(call) for call in calls]
+        outputs = self.infer(stacking.concatenate(calls))
+        return stacking.split(outputs, counts)
 
 
 def _batching(name: str, value: Any) -> dict[str, Any] | None:
