@@ -9,14 +9,15 @@ alternating them round after round:
 - (a) ``trivial``: ``POST /v2/models/bench_trivial/predict/?x=1``, the
   baseline the issue names (a trivial predict);
 - (b) ``oip-binary``: ``POST /v2/models/bench_tensor/infer``, the tensor's
-  602,112 bytes as the binary data of the BYTES input ``image`` (a file
-  argument), ``Inference-Header-Content-Length`` giving the JSON header;
+  602,112 bytes as the binary data of the FP32 input ``image`` of shape
+  [1, 3, 224, 224], ``Inference-Header-Content-Length`` giving the JSON
+  header (the plugin is tensor-native: ``get_infer_signature()`` and
+  ``infer(image)``, which gets the numpy array itself);
 - (c) ``oip-json``: the same infer with the tensor as JSON, an FP32 ``data``
   list of 150,528 numbers (what ``tritonclient`` sends with
-  ``binary_data=False``) for the input ``pixels`` (a ``List(Float)``
-  argument; a file argument cannot carry float bytes as JSON text);
+  ``binary_data=False``);
 - (d) ``multipart``: ``POST /v2/models/bench_tensor/predict/`` with the same
-  bytes as a multipart file upload ``image``.
+  bytes as a multipart file upload ``image`` (the plugin's ``predict``).
 
 Every answer is checked first (the mean the model computes must be the
 tensor's). Prints requests per second, p50/p99, the CPU time the server
@@ -41,7 +42,6 @@ import importlib.util
 import json
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -114,16 +114,15 @@ def make_tensor() -> np.ndarray:
 def make_cases(tensor: np.ndarray) -> list[Case]:
     """The four requests (see the module's docstring)."""
     raw = tensor.astype("<f4").tobytes()
-    # (b) binary: one BYTES element = 4-byte little-endian length + bytes.
-    element = struct.pack("<I", len(raw)) + raw
+    # (b) binary: the FP32 tensor's raw little-endian bytes.
     header = json.dumps(
         {
             "inputs": [
                 {
                     "name": "image",
-                    "datatype": "BYTES",
-                    "shape": [1],
-                    "parameters": {"binary_data_size": len(element)},
+                    "datatype": "FP32",
+                    "shape": list(SHAPE),
+                    "parameters": {"binary_data_size": len(raw)},
                 }
             ],
             "outputs": [{"name": "mean", "parameters": {"binary_data": False}}],
@@ -133,7 +132,7 @@ def make_cases(tensor: np.ndarray) -> list[Case]:
         "b",
         "oip-binary",
         f"/v2/models/{TENSOR[2]}/infer",
-        header + element,
+        header + raw,
         {
             "Content-Type": "application/octet-stream",
             "Inference-Header-Content-Length": str(len(header)),
@@ -148,9 +147,9 @@ def make_cases(tensor: np.ndarray) -> list[Case]:
             {
                 "inputs": [
                     {
-                        "name": "pixels",
+                        "name": "image",
                         "datatype": "FP32",
-                        "shape": [tensor.size],
+                        "shape": list(SHAPE),
                         "data": [float(v) for v in tensor.reshape(-1)],
                     }
                 ],
@@ -224,7 +223,7 @@ def check_answers(base: str, cases: list[Case], tensor: np.ndarray) -> list[str]
                 and len(outputs) == 1
                 and outputs[0].get("name") == "mean"
                 and outputs[0].get("datatype") == "FP64"
-                and outputs[0].get("shape") == [1]
+                and outputs[0].get("shape") == [1, 1]
                 and len(outputs[0].get("data", [])) == 1
             )
             got = outputs[0]["data"][0] if ok else None
