@@ -61,8 +61,9 @@ _UNSUPPORTED = {
 class InputTensor:
     """One decoded input: ``data`` has ``shape`` and ``datatype``'s dtype.
 
-    ``data`` is read-only when it came as binary data (a view over the
-    request body); BYTES data is an object array of ``bytes``.
+    Binary data is a view over the request body, not a copy: writable
+    when the body was read into one buffer (a ``bytearray``), read-only when
+    it came as ``bytes``. BYTES data is an object array of ``bytes``.
     """
 
     name: str
