@@ -5,7 +5,9 @@ JSON body DEEPaaS returns for the ``bench_trivial`` plugin::
 
     {"status": "OK", "predictions": {"echo": x + 1}}
 
-where ``x`` is read from the query string (integer, default 0).
+where ``x`` is read from the query string (integer, default 0); and
+``POST /v2/models/bench_tensor/infer``, which reads the whole body and answers
+``{"read": <its size>}`` (the floor under a route that takes a body).
 
 Usage::
 
@@ -21,6 +23,9 @@ import sys
 from aiohttp import web
 
 PREDICT_PATH = "/v2/models/bench_trivial/predict/"
+#: Reads the whole body and answers its size: the floor under any route
+#: that takes a body (``benchmarks/oip_infer.py``'s case (e)).
+READ_PATH = "/v2/models/bench_tensor/infer"
 
 
 async def predict(request: web.Request) -> web.Response:
@@ -34,10 +39,17 @@ async def predict(request: web.Request) -> web.Response:
     return web.json_response({"status": "OK", "predictions": {"echo": x + 1}})
 
 
+async def read_body(request: web.Request) -> web.Response:
+    """Answer ``{"read": <the body's size in bytes>}`` once it is all read."""
+    body = await request.read()
+    return web.json_response({"read": len(body)})
+
+
 def make_app() -> web.Application:
-    """Build the baseline application."""
-    app = web.Application()
+    """Build the baseline application (bodies up to 64 MiB)."""
+    app = web.Application(client_max_size=64 * 2**20)
     app.router.add_post(PREDICT_PATH, predict)
+    app.router.add_post(READ_PATH, read_body)
     return app
 
 

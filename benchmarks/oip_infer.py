@@ -3,8 +3,8 @@
 Starts one ``deepaas-run`` (default settings, one worker per model) serving
 two benchmark plugins: ``bench_trivial`` (``benchmarks/trivial_plugin``) and
 ``bench_tensor`` (``benchmarks/tensor_plugin``, the mean of a 1x3x224x224
-float32 tensor), then measures four requests with ``wrk`` in the same run,
-alternating them round after round:
+float32 tensor), and ``benchmarks/bare_aiohttp.py``; then measures five
+requests with ``wrk`` in the same run, alternating them round after round:
 
 - (a) ``trivial``: ``POST /v2/models/bench_trivial/predict/?x=1``, the
   baseline the issue names (a trivial predict);
@@ -17,13 +17,18 @@ alternating them round after round:
   list of 150,528 numbers (what ``tritonclient`` sends with
   ``binary_data=False``);
 - (d) ``multipart``: ``POST /v2/models/bench_tensor/predict/`` with the same
-  bytes as a multipart file upload ``image`` (the plugin's ``predict``).
+  bytes as a multipart file upload ``image`` (the plugin's ``predict``);
+- (e) ``bare-read``: (b)'s request to ``benchmarks/bare_aiohttp.py``, a bare
+  aiohttp handler that only reads the body and answers its size: the floor
+  under any server that takes this body over HTTP on this machine.
 
 Every answer is checked first (the mean the model computes must be the
 tensor's). Prints requests per second, p50/p99, the CPU time the server
 (API process and workers) spent per request, and, from the medians, the
-time per request of (b), (c), (d) relative to (a) and of (b) relative to
-(d). The issue's target: (b) costs at most 1.5x the time of (a).
+time per request of (b), (c), (d), (e) relative to (a) and of (b) relative
+to (d) and (e). The issue's target: (b) costs at most 1.5x the time of (a).
+(e)/(a) shows how far below that the floor already is on this machine:
+moving 602 KB through loopback and aiohttp costs several trivial predicts.
 
 Usage::
 
@@ -69,8 +74,10 @@ from _harness import (
     wait_ready,
 )
 from _wrk import WrkResult, find_wrk, machine_info, parse_wrk
+from bare_aiohttp import READ_PATH
 
 HERE = Path(__file__).resolve().parent
+BARE_SERVER = HERE / "bare_aiohttp.py"
 LUA_SCRIPT = HERE / "post.lua"
 TRIVIAL = ("trivial_plugin", "deepaas_bench_trivial", "bench_trivial")
 TRIVIAL_DIST = "deepaas-bench-plugins"
@@ -91,11 +98,12 @@ DRAIN_TIMEOUT_S = 120.0
 class Case:
     """One request measured: its path and the body and headers wrk sends."""
 
-    key: str  # a, b, c, d
+    key: str  # a, b, c, d, e
     label: str
     path: str
     body: bytes
     headers: dict[str, str]
+    server: str = "deepaas"  # or "bare" (benchmarks/bare_aiohttp.py)
 
     def files(self, workdir: Path) -> tuple[Path, Path]:
         """Write the body and headers for post.lua; return their paths."""
@@ -112,7 +120,7 @@ def make_tensor() -> np.ndarray:
 
 
 def make_cases(tensor: np.ndarray) -> list[Case]:
-    """The four requests (see the module's docstring)."""
+    """The five requests (see the module's docstring)."""
     raw = tensor.astype("<f4").tobytes()
     # (b) binary: the FP32 tensor's raw little-endian bytes.
     header = json.dumps(
@@ -176,7 +184,9 @@ def make_cases(tensor: np.ndarray) -> list[Case]:
         {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
     )
     trivial = Case("a", "trivial", f"/v2/models/{TRIVIAL[2]}/predict/?x=1", b"", {})
-    return [trivial, binary, as_json, upload]
+    # (e) the binary body, read by a bare aiohttp handler.
+    bare = Case("e", "bare-read", READ_PATH, binary.body, binary.headers, "bare")
+    return [trivial, binary, as_json, upload, bare]
 
 
 def send(base: str, case: Case, timeout: float = 30.0) -> tuple[int, dict, Any]:
@@ -198,13 +208,15 @@ def send(base: str, case: Case, timeout: float = 30.0) -> tuple[int, dict, Any]:
         return status, headers, raw.decode(errors="replace")
 
 
-def check_answers(base: str, cases: list[Case], tensor: np.ndarray) -> list[str]:
+def check_answers(
+    bases: dict[str, str], cases: list[Case], tensor: np.ndarray
+) -> list[str]:
     """Check that every request gets the expected answer; return problems."""
     mean = float(tensor.astype(np.float64).mean())
     problems = []
     for case in cases:
         try:
-            status, headers, body = send(base, case)
+            status, headers, body = send(bases[case.server], case)
         except OSError as exc:
             raise BenchError(
                 f"the server stopped answering ({case.label}): {exc}"
@@ -215,6 +227,8 @@ def check_answers(base: str, cases: list[Case], tensor: np.ndarray) -> list[str]
         got: Any = None
         if case.key == "a":
             ok = body == {"status": "OK", "predictions": {"echo": 2}}
+        elif case.key == "e":
+            ok = body == {"read": len(case.body)}
         elif case.key in "bc":
             outputs = body.get("outputs") if isinstance(body, dict) else None
             ok = (
@@ -325,13 +339,13 @@ def _median(values: list[float | None]) -> float | None:
 def benchmark(
     args: argparse.Namespace, wrk: str, workdir: Path, report: dict[str, Any]
 ) -> int:
-    """Start the server, measure the four requests, print; return the status."""
+    """Start the servers, measure the five requests, print; return the status."""
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise BenchError("--loop uvloop given but uvloop is not installed")
     tensor = make_tensor()
     cases = make_cases(tensor)
     files = {case.key: case.files(workdir) for case in cases}
-    (port,) = free_ports(1)
+    port, bare_port = free_ports(2)
     argv = [
         str(deepaas_run_path()),
         "--listen-ip",
@@ -344,17 +358,36 @@ def benchmark(
     server = Server(
         "deepaas", argv, deepaas_env(args.loop), port, workdir, cases[0].path
     )
-    base = f"http://127.0.0.1:{port}"
+    bare = Server(
+        "bare",
+        [
+            sys.executable,
+            str(BARE_SERVER),
+            "--port",
+            str(bare_port),
+            "--loop",
+            args.loop,
+        ],
+        deepaas_env(args.loop),
+        bare_port,
+        workdir,
+        cases[0].path,
+    )
+    servers = {"deepaas": server, "bare": bare}
+    bases = {key: f"http://127.0.0.1:{s.port}" for key, s in servers.items()}
     report["server"] = " ".join(argv)
     report["bodies"] = {case.label: len(case.body) for case in cases}
     problems: list[str] = []
     rounds: list[dict[str, Any]] = []
     try:
         server.start()
-        assert server.proc is not None
+        bare.start()
+        assert server.proc is not None and bare.proc is not None
+        pids = {key: s.proc.pid for key, s in servers.items() if s.proc}
         wait_ready(server, "")  # (a)'s URL carries ?x=1 already
+        wait_ready(bare, "")
         wait_model_ready(server, TENSOR[2])
-        problems = check_answers(base, cases, tensor)
+        problems = check_answers(bases, cases, tensor)
         report["problems"] = problems
         if problems:
             print("INVALID: the server does not give the expected answers:")
@@ -364,7 +397,7 @@ def benchmark(
 
         print(
             f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
-            f"loop={args.loop}, {args.rounds} rounds of a, b, c, d; tensor "
+            f"loop={args.loop}, {args.rounds} rounds of a, b, c, d, e; tensor "
             f"{'x'.join(map(str, SHAPE))} FP32; bodies: "
             + ", ".join(f"{c.key} {len(c.body):,} B" for c in cases)
         )
@@ -372,8 +405,9 @@ def benchmark(
             print(f"  ({case.key}) {case.label:<10} POST {case.path}")
         if args.warmup > 0:
             for case in cases:
-                res = run_wrk(wrk, base + case.path, args.warmup, args, files[case.key])
-                drain(server.proc.pid)
+                url = bases[case.server] + case.path
+                res = run_wrk(wrk, url, args.warmup, args, files[case.key])
+                drain(pids[case.server])
                 if res.non_2xx or res.errors:
                     problems.append(
                         f"warm-up {case.label}: {res.non_2xx} non-2xx, "
@@ -382,12 +416,17 @@ def benchmark(
         for number in range(1, args.rounds + 1):
             entry: dict[str, Any] = {"round": number}
             for case in cases:
-                cpu_before = tree_cpu_seconds(server.proc.pid)
+                pid = pids[case.server]
+                cpu_before = tree_cpu_seconds(pid)
                 res = run_wrk(
-                    wrk, base + case.path, args.duration, args, files[case.key]
+                    wrk,
+                    bases[case.server] + case.path,
+                    args.duration,
+                    args,
+                    files[case.key],
                 )
-                cpu_after = tree_cpu_seconds(server.proc.pid)
-                drain(server.proc.pid)
+                cpu_after = tree_cpu_seconds(pid)
+                drain(pid)
                 entry[case.key] = res
                 entry[f"{case.key}_cpu_us"] = (
                     (cpu_after - cpu_before) * 1e6 / res.requests
@@ -407,7 +446,7 @@ def benchmark(
                 flush=True,
             )
     finally:
-        left = server.stop()
+        left = server.stop() + bare.stop()
         left += [pid for pid in live_children() if pid not in left]
         report["left_behind"] = left
         if left:
@@ -415,12 +454,14 @@ def benchmark(
 
     rps = {c.key: statistics.median(e[c.key].rps for e in rounds) for c in cases}
     cpu = {c.key: _median([e[f"{c.key}_cpu_us"] for e in rounds]) for c in cases}
-    time_ratio = {k: rps["a"] / rps[k] if rps[k] else 0.0 for k in "bcd"}
+    time_ratio = {k: rps["a"] / rps[k] if rps[k] else 0.0 for k in "bcde"}
     time_ratio["b/d"] = rps["d"] / rps["b"] if rps["b"] else 0.0
+    time_ratio["b/e"] = rps["e"] / rps["b"] if rps["b"] else 0.0
     cpu_ratio: dict[str, float] = {}
     if all(cpu.values()):
-        cpu_ratio = {k: cpu[k] / cpu["a"] for k in "bcd"}  # type: ignore[operator]
+        cpu_ratio = {k: cpu[k] / cpu["a"] for k in "bcde"}  # type: ignore[operator]
         cpu_ratio["b/d"] = cpu["b"] / cpu["d"]  # type: ignore[operator]
+        cpu_ratio["b/e"] = cpu["b"] / cpu["e"]  # type: ignore[operator]
     left = report["left_behind"]
     valid = not problems and not left
     target_ratio = time_ratio["b"]
@@ -446,7 +487,7 @@ def benchmark(
         a = entry["a"].rps
         print(
             f"{'':>5}  time vs (a): "
-            + ", ".join(f"{k} {a / entry[k].rps:.2f}x" for k in "bcd" if entry[k].rps)
+            + ", ".join(f"{k} {a / entry[k].rps:.2f}x" for k in "bcde" if entry[k].rps)
         )
     print()
     for case in cases:
@@ -461,7 +502,9 @@ def benchmark(
         ("b", "(b)/(a) oip-binary / trivial"),
         ("c", "(c)/(a) oip-json   / trivial"),
         ("d", "(d)/(a) multipart  / trivial"),
+        ("e", "(e)/(a) bare-read  / trivial"),
         ("b/d", "(b)/(d) oip-binary / multipart"),
+        ("b/e", "(b)/(e) oip-binary / bare-read"),
     ):
         cr = f"{cpu_ratio[key]:.2f}x" if key in cpu_ratio else "-"
         print(f"  {what}: time {time_ratio[key]:.2f}x, CPU {cr}")
