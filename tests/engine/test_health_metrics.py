@@ -79,6 +79,26 @@ async def test_readiness_is_503_while_draining(aiohttp_client):
     assert "shutting down" in (await resp.json())["message"]
 
 
+async def test_leaving_is_503_to_probes_but_serves_requests(aiohttp_client):
+    # --drain-delay's lame duck: balancers see 503, clients are still served.
+    client = await _client(aiohttp_client, "echo")
+    server = client.server.app[SERVER]
+    await server.runtimes["echo"].wait_ready(20)
+    server.lifecycle.leave()
+    for path in ("/readyz", "/v2/health/ready", "/v2/models/echo/ready"):
+        resp = await client.get(path)
+        assert resp.status == 503, path
+    assert (await (await client.get("/readyz")).json())["status"] == "draining"
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.post("/v2/models/echo/predict/")).status == 200
+    infer = {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [1]}]}
+    resp = await client.post("/v2/models/echo/infer", json=infer)
+    assert resp.status == 200, await resp.text()
+    server.lifecycle.drain()
+    resp = await client.post("/v2/models/echo/predict/")
+    assert resp.status == 503
+
+
 async def test_metrics_after_known_traffic(aiohttp_client):
     client = await _client(aiohttp_client, "echo", base_path="/bp")
     for x in range(3):
