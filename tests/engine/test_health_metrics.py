@@ -99,6 +99,38 @@ async def test_leaving_is_503_to_probes_but_serves_requests(aiohttp_client):
     assert resp.status == 503
 
 
+async def test_in_flight_and_queue_depth_are_the_load(aiohttp_client, tmp_path):
+    # What autoscaling reads: one request running in the only worker, one
+    # waiting for it.
+    client = await _client(aiohttp_client, "faults")
+    await client.server.app[SERVER].runtimes["faults"].wait_ready(20)
+    started, release = tmp_path / "started", tmp_path / "release"
+    slow = {"mode": "slow", "seconds": "30", "started": str(started)}
+    slow["release"] = str(release)
+    path = "/v2/models/faults/predict/"
+    running = asyncio.ensure_future(client.post(path, params=slow))
+    waiting = asyncio.ensure_future(client.post(path, params={"mode": "ok"}))
+    text = ""
+    for _ in range(200):
+        text = await (await client.get("/metrics")).text()
+        load = (
+            _sample(text, "deepaas_in_flight", model="faults"),
+            _sample(text, "deepaas_queue_depth", model="faults"),
+        )
+        if started.exists() and sum(load) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert started.exists()
+    assert _sample(text, "deepaas_in_flight", model="faults") >= 1
+    assert sum(load) == 2
+    release.touch()
+    assert (await running).status == 200
+    assert (await waiting).status == 200
+    text = await (await client.get("/metrics")).text()
+    assert _sample(text, "deepaas_in_flight", model="faults") == 0
+    assert _sample(text, "deepaas_queue_depth", model="faults") == 0
+
+
 async def test_metrics_after_known_traffic(aiohttp_client):
     client = await _client(aiohttp_client, "echo", base_path="/bp")
     for x in range(3):
@@ -149,6 +181,7 @@ async def test_metrics_after_known_traffic(aiohttp_client):
     assert count(text, "deepaas_batch_size_sum", model="echo") == 3
     assert count(text, "deepaas_compute_duration_seconds_count", model="echo") >= 1
     assert count(text, "deepaas_queue_depth", model="echo") == 0
+    assert count(text, "deepaas_in_flight", model="echo") == 0
     assert (
         count(text, "deepaas_workers", model="echo", device="cpu", state="ready") == 1
     )
