@@ -12,6 +12,7 @@ the drain, settings that deepaas knows, metrics that deepaas exports.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -376,3 +377,26 @@ def test_kserve_runtimes_serve_oip_where_kserve_looks():
             assert model["runtime"] == "deepaas-repository"
         else:
             assert model["runtime"] == "deepaas" and model["image"]
+
+
+def test_the_documented_team_overlay_renders(tmp_path):
+    # docs/deploying.md's "your overlay", beside a checkout: as written there.
+    page = (DEPLOY.parent / "docs" / "deploying.md").read_text()
+    (block,) = re.findall(
+        r"```yaml\n(# my-model/kustomization\.yaml\n.*?)```", page, re.S
+    )
+    checkout = os.path.relpath(DEPLOY.parent, tmp_path / "my-model")
+    text = block.replace("../deepaas/", f"{checkout}/")
+    (tmp_path / "my-model").mkdir()
+    (tmp_path / "my-model" / "kustomization.yaml").write_text(text)
+    objects = render(tmp_path / "my-model")
+    assert container_of(objects)["image"] == "ghcr.io/my-team/my-model:2.1.0-gpu"
+    assert settings_of(objects)["DEEPAAS_MAX_BATCH_SIZE"] == "32"
+    assert settings_of(objects)["DEEPAAS_DRAIN_DELAY"] == "5"  # ours, kept
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    for obj in objects:
+        if is_builtin(obj):
+            validate_builtin(obj)
+        else:
+            check_crd(obj)
