@@ -46,6 +46,7 @@ class Settings:
     max_queue: int = 0
     worker_max_requests: int = 0
     worker_max_memory: int = 0
+    drain_delay: float = 0.0
     shutdown_timeout: float = 30.0
     warm: bool = True
     train_endpoint: bool = True
@@ -114,6 +115,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"train_gpus must be 0 or more, got {s.train_gpus}")
     for name in (
         "predict_timeout",
+        "drain_delay",
         "shutdown_timeout",
         "max_queue",
         "train_cancel_grace",

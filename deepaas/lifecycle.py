@@ -1,10 +1,14 @@
-"""The server's life cycle: serving, draining, stopped; and the requests in flight.
+"""The server's life cycle: serving, leaving, draining, stopped; and the
+requests in flight.
 
 One object owns "draining", so readiness, the predict and train routes, log
 streams and the job manager all read the same answer. The shutdown it
 supports is bounded (``deepaas-run`` on SIGTERM):
 
-1. :meth:`Lifecycle.drain`: readiness turns 503, new requests are refused
+0. :meth:`Lifecycle.leave` (with ``--drain-delay``): readiness turns 503,
+   so that load balancers take the server out, but new requests are still
+   served (a "lame duck");
+1. :meth:`Lifecycle.drain`: readiness is 503, new requests are refused
    with 503, streams end; requests in flight (uploads included) go on;
 2. :meth:`Lifecycle.wait_idle` until none is left or the shutdown timeout;
 3. :meth:`Lifecycle.abort`: every request still in flight is answered 503
@@ -28,6 +32,7 @@ __all__ = ["SHUTTING_DOWN", "Lifecycle", "ShuttingDown", "State"]
 
 class State(str, enum.Enum):
     SERVING = "serving"
+    LEAVING = "leaving"  # readiness 503, new requests still served (lame duck)
     DRAINING = "draining"  # no new requests; those in flight go on
     ABORTING = "aborting"  # the shutdown timeout passed: all in flight answer 503
 
@@ -35,6 +40,7 @@ class State(str, enum.Enum):
 # An Enum member read from its class costs a descriptor call on Python 3.11;
 # this one is read on every request.
 _SERVING = State.SERVING
+_LEAVING = State.LEAVING
 
 
 class Lifecycle:
@@ -48,9 +54,14 @@ class Lifecycle:
         self._draining = asyncio.Event()
 
     @property
+    def ready(self) -> bool:
+        """False from :meth:`leave` (or :meth:`drain`) on: readiness 503."""
+        return self.state is State.SERVING
+
+    @property
     def draining(self) -> bool:
         """True from :meth:`drain` on: readiness 503, new work refused."""
-        return self.state is not State.SERVING
+        return self.state is not State.SERVING and self.state is not State.LEAVING
 
     @property
     def in_flight(self) -> int:
@@ -58,16 +69,23 @@ class Lifecycle:
 
     def check(self) -> None:
         """Raise :class:`ShuttingDown` (503) when no new work is taken."""
-        if self.state is not _SERVING:
+        state = self.state
+        if state is not _SERVING and state is not _LEAVING:
             raise ShuttingDown()
 
     def request(self) -> InFlight:
         """``with lifecycle.request():`` around a handler's work, in its task."""
         return InFlight(self)
 
+    def leave(self) -> None:
+        """Turn readiness 503 (balancers take the server out); new work is
+        still taken until :meth:`drain`."""
+        if self.state is State.SERVING:
+            self.state = State.LEAVING
+
     def drain(self) -> None:
         """Stop taking new work; the work in flight goes on."""
-        if self.state is State.SERVING:
+        if self.state is State.SERVING or self.state is State.LEAVING:
             self.state = State.DRAINING
             self._draining.set()
 

@@ -151,10 +151,22 @@ OPTIONS: tuple[Option, ...] = (
         kind="int",
     ),
     Option(
+        "drain_delay",
+        0.0,
+        "Seconds after SIGTERM/SIGINT during which readiness answers 503 (so "
+        "load balancers and Kubernetes take the server out) while new requests "
+        "are still served; then the --shutdown-timeout drain. Set it above the "
+        "balancer's health-check interval times its fall count, or the time "
+        "Kubernetes takes to remove the pod's endpoint. The process exits "
+        "within --drain-delay + --shutdown-timeout + 5 s of the signal.",
+        kind="float",
+    ),
+    Option(
         "shutdown_timeout",
         30.0,
-        "Seconds requests in flight may take to finish after SIGTERM/SIGINT; "
-        "then what is left is answered 503 and the process exits within 5 s.",
+        "Seconds requests in flight may take to finish after SIGTERM/SIGINT "
+        "(after --drain-delay); then what is left is answered 503 and the "
+        "process exits within 5 s.",
         kind="float",
     ),
     Option("warm", True, "Call each model's warm() in every worker.", kind="bool"),

@@ -13,9 +13,11 @@ that model ends ``done`` (``--reload-after-train``). ``deepaas-run`` calls
 :meth:`Server.serve`; tests use :func:`build_app`.
 
 Shutdown is bounded (:meth:`Server.drain`, then the app's cleanup): after
-SIGTERM the server drains for at most ``--shutdown-timeout`` seconds, then
-answers what is left with 503, stops workers and training jobs and exits,
-all within ``--shutdown-timeout`` + :data:`STOP_BUDGET_S` seconds.
+SIGTERM readiness turns 503 and the server still serves new requests for
+``--drain-delay`` seconds (so balancers take it out first), then drains for
+at most ``--shutdown-timeout`` seconds, answers what is left with 503, stops
+workers and training jobs and exits, all within ``--drain-delay`` +
+``--shutdown-timeout`` + :data:`STOP_BUDGET_S` seconds.
 """
 
 from __future__ import annotations
@@ -229,7 +231,7 @@ class Server:
         """A training of ``model`` ended done: its predict workers load what
         it saved (``--reload-after-train``)."""
         runtime = self.runtimes.get(model)
-        if runtime is not None and not self.lifecycle.draining:  # else: stopping
+        if runtime is not None and self.lifecycle.ready:  # else: stopping
             runtime.reload(f"training {uuid} ended")
 
     # -- serving ----------------------------------------------------------------
@@ -250,13 +252,26 @@ class Server:
     async def drain(self, hurry: asyncio.Event) -> None:
         """Stop taking work; let the work in flight end; answer the rest 503.
 
-        Readiness turns 503 and new requests are refused at once; requests in
-        flight (uploads included) and running trainings get
-        ``--shutdown-timeout`` seconds, or until ``hurry`` is set (a second
-        signal). Then every request still in flight, queued or running, is
-        answered 503 (the trainings left are stopped with the app).
+        Readiness turns 503 at once. With ``--drain-delay``, new requests are
+        still served for that long (a lame duck: balancers see the 503 and
+        take the server out before it refuses anything). Then new requests
+        are refused; requests in flight (uploads included) and running
+        trainings get ``--shutdown-timeout`` seconds. ``hurry`` (a second
+        signal) cuts both short. Then every request still in flight, queued
+        or running, is answered 503 (the trainings left are stopped with the
+        app).
         """
         lifecycle = self.lifecycle
+        delay = self.settings.drain_delay
+        if delay > 0 and not hurry.is_set():
+            lifecycle.leave()
+            LOG.info(
+                "stopping: readiness is 503; new requests are still served for "
+                "%gs (--drain-delay)",
+                delay,
+            )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(hurry.wait(), delay)
         lifecycle.drain()
         timeout = self.settings.shutdown_timeout
         loop = asyncio.get_running_loop()

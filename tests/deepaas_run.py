@@ -121,6 +121,8 @@ class DeepaasRun:
     with the settings its test gives and no other. ``prefix`` runs the
     command through another (``unshare``); ``rlimit_as`` (bytes) limits the
     address space of the server and of its workers, which inherit it.
+    ``port``: listen there rather than on a free port (a replica started
+    again where a load balancer expects it).
     """
 
     #: Seconds the server may take to be ready, and a request to be answered,
@@ -137,8 +139,9 @@ class DeepaasRun:
         env: Mapping[str, str] | None = None,
         prefix: Sequence[str] = (),
         rlimit_as: int = 0,
+        port: int = 0,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.log = log_dir / f"{name}-{self.port}.log"
         self.workers_seen: set[int] = set()
         environ = {

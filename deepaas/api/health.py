@@ -2,8 +2,9 @@
 
 ``/healthz`` answers 200 while the process serves. ``/readyz`` answers 200
 once every model has a warm worker, and 503 while starting, while a model
-cannot start, and while draining after SIGTERM (so a load balancer stops
-sending traffic before the server stops). Draining is the
+cannot start, and from SIGTERM on (so a load balancer stops sending traffic
+before the server stops: with ``--drain-delay`` new requests are still
+served meanwhile). Leaving and draining are the
 :class:`~deepaas.lifecycle.Lifecycle`'s; the models' state comes from each
 runtime's status snapshot. The Open Inference Protocol names
 ``/v2/health/live`` and ``/v2/health/ready`` answer the same.
@@ -38,7 +39,7 @@ class Health:
                 "ready_workers": snapshot.ready_workers,
                 **({"error": snapshot.start_error} if snapshot.start_error else {}),
             }
-        if self.lifecycle.draining:
+        if not self.lifecycle.ready:  # leaving or draining
             return False, {
                 "status": "draining",
                 "ready": False,

@@ -3,9 +3,9 @@
 Workers send their compute time back with each result, so everything is
 recorded here and prometheus-client needs no multiprocess mode. Counters
 and histograms are updated as requests and batches complete; gauges (queue
-depth, workers, GPUs) are read when Prometheus scrapes, from the engine's
-own state and the last NVML reading (taken in the background every second:
-a scrape never calls NVML).
+depth, requests in flight, workers, GPUs) are read when Prometheus scrapes,
+from the engine's own state and the last NVML reading (taken in the
+background every second: a scrape never calls NVML).
 Each app has its own registry, so several apps can live in one process.
 """
 
@@ -299,6 +299,14 @@ class _EngineCollector:
         depth = GaugeMetricFamily(
             "deepaas_queue_depth", "Requests waiting for a worker.", labels=["model"]
         )
+        # With the queue depth, the load of a replica (what autoscaling reads:
+        # deploy/kubernetes/components/keda).
+        held = GaugeMetricFamily(
+            "deepaas_in_flight",
+            "Requests handed to workers and not answered yet (running, or "
+            "waiting in a worker behind the one it runs).",
+            labels=["model"],
+        )
         workers = GaugeMetricFamily(
             "deepaas_workers",
             "Worker processes by model, device and state.",
@@ -307,6 +315,7 @@ class _EngineCollector:
         for name, runtime in self.runtimes.items():
             status = runtime.status()
             depth.add_metric([name], status.queue_depth)
+            held.add_metric([name], sum(w.in_flight for w in status.workers))
             counts: dict[tuple[str, str], int] = {}
             for worker in status.workers:
                 key = (worker.device, worker.state)
@@ -316,6 +325,7 @@ class _EngineCollector:
                     value = counts.get((device, state), 0)
                     workers.add_metric([name, device, state], value)
         yield depth
+        yield held
         yield workers
         yield from self._gpus()
 

@@ -174,8 +174,7 @@ class OipRoutes:
             model = name or request.match_info["name"]
             self._view(request, model)
             ready = (
-                not self.lifecycle.draining
-                and self.runtimes[model].status().ready_workers > 0
+                self.lifecycle.ready and self.runtimes[model].status().ready_workers > 0
             )
             return web.json_response(
                 {"name": model, "ready": ready}, status=200 if ready else 503

@@ -79,6 +79,58 @@ async def test_readiness_is_503_while_draining(aiohttp_client):
     assert "shutting down" in (await resp.json())["message"]
 
 
+async def test_leaving_is_503_to_probes_but_serves_requests(aiohttp_client):
+    # --drain-delay's lame duck: balancers see 503, clients are still served.
+    client = await _client(aiohttp_client, "echo")
+    server = client.server.app[SERVER]
+    await server.runtimes["echo"].wait_ready(20)
+    server.lifecycle.leave()
+    for path in ("/readyz", "/v2/health/ready", "/v2/models/echo/ready"):
+        resp = await client.get(path)
+        assert resp.status == 503, path
+    assert (await (await client.get("/readyz")).json())["status"] == "draining"
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.post("/v2/models/echo/predict/")).status == 200
+    infer = {"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [1]}]}
+    resp = await client.post("/v2/models/echo/infer", json=infer)
+    assert resp.status == 200, await resp.text()
+    server.lifecycle.drain()
+    resp = await client.post("/v2/models/echo/predict/")
+    assert resp.status == 503
+
+
+async def test_in_flight_and_queue_depth_are_the_load(aiohttp_client, tmp_path):
+    # What autoscaling reads: one request running in the only worker, one
+    # waiting for it.
+    client = await _client(aiohttp_client, "faults")
+    await client.server.app[SERVER].runtimes["faults"].wait_ready(20)
+    started, release = tmp_path / "started", tmp_path / "release"
+    slow = {"mode": "slow", "seconds": "30", "started": str(started)}
+    slow["release"] = str(release)
+    path = "/v2/models/faults/predict/"
+    running = asyncio.ensure_future(client.post(path, params=slow))
+    waiting = asyncio.ensure_future(client.post(path, params={"mode": "ok"}))
+    text = ""
+    for _ in range(200):
+        text = await (await client.get("/metrics")).text()
+        load = (
+            _sample(text, "deepaas_in_flight", model="faults"),
+            _sample(text, "deepaas_queue_depth", model="faults"),
+        )
+        if started.exists() and sum(load) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert started.exists()
+    assert _sample(text, "deepaas_in_flight", model="faults") >= 1
+    assert sum(load) == 2
+    release.touch()
+    assert (await running).status == 200
+    assert (await waiting).status == 200
+    text = await (await client.get("/metrics")).text()
+    assert _sample(text, "deepaas_in_flight", model="faults") == 0
+    assert _sample(text, "deepaas_queue_depth", model="faults") == 0
+
+
 async def test_metrics_after_known_traffic(aiohttp_client):
     client = await _client(aiohttp_client, "echo", base_path="/bp")
     for x in range(3):
@@ -129,6 +181,7 @@ async def test_metrics_after_known_traffic(aiohttp_client):
     assert count(text, "deepaas_batch_size_sum", model="echo") == 3
     assert count(text, "deepaas_compute_duration_seconds_count", model="echo") >= 1
     assert count(text, "deepaas_queue_depth", model="echo") == 0
+    assert count(text, "deepaas_in_flight", model="echo") == 0
     assert (
         count(text, "deepaas_workers", model="echo", device="cpu", state="ready") == 1
     )

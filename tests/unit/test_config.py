@@ -93,6 +93,15 @@ def test_value_flags():
     assert settings.log_file == "/tmp/x.log"
 
 
+def test_drain_delay_from_flag_environment_and_file(tmp_path):
+    assert load().drain_delay == 0.0
+    assert load("--drain-delay", "7.5").drain_delay == 7.5
+    assert load(env={"DEEPAAS_DRAIN_DELAY": "12"}).drain_delay == 12.0
+    ini = write_ini(tmp_path, "[DEFAULT]\ndrain_delay = 3\n")
+    assert load("--config-file", ini).drain_delay == 3.0
+    assert load("--config-file", ini, "--drain-delay", "4").drain_delay == 4.0
+
+
 def test_short_workers_flag():
     assert load("-p", "4").workers == 4
 
@@ -357,6 +366,8 @@ def test_config_file_not_text(tmp_path):
         (["--base-path", "/a//b"], ["base_path", "empty segment"]),
         (["--predict-timeout", "nan"], ["predict_timeout", "finite"]),
         (["--shutdown-timeout", "inf"], ["shutdown_timeout", "finite"]),
+        (["--drain-delay", "nan"], ["drain_delay", "finite"]),
+        (["--drain-delay", "-1"], ["drain_delay", "0 or more"]),
         (["--client-timeout", "NaN"], ["client_timeout", "finite"]),
     ],
 )
