@@ -13,7 +13,8 @@ Implemented here (no HTTP: the routes live in :mod:`deepaas.api`):
 
 - :mod:`deepaas.oip.datatypes`: the datatypes BOOL, UINT8-64, INT8-64,
   FP16/32/64 and BYTES <-> numpy dtypes (:data:`DATATYPES`), and one
-  tensor's values in JSON (flat or nested row-major ``data``) and in binary
+  tensor's values in JSON (flat or nested row-major ``data``).
+- :mod:`deepaas.oip.binary`: one tensor's values as binary tensor data
   (FP16 and length-prefixed BYTES included).
 - :mod:`deepaas.oip.tensors`: :func:`decode_request` (body and
   ``Inference-Header-Content-Length`` -> :class:`InferRequest` of numpy

@@ -29,16 +29,15 @@ from typing import Any
 import numpy as np
 
 from deepaas.exceptions import TensorError
+from deepaas.oip.binary import from_binary, to_binary
 from deepaas.oip.datatypes import (
     JSON_CONSTANTS,
     MAX_DIMS,
     LongInteger,
-    from_binary,
     from_json,
     numpy_dtype,
     parse_int,
     to_array,
-    to_binary,
     to_json,
 )
 
