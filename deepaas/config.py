@@ -37,6 +37,7 @@ class Settings:
     base_path: str = ""
     model_name: tuple[str, ...] = ()
     plugin: tuple[str, ...] = ()
+    model_repository: str = ""
     reload: bool = False
     workers: int = 1
     devices: str = "auto"

@@ -91,6 +91,16 @@ OPTIONS: tuple[Option, ...] = (
         metavar="[NAME=]TARGET",
     ),
     Option(
+        "model_repository",
+        "",
+        "Serve every model file in this folder with no code: .onnx, .pt/.pth "
+        "(TorchScript), .pt2 (torch.export), .keras and SavedModel folders, "
+        "each named after its file, with an optional NAME.toml beside it "
+        "(docs/model-files.md). Installed models are then served only if "
+        "--model-name names them.",
+        shown_default="none",
+    ),
+    Option(
         "reload",
         False,
         "Development: watch the plugins' source files and, when one changes, "

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +34,7 @@ from aiohttp import web
 from deepaas.api import create_app, front
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.api.metrics import Metrics
+from deepaas.api.site import listen_error
 from deepaas.api.views import VIEWS
 from deepaas.config import ConfigError, Settings
 from deepaas.devloop import PluginWatcher
@@ -44,6 +43,7 @@ from deepaas.engine.batching import resolve_policy
 from deepaas.engine.pool import PoolConfig
 from deepaas.engine.runtime import Limits, ModelRuntime
 from deepaas.engine.telemetry import Telemetry
+from deepaas.frameworks.repository import REPOSITORY, Repository, open_repository
 from deepaas.lifecycle import Lifecycle, ShuttingDown
 from deepaas.log import CaptureHandler, OutputCapture
 from deepaas.model import loading
@@ -87,6 +87,14 @@ class Server:
         self.specs = list(specs)
         # Every broken plugin is reported, not only the first.
         self.wrappers: dict[str, ModelWrapper] = loading.load_all(self.specs)
+        plugins = list(self.specs)
+        self.repository: Repository | None = None
+        if settings.model_repository:  # model files, described by probe children
+            self.repository, files = open_repository(
+                settings.model_repository, worker_env, extra_path, self.specs
+            )
+            self.specs += self.repository.specs
+            self.wrappers.update(files)
         wanted = settings.devices.strip().lower()
         self.nvml = devices.Nvml.open() if wanted != "cpu" else None
         try:
@@ -112,17 +120,21 @@ class Server:
         limits = Limits(settings.predict_timeout, settings.max_queue)
         for spec in self.specs:
             wrapper = self.wrappers[spec.name]
+            size, where = settings.workers, self.devices
+            if self.repository is not None and spec.origin == REPOSITORY:
+                size = self.repository.workers(spec.name, size)
+                where = self.repository.devices(spec.name, self.devices, self.nvml)
             self.runtimes[spec.name] = ModelRuntime(
                 PoolConfig(
                     model=spec.name,
                     target=spec.target,
                     origin=spec.origin,
-                    size=settings.workers,
+                    size=size,
                     tmp_dir=self.scratch.path,
                     warm=settings.warm,
                     env=worker_env,
                     extra_path=extra_path,
-                    devices=self.devices,
+                    devices=where,
                     max_requests=settings.worker_max_requests,
                     max_memory=settings.worker_max_memory << 20,
                 ),
@@ -173,9 +185,7 @@ class Server:
         self.app[SERVER] = self
         # --reload: a changed plugin file reloads its model (deepaas/devloop.py)
         self.watcher = (
-            PluginWatcher(
-                self.specs, self.app[VIEWS], self.runtimes, debug=settings.debug
-            )
+            PluginWatcher(plugins, self.app[VIEWS], self.runtimes, debug=settings.debug)
             if settings.reload
             else None
         )
@@ -371,27 +381,6 @@ class Server:
 
 
 SERVER = web.AppKey("deepaas_server", Server)
-
-
-def listen_error(host: str, port: int, exc: OSError) -> str:
-    """Why ``host:port`` cannot be listened on, and what to do about it."""
-    # asyncio words it "error while attempting to bind on address ...": the
-    # system's own words are enough, the address is said already.
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    text = f"cannot listen on {host}:{port}: {reason}"
-    if exc.errno == errno.EADDRINUSE:
-        text += (
-            " (another process, perhaps another deepaas-run, is listening there: "
-            "stop it or choose another port with --listen-port)"
-        )
-    elif exc.errno == errno.EACCES and 0 < port < 1024:
-        text += " (ports below 1024 need privileges: choose one above 1023)"
-    elif exc.errno == errno.EADDRNOTAVAIL:
-        text += (
-            " (no network interface of this machine has that address: "
-            "use --listen-ip 127.0.0.1, or 0.0.0.0 for every interface)"
-        )
-    return text
 
 
 def build_app(

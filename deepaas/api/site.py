@@ -1,4 +1,4 @@
-"""A TCP site whose connections are under a header timeout.
+"""A TCP site whose connections are under a header timeout; why it cannot listen.
 
 :class:`GuardedTCPSite` listens as :class:`aiohttp.web.TCPSite` does, but
 its connections are made by :meth:`HeaderTimeout.protocol_factory
@@ -9,6 +9,8 @@ follows the guard (slow clients closed, refused requests answered JSON).
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -90,3 +92,24 @@ class GuardedTCPSite(web.BaseSite):
         )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """Why ``host:port`` cannot be listened on, and what to do about it."""
+    # asyncio words it "error while attempting to bind on address ...": the
+    # system's own words are enough, the address is said already.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    text = f"cannot listen on {host}:{port}: {reason}"
+    if exc.errno == errno.EADDRINUSE:
+        text += (
+            " (another process, perhaps another deepaas-run, is listening there: "
+            "stop it or choose another port with --listen-port)"
+        )
+    elif exc.errno == errno.EACCES and 0 < port < 1024:
+        text += " (ports below 1024 need privileges: choose one above 1023)"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        text += (
+            " (no network interface of this machine has that address: "
+            "use --listen-ip 127.0.0.1, or 0.0.0.0 for every interface)"
+        )
+    return text

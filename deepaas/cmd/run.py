@@ -20,9 +20,10 @@ import traceback
 from collections.abc import Mapping, Sequence
 
 from deepaas import __version__, log, version_line
+from deepaas.api.site import listen_error
 from deepaas.config import ConfigError, Settings, load_settings
 from deepaas.model import loading
-from deepaas.server import Server, listen_error
+from deepaas.server import Server
 
 LOG = logging.getLogger("deepaas")
 
@@ -123,7 +124,7 @@ async def serve(
         failed = server.start_errors()
         for name, error in failed.items():
             LOG.error("model %s is NOT serving: %s", name, error)
-        banner = _banner(settings, specs, seconds, failed, server.port)
+        banner = _banner(settings, server.specs, seconds, failed, server.port)
         print(banner, file=sys.stderr, flush=True)
 
     await server.serve(ready)
@@ -172,11 +173,12 @@ def _all_specs(
 ) -> tuple[list[loading.PluginSpec], tuple[str, ...]]:
     """The plugins to serve, and the folder workers import given modules from.
 
-    Installed models are served when no plugin is given, or when
-    ``--model-name`` names them beside the given ones. A module given with
-    ``--plugin`` imports from the current folder (as ``python -m`` would).
+    Installed models are served when no plugin (nor ``--model-repository``)
+    is given, or when ``--model-name`` names them beside the given ones. A
+    module given with ``--plugin`` imports from the current folder (as
+    ``python -m`` would).
     """
-    if not given:
+    if not given and not settings.model_repository:
         return loading.discover(settings.model_name), ()
     installed = loading.discover(settings.model_name) if settings.model_name else []
     clash = {s.name for s in installed} & {s.name for s in given}
@@ -185,6 +187,8 @@ def _all_specs(
             f"model name(s) {', '.join(sorted(clash))} both installed and given; "
             "choose another name for the given one as NAME=TARGET"
         )
+    if not given:  # a repository's models (the server opens it), and these
+        return installed, ()
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)

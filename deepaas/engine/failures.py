@@ -13,6 +13,7 @@ import http
 import traceback
 
 from deepaas.engine.protocol import RemoteError
+from deepaas.exceptions import DeepaasError
 
 
 def describe_exception(exc: BaseException) -> RemoteError:
@@ -23,12 +24,18 @@ def describe_exception(exc: BaseException) -> RemoteError:
     plugin failed to make, because current aiohttp refuses its arguments
     (``HTTPBadRequest(reason=exc)``, a common DEEPaaS 1.x idiom, is a
     ``TypeError`` now), is answered as the plugin meant it
-    (:func:`_http_exception_being_made`). NotImplementedError is a 501;
+    (:func:`_http_exception_being_made`). A
+    :class:`~deepaas.exceptions.DeepaasError` keeps its status and message.
+    NotImplementedError is a 501;
     anything else is a 500 saying ``<ExceptionType>: <text>``. aiohttp is
     not imported here: its exceptions are known by their marker.
     """
     cls = type(exc)
     tb = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+    if isinstance(exc, DeepaasError) and 400 <= exc.status <= 599:
+        # deepaas's own errors say the status (an upload that is no image,
+        # for a repository model, is the client's 422)
+        return RemoteError(exc.status, exc.message, tb)
     if _is_http_exception(cls):
         status = getattr(exc, "status_code", None)
         if isinstance(status, int) and 400 <= status <= 599:

@@ -144,9 +144,9 @@ def _failure(
     # A SyntaxError's text carries its location, given below.
     detail = exc.msg if isinstance(exc, SyntaxError) and exc.msg else exc
     text = f"{type(exc).__name__}: {detail}".rstrip(": ")
-    return PluginLoadError(
-        _message(name, target, origin, text, where(exc, target)), [exc]
-    )
+    # A model file's errors name the file already; deepaas's code is not its.
+    location = None if origin == "repository" else where(exc, target)
+    return PluginLoadError(_message(name, target, origin, text, location), [exc])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +156,8 @@ class PluginSpec:
     name: str  # the model name used in URLs (the entry point's, or NAME=)
     target: str  # "package.module" or "package.module:Attribute", or a file's
     #: "entry point" (installed) or "plugin" (deepaas-run FILE, --plugin); by
-    #: default "plugin" for a file (no entry point names one), else "entry point".
+    #: default "plugin" for a file (no entry point names one), else "entry point";
+    #: "repository" for a model file of --model-repository (the file's path).
     origin: str = ""
 
     def __post_init__(self) -> None:
@@ -218,9 +219,19 @@ def import_target(target: str) -> Any:
 
 def load(spec: PluginSpec) -> ModelWrapper:
     """Import, instantiate and wrap one plugin; errors name the plugin and,
-    where there is one, the file and line to look at."""
+    where there is one, the file and line to look at.
+
+    A model of a ``--model-repository`` (origin ``repository``, its file as
+    target) is made by deepaas (:mod:`deepaas.frameworks.served`): this
+    loads the file, on this process's device (a worker's).
+    """
     try:
-        obj = instantiate(import_target(spec.target))
+        if spec.origin == "repository":
+            from deepaas.frameworks import served
+
+            obj = served.open_in_worker(spec.name, spec.target)
+        else:
+            obj = instantiate(import_target(spec.target))
     except Exception as exc:
         raise _failure(spec.name, spec.target, exc, spec.origin) from exc
     except SystemExit as exc:  # would end the server, silently

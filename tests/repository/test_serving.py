@@ -1,0 +1,236 @@
+"""A described model file as it is served: batch axis, names, labels, image,
+predict arguments and answers (fake descriptions and runtimes: no
+framework needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import marshmallow
+import numpy as np
+import pytest
+
+from deepaas.frameworks import TensorInfo, arguments, images
+from deepaas.frameworks.model_config import ConfigFileError, ImageConfig, ModelConfig
+from deepaas.frameworks.probe import Described
+from deepaas.frameworks.served import FileModel
+from deepaas.frameworks.serving import DEFAULT_MAX_BATCH_SIZE, plan
+from deepaas.model.v2.wrapper import ModelWrapper
+
+X = TensorInfo("x", "FP32", (-1, 4))
+SCORES = TensorInfo("scores", "FP32", (-1, 3))
+DYNAMIC = Described("onnxruntime", (X,), (SCORES,))
+FIXED = Described(
+    "onnxruntime",
+    (TensorInfo("x", "FP32", (2, 4)),),
+    (TensorInfo("scores", "FP32", (2, 3)),),
+)
+TOML = "/models/m.toml"
+
+
+def serve(described: Described = DYNAMIC, **config: Any) -> Any:
+    return plan("/models/m.onnx", TOML, ModelConfig(path=TOML, **config), described)
+
+
+def refused(described: Described = DYNAMIC, **config: Any) -> str:
+    with pytest.raises(ConfigFileError) as caught:
+        serve(described, **config)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_a_dynamic_batch_axis_is_batched_by_default() -> None:
+    serving = serve()
+    assert serving.signature() == {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [4]}],
+        "outputs": [{"name": "scores", "datatype": "FP32", "shape": [3]}],
+        "max_batch_size": DEFAULT_MAX_BATCH_SIZE,
+    }
+    assert serve(max_batch_size=32).max_batch_size == 32
+
+
+def test_no_batching_keeps_the_full_shapes() -> None:
+    assert serve(max_batch_size=0).signature()["inputs"][0]["shape"] == [-1, 4]
+    fixed = serve(FIXED)
+    assert fixed.max_batch_size == 0
+    assert fixed.signature()["inputs"][0]["shape"] == [2, 4]
+
+
+def test_batching_what_cannot_be_batched_is_refused() -> None:
+    assert "input 'x' of /models/m.onnx has a fixed first axis (FP32 [2, 4])" in (
+        refused(FIXED, max_batch_size=4)
+    )
+    odd = Described("onnxruntime", (X,), (TensorInfo("total", "FP32", (3,)),))
+    assert "output 'total' (FP32 [3]) has no dynamic first axis" in refused(odd)
+    assert serve(odd, max_batch_size=0).max_batch_size == 0
+    assert "max_delay_ms is for a batched model" in refused(FIXED, max_delay_ms=5.0)
+
+
+def test_tensors_renamed_in_order() -> None:
+    serving = serve(input_names=("features",), output_names=("logits",))
+    assert [(t.name, t.file_name) for t in serving.inputs] == [("features", "x")]
+    assert [(t.name, t.file_name) for t in serving.outputs] == [("logits", "scores")]
+    message = refused(input_names=("a", "b"))
+    assert "inputs gives 2 name(s), but the model has 1 ('x')" in message
+
+
+def test_torchscript_without_a_signature_is_refused() -> None:
+    bare = Described("torchscript", (TensorInfo("x", None, None),), ())
+    message = refused(bare)
+    assert message.startswith("/models/m.onnx: a TorchScript archive records no")
+    assert f"declare them in {TOML}: inputs = [{{name" in message
+
+
+def test_labels(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\nbird\n\n")
+    assert serve(labels=str(labels)).labels == ("cat", "dog", "bird")
+    labels.write_text("cat\ndog\n")
+    assert "has 2 lines, but output 'scores' has 3 scores" in refused(
+        labels=str(labels)
+    )
+    assert "cannot be read" in refused(labels=str(tmp_path / "none.txt"))
+
+
+def test_an_image_input() -> None:
+    nchw = Described(
+        "onnxruntime", (TensorInfo("img", "FP32", (-1, 3, 8, 6)),), (SCORES,)
+    )
+    spec = serve(nchw, image=ImageConfig(mean=(0.5,) * 3)).image
+    assert (spec.input, spec.height, spec.width, spec.channels) == ("img", 8, 6, 3)
+    assert spec.leading == 0
+    unbatched = Described(
+        "onnxruntime", (TensorInfo("img", "UINT8", (1, 5, 5, 1)),), (SCORES,)
+    )
+    spec = serve(unbatched, max_batch_size=0, image=ImageConfig(layout="NHWC")).image
+    assert (spec.leading, spec.channels, spec.datatype) == (1, 1, "UINT8")
+    any_size = Described(
+        "onnxruntime", (TensorInfo("img", "FP32", (-1, 3, -1, -1)),), (SCORES,)
+    )
+    assert "image.size = [height, width] is needed" in refused(
+        any_size, image=ImageConfig()
+    )
+    assert "image.size gives height 9, but input 'img' takes 8" in refused(
+        nchw, image=ImageConfig(size=(9, 6))
+    )
+    assert "has 6 channels on the NHWC channel axis" in refused(
+        nchw, image=ImageConfig(layout="NHWC")
+    )
+    assert "image.mean has 1 value(s); the image has 3" in refused(
+        nchw, image=ImageConfig(mean=(0.5,))
+    )
+    assert "is not an input of the model" in refused(nchw, image=ImageConfig(input="x"))
+
+
+def test_arrange_pixels() -> None:
+    pixels = np.zeros((2, 3, 3), dtype=np.uint8)
+    pixels[..., 0] = 255
+    spec = images.ImageSpec("i", "FP32", 2, 3, 3, "NCHW", (0.5,) * 3, (0.5,) * 3)
+    array = images.arrange(pixels, spec)
+    assert array.shape == (3, 2, 3) and array.dtype == np.float32
+    assert (
+        array[0].tolist() == [[1.0] * 3] * 2 and array[1].tolist() == [[-1.0] * 3] * 2
+    )
+    raw = images.arrange(
+        pixels, images.ImageSpec("i", "UINT8", 2, 3, 3, "NHWC", leading=1)
+    )
+    assert raw.shape == (1, 2, 3, 3) and raw.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "value", "expected"),
+    [
+        ("FP32", (4,), [1, 2.5, 3, 4], np.array([1, 2.5, 3, 4], np.float32)),
+        ("FP32", (2, 2), [1, 2, 3, 4], np.array([[1, 2], [3, 4]], np.float32)),
+        ("INT64", (-1, 2), [[1, 2], [3, 4]], np.array([[1, 2], [3, 4]])),
+        ("BOOL", (), True, np.array(True)),
+        ("BYTES", (-1,), ["a", "é"], np.array([b"a", "é".encode()], dtype=object)),
+    ],
+)
+def test_to_input(datatype: str, shape: Any, value: Any, expected: np.ndarray) -> None:
+    array = arguments.to_input("x", datatype, shape, value)
+    assert array.dtype == expected.dtype and array.shape == expected.shape
+    assert array.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "value", "says"),
+    [
+        (
+            "FP32",
+            (4,),
+            [1, 2, 3],
+            "takes FP32 [4]: a list of 4 numbers; got a list of shape [3]",
+        ),
+        ("FP32", (-1, 2), [[1, 2], [3]], "data[1] has 1 values"),
+        ("FP32", (-1,), [], "got a list of shape [0] (an empty axis)"),
+        ("FP32", (4,), "1,2,3,4", "got str '1,2,3,4'"),
+        ("INT8", (-1,), [1, 200], "element 1 is 200, outside INT8's range"),
+        ("INT64", (-1,), [1.5], "element 0 is 1.5, but INT64 needs an integer"),
+        ("FP16", (-1,), [1e6], "outside FP16's range"),
+    ],
+)
+def test_to_input_refuses(datatype: str, shape: Any, value: Any, says: str) -> None:
+    field = arguments.TensorArg("x", datatype, shape)
+    with pytest.raises(marshmallow.ValidationError) as caught:
+        field.deserialize(value)
+    (message,) = caught.value.messages
+    assert message.startswith("input 'x'") and says in message
+
+
+def test_top_labels() -> None:
+    logits = np.array([0.0, 2.0, 1.0])
+    top = arguments.top_labels(logits, ["a", "b", "c"], 2)
+    assert [t["label"] for t in top] == ["b", "c"]
+    assert top[0]["probability"] == pytest.approx(np.exp(2) / np.exp([0, 2, 1]).sum())
+    given = arguments.top_labels(np.array([[0.1, 0.7, 0.2]]), ["a", "b", "c"], 5)
+    assert given[0] == {"label": "b", "probability": pytest.approx(0.7)}
+    assert len(given) == 3
+
+
+class FakeRuntime:
+    """``x @ 1 + i``: scores of 3 per row; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = arrays["x"]
+        self.calls.append(len(x))
+        total = x.sum(axis=-1, keepdims=True)
+        return {"scores": (total + np.arange(3, dtype=np.float32)).astype(np.float32)}
+
+
+def file_model(**config: Any) -> FileModel:
+    model = FileModel("m", "/models/m.onnx", ModelConfig(path=TOML, **config), DYNAMIC)
+    model._runtime = FakeRuntime()  # type: ignore[assignment]
+    return model
+
+
+def test_a_file_model_is_a_tensor_native_plugin() -> None:
+    wrapper = ModelWrapper("m", file_model(input_names=("features",)))
+    assert wrapper.has_infer and wrapper.has_predict and wrapper.has_predict_batch
+    assert wrapper.batching == {"max_batch_size": 8, "max_delay_ms": 0}
+    assert list(wrapper.predict_args) == ["features"]
+    assert wrapper.predict_args["features"].location == "json"
+    assert wrapper.get_metadata()["framework"] == "onnxruntime"
+    out = wrapper.infer({"features": np.ones((2, 4), np.float32)})
+    assert out["scores"].tolist() == [[4, 5, 6], [4, 5, 6]]
+
+
+def test_predict_batch_groups_requests_into_one_call(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    model = file_model(labels=str(labels), top_k=1)
+    batch = [{"x": np.full(4, float(i), np.float32)} for i in range(3)]
+    answers = model._predict_batch(batch)
+    assert model._runtime.calls == [3]  # type: ignore[union-attr]
+    assert answers[2]["predictions"]["scores"] == [8.0, 9.0, 10.0]
+    assert answers[2]["predictions"]["labels"][0]["label"] == "c"
+    assert model.predict(**batch[1])["predictions"]["scores"] == [4.0, 5.0, 6.0]
+
+
+def test_fixed_models_have_no_predict_batch() -> None:
+    model = FileModel("m", "/models/m.onnx", ModelConfig(path=TOML), FIXED)
+    assert model.batching is None and not hasattr(model, "predict_batch")
