@@ -20,8 +20,10 @@ import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from yarl import URL
 
 from deepaas import scratch
+from deepaas.api.limits import MULTIPART_ADVICE
 from deepaas.exceptions import DeepaasError, ShuttingDown
 
 LOG = logging.getLogger(__name__)
@@ -77,10 +79,7 @@ async def _redirect_to_route(request: web.Request) -> web.Response | None:
     for path in candidates:
         if path.startswith("/\\"):  # a browser reads that as //: another host
             continue
-        target = url.with_path(path, encoded=True)
-        match = await request.app.router.resolve(request.clone(rel_url=target))
-        error = match.http_exception
-        if error is None or error.status == 405:  # 405: the path exists
+        if await _routed(request, url.with_path(path, encoded=True)):
             return _redirect(path, url.raw_query_string)
     return None
 
@@ -115,7 +114,25 @@ async def error_response(
     if not isinstance(request, web.Request):
         return answer
     oip_paths = request.app.get(OIP_PATHS)
-    if oip_paths is None or not oip_paths.fullmatch(request.path):
+    if oip_paths is None:
+        return answer
+    path = request.path
+    if not oip_paths.fullmatch(path):
+        meant = path.rstrip("/")
+        if (
+            answer is not None
+            and answer.status == 404
+            and request.match_info.http_exception is not None  # no route
+            and oip_paths.fullmatch(meant)
+            and await _routed(request, request.rel_url.with_path(meant))
+        ):
+            # /v2/models/m/infer/ and the like: OIP paths end without a slash
+            # (a slash is added only to reach a DEEPaaS route).
+            message = (
+                f"no route {path}; Open Inference Protocol paths have no "
+                f"trailing slash: use {meant}"
+            )
+            return web.json_response({"error": message}, status=404)
         return answer
     if answer is None:  # sent as raised: a JSON error (413, 408...) too
         if isinstance(exc, web.HTTPException) and exc.status >= 400 and exc.text:
@@ -127,6 +144,14 @@ async def error_response(
     return answer
 
 
+async def _routed(request: web.Request, url: URL) -> bool:
+    """Whether ``url``'s path is a route of ``request``'s app, for any
+    method (a 405 there: the path exists)."""
+    match = await request.app.router.resolve(request.clone(rel_url=url))
+    error = match.http_exception
+    return error is None or error.status == 405
+
+
 def _as_oip_error(text: str) -> str:
     """``{"message": m}`` as OIP has it: ``{"error": m}`` (other text as is)."""
     try:
@@ -134,8 +159,16 @@ def _as_oip_error(text: str) -> str:
     except ValueError:
         return text
     if isinstance(document, dict) and set(document) == {"message"}:
-        return json.dumps({"error": document["message"]})
+        message = str(document["message"]).replace(MULTIPART_ADVICE, _OIP_ADVICE)
+        return json.dumps({"error": message})
     return text
+
+
+#: What an infer client can do instead (an infer body is held whole).
+_OIP_ADVICE = (
+    "send smaller tensors (a binary tensor is 4x smaller than its JSON), or "
+    "ask the server's operator to raise it"
+)
 
 
 async def _error_response(

@@ -62,6 +62,11 @@ DECODED_ENCODINGS = frozenset(
 #: or urlencoded body, which is held in memory whole and parsed.
 MAX_DECODED_SIZE: int = Settings.client_max_decoded_size
 
+#: How to send a large value to a DEEPaaS route: the end of the 413 for a
+#: body over ``--client-max-decoded-size``. Routes that take no multipart
+#: body (OIP infer) replace it (:func:`deepaas.api.errors.as_oip_error`).
+MULTIPART_ADVICE = "send large data as multipart file parts"
+
 _STATUS_PREFIX = re.compile(r"^\d{3}, message:\s*")
 
 
@@ -156,7 +161,7 @@ def too_large(
         message = (
             f"the request body is larger than the limit of {limit} bytes once "
             "decompressed, or for a JSON or form body held in memory "
-            f"({option}): send less, or send large data as multipart file parts"
+            f"({option}): send less, or {MULTIPART_ADVICE}"
         )
     else:
         message = (

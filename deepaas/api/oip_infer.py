@@ -81,7 +81,7 @@ async def infer_response(
     # Binary tensors are views of the body: writable ones when it was read
     # into one buffer, which the worker then gets writable too (pickle keeps
     # a buffer's read-only flag, and the worker copies read-only arrays).
-    if json_size > OFFLOAD_PARSE_SIZE:
+    if json_size > OFFLOAD_PARSE_SIZE or _many_bytes_elements(body, header_length):
         decoded = await reader.offload(decode_request, body, header_length)
     else:
         decoded = decode_request(body, header_length)
@@ -134,6 +134,17 @@ async def _native(
             )
     checked = check_inputs(name, signature, decoded.inputs)
     return await runtime.infer(checked.arrays, max(1, checked.rows), checked.group)
+
+
+def _many_bytes_elements(body: bytes | bytearray, header_length: int | None) -> bool:
+    """Whether ``body``'s binary data is big and may hold BYTES tensors,
+    whose elements are decoded one by one in Python (a fixed-size tensor is
+    a view: no work). The JSON header is searched, not parsed."""
+    return (
+        header_length is not None
+        and len(body) - header_length > OFFLOAD_PARSE_SIZE
+        and body.find(b'"BYTES"', 0, header_length) >= 0
+    )
 
 
 def _heavy(outputs: dict[str, Any], decoded: InferRequest) -> bool:

@@ -309,14 +309,21 @@ def to_array(where: str, value: object) -> tuple[np.ndarray, str]:
 def to_json(where: str, datatype: str, array: np.ndarray) -> list[Any]:
     """The flat row-major JSON ``data`` of ``array``.
 
-    FP values NaN, Infinity and -Infinity are written as those literals, as
-    Triton writes them (not strict JSON; Python's json and tritonclient read
-    them). BYTES elements must be UTF-8 text (400 otherwise: JSON has no
-    bytes; the client should ask for the output as binary data).
+    FP values NaN, Infinity and -Infinity are written as ``null``: JSON has
+    no such numbers, and the bare tokens Triton writes are refused by
+    KServe's client (orjson), browsers, jq, Go and Java. numpy (hence
+    tritonclient and KServe's client) reads ``null`` in a float array as
+    NaN; a client that must tell the three apart asks for binary data. The
+    DEEPaaS predict route writes them as ``null`` too. BYTES elements must be
+    UTF-8 text (400 otherwise: JSON has no bytes; the client should ask for
+    the output as binary data).
     """
     flat = array.ravel()
     if datatype != "BYTES":
-        return flat.tolist()
+        values: list[Any] = flat.tolist()
+        if flat.dtype.kind in "fc" and not np.isfinite(flat).all():
+            values = [v if math.isfinite(v) else None for v in values]
+        return values
     out: list[str] = []
     for i, element in enumerate(flat):
         raw = element_bytes(where, i, element)

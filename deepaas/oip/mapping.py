@@ -277,7 +277,9 @@ def to_outputs(value: Any) -> dict[str, np.ndarray]:
 
 
 def tensor(value: Any) -> np.ndarray:
-    """One output value as an array (see :func:`to_outputs`)."""
+    """One output value as an array (see :func:`to_outputs`). A list numpy
+    would change (``[2**63 + 1, 1]`` becomes float64, rounded) is sent as
+    its JSON text instead, exact."""
     if isinstance(value, (bytearray, memoryview)):
         value = bytes(value)
     if not isinstance(value, (dict, type(None))):
@@ -286,8 +288,10 @@ def tensor(value: Any) -> np.ndarray:
         except TensorError:
             pass
         else:
-            if array.dtype != object or all(
-                isinstance(item, (str, bytes)) for item in array.reshape(-1)
+            exact = not isinstance(value, list) or array.tolist() == value
+            if exact and (
+                array.dtype != object
+                or all(isinstance(item, (str, bytes)) for item in array.reshape(-1))
             ):
                 return array.reshape(1) if array.ndim == 0 else array
     text = json.dumps(value, allow_nan=True, default=str)

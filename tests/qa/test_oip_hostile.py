@@ -1,8 +1,7 @@
 """QA: defects found by a hostile pass over the OIP routes of a real
 ``deepaas-run`` (the example ``demo`` plugin, a tensor-native plugin and a
-mapped plugin whose result is chosen by its input). Each test is an expected
-failure until its defect is fixed (``strict``: a fix turns it into a
-failure, to be unmarked)."""
+mapped plugin whose result is chosen by its input); each test held a defect,
+now fixed."""
 
 from __future__ import annotations
 
@@ -100,12 +99,6 @@ def strict_json(raw: bytes) -> Any:
     return json.loads(raw, parse_constant=refuse)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QA: a 413 on an OIP infer body over --client-max-decoded-size "
-    "advises 'send large data as multipart file parts', which the infer "
-    "route does not accept",
-)
 def test_infer_body_over_decoded_limit_gives_advice_an_oip_client_can_follow(
     srv: DeepaasRun,
 ) -> None:
@@ -135,12 +128,6 @@ def test_infer_body_over_decoded_limit_gives_advice_an_oip_client_can_follow(
     assert_healthy(srv)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QA: an OIP path with a trailing slash (/v2/models/demo/infer/) "
-    "answers the DEEPaaS-style {'message': '404: Not Found'}, not "
-    "{'error': ...} saying to drop the slash",
-)
 def test_infer_path_with_trailing_slash_says_what_to_change(srv: DeepaasRun) -> None:
     status, raw = post_json(srv, "/v2/models/demo/infer/", {"inputs": []})
     assert 400 <= status < 500
@@ -150,12 +137,6 @@ def test_infer_path_with_trailing_slash_says_what_to_change(srv: DeepaasRun) -> 
     assert_healthy(srv)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QA: a mapped plugin's list of integers past INT64's range "
-    "(e.g. [2**63 + 1, 1]) becomes an FP64 tensor whose values differ from "
-    "what predict() returned (the DEEPaaS route returns them exactly)",
-)
 def test_mapped_result_integers_past_int64_are_not_rounded(srv: DeepaasRun) -> None:
     request = {
         "inputs": [{"name": "mode", "datatype": "INT64", "shape": [1], "data": [0]}]
@@ -171,13 +152,6 @@ def test_mapped_result_integers_past_int64_are_not_rounded(srv: DeepaasRun) -> N
         assert output["data"] == [2**63 + 1, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QA: an FP output holding NaN is written in a JSON infer response "
-    "as the bare token NaN, which is not JSON: KServe's InferenceRESTClient "
-    "(docs/oip.md) fails with 'Unrecognized request format', and browsers, "
-    "jq, Go and Java refuse it (docs/plugins.md promises null on predict)",
-)
 def test_json_infer_response_with_nan_output_is_standard_json(srv: DeepaasRun) -> None:
     # One row of no values: the plugin's mean is NaN, a valid model output.
     request = {
