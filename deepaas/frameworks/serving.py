@@ -29,12 +29,15 @@ from deepaas.frameworks.model_config import ConfigFileError, ImageConfig, ModelC
 from deepaas.frameworks.probe import Described
 
 #: Rows per batch of a model with a dynamic batch axis, when its config does
-#: not say: the engine's default for ``predict_batch`` plugins. The MLP of
-#: benchmarks/batching.py as ONNX, one thread, costs 2.9 ms a row alone,
-#: 0.54 ms a row in batches of 8 and 0.29 in batches of 16: most of the
-#: gain is had at 8, while a batch's memory (inputs and activations, of
-#: images on a GPU say) stays 8 times one request's.
-DEFAULT_MAX_BATCH_SIZE = 8
+#: not say. Measured on the MLP of benchmarks/batching.py as ONNX (one
+#: thread, a 2-core VM): a row costs 2.85 ms alone, 0.54 ms in a batch of 8,
+#: 0.29 in one of 16 and 0.33 in one of 32, and served at 32 connections
+#: (OIP binary) the model answers 1,500 requests/s with batches of up to 8,
+#: 2,350 with 16, 1,700 with 32: on a CPU the gain stops at about 16. A GPU
+#: gains further, but a batch's memory (its inputs and activations) is 16
+#: times one request's already: a config asks for more where it fits. Idle
+#: latency does not depend on it (no delay: a lone request is a batch of 1).
+DEFAULT_MAX_BATCH_SIZE = 16
 
 #: Suffixes of TorchScript archives (the kind that records no tensors).
 TORCHSCRIPT = "torchscript"

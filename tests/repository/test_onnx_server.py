@@ -176,8 +176,8 @@ def test_bad_tensors_are_refused_naming_the_input(server: DeepaasRun) -> None:
     )
     status, body = infer_json(server, "linear", [[1.0, 2.0]])
     assert status == 400 and "input 'x' must have shape [-1, 4]" in body["error"]
-    status, body = infer_json(server, "linear", [[1.0] * 4] * 9)  # default: 8 rows
-    assert status == 400 and "max_batch_size of model 'linear' (8)" in body["error"]
+    status, body = infer_json(server, "linear", [[1.0] * 4] * 17)  # default: 16
+    assert status == 400 and "max_batch_size of model 'linear' (16)" in body["error"]
     status, body = infer_json(server, "fixed", [[1.0] * 4])
     assert status == 400 and "input 'x' must have shape [2, 4]" in body["error"]
 
@@ -239,7 +239,7 @@ def test_a_fixed_batch_axis_is_not_batched(server: DeepaasRun) -> None:
     _, system = server.request("GET", "/v2/system/")
     queues = system["queues"]
     assert queues["fixed"]["max_batch_size"] == 1
-    assert queues["linear"]["max_batch_size"] == 8
+    assert queues["linear"]["max_batch_size"] == 16
     assert queues["batched"] == {
         "depth": 0,
         "max_batch_size": 4,
