@@ -121,7 +121,10 @@ def test_every_direct_dependency_is_carried_or_in_the_image(plan):
         deps = tomllib.load(f)["project"]["dependencies"]
     accounted = set(names(plan["download"])) | set(plan["image_provides"])
     for line in deps:
-        assert canonicalize_name(Requirement(line).name) in accounted, line
+        requirement = Requirement(line)
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue  # not for this Python (tomli before 3.11): not installed
+        assert canonicalize_name(requirement.name) in accounted, line
     assert plan["image_provides"]["aiohttp"]["asked_by"]["deepaas"]
 
 
