@@ -286,3 +286,16 @@ def test_the_api_documents_describe_arguments_and_answers(server: DeepaasRun) ->
 def test_the_plugin_serves_beside_them(server: DeepaasRun) -> None:
     status, _ = server.request("GET", "/v2/models/echo/")
     assert status == 200
+
+
+def test_both_documents_pass_openapi_spec_validator(server: DeepaasRun) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    _, swagger = server.request("GET", "/swagger.json")
+    errors = validator.OpenAPIV2SpecValidator(swagger).iter_errors()
+    # None: DEEPaaS 2.6.0's null default of the train route's deepaas_gpus
+    # (tests/api/test_mapping_args.py)
+    assert [e.message for e in errors if e.instance is not None] == []
+    _, openapi = server.request("GET", "/openapi.json")
+    assert [
+        e.message for e in validator.OpenAPIV31SpecValidator(openapi).iter_errors()
+    ] == []
