@@ -54,7 +54,11 @@ def test_round_trip_through_tritonclient(case: tuple[np.ndarray, bool, bool]) ->
     body, headers = encode_response(
         "m", "1", None, {"y": tensor.data}, {"y"} if binary_out else ()
     )
-    assert same(array, parse(body, headers).as_numpy("y"))
+    expected = array
+    if not binary_out and array.dtype.kind == "f":
+        # JSON writes NaN, Infinity and -Infinity as null: read back as NaN.
+        expected = np.where(np.isfinite(array), array, np.nan).astype(array.dtype)
+    assert same(expected, parse(body, headers).as_numpy("y"))
 
 
 # -- nothing but TensorError, whatever arrives ---------------------------------------
