@@ -49,15 +49,23 @@ def pytest_configure(config: pytest.Config) -> None:
     servers' in the shared ``/tmp``: a test server's sweep cannot remove
     theirs, nor theirs a test's. Apps built without ``state_dir`` keep
     their training records in there too, never in the user's
-    ``~/.local/state`` (platformdirs reads ``XDG_STATE_HOME``).
+    ``~/.local/state`` (platformdirs reads ``XDG_STATE_HOME``), and the
+    example plugins their caches (``demo_onnx``'s model file), never in
+    ``~/.cache`` (``XDG_CACHE_HOME``).
     """
     global _STATE_HOME, _TMP_ROOT, _SAVED_TEMPDIR
     _TMP_ROOT = tempfile.mkdtemp(prefix="deepaas-tests-")
     _STATE_HOME = os.path.join(_TMP_ROOT, "state")
     os.mkdir(_STATE_HOME)
+    cache = os.path.join(_TMP_ROOT, "cache")
+    os.mkdir(cache)
     tmp = os.path.join(_TMP_ROOT, "tmp")
     os.mkdir(tmp)
-    for name, value in (("TMPDIR", tmp), ("XDG_STATE_HOME", _STATE_HOME)):
+    for name, value in (
+        ("TMPDIR", tmp),
+        ("XDG_STATE_HOME", _STATE_HOME),
+        ("XDG_CACHE_HOME", cache),
+    ):
         _SAVED[name] = os.environ.get(name)
         os.environ[name] = value
     _SAVED_TEMPDIR = tempfile.tempdir

@@ -1,1 +1,2 @@
-"""Example DEEPaaS plugins: ``demo`` (a module) and ``demo_class`` (a class)."""
+"""Example DEEPaaS plugins: ``demo`` (a module), ``demo_class`` (a class),
+``demo_torch`` (PyTorch) and ``demo_onnx`` (an ONNX image classifier)."""

@@ -166,6 +166,8 @@ def test_discover_all_installed():
     specs = {spec.name: spec.target for spec in discover()}
     assert specs["demo"] == "deepaas_example.demo"
     assert specs["demo_class"] == "deepaas_example.classy:DemoModel"
+    assert specs["demo_torch"] == "deepaas_example.torch_mlp"
+    assert specs["demo_onnx"] == "deepaas_example.onnx_classifier"
 
 
 def test_discover_named_keeps_order():
