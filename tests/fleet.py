@@ -67,10 +67,11 @@ class HAProxy:
     of servers on loopback, named ``r0``, ``r1``, ...).
 
     ``maxconn``: connections HAProxy opens to one server at most (0: no
-    limit); more requests wait in HAProxy's queue. Connection failures are
-    retried on another server (``retries``, ``option redispatch``); a
-    request a server received is never replayed, so a server that dies
-    costs the requests it held.
+    limit); more requests wait in HAProxy's queue. Connection failures, and
+    requests a server closed without a byte of answer (it died holding
+    them), are retried on another server (``retries``, ``option
+    redispatch``, ``retry-on conn-failure empty-response``): a SIGKILLed
+    replica then costs only the answers it had begun to send.
     """
 
     def __init__(
@@ -114,6 +115,7 @@ defaults
     timeout check 2s
     retries 3
     option redispatch 1
+    retry-on conn-failure empty-response
 
 frontend fleet
     bind 127.0.0.1:{self.port}
