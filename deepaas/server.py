@@ -34,7 +34,8 @@ from aiohttp import web
 from deepaas.api import create_app, front
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.api.metrics import Metrics
-from deepaas.api.site import listen_error
+from deepaas.api.site import is_loopback, listen_error
+from deepaas.api.tokens import load_tokens
 from deepaas.api.views import VIEWS
 from deepaas.config import ConfigError, Settings
 from deepaas.devloop import PluginWatcher
@@ -84,6 +85,8 @@ class Server:
         :class:`~deepaas.model.loading.PluginLoadError` for a broken plugin.
         """
         self.settings = settings
+        # First: a bad token file stops start-up before plugins are imported.
+        self.tokens = load_tokens(settings.auth_token_file, settings.auth_tokens)
         self.specs = list(specs)
         # Every broken plugin is reported, not only the first.
         self.wrappers: dict[str, ModelWrapper] = loading.load_all(self.specs)
@@ -181,6 +184,7 @@ class Server:
             selected=self.devices,
             telemetry=self.telemetry,
             trainings=self.trainings,
+            tokens=self.tokens,
         )
         self.app[SERVER] = self
         # --reload: a changed plugin file reloads its model (deepaas/devloop.py)
@@ -340,6 +344,13 @@ class Server:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
         self._bind_first = True
+        if self.tokens is None and not is_loopback(settings.listen_ip):
+            LOG.warning(
+                "listening on %s without tokens: anyone who can reach this port "
+                "can predict, train and read the debug output and metrics; set "
+                "--auth-token-file (docs/security.md)",
+                settings.listen_ip or "every address",
+            )
         try:
             await runner.setup()
             front.install(runner, self.metrics)

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from deepaas.api.metrics import label
 from deepaas.api.openapi import TITLE, SpecBuilder
 
 # -- Swagger UI from local assets ---------------------------------------------
@@ -77,8 +78,7 @@ UI_PAGE = """<!DOCTYPE html>
 
 
 def _docs(handler: Any) -> Any:
-    handler.metric_labels = ("", "docs")  # see deepaas.api.metrics.label
-    return handler
+    return label(handler, "", "docs")  # open: the UI loads before Authorize
 
 
 def add_docs_routes(app: web.Application, builder: SpecBuilder, docs: bool) -> None:
