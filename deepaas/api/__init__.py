@@ -117,5 +117,7 @@ def create_app(
     )
     swagger_ui.add_docs_routes(app, spec, settings.doc_endpoint)
     # Last: every route must say who may call it (raises if one does not).
-    auth.protect(app, tokens, settings.metrics_public)
+    scopes = auth.protect(app, tokens, settings.metrics_public)
+    if tokens is not None:
+        spec.secure(scopes)  # both documents declare the bearer scheme
     return app

@@ -68,7 +68,18 @@ UI_PAGE = """<!DOCTYPE html>
         deepLinking: true,
         presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
         plugins: [FileArrays],
-        layout: "StandaloneLayout"
+        layout: "StandaloneLayout",
+        // Swagger 2.0 has no bearer scheme: its Authorize dialog sends the
+        // Authorization header as typed. Add the "Bearer " a pasted token
+        // lacks (docs/security.md).
+        requestInterceptor: function (request) {{
+          var headers = request.headers || {{}};
+          var value = headers.Authorization;
+          if (value && !/^bearer\\s/i.test(value)) {{
+            headers.Authorization = "Bearer " + value.trim();
+          }}
+          return request;
+        }}
       }});
     }};
   </script>
