@@ -16,6 +16,7 @@ from aiohttp import web
 from deepaas.api import auth, oip, openapi, swagger_ui, versions
 from deepaas.api import health as health_routes
 from deepaas.api.args import BodyLimits
+from deepaas.api.cors import CORS, CorsPolicy
 from deepaas.api.health import Health
 from deepaas.api.metrics import Metrics
 from deepaas.api.tokens import TokenTable
@@ -70,6 +71,8 @@ def create_app(
     spec = openapi.SpecBuilder(settings.base_path)
     health = Health(runtimes, lifecycle)
     app[SPEC] = spec
+    if settings.cors_origin:  # the front door answers preflights
+        app[CORS] = CorsPolicy(settings.cors_origin)
     app[HEALTH] = health
     app[METRICS] = metrics
     views = ModelViews(wrappers, spec)  # --reload replaces a model's view

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from deepaas.api.cors import CORS, CorsPolicy
 from deepaas.api.errors import error_response
 from deepaas.api.metrics import CLIENT_CLOSED_REQUEST, Metrics
 
@@ -36,31 +37,49 @@ RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 class FrontDoor:
     """``handler`` (the application's), with errors answered as JSON and
-    every request counted in ``metrics``."""
+    every request counted in ``metrics``; with a CORS ``cors`` policy,
+    preflights answered and CORS headers on every answer."""
 
-    __slots__ = ("handler", "metrics")
+    __slots__ = ("cors", "handler", "metrics")
 
-    def __init__(self, handler: RequestHandler, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        handler: RequestHandler,
+        metrics: Metrics,
+        cors: CorsPolicy | None = None,
+    ) -> None:
         self.handler = handler
         self.metrics = metrics
+        self.cors = cors
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         status = 500
+        cors = self.cors
         try:
             try:
-                response = await self.handler(request)
+                preflight = None
+                if cors is not None and request.method == "OPTIONS":
+                    preflight = cors.preflight(request)
+                if preflight is not None:
+                    response: web.StreamResponse = preflight
+                else:
+                    response = await self.handler(request)
             except Exception as exc:
                 answer = await error_response(request, exc)
                 if answer is None:  # already an HTTP answer: aiohttp sends it
                     raise
                 response = answer
             status = response.status
+            if cors is not None and not response.prepared:
+                cors.decorate(request, response.headers)
             return response
         except web.HTTPException as exc:
             # A 408 comes this way: raised, as a ClosingError that closes the
             # connection after the answer.
             status = exc.status
+            if cors is not None:
+                cors.decorate(request, exc.headers)
             raise
         except asyncio.CancelledError:
             # With handler_cancellation, a client that hung up (or, at the
@@ -73,7 +92,8 @@ class FrontDoor:
 
 def install(runner: web.AppRunner, metrics: Metrics) -> None:
     """Serve ``runner``'s application through a :class:`FrontDoor` counting
-    in ``metrics`` (the app's, ``app[deepaas.api.METRICS]``).
+    in ``metrics`` (the app's, ``app[deepaas.api.METRICS]``), with the
+    app's CORS policy (``app[deepaas.api.cors.CORS]``) if it has one.
 
     Call it after ``runner.setup()`` and before a site accepts connections:
     each connection takes the server's request handler when it opens.
@@ -83,4 +103,15 @@ def install(runner: web.AppRunner, metrics: Metrics) -> None:
     if server is None:
         raise RuntimeError("install the front door after runner.setup()")
     if not isinstance(server.request_handler, FrontDoor):
-        server.request_handler = FrontDoor(server.request_handler, metrics)
+        cors = runner.app.get(CORS) if isinstance(runner.app, web.Application) else None
+        server.request_handler = FrontDoor(server.request_handler, metrics, cors)
+
+
+async def prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """``response.prepare(request)``, for a handler that streams its answer
+    (the front door then sees it only once its headers are sent): first the
+    headers the front door puts on every answer (CORS)."""
+    cors = request.app.get(CORS)
+    if cors is not None:
+        cors.decorate(request, response.headers)
+    await response.prepare(request)

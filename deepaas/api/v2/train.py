@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from marshmallow import fields, validate
 
+from deepaas.api import front
 from deepaas.api.args import ArgParser, BodyLimits
 from deepaas.api.limits import expect_within
 from deepaas.api.metrics import label
@@ -198,7 +199,7 @@ class TrainRoutes:
             }
         )
         response.content_length = end - offset
-        await response.prepare(request)
+        await front.prepare(request, response)  # CORS headers too
         while offset < end:
             data = await loop.run_in_executor(
                 None, _read, path, offset, min(LOG_CHUNK, end - offset)
@@ -220,7 +221,7 @@ class TrainRoutes:
             headers={"Content-Type": "text/plain; charset=utf-8"}
         )
         response.enable_chunked_encoding()
-        await response.prepare(request)
+        await front.prepare(request, response)  # CORS headers too
         draining = asyncio.ensure_future(self.lifecycle.wait_draining())
         finished = False  # once it is, it stays so
         try:
