@@ -1,4 +1,9 @@
-"""Logging set-up and the bounded capture behind ``/v2/debug/``."""
+"""Logging set-up and the bounded capture behind ``/v2/debug/``.
+
+Every line logged while a request is served carries its request id
+(``... deepaas.api.errors: [3f2a...] message``), written by
+:class:`deepaas.tracing.RequestIdFilter` on each handler set up here.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,16 @@ import logging
 import sys
 import threading
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from deepaas.tracing import RequestIdFilter
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(request)s%(message)s"
 DEBUG_CAPTURE_BYTES = 1 << 20
+
+
+def formatter() -> logging.Formatter:
+    """The log's format, with the request id (empty for a record no
+    :class:`~deepaas.tracing.RequestIdFilter` saw)."""
+    return logging.Formatter(FORMAT, defaults={"request": ""})
 
 
 class OutputCapture:
@@ -48,7 +61,8 @@ class CaptureHandler(logging.Handler):
     def __init__(self, capture: OutputCapture) -> None:
         super().__init__()
         self.capture = capture
-        self.setFormatter(logging.Formatter(FORMAT))
+        self.setFormatter(formatter())
+        self.addFilter(RequestIdFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -66,7 +80,8 @@ def setup(level: str, log_file: str = "", capture: OutputCapture | None = None) 
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(formatter())
+        handler.addFilter(RequestIdFilter())
     if capture is not None:
         handlers.append(CaptureHandler(capture))
     for handler in handlers:

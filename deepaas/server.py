@@ -35,7 +35,7 @@ from deepaas.api import create_app, front
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.api.metrics import Metrics
 from deepaas.api.site import is_loopback, listen_error
-from deepaas.api.tokens import load_tokens
+from deepaas.api.tokens import TokenTable, load_tokens
 from deepaas.api.views import VIEWS
 from deepaas.config import ConfigError, Settings
 from deepaas.devloop import PluginWatcher
@@ -75,8 +75,12 @@ class Server:
         worker_env: Mapping[str, str] | None = None,
         capture: OutputCapture | None = None,
         extra_path: tuple[str, ...] = (),
+        tokens: TokenTable | None = None,
     ) -> None:
         """Load the plugins (introspection only) and build every part.
+
+        ``tokens``: the accepted tokens, when the caller read them already
+        (else they are read here from the settings).
 
         ``worker_env`` is the environment workers start with (the server's
         own, before GPUs were hidden from it); ``extra_path`` is prepended to
@@ -86,7 +90,9 @@ class Server:
         """
         self.settings = settings
         # First: a bad token file stops start-up before plugins are imported.
-        self.tokens = load_tokens(settings.auth_token_file, settings.auth_tokens)
+        self.tokens = tokens or load_tokens(
+            settings.auth_token_file, settings.auth_tokens
+        )
         self.specs = list(specs)
         # Every broken plugin is reported, not only the first.
         self.wrappers: dict[str, ModelWrapper] = loading.load_all(self.specs)

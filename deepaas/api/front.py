@@ -3,7 +3,11 @@
 It does what two aiohttp middlewares did: it answers every error as JSON
 (:func:`deepaas.api.errors.error_response`) and it times and counts each
 request for the metrics, under the labels its route declared
-(:meth:`deepaas.api.metrics.Metrics.request_done`).
+(:meth:`deepaas.api.metrics.Metrics.request_done`). It also gives each
+request its id (:mod:`deepaas.tracing`: the client's ``X-Request-ID`` or
+a new one), returned on every answer, errors included, and with
+``--cors-origin`` answers preflights and puts the CORS headers on every
+answer (:mod:`deepaas.api.cors`).
 
 Why not middlewares: with any middleware at all, aiohttp wraps every
 request in its own current-app middleware too and builds a chain of
@@ -31,6 +35,7 @@ from aiohttp import web
 from deepaas.api.cors import CORS, CorsPolicy
 from deepaas.api.errors import error_response
 from deepaas.api.metrics import CLIENT_CLOSED_REQUEST, Metrics
+from deepaas.tracing import HEADER, REQUEST_ID, accepted
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -54,6 +59,10 @@ class FrontDoor:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
+        # No reset: aiohttp runs each request in a task of its own, with a
+        # copy of the context; the access log, after us, still sees it.
+        request_id = accepted(request.headers.get(HEADER))
+        REQUEST_ID.set(request_id)
         status = 500
         cors = self.cors
         try:
@@ -71,13 +80,17 @@ class FrontDoor:
                     raise
                 response = answer
             status = response.status
-            if cors is not None and not response.prepared:
-                cors.decorate(request, response.headers)
+            if not response.prepared:  # else see prepare()
+                headers = response.headers
+                headers[HEADER] = request_id
+                if cors is not None:
+                    cors.decorate(request, headers)
             return response
         except web.HTTPException as exc:
             # A 408 comes this way: raised, as a ClosingError that closes the
             # connection after the answer.
             status = exc.status
+            exc.headers[HEADER] = request_id
             if cors is not None:
                 cors.decorate(request, exc.headers)
             raise
@@ -110,7 +123,10 @@ def install(runner: web.AppRunner, metrics: Metrics) -> None:
 async def prepare(request: web.Request, response: web.StreamResponse) -> None:
     """``response.prepare(request)``, for a handler that streams its answer
     (the front door then sees it only once its headers are sent): first the
-    headers the front door puts on every answer (CORS)."""
+    headers the front door puts on every answer (request id, CORS)."""
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        response.headers[HEADER] = request_id
     cors = request.app.get(CORS)
     if cors is not None:
         cors.decorate(request, response.headers)

@@ -133,7 +133,8 @@ class Lane:
             items.append((seq, call.payload))
             seq += 1
         try:
-            message = protocol.Invoke(method, items)
+            ids = tuple(call.request_id for call in batch)
+            message = protocol.Invoke(method, items, ids)
             # A big tree of arguments pickles ten times faster without a
             # memo; small ones pay more for the pickler's set-up than that.
             big = any(call.big for call in batch)

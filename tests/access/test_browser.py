@@ -153,10 +153,12 @@ async def test_a_page_of_an_allowed_origin_calls_the_api(
             "/v2/models/demo/predict/?number=3",
             "POST",
             Authorization="Bearer p-secret",
+            **{"X-Request-ID": "from-the-page"},
         )
     )
     assert answer["status"] == 200, answer
     assert answer["body"]["args"]["number"] == 3  # the demo's JSON, read
+    assert answer["requestId"] == "from-the-page"  # an exposed header, read
     assert requests.value("", "other", "204") >= 1  # the preflight, answered
 
     # An error is readable too: its JSON and why
@@ -164,6 +166,7 @@ async def test_a_page_of_an_allowed_origin_calls_the_api(
     assert answer["status"] == 401, answer
     assert "Bearer <token>" in answer["body"]["message"]
     assert answer["challenge"] == 'Bearer realm="deepaas"'
+    assert len(answer["requestId"]) == 32  # made by the server
 
 
 async def test_a_page_of_another_origin_cannot_read_the_api(

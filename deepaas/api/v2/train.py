@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from marshmallow import fields, validate
 
+from deepaas import tracing
 from deepaas.api import front
 from deepaas.api.args import ArgParser, BodyLimits
 from deepaas.api.limits import expect_within
@@ -130,7 +131,9 @@ class TrainRoutes:
             try:
                 async with parsed as kwargs:
                     gpus = kwargs.pop(GPUS_ARG, None)
-                    record = await manager.submit(self.name, uuid, kwargs, gpus)
+                    record = await manager.submit(
+                        self.name, uuid, kwargs, gpus, tracing.current()
+                    )
                     parsed.files.clear()  # the job owns its files now
             except OSError as exc:  # an upload written into a full disk
                 manager.discard(uuid)
