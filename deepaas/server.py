@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from aiohttp import web
 
 from deepaas.api import create_app, front
+from deepaas.api.access_log import AccessLog
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.api.metrics import Metrics
 from deepaas.api.site import is_loopback, listen_error
@@ -46,7 +47,7 @@ from deepaas.engine.runtime import Limits, ModelRuntime
 from deepaas.engine.telemetry import Telemetry
 from deepaas.frameworks.repository import REPOSITORY, Repository, open_repository
 from deepaas.lifecycle import Lifecycle, ShuttingDown
-from deepaas.log import CaptureHandler, OutputCapture
+from deepaas.log import ACCESS_LOGGER, CaptureHandler, OutputCapture
 from deepaas.model import loading
 from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.scratch import ScratchDir
@@ -333,7 +334,10 @@ class Server:
         settings = self.settings
         runner = web.AppRunner(
             self.app,
-            access_log_class=web.AccessLogger,
+            # --access-log (deepaas.log.setup): off, aiohttp never calls it
+            access_log_class=AccessLog,
+            access_log=logging.getLogger(ACCESS_LOGGER),
+            access_log_format=settings.access_log,
             shutdown_timeout=CONNECTIONS_CLOSE_S,
             handle_signals=False,
             # A client that hangs up cancels its request: a queued prediction

@@ -27,6 +27,7 @@ app (the tests' ``TestServer`` does, see ``tests/conftest.py``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -35,7 +36,11 @@ from aiohttp import web
 from deepaas.api.cors import CORS, CorsPolicy
 from deepaas.api.errors import error_response
 from deepaas.api.metrics import CLIENT_CLOSED_REQUEST, Metrics
+from deepaas.log import ACCESS_LOGGER
 from deepaas.tracing import HEADER, REQUEST_ID, accepted
+
+#: Where a request's start (time.perf_counter()) is kept for the access log.
+STARTED = "deepaas.started"
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -45,17 +50,21 @@ class FrontDoor:
     every request counted in ``metrics``; with a CORS ``cors`` policy,
     preflights answered and CORS headers on every answer."""
 
-    __slots__ = ("cors", "handler", "metrics")
+    __slots__ = ("cors", "handler", "metrics", "timed")
 
     def __init__(
         self,
         handler: RequestHandler,
         metrics: Metrics,
         cors: CorsPolicy | None = None,
+        timed: bool = False,
     ) -> None:
         self.handler = handler
         self.metrics = metrics
         self.cors = cors
+        # The access log is on: it reads when the request began (aiohttp's
+        # own clock is uvloop's, to the millisecond).
+        self.timed = timed
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -63,6 +72,8 @@ class FrontDoor:
         # copy of the context; the access log, after us, still sees it.
         request_id = accepted(request.headers.get(HEADER))
         REQUEST_ID.set(request_id)
+        if self.timed:
+            request[STARTED] = started
         status = 500
         cors = self.cors
         try:
@@ -106,7 +117,8 @@ class FrontDoor:
 def install(runner: web.AppRunner, metrics: Metrics) -> None:
     """Serve ``runner``'s application through a :class:`FrontDoor` counting
     in ``metrics`` (the app's, ``app[deepaas.api.METRICS]``), with the
-    app's CORS policy (``app[deepaas.api.cors.CORS]``) if it has one.
+    app's CORS policy (``app[deepaas.api.cors.CORS]``) if it has one, and
+    each request's start noted for the access log when it is on.
 
     Call it after ``runner.setup()`` and before a site accepts connections:
     each connection takes the server's request handler when it opens.
@@ -117,7 +129,8 @@ def install(runner: web.AppRunner, metrics: Metrics) -> None:
         raise RuntimeError("install the front door after runner.setup()")
     if not isinstance(server.request_handler, FrontDoor):
         cors = runner.app.get(CORS) if isinstance(runner.app, web.Application) else None
-        server.request_handler = FrontDoor(server.request_handler, metrics, cors)
+        timed = logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO)
+        server.request_handler = FrontDoor(server.request_handler, metrics, cors, timed)
 
 
 async def prepare(request: web.Request, response: web.StreamResponse) -> None:

@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deepaas-run: error: {exc}", file=sys.stderr)
         return 2
     try:
-        log.setup(settings.log_level, settings.log_file)
+        log.setup(settings.log_level, settings.log_file, access_log=settings.access_log)
     except OSError as exc:
         print(
             f"deepaas-run: error: cannot open log_file {settings.log_file!r}: "
