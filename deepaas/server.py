@@ -33,9 +33,10 @@ from aiohttp import web
 
 from deepaas.api import create_app, front
 from deepaas.api.access_log import AccessLog
+from deepaas.api.auth import warn_if_open
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.api.metrics import Metrics
-from deepaas.api.site import is_loopback, listen_error
+from deepaas.api.site import listen_error
 from deepaas.api.tokens import TokenTable, load_tokens
 from deepaas.api.views import VIEWS
 from deepaas.config import ConfigError, Settings
@@ -354,13 +355,7 @@ class Server:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
         self._bind_first = True
-        if self.tokens is None and not is_loopback(settings.listen_ip):
-            LOG.warning(
-                "listening on %s without tokens: anyone who can reach this port "
-                "can predict, train and read the debug output and metrics; set "
-                "--auth-token-file (docs/security.md)",
-                settings.listen_ip or "every address",
-            )
+        warn_if_open(settings.listen_ip, self.tokens)
         try:
             await runner.setup()
             front.install(runner, self.metrics)

@@ -49,18 +49,20 @@ def new_id() -> str:
     return _draw(128).to_bytes(16, "big").hex()
 
 
-def accepted(given: str | None) -> str:
-    """``given`` (a client's ``X-Request-ID``) if it can be used as is in
-    headers and log lines, else a fresh id."""
-    if (
-        given is not None
-        and 0 < len(given) <= MAX_LENGTH
+def usable(given: str) -> bool:
+    """Whether ``given`` (a client's ``X-Request-ID``) can be used as is in
+    headers and log lines."""
+    return (
+        0 < len(given) <= MAX_LENGTH
         and given.isascii()
         and given.isprintable()
         and " " not in given
-    ):
-        return given
-    return new_id()
+    )
+
+
+def accepted(given: str | None) -> str:
+    """``given`` if it is :func:`usable`, else a fresh id."""
+    return given if given is not None and usable(given) else new_id()
 
 
 def current() -> str | None:

@@ -35,6 +35,7 @@ from aiohttp import hdrs, web
 from aiohttp.web_urldispatcher import AbstractRoute
 
 from deepaas.api.scopes import SCOPES, scope_of
+from deepaas.api.site import is_loopback
 from deepaas.api.tokens import TokenTable, is_token
 from deepaas.exceptions import DeepaasError
 
@@ -46,6 +47,19 @@ METRICS_LABELS = ("", "metrics")
 
 #: (method, route path) -> the scope it needs, or None: open.
 RouteScopes = dict[tuple[str, str], str | None]
+
+
+def warn_if_open(listen_ip: str, tokens: TokenTable | None) -> None:
+    """One warning line when the server listens beyond loopback without
+    tokens: access control is off by default (DEEPaaS compatibility), and
+    whoever can reach the port can then do everything."""
+    if tokens is None and not is_loopback(listen_ip):
+        LOG.warning(
+            "listening on %s without tokens: anyone who can reach this port can "
+            "predict, train and read the debug output and metrics; set "
+            "--auth-token-file (docs/security.md)",
+            listen_ip or "every address",
+        )
 
 
 class UndeclaredRoute(RuntimeError):
@@ -100,22 +114,36 @@ def protect(
         # aiohttp keeps a route's handlers in these two attributes (public
         # as .handler, and called through match_info): replaced before the
         # router is frozen, so every request of the route sees the guard.
-        route._handler = _guarded(route.handler, gate.check, scope)
-        route._expect_handler = _guarded(route._expect_handler, gate.check, scope)
+        route._handler = _guarded(route.handler, gate, scope)
+        route._expect_handler = _guarded(route._expect_handler, gate, scope)
     return scopes
 
 
 def _guarded(
-    handler: Callable[[web.Request], Any],
-    check: Callable[[web.BaseRequest, str], None],
-    scope: str,
+    handler: Callable[[web.Request], Any], gate: Gate, scope: str
 ) -> Callable[[web.Request], Any]:
-    """``handler``, called only once ``check`` passed; it returns the
-    handler's awaitable (no frame of its own on the request's path)."""
+    """``handler``, called only once the request's token holds ``scope``;
+    it returns the handler's awaitable (no frame of its own on the
+    request's path).
+
+    The usual case (``Bearer <a valid token>``) is checked here, with one
+    call (:meth:`~deepaas.api.tokens.TokenTable.find`: the hash, the lookup,
+    the constant-time compare); anything else goes to :meth:`Gate.check`,
+    which says what is wrong.
+    """
+    find = gate.tokens.find
+    check = gate.check
 
     def guarded(request: web.Request) -> Any:
-        check(request, scope)
-        return handler(request)
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        if header is not None and header.startswith(_BEARER):
+            presented = header[7:]
+            if presented and presented.isascii() and presented.isprintable():
+                token = find(presented) if " " not in presented else None
+                if token is not None and scope in token.scopes:
+                    return handler(request)
+        check(request, scope)  # raises the answer
+        return handler(request)  # (a check that passes: not reached)
 
     for name in ("metric_labels", "scope"):
         if hasattr(handler, name):

@@ -37,7 +37,7 @@ from deepaas.api.cors import CORS, CorsPolicy
 from deepaas.api.errors import error_response
 from deepaas.api.metrics import CLIENT_CLOSED_REQUEST, Metrics
 from deepaas.log import ACCESS_LOGGER
-from deepaas.tracing import HEADER, REQUEST_ID, accepted
+from deepaas.tracing import HEADER, REQUEST_ID, new_id, usable
 
 #: Where a request's start (time.perf_counter()) is kept for the access log.
 STARTED = "deepaas.started"
@@ -70,7 +70,9 @@ class FrontDoor:
         started = time.perf_counter()
         # No reset: aiohttp runs each request in a task of its own, with a
         # copy of the context; the access log, after us, still sees it.
-        request_id = accepted(request.headers.get(HEADER))
+        request_id = request.headers.get(HEADER)  # tracing.accepted(), inlined
+        if request_id is None or not usable(request_id):
+            request_id = new_id()
         REQUEST_ID.set(request_id)
         if self.timed:
             request[STARTED] = started

@@ -37,6 +37,7 @@ from deepaas.api.scopes import SCOPES
 from deepaas.config import ConfigError
 
 HASH_PREFIX = "sha256:"
+_sha256 = hashlib.sha256
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 #: Where DEEPAAS_AUTH_TOKENS entries come from, in messages.
 ENV_SOURCE = "auth_tokens (DEEPAAS_AUTH_TOKENS)"
@@ -85,7 +86,7 @@ class TokenTable:
     def find(self, presented: str) -> Token | None:
         """The token ``presented`` is, or None; ``presented`` must pass
         :func:`is_token`."""
-        digest = hashlib.sha256(presented.encode("ascii")).digest()
+        digest = _sha256(presented.encode("ascii")).digest()
         token = self._by_digest.get(digest)
         if token is not None and hmac.compare_digest(token.digest, digest):
             return token

@@ -38,7 +38,7 @@ from __future__ import annotations
 import io
 import pickle
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from deepaas.engine.buffers import (  # noqa: F401 (coalesce: re-exported)
@@ -84,7 +84,7 @@ class Invoke(NamedTuple):
 
     method: str
     items: list[tuple[int, dict[str, Any]]]
-    request_ids: tuple[str | None, ...] = ()
+    request_ids: Sequence[str | None] = ()
 
 
 class Ready(NamedTuple):

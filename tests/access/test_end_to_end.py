@@ -146,7 +146,10 @@ def test_listening_beyond_loopback_without_tokens_warns(tmp_path: Path) -> None:
         lines = [line for line in srv.output().splitlines() if "without tokens" in line]
         assert len(lines) == (1 if warned else 0), srv.output()
         if warned:
-            assert "WARNING deepaas: listening on 0.0.0.0 without tokens" in lines[0]
+            assert (
+                "WARNING deepaas.api.auth: listening on 0.0.0.0 without tokens"
+                in (lines[0])
+            )
 
 
 def test_a_bad_token_file_stops_start_up_in_one_line(tmp_path: Path) -> None:
