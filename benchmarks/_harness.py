@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -53,6 +53,7 @@ class Server:
     path: str = "/"  # the URL path measured (the predict route)
     proc: subprocess.Popen[bytes] | None = None
     rlimit_as: int = 0
+    headers: dict[str, str] = field(default_factory=dict)  # sent with each request
 
     @property
     def base_url(self) -> str:
@@ -149,6 +150,16 @@ def _proc_stats() -> list[tuple[int, str, int, int]] | None:
         fields = raw.rsplit(")", 1)[1].split()
         stats.append((int(entry.name), fields[0], int(fields[1]), int(fields[2])))
     return stats
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by ``pid`` alone (a server's
+    API process, without its workers), from /proc; None without it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int) -> float | None:
@@ -345,10 +356,15 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def post(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """POST an empty body to ``url``; return (status, body)."""
+def post(
+    url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """POST an empty body to ``url`` (with ``headers``); (status, body)."""
     req = urllib.request.Request(
-        url, data=b"", method="POST", headers={"Accept": "application/json"}
+        url,
+        data=b"",
+        method="POST",
+        headers={"Accept": "application/json", **(headers or {})},
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -380,7 +396,7 @@ def wait_ready(server: Server, query: str, timeout: float = STARTUP_TIMEOUT_S) -
                 f"--- output ---\n{server.output()}"
             )
         try:
-            status, body = post(url, timeout=2.0)
+            status, body = post(url, timeout=2.0, headers=server.headers)
         except (OSError, urllib.error.URLError) as exc:
             last = f"{type(exc).__name__}: {exc}"
         else:

@@ -12,6 +12,7 @@ import platform
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,10 @@ def run_wrk(
     connections: int,
     threads: int,
     script: Path = LUA_SCRIPT,
+    script_args: Sequence[str] = (),
 ) -> WrkResult:
-    """Run wrk against ``url`` and return its parsed result."""
+    """Run wrk against ``url`` and return its parsed result; ``script_args``
+    go to the script (post.lua: BODY_FILE HEADERS_FILE)."""
     cmd = [
         wrk,
         f"-t{threads}",
@@ -129,6 +132,8 @@ def run_wrk(
         str(script),
         url,
     ]
+    if script_args:
+        cmd += ["--", *script_args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if proc.returncode != 0:
         raise BenchError(

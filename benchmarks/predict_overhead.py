@@ -5,7 +5,13 @@ settings, one worker) and ``benchmarks/bare_aiohttp.py``, which computes the
 same answer inline, then measures both with ``wrk`` in the same run,
 alternating baseline/deepaas for a few rounds. Prints the per-round figures,
 the median requests per second of each side and the ratio deepaas/bare, and
-the CPU time each server (with its worker processes) spent per request.
+the CPU time each server (with its worker processes) spent per request,
+and that of its API process alone (deepaas-run without its workers).
+
+``--token`` serves deepaas with a bearer token (``DEEPAAS_AUTH_TOKENS``) and
+sends it with every request, to both servers (the bare one ignores it):
+the cost of access control. ``--access-log text|json`` measures that of an
+access line per request.
 
 Only the ratios mean anything: absolute figures depend on the machine. On a
 small, shared machine (2 cores for wrk, the API process and its worker)
@@ -47,6 +53,7 @@ from _harness import (
     install_plugin,
     live_children,
     post,
+    process_cpu_seconds,
     tree_cpu_seconds,
     uninstall_dist,
     wait_ready,
@@ -87,7 +94,7 @@ def check_answers(servers: list[Server]) -> list[str]:
         bodies: dict[str, Any] = {}
         for server in servers:
             try:
-                status, raw = post(f"{server.base_url}?x={x}")
+                status, raw = post(f"{server.base_url}?x={x}", headers=server.headers)
             except OSError as exc:
                 raise BenchError(
                     f"{server.label} stopped answering: {exc}\n"
@@ -107,14 +114,30 @@ def check_answers(servers: list[Server]) -> list[str]:
     return problems
 
 
-def make_servers(workdir: Path, loop: str, self_test: bool) -> tuple[Server, Server]:
-    """Build (baseline, candidate) server descriptions on free ports."""
+def make_servers(
+    workdir: Path,
+    loop: str,
+    self_test: bool,
+    token: str | None = None,
+    access_log: str = "off",
+) -> tuple[Server, Server]:
+    """Build (baseline, candidate) server descriptions on free ports; with
+    ``token``, deepaas requires it and both are sent it."""
     base_port, cand_port = free_ports(2)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def bare(label: str, port: int) -> Server:
         argv = [sys.executable, str(BARE_SERVER), "--port", str(port)]
-        return Server(label, [*argv, "--loop", loop], env, port, workdir, PREDICT_PATH)
+        return Server(
+            label,
+            [*argv, "--loop", loop],
+            env,
+            port,
+            workdir,
+            PREDICT_PATH,
+            headers=headers,
+        )
 
     baseline = bare("bare", base_port)
     if self_test:
@@ -129,9 +152,13 @@ def make_servers(workdir: Path, loop: str, self_test: bool) -> tuple[Server, Ser
         str(cand_port),
         "--model-name",
         MODEL_NAME,
+        *(("--access-log", access_log) if access_log != "off" else ()),
     ]
+    deepaas = deepaas_env(loop)
+    if token:
+        deepaas["DEEPAAS_AUTH_TOKENS"] = f"{token} predict"
     return baseline, Server(
-        "deepaas", argv, deepaas_env(loop), cand_port, workdir, PREDICT_PATH
+        "deepaas", argv, deepaas, cand_port, workdir, PREDICT_PATH, headers=headers
     )
 
 
@@ -139,7 +166,8 @@ def print_table(rounds: list[dict[str, Any]], baseline: str, candidate: str) -> 
     """Print the per-round figures."""
     header = (
         f"{'round':>5}  {'server':<8} {'req/s':>10} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'non-2xx':>8} {'sock.err':>8} {'CPU us/req':>10}"
+        f"{'p99 ms':>8} {'non-2xx':>8} {'sock.err':>8} {'CPU us/req':>10} "
+        f"{'API us/req':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -147,10 +175,12 @@ def print_table(rounds: list[dict[str, Any]], baseline: str, candidate: str) -> 
         for label in (baseline, candidate):
             res: WrkResult = entry[label]
             cpu = entry.get(f"{label}_cpu_us")
+            api = entry.get(f"{label}_api_cpu_us")
             print(
                 f"{entry['round']:>5}  {label:<8} {res.rps:>10.1f} "
                 f"{res.p50_ms:>8.2f} {res.p99_ms:>8.2f} {res.non_2xx:>8} "
-                f"{res.errors:>8} {f'{cpu:.0f}' if cpu else '-':>10}"
+                f"{res.errors:>8} {f'{cpu:.0f}' if cpu else '-':>10} "
+                f"{f'{api:.1f}' if api else '-':>10}"
             )
         print(f"{'':>5}  {'ratio':<8} {entry['ratio']:>10.3f}")
 
@@ -163,6 +193,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_run_options(parser, connections=16, plugins=PLUGIN_DIST)
     parser.add_argument(
         "--threads", type=int, default=1, help="wrk threads (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--token",
+        action="store_true",
+        help="deepaas requires a bearer token, sent with every request",
+    )
+    parser.add_argument(
+        "--access-log",
+        choices=("off", "text", "json"),
+        default="off",
+        help="deepaas's --access-log (default: %(default)s)",
     )
     # Hidden: baseline against a second bare server; the ratio should be ~1.0.
     parser.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)
@@ -181,8 +222,16 @@ def benchmark(
     """Start the servers, measure them and print the results; return the status."""
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise BenchError("--loop uvloop given but uvloop is not installed")
-    baseline, candidate = make_servers(workdir, args.loop, args.self_test)
+    token = os.urandom(16).hex() if args.token else None
+    baseline, candidate = make_servers(
+        workdir, args.loop, args.self_test, token, args.access_log
+    )
     servers = [baseline, candidate]
+    # post.lua's arguments: an empty body, and the headers (the token)
+    body_file, headers_file = workdir / "body", workdir / "headers"
+    body_file.write_bytes(b"")
+    headers_file.write_text("".join(f"{k}: {v}\n" for k, v in baseline.headers.items()))
+    script_args = (str(body_file), str(headers_file))
     report["servers"] = {s.label: " ".join(s.argv) for s in servers}
     try:
         for server in servers:
@@ -211,6 +260,7 @@ def benchmark(
                     args.warmup,
                     args.connections,
                     args.threads,
+                    script_args=script_args,
                 )
                 if res.non_2xx or res.errors:
                     problems.append(
@@ -224,18 +274,26 @@ def benchmark(
             for server in servers:  # A/B/A/B: baseline first in every round
                 assert server.proc is not None
                 cpu_before = tree_cpu_seconds(server.proc.pid)
+                api_before = process_cpu_seconds(server.proc.pid)
                 res = run_wrk(
                     wrk,
                     server.base_url + BENCH_QUERY,
                     args.duration,
                     args.connections,
                     args.threads,
+                    script_args=script_args,
                 )
                 cpu_after = tree_cpu_seconds(server.proc.pid)
+                api_after = process_cpu_seconds(server.proc.pid)
                 entry[server.label] = res
                 entry[f"{server.label}_cpu_us"] = (
                     (cpu_after - cpu_before) * 1e6 / res.requests
                     if cpu_before is not None and cpu_after is not None and res.requests
+                    else None
+                )
+                entry[f"{server.label}_api_cpu_us"] = (
+                    (api_after - api_before) * 1e6 / res.requests
+                    if api_before is not None and api_after is not None and res.requests
                     else None
                 )
                 if res.non_2xx or res.errors:
@@ -269,6 +327,12 @@ def benchmark(
         else None
         for s in servers
     }
+    api_cpu = {
+        s.label: statistics.median(e[f"{s.label}_api_cpu_us"] for e in rounds)
+        if all(e[f"{s.label}_api_cpu_us"] for e in rounds)
+        else None
+        for s in servers
+    }
     valid = not problems and not left
     verdict = "INVALID" if not valid else "PASS" if ratio >= TARGET_RATIO else "FAIL"
 
@@ -284,6 +348,12 @@ def benchmark(
             f"CPU per request (median; server and its workers): "
             f"{baseline.label} {base_cpu:.0f} us, {candidate.label} {cand_cpu:.0f} us"
             f"; ratio {baseline.label}/{candidate.label}: {base_cpu / cand_cpu:.3f}"
+        )
+    base_api, cand_api = api_cpu[baseline.label], api_cpu[candidate.label]
+    if base_api and cand_api:
+        print(
+            f"API process CPU per request (median; workers left out): "
+            f"{baseline.label} {base_api:.1f} us, {candidate.label} {cand_api:.1f} us"
         )
     if args.self_test:
         print("self-test: both sides are the bare server; expect a ratio of ~1.0")
@@ -303,11 +373,15 @@ def benchmark(
                 "cpu_us_per_request": {
                     s.label: e[f"{s.label}_cpu_us"] for s in servers
                 },
+                "api_cpu_us_per_request": {
+                    s.label: e[f"{s.label}_api_cpu_us"] for s in servers
+                },
             }
             for e in rounds
         ],
         median_rps={baseline.label: base_median, candidate.label: cand_median},
         median_cpu_us_per_request=cpu,
+        median_api_cpu_us_per_request=api_cpu,
         ratio=ratio,
         valid=valid,
         verdict=verdict,
@@ -333,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "loop": args.loop,
             "url": PREDICT_PATH + BENCH_QUERY,
+            "token": args.token,
+            "access_log": args.access_log,
         },
         "machine": machine_info(wrk),
         "target_ratio": TARGET_RATIO,

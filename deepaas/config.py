@@ -66,6 +66,11 @@ class Settings:
     client_max_decoded_size: int = 16 << 20
     max_form_parts: int = 1000
     client_timeout: float = 60.0
+    auth_token_file: str | None = None
+    auth_tokens: str | None = dataclasses.field(default=None, repr=False)
+    metrics_public: bool = False
+    cors_origin: tuple[str, ...] = ()
+    access_log: str = "off"
     debug: bool = False
     log_level: str = "INFO"
     log_file: str = ""
@@ -140,8 +145,37 @@ def _validate(s: Settings) -> None:
             "client_max_decoded_size must be 0 (unlimited) or more, "
             f"got {s.client_max_decoded_size}"
         )
+    if s.access_log not in ("off", "text", "json"):
+        raise ConfigError(f"access_log must be off, text or json, got {s.access_log!r}")
     object.__setattr__(s, "model_name", tuple(s.model_name))
     object.__setattr__(s, "plugin", tuple(s.plugin))
+    origins = tuple(_check_origin(origin) for origin in s.cors_origin)
+    if "*" in origins and (s.auth_token_file is not None or s.auth_tokens is not None):
+        raise ConfigError(
+            "cors_origin '*' lets every web page call the API; with tokens, "
+            "name the origins of the pages that may (--cors-origin "
+            "https://app.example.org)"
+        )
+    object.__setattr__(s, "cors_origin", origins)
+
+
+# scheme://host[:port], as browsers send it in Origin (RFC 6454).
+_ORIGIN = re.compile(r"(https?)://([^/?#@\s:]+|\[[0-9a-fA-F:.]+\])(:[0-9]{1,5})?")
+
+
+def _check_origin(origin: str) -> str:
+    """``origin`` as browsers send it (lower case, no trailing slash);
+    ConfigError for what no browser sends."""
+    if origin == "*":
+        return origin
+    serialized = origin.strip().lower().removesuffix("/")
+    if not _ORIGIN.fullmatch(serialized):
+        raise ConfigError(
+            f"cors_origin {origin!r} is not an origin: give "
+            "scheme://host[:port], e.g. https://app.example.org or "
+            "http://localhost:8080 (no path), or *"
+        )
+    return serialized
 
 
 # What a path segment may hold unescaped (RFC 3986 "pchar"), less "%": a base
@@ -202,6 +236,8 @@ def build_parser(prog: str = "deepaas-run") -> argparse.ArgumentParser:
         "a module.",
     )
     for opt in OPTIONS:
+        if not opt.cli:
+            continue
         names = [opt.flag] + ([opt.short] if opt.short else [])
         help_text = f"{opt.help} (default: {_show_default(opt)})"
         if opt.kind == "bool":

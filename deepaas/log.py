@@ -1,4 +1,9 @@
-"""Logging set-up and the bounded capture behind ``/v2/debug/``."""
+"""Logging set-up and the bounded capture behind ``/v2/debug/``.
+
+Every line logged while a request is served carries its request id
+(``... deepaas.api.errors: [3f2a...] message``), written by
+:class:`deepaas.tracing.RequestIdFilter` on each handler set up here.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,17 @@ import logging
 import sys
 import threading
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from deepaas.tracing import RequestIdFilter
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(request)s%(message)s"
+ACCESS_LOGGER = "deepaas.access"
 DEBUG_CAPTURE_BYTES = 1 << 20
+
+
+def formatter() -> logging.Formatter:
+    """The log's format, with the request id (empty for a record no
+    :class:`~deepaas.tracing.RequestIdFilter` saw)."""
+    return logging.Formatter(FORMAT, defaults={"request": ""})
 
 
 class OutputCapture:
@@ -48,7 +62,8 @@ class CaptureHandler(logging.Handler):
     def __init__(self, capture: OutputCapture) -> None:
         super().__init__()
         self.capture = capture
-        self.setFormatter(logging.Formatter(FORMAT))
+        self.setFormatter(formatter())
+        self.addFilter(RequestIdFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -57,8 +72,15 @@ class CaptureHandler(logging.Handler):
             self.handleError(record)
 
 
-def setup(level: str, log_file: str = "", capture: OutputCapture | None = None) -> None:
-    """Configure the root logger once for the server process."""
+def setup(
+    level: str,
+    log_file: str = "",
+    capture: OutputCapture | None = None,
+    access_log: str = "off",
+) -> None:
+    """Configure the root logger once for the server process, and the
+    access log (``off``, ``text`` or ``json``: see
+    :mod:`deepaas.api.access_log`)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -66,12 +88,41 @@ def setup(level: str, log_file: str = "", capture: OutputCapture | None = None) 
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(formatter())
+        handler.addFilter(RequestIdFilter())
     if capture is not None:
         handlers.append(CaptureHandler(capture))
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level)
-    # Access lines cost time on every request: only with --debug.
-    access_level = logging.INFO if level == "DEBUG" else logging.WARNING
-    logging.getLogger("aiohttp.access").setLevel(access_level)
+    setup_access(access_log, handlers[: 2 if log_file else 1], level == "DEBUG")
+
+
+def setup_access(mode: str, targets: list[logging.Handler], debug: bool) -> str:
+    """Set up the access logger for ``mode``; the mode in effect (``off``
+    with ``debug`` is ``text``, as aiohttp's access lines were shown with
+    ``--debug``). ``json`` lines go where ``targets`` (the log's stream and
+    file handlers) write, bare (one JSON object per line, no prefix).
+
+    Off, the logger is not enabled for INFO and aiohttp skips it: an access
+    line costs time on every request.
+    """
+    logger = logging.getLogger(ACCESS_LOGGER)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    if mode == "off" and debug:
+        mode = "text"
+    logger.propagate = mode != "json"
+    logger.setLevel(logging.WARNING if mode == "off" else logging.INFO)
+    if mode == "json":
+        for target in targets:
+            if isinstance(target, logging.FileHandler):
+                bare: logging.Handler = logging.FileHandler(target.baseFilename)
+            elif isinstance(target, logging.StreamHandler):
+                bare = logging.StreamHandler(target.stream)
+            else:  # pragma: no cover - setup() makes only these
+                continue
+            bare.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(bare)
+    return mode

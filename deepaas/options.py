@@ -38,6 +38,9 @@ class Option:
     env: tuple[str, ...] = ()  # extra environment variables, lowest priority
     shown_default: str | None = None  # how --help and the docs show the default
     metavar: str = "NAME"  # how --help shows a value of a "names" option
+    # False: environment and config file only (a secret: a flag would show
+    # it to every user of the machine in the process list).
+    cli: bool = True
 
     @property
     def flag(self) -> str:
@@ -258,6 +261,52 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a client may take to send a request's headers, or between two "
         "pieces of its body; a slower connection is closed.",
         kind="float",
+    ),
+    Option(
+        "auth_token_file",
+        None,
+        "Require a token (Authorization: Bearer TOKEN) on every route but the "
+        "probes and the API documents. The file holds one token per line, "
+        "each optionally followed by the scopes it holds (predict, train, "
+        "admin; comma-separated; none listed: all), or sha256:<hex> of the "
+        "token instead of the token (docs/security.md).",
+        shown_default="none: no token needed",
+    ),
+    Option(
+        "auth_tokens",
+        None,
+        "Tokens as in --auth-token-file, entries separated by ';', added to "
+        "the file's. No command-line flag: one would show them to every user "
+        "of the machine.",
+        shown_default="none",
+        cli=False,
+    ),
+    Option(
+        "metrics_public",
+        False,
+        "With tokens, serve <base-path>/metrics without one (a Prometheus "
+        "scraper on a private network).",
+        kind="bool",
+    ),
+    Option(
+        "cors_origin",
+        [],
+        "Let pages of this origin (scheme://host[:port]) call the API from a "
+        "browser (CORS). Repeat the flag or separate origins with commas; * "
+        "lets any origin, and is refused with tokens.",
+        kind="names",
+        shown_default="none",
+        metavar="ORIGIN",
+    ),
+    Option(
+        "access_log",
+        "off",
+        "One log line per request (time, request id, method, path, status, "
+        "duration, bytes, model, client): off, text (in the log's format), or "
+        "json (one JSON object per line, for log shippers). With off, --debug "
+        "logs text lines.",
+        kind="choice",
+        choices=("off", "text", "json"),
     ),
     Option("debug", False, "Log at DEBUG level.", kind="bool"),
     Option(

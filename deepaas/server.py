@@ -32,9 +32,12 @@ from collections.abc import Callable, Mapping, Sequence
 from aiohttp import web
 
 from deepaas.api import create_app, front
+from deepaas.api.access_log import AccessLog
+from deepaas.api.auth import warn_if_open
 from deepaas.api.connections import GuardedTCPSite, HeaderTimeout
 from deepaas.api.metrics import Metrics
 from deepaas.api.site import listen_error
+from deepaas.api.tokens import TokenTable, load_tokens
 from deepaas.api.views import VIEWS
 from deepaas.config import ConfigError, Settings
 from deepaas.devloop import PluginWatcher
@@ -45,7 +48,7 @@ from deepaas.engine.runtime import Limits, ModelRuntime
 from deepaas.engine.telemetry import Telemetry
 from deepaas.frameworks.repository import REPOSITORY, Repository, open_repository
 from deepaas.lifecycle import Lifecycle, ShuttingDown
-from deepaas.log import CaptureHandler, OutputCapture
+from deepaas.log import ACCESS_LOGGER, CaptureHandler, OutputCapture
 from deepaas.model import loading
 from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.scratch import ScratchDir
@@ -74,8 +77,12 @@ class Server:
         worker_env: Mapping[str, str] | None = None,
         capture: OutputCapture | None = None,
         extra_path: tuple[str, ...] = (),
+        tokens: TokenTable | None = None,
     ) -> None:
         """Load the plugins (introspection only) and build every part.
+
+        ``tokens``: the accepted tokens, when the caller read them already
+        (else they are read here from the settings).
 
         ``worker_env`` is the environment workers start with (the server's
         own, before GPUs were hidden from it); ``extra_path`` is prepended to
@@ -84,6 +91,10 @@ class Server:
         :class:`~deepaas.model.loading.PluginLoadError` for a broken plugin.
         """
         self.settings = settings
+        # First: a bad token file stops start-up before plugins are imported.
+        self.tokens = tokens or load_tokens(
+            settings.auth_token_file, settings.auth_tokens
+        )
         self.specs = list(specs)
         # Every broken plugin is reported, not only the first.
         self.wrappers: dict[str, ModelWrapper] = loading.load_all(self.specs)
@@ -181,6 +192,7 @@ class Server:
             selected=self.devices,
             telemetry=self.telemetry,
             trainings=self.trainings,
+            tokens=self.tokens,
         )
         self.app[SERVER] = self
         # --reload: a changed plugin file reloads its model (deepaas/devloop.py)
@@ -323,7 +335,10 @@ class Server:
         settings = self.settings
         runner = web.AppRunner(
             self.app,
-            access_log_class=web.AccessLogger,
+            # --access-log (deepaas.log.setup): off, aiohttp never calls it
+            access_log_class=AccessLog,
+            access_log=logging.getLogger(ACCESS_LOGGER),
+            access_log_format=settings.access_log,
             shutdown_timeout=CONNECTIONS_CLOSE_S,
             handle_signals=False,
             # A client that hangs up cancels its request: a queued prediction
@@ -340,6 +355,7 @@ class Server:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
         self._bind_first = True
+        warn_if_open(settings.listen_ip, self.tokens)
         try:
             await runner.setup()
             front.install(runner, self.metrics)

@@ -37,6 +37,8 @@ def _default(opt: Option) -> str:
 
 
 def _flags(opt: Option) -> str:
+    if not opt.cli:
+        return "—"
     flags = [f"`{opt.flag}`"]
     if opt.short:
         flags.append(f"`{opt.short}`")

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from deepaas.api import auth, oip, openapi, swagger_ui, versions
 from deepaas.api import health as health_routes
-from deepaas.api import oip, openapi, swagger_ui, versions
 from deepaas.api.args import BodyLimits
+from deepaas.api.cors import CORS, CorsPolicy
 from deepaas.api.health import Health
 from deepaas.api.metrics import Metrics
+from deepaas.api.tokens import TokenTable
 from deepaas.api.v2 import debug, models, predict, system, train
 from deepaas.api.views import VIEWS, ModelViews
 from deepaas.config import Settings
@@ -46,8 +48,11 @@ def create_app(
     selected: Sequence[Device] = (CPU,),
     telemetry: Telemetry | None = None,
     trainings: JobManager | None = None,
+    tokens: TokenTable | None = None,
 ) -> web.Application:
-    """The routes over already-built models and runtimes."""
+    """The routes over already-built models and runtimes; with ``tokens``,
+    those that need a scope answer only to a token that holds it
+    (:mod:`deepaas.api.auth`)."""
     max_size = settings.client_max_size
     limits = BodyLimits(
         max_size=max_size,
@@ -66,6 +71,8 @@ def create_app(
     spec = openapi.SpecBuilder(settings.base_path)
     health = Health(runtimes, lifecycle)
     app[SPEC] = spec
+    if settings.cors_origin:  # the front door answers preflights
+        app[CORS] = CorsPolicy(settings.cors_origin)
     app[HEALTH] = health
     app[METRICS] = metrics
     views = ModelViews(wrappers, spec)  # --reload replaces a model's view
@@ -112,4 +119,8 @@ def create_app(
         allow_head=False,
     )
     swagger_ui.add_docs_routes(app, spec, settings.doc_endpoint)
+    # Last: every route must say who may call it (raises if one does not).
+    scopes = auth.protect(app, tokens, settings.metrics_public)
+    if tokens is not None:
+        spec.secure(scopes)  # both documents declare the bearer scheme
     return app

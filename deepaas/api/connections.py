@@ -51,6 +51,7 @@ from aiohttp import http_exceptions as hx
 from aiohttp import web
 from aiohttp.streams import StreamReader
 
+from deepaas import tracing
 from deepaas.api.errors import json_error
 from deepaas.api.refusals import explain
 from deepaas.api.site import GuardedTCPSite
@@ -349,9 +350,12 @@ class _GuardedHandler(web.RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        """JSON instead of aiohttp's plain text, saying what to change."""
+        """JSON instead of aiohttp's plain text, saying what to change, with
+        a request id of its own (the front door never sees this request)."""
         if request.writer.output_size > 0:  # too late for an answer
             return super().handle_error(request, status, exc, message)
+        request_id = tracing.new_id()
+        tracing.REQUEST_ID.set(request_id)  # this request's task: for the log
         if isinstance(exc, hx.HttpProcessingError) and status < 500:
             text = explain(exc, self._line_len, self.max_headers)
             # Port scanners and TLS clients: debug, as aiohttp logs them.
@@ -363,6 +367,6 @@ class _GuardedHandler(web.RequestHandler):
         else:
             self.log_exception("Error handling request", exc_info=exc)
             text = f"the server failed on this request ({status}); see its log"
-        response = json_error(status, text)
+        response = json_error(status, text, {tracing.HEADER: request_id})
         response.force_close()
         return response

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.lifecycle import Lifecycle
@@ -75,8 +76,8 @@ def setup(app: web.Application, spec: SpecBuilder, health: Health) -> None:
         ok, document = health.readiness()
         return web.json_response(document, status=200 if ok else 503)
 
-    live.metric_labels = ("", "health")  # type: ignore[attr-defined]
-    ready.metric_labels = ("", "health")  # type: ignore[attr-defined]
+    label(live, "", "health")  # open: probes send no token
+    label(ready, "", "health")
     for path, handler, summary in (
         (f"{bp}/healthz", live, "Liveness: 200 while the process serves"),
         (f"{bp}/v2/health/live", live, "Liveness (Open Inference Protocol)"),

@@ -62,9 +62,23 @@ def labels_of(handler: Any) -> tuple[str, str]:
     return getattr(handler, "metric_labels", OTHER)
 
 
-def label(handler: Any, model: str, endpoint: str) -> Any:
-    """Declare the (model, endpoint) labels of a route handler."""
+class _Family:
+    """The default of :func:`label`'s ``scope``: that of the route family."""
+
+
+FAMILY: Any = _Family()
+
+
+def label(handler: Any, model: str, endpoint: str, scope: Any = FAMILY) -> Any:
+    """Declare the (model, endpoint) labels of a route handler, and with them
+    who may call it: the scope of the family ``endpoint`` in
+    :data:`deepaas.api.scopes.ENDPOINT_SCOPES`, or ``scope`` when given
+    (None: open to every client). :func:`deepaas.api.auth.protect` reads
+    it, and refuses an app with a route that declares neither.
+    """
     handler.metric_labels = (model, endpoint)
+    if scope is not FAMILY:
+        handler.scope = scope
     return handler
 
 

@@ -33,6 +33,7 @@ from deepaas.api.limits import BodyLimits, expect_within
 from deepaas.api.metrics import label
 from deepaas.api.oip_infer import infer_response
 from deepaas.api.oip_spec import model_operations, server_operation
+from deepaas.api.scopes import PREDICT
 from deepaas.api.v2.models import checked_document
 from deepaas.api.views import Holder, ModelViews, ViewError
 from deepaas.engine.runtime import ModelRuntime
@@ -264,9 +265,19 @@ def setup(
         f"{bp}/v2/models/{{name}}",
         f"{bp}/v2/models/{{name}}/versions/{{version}}",
     ):
-        router.add_get(prefix, routes.model_metadata(None, False), allow_head=False)
-        router.add_get(f"{prefix}/ready", routes.model_ready(None), allow_head=False)
-        router.add_post(f"{prefix}/infer", routes.infer(None))
+        router.add_get(
+            prefix, _other(routes.model_metadata(None, False)), allow_head=False
+        )
+        router.add_get(
+            f"{prefix}/ready", _other(routes.model_ready(None)), allow_head=False
+        )
+        router.add_post(f"{prefix}/infer", _other(routes.infer(None)))
+
+
+def _other(handler: Any) -> Any:
+    """A route of no served model: counted as "other", answered to predict
+    tokens (its 404 names the models served)."""
+    return label(handler, "", "other", scope=PREDICT)
 
 
 def _preparer(

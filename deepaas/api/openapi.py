@@ -27,6 +27,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from deepaas import __version__
+from deepaas.api import openapi_security as security
 from deepaas.api import response_schemas as answers
 from deepaas.api.openapi_args import (
     is_file_list,
@@ -90,6 +91,8 @@ class Operation:
 
 
 VERSIONS = ("2.0", "3.1.0")  # /swagger.json, /openapi.json
+#: (METHOD, route path) -> the scope the route needs, None: open
+Scopes = dict[tuple[str, str], str | None]
 
 
 class SpecBuilder:
@@ -99,6 +102,14 @@ class SpecBuilder:
         self.base_path = base_path
         self.operations: list[Operation] = []
         self._cache: dict[str, dict[str, Any]] = {}
+        # (METHOD, path) -> the scope a route needs, once tokens are on
+        self.scopes: Scopes | None = None
+
+    def secure(self, scopes: Scopes) -> None:
+        """Declare the bearer scheme, and on each operation the scope its
+        route needs (``scopes``, from :func:`deepaas.api.auth.protect`)."""
+        self.scopes = dict(scopes)
+        self._cache.clear()
 
     def add(self, operation: Operation) -> None:
         self.operations.append(operation)
@@ -110,7 +121,9 @@ class SpecBuilder:
 
     def build(self, operations: list[Operation]) -> dict[str, dict[str, Any]]:
         """Both documents over ``operations`` (raises what building raised)."""
-        return {version: _build(operations, version) for version in VERSIONS}
+        return {
+            version: _build(operations, version, self.scopes) for version in VERSIONS
+        }
 
     def use(
         self, operations: list[Operation], documents: dict[str, dict[str, Any]]
@@ -121,12 +134,12 @@ class SpecBuilder:
 
     def swagger(self) -> dict[str, Any]:
         if "2.0" not in self._cache:
-            self._cache["2.0"] = _build(self.operations, "2.0")
+            self._cache["2.0"] = _build(self.operations, "2.0", self.scopes)
         return self._cache["2.0"]
 
     def openapi(self) -> dict[str, Any]:
         if "3.1.0" not in self._cache:
-            self._cache["3.1.0"] = _build(self.operations, "3.1.0")
+            self._cache["3.1.0"] = _build(self.operations, "3.1.0", self.scopes)
         return self._cache["3.1.0"]
 
 
@@ -167,27 +180,47 @@ def _as_deepaas_2(
     return {}
 
 
-def _build(operations: Iterable[Operation], version: str) -> dict[str, Any]:
+def _build(
+    operations: Iterable[Operation], version: str, scopes: Scopes | None = None
+) -> dict[str, Any]:
+    """One document; with ``scopes``, the bearer scheme and each
+    operation's scope (:mod:`deepaas.api.openapi_security`)."""
     swagger2 = version.startswith("2")
     spec, plugin = _new_spec(version)
     for own, schema in answers.schemas(swagger2).items():
         spec.components.schema(own, schema)
+    if scopes is not None:
+        security.add_scheme(spec, swagger2)
     paths: dict[str, dict[str, Any]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for op in operations:
             if op.openapi_document is not None:
-                if not swagger2:
-                    document = copy.deepcopy(op.openapi_document)
-                    paths.setdefault(op.path, {})[op.method] = document
-                continue
-            name = _register_response_schema(spec, op)
-            doc = _operation(op, plugin, swagger2)
-            doc["responses"] = _responses(op, name, swagger2)
+                if swagger2:
+                    continue
+                doc = copy.deepcopy(op.openapi_document)
+            else:
+                name = _register_response_schema(spec, op)
+                doc = _operation(op, plugin, swagger2)
+                doc["responses"] = _responses(op, name, swagger2)
+            scope = _scope_of(op, scopes)
+            if scope is not None:
+                security.secure(doc, scope, swagger2)
             paths.setdefault(op.path, {})[op.method] = doc
         for path, ops in paths.items():
             spec.path(path=path, operations=ops)
         return _drop_unused(spec.to_dict(), swagger2)
+
+
+def _scope_of(op: Operation, scopes: Scopes | None) -> str | None:
+    """The scope the route of ``op`` needs; None when open, or tokens off."""
+    if scopes is None:
+        return None
+    method = op.method.upper()
+    for key in ((method, op.path), ("*", op.path)):
+        if key in scopes:
+            return scopes[key]
+    return None
 
 
 def _drop_unused(doc: dict[str, Any], swagger2: bool) -> dict[str, Any]:

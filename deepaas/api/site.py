@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import os
 from typing import TYPE_CHECKING
 
@@ -113,3 +114,14 @@ def listen_error(host: str, port: int, exc: OSError) -> str:
             "use --listen-ip 127.0.0.1, or 0.0.0.0 for every interface)"
         )
     return text
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` serves this machine only (127.0.0.0/8,
+    ::1, localhost); an empty host means every address."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any address

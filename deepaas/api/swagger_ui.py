@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from deepaas.api.metrics import label
 from deepaas.api.openapi import TITLE, SpecBuilder
 
 # -- Swagger UI from local assets ---------------------------------------------
@@ -67,7 +68,18 @@ UI_PAGE = """<!DOCTYPE html>
         deepLinking: true,
         presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
         plugins: [FileArrays],
-        layout: "StandaloneLayout"
+        layout: "StandaloneLayout",
+        // Swagger 2.0 has no bearer scheme: its Authorize dialog sends the
+        // Authorization header as typed. Add the "Bearer " a pasted token
+        // lacks (docs/security.md).
+        requestInterceptor: function (request) {{
+          var headers = request.headers || {{}};
+          var value = headers.Authorization;
+          if (value && !/^bearer\\s/i.test(value)) {{
+            headers.Authorization = "Bearer " + value.trim();
+          }}
+          return request;
+        }}
       }});
     }};
   </script>
@@ -77,8 +89,7 @@ UI_PAGE = """<!DOCTYPE html>
 
 
 def _docs(handler: Any) -> Any:
-    handler.metric_labels = ("", "docs")  # see deepaas.api.metrics.label
-    return handler
+    return label(handler, "", "docs")  # open: the UI loads before Authorize
 
 
 def add_docs_routes(app: web.Application, builder: SpecBuilder, docs: bool) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 from deepaas import __version__, log, version_line
 from deepaas.api.site import listen_error
+from deepaas.api.tokens import TokenTable, load_tokens
 from deepaas.config import ConfigError, Settings, load_settings
 from deepaas.model import loading
 from deepaas.server import Server
@@ -109,6 +110,7 @@ async def serve(
     worker_env: dict[str, str],
     started: float,
     extra_path: tuple[str, ...] = (),
+    tokens: TokenTable | None = None,
 ) -> None:
     capture = log.OutputCapture() if settings.debug_endpoint else None
     server = Server(
@@ -117,6 +119,7 @@ async def serve(
         worker_env=worker_env,
         capture=capture,
         extra_path=extra_path,
+        tokens=tokens,
     )
 
     def ready() -> None:
@@ -134,11 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         settings = load_settings(argv)
+        # A bad token file is a usage error, said before anything is loaded.
+        tokens = load_tokens(settings.auth_token_file, settings.auth_tokens)
     except ConfigError as exc:
         print(f"deepaas-run: error: {exc}", file=sys.stderr)
         return 2
     try:
-        log.setup(settings.log_level, settings.log_file)
+        log.setup(settings.log_level, settings.log_file, access_log=settings.access_log)
     except OSError as exc:
         print(
             f"deepaas-run: error: cannot open log_file {settings.log_file!r}: "
@@ -155,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_port(settings)
         specs, extra_path = _all_specs(settings, given)
         _install_loop(settings.loop)
-        asyncio.run(serve(settings, specs, worker_env, started, extra_path))
+        asyncio.run(serve(settings, specs, worker_env, started, extra_path, tokens))
     except loading.PluginUsageError as exc:
         print(f"deepaas-run: error: {exc}", file=sys.stderr)
         return 2

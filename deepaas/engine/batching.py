@@ -25,6 +25,8 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
+from deepaas.tracing import REQUEST_ID
+
 _call_ids = itertools.count(1)
 
 PREDICT = "predict"
@@ -64,6 +66,7 @@ class Call:
         "pins",
         "queued",
         "queued_at",
+        "request_id",
         "rows",
         "seq",
         "timer",
@@ -79,6 +82,9 @@ class Call:
         group: Hashable = None,
     ) -> None:
         self.id = next(_call_ids)
+        # The X-Request-ID of the request being served, sent to the worker
+        # with the call (its output is logged under it: deepaas.tracing).
+        self.request_id = REQUEST_ID.get()
         self.payload = payload
         self.big = big  # arguments from a big body: pickled without a memo
         self.method = method  # PREDICT or INFER

@@ -126,14 +126,16 @@ class Lane:
         """
         seq = self.next_seq
         items = []
+        ids = []
         for call in batch:
             call.seq = seq
             call.lane = self
             call.attempts += 1
             items.append((seq, call.payload))
+            ids.append(call.request_id)
             seq += 1
         try:
-            message = protocol.Invoke(method, items)
+            message = protocol.Invoke(method, items, ids)
             # A big tree of arguments pickles ten times faster without a
             # memo; small ones pay more for the pickler's set-up than that.
             big = any(call.big for call in batch)

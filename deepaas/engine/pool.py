@@ -63,6 +63,7 @@ from deepaas.exceptions import (
     WorkerDied,
 )
 from deepaas.tasks import TaskSet
+from deepaas.tracing import untag
 
 LOG = logging.getLogger(__name__)
 WORKER_LOG = logging.getLogger("deepaas.worker")
@@ -75,8 +76,13 @@ KILL_AFTER_S = 1.0  # after the grace period, SIGTERM; SIGKILL this much later
 
 def log_output(label: str, line: str) -> None:
     """Default sink of workers' output: the server's log (console,
-    ``--log-file``, ``/v2/debug/``)."""
-    WORKER_LOG.info("[%s] %s", label, line)
+    ``--log-file``, ``/v2/debug/``); a line written while the worker ran a
+    call is logged under that call's request id (:mod:`deepaas.tracing`)."""
+    request_id, text = untag(line)
+    if request_id is None:
+        WORKER_LOG.info("[%s] %s", label, text)
+    else:
+        WORKER_LOG.info("[%s] %s", label, text, extra={"request_id": request_id})
 
 
 class PoolEvents:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import io
 import pickle
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from deepaas.engine.buffers import (  # noqa: F401 (coalesce: re-exported)
@@ -75,11 +75,16 @@ class Invoke(NamedTuple):
 
     ``items`` are ``(seq, kwargs)`` pairs; ``seq`` numbers the calls sent to
     this worker, 1, 2, 3, ... in the order it must run them. An infer
-    call's kwargs are its input arrays by name.
+    call's kwargs are its input arrays by name. ``request_ids`` are the ids
+    of the items' requests, in their order (None for a call made outside a
+    request; empty: none known): the worker tags what its plugin writes
+    while it runs an item with that item's id (a batch's, with all of
+    them), see :mod:`deepaas.tracing`.
     """
 
     method: str
     items: list[tuple[int, dict[str, Any]]]
+    request_ids: Sequence[str | None] = ()
 
 
 class Ready(NamedTuple):

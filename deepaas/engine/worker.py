@@ -35,6 +35,7 @@ from deepaas.engine.protocol import (
 from deepaas.model import loading
 from deepaas.model.signature import InferOutputError
 from deepaas.model.v2.results import OutputError, ResultRenderer
+from deepaas.tracing import TaggedOutput
 
 FLUSH_AFTER_S = 0.0005
 RECV_SIZE = 1 << 20
@@ -143,22 +144,33 @@ class WorkerLoop:
         outbox.clear()
 
     def call(self, renderer: ResultRenderer, message: Invoke) -> Results:
-        """Run one message (calls or a batch); whatever happens, its Results."""
+        """Run one message (calls or a batch); whatever happens, its Results.
+
+        What the plugin writes meanwhile is tagged with the request id of
+        the call it runs (a batch's: all of them, comma-separated).
+        """
         started = time.perf_counter()
         method = message.method
-        if method == "predict_batch":
-            results = self._predict_batch(renderer, message.items)
-        elif method == "infer_batch":
-            results = self._infer_batch(renderer, message.items)
-        else:
-            one = self._infer if method == "infer" else self._predict
-            results = []
-            for seq, payload in message.items:
-                if self.retire == OUT_OF_MEMORY:
-                    break  # the heap is spent: the parent gives these to another
-                if self.board.start(seq, time.monotonic()):
-                    results.append(one(renderer, seq, payload))
-                    self.board.finish()
+        ids = message.request_ids
+        try:
+            if method == "predict_batch" or method == "infer_batch":
+                TaggedOutput.running = ",".join(filter(None, ids)) or None
+                if method == "predict_batch":
+                    results = self._predict_batch(renderer, message.items)
+                else:
+                    results = self._infer_batch(renderer, message.items)
+            else:
+                one = self._infer if method == "infer" else self._predict
+                results = []
+                for index, (seq, payload) in enumerate(message.items):
+                    if self.retire == OUT_OF_MEMORY:
+                        break  # the heap is spent: the parent gives these to another
+                    if self.board.start(seq, time.monotonic()):
+                        TaggedOutput.running = ids[index] if index < len(ids) else None
+                        results.append(one(renderer, seq, payload))
+                        self.board.finish()
+        finally:
+            TaggedOutput.running = None
         retire = self.retire
         if retire is None and self.max_memory and resident_bytes() > self.max_memory:
             retire = self.retire = MAX_MEMORY
@@ -269,6 +281,9 @@ class WorkerLoop:
 
 def run(config: dict[str, Any], sock: socket.socket) -> int:
     """The worker's life: start, say ready, serve; its exit status."""
+    # Before the plugin is imported: a logging handler it makes writes here.
+    sys.stdout = TaggedOutput(sys.stdout)
+    sys.stderr = TaggedOutput(sys.stderr)
     board = Scoreboard.attach(config["board_fd"])
     worker = WorkerLoop(config, sock, board)
     renderer = worker.start()

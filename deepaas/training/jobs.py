@@ -286,9 +286,16 @@ class JobManager:
         self._remove_job_dirs([uuid])
 
     async def submit(
-        self, model: str, uuid: str, kwargs: dict[str, Any], gpus: int | None
+        self,
+        model: str,
+        uuid: str,
+        kwargs: dict[str, Any],
+        gpus: int | None,
+        request_id: str | None = None,
     ) -> st.Training:
-        """Record a training and queue it (it starts at once when it can)."""
+        """Record a training and queue it (it starts at once when it can);
+        ``request_id``: the X-Request-ID of the request that asked for it,
+        kept in the record."""
         self._check_taking()
         wanted = self.resolve_gpus(gpus)
         record = st.Training(
@@ -301,6 +308,7 @@ class JobManager:
             owner_pid=self.identity.pid,
             owner=self.identity.id,
             gpus=wanted,
+            request_id=request_id,
         )
         await self._io(create_log, record.log_path)
         insert = asyncio.ensure_future(self.store.insert(record))

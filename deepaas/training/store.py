@@ -15,9 +15,11 @@ for writers); each write is one small transaction. A finished record is
 final: :meth:`TrainingStore.update` never changes one (see
 :mod:`deepaas.training.ownership` for who may finish a record).
 
-Databases written before server identities existed (``trainings`` with only
-``owner_pid``) are migrated in place when opened: the new columns are added,
-old rows keep working (see :func:`~deepaas.training.ownership.owner_gone`).
+Databases written by earlier versions are migrated in place when opened:
+the columns they lack are added (server identities, since version 2, see
+:func:`~deepaas.training.ownership.owner_gone`; the request id of the
+request that started a training, since version 3), and old rows keep
+working with those left empty.
 """
 
 from __future__ import annotations
@@ -86,8 +88,9 @@ _NEW_COLUMNS = {
     "owner": "TEXT",  # the owning server's identity (servers.id)
     "cancel_requested": "REAL",  # time.time() another server asked for a cancel
     "cancel_acked": "REAL",  # time.time() the owner took that request
+    "request_id": "TEXT",  # the X-Request-ID of the request that started it
 }
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 _JSON_COLUMNS = ("args", "output", "devices", "progress")
 UNFINISHED = (QUEUED, RUNNING)
@@ -129,6 +132,7 @@ class Training:
     message: str | None = None
     progress: dict[str, Any] = dataclasses.field(default_factory=dict)
     owner: str | None = None  # the owning server's identity; None: written by PID
+    request_id: str | None = None  # of the request that started it (if known)
 
     @property
     def finished(self) -> bool:
@@ -165,6 +169,8 @@ class Training:
             devices=self.devices,
             progress=self.progress,
         )
+        if self.request_id is not None:
+            doc["request_id"] = self.request_id
         return doc
 
 

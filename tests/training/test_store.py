@@ -146,11 +146,50 @@ async def test_an_old_database_is_migrated_and_stays_readable(tmp_path):
         await db.close()
     with sqlite3.connect(path) as after:
         columns = {row[1] for row in after.execute("PRAGMA table_info(trainings)")}
-        assert {"owner", "cancel_requested", "cancel_acked"} <= columns
-        assert after.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert {"owner", "cancel_requested", "cancel_acked", "request_id"} <= columns
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 3
     again = st.TrainingStore(str(tmp_path))  # opening twice changes nothing
     await again.open()
     await again.close()
+
+
+async def test_a_version_2_database_gains_the_request_id(tmp_path):
+    """Version 2 (server identities, no request ids): migrated in place, its
+    rows read with no request id, new rows keep theirs."""
+    path = tmp_path / "trainings.sqlite3"
+    with sqlite3.connect(path, isolation_level=None) as old:
+        old.executescript(st._SCHEMA)
+        for name in ("owner TEXT", "cancel_requested REAL", "cancel_acked REAL"):
+            old.execute(f"ALTER TABLE trainings ADD COLUMN {name}")
+        old.execute("PRAGMA user_version = 2")
+        old.execute(
+            "INSERT INTO trainings (uuid, model, args, status, date, log_path, "
+            "owner_pid, owner) VALUES (?, 'm', '{}', 'done', ?, 'x.log', 1, 'o')",
+            ("1" * 32, st.now()),
+        )
+    db = st.TrainingStore(str(tmp_path))
+    await db.open()
+    try:
+        old_record = await _get(db, "1" * 32)
+        assert old_record.request_id is None
+        assert "request_id" not in old_record.to_json()
+        record = st.Training(
+            uuid="2" * 32,
+            model="m",
+            args={},
+            status=st.QUEUED,
+            date=st.now(),
+            log_path="y.log",
+            owner_pid=os.getpid(),
+            owner=ME.id,
+            request_id="req-1",
+        )
+        await db.insert(record)
+        assert (await _get(db, "2" * 32)).to_json()["request_id"] == "req-1"
+    finally:
+        await db.close()
+    with sqlite3.connect(path) as after:
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 async def test_sweep_follows_owners_and_leases(db: st.TrainingStore):

@@ -24,6 +24,7 @@ from aiohttp import web
 from deepaas.api.metrics import label
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.response_schemas import MODEL_META, MODELS, VERSION
+from deepaas.api.scopes import PREDICT
 from deepaas.api.versions import v2_version
 from deepaas.api.views import ModelViews, ViewError, describe
 from deepaas.exceptions import DeepaasError
@@ -167,8 +168,12 @@ def setup(app: web.Application, spec: SpecBuilder, views: ModelViews) -> None:
     # lookahead leaves the served models' paths to their own routes.
     served = "|".join(re.escape(name) for name in models)
     name_pattern = f"(?!(?:{served})/)[^/]+" if served else "[^/]+"
+    # Counted as "other" (no route of a model), answered to predict tokens:
+    # the 404 names the models served.
     app.router.add_route(
-        "*", f"{bp}/v2/models/{{name:{name_pattern}}}/{{rest:.*}}", unknown_model
+        "*",
+        f"{bp}/v2/models/{{name:{name_pattern}}}/{{rest:.*}}",
+        label(unknown_model, "", "other", scope=PREDICT),
     )
 
 

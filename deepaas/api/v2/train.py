@@ -22,6 +22,8 @@ from typing import Any
 from aiohttp import web
 from marshmallow import fields, validate
 
+from deepaas import tracing
+from deepaas.api import front
 from deepaas.api.args import ArgParser, BodyLimits
 from deepaas.api.limits import expect_within
 from deepaas.api.metrics import label
@@ -129,7 +131,9 @@ class TrainRoutes:
             try:
                 async with parsed as kwargs:
                     gpus = kwargs.pop(GPUS_ARG, None)
-                    record = await manager.submit(self.name, uuid, kwargs, gpus)
+                    record = await manager.submit(
+                        self.name, uuid, kwargs, gpus, tracing.current()
+                    )
                     parsed.files.clear()  # the job owns its files now
             except OSError as exc:  # an upload written into a full disk
                 manager.discard(uuid)
@@ -198,7 +202,7 @@ class TrainRoutes:
             }
         )
         response.content_length = end - offset
-        await response.prepare(request)
+        await front.prepare(request, response)  # CORS headers too
         while offset < end:
             data = await loop.run_in_executor(
                 None, _read, path, offset, min(LOG_CHUNK, end - offset)
@@ -220,7 +224,7 @@ class TrainRoutes:
             headers={"Content-Type": "text/plain; charset=utf-8"}
         )
         response.enable_chunked_encoding()
-        await response.prepare(request)
+        await front.prepare(request, response)  # CORS headers too
         draining = asyncio.ensure_future(self.lifecycle.wait_draining())
         finished = False  # once it is, it stays so
         try:

@@ -1,0 +1,26 @@
+"""The settings of issue 13 (CORS, access log), checked at start-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepaas.config import ConfigError, Settings, load_settings
+
+
+def test_origins_are_checked_at_start_up() -> None:
+    settings = load_settings(
+        [
+            "--cors-origin",
+            "HTTPS://App.Example.org/",
+            "--cors-origin",
+            "http://[::1]:3000",
+        ]
+    )
+    assert settings.cors_origin == ("https://app.example.org", "http://[::1]:3000")
+    settings = load_settings([], {"DEEPAAS_CORS_ORIGIN": "http://a:1, http://b"})
+    assert settings.cors_origin == ("http://a:1", "http://b")
+    for bad in ("app.example.org", "https://app.example.org/path", "ftp://x"):
+        with pytest.raises(ConfigError, match="is not an origin"):
+            Settings(cors_origin=(bad,))
+    with pytest.raises(ConfigError, match="with tokens, name the origins"):
+        Settings(cors_origin=("*",), auth_tokens="t")

@@ -1,0 +1,150 @@
+"""Token files and the ``auth_tokens`` setting (``deepaas.api.tokens``): what
+they accept, the one-line errors naming the file and line, the lookup."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from deepaas.api import tokens as tk
+from deepaas.api.scopes import SCOPES
+from deepaas.config import ConfigError, Settings, load_settings
+from deepaas.server import Server
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "tokens"
+    path.write_text(text)
+    return str(path)
+
+
+def test_lines_with_and_without_scopes_comments_and_hashes(tmp_path: Path) -> None:
+    hashed = hashlib.sha256(b"hashed-secret").hexdigest()
+    path = write(
+        tmp_path,
+        "# people and machines\n"
+        "\n"
+        "ui-secret   predict\n"
+        "ci-secret\tpredict, train\n"
+        f"SHA256:{hashed.upper()} admin\n"
+        "  root-secret  \n",
+    )
+    table = tk.load_tokens(path, None)
+    assert table is not None and len(table) == 4
+    assert table.find("ui-secret").scopes == {"predict"}  # type: ignore[union-attr]
+    ci = table.find("ci-secret")
+    assert ci is not None and ci.scopes == {"predict", "train"}
+    assert ci.where == f"{path}:4"
+    admin = table.find("hashed-secret")
+    assert admin is not None and admin.scopes == {"admin"}
+    assert table.find("root-secret").scopes == set(SCOPES)  # type: ignore[union-attr]
+    # The hash itself is not a token, nor is anything else
+    assert table.find(f"sha256:{hashed}") is None
+    assert table.find("ui-secre") is None
+
+
+def test_the_setting_and_the_file_add_up(tmp_path: Path) -> None:
+    path = write(tmp_path, "from-file train\n")
+    table = tk.load_tokens(path, "from-env predict; other admin,train ;")
+    assert table is not None and len(table) == 3
+    other = table.find("other")
+    assert other is not None and other.scopes == {"admin", "train"}
+    assert other.where == f"{tk.ENV_SOURCE}, entry 2"
+
+
+def test_no_setting_means_no_access_control() -> None:
+    assert tk.load_tokens(None, None) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ok predict\nbad predict,deploy\n", ":2: unknown scope 'deploy'"),
+        ("sha256:abc123 admin\n", ":1: sha256: must be followed by the 64 hex"),
+        (f"sha256:{'g' * 64}\n", ":1: sha256: must be followed by the 64 hex"),
+        ("tök predict\n", ":1: a token must be visible ASCII"),
+        ("same predict\nother\nsame train\n", ":3: the same token as "),
+        ("# only a comment\n\n", "holds no token"),
+        ("", "holds no token"),
+    ],
+)
+def test_a_bad_file_is_one_line_naming_file_and_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        tk.load_tokens(path, None)
+    message = str(caught.value)
+    assert path in message and expected in message
+    assert "\n" not in message
+    for secret in ("same", "bad", "ok"):  # the message never shows a token
+        assert f"'{secret}'" not in message
+
+
+def test_an_unreadable_file_names_it(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope")
+    with pytest.raises(ConfigError, match=f"cannot read auth token file {missing}"):
+        tk.load_tokens(missing, None)
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe token\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        tk.load_tokens(str(binary), None)
+    if os.geteuid() != 0:  # root reads anything
+        locked = Path(write(tmp_path, "secret\n"))
+        locked.chmod(0)
+        with pytest.raises(ConfigError, match="Permission denied"):
+            tk.load_tokens(str(locked), None)
+
+
+def test_a_set_but_empty_setting_is_refused_not_ignored() -> None:
+    # An unset secret in a deployment template must not turn tokens off.
+    with pytest.raises(ConfigError, match="auth_token_file is set but empty"):
+        tk.load_tokens("", None)
+    with pytest.raises(ConfigError, match="holds no token"):
+        tk.load_tokens(None, " ; ")
+
+
+def test_the_lookup_is_by_digest_and_confirmed_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = tk.TokenTable([tk.parse_entry("secret predict", "t:1")])  # type: ignore[list-item]
+    compared: list[tuple[bytes, bytes]] = []
+
+    def compare_digest(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return a == b
+
+    monkeypatch.setattr(tk.hmac, "compare_digest", compare_digest)
+    assert table.find("secret") is not None
+    digest = hashlib.sha256(b"secret").digest()
+    assert compared == [(digest, digest)]
+    # No secret kept in clear, only its digest
+    assert all(t.digest == digest for t in table._by_digest.values())
+    assert list(table._by_digest) == [digest]
+
+
+def test_settings_come_from_the_environment_and_never_from_a_flag(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "x\n")
+    settings = load_settings(
+        ["--auth-token-file", path, "--metrics-public"],
+        {"DEEPAAS_AUTH_TOKENS": "a predict"},
+    )
+    assert settings.auth_token_file == path
+    assert settings.auth_tokens == "a predict"
+    assert settings.metrics_public
+    assert "a predict" not in repr(settings)  # never logged with the settings
+    with pytest.raises(SystemExit):
+        load_settings(["--auth-tokens", "a"], {})
+
+
+def test_a_bad_token_file_stops_the_server_before_plugins_load(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "t nonsense\n")
+    with pytest.raises(ConfigError, match=":1: unknown scope 'nonsense'"):
+        Server(Settings(auth_token_file=path), [])
