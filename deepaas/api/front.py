@@ -40,7 +40,7 @@ from deepaas.log import ACCESS_LOGGER
 from deepaas.tracing import HEADER, REQUEST_ID, new_id, usable
 
 #: Where a request's start (time.perf_counter()) is kept for the access log.
-STARTED = "deepaas.started"
+STARTED = web.RequestKey("deepaas_started", float)
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
