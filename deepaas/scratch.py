@@ -154,13 +154,17 @@ class ScratchDir:
     def _make(self) -> None:
         """Create the directory and lock it (the caller holds the mutex).
 
-        A sweeper may lock and remove the directory in the moment between
-        its creation and our lock: then the locked directory is not the one
-        at the path, and we try again.
+        A sweeper (another server starting) may lock and remove the
+        directory in the moment between its creation and our lock: then it
+        is gone before we open it, or the locked directory is not the one at
+        the path; either way we try again.
         """
         while True:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
-            fd = os.open(self.path, _DIR_FLAGS)
+            try:
+                fd = os.open(self.path, _DIR_FLAGS)
+            except FileNotFoundError:  # swept before we opened it
+                continue
             try:
                 # Shared is enough: a sweeper asks for an exclusive lock.
                 fcntl.flock(fd, fcntl.LOCK_SH)

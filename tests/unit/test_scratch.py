@@ -185,3 +185,28 @@ def test_ready_checks_at_most_once_a_second_and_again_when_asked(tmp_path):
         asyncio.run(scenario())
     finally:
         owner.remove()
+
+
+def test_a_directory_swept_before_it_is_opened_is_made_again(tmp_path, monkeypatch):
+    """Another server starting sweeps the parent between our mkdir and our
+    open (the directory is not locked yet): the server makes it again
+    instead of failing to start."""
+    scratch = ScratchDir(str(tmp_path))
+    real_open = os.open
+    swept: list[str] = []
+
+    def open_after_a_sweep(path, flags, *args):
+        if path == scratch.path and not swept:
+            swept.append(path)
+            os.rmdir(path)  # the other server's sweep wins the race
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_after_a_sweep)
+    scratch.create()
+    monkeypatch.undo()
+    try:
+        assert swept == [scratch.path]
+        assert os.path.isdir(scratch.path)
+        assert sweep_stale(tmp_path) == []  # made again, and locked
+    finally:
+        scratch.remove()
