@@ -33,7 +33,7 @@ from aiohttp import web
 from deepaas.api.args import OFFLOAD_LOAD_SIZE
 from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader
 from deepaas.api.limits import BodyLimits
-from deepaas.api.v2.responses import _remove as remove_result
+from deepaas.api.v2.responses import remove_result
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.exceptions import DeepaasError, TensorError
 from deepaas.model.signature import check_inputs

@@ -251,11 +251,11 @@ async def test_infer_calls_of_one_group_go_as_one_infer_batch():
         dispatcher.submit(call)
     worker = FakeWorker("m/0", clock, dispatcher)
     dispatcher.add(worker)
-    await asyncio.sleep(0)
+    dispatcher.pump()  # what the loop would run next (call_soon)
     assert [m.method for m in worker.messages] == ["infer_batch"]
     assert worker.seqs() == [[1, 2]]  # the calls of group "a"
     worker.serve()
-    await asyncio.sleep(0)
+    dispatcher.pump()  # what the loop would run next (call_soon)
     assert [m.method for m in worker.messages] == ["infer_batch", "infer"]
     worker.serve()
     assert [call.future.result()["x"].shape for call in calls] == [
@@ -273,7 +273,7 @@ async def test_a_batch_of_big_arrays_reaches_the_worker_intact():
         dispatcher.submit(call)
     worker = FakeWorker("m/0", clock, dispatcher)
     dispatcher.add(worker)
-    await asyncio.sleep(0)
+    dispatcher.pump()  # what the loop would run next (call_soon)
     (message,) = worker.messages
     assert message.method == "infer_batch"
     assert [payload["x"][0, 0] for _, payload in message.items] == [1.0, 2.0]

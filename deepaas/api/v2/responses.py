@@ -124,12 +124,13 @@ async def send_result(
                 500, f"the model's result file cannot be read: {exc.strerror}"
             ) from None
     except BaseException:
-        _remove(result)
+        remove_result(result)
         raise
     return _ResultFileResponse(stream, result, headers)
 
 
-def _remove(result: PredictResult) -> None:
+def remove_result(result: PredictResult) -> None:
+    """Remove a temporary result file (one the worker made for this answer)."""
     if result.delete and result.path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(result.path)
@@ -139,7 +140,7 @@ def _close_and_remove(stream: BinaryIO, result: PredictResult) -> None:
     try:
         stream.close()
     finally:
-        _remove(result)
+        remove_result(result)
 
 
 class _ResultFileResponse(web.StreamResponse):
