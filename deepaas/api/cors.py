@@ -106,7 +106,8 @@ class CorsPolicy:
             return
         # The answer depends on Origin: caches must keep one per origin,
         # also of answers without CORS headers.
-        headers.add(hdrs.VARY, "Origin")
+        if "Origin" not in headers.getall(hdrs.VARY, ()):  # a preflight has it
+            headers.add(hdrs.VARY, "Origin")
         if origin is not None and origin in self.origins:
             headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
             headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = EXPOSED
