@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -45,3 +46,16 @@ async def test_an_error_in_the_block_goes_through_and_the_probe_stops() -> None:
     async with probe:  # usable again
         await asyncio.sleep(0.02)
     assert probe.wakeups >= 1
+
+
+async def test_the_heap_from_before_is_frozen_only_while_active() -> None:
+    """A full collection in the block walks what the block made, not the
+    whole test process; the freeze is lifted at the end, error or not."""
+    kept = [[i] for i in range(1000)]  # live containers made before the probe
+    with pytest.raises(KeyError):
+        async with LoopStallProbe():
+            assert gc.get_freeze_count() >= len(kept)
+            made = [[i] for i in range(10)]
+            assert any(obj is made for obj in gc.get_objects())  # not frozen
+            raise KeyError("boom")
+    assert gc.get_freeze_count() == 0
