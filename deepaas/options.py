@@ -187,8 +187,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "state_dir",
         "",
-        "Directory of the training records (SQLite) and logs. Default: the "
-        "user's state directory, e.g. ~/.local/state/deepaas.",
+        "Directory of the training records (SQLite) and logs; workers and "
+        "trainings see it as $DEEPAAS_STATE_DIR, for what a model keeps. "
+        "Default: the user's state directory, e.g. ~/.local/state/deepaas.",
         shown_default="the user's state directory",
     ),
     Option(

@@ -153,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Workers get the environment as it was; this process never sees a GPU,
     # so a plugin importing torch or TensorFlow here cannot grab GPU memory.
+    # The state directory, however it was set (flag, environment, config
+    # file), for plugins (imported here, in workers and in trainings) to keep
+    # what they learn there, as deepaas-cli new's does.
+    os.environ["DEEPAAS_STATE_DIR"] = settings.resolved_state_dir
     worker_env = dict(os.environ)
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
