@@ -13,6 +13,9 @@ send), or written to ``--deepaas_method_output PATH``. Exit status: 0 on
 success, 1 when the model fails (or cannot be loaded), 2 for a usage error
 (unknown or invalid arguments, no model chosen). Plugin code runs with its
 ``print()`` output sent to stderr, so stdout holds only the result.
+
+``deepaas-cli new`` and ``deepaas-cli dockerize`` load no model: they write a
+plugin package and its Dockerfile (:mod:`deepaas.cmd.cli_tools`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from deepaas.cmd.cli_output import (
     emit,
     remove_result,
 )
+from deepaas.cmd.cli_tools import TOOLS, run_tool
 from deepaas.config import VersionAction
 from deepaas.log import FORMAT
 from deepaas.model import loading
@@ -67,7 +71,8 @@ def _top_parser() -> argparse.ArgumentParser:
             "in this process (no server). Global options come before the "
             "sub-command (--model-name may also follow it); "
             "'%(prog)s --model-name NAME predict --help' lists the model's own "
-            "arguments."
+            "arguments. 'new' and 'dockerize' write a plugin package and its "
+            "Dockerfile."
         ),
         allow_abbrev=False,
     )
@@ -89,7 +94,7 @@ def _top_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(title="sub-commands", metavar="SUB-COMMAND")
-    for name, text in COMMANDS.items():
+    for name, text in {**COMMANDS, **TOOLS}.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
 
@@ -99,7 +104,7 @@ def _split(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
     index = 0
     while index < len(argv):
         token = argv[index]
-        if token in COMMANDS:
+        if token in COMMANDS or token in TOOLS:
             return list(argv[:index]), token, list(argv[index + 1 :])
         index += 2 if token == "--model-name" else 1
     return list(argv), None, []
@@ -306,7 +311,13 @@ def _execute(
     _setup_logging(top_args.debug)
     if command is None:
         top.print_usage(sys.stderr)
-        raise CliError(f"choose a sub-command: {', '.join(COMMANDS)}", code=EXIT_USAGE)
+        raise CliError(
+            f"choose a sub-command: {', '.join([*COMMANDS, *TOOLS])}", EXIT_USAGE
+        )
+    if command in TOOLS:  # they write files; no model is loaded
+        if top_args.model_name:
+            raise CliError(f"{command} takes no --model-name", EXIT_USAGE)
+        return run_tool(command, rest, stdout)
     late: list[str] = []
     if not top_args.model_name:  # "predict --model-name X" works too
         late, rest = _late_model_names(rest)
