@@ -102,7 +102,7 @@ def find_package(directory: Path) -> PluginPackage:
         seen = [p.name for p in (pyproject, setup_cfg) if p.is_file()]
         what = f"{' and '.join(seen)} declare" if seen else "found"
         raise ScaffoldError(
-            f"no plugin package in {directory}: looked for {LOOKED_FOR}; "
+            f"no plugin package in {directory.resolve()}: looked for {LOOKED_FOR}; "
             f"{what} none. Run dockerize in the directory of your plugin "
             "package (deepaas-cli new NAME writes one)"
         )

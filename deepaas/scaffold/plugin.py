@@ -74,14 +74,16 @@ def suggest(name: str) -> str:
     return candidate
 
 
-def check_name(name: str) -> None:
-    """Refuse a name that cannot be a package and a model name, or that
-    is already taken here; the message gives the rule and a name that
-    would do."""
+def check_name(name: str, target: Path | None = None) -> None:
+    """Refuse a name that cannot be a package and a model name, a
+    directory ``target`` in the way, or a name already taken here; the
+    message gives the rule and a name that would do."""
     if not _VALID.fullmatch(name) or keyword.iskeyword(name):
         raise ScaffoldError(
             f"{name!r} is not a valid model name: {NAME_RULE}; try {suggest(name)!r}"
         )
+    if target is not None:  # before "taken": a second `new NAME` says this
+        _check_target(target)
     if name in _RESERVED or name in sys.stdlib_module_names:
         raise ScaffoldError(
             f"{name!r} is taken: a package of that name would hide the module "
@@ -127,9 +129,8 @@ def create(name: str, directory: Path | None = None) -> Created:
     """Write the plugin package ``name`` into ``directory`` (default:
     ``./name``), which must not exist or be empty. Raises
     :class:`ScaffoldError` (nothing written) when it cannot."""
-    check_name(name)
     target = Path(name) if directory is None else directory
-    _check_target(target)
+    check_name(name, target)
     values = {
         "name": name,
         "dist": name.replace("_", "-"),

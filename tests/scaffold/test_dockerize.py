@@ -233,7 +233,7 @@ def test_outside_a_plugin_package_says_what_it_looked_for(
     code, out, err = dockerize(capsys)
     assert (code, out) == (2, "")
     assert err == (
-        "deepaas-cli: error: no plugin package in .: looked for "
+        f"deepaas-cli: error: no plugin package in {tmp_path.resolve()}: looked for "
         f"{container.LOOKED_FOR}; {found}. Run dockerize in the directory of "
         "your plugin package (deepaas-cli new NAME writes one)\n"
     )

@@ -198,3 +198,17 @@ def test_usage_errors(capsys):
     assert "new takes no --model-name" in capsys.readouterr().err
     assert cli.main([]) == 2
     assert "new, dockerize" in capsys.readouterr().err
+
+
+def test_a_second_new_of_the_same_name_says_the_directory_is_there(
+    capsys, tmp_path, monkeypatch
+):
+    # after `new NAME && pip install -e NAME`, the name is taken too; the
+    # directory is what the user sees first
+    monkeypatch.chdir(tmp_path)
+    assert new(capsys, NAME)[0] == 0
+    site = tmp_path / "site"
+    register_plugins(site, NAME, {NAME: f"{NAME}.api"})
+    monkeypatch.syspath_prepend(str(site))
+    line = refused(*new(capsys, NAME))
+    assert line.startswith(f"{NAME} already exists and is not empty (.gitignore, ")
