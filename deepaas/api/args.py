@@ -28,7 +28,7 @@ import marshmallow
 from aiohttp import hdrs, web
 from multidict import MultiDict
 
-from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader, Part
+from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader, Part, arrived_json
 from deepaas.api.errors import ValidationFailed
 from deepaas.api.limits import BodyLimits, held_in_memory
 from deepaas.api.parsing import parse_json_text
@@ -67,19 +67,28 @@ class ArgParser:
     ) -> ParsedArgs:
         return ParsedArgs(self, request, tmp_dir, limits)
 
-    def parse_bodiless(self, request: web.BaseRequest) -> dict[str, Any] | None:
-        """The arguments of a request without a body, parsed at once; None
-        when it has one (or says it is encoded): :meth:`parse` then.
+    def parse_at_once(
+        self, request: web.BaseRequest, limits: BodyLimits
+    ) -> dict[str, Any] | None:
+        """The arguments of a request without a body, or with a small JSON
+        body that came whole (:func:`~deepaas.api.body.arrived_json`),
+        parsed at once; None for any other: :meth:`parse` then.
 
-        The usual prediction (query arguments only) then costs no coroutine
-        and no :class:`ParsedArgs`; what it answers is what :meth:`parse`
+        The usual prediction (query arguments, or a JSON body of a few
+        hundred bytes) then costs no coroutine and no :class:`ParsedArgs`;
+        it has no uploads to remove. What it answers is what :meth:`parse`
         would.
         """
-        if request.body_exists or (
-            self.wants_body and hdrs.CONTENT_ENCODING in request.headers
-        ):
+        body_json = None
+        if request.body_exists:
+            if not self.wants_body:
+                return None
+            body_json = arrived_json(request, limits)
+            if body_json is None:
+                return None
+        elif self.wants_body and hdrs.CONTENT_ENCODING in request.headers:
             return None
-        data, not_files = self.collect(request, None, None)
+        data, not_files = self.collect(request, None, body_json)
         return self.load(data, not_files)
 
     def collect(

@@ -295,7 +295,11 @@ class Dispatcher:
             ]
             if not takers:
                 break
-            lane, room = self._least_loaded(lanes, takers, batched)
+            lane, room = (
+                takers[0]
+                if len(takers) == 1
+                else self._least_loaded(lanes, takers, batched)
+            )
             ready_at = queue.ready_at(now)
             if ready_at is None:
                 break

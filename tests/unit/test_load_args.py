@@ -18,6 +18,24 @@ class Upper(fields.Field):
         return value.upper()
 
 
+class Trimmed(fields.Str):
+    """Overrides deserialize itself: never taken for a plain field."""
+
+    def deserialize(self, value, attr=None, data=None, **kwargs):
+        if isinstance(value, str):
+            value = value.strip()
+        return super().deserialize(value, attr, data, **kwargs)
+
+
+class Even(fields.Int):
+    """Overrides _validate: never taken for a plain field."""
+
+    def _validate(self, value):
+        if value % 2:
+            raise marshmallow.ValidationError("Not even.")
+        super()._validate(value)
+
+
 def _schema():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -29,6 +47,9 @@ def _schema():
             "renamed": fields.Str(data_key="wire-name"),
             "up": Upper(),
             "maybe": fields.Float(),
+            "nullable": fields.Int(allow_none=True),
+            "trimmed": Trimmed(),
+            "even": Even(),
         }
     return build_schema(arg_specs(declared, "test"), "Args")
 
@@ -49,6 +70,9 @@ def _outcome(load, schema, data):
         {"name": "a", "n": "11"},
         {"name": "a", "n": "x", "up": 3, "maybe": "nan?"},
         {"name": 5, "renamed": "ignored: wrong key"},
+        {"name": None, "n": None, "nullable": None, "maybe": None},
+        {"name": "a", "nullable": "4", "trimmed": "  t  ", "even": "3"},
+        {"name": "a", "trimmed": None, "even": "4", "maybe": "1e400"},
     ],
 )
 def test_same_as_schema_load(data):

@@ -70,8 +70,8 @@ def make_handler(
             scratch = owner(tmp_dir)  # None for an app the server did not build
             if scratch is not None and scratch.due:  # made again if removed
                 await scratch.ready()
-            kwargs = parser.parse_bodiless(request)
-            if kwargs is not None:  # query arguments only: nothing to remove
+            kwargs = parser.parse_at_once(request, limits)
+            if kwargs is not None:  # no uploads: nothing to remove
                 current.model.resolve_accept(kwargs)
                 result = await runtime.predict(kwargs)
                 return await send_result(request, result)

@@ -199,9 +199,24 @@ def build_schema(specs: Mapping[str, ArgSpec], name: str) -> marshmallow.Schema:
     return schema_cls(unknown=marshmallow.EXCLUDE)
 
 
-# schema id -> (schema, whether a field has a dotted attribute): known per
-# schema, not worth finding out on every request.
-_DOTTED: dict[int, tuple[marshmallow.Schema, bool]] = {}
+# schema id -> (schema, whether a field has a dotted attribute, the fields
+# whose own deserialize() and _validate() are marshmallow's and that have no
+# validators): known per schema, not worth finding out on every request.
+_KNOWN: dict[int, tuple[marshmallow.Schema, bool, frozenset[str]]] = {}
+
+
+def _plain(field: ma_fields.Field) -> bool:
+    """Whether ``field.deserialize(value)`` is ``field._deserialize(value)``
+    for a value that is neither missing nor None: the base class's
+    ``deserialize``, ``_validate_missing`` and ``_validate``, and no
+    validators (which marshmallow wraps in a new ``And`` on every call)."""
+    cls = type(field)
+    return (
+        not field.validators
+        and cls.deserialize is ma_fields.Field.deserialize
+        and cls._validate is ma_fields.Field._validate
+        and cls._validate_missing is ma_fields.Field._validate_missing
+    )
 
 
 def load_args(schema: marshmallow.Schema, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -214,18 +229,25 @@ def load_args(schema: marshmallow.Schema, data: Mapping[str, Any]) -> dict[str, 
     ``attribute`` is a dotted path falls back to ``schema.load``.
     """
     fields = schema.load_fields
-    dotted = _DOTTED.get(id(schema))
-    if dotted is None or dotted[0] is not schema:
-        found = any(f.attribute and "." in f.attribute for f in fields.values())
-        dotted = _DOTTED[id(schema)] = (schema, found)
-    if dotted[1]:
+    known = _KNOWN.get(id(schema))
+    if known is None or known[0] is not schema:
+        dotted = any(f.attribute and "." in f.attribute for f in fields.values())
+        plain = frozenset(name for name, f in fields.items() if _plain(f))
+        known = _KNOWN[id(schema)] = (schema, dotted, plain)
+    if known[1]:
         return schema.load(data)
+    plain = known[2]
+    missing = marshmallow.missing
     result: dict[str, Any] = {}
     errors: dict[str, Any] = {}
     for name, field in fields.items():
         key = field.data_key if field.data_key is not None else name
+        raw = data.get(key, missing)
         try:
-            value = field.deserialize(data.get(key, marshmallow.missing), key, data)
+            if raw is not missing and raw is not None and name in plain:
+                value = field._deserialize(raw, key, data)
+            else:
+                value = field.deserialize(raw, key, data)
         except marshmallow.ValidationError as exc:
             errors[key] = exc.messages
             value = exc.valid_data or marshmallow.missing
