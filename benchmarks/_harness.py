@@ -357,12 +357,16 @@ def free_ports(count: int) -> list[int]:
 
 
 def post(
-    url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+    url: str,
+    timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
+    data: bytes = b"",
 ) -> tuple[int, bytes]:
-    """POST an empty body to ``url`` (with ``headers``); (status, body)."""
+    """POST ``data`` (empty by default) to ``url`` (with ``headers``);
+    (status, body)."""
     req = urllib.request.Request(
         url,
-        data=b"",
+        data=data,
         method="POST",
         headers={"Accept": "application/json", **(headers or {})},
     )

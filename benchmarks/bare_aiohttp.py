@@ -29,9 +29,13 @@ READ_PATH = "/v2/models/bench_tensor/infer"
 
 
 async def predict(request: web.Request) -> web.Response:
-    """Answer ``{"status": "OK", "predictions": {"echo": x + 1}}``."""
+    """Answer ``{"status": "OK", "predictions": {"echo": x + 1}}``, with
+    ``x`` from the query string, or from a JSON body when one is sent."""
     try:
-        x = int(request.query.get("x", 0))
+        if request.body_exists and request.content_type == "application/json":
+            x = int((await request.json()).get("x", 0))
+        else:
+            x = int(request.query.get("x", 0))
     except ValueError:
         return web.json_response(
             {"status": "error", "message": "x must be an integer"}, status=400
