@@ -140,7 +140,11 @@ def _guarded(
             presented = header[7:]
             if presented and presented.isascii() and presented.isprintable():
                 token = find(presented) if " " not in presented else None
-                if token is not None and scope in token.scopes:
+                if (
+                    token is not None
+                    and scope in token.scopes
+                    and len(request.headers.getall(hdrs.AUTHORIZATION)) == 1
+                ):
                     return handler(request)
         check(request, scope)  # raises the answer
         return handler(request)  # (a check that passes: not reached)
@@ -163,7 +167,17 @@ class Gate:
     def check(self, request: web.BaseRequest, scope: str) -> None:
         """Return if the request's token holds ``scope``; else raise the
         :class:`~deepaas.exceptions.DeepaasError` to answer."""
-        header = request.headers.get(hdrs.AUTHORIZATION)
+        headers = request.headers.getall(hdrs.AUTHORIZATION, ())
+        if len(headers) > 1:
+            # A proxy that reads the last while we read the first would let
+            # one token pass for another: neither is taken.
+            raise DeepaasError(
+                400,
+                f"the request has {len(headers)} Authorization headers: send "
+                "one, 'Authorization: Bearer <token>'",
+                {"WWW-Authenticate": f'{REALM}, error="invalid_request"'},
+            )
+        header = headers[0] if headers else None
         if header is not None and header.startswith(_BEARER):
             presented = header[7:]
         else:

@@ -102,6 +102,11 @@ def parse_entry(text: str, where: str) -> Token | None:
     secret, *rest = text.split(None, 1)
     listed = [name for name in re.split(r"[\s,]+", "".join(rest)) if name]
     scopes = frozenset(SCOPES)
+    if rest and not listed:  # "TOKEN ," would otherwise hold every scope
+        raise ConfigError(
+            f"{where}: no scope after the token, only commas: list its scopes "
+            f"({', '.join(SCOPES)}), or write the token alone for all of them"
+        )
     if listed:
         unknown = sorted(set(listed) - set(SCOPES))
         if unknown:

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import pytest_asyncio
+from multidict import CIMultiDict
 
 from deepaas.api.errors import OIP_PATHS
 from tests.access.test_scopes import TOKENS
@@ -123,6 +124,22 @@ async def test_malformed_headers_are_clear_never_500(
             "Bearer <token>" in document["message"]
             or "not valid" in (document["message"])
         )
+
+
+@pytest.mark.parametrize(
+    "values",
+    [("p-secret", "nope"), ("nope", "p-secret"), ("p-secret", "p-secret")],
+)
+async def test_two_authorization_headers_are_refused(
+    client: Client, values: tuple[str, str]
+) -> None:
+    """Whichever comes first, valid or not: a proxy reading the other one
+    must not let one token pass for another."""
+    headers = CIMultiDict([("Authorization", f"Bearer {v}") for v in values])
+    response = await client.get("/v2/models/", headers=headers)
+    assert response.status == 400, await response.text()
+    assert response.headers.get("WWW-Authenticate") == INVALID_REQUEST
+    assert "2 Authorization headers" in json.loads(await response.text())["message"]
 
 
 async def test_refused_before_the_body_is_asked_for(client: Client) -> None:

@@ -68,6 +68,7 @@ def test_no_setting_means_no_access_control() -> None:
         ("tök predict\n", ":1: a token must be visible ASCII"),
         ("same predict\nother\nsame train\n", ":3: the same token as "),
         ("# only a comment\n\n", "holds no token"),
+        ("ok predict\nlone ,\n", ":2: no scope after the token, only commas"),
         ("", "holds no token"),
     ],
 )
