@@ -113,6 +113,7 @@ class Block:
     lang: str
     content: str
     attrs: dict[str, str]
+    body: int = 0  # the line of the content's first line (1-based)
     #: The page's defaults (its ``docs-test-page`` marker).
     defaults: dict[str, str] = dataclasses.field(default_factory=dict)
     #: A ``text`` block right after a Python block (only blank lines
@@ -158,7 +159,7 @@ class Block:
         as one command; no output is shown in a prompt-less script."""
         if self.is_python:
             expected = self.output.content if self.output else ""
-            return [Command(self.content, expected, self.line + 1)]
+            return [Command(self.content, expected, self.body)]
         lines = self.content.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
@@ -167,7 +168,7 @@ class Block:
         i = 0
         while i < len(lines):
             line = lines[i]
-            start = self.line + 1 + i
+            start = self.body + i
             if prompted and not line.startswith("$ "):
                 i += 1  # output before the first prompt: not a command
                 continue
@@ -233,7 +234,7 @@ def parse_page(text: str, page: str) -> list[Block]:
                 where = f"{page}:{start + 1}"
                 pending = (parse_attrs(match.group("attrs"), where), start, end)
             continue
-        if token.type != "fence":
+        if token.type not in ("fence", "code_block"):
             if pending is not None:
                 raise MarkerError(
                     f"{page}:{pending[1] + 1}: a marker must be followed by its "
@@ -249,9 +250,9 @@ def parse_page(text: str, page: str) -> list[Block]:
                     "with only blank lines between"
                 )
             pending = None
-        block = Block(
-            page, start + 1, end + 1, token.info.strip(), token.content, attrs, defaults
-        )
+        lang, content, dropped = _language(token.info, token.content)
+        body = start + 1 + dropped + (token.type == "fence")
+        block = Block(page, start + 1, end + 1, lang, content, attrs, body, defaults)
         previous = blocks[-1] if blocks else None
         if (
             previous is not None
@@ -266,6 +267,21 @@ def parse_page(text: str, page: str) -> list[Block]:
         raise MarkerError(f"{page}:{pending[1] + 1}: a marker with no block")
     _check_stray_markers(page, lines, blocks)
     return blocks
+
+
+def _language(info: str, content: str) -> tuple[str, str, int]:
+    """A fence's language, content and how many lines of options were
+    dropped from it: a MyST ``{code-block} console`` directive is a
+    ``console`` block without its ``:option:`` lines."""
+    words = info.split()
+    if words and words[0] in ("{code-block}", "{code}", "{sourcecode}"):
+        lines = content.split("\n")
+        dropped = 0
+        while lines and lines[0].startswith(":"):
+            lines.pop(0)
+            dropped += 1
+        return (words[1] if len(words) > 1 else ""), "\n".join(lines), dropped
+    return (words[0] if words else ""), content, 0
 
 
 def _check_stray_markers(page: str, lines: list[str], blocks: list[Block]) -> None:

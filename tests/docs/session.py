@@ -12,7 +12,8 @@ The environment is the one the quickstart builds: a virtualenv
 (:class:`DocsEnv`) that sees deepaas from this checkout and the bundled
 example plugins and no other plugin, even where the test environment has
 more installed; ``--devices cpu``, so what the page shows for a machine
-without GPUs is what runs everywhere.
+without GPUs is what runs everywhere. pip is never run; ``pip install -e
+DIR`` of a project the page wrote is done as pip would, for that page.
 
 Servers: a block that names the page's address gets a server if none
 runs there, ``deepaas-run`` with no argument (the four examples), or the
@@ -61,8 +62,14 @@ _ADDRESS = re.compile(r"(?:localhost|127\.0\.0\.1):(\d{2,5})\b")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _EXITS_AT_ONCE = frozenset({"--version", "--help", "-h"})
 #: pip is never run: an install would write through the docs' virtualenv
-#: into the test environment's packages.
+#: into the test environment's packages. ``pip install -e DIR`` alone, of
+#: a project in the page's folder, is done as pip would do it (see
+#: :meth:`PageSession.install_editable`).
 _PIP = re.compile(r"(?:^|[\s;&|(])(?:pip3?|python3? -m pip)\s")
+_PIP_EDITABLE = re.compile(
+    r"\s*(?:\S*/)?(?:pip3?|python3? -m pip) install (?:-e|--editable) (\S+)"
+    r"\s*(?:#.*)?"
+)
 
 
 # -- the environment -----------------------------------------------------------
@@ -112,20 +119,34 @@ def _site_packages(root: Path) -> Path:
     return root / "lib" / version / "site-packages"
 
 
-def _example_entry_points() -> str:
-    """``[deepaas.v2.model]`` of plugins-example/pyproject.toml, as an
-    entry_points.txt (the examples of this checkout, installed or not)."""
-    text = (REPO_ROOT / "plugins-example" / "pyproject.toml").read_text()
-    section = text.split('[project.entry-points."deepaas.v2.model"]', 1)[1]
-    points = []
-    for line in section.split("\n"):
-        if line.startswith("["):
-            break
-        match = re.match(r'\s*([\w.-]+)\s*=\s*"([^"]+)"', line)
-        if match:
-            points.append(f"{match.group(1)} = {match.group(2)}")
-    # sorted, as setuptools writes them: the order models are served in
-    return "[deepaas.v2.model]\n" + "\n".join(sorted(points)) + "\n"
+def write_dist_info(site: Path, project: Path) -> str:
+    """What an install of the project at ``project`` leaves for
+    ``importlib.metadata`` to find in ``site``: its name, version and entry
+    points (``[project.entry-points]`` of its pyproject.toml, sorted as
+    setuptools writes them: the order models are served in). Its
+    ``name-version``."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    name, version = meta["name"], meta.get("version", "0")
+    info = site / f"{re.sub(r'[-.]+', '_', name)}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    )
+    groups = meta.get("entry-points", {})
+    (info / "entry_points.txt").write_text(
+        "".join(
+            f"[{group}]\n"
+            + "".join(f"{k} = {v}\n" for k, v in sorted(points.items()))
+            + "\n"
+            for group, points in groups.items()
+        )
+    )
+    return f"{name}-{version}"
 
 
 def build_env(root: Path) -> DocsEnv:
@@ -141,12 +162,7 @@ def build_env(root: Path) -> DocsEnv:
     for entry in source.iterdir():
         if entry.name not in hidden and not (target / entry.name).exists():
             (target / entry.name).symlink_to(entry)
-    info = target / "deepaas_example_plugins-1.0.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: deepaas-example-plugins\nVersion: 1.0.0\n"
-    )
-    (info / "entry_points.txt").write_text(_example_entry_points())
+    write_dist_info(target, REPO_ROOT / "plugins-example")
     for name, module in (("deepaas-run", "run"), ("deepaas-cli", "cli")):
         script = root / "bin" / name
         script.write_text(
@@ -319,6 +335,9 @@ class PageSession:
     def shell_run(self, text: str, timeout: float = COMMAND_TIMEOUT) -> tuple[int, str]:
         """Run ``text`` in the page's shell: (exit status, stdout + stderr).
         ``$?`` is left as the command left it, for a block's ``echo $?``."""
+        editable = _PIP_EDITABLE.fullmatch(text)
+        if editable:
+            return self.install_editable(editable.group(1))
         if _PIP.search(text):
             raise BlockFailed(
                 f"pip is not run by the docs tests: put `{text}` in a block of "
@@ -332,6 +351,27 @@ class PageSession:
         )
         rc = self._answer("__docs_done__", timeout, text)
         return rc, out.read_text(errors="replace")
+
+    def install_editable(self, where: str) -> tuple[int, str]:
+        """``pip install -e DIR``, as pip does it and without pip: the
+        project's metadata and entry points (written into the page's own
+        ``~/.docs-site``) and its folder on the path, for the page's shell
+        and servers, so that ``deepaas-run --model-name NAME`` serves it."""
+        _, cwd = self.shell_run("pwd")
+        project = (Path(cwd.strip()) / where).resolve()
+        if not (project / "pyproject.toml").is_file():
+            return 1, f"ERROR: {where} has no pyproject.toml\n"
+        site = self.home / ".docs-site"
+        installed = write_dist_info(site, project)
+        paths = [
+            site,
+            project,
+            *([project / "src"] if (project / "src").is_dir() else []),
+        ]
+        added = os.pathsep.join(str(p) for p in paths)
+        self.env["PYTHONPATH"] = f"{added}{os.pathsep}{self.env['PYTHONPATH']}"
+        self.shell_run(f"export PYTHONPATH={shlex.quote(self.env['PYTHONPATH'])}")
+        return 0, f"Successfully installed {installed}\n"
 
     # -- servers --------------------------------------------------------------
 

@@ -14,11 +14,12 @@ blocks run first, unseen) with ``-k 'quickstart.md:112'``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tests.docs import blocks
-from tests.docs.session import PageSession, sessions_by_page
+from tests.docs.session import BlockFailed, DocsEnv, PageSession, sessions_by_page
 
 BLOCKS = blocks.tested_blocks()
 PAGES = sessions_by_page(BLOCKS)
@@ -69,86 +70,35 @@ def test_every_deepaas_block_runs_or_says_why() -> None:
     print(blocks.summary(every))
 
 
-# -- the extractor and the comparison, on their own ----------------------------
-
-SAMPLE = """\
-# A page
-
-<!-- docs-test: skip reason="needs a GPU" -->
-
+EDITABLE_PAGE = """\
 ```console
-$ deepaas-run --devices 0
-```
-
-```console
-$ curl -s -X POST localhost:5000/v2/models/demo/predict/ \\
-    -d '{"a":
-         1}'
-{"ok": true}
-$ echo done
-done
-```
-
-```python
-from deepaas.client import Client
-print(1)
-```
-
-```text
-1
-```
-
-```console
-$ pip install something
+$ mkdir -p tiny/tiny_pkg
+$ printf 'def get_metadata():\\n    return {"name": "tiny"}\\n' > tiny/tiny_pkg/api.py
+$ printf '[project]\\nname = "tiny"\\nversion = "0.1.0"\\n' > tiny/pyproject.toml
+$ printf '[project.entry-points."deepaas.v2.model"]\\n' >> tiny/pyproject.toml
+$ printf 'tiny = "tiny_pkg.api"\\n' >> tiny/pyproject.toml
+$ pip install -e tiny
+Successfully installed tiny-0.1.0
+$ deepaas-cli --model-name tiny get_metadata
+{"id": "tiny", "name": "tiny", ...}
+$ pip install requests
 ```
 """
 
 
-def test_blocks_are_read_with_markers_commands_and_outputs() -> None:
-    gpu, curl, python, text, pip = blocks.parse_page(SAMPLE, "docs/x.md")
-    assert (gpu.action, gpu.attrs["reason"]) == ("skip", "needs a GPU")
-    assert [c.text.split()[0] for c in curl.commands()] == ["curl", "echo"]
-    first = curl.commands()[0]
-    assert first.text.endswith("1}'") and first.expected == '{"ok": true}'
-    assert first.line == 10
-    assert python.output is text and python.commands()[0].expected == "1\n"
-    assert (curl.action, python.action, text.action, pip.action) == (
-        "run",
-        "run",
-        "none",
-        "none",
-    )
-
-
-@pytest.mark.parametrize(
-    "page",
-    [
-        "<!-- docs-test: skip -->\n\n```console\n$ deepaas-run\n```\n",
-        '<!-- docs-test: colour="red" -->\n\n```console\n$ deepaas-run\n```\n',
-        '<!-- docs-test: compare="contains" -->\n\nText.\n\n```console\n```\n',
-        "Text <!-- docs-test: skip reason='x' --> inline.\n",
-    ],
-    ids=["skip-without-reason", "unknown-attribute", "not-before-a-fence", "inline"],
-)
-def test_bad_markers_are_refused_with_their_line(page: str) -> None:
-    with pytest.raises(blocks.MarkerError, match=r"docs/x\.md:1"):
-        blocks.parse_page(page, "docs/x.md")
-
-
-def test_json_is_compared_as_data_with_volatile_fields_masked() -> None:
-    from tests.docs.compare import matches
-
-    shown = (
-        '{"uuid": "3f1c0e9a52a44d7e8a3b1c8d1d2e4f60", "date": "2024-01-01 12:00:00",'
-        '\n "score": 0.25}'
-    )
-    printed = (
-        '{"uuid": "0123456789abcdef0123456789abcdef", '
-        '"date": "2026-12-01 13:51:27.1", "score": 0.2500001}'
-    )
-    assert matches(shown, printed)
-    assert not matches(shown, printed.replace("0.25", "0.5"))
-    assert matches('{"a": 1, ...}', '{"a": 1, "b": 2}')  # not JSON: text, "..."
-    assert matches("x\n...\nz", "x\ny1\ny2\nz")
-    assert matches("b\na", "a\nb\nc", "contains")
-    assert not matches("d", "a\nb", "contains")
+def test_pip_install_e_of_a_local_project_is_done_and_no_other_pip(
+    docs_env: DocsEnv, tmp_path: Path
+) -> None:
+    """A page that scaffolds a plugin installs it with ``pip install -e``:
+    done as pip would (metadata and path), for this page only; any other
+    pip command is refused, never run."""
+    (block,) = blocks.parse_page(EDITABLE_PAGE, "docs/x.md")
+    *fine, refused = block.commands()
+    session = PageSession("docs/x.md", [block], docs_env, tmp_path)
+    try:
+        for command in fine:
+            session._run_command(block, command)
+        with pytest.raises(BlockFailed, match="pip is not run"):
+            session._run_command(block, refused)
+    finally:
+        session.close()
