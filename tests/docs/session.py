@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import re
 import select
@@ -109,6 +110,8 @@ class DocsEnv:
             COLUMNS="80",  # argparse wraps --help at the terminal's width
             LC_ALL="C.UTF-8",
             DEEPAAS_DEVICES="cpu",
+            no_proxy="127.0.0.1,localhost",  # the servers are here
+            NO_PROXY="127.0.0.1,localhost",
             DEEPAAS_LISTEN_PORT=str(port),
         )
         return env
@@ -467,14 +470,15 @@ class PageSession:
     @staticmethod
     def _available(block: Block) -> str | None:
         """Why the block cannot run here (a module it needs is missing)."""
-        import importlib.util
-
         for name in filter(None, block.attrs.get("needs", "").split(",")):
             if importlib.util.find_spec(name.strip()) is None:
                 return f"needs {name.strip()}, which is not installed"
         return None
 
     def run_block(self, block: Block) -> None:
+        """Write it (``file=``), or run its commands, each checked against
+        the output the page shows; with ``retry=``, again until they all
+        match or the time is up (a page's state, polled to a deadline)."""
         attrs = block.attrs
         if "file" in attrs:
             path = self.home / attrs["file"]
@@ -512,6 +516,10 @@ class PageSession:
                 self.ensure_server(block.defaults.get("server"), self.ports[shown])
 
     def _run_command(self, block: Block, command: Command) -> None:
+        """Run one command (a Python block is one) as the page shows it,
+        its ports made this session's; BlockFailed, naming the page and
+        line, when it printed something else than the page shows, or failed
+        where the page shows no output."""
         text = self.to_here(command.text)
         if not _is_server(command.text) or block.is_python:
             self._serve_for(block, command)
