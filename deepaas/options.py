@@ -126,14 +126,17 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_batch_size",
         None,
-        "Largest batch for models with predict_batch (1 disables batching).",
+        "Largest batch for models with predict_batch (1 disables batching); "
+        "it may lower, not raise, a tensor-native plugin's infer rows.",
         kind="optional_int",
+        shown_default="the plugin's batching, else 8",
     ),
     Option(
         "max_batch_delay",
         None,
         "Milliseconds a free worker waits for a batch to fill.",
         kind="optional_int",
+        shown_default="the plugin's batching, else as docs/batching.md says",
     ),
     Option(
         "predict_timeout",

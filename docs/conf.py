@@ -26,7 +26,8 @@ myst_heading_anchors = 3
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build"]
+# docs/README.md is the guide to writing these pages, not one of them
+exclude_patterns = ["_build", "README.md"]
 
 html_theme = "furo"
 html_title = f"deepaas {release}"

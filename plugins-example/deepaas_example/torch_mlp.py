@@ -4,7 +4,8 @@
 synthetic data, with one process per leased device through
 :func:`deepaas.training.distributed.run`: ``DistributedDataParallel`` over NCCL
 on GPUs, over Gloo on the CPU. Ask for GPUs with the framework argument
-``deepaas_gpus``::
+``deepaas_gpus``, on a server that has them (elsewhere it answers 422; leave
+it out to train one rank on the CPU)::
 
     curl -X POST "http://127.0.0.1:5000/v2/models/demo_torch/train/?epochs=20&deepaas_gpus=2"
 
