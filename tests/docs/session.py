@@ -51,6 +51,8 @@ COMMAND_TIMEOUT = 90.0
 SERVER_TIMEOUT = 60.0
 #: The home folder the pages show.
 SHOWN_HOME = "/home/you"
+#: The checkout of deepaas the pages run, as they show it.
+SHOWN_CHECKOUT = "/path/to/deepaas"
 #: The port deepaas-run listens on when none is given.
 DEFAULT_PORT = 5000
 
@@ -68,8 +70,8 @@ _EXITS_AT_ONCE = frozenset({"--version", "--help", "-h"})
 #: :meth:`PageSession.install_editable`).
 _PIP = re.compile(r"(?:^|[\s;&|(])(?:pip3?|python3? -m pip)\s")
 _PIP_EDITABLE = re.compile(
-    r"\s*(?:\S*/)?(?:pip3?|python3? -m pip) install (?:-e|--editable) (\S+)"
-    r"\s*(?:#.*)?"
+    r"\s*(?:\S*/)?(?:pip3?|python3? -m pip) install "
+    r"(?P<quiet>(?:-q+ |--quiet )*)(?:-e|--editable) (?P<dir>\S+)\s*(?:#.*)?"
 )
 
 
@@ -166,11 +168,20 @@ def build_env(root: Path) -> DocsEnv:
         if entry.name not in hidden and not (target / entry.name).exists():
             (target / entry.name).symlink_to(entry)
     write_dist_info(target, REPO_ROOT / "plugins-example")
-    for name, module in (("deepaas-run", "run"), ("deepaas-cli", "cli")):
+    # the commands, run by this environment's Python (pytest: for the tests
+    # of a plugin a page scaffolds, where the test environment has it)
+    commands = [
+        ("deepaas-run", "deepaas.cmd.run:main"),
+        ("deepaas-cli", "deepaas.cmd.cli:main"),
+    ]
+    if importlib.util.find_spec("pytest") is not None:
+        commands.append(("pytest", "pytest:console_main"))
+    for name, point in commands:
+        module, function = point.split(":")
         script = root / "bin" / name
         script.write_text(
             f"#!{root / 'bin' / 'python'}\nimport sys\n"
-            f"from deepaas.cmd.{module} import main\nsys.exit(main())\n"
+            f"from {module} import {function}\nsys.exit({function}())\n"
         )
         script.chmod(0o755)
     return DocsEnv(root)
@@ -294,10 +305,12 @@ class PageSession:
         return text
 
     def as_shown(self, text: str) -> str:
-        """Output as the page would show it: its ports and home folder."""
+        """Output as the page would show it: its ports, home folder and
+        checkout of deepaas."""
         for shown, real in self.ports.items():
             text = re.sub(rf"\b{real}\b", str(shown), text)
-        return text.replace(str(self.home), SHOWN_HOME)
+        text = text.replace(str(self.home), SHOWN_HOME)
+        return text.replace(str(REPO_ROOT), SHOWN_CHECKOUT)
 
     # -- the shell ----------------------------------------------------------
 
@@ -340,7 +353,8 @@ class PageSession:
         ``$?`` is left as the command left it, for a block's ``echo $?``."""
         editable = _PIP_EDITABLE.fullmatch(text)
         if editable:
-            return self.install_editable(editable.group(1))
+            rc, said = self.install_editable(editable.group("dir"))
+            return rc, "" if rc == 0 and editable.group("quiet") else said
         if _PIP.search(text):
             raise BlockFailed(
                 f"pip is not run by the docs tests: put `{text}` in a block of "

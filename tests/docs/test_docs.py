@@ -79,6 +79,7 @@ $ printf '[project.entry-points."deepaas.v2.model"]\\n' >> tiny/pyproject.toml
 $ printf 'tiny = "tiny_pkg.api"\\n' >> tiny/pyproject.toml
 $ pip install -e tiny
 Successfully installed tiny-0.1.0
+$ pip install -q -e tiny
 $ deepaas-cli --model-name tiny get_metadata
 {"id": "tiny", "name": "tiny", ...}
 $ pip install requests
@@ -90,8 +91,9 @@ def test_pip_install_e_of_a_local_project_is_done_and_no_other_pip(
     docs_env: DocsEnv, tmp_path: Path
 ) -> None:
     """A page that scaffolds a plugin installs it with ``pip install -e``:
-    done as pip would (metadata and path), for this page only; any other
-    pip command is refused, never run."""
+    done as pip would (metadata and path), for this page only, and with
+    ``-q`` it prints nothing, as pip does; any other pip command is
+    refused, never run."""
     (block,) = blocks.parse_page(EDITABLE_PAGE, "docs/x.md")
     *fine, refused = block.commands()
     session = PageSession("docs/x.md", [block], docs_env, tmp_path)
