@@ -9,15 +9,26 @@ from __future__ import annotations
 
 
 class DeepaasError(Exception):
-    """An error with a status code and a message meant for the client."""
+    """An error with a status code and a message meant for the client.
+
+    ``detail`` is for the server's log only, never sent: a plugin's
+    traceback, logged in one record with the line that reports the error,
+    at that line's level (a ``--log-level WARNING`` log that shows the
+    summary shows the traceback too).
+    """
 
     def __init__(
-        self, status: int, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        detail: str = "",
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.detail = detail
 
 
 class ModelUnavailable(DeepaasError):

@@ -8,6 +8,7 @@ Every line logged while a request is served carries its request id
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import sys
 import threading
@@ -17,6 +18,75 @@ from deepaas.tracing import RequestIdFilter
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(request)s%(message)s"
 ACCESS_LOGGER = "deepaas.access"
 DEBUG_CAPTURE_BYTES = 1 << 20
+
+
+def with_detail(summary: str, detail: str) -> str:
+    """A log message: ``summary``, then ``detail`` (a traceback) on the
+    lines under it, so that both are one record at one level.
+
+    Logged apart, a traceback's lines and its summary could differ in level
+    (a ``--log-level WARNING`` log, or a log shipper keeping WARNING and
+    up, then shows the summary without its traceback) and interleave with
+    other requests' lines. ``%`` in either is kept as is (log it as the
+    argument of ``"%s"``).
+    """
+    detail = detail.rstrip("\n")
+    return f"{summary}\n{detail}" if detail else summary
+
+
+# -- a plugin's log records, from its worker to the server's log ----------------
+
+#: A record a worker's plugin logged through Python's last resort (no
+#: handler of its own) is one line of the worker's output: RECORD_MARK, its
+#: level number, RECORD_MARK, its text as a JSON string, so that the server
+#: logs it at its level with its traceback (:func:`worker_record`). The
+#: mark is SUB, a control character no plugin prints (and, as
+#: :data:`deepaas.tracing.TAG`, not a line break for ``str.splitlines``).
+RECORD_MARK = "\x1a"
+#: The longest record text sent whole (the server reads lines of at most
+#: 64 KiB): a longer one keeps its start and its end.
+RECORD_TEXT_MAX = 48_000
+
+
+class RecordLines(logging.Handler):
+    """A worker's ``logging.lastResort``: what Python would write to
+    stderr for a plugin that configured no logging (WARNING and up,
+    tracebacks included), written as one marked line instead of a line per
+    line of text, so that a traceback is not logged apart from its summary,
+    at another level. A plugin that sets up logging itself is not
+    affected: its handlers write what they write."""
+
+    def __init__(self) -> None:
+        # As Python's own last resort: WARNING and up, the message alone
+        # (and its traceback); the server's record adds the time and level.
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            if len(text) > RECORD_TEXT_MAX:
+                half = RECORD_TEXT_MAX // 2
+                text = f"{text[:half]}\n[... cut ...]\n{text[-half:]}"
+            line = f"{RECORD_MARK}{record.levelno}{RECORD_MARK}{json.dumps(text)}\n"
+            sys.stderr.write(line)  # the worker's, tagged with the request id
+            sys.stderr.flush()
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def worker_record(text: str) -> tuple[int, str]:
+    """``(level, text)`` of a line of a worker's output: a record marked by
+    :class:`RecordLines`, or INFO and the line as it is."""
+    if text.startswith(RECORD_MARK):
+        level, sep, encoded = text[1:].partition(RECORD_MARK)
+        if sep and level.isdigit():
+            try:
+                decoded = json.loads(encoded)
+            except ValueError:
+                decoded = None
+            if isinstance(decoded, str):
+                return int(level), decoded
+    return logging.INFO, text
 
 
 def formatter() -> logging.Formatter:

@@ -3,12 +3,12 @@
 Each field is read from where it says (``metadata["location"]``): a header,
 the query string, the form body or the JSON body; a field that names no
 location is looked up in the query string, then the form body, then the JSON
-body. A mapping argument (``Dict``, ``Nested``, a list of them) found in
-the query string or a form field is JSON text there, parsed before loading,
-as both API documents describe it. The collected values are loaded with a
-marshmallow Schema of the plugin's own fields, so defaults, validators and
-custom fields behave as in DEEPaaS 2.x and a failure is a 422 with
-marshmallow's messages.
+body. A structured argument (``Dict``, ``Nested``, a list of them, a list
+of lists) found in the query string or a form field is JSON text there,
+parsed before loading (:mod:`deepaas.api.json_text`). The collected values
+are loaded with a marshmallow Schema of the plugin's own fields, so
+defaults, validators and custom fields behave as in DEEPaaS 2.x and a
+failure is a 422 with marshmallow's messages.
 
 The body itself is read by :class:`deepaas.api.body.BodyReader`, within the
 request limits (size, form parts, part headers, JSON depth, pace); uploaded
@@ -30,9 +30,9 @@ from multidict import MultiDict
 
 from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader, Part, arrived_json
 from deepaas.api.errors import ValidationFailed
+from deepaas.api.json_text import MISSING as _MISSING
+from deepaas.api.json_text import from_form, from_texts
 from deepaas.api.limits import BodyLimits, held_in_memory
-from deepaas.api.parsing import parse_json_text
-from deepaas.exceptions import DeepaasError
 from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
 from deepaas.model.v2.wrapper import UploadedFile
 
@@ -47,12 +47,12 @@ class ArgParser:
         self.schema = build_schema(self.specs, schema_name)
         self.by_key = {spec.key: spec for spec in self.specs.values()}
         self.file_keys = {s.key for s in self.specs.values() if s.is_file}
-        # Mappings (and lists of them) read from a query string or a form
-        # field: JSON text there, as both API documents describe them.
+        # Structured values (mappings, lists of them, lists of lists) read
+        # from a query string or a form field: JSON text there.
         self.json_text_keys = {
             s.key
             for s in self.specs.values()
-            if s.takes_json and not s.is_file and s.location in (None, "query", "form")
+            if s.structured and not s.is_file and s.location in (None, "query", "form")
         }
         self.wants_body = any(
             s.location in (None, "form", "json") for s in self.specs.values()
@@ -140,12 +140,12 @@ class ArgParser:
         if location in (None, "query") and key in query:
             value = _from_multidict(spec, query)
             if key in self.json_text_keys:
-                return _json_from_text(spec, value)
+                return from_texts(spec, value)
             return value
         if location in (None, "form") and form is not None and key in form:
             value = _from_multidict(spec, form)
             if key in self.json_text_keys:
-                return _json_from_text(spec, value)
+                return from_texts(spec, value)
             return value
         if location in (None, "json") and body_json is not None and key in body_json:
             return body_json[key]
@@ -158,7 +158,7 @@ class ArgParser:
             # Sent beside files: a multipart part holding the value as JSON
             # text (as OpenAPI 3 clients send an object in a multipart body).
             # An urlencoded field of that name is ignored, as in DEEPaaS 2.x.
-            return _json_from_form(key, form.getone(key))
+            return from_form(key, form.getone(key))
         return _MISSING
 
 
@@ -276,53 +276,8 @@ def _load_and_drop(schema: marshmallow.Schema, held: list[Any]) -> dict[str, Any
 NOT_A_FILE = "Not a file: send it as a file part of a multipart/form-data body."
 
 
-def _json_from_form(key: str, text: Any) -> Any:
-    """The value of a JSON-body argument sent as a form field of JSON text;
-    a 422 naming the field when it is not that."""
-    if not isinstance(text, str):
-        raise ValidationFailed(
-            {key: ["Not JSON text: send this argument as a form field, not a file"]}
-        )
-    try:
-        return parse_json_text(text)
-    except DeepaasError as exc:
-        raise ValidationFailed({key: [f"Not valid JSON: {exc.message}"]}) from None
-
-
-def _json_from_text(spec: ArgSpec, value: Any) -> Any:
-    """The value of a mapping argument (``Dict``, ``Nested``, a list of
-    them) sent in a query string or a form field: JSON text, parsed.
-
-    A JSON body's value is an object already, and is not seen here. For a
-    list, each repeated value is one mapping or an array of them (``?l={..}
-    &l={..}`` or ``?l=[{..},{..}]``). An empty text is no value (as an
-    empty form input). Invalid JSON is a 422 naming the field.
-    """
-    if not spec.is_list:
-        return _MISSING if value == "" else _json_from_form(spec.key, value)
-    texts = [text for text in value if text != ""]
-    if not texts:
-        return _MISSING
-    items: list[Any] = []
-    for text in texts:
-        parsed = _json_from_form(spec.key, text)
-        if isinstance(parsed, list):
-            items.extend(parsed)
-        else:
-            items.append(parsed)
-    return items
-
-
 def _as_dict(messages: Any) -> dict[str, Any]:
     return messages if isinstance(messages, dict) else {"_schema": messages}
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING: Any = _Missing()
 
 
 def _from_multidict(spec: ArgSpec, values: Any) -> Any:

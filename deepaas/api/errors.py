@@ -25,6 +25,7 @@ from yarl import URL
 from deepaas import scratch
 from deepaas.api.limits import MULTIPART_ADVICE
 from deepaas.exceptions import DeepaasError, ShuttingDown
+from deepaas.log import with_detail
 
 LOG = logging.getLogger(__name__)
 
@@ -195,10 +196,7 @@ async def _error_response(
         }
         return json_error(exc.status, text, headers)
     if isinstance(exc, DeepaasError):
-        if exc.status >= 500 and not isinstance(exc, ShuttingDown):  # said once
-            LOG.warning(
-                "%s %s -> %s: %s", request.method, request.path, exc.status, exc.message
-            )
+        _log_error(request, exc)
         return json_error(exc.status, exc.message, exc.headers or None)
     if isinstance(exc, OSError):
         return os_error(request, exc)
@@ -209,6 +207,23 @@ async def _error_response(
         exc_info=exc,
     )
     return json_error(500, f"Internal server error: {type(exc).__name__}: {exc}")
+
+
+def _log_error(request: web.BaseRequest, exc: DeepaasError) -> None:
+    """A 5xx is a WARNING; a 4xx that comes with a detail (a plugin raised
+    an HTTPException: its traceback) is INFO; other 4xx are the client's
+    business and not logged. The detail is in the same record, so it shows
+    wherever the line does."""
+    if isinstance(exc, ShuttingDown):  # said once, when the drain began
+        return
+    if exc.status >= 500:
+        level = logging.WARNING
+    elif exc.detail:
+        level = logging.INFO
+    else:
+        return
+    summary = f"{request.method} {request.path} -> {exc.status}: {exc.message}"
+    LOG.log(level, "%s", with_detail(summary, exc.detail))
 
 
 def os_error(request: web.BaseRequest, exc: OSError) -> web.Response:

@@ -3,9 +3,12 @@ OpenAPI 3.1 parameters and request body (:mod:`deepaas.api.openapi` builds
 the rest).
 
 Swagger 2.0 keeps DEEPaaS 2.x's shape (one ``formData``/``query`` parameter
-per argument, files as ``type: file``). In OpenAPI 3.1 a body with files is
-the multipart form alone, JSON-body arguments being parts of JSON text, so
-that generated clients choose the form and never drop a file.
+per argument, files as ``type: file``). In OpenAPI 3.1 structured arguments
+that name no location (a mapping, a ``Nested``, a list of them, a list of
+lists: :func:`in_body`) are in the request body with the JSON-body ones,
+since a query string cannot carry them; a body with files is the multipart
+form alone, those arguments being parts of JSON text, so that generated
+clients choose the form and never drop a file.
 """
 
 from __future__ import annotations
@@ -184,12 +187,23 @@ def swagger2_params(
     return params
 
 
+def in_body(spec: ArgSpec) -> bool:
+    """Whether ``/openapi.json`` describes the argument in the request body
+    (a JSON body, or a part of JSON text in a multipart one): a ``json``
+    argument, or a structured one that names no location. A query string
+    can carry neither: a generated client or Swagger UI sending a matrix or
+    an object there writes it in a form the server cannot read."""
+    return spec.location == "json" or (
+        spec.location is None and spec.structured and not spec.is_file
+    )
+
+
 def openapi3_params(
     specs: Iterable[ArgSpec], plugin: MarshmallowPlugin
 ) -> list[dict[str, Any]]:
     params = []
     for spec in specs:
-        if spec.location not in (None, "query", "headers"):
+        if spec.location not in (None, "query", "headers") or in_body(spec):
             continue
         prop = _property(spec, plugin)
         prop.pop("type", None) if prop.get("type") == "file" else None
@@ -202,9 +216,9 @@ def openapi3_params(
         }
         if description:
             param["description"] = description
-        if spec.takes_json or prop.get("type") == "object":
-            # JSON text (a list of mappings: one text of the array; repeated
-            # texts are taken too), as deepaas.api.args reads it
+        if spec.structured or prop.get("type") == "object":
+            # JSON text (a list: one text of the array; repeated texts are
+            # taken too), as deepaas.api.json_text reads it
             param["content"] = {"application/json": {"schema": param.pop("schema")}}
         elif prop.get("type") == "array":
             param["explode"] = spec.is_list
@@ -219,9 +233,12 @@ def openapi3_body(
     form_required: list[str] = []
     body: dict[str, Any] = {}
     body_required: list[str] = []
+    json_parts: list[str] = []  # form fields of JSON text
     for spec in specs:
         if spec.location == "form":
             prop = _property(spec, plugin)
+            if spec.structured and not spec.is_file:
+                json_parts.append(spec.key)
             if spec.is_file and spec.is_list:
                 prop = _file_list(prop)
             elif spec.is_file:
@@ -237,7 +254,7 @@ def openapi3_body(
             form[spec.key] = prop
             if spec.required:
                 form_required.append(spec.key)
-        elif spec.location == "json":
+        elif in_body(spec):
             body[spec.key] = _property(spec, plugin)
             if spec.required:
                 body_required.append(spec.key)
@@ -251,9 +268,9 @@ def openapi3_body(
         if form_required or body_required:
             schema["required"] = form_required + body_required
         media: dict[str, Any] = {"schema": schema}
-        if body:
+        if body or json_parts:
             media["encoding"] = {
-                key: {"contentType": "application/json"} for key in body
+                key: {"contentType": "application/json"} for key in [*json_parts, *body]
             }
         content["multipart/form-data"] = media
     elif body:
@@ -261,7 +278,12 @@ def openapi3_body(
         if body_required:
             json_schema["required"] = body_required
         content["application/json"] = {"schema": json_schema}
-    return {"content": content} if content else None
+    if not content:
+        return None
+    request_body: dict[str, Any] = {"content": content}
+    if form_required or body_required:
+        request_body["required"] = True
+    return request_body
 
 
 def json_left_out(specs: Iterable[ArgSpec]) -> list[str]:

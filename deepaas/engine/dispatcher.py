@@ -48,11 +48,12 @@ from deepaas.engine import protocol
 from deepaas.engine.batching import BatchPolicy, Call, CallQueue
 from deepaas.engine.lanes import Lane, Link
 from deepaas.engine.outcomes import (
+    Logged,
     answer,
     did_not_answer,
     did_not_start,
-    discard_value,
     fail,
+    unanswered,
     unpin,
     unsendable,
 )
@@ -228,9 +229,10 @@ class Dispatcher:
 
     def on_results(self, link: Link, message: protocol.Results) -> None:
         lane = self.lanes.get(link)
+        logged: Logged = {}  # the tracebacks of this message's failures
         if lane is None:  # it was given up on (died, timed out): nobody waits
-            for _, _, value in message.items:
-                discard_value(value)
+            for _, ok, value in message.items:
+                unanswered(self.model, None, ok, value, logged)
             return
         carried = lane.answered_message()
         items = message.items
@@ -247,10 +249,11 @@ class Dispatcher:
         for seq, ok, value in items:
             call = inflight.pop(seq, None)
             if call is None or call.future.done():
-                discard_value(value)  # taken back, timed out, or its client left
+                # taken back, timed out, or its client left
+                unanswered(self.model, call, ok, value, logged)
                 continue
             lane.answered += 1
-            answer(call, ok, value)
+            answer(call, ok, value, logged)
         unpin(carried)  # the worker is done with that message's uploads
         if not inflight:
             lane.stalled = False

@@ -19,21 +19,70 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any
 
 from deepaas.engine.batching import Call
+from deepaas.engine.protocol import RemoteError
 from deepaas.exceptions import DeepaasError
+from deepaas.log import with_detail
+
+LOG = logging.getLogger(__name__)
+
+#: The failures of one worker message whose traceback is logged already:
+#: traceback -> the call (None: a call taken back) it is logged with.
+Logged = dict[str, "Call | None"]
 
 
-def answer(call: Call, ok: bool, value: Any) -> None:
-    """Hand a worker's answer to the caller: the result, or its error."""
+def answer(call: Call, ok: bool, value: Any, logged: Logged | None = None) -> None:
+    """Hand a worker's answer to the caller: the result, or its error.
+
+    An error keeps the plugin's traceback as its ``detail``, which the API
+    logs with the line reporting the failed request. The calls of a batch
+    that failed together share one traceback: ``logged`` (one per worker
+    message) gives it to the first; the others' detail names its request.
+    """
     call.settle()
     if ok:
         call.future.set_result(value)
-    else:
-        call.future.set_exception(DeepaasError(value.status, value.message))
+        return
+    detail = value.traceback
+    if detail and logged is not None:
+        first = logged.setdefault(detail, call)
+        if first is not call:
+            detail = _logged_with(first)
+    call.future.set_exception(DeepaasError(value.status, value.message, detail=detail))
+
+
+def unanswered(
+    model: str, call: Call | None, ok: bool, value: Any, logged: Logged
+) -> None:
+    """A worker's answer to a call nobody waits for any more (its client
+    left, its deadline passed, or it was taken back): a result's file is
+    removed; a failure is logged with its traceback, as no answer will
+    report it."""
+    if ok or type(value) is not RemoteError:
+        discard_value(value)
+        return
+    error: RemoteError = value
+    if not error.traceback or error.traceback in logged:
+        return
+    logged[error.traceback] = call
+    level = logging.WARNING if error.status >= 500 else logging.INFO
+    summary = (
+        f"model {model}: a call nobody waits for any more failed "
+        f"({error.status}): {error.message}"
+    )
+    extra = {"request_id": call.request_id} if call is not None else None
+    LOG.log(level, "%s", with_detail(summary, error.traceback), extra=extra)
+
+
+def _logged_with(first: Call | None) -> str:
+    if first is not None and first.request_id:
+        return f"(its traceback is logged with request {first.request_id})"
+    return "(its traceback is logged above)"
 
 
 def fail(call: Call, error: BaseException) -> None:

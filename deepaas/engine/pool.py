@@ -62,6 +62,7 @@ from deepaas.exceptions import (
     ShuttingDown,
     WorkerDied,
 )
+from deepaas.log import with_detail, worker_record
 from deepaas.tasks import TaskSet
 from deepaas.tracing import untag
 
@@ -77,12 +78,16 @@ KILL_AFTER_S = 1.0  # after the grace period, SIGTERM; SIGKILL this much later
 def log_output(label: str, line: str) -> None:
     """Default sink of workers' output: the server's log (console,
     ``--log-file``, ``/v2/debug/``); a line written while the worker ran a
-    call is logged under that call's request id (:mod:`deepaas.tracing`)."""
+    call is logged under that call's request id (:mod:`deepaas.tracing`).
+    What a plugin prints is INFO; a record it logged with no handler of its
+    own keeps its level and its traceback (:class:`deepaas.log.RecordLines`)."""
     request_id, text = untag(line)
+    level, text = worker_record(text)
     if request_id is None:
-        WORKER_LOG.info("[%s] %s", label, text)
+        WORKER_LOG.log(level, "[%s] %s", label, text)
     else:
-        WORKER_LOG.info("[%s] %s", label, text, extra={"request_id": request_id})
+        extra = {"request_id": request_id}
+        WORKER_LOG.log(level, "[%s] %s", label, text, extra=extra)
 
 
 class PoolEvents:
@@ -332,12 +337,8 @@ class WorkerPool:
             self._on_ready(worker)
         elif kind is protocol.StartFailed:
             worker.start_error = message.message
-            LOG.error(
-                "model %s: worker failed at %s: %s",
-                self.model,
-                message.stage,
-                message.message,
-            )
+            summary = f"model {self.model}: worker failed at {message.stage}: "
+            LOG.error("%s", with_detail(summary + message.message, message.traceback))
         else:
             LOG.error("model %s: unexpected message %r", self.model, kind.__name__)
 

@@ -58,6 +58,9 @@ class RemoteError(NamedTuple):
 
     ``status`` is the HTTP status to answer (500 for a plugin exception, or
     the status of an aiohttp ``HTTPException`` the plugin raised).
+    ``traceback`` is for the server's log, never the client: the plugin's
+    traceback (or another detail), logged under the line that reports the
+    failed request.
     """
 
     status: int
@@ -95,10 +98,12 @@ class Ready(NamedTuple):
 
 class StartFailed(NamedTuple):
     """Import, ``warm()``, ``train()`` or its result failed: ``message`` says
-    why. A predict worker exits after sending it."""
+    why, ``traceback`` (maybe empty) is logged with it. A predict worker
+    exits after sending it."""
 
     stage: str
     message: str
+    traceback: str = ""
 
 
 class Results(NamedTuple):

@@ -10,6 +10,7 @@ whose descriptors that names (see :mod:`deepaas.engine.protocol`).
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import socket
 import sys
@@ -32,6 +33,7 @@ from deepaas.engine.protocol import (
     pack,
     pack_parts,
 )
+from deepaas.log import RecordLines
 from deepaas.model import loading
 from deepaas.model.signature import InferOutputError
 from deepaas.model.v2.results import OutputError, ResultRenderer
@@ -81,14 +83,15 @@ class WorkerLoop:
                 model.warm()
         except BaseException as exc:
             error = describe_exception(exc)
-            if self.config.get("traceback", True):
-                sys.stderr.write(error.traceback)
             message = (
                 str(exc)
                 if isinstance(exc, loading.PluginLoadError)
                 else f"{stage}() of model {spec.name!r} failed: {error.message}"
             )
-            self.send(StartFailed(stage, message))
+            # The traceback goes with the message: the server logs both in
+            # one record (a respawn with the same files sends none).
+            detail = error.traceback if self.config.get("traceback", True) else ""
+            self.send(StartFailed(stage, message, detail))
             return None
         return ResultRenderer(model, self.config["tmp_dir"])
 
@@ -219,7 +222,7 @@ class WorkerLoop:
         except InferOutputError as exc:
             return (seq, False, RemoteError(500, str(exc)))
         except BaseException as exc:  # a plugin may raise anything
-            return (seq, False, self._failure(renderer, exc, "infer"))
+            return (seq, False, self._failure(renderer, exc))
 
     def _infer_batch(
         self, renderer: ResultRenderer, items: list[tuple[int, Any]]
@@ -236,7 +239,7 @@ class WorkerLoop:
             except InferOutputError as exc:
                 error = RemoteError(500, str(exc))
             except BaseException as exc:  # every call of the batch gets it
-                error = self._failure(renderer, exc, "infer")
+                error = self._failure(renderer, exc)
             else:
                 return [
                     (seq, True, output)
@@ -256,14 +259,12 @@ class WorkerLoop:
         except OSError as exc:
             if not scratch.is_no_space(exc):
                 return (seq, False, self._failure(renderer, exc))
-            sys.stderr.write(f"cannot write the result of this call: {exc}\n")
-            return (seq, False, RemoteError(507, scratch.NO_SPACE_MESSAGE))
+            detail = f"cannot write the result of this call: {exc}"
+            return (seq, False, RemoteError(507, scratch.NO_SPACE_MESSAGE, detail))
         except BaseException as exc:
             return (seq, False, self._failure(renderer, exc))
 
-    def _failure(
-        self, renderer: ResultRenderer, exc: BaseException, during: str = "predict"
-    ) -> RemoteError:
+    def _failure(self, renderer: ResultRenderer, exc: BaseException) -> RemoteError:
         if isinstance(exc, MemoryError):
             # The heap may be exhausted for good: answer, then be replaced.
             self.retire = OUT_OF_MEMORY
@@ -272,11 +273,9 @@ class WorkerLoop:
                 f"model {renderer.model.name!r} ran out of memory while handling "
                 "this request; its worker is being replaced",
             )
-        error = describe_exception(exc)
-        sys.stderr.write(
-            f"model {renderer.model.name!r} raised during {during}:\n{error.traceback}"
-        )
-        return error
+        # Its traceback travels with it: the server logs it under the line
+        # that reports the failed request, at that line's level.
+        return describe_exception(exc)
 
 
 def run(config: dict[str, Any], sock: socket.socket) -> int:
@@ -284,6 +283,9 @@ def run(config: dict[str, Any], sock: socket.socket) -> int:
     # Before the plugin is imported: a logging handler it makes writes here.
     sys.stdout = TaggedOutput(sys.stdout)
     sys.stderr = TaggedOutput(sys.stderr)
+    # What it logs with no handler of its own: a record with its traceback
+    # to the server's log, at its level (not a line per line, at INFO).
+    logging.lastResort = RecordLines()
     board = Scoreboard.attach(config["board_fd"])
     worker = WorkerLoop(config, sock, board)
     renderer = worker.start()

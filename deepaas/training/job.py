@@ -73,6 +73,7 @@ class Job:
     taken: st.Training | None = None
     output: str | None = None  # JSON text of train()'s return value
     failure: str | None = None
+    failure_detail: str = ""  # its traceback, for the server's log
 
     @property
     def uuid(self) -> str:
@@ -89,6 +90,7 @@ class Job:
             self.output = message.output
         elif kind is protocol.StartFailed:
             self.failure = message.message
+            self.failure_detail = message.traceback
         else:
             LOG.error("training %s sent %r: ignored", self.uuid, kind.__name__)
         return False

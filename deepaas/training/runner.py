@@ -100,14 +100,15 @@ def run(config: dict[str, Any], sock: socket.socket) -> int:
         output = train(**message.kwargs)
     except BaseException as exc:  # a plugin may raise anything
         error = describe_exception(exc)
-        sys.stderr.write(error.traceback)
+        sys.stderr.write(error.traceback)  # the job's log, read over HTTP
         if isinstance(exc, loading.PluginLoadError):
             text = str(exc)
         elif stage == "train":
             text = error.message
         else:
             text = f"{stage}() of model {spec.name!r} failed: {error.message}"
-        channel.send(StartFailed(stage, text))
+        # and the server's log, in the record that says the training failed
+        channel.send(StartFailed(stage, text, error.traceback))
         return EXIT_FAILED
     try:
         # as predictions are: NaN and infinities as null, numpy as lists

@@ -40,6 +40,7 @@ from typing import Any
 from deepaas.engine import process, protocol
 from deepaas.engine.devices import Device
 from deepaas.exceptions import ShuttingDown
+from deepaas.log import with_detail
 from deepaas.tasks import TaskSet
 from deepaas.training import store as st
 from deepaas.training.job import Job, job_spec, remove_job_dirs
@@ -279,7 +280,12 @@ class JobScheduler:
         job.leased = ()
         self.keeper.changed(record, was=was)
         remove_job_dirs(self.store, self.tasks, [job.uuid])
-        LOG.info("training %s of model %s: %s", job.uuid, record.model, record.status)
+        summary = f"training {job.uuid} of model {record.model}: {record.status}"
+        if record.status == st.ERROR:  # why, and where it was raised
+            detail = job.failure_detail if record.message == job.failure else ""
+            LOG.warning("%s", with_detail(f"{summary}: {record.message}", detail))
+        else:
+            LOG.info("%s", summary)
         job.done.set()
         self._schedule()
         if record.status == st.DONE and job.taken is None and self.on_done:

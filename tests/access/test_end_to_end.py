@@ -61,9 +61,11 @@ def test_one_request_followed_through_every_log(
     assert "WARNING deepaas.api.errors: [e2e-1] POST /v2/models/chatty/predict/" in (
         output
     )
-    # the worker's lines while it ran the call: print, stderr, logging
-    for text in ("chatty prints traced", "chatty writes traced", "chatty logs traced"):
+    # the worker's lines while it ran the call: print, stderr (INFO), and
+    # logging with no handler of the plugin's own (its level, its logger)
+    for text in ("chatty prints traced", "chatty writes traced"):
         assert f"INFO deepaas.worker: [e2e-1] [chatty/0] {text}" in output
+    assert "WARNING deepaas.worker: [e2e-1] [chatty/0] chatty logs traced" in output
     # one JSON access line, alone on its line, on stderr and in --log-file
     entry = until(
         lambda: [

@@ -7,11 +7,12 @@ from __future__ import annotations
 import io
 import logging
 import re
+import sys
 from typing import Any
 
 import pytest
 
-from deepaas import tracing
+from deepaas import log, tracing
 from tests.support import DEMO, Client, MakeClient, eventually, plugin_spec
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
@@ -192,15 +193,17 @@ async def test_the_call_and_its_log_lines(
 
     # The worker's lines arrive on their own pipe: wait for the last one
     assert await eventually(
-        lambda: any("ValueError: chatty fails" in x for x in lines("deepaas.worker"))
+        lambda: any("chatty logs oops" in x for x in lines("deepaas.worker"))
     )
     worker = lines("deepaas.worker")
     for text in ("chatty prints oops", "chatty writes oops", "over two lines"):
         assert any(line.endswith(text) for line in worker), (text, worker)
     assert any("chatty logs oops" in line for line in worker)  # logging, too
-    assert any("Traceback" in line for line in worker)  # and the traceback
+    # the traceback is in the record that reports the failure, at its level
     api = lines("deepaas.api.errors")
-    assert api and "-> 500: ValueError: chatty fails on oops" in api[0]
+    assert api and "-> 500: ValueError: chatty fails on oops\n" in api[0]
+    assert "\nTraceback (most recent call last):\n" in api[0]
+    assert not any("Traceback" in line for line in worker)
 
 
 async def test_a_training_keeps_the_id_of_the_request_that_started_it(
@@ -218,3 +221,38 @@ async def test_a_training_keeps_the_id_of_the_request_that_started_it(
     assert [r["request_id"] for r in listed if r["uuid"] == record["uuid"]] == [
         "r-train"
     ]
+
+
+async def test_a_plugins_last_resort_record_reaches_the_log_whole() -> None:
+    """A record the plugin logs with no handler of its own (Python's last
+    resort, :class:`deepaas.log.RecordLines` in a worker) crosses the
+    worker's output as one line, tagged while a call runs, and is logged at
+    its level with its traceback."""
+    out = io.StringIO()
+    saved = sys.stderr, logging.lastResort
+    logger = logging.getLogger("tests.access.plugin")
+    logger.propagate = False  # no handler anywhere: the last resort's
+    sys.stderr = tracing.TaggedOutput(out)  # type: ignore[assignment]
+    logging.lastResort = log.RecordLines()
+    try:
+        tracing.TaggedOutput.running = "r-rec"
+        try:
+            raise ValueError("bad\nvalue")
+        except ValueError:
+            logger.exception("failed %s", "x")
+        logger.info("below the last resort's level")
+    finally:
+        tracing.TaggedOutput.running = None
+        sys.stderr, logging.lastResort = saved
+        logger.propagate = True
+    (line,) = out.getvalue().split("\n")[:-1]  # one line
+    request_id, text = tracing.untag(line)
+    level, message = log.worker_record(text)
+    assert (request_id, level) == ("r-rec", logging.ERROR)
+    first, *rest = message.splitlines()
+    assert first == "failed x"
+    assert rest[0] == "Traceback (most recent call last):"
+    assert rest[-2:] == ["ValueError: bad", "value"]
+    assert log.worker_record("plain text") == (logging.INFO, "plain text")
+    broken = "\x1a40\x1a{not json"
+    assert log.worker_record(broken) == (logging.INFO, broken)

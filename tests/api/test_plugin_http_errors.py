@@ -10,6 +10,7 @@ unpickled from its worker pool).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -79,3 +80,18 @@ async def test_training_that_raises_one_says_why(client):
     record = await training_ended(client, TRAIN + uuid)
     assert record["status"] == "error"
     assert record["message"] == "the image is too small"
+
+
+async def test_the_log_has_the_traceback_at_the_lines_level(client, caplog):
+    """A plugin's 4xx is logged at INFO with its traceback in the same
+    record; a 500 at WARNING, likewise (issue 15)."""
+    caplog.set_level(logging.INFO, "deepaas.api.errors")
+    for kind, level in (("text", logging.INFO), ("type_error", logging.WARNING)):
+        caplog.clear()
+        await error_of(client, kind)
+        (record,) = [r for r in caplog.records if r.name == "deepaas.api.errors"]
+        first, *lines = record.getMessage().splitlines()
+        assert record.levelno == level, first
+        assert first.startswith(f"POST {PREDICT} -> "), first
+        assert lines[0] == "Traceback (most recent call last):"
+        assert "http_errors.py" in "\n".join(lines)

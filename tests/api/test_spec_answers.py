@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from tests.needs import needs
 from tests.support import DEMO, DEMO_SPECS, Client, MakeClient, plugin_spec, wait_for
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
@@ -47,7 +48,7 @@ async def openapi(client: Client) -> dict[str, Any]:
 
 
 def meta_validator(version: str) -> Any:
-    definitions = pytest.importorskip("schemathesis.specs.openapi.definitions")
+    definitions = needs("schemathesis.specs.openapi.definitions")
     name = {"2.0": "SWAGGER_20_VALIDATOR", "3.1": "OPENAPI_31_VALIDATOR"}[version]
     return getattr(definitions, name)
 
@@ -66,7 +67,7 @@ def _x_nullable_as_null(node: Any) -> Any:
 
 def errors_against(spec: dict[str, Any], schema: dict[str, Any], value: Any) -> list:
     """Where ``value`` breaks ``schema`` (refs resolved in ``spec``)."""
-    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    jsonschema_rs = needs("jsonschema_rs")
     if "swagger" in spec:
         root = {"definitions": _x_nullable_as_null(spec["definitions"])}
         validator = jsonschema_rs.Draft4Validator({**root, **schema})

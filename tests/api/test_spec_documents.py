@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from tests.needs import needs
 from tests.support import DEMO_SPECS, Client, MakeClient, plugin_spec
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
@@ -59,7 +60,7 @@ def params_of(spec: dict[str, Any], model: str) -> dict[str, dict[str, Any]]:
 
 def meta_validator(version: str) -> Any:
     """The official meta-schema validator schemathesis bundles, if installed."""
-    definitions = pytest.importorskip("schemathesis.specs.openapi.definitions")
+    definitions = needs("schemathesis.specs.openapi.definitions")
     name = {"2.0": "SWAGGER_20_VALIDATOR", "3.1": "OPENAPI_31_VALIDATOR"}[version]
     return getattr(definitions, name)
 

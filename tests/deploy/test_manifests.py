@@ -30,6 +30,7 @@ from tests.deploy.manifests import (
     render,
     validate_builtin,
 )
+from tests.needs import needs
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -143,7 +144,7 @@ def test_an_overlay_has_every_part(overlay):
 
 
 def test_kserve_objects_load_into_the_sdk_classes():
-    pytest.importorskip("kserve")
+    needs("kserve")
     objects = rendered(KSERVE)
     loaded = [load_kserve(obj) for obj in objects]
     kinds = sorted(type(o).__name__ for o in loaded)
@@ -214,7 +215,7 @@ def test_kserve_objects_without_what_kserve_needs_fail():
 
 
 def test_the_sdk_refuses_unknown_and_missing_fields():
-    pytest.importorskip("kserve")
+    needs("kserve")
     service = every(rendered(KSERVE), "InferenceService")[0]
     service["spec"]["predictor"]["modle"] = service["spec"]["predictor"].pop("model")
     with pytest.raises(ValueError, match=r"InferenceService\.spec\.predictor: unknown"):

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.deepaas_run import DeepaasRun
+from tests.needs import needs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -31,9 +32,9 @@ INSTALL = "pip install 'deepaas[onnx,image]' onnx"
 
 def needs_runtimes() -> None:
     """Skip the calling test where the example cannot run."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    pytest.importorskip("PIL.Image")
+    needs("onnxruntime")
+    needs("onnx")
+    needs("PIL.Image")
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +277,7 @@ def test_the_api_documents_describe_the_upload(server: DeepaasRun) -> None:
     body = openapi["paths"]["/v2/models/demo_onnx/predict/"]["post"]["requestBody"]
     form = body["content"]["multipart/form-data"]["schema"]
     assert form["properties"]["image"]["format"] == "binary"
-    validator = pytest.importorskip("openapi_spec_validator")
+    validator = needs("openapi_spec_validator")
     errors = validator.OpenAPIV2SpecValidator(swagger).iter_errors()
     # None: DEEPaaS 2.6.0's null default of the train route's deepaas_gpus
     # (tests/api/test_mapping_args.py)

@@ -10,6 +10,9 @@ are not waited for: tests call ``pump()`` and ``check_stalls()`` themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +24,7 @@ from deepaas.engine.lanes import PIPELINE_BUDGET_S, PIPELINE_MAX, STALL_AFTER_S
 from deepaas.engine.protocol import RemoteError
 from deepaas.exceptions import DeepaasError, ModelUnavailable, WorkerDied
 from deepaas.model.v2.results import PredictResult
+from deepaas.tracing import REQUEST_ID
 from tests.fakes.worker import FakeClock, FakeWorker
 
 pytestmark = pytest.mark.timeout(10)
@@ -121,6 +125,16 @@ def error(call: Call) -> DeepaasError:
     exc = call.future.exception()
     assert isinstance(exc, DeepaasError), exc
     return exc
+
+
+@contextlib.contextmanager
+def request_id(value: str) -> Iterator[None]:
+    """Calls made in the block belong to the request ``value``."""
+    token = REQUEST_ID.set(value)
+    try:
+        yield
+    finally:
+        REQUEST_ID.reset(token)
 
 
 def died() -> WorkerDied:
@@ -283,6 +297,44 @@ async def test_error_of_one_batch_item_reaches_only_its_call():
     w0.send()
     assert (a.future.result(), c.future.result()) == ("A", "C")
     assert (error(b).status, error(b).message) == (422, "b is not an image")
+
+
+async def test_a_batch_failing_together_carries_its_traceback_once():
+    """Each caller's error has the plugin's traceback as its detail (the API
+    logs it under the failed request's line), but a batch that failed as
+    one logs it once: the others name the request it is logged with."""
+    setup, (w0,) = await rig(workers=1, policy=BatchPolicy(max_batch_size=4))
+    with request_id("r-a"):
+        (a,) = setup.submit("a")
+    with request_id("r-b"):
+        (b,) = setup.submit("b")
+    await turn()
+    w0.start()
+    failed = RemoteError(500, "ValueError: no", "Traceback ...\nValueError: no\n")
+    w0.finish(failed, failed)
+    w0.send()
+    assert error(a).detail == failed.traceback
+    assert error(b).detail == "(its traceback is logged with request r-a)"
+    assert error(b).message == "ValueError: no"
+
+
+async def test_a_failure_nobody_waits_for_is_logged_with_its_traceback(caplog):
+    setup, (w0,) = await rig(workers=1)
+    with request_id("r-gone"):
+        (a,) = setup.submit("a")
+    await turn()
+    w0.start()
+    a.future.cancel()  # its client left
+    w0.finish(RemoteError(500, "ValueError: no", "Traceback ...\nValueError: no\n"))
+    caplog.set_level(logging.INFO, "deepaas.engine.outcomes")
+    w0.send()
+    (logged,) = caplog.records
+    assert logged.levelno == logging.WARNING
+    assert logged.request_id == "r-gone"
+    assert logged.getMessage() == (
+        "model m: a call nobody waits for any more failed (500): ValueError: no\n"
+        "Traceback ...\nValueError: no"
+    )
 
 
 async def test_arguments_that_cannot_be_sent_fail_only_their_call():

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+from tests.needs import needs
+
+ort = needs("onnxruntime")
+onnx = needs("onnx")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 

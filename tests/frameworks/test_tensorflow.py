@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
+from tests.needs import needs
+
+tf = needs("tensorflow")
+keras = needs("keras")
 
 from deepaas import frameworks  # noqa: E402
 from deepaas.exceptions import TensorInputError  # noqa: E402

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.needs import needs
+
+torch = needs("torch")
 
 from deepaas import frameworks  # noqa: E402
 from deepaas.exceptions import TensorInputError  # noqa: E402

@@ -1,8 +1,8 @@
 """Tiny model files for the repository tests, made at test time.
 
 Each maker imports its framework and skips the calling test when it is not
-installed (``pytest.importorskip``), so that a framework's tests skip
-cleanly without it.
+installed (:func:`tests.needs.needs`: the reason says what to install), so
+that a framework's tests skip cleanly without it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
+
+from tests.needs import needs
 
 RNG = np.random.default_rng(7)
 W = RNG.standard_normal((4, 3)).astype(np.float32)
@@ -24,8 +25,8 @@ def linear(x: np.ndarray) -> np.ndarray:
 
 def save_onnx_linear(path: Path, batch: int | str = "batch") -> Path:
     """x [batch, 4] FP32 -> scores [batch, 3] FP32, best [batch] INT64."""
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+    onnx = needs("onnx")
+    needs("onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
@@ -48,8 +49,8 @@ def save_onnx_linear(path: Path, batch: int | str = "batch") -> Path:
 
 def save_onnx_image(path: Path) -> Path:
     """image [N, 3, 8, 8] FP32 -> mean [N, 3] FP32 (each channel's mean)."""
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+    onnx = needs("onnx")
+    needs("onnxruntime")
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -71,7 +72,7 @@ def _save_onnx(onnx: object, helper: object, graph: object, path: Path) -> None:
 
 def save_torchscript_linear(path: Path) -> Path:
     """A TorchScript archive of ``linear`` (records no datatypes or shapes)."""
-    torch = pytest.importorskip("torch")
+    torch = needs("torch")
     layer = torch.nn.Linear(4, 3)
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(W.T.copy()))
@@ -89,7 +90,7 @@ outputs = [{name = "scores", datatype = "FP32", shape = [-1, 3]}]
 
 def save_keras_linear(path: Path) -> Path:
     """A ``.keras`` file of ``linear``: input ``x``, output ``scores``."""
-    pytest.importorskip("tensorflow")
+    needs("tensorflow")
     import keras
 
     inputs = keras.Input(shape=(4,), name="x")
@@ -102,7 +103,7 @@ def save_keras_linear(path: Path) -> Path:
 
 def save_export_linear(path: Path) -> Path:
     """A ``torch.export`` program of ``linear`` with a dynamic batch axis."""
-    torch = pytest.importorskip("torch")
+    torch = needs("torch")
     layer = torch.nn.Linear(4, 3)
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(W.T.copy()))
@@ -117,7 +118,7 @@ def save_export_linear(path: Path) -> Path:
 
 def save_saved_model_linear(path: Path) -> Path:
     """A SavedModel directory of ``linear`` (``model.export``)."""
-    pytest.importorskip("tensorflow")
+    needs("tensorflow")
     import keras
 
     inputs = keras.Input(shape=(4,), name="x")

@@ -22,12 +22,13 @@ import numpy as np
 import pytest
 
 from tests.deepaas_run import DeepaasRun, register_plugins
+from tests.needs import needs
 from tests.repository import models
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
-triton = pytest.importorskip("tritonclient.http")
-PIL = pytest.importorskip("PIL.Image")
+needs("onnxruntime")
+needs("onnx")
+triton = needs("tritonclient.http")
+PIL = needs("PIL.Image")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -289,7 +290,7 @@ def test_the_plugin_serves_beside_them(server: DeepaasRun) -> None:
 
 
 def test_both_documents_pass_openapi_spec_validator(server: DeepaasRun) -> None:
-    validator = pytest.importorskip("openapi_spec_validator")
+    validator = needs("openapi_spec_validator")
     _, swagger = server.request("GET", "/swagger.json")
     errors = validator.OpenAPIV2SpecValidator(swagger).iter_errors()
     # None: DEEPaaS 2.6.0's null default of the train route's deepaas_gpus

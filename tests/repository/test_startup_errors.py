@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.deepaas_run import DEEPAAS_RUN, REPO_ROOT, register_plugins
+from tests.needs import needs
 from tests.repository import models
 
 pytestmark = [
@@ -54,7 +55,7 @@ def test_an_unknown_config_key(tmp_path: Path) -> None:
 
 
 def test_a_corrupt_file(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
+    needs("onnxruntime")
     (tmp_path / "broken.onnx").write_bytes(b"\x08\x07 not a protobuf of a model")
     (line,) = refused(tmp_path)
     assert line.startswith(f"{tmp_path / 'broken.onnx'}: onnxruntime cannot load it (")
@@ -99,7 +100,7 @@ def test_batching_a_fixed_batch_axis(tmp_path: Path) -> None:
 
 
 def test_every_problem_has_its_line(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
+    needs("onnxruntime")
     models.save_onnx_linear(tmp_path / "echo.onnx")  # the plugin's name
     models.save_onnx_linear(tmp_path / "good.onnx")
     (tmp_path / "broken.onnx").write_bytes(b"garbage")

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from tests.deepaas_run import DeepaasRun
+from tests.needs import needs
 from tests.repository import models
 
-pytest.importorskip("tensorflow")
+needs("tensorflow")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from tests.deepaas_run import DeepaasRun
+from tests.needs import needs
 from tests.repository import models
 
-pytest.importorskip("torch")
+needs("torch")
 
 pytestmark = [
     pytest.mark.e2e,

@@ -15,7 +15,9 @@ import time
 
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.needs import needs
+
+torch = needs("torch")
 
 from deepaas.training import distributed  # noqa: E402
 from deepaas.training.distributed import DistributedError, RankContext  # noqa: E402

@@ -80,9 +80,16 @@ class ArgSpec:
     @property
     def takes_json(self) -> bool:
         """Whether the field takes a mapping, or a list of mappings
-        (:func:`takes_mapping`): sent in a query string or a form field, its
-        value is JSON text."""
+        (:func:`takes_mapping`): what ``/swagger.json`` describes as JSON
+        text."""
         return takes_mapping(self.field)
+
+    @property
+    def structured(self) -> bool:
+        """Whether the field takes JSON structure (:func:`takes_structure`):
+        sent in a query string or a form field, its value is JSON text, and
+        with no location ``/openapi.json`` puts it in the request body."""
+        return takes_structure(self.field)
 
 
 def takes_mapping(field: ma_fields.Field) -> bool:
@@ -94,6 +101,56 @@ def takes_mapping(field: ma_fields.Field) -> bool:
         return True
     inner = getattr(field, "inner", None)
     return isinstance(field, ma_fields.List) and _is_mapping(inner)
+
+
+def takes_structure(field: ma_fields.Field) -> bool:
+    """Whether ``field`` takes a value that repeated query keys cannot
+    carry: a mapping (:func:`takes_mapping`), or a list or tuple holding
+    mappings, lists or tuples (``List(List(Float()))``, a matrix).
+
+    A list of scalars is not one (``?x=1&x=2`` carries it), nor is a
+    ``Raw`` field, which takes whatever it is sent.
+    """
+    if _is_mapping(field):
+        return True
+    if isinstance(field, ma_fields.List):
+        return _holds_structure(field.inner)
+    if isinstance(field, ma_fields.Tuple):
+        return any(_holds_structure(inner) for inner in field.tuple_fields)
+    return False
+
+
+def _holds_structure(item: Any) -> bool:
+    return _is_mapping(item) or isinstance(item, (ma_fields.List, ma_fields.Tuple))
+
+
+def fits(field: Any, value: Any) -> bool:
+    """Whether parsed JSON ``value`` has the shape ``field`` loads: an
+    object for a mapping, an array of fitting items for a list, anything
+    that is neither for a scalar. Only the shape: the field's own loading
+    says whether the values are right.
+
+    It tells one item of a list argument from an array of its items, when
+    JSON texts are repeated (``?m=[1,2]&m=[3,4]`` is two rows of a matrix,
+    ``?m=[[1,2],[3,4]]`` both at once).
+    """
+    if isinstance(field, ma_fields.Pluck):
+        return True  # one plain value, or a list of them: the field decides
+    if isinstance(field, ma_fields.Nested) and field.many:
+        return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+    if _is_mapping(field):
+        return isinstance(value, dict)
+    if isinstance(field, ma_fields.List):
+        return isinstance(value, list) and all(fits(field.inner, v) for v in value)
+    if isinstance(field, ma_fields.Tuple):
+        return (
+            isinstance(value, list)
+            and len(value) == len(field.tuple_fields)
+            and all(fits(f, v) for f, v in zip(field.tuple_fields, value, strict=True))
+        )
+    if type(field) in (ma_fields.Raw, ma_fields.Field):
+        return True
+    return not isinstance(value, (list, dict))
 
 
 def _is_mapping(field: Any) -> bool:
