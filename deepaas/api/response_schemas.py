@@ -344,6 +344,15 @@ def _schemas(swagger2: bool) -> dict[str, dict[str, Any]]:
                     "type": "object",
                     "description": "What train() last passed to report()",
                 },
+                "eta_seconds": _nullable(
+                    {
+                        "type": "number",
+                        "description": "Seconds until it should end, from the "
+                        "rate of its reported step/total (or epoch/epochs); "
+                        "null when unknown or finished",
+                    },
+                    swagger2,
+                ),
             },
             "required": ["uuid", "date", "args", "status"],
             "additionalProperties": True,

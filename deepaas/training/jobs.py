@@ -36,6 +36,7 @@ from deepaas.config import ConfigError
 from deepaas.engine.devices import Device
 from deepaas.exceptions import DeepaasError, ShuttingDown
 from deepaas.tasks import TaskSet
+from deepaas.training import history
 from deepaas.training import store as st
 from deepaas.training.job import (
     Job,
@@ -242,6 +243,19 @@ class JobManager:
     async def records(self, model: str) -> list[st.Training]:
         stored = await self.store.records(model)
         return [self._local(r.uuid) or r for r in stored]
+
+    async def reports(
+        self, uuid: str, since: int
+    ) -> tuple[list[history.Report], int, history.Report | None]:
+        """What training ``uuid`` reported after ``since``: (reports, read
+        stride, its first report), the stored ones and ours not written yet."""
+        before = self.keeper.unsaved_reports(uuid)
+        stored, stride, first = await history.load(self.store, uuid, since)
+        unsaved = [*before, *self.keeper.unsaved_reports(uuid)]
+        merged = history.merge(stored, unsaved, since)
+        if first is None and unsaved:
+            first = min(unsaved, key=lambda r: r.seq)
+        return merged, stride, first
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(model, status, count) of every record, for the metrics: from

@@ -18,8 +18,9 @@ final: :meth:`TrainingStore.update` never changes one (see
 Databases written by earlier versions are migrated in place when opened:
 the columns they lack are added (server identities, since version 2, see
 :func:`~deepaas.training.ownership.owner_gone`; the request id of the
-request that started a training, since version 3), and old rows keep
-working with those left empty.
+request that started a training, since version 3; its ETA, since version
+4), and old rows keep working with those left empty. Every value a
+training reported is in the ``reports`` table (:mod:`deepaas.training.history`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from deepaas.training import history
 
 T = TypeVar("T")
 
@@ -89,8 +92,9 @@ _NEW_COLUMNS = {
     "cancel_requested": "REAL",  # time.time() another server asked for a cancel
     "cancel_acked": "REAL",  # time.time() the owner took that request
     "request_id": "TEXT",  # the X-Request-ID of the request that started it
+    "eta_seconds": "REAL",  # when a running training should end (history.Tracker)
 }
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 
 _JSON_COLUMNS = ("args", "output", "devices", "progress")
 UNFINISHED = (QUEUED, RUNNING)
@@ -133,6 +137,7 @@ class Training:
     progress: dict[str, Any] = dataclasses.field(default_factory=dict)
     owner: str | None = None  # the owning server's identity; None: written by PID
     request_id: str | None = None  # of the request that started it (if known)
+    eta_seconds: float | None = None  # seconds left, while running (if known)
 
     @property
     def finished(self) -> bool:
@@ -171,6 +176,7 @@ class Training:
         )
         if self.request_id is not None:
             doc["request_id"] = self.request_id
+        doc["eta_seconds"] = None if self.finished else self.eta_seconds
         return doc
 
 
@@ -283,6 +289,7 @@ class TrainingStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            db.executescript(history.SCHEMA)
             _migrate(db)
         except BaseException:
             db.close()

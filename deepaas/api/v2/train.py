@@ -7,7 +7,8 @@ while the server drains, 507 when the state directory is full), ``GET
 server sharing the state directory runs it and does not cancel it), and
 ``GET .../train/{uuid}/logs`` serves its output (``?offset=N`` resumes,
 ``?follow=true`` streams until the training ends or the server drains),
-read in chunks off the event loop.
+read in chunks off the event loop. ``GET .../train/{uuid}/metrics`` (its
+reported values as curves) is in :mod:`deepaas.api.v2.train_metrics`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from deepaas.api.response_schemas import (
     TRAINING_LIST,
     VALIDATION_ERRORS,
 )
+from deepaas.api.v2 import train_metrics
 from deepaas.api.v2.predict import disabled
 from deepaas.api.views import ModelViews
 from deepaas.exceptions import DeepaasError
@@ -336,7 +338,7 @@ def setup(
         one = base + "{uuid}"
         if not enabled or manager is None:
             off = label(disabled("train"), name, "train")
-            for path in (base, one, one + "/logs"):
+            for path in (base, one, one + "/logs", one + "/metrics"):
                 app.router.add_route("*", path, off)
             continue
         routes = TrainRoutes(model, manager, limits, lifecycle)
@@ -351,6 +353,13 @@ def setup(
         app.router.add_get(
             one + "/logs", _route(routes.logs, name, "train_logs"), allow_head=False
         )
+        metrics = train_metrics.MetricsRoute(name, manager)
+        app.router.add_get(
+            one + "/metrics",
+            _route(metrics.get, name, "train_metrics"),
+            allow_head=False,
+        )
+        train_metrics.document(spec, one + "/metrics", name, UUID_PARAM)
         spec.add(
             Operation(
                 "post",
