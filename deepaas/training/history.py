@@ -50,7 +50,7 @@ COUNTERS = (("step", "total"), ("epoch", "epochs"))
 
 MAX_POINTS = 1000  # default of ?max_points= (per key)
 MAX_POINTS_LIMIT = 10_000  # the most a client may ask, per key
-READ_LIMIT = 50_000  # reports read for one answer at most (then strided)
+READ_LIMIT = 20_000  # reports read for one answer at most (then strided)
 
 
 Point = list[Any]  # [x, value]

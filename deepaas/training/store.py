@@ -57,6 +57,7 @@ STOPPED_WHILE_RUNNING = "the server stopped during this training"
 STOPPED_WHILE_QUEUED = "the server stopped before this training started"
 
 BUSY_TIMEOUT_S = 10.0  # a write waits this long for another process's lock
+WAL_SIZE_LIMIT = 1 << 20  # bytes the WAL file keeps after a checkpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trainings (
@@ -288,6 +289,11 @@ class TrainingStore:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # The WAL is checkpointed once it holds WAL_SIZE_LIMIT bytes (not
+            # SQLite's 4 MB: the history writes every second) and cut back to
+            # that size after a checkpoint (it would keep its largest size).
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_SIZE_LIMIT // 4096}")
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             db.executescript(_SCHEMA)
             db.executescript(history.SCHEMA)
             _migrate(db)

@@ -18,6 +18,7 @@ The handler reads store snapshots through the job manager, never a job.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -106,28 +107,35 @@ class MetricsRoute:
                 f"no such training: model {self.model!r} has no training {uuid!r}",
             )
         reports, stride, first = await self.manager.reports(uuid, since)
-        axis = history.x_axis(first, asked)
-        numbers, texts = history.series(reports, axis)
-        bucket = stride
-        for key, points in numbers.items():
-            numbers[key], k = history.downsample(points, limit)
-            bucket = max(bucket, k * stride)
-        for key, points in texts.items():
-            texts[key] = points[-limit:]  # the latest texts
+        loop = asyncio.get_running_loop()  # tens of ms for a long run: off the loop
+        curves = await loop.run_in_executor(
+            None, _curves, reports, stride, history.x_axis(first, asked), limit
+        )
         answer = {
             "uuid": uuid,
             "status": record.status,
-            "x": axis,
-            "series": numbers,
-            "text": texts,
+            **curves,
             "cursor": reports[-1].seq if reports else since,
             "reports": len(reports),
-            "downsampled": bucket,
             "eta_seconds": None if record.finished else record.eta_seconds,
         }
         # NaN anywhere (a text value may be a list holding one) is null:
         # never a bare NaN token, which JSON parsers refuse
         return web.Response(body=dumps(answer), content_type="application/json")
+
+
+def _curves(
+    reports: list[history.Report], stride: int, axis: str, limit: int
+) -> dict[str, Any]:
+    """The answer's ``x``, ``series``, ``text`` and ``downsampled``."""
+    numbers, texts = history.series(reports, axis)
+    bucket = stride
+    for key, points in numbers.items():
+        numbers[key], k = history.downsample(points, limit)
+        bucket = max(bucket, k * stride)
+    for key, points in texts.items():
+        texts[key] = points[-limit:]  # the latest texts
+    return {"x": axis, "series": numbers, "text": texts, "downsampled": bucket}
 
 
 def document(spec: SpecBuilder, path: str, name: str, uuid_param: Any) -> None:
