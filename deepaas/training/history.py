@@ -76,6 +76,17 @@ def shown(value: Any) -> Any:
     return value
 
 
+def counted(values: dict[str, Any]) -> tuple[str, str, float, float] | None:
+    """(counter key, total key, done, total) when ``values`` hold a counter
+    and its total (``step``/``total``, else ``epoch``/``epochs``)."""
+    for counter, total_key in COUNTERS:
+        done: Any = values.get(counter)
+        total: Any = values.get(total_key)
+        if is_number(done) and is_number(total) and total > 0:
+            return counter, total_key, float(done), float(total)
+    return None
+
+
 @dataclasses.dataclass
 class Report:
     """One ``report()`` call of a training, as stored."""
@@ -116,14 +127,13 @@ class Tracker:
         self.eta_seconds = self.eta(t)
 
     def _fraction(self, progress: dict[str, Any]) -> float | None:
-        for counter, total_key in COUNTERS:
-            done: Any = progress.get(counter)
-            total: Any = progress.get(total_key)
-            if is_number(done) and is_number(total) and total > 0:
-                if self.counter != counter:  # a new convention: start again
-                    self.counter, self.total_key, self.first = counter, total_key, None
-                return min(max(float(done) / float(total), 0.0), 1.0)
-        return None
+        found = counted(progress)
+        if found is None:
+            return None
+        counter, total_key, done, total = found
+        if self.counter != counter:  # a new convention: start again
+            self.counter, self.total_key, self.first = counter, total_key, None
+        return min(max(done / total, 0.0), 1.0)
 
     def eta(self, now: float) -> float | None:
         """Seconds left at the rate since the first counted report (so the
