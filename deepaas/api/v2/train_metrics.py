@@ -76,9 +76,8 @@ def _int(query: Any, name: str, default: int, low: int, high: int) -> int:
     except ValueError:
         value = low - 1
     if not low <= value <= high:
-        raise DeepaasError(
-            422, f"{name} must be an integer from {low} to {high}, got {text!r}"
-        )
+        bounds = f"from {low} to {high}" if high < 2**53 else f">= {low}"
+        raise DeepaasError(422, f"{name} must be an integer {bounds}, got {text!r}")
     return value
 
 
