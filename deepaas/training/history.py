@@ -165,11 +165,12 @@ def _encode(values: dict[str, Any]) -> str:
 async def append(store: TrainingStore, uuid: str, reports: list[Report]) -> None:
     """Write ``reports`` of training ``uuid`` in one transaction (a report
     already written, by an earlier try that failed late, is kept as it is)."""
-    rows = [(uuid, r.seq, r.t, r.step, _encode(r.values)) for r in reports]
-    if not rows:
+    if not reports:
         return
 
     def write() -> None:
+        # encoded here, off the loop: the reports are the keeper's now
+        rows = [(uuid, r.seq, r.t, r.step, _encode(r.values)) for r in reports]
         db = store.db
         db.execute("BEGIN")
         try:

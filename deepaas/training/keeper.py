@@ -126,7 +126,7 @@ class RecordKeeper:
         self.lease = lease
         self.failure: str | None = None  # why the last write failed; None: fine
         self.failed_tries = 0  # writes failed since the last success
-        self._failing: set[str] = set()  # "records", "heartbeat": what fails
+        self._failing: set[str] = set()  # "records", "reports", "heartbeat"
         self._beats = 0
         self._leftovers_every = max(1, round(lease / heartbeat))  # once a lease
         self._unsaved: dict[str, st.Training] = {}  # changed, not written yet
@@ -260,9 +260,10 @@ class RecordKeeper:
         """Write the records changed since their last write; False (and
         they are kept for the next try) when the store fails. A record the
         store refuses (another server finished it) is taken as stored.
-        Reports go first: a record that says "done" has its history."""
-        if not await self._flush_reports():
-            return False
+        Reports go first (a record that says "done" has its history), but
+        reports that cannot be written do not hold back the records (an
+        UPDATE may fit where an INSERT does not, on a full disk)."""
+        reported = await self._flush_reports()
         for uuid, record in list(self._unsaved.items()):
             version = self._versions[uuid]
             try:
@@ -277,7 +278,7 @@ class RecordKeeper:
             if not written:
                 self._refused(record, stored)
         self._recovered("records")
-        return True
+        return reported
 
     async def _flush_reports(self) -> bool:
         """Write the reports received since the last flush, one transaction
@@ -293,10 +294,11 @@ class RecordKeeper:
             except StoreErrors as exc:
                 kept = [*reports, *tracker.pending]
                 tracker.pending = kept[-MAX_UNSAVED_REPORTS:]
-                self._failed("records", exc)
+                self._failed("reports", exc)
                 return False
             finally:
                 del self._writing[uuid]
+        self._recovered("reports")
         return True
 
     def _refused(self, record: st.Training, stored: st.Training | None) -> None:

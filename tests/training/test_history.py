@@ -7,6 +7,7 @@ downsampling, the ETA, the store's rows); the last ones run real trainings
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any
@@ -187,6 +188,31 @@ async def test_a_training_of_20_steps_has_20_points(client: Client):
     log = await (await client.get(BASE + uuid + "/logs")).text()
     assert "deepaas: report phase='warmup'" in log  # text: kept for the log
     assert "deepaas: report phase='main'" in log
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.timeout(60)
+async def test_polling_with_the_cursor_while_it_runs_sees_each_report_once(
+    client: Client,
+):
+    response = await client.post(
+        BASE, json={"mode": "curve", "steps": 20, "seconds": 0.05}
+    )
+    uuid = (await response.json())["uuid"]
+    seen: list[Any] = []
+    cursor, polls, status = 0, 0, "running"
+    while status != "done" or cursor < 20:
+        answer = await metrics(client, uuid, since=cursor)
+        assert answer["status"] in ("queued", "running", "done"), answer
+        status = answer["status"]
+        seen.extend(p[0] for p in answer["series"].get("loss", []))
+        assert answer["cursor"] >= cursor
+        cursor, polls = answer["cursor"], polls + 1
+        if status == "running" and 0 < cursor < 20:
+            assert answer["eta_seconds"] is not None or cursor < 2
+        assert polls < 2000, answer
+        await asyncio.sleep(0.01)  # a page polls; this one, often
+    assert seen == list(range(1, 21))
 
 
 @pytest.mark.asyncio(loop_scope="module")
