@@ -155,6 +155,59 @@ class Tracker:
         return taken
 
 
+MAX_UNWRITTEN = 100_000  # reports kept per training while the store fails
+
+
+class Unwritten:
+    """The reports of this server's trainings not written yet: the record
+    keeper writes them with the records (once a second), and a read adds
+    them to the stored ones, so a poll sees every report at once."""
+
+    def __init__(self) -> None:
+        self._trackers: dict[str, Tracker] = {}  # trainings with reports to write
+        self._writing: dict[str, list[Report]] = {}  # being written now
+
+    def add(self, uuid: str, tracker: Tracker) -> None:
+        """Training ``uuid`` has new reports (in ``tracker.pending``)."""
+        self._trackers[uuid] = tracker
+
+    def of(self, uuid: str) -> list[Report]:
+        """Reports of ``uuid`` not written yet, oldest first."""
+        tracker = self._trackers.get(uuid)
+        pending = tracker.pending if tracker is not None else []
+        return [*self._writing.get(uuid, []), *pending]
+
+    async def write(self, store: TrainingStore) -> None:
+        """Write them, one transaction per training; raises what the store
+        raises, with what failed kept (in order) for the next try, at most
+        :data:`MAX_UNWRITTEN` a training (the oldest go)."""
+        for uuid, tracker in list(self._trackers.items()):
+            if not tracker.pending:
+                del self._trackers[uuid]
+                continue
+            reports = self._writing[uuid] = tracker.take()
+            try:
+                await append(store, uuid, reports)
+            except BaseException:
+                tracker.pending = [*reports, *tracker.pending][-MAX_UNWRITTEN:]
+                raise
+            finally:
+                del self._writing[uuid]
+
+    async def read(
+        self, store: TrainingStore, uuid: str, since: int
+    ) -> tuple[list[Report], int, Report | None]:
+        """What ``uuid`` reported after ``since``: (reports, read stride, its
+        first report), the stored ones, then the unwritten ones that follow
+        them without a hole (:func:`merge`)."""
+        before = self.of(uuid)  # (one written during the read is in here)
+        stored, stride, first = await load(store, uuid, since)
+        unwritten = [*before, *self.of(uuid)]
+        if first is None and unwritten:
+            first = min(unwritten, key=lambda r: r.seq)
+        return merge(stored, unwritten, since), stride, first
+
+
 # -- the store side (run on the store's thread through TrainingStore.call) ----
 
 

@@ -247,15 +247,9 @@ class JobManager:
     async def reports(
         self, uuid: str, since: int
     ) -> tuple[list[history.Report], int, history.Report | None]:
-        """What training ``uuid`` reported after ``since``: (reports, read
-        stride, its first report), the stored ones and ours not written yet."""
-        before = self.keeper.unsaved_reports(uuid)
-        stored, stride, first = await history.load(self.store, uuid, since)
-        unsaved = [*before, *self.keeper.unsaved_reports(uuid)]
-        merged = history.merge(stored, unsaved, since)
-        if first is None and unsaved:
-            first = min(unsaved, key=lambda r: r.seq)
-        return merged, stride, first
+        """What training ``uuid`` reported after ``since``
+        (:meth:`history.Unwritten.read`: the stored ones and ours unwritten)."""
+        return await self.keeper.reports.read(self.store, uuid, since)
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(model, status, count) of every record, for the metrics: from

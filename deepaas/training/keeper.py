@@ -54,7 +54,6 @@ LOG = logging.getLogger(__name__)
 SQLITE_FULL = 13  # SQLite's primary result code for "database or disk is full"
 
 StoreErrors = (sqlite3.Error, OSError)
-MAX_UNSAVED_REPORTS = 100_000  # per training, kept while the store fails
 
 
 class DiskFull(DeepaasError):
@@ -130,8 +129,7 @@ class RecordKeeper:
         self._beats = 0
         self._leftovers_every = max(1, round(lease / heartbeat))  # once a lease
         self._unsaved: dict[str, st.Training] = {}  # changed, not written yet
-        self._reporting: dict[str, history.Tracker] = {}  # reports to write
-        self._writing: dict[str, list[history.Report]] = {}  # being written
+        self.reports = history.Unwritten()  # reports not written yet
         self._versions: dict[str, int] = {}
         self._own: collections.Counter[tuple[str, str]] = collections.Counter()
         self._others: dict[tuple[str, str], int] = {}
@@ -219,17 +217,6 @@ class RecordKeeper:
         if was is not None:
             self._wake.set()
 
-    def reported(self, uuid: str, tracker: history.Tracker) -> None:
-        """Training ``uuid`` has reports to write (with the next flush)."""
-        self._reporting[uuid] = tracker
-
-    def unsaved_reports(self, uuid: str) -> list[history.Report]:
-        """Reports of ``uuid`` not written yet, oldest first (the API adds
-        them to the stored ones, so a poll sees every report at once)."""
-        tracker = self._reporting.get(uuid)
-        pending = tracker.pending if tracker is not None else []
-        return [*self._writing.get(uuid, []), *pending]
-
     def unsaved(self, uuid: str) -> st.Training | None:
         """Our latest copy of a record not written yet (the truth till then)."""
         return self._unsaved.get(uuid)
@@ -281,23 +268,13 @@ class RecordKeeper:
         return reported
 
     async def _flush_reports(self) -> bool:
-        """Write the reports received since the last flush, one transaction
-        per training; on failure they are kept (in order) for the next try,
-        at most :data:`MAX_UNSAVED_REPORTS` per training (the oldest go)."""
-        for uuid, tracker in list(self._reporting.items()):
-            if not tracker.pending:
-                del self._reporting[uuid]
-                continue
-            reports = self._writing[uuid] = tracker.take()
-            try:
-                await history.append(self.store, uuid, reports)
-            except StoreErrors as exc:
-                kept = [*reports, *tracker.pending]
-                tracker.pending = kept[-MAX_UNSAVED_REPORTS:]
-                self._failed("reports", exc)
-                return False
-            finally:
-                del self._writing[uuid]
+        """Write the reports received since the last flush (kept for the
+        next try when the store fails)."""
+        try:
+            await self.reports.write(self.store)
+        except StoreErrors as exc:
+            self._failed("reports", exc)
+            return False
         self._recovered("reports")
         return True
 

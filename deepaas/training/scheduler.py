@@ -259,7 +259,7 @@ class JobScheduler:
     def _on_message(self, job: Job, message: Any) -> None:
         if job.on_message(message):
             self.keeper.changed(job.record)  # written with the next heartbeat
-            self.keeper.reported(job.uuid, job.tracker)  # (its history, too)
+            self.keeper.reports.add(job.uuid, job.tracker)  # (its history, too)
 
     # -- endings ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sqlite3
 from typing import Any
 
 import pytest
@@ -124,6 +125,31 @@ async def test_store_keeps_reports_and_reads_after_a_cursor(tmp_path, monkeypatc
         strided, stride, _ = await history.load(store, "a" * 32, 0)
         assert stride == 4 and len(strided) == 25
         assert strided[-1].seq == 100
+    finally:
+        await store.close()
+
+
+async def test_unwritten_reports_are_kept_in_order_until_the_store_takes_them(
+    tmp_path,
+):
+    store = TrainingStore(str(tmp_path))  # not open yet: every write fails
+    book = history.Unwritten()
+    tracker = Tracker()
+    uuid = "c" * 32
+    tracker.add(0.1, {"loss": 1.0}, {})
+    book.add(uuid, tracker)
+    with pytest.raises(sqlite3.Error):
+        await book.write(store)
+    tracker.add(0.2, {"loss": 0.5}, {})
+    assert [r.seq for r in book.of(uuid)] == [1, 2]  # kept, in order
+    await store.open()
+    try:
+        assert [r.seq for r in (await book.read(store, uuid, 0))[0]] == [1, 2]
+        await book.write(store)
+        assert book.of(uuid) == []
+        reports, _, first = await book.read(store, uuid, 0)
+        assert [r.values for r in reports] == [{"loss": 1.0}, {"loss": 0.5}]
+        assert first is not None and first.seq == 1
     finally:
         await store.close()
 
