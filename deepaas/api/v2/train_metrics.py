@@ -25,6 +25,7 @@ from aiohttp import web
 from marshmallow import fields, validate
 
 from deepaas.api.openapi import Operation, SpecBuilder
+from deepaas.api.response_schemas import TRAINING_METRICS
 from deepaas.exceptions import DeepaasError
 from deepaas.model.v2.fields import arg_specs
 from deepaas.model.v2.results import dumps
@@ -154,5 +155,6 @@ def document(spec: SpecBuilder, path: str, name: str, uuid_param: Any) -> None:
             args=METRICS_ARGS,
             path_params=uuid_param,
             operation_id=f"training_metrics_{name}",
+            schemas={200: TRAINING_METRICS},
         )
     )
