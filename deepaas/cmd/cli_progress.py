@@ -17,7 +17,7 @@ import sys
 import time
 from typing import IO, Any
 
-from deepaas.training.history import counted
+from deepaas.training.history import counted, shown
 
 PROG = "deepaas-cli"
 
@@ -50,8 +50,8 @@ class PlainProgress:
         self.shown_at: float | None = None
 
     def report(self, values: dict[str, Any]) -> None:
-        self.latest.update(values)
-        self.pending = True
+        self.latest.update({key: shown(v) for key, v in values.items()})
+        self.pending = True  # (NaN as "nan": each line stays JSON)
         now = time.monotonic()
         if self.shown_at is None or now - self.shown_at >= self.INTERVAL_S:
             self.shown_at = now

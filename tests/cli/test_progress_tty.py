@@ -5,7 +5,9 @@ train() waits on a FIFO until the test has seen what it looks for."""
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import pty
 import select
@@ -144,3 +146,16 @@ def test_plain_lines_on_a_terminal_without_rich(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "rich.console", None)  # import fails
     assert isinstance(cli_progress.make_progress(Tty()), cli_progress.PlainProgress)  # type: ignore[arg-type]
+
+
+def test_plain_lines_stay_json_with_a_nan():
+    out = io.StringIO()
+    progress = cli_progress.PlainProgress(out)
+    progress.report({"loss": math.nan, "step": 1})
+    progress.flush()
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"bare {name} in a progress line")
+
+    line = out.getvalue().strip().split("progress: ", 1)[1]
+    assert json.loads(line, parse_constant=refuse) == {"loss": "nan", "step": 1}
