@@ -36,6 +36,7 @@ MODELS = "Models"
 TRAINING = "Training"
 TRAINING_RESULT = "TrainingResult"
 TRAINING_LIST = "TrainingList"
+TRAINING_METRICS = "TrainingMetrics"
 # The Open Inference Protocol's (OpenAPI 3.1 only: /swagger.json has no OIP)
 OIP_ERROR = "OipError"
 OIP_SERVER_METADATA = "OipServerMetadata"
@@ -344,9 +345,51 @@ def _schemas(swagger2: bool) -> dict[str, dict[str, Any]]:
                     "type": "object",
                     "description": "What train() last passed to report()",
                 },
+                "eta_seconds": _nullable(
+                    {
+                        "type": "number",
+                        "description": "Seconds until it should end, from the "
+                        "rate of its reported step/total (or epoch/epochs); "
+                        "null when unknown or finished",
+                    },
+                    swagger2,
+                ),
             },
             "required": ["uuid", "date", "args", "status"],
             "additionalProperties": True,
         },
         TRAINING_LIST: _array(to(TRAINING)),
+        TRAINING_METRICS: {
+            "type": "object",
+            "description": "What a training reported, as curves (docs/training.md)",
+            "properties": {
+                "uuid": _string("The training's id"),
+                "status": {"type": "string", "enum": list(STATUSES)},
+                "x": {"type": "string", "enum": ["step", "time"]},
+                "series": {
+                    "type": "object",
+                    "description": "Per key, [x, value] points; null: a gap (NaN)",
+                    "additionalProperties": _array(
+                        _array(_nullable({"type": "number"}, swagger2))
+                    ),
+                },
+                "text": {
+                    "type": "object",
+                    "description": "Per key, [x, value] of values not numbers",
+                    "additionalProperties": True,
+                },
+                "cursor": {
+                    "type": "integer",
+                    "description": "The last report in the answer: give it as since",
+                },
+                "reports": {"type": "integer", "description": "Reports covered"},
+                "downsampled": {
+                    "type": "integer",
+                    "description": "1: every point; else reports a point stands for",
+                },
+                "eta_seconds": _nullable({"type": "number"}, swagger2),
+            },
+            "required": ["uuid", "status", "x", "series", "text", "cursor"],
+            "additionalProperties": True,
+        },
     }

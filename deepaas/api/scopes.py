@@ -40,6 +40,7 @@ ENDPOINT_SCOPES: dict[str, str | None] = {
     "infer": PREDICT,
     "train": TRAIN,
     "train_logs": TRAIN,
+    "train_metrics": TRAIN,
     "debug": ADMIN,
     "system": ADMIN,
     "metrics": ADMIN,  # open with --metrics-public

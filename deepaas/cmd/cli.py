@@ -38,10 +38,10 @@ from deepaas.cmd.cli_output import (
     OUTPUT_OPTION,
     PROG,
     CliError,
-    Progress,
     emit,
     remove_result,
 )
+from deepaas.cmd.cli_progress import make_progress
 from deepaas.cmd.cli_tools import TOOLS, run_tool
 from deepaas.config import VersionAction
 from deepaas.log import FORMAT
@@ -282,7 +282,7 @@ def _run(
             return ResultRenderer(model, tmp_dir).render(output, kwargs.get("accept"))
         except OutputError as exc:
             raise CliError(f"model {model.name!r}: {exc}") from exc
-    progress = Progress()
+    progress = make_progress()  # a bar on a terminal, plain lines otherwise
     training_context.set_progress_sink(progress.report)
     try:
         output = model.plugin.train(**kwargs)

@@ -1,17 +1,15 @@
 """What ``deepaas-cli`` writes: the result (on stdout, or streamed to a file
-with ``--deepaas_method_output``), training progress on stderr, and the
-errors that end a command with an exit status (0 done, 1 the model failed,
-2 a usage error)."""
+with ``--deepaas_method_output``) and the errors that end a command with an
+exit status (0 done, 1 the model failed, 2 a usage error); training
+progress is :mod:`deepaas.cmd.cli_progress`'s."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
-import time
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO
 
 from deepaas.model.v2.results import PredictResult
 from deepaas.model.v2.wrapper import JSON_TYPES
@@ -30,33 +28,6 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
-
-
-class Progress:
-    """``deepaas.training.report()`` under ``train``: the latest values on
-    stderr, at most one line a second (a loop may report on every step),
-    and the last values when train() ends."""
-
-    INTERVAL_S = 1.0
-
-    def __init__(self) -> None:
-        self.latest: dict[str, Any] = {}
-        self.pending = False
-        self.shown_at: float | None = None
-
-    def report(self, values: dict[str, Any]) -> None:
-        self.latest.update(values)
-        self.pending = True
-        now = time.monotonic()
-        if self.shown_at is None or now - self.shown_at >= self.INTERVAL_S:
-            self.shown_at = now
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            self.pending = False
-            shown = json.dumps(self.latest, default=str)
-            print(f"{PROG}: progress: {shown}", file=sys.stderr, flush=True)
 
 
 def _chunks(result: PredictResult) -> Iterator[bytes]:

@@ -10,14 +10,17 @@ Plugin code calls :func:`report` from ``train()`` to publish its progress::
             report(epoch=epoch, loss=loss)
 
 The latest value of each key appears in the training's record
-(``progress``) and in ``/metrics`` (``deepaas_training_progress``).
+(``progress``) and in ``/metrics`` (``deepaas_training_progress``); every
+value is kept in the training's history (``GET .../train/{uuid}/metrics``,
+:mod:`deepaas.training.history`). Conventions (docs/training.md): report
+``step`` and ``total`` (or ``epoch`` and ``epochs``), the units *done* so
+far and how many there are, and deepaas shows a progress bar and an ETA.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import warnings
 from typing import Any
 
@@ -31,7 +34,8 @@ _warned_outside = False
 def report(**metrics: Any) -> None:
     """Publish the latest values of some metrics of the running training.
 
-    Values must be JSON-able (numbers are also exported to Prometheus).
+    Values must be JSON-able (numbers are also exported to Prometheus, and
+    drawn as curves; other values, such as a phase name, are kept as text).
     Under ``deepaas-cli train`` they are printed to stderr. Anywhere else
     outside a training (a predict worker, a notebook) they are ignored, with
     one warning per process (a training loop would otherwise warn on every
@@ -55,8 +59,8 @@ def report(**metrics: Any) -> None:
         if hasattr(value, "item") and callable(value.item):  # numpy/torch scalars
             with contextlib.suppress(TypeError, ValueError):
                 value = value.item()
-        if isinstance(value, float) and not math.isfinite(value):
-            value = str(value)  # JSON has no NaN/inf
+        # NaN and infinities travel as they are: a gap in the history's
+        # curves; the record shows their names (JSON has none).
         try:
             json.dumps(value)
         except (TypeError, ValueError) as exc:

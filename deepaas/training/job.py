@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from deepaas.engine import process, protocol
 from deepaas.engine.devices import Device
 from deepaas.model.v2.wrapper import UploadedFile
 from deepaas.tasks import TaskSet
+from deepaas.training import history
 from deepaas.training import store as st
 
 LOG = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ class Job:
     output: str | None = None  # JSON text of train()'s return value
     failure: str | None = None
     failure_detail: str = ""  # its traceback, for the server's log
+    started: float = 0.0  # time.monotonic() when it started running
+    tracker: history.Tracker = dataclasses.field(default_factory=history.Tracker)
 
     @property
     def uuid(self) -> str:
@@ -84,7 +88,11 @@ class Job:
         changed (progress)."""
         kind = type(message)
         if kind is protocol.Progress:
-            self.record.progress.update(message.values)
+            values = message.values
+            progress = self.record.progress
+            progress.update({key: history.shown(v) for key, v in values.items()})
+            self.tracker.add(time.monotonic() - self.started, values, progress)
+            self.record.eta_seconds = self.tracker.eta_seconds
             return True
         if kind is protocol.TrainDone:
             self.output = message.output
@@ -118,6 +126,7 @@ class Job:
             record.status = st.ERROR
             record.message = f"the training process {how} before it finished"
         record.finish_date = st.now()
+        record.eta_seconds = None
         return was
 
 

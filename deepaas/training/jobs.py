@@ -36,6 +36,7 @@ from deepaas.config import ConfigError
 from deepaas.engine.devices import Device
 from deepaas.exceptions import DeepaasError, ShuttingDown
 from deepaas.tasks import TaskSet
+from deepaas.training import history
 from deepaas.training import store as st
 from deepaas.training.job import (
     Job,
@@ -242,6 +243,13 @@ class JobManager:
     async def records(self, model: str) -> list[st.Training]:
         stored = await self.store.records(model)
         return [self._local(r.uuid) or r for r in stored]
+
+    async def reports(
+        self, uuid: str, since: int
+    ) -> tuple[list[history.Report], int, history.Report | None]:
+        """What training ``uuid`` reported after ``since``
+        (:meth:`history.Unwritten.read`: the stored ones and ours unwritten)."""
+        return await self.keeper.reports.read(self.store, uuid, since)
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(model, status, count) of every record, for the metrics: from

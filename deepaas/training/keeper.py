@@ -41,6 +41,7 @@ from collections.abc import Callable
 
 from deepaas.exceptions import DeepaasError
 from deepaas.tasks import TaskSet
+from deepaas.training import history
 from deepaas.training import store as st
 from deepaas.training.cancels import OwnerDidNotAct, cancel_elsewhere
 from deepaas.training.ownership import HEARTBEAT_S, LEASE_S, ServerIdentity
@@ -124,10 +125,11 @@ class RecordKeeper:
         self.lease = lease
         self.failure: str | None = None  # why the last write failed; None: fine
         self.failed_tries = 0  # writes failed since the last success
-        self._failing: set[str] = set()  # "records", "heartbeat": what fails
+        self._failing: set[str] = set()  # "records", "reports", "heartbeat"
         self._beats = 0
         self._leftovers_every = max(1, round(lease / heartbeat))  # once a lease
         self._unsaved: dict[str, st.Training] = {}  # changed, not written yet
+        self.reports = history.Unwritten()  # reports not written yet
         self._versions: dict[str, int] = {}
         self._own: collections.Counter[tuple[str, str]] = collections.Counter()
         self._others: dict[tuple[str, str], int] = {}
@@ -244,7 +246,11 @@ class RecordKeeper:
     async def flush(self) -> bool:
         """Write the records changed since their last write; False (and
         they are kept for the next try) when the store fails. A record the
-        store refuses (another server finished it) is taken as stored."""
+        store refuses (another server finished it) is taken as stored.
+        Reports go first (a record that says "done" has its history), but
+        reports that cannot be written do not hold back the records (an
+        UPDATE may fit where an INSERT does not, on a full disk)."""
+        reported = await self._flush_reports()
         for uuid, record in list(self._unsaved.items()):
             version = self._versions[uuid]
             try:
@@ -259,6 +265,17 @@ class RecordKeeper:
             if not written:
                 self._refused(record, stored)
         self._recovered("records")
+        return reported
+
+    async def _flush_reports(self) -> bool:
+        """Write the reports received since the last flush (kept for the
+        next try when the store fails)."""
+        try:
+            await self.reports.write(self.store)
+        except StoreErrors as exc:
+            self._failed("reports", exc)
+            return False
+        self._recovered("reports")
         return True
 
     def _refused(self, record: st.Training, stored: st.Training | None) -> None:

@@ -21,6 +21,7 @@ import logging
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from deepaas.engine.process import EXIT_FAILED, child_main
@@ -62,6 +63,25 @@ class Channel:
                 return messages[0]
 
 
+class TextEcho:
+    """Sends reports on; a value that is not a number (a phase, a path) is
+    also written to the job's log when it changes: it has no curve, and the
+    log is where a reader follows the training."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
+        self.send = send
+        self.texts: dict[str, Any] = {}
+
+    def __call__(self, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if number or value is None or self.texts.get(key, self) == value:
+                continue
+            self.texts[key] = value
+            print(f"deepaas: report {key}={value!r}", file=sys.stderr, flush=True)
+        self.send(values)
+
+
 def run(config: dict[str, Any], sock: socket.socket) -> int:
     """Train once; the exit status (0 when ``train()`` returned)."""
     logging.basicConfig(
@@ -81,7 +101,7 @@ def run(config: dict[str, Any], sock: socket.socket) -> int:
         job_dir=config["job_dir"],
         log_path=config["log_path"],
         logger=logger,
-        send=lambda values: channel.send(Progress(values)),
+        send=TextEcho(lambda values: channel.send(Progress(values))),
     )
     context.set_current(ctx)
     spec = loading.PluginSpec(

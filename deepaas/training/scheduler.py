@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -212,6 +213,7 @@ class JobScheduler:
         record.status = st.RUNNING
         record.start_date = st.now()
         record.devices = [d.label for d in job.leased] or ["cpu"]
+        job.started = time.monotonic()
         self.keeper.changed(record, was=st.QUEUED)
         self.tasks.spawn(
             self._run(job),
@@ -258,6 +260,7 @@ class JobScheduler:
     def _on_message(self, job: Job, message: Any) -> None:
         if job.on_message(message):
             self.keeper.changed(job.record)  # written with the next heartbeat
+            self.keeper.reports.add(job.uuid, job.tracker)  # (its history, too)
 
     # -- endings ----------------------------------------------------------------
 

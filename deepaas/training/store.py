@@ -18,8 +18,9 @@ final: :meth:`TrainingStore.update` never changes one (see
 Databases written by earlier versions are migrated in place when opened:
 the columns they lack are added (server identities, since version 2, see
 :func:`~deepaas.training.ownership.owner_gone`; the request id of the
-request that started a training, since version 3), and old rows keep
-working with those left empty.
+request that started a training, since version 3; its ETA, since version
+4), and old rows keep working with those left empty. Every value a
+training reported is in the ``reports`` table (:mod:`deepaas.training.history`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from deepaas.training import history
+
 T = TypeVar("T")
 
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
@@ -54,6 +57,7 @@ STOPPED_WHILE_RUNNING = "the server stopped during this training"
 STOPPED_WHILE_QUEUED = "the server stopped before this training started"
 
 BUSY_TIMEOUT_S = 10.0  # a write waits this long for another process's lock
+WAL_SIZE_LIMIT = 1 << 20  # bytes the WAL file keeps after a checkpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trainings (
@@ -89,8 +93,9 @@ _NEW_COLUMNS = {
     "cancel_requested": "REAL",  # time.time() another server asked for a cancel
     "cancel_acked": "REAL",  # time.time() the owner took that request
     "request_id": "TEXT",  # the X-Request-ID of the request that started it
+    "eta_seconds": "REAL",  # when a running training should end (history.Tracker)
 }
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 
 _JSON_COLUMNS = ("args", "output", "devices", "progress")
 UNFINISHED = (QUEUED, RUNNING)
@@ -133,6 +138,7 @@ class Training:
     progress: dict[str, Any] = dataclasses.field(default_factory=dict)
     owner: str | None = None  # the owning server's identity; None: written by PID
     request_id: str | None = None  # of the request that started it (if known)
+    eta_seconds: float | None = None  # seconds left, while running (if known)
 
     @property
     def finished(self) -> bool:
@@ -171,6 +177,7 @@ class Training:
         )
         if self.request_id is not None:
             doc["request_id"] = self.request_id
+        doc["eta_seconds"] = None if self.finished else self.eta_seconds
         return doc
 
 
@@ -282,7 +289,13 @@ class TrainingStore:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # The WAL is checkpointed once it holds WAL_SIZE_LIMIT bytes (not
+            # SQLite's 4 MB: the history writes every second) and cut back to
+            # that size after a checkpoint (it would keep its largest size).
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_SIZE_LIMIT // 4096}")
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             db.executescript(_SCHEMA)
+            db.executescript(history.SCHEMA)
             _migrate(db)
         except BaseException:
             db.close()

@@ -51,6 +51,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/v2/models/demo/train/{uuid}"): "train",
     ("DELETE", "/v2/models/demo/train/{uuid}"): "train",
     ("GET", "/v2/models/demo/train/{uuid}/logs"): "train",
+    ("GET", "/v2/models/demo/train/{uuid}/metrics"): "train",
     ("GET", "/v2/debug/"): "admin",
     ("GET", "/v2/system/"): "admin",
     ("GET", "/metrics"): "admin",

@@ -40,6 +40,7 @@ REQUESTS = [
     ("GET", f"/v2/models/demo/train/{'0' * 32}", None, "train"),
     ("DELETE", f"/v2/models/demo/train/{'0' * 32}", None, "train"),
     ("GET", f"/v2/models/demo/train/{'0' * 32}/logs", None, "train"),
+    ("GET", f"/v2/models/demo/train/{'0' * 32}/metrics", None, "train"),
     ("GET", "/v2/debug/", None, "admin"),
     ("GET", "/v2/system/", None, "admin"),
     ("GET", "/metrics", None, "admin"),

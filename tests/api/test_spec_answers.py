@@ -193,11 +193,29 @@ async def test_training_answers_match_their_schemas(client, swagger, openapi):
     }
     listed = await (await client.get(SHAPES_TRAIN)).json()
     deleted = await (await client.delete(url)).json()
+    curves = await get_json(client, url + "/metrics")
     answers = [
         (SHAPES_TRAIN, "post", "Training", started),
         (SHAPES_TRAIN, "get", "TrainingList", listed),
         (one, "get", "Training", finished),
         (one, "delete", "Training", deleted),
+        (one + "/metrics", "get", "TrainingMetrics", curves),
+        # one that reported: numbers, a gap, text, an ETA
+        (
+            one + "/metrics",
+            "get",
+            "TrainingMetrics",
+            {
+                **curves,
+                "status": "running",
+                "x": "step",
+                "series": {"loss": [[1, 0.5], [2, None]], "lr": [[None, 0.1]]},
+                "text": {"phase": [[1, "warmup"]]},
+                "cursor": 2,
+                "reports": 2,
+                "eta_seconds": 12.5,
+            },
+        ),
     ]
     for spec in (swagger, openapi):
         for path, method, name, answer in answers:

@@ -5,9 +5,12 @@ Modes: ``sleep`` (``seconds``), ``fail`` (raises), ``report`` (reports
 ``lines`` lines, one every ``seconds``), ``file`` (reads the uploaded
 ``data`` file), ``stubborn`` (ignores SIGTERM), ``env`` (answers its device
 environment), ``exit`` (dies without a word), ``context`` (answers its
-training context), ``badresult`` (returns what JSON cannot encode).
+training context), ``badresult`` (returns what JSON cannot encode),
+``curve`` (reports ``steps`` steps of a total, a loss that is NaN at step 3
+and a phase name, ``seconds`` apart).
 """
 
+import math
 import os
 import sys
 import time
@@ -52,6 +55,13 @@ def train(mode="sleep", seconds=0.0, steps=3, lines=3, data=None):
         for step in range(steps):
             report(step=step, loss=1.0 / (step + 1))
         time.sleep(seconds)
+        return {"steps": steps}
+    if mode == "curve":
+        for step in range(1, steps + 1):
+            loss = math.nan if step == 3 else 1.0 / step
+            phase = "warmup" if step <= 2 else "main"
+            report(step=step, total=steps, loss=loss, phase=phase)
+            time.sleep(seconds)
         return {"steps": steps}
     if mode == "print":
         for i in range(lines):

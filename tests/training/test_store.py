@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from deepaas.training import history
 from deepaas.training import store as st
 from deepaas.training.ownership import (
     FILES_AFTER_LEASES,
@@ -146,8 +147,11 @@ async def test_an_old_database_is_migrated_and_stays_readable(tmp_path):
         await db.close()
     with sqlite3.connect(path) as after:
         columns = {row[1] for row in after.execute("PRAGMA table_info(trainings)")}
-        assert {"owner", "cancel_requested", "cancel_acked", "request_id"} <= columns
-        assert after.execute("PRAGMA user_version").fetchone()[0] == 3
+        new = {"owner", "cancel_requested", "cancel_acked", "request_id"}
+        assert new | {"eta_seconds"} <= columns
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 4
+        tables = {row[0] for row in after.execute("SELECT name FROM sqlite_master")}
+        assert "reports" in tables  # the history's
     again = st.TrainingStore(str(tmp_path))  # opening twice changes nothing
     await again.open()
     await again.close()
@@ -189,7 +193,41 @@ async def test_a_version_2_database_gains_the_request_id(tmp_path):
     finally:
         await db.close()
     with sqlite3.connect(path) as after:
-        assert after.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 4
+
+
+async def test_a_version_3_database_gains_the_eta_and_the_history(tmp_path):
+    """Version 3 (no ETA, no reports table): migrated in place; its rows
+    read with no ETA (null in JSON), and reports can be kept."""
+    path = tmp_path / "trainings.sqlite3"
+    with sqlite3.connect(path, isolation_level=None) as old:
+        old.executescript(st._SCHEMA)
+        for name in (
+            "owner TEXT",
+            "cancel_requested REAL",
+            "cancel_acked REAL",
+            "request_id TEXT",
+        ):
+            old.execute(f"ALTER TABLE trainings ADD COLUMN {name}")
+        old.execute("PRAGMA user_version = 3")
+        old.execute(
+            "INSERT INTO trainings (uuid, model, args, status, date, log_path, "
+            "owner_pid, owner) VALUES (?, 'm', '{}', 'running', ?, 'x.log', 1, 'o')",
+            ("1" * 32, st.now()),
+        )
+    db = st.TrainingStore(str(tmp_path))
+    await db.open()
+    try:
+        old_record = await _get(db, "1" * 32)
+        assert old_record.eta_seconds is None
+        assert old_record.to_json()["eta_seconds"] is None
+        report = history.Report(1, 0.5, None, {"loss": 1.0})
+        await history.append(db, "1" * 32, [report])
+        assert (await history.load(db, "1" * 32, 0))[0] == [report]
+    finally:
+        await db.close()
+    with sqlite3.connect(path) as after:
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 4
 
 
 async def test_sweep_follows_owners_and_leases(db: st.TrainingStore):

@@ -5,17 +5,15 @@ while the server drains, 507 when the state directory is full), ``GET
 .../train/`` lists the model's trainings, ``GET``/``DELETE
 .../train/{uuid}`` show or cancel one (409 naming the owner when another
 server sharing the state directory runs it and does not cancel it), and
-``GET .../train/{uuid}/logs`` serves its output (``?offset=N`` resumes,
-``?follow=true`` streams until the training ends or the server drains),
-read in chunks off the event loop.
+``GET .../train/{uuid}/logs`` serves its output
+(:mod:`deepaas.api.v2.train_logs`) and ``GET .../train/{uuid}/metrics``
+its reported values as curves (:mod:`deepaas.api.v2.train_metrics`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -23,7 +21,6 @@ from aiohttp import web
 from marshmallow import fields, validate
 
 from deepaas import tracing
-from deepaas.api import front
 from deepaas.api.args import ArgParser, BodyLimits
 from deepaas.api.limits import expect_within
 from deepaas.api.metrics import label
@@ -33,6 +30,7 @@ from deepaas.api.response_schemas import (
     TRAINING_LIST,
     VALIDATION_ERRORS,
 )
+from deepaas.api.v2 import train_logs, train_metrics
 from deepaas.api.v2.predict import disabled
 from deepaas.api.views import ModelViews
 from deepaas.exceptions import DeepaasError
@@ -45,29 +43,8 @@ from deepaas.training.keeper import OwnerDidNotAct, client_error
 Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
 
 GPUS_ARG = "deepaas_gpus"
-LOG_CHUNK = 1 << 16
-FOLLOW_POLL_S = 0.2  # a followed log of a job we run is read again this often
-FOREIGN_POLL_S = 1.0  # ... of a job another server runs (its record is read too)
-OFFSET_HEADER = "X-Log-Offset"
 
 UUID_PARAM = {"uuid": "The training's id (32 hex digits)"}
-LOG_ARGS = arg_specs(
-    {
-        "offset": fields.Int(
-            load_default=0,
-            validate=validate.Range(min=0),
-            metadata={"location": "query", "description": "Byte offset to start at"},
-        ),
-        "follow": fields.Bool(
-            load_default=False,
-            metadata={
-                "location": "query",
-                "description": "Stream the output until the training ends",
-            },
-        ),
-    },
-    "deepaas",
-)
 
 
 def train_arg_specs(model: ModelWrapper) -> dict[str, ArgSpec]:
@@ -167,100 +144,6 @@ class TrainRoutes:
             raise _not_found(uuid, self.name)
         return _json(record.to_json())
 
-    async def logs(self, request: web.Request) -> web.StreamResponse:
-        uuid = request.match_info["uuid"]
-        record = await self.manager.get(uuid, self.name)
-        if record is None:
-            raise _not_found(uuid, self.name)
-        try:
-            offset = int(request.query.get("offset", "0"))
-            if offset < 0:
-                raise ValueError
-        except ValueError:
-            raise DeepaasError(
-                422, "offset must be a byte offset (an integer >= 0)"
-            ) from None
-        follow = request.query.get("follow", "false").strip().lower()
-        if follow not in ("true", "false", "1", "0", "yes", "no"):
-            raise DeepaasError(422, "follow must be true or false")
-        if follow in ("true", "1", "yes"):
-            return await self._follow(request, uuid, record.log_path, offset)
-        return await self._send_log(request, record.log_path, offset)
-
-    async def _send_log(
-        self, request: web.Request, path: str, offset: int
-    ) -> web.StreamResponse:
-        """The log from ``offset`` to its current end, read in chunks off
-        the loop (a log can be large)."""
-        loop = asyncio.get_running_loop()
-        size = await loop.run_in_executor(None, _size, path)
-        end = max(offset, size)
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/plain; charset=utf-8",
-                OFFSET_HEADER: str(end),
-            }
-        )
-        response.content_length = end - offset
-        await front.prepare(request, response)  # CORS headers too
-        while offset < end:
-            data = await loop.run_in_executor(
-                None, _read, path, offset, min(LOG_CHUNK, end - offset)
-            )
-            if not data:  # truncated meanwhile: the length cannot be kept
-                break
-            offset += len(data)
-            await response.write(data)
-        await response.write_eof()
-        return response
-
-    async def _follow(
-        self, request: web.Request, uuid: str, path: str, offset: int
-    ) -> web.StreamResponse:
-        """Stream the log as it grows, until the training ends or the
-        server starts to drain."""
-        loop = asyncio.get_running_loop()
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/plain; charset=utf-8"}
-        )
-        response.enable_chunked_encoding()
-        await front.prepare(request, response)  # CORS headers too
-        draining = asyncio.ensure_future(self.lifecycle.wait_draining())
-        finished = False  # once it is, it stays so
-        try:
-            while not self.lifecycle.draining:
-                job = self.manager.active(uuid)
-                if job is None and not finished:  # asked before the read: the
-                    finished = await self._finished(uuid)  # tail is not missed
-                data = await loop.run_in_executor(None, _read, path, offset, LOG_CHUNK)
-                if data:
-                    offset += len(data)
-                    await response.write(data)
-                    continue
-                if finished:  # and everything is sent
-                    break
-                waiters: set[asyncio.Future[Any]] = {draining}
-                if job is not None:
-                    waiters.add(asyncio.ensure_future(job.done.wait()))
-                try:
-                    await asyncio.wait(
-                        waiters,
-                        timeout=FOLLOW_POLL_S if job is not None else FOREIGN_POLL_S,
-                    )
-                finally:
-                    for waiter in waiters - {draining}:
-                        waiter.cancel()
-        finally:
-            draining.cancel()
-        await response.write_eof()
-        return response
-
-    async def _finished(self, uuid: str) -> bool:
-        """Whether a training this server does not run has ended (it may run
-        on another server sharing the state directory)."""
-        record = await self.manager.get(uuid)
-        return record is None or record.finished
-
 
 def _renew(
     views: ModelViews, routes: TrainRoutes, base: str, model: ModelWrapper
@@ -283,23 +166,6 @@ def _route(method: Handler, model: str, endpoint: str) -> Handler:
         return await method(request)
 
     return label(handler, model, endpoint)
-
-
-def _read(path: str, offset: int, size: int) -> bytes:
-    """At most ``size`` bytes of the log from ``offset`` (in the executor)."""
-    try:
-        with open(path, "rb") as log:
-            log.seek(offset)
-            return log.read(size)
-    except (OSError, OverflowError, ValueError):  # no log yet, or a huge offset
-        return b""
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 POST_RESPONSES = {
@@ -336,7 +202,7 @@ def setup(
         one = base + "{uuid}"
         if not enabled or manager is None:
             off = label(disabled("train"), name, "train")
-            for path in (base, one, one + "/logs"):
+            for path in (base, one, one + "/logs", one + "/metrics"):
                 app.router.add_route("*", path, off)
             continue
         routes = TrainRoutes(model, manager, limits, lifecycle)
@@ -348,9 +214,17 @@ def setup(
         app.router.add_get(base, _route(routes.list, name, "train"), allow_head=False)
         app.router.add_get(one, _route(routes.get, name, "train"), allow_head=False)
         app.router.add_delete(one, _route(routes.delete, name, "train"))
+        logs = train_logs.LogRoutes(name, manager, lifecycle)
         app.router.add_get(
-            one + "/logs", _route(routes.logs, name, "train_logs"), allow_head=False
+            one + "/logs", _route(logs.get, name, "train_logs"), allow_head=False
         )
+        metrics = train_metrics.MetricsRoute(name, manager)
+        app.router.add_get(
+            one + "/metrics",
+            _route(metrics.get, name, "train_metrics"),
+            allow_head=False,
+        )
+        train_metrics.document(spec, one + "/metrics", name, UUID_PARAM)
         spec.add(
             Operation(
                 "post",
@@ -422,7 +296,7 @@ def setup(
                     404: "No such training",
                     422: "Bad offset or follow",
                 },
-                args=LOG_ARGS,
+                args=train_logs.LOG_ARGS,
                 produces=["text/plain"],
                 path_params=UUID_PARAM,
                 operation_id=f"training_logs_{name}",
