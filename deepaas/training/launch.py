@@ -33,7 +33,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 
-__all__ = ["Launch", "LaunchError", "from_env"]
+__all__ = ["Launch", "LaunchError", "from_env", "outside_any_group"]
 
 TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 SLURM_PORT_BASE = 15000
@@ -78,6 +78,21 @@ def from_env(env: Mapping[str, str]) -> Launch | None:
         if tasks > 1:
             return _slurm(env, tasks)
     return None
+
+
+def outside_any_group(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without what makes :func:`from_env` see a group.
+
+    For a deepaas training job: one process with its own lease, never a task
+    of a launcher's group, even when the server runs inside one
+    (``deepaas-run`` in a batch script with ``--ntasks=2`` inherits
+    ``SLURM_NTASKS=2`` and ``SLURM_PROCID=0``: its jobs would wait for a
+    second task that never comes).
+    """
+    return {k: v for k, v in env.items() if k not in _GROUP_MARKERS}
+
+
+_GROUP_MARKERS = ("RANK", "WORLD_SIZE", "SLURM_PROCID")
 
 
 def _torchrun(env: Mapping[str, str]) -> Launch:

@@ -199,3 +199,15 @@ def test_two_nodes_of_two_ranks_train_as_one_group(
     assert len({json.dumps(r["initial"]) for r in first}) == 1  # rank 0's weights
     assert len({json.dumps(r["final"]) for r in first}) == 1  # still identical
     assert first[0]["final"] != first[0]["initial"]
+
+
+def test_a_training_job_is_never_a_task_of_a_group(tmp_path: Path) -> None:
+    """deepaas-run inside a batch script with --ntasks=2: its jobs must not
+    wait for a second task."""
+    from deepaas.training.jobs import JobManager
+    from deepaas.training.store import TrainingStore
+
+    manager = JobManager(TrainingStore(str(tmp_path)), {}, env={**SLURM, **TORCHRUN})
+    env = manager.scheduler.env
+    assert from_env(env) is None
+    assert env["SLURM_JOB_ID"] == SLURM["SLURM_JOB_ID"]  # the rest is kept
