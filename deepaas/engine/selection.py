@@ -54,10 +54,9 @@ def select_devices(
             )
             return [CPU]
         if visible is not None:
-            allowed = _given(visible, nvml)
-            if not allowed:
-                LOG.info("%s leaves no GPU: using the CPU", visible.describe())
-            return allowed or [CPU]
+            allowed = _given(visible, nvml) or [CPU]
+            announce(visible, allowed, True)
+            return allowed
         found = nvml.devices() if nvml is not None else []
         if nvml is not None and not found:
             LOG.info("NVML reports no usable GPU: using the CPU")
@@ -83,16 +82,16 @@ def select_devices(
         given_as[device] = item
     if visible is not None:
         chosen = _within(chosen, value, visible, _given(visible, nvml))
+        announce(visible, chosen, nvml is not None)
     return chosen
 
 
 def _given(visible: Visible, nvml: Nvml | None) -> list[Device]:
-    """The inherited GPUs, said once in the log."""
+    """The inherited GPUs (a warning when their indices may mislead)."""
     groups = nvml.groups() if nvml is not None else None
     allowed = given(visible, groups)
     if groups is not None:
         warn_if_orders_differ(visible, groups)
-    announce(visible, allowed, groups is not None)
     return allowed
 
 

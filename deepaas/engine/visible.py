@@ -100,7 +100,7 @@ def given(visible: Visible, groups: Sequence[Group] | None) -> list[Device]:
 
 
 def announce(visible: Visible, chosen: Sequence[Device], nvml_known: bool) -> None:
-    """Say once, at start-up, which GPUs the inherited variable leaves us."""
+    """Say once, at start-up, which of the inherited GPUs are used."""
     if visible.stopped_at is not None:
         LOG.warning(
             "%s: %r is not a GPU index or UUID; as CUDA does, it and the entries "
@@ -108,7 +108,9 @@ def announce(visible: Visible, chosen: Sequence[Device], nvml_known: bool) -> No
             visible.describe(),
             visible.stopped_at,
         )
-    shown = ", ".join(d.label for d in chosen if d.kind == "cuda") or "no GPU"
+    shown = ", ".join(d.label for d in chosen if d.kind == "cuda") or (
+        "the CPU (no GPU given)"
+    )
     LOG.info(
         "%s: using only %s%s",
         visible.describe(),

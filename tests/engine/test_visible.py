@@ -140,8 +140,24 @@ def test_an_invalid_entry_hides_the_rest_with_a_warning(
 
 
 @pytest.mark.parametrize("raw", ["", "-1", "NoDevFiles"])
-def test_no_inherited_gpu_means_the_cpu(nvml: Nvml, raw: str) -> None:
+def test_no_inherited_gpu_means_the_cpu(
+    nvml: Nvml, raw: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     assert select_devices("auto", nvml, parse(raw)) == [CPU]
+    assert lines(caplog)[-1] == (
+        f"CUDA_VISIBLE_DEVICES={raw!r} (inherited): using only the CPU (no GPU given)"
+    )
+
+
+def test_an_explicit_list_is_said_as_chosen(
+    nvml: Nvml, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    select_devices("2", nvml, parse("1,2"))
+    assert lines(caplog) == [
+        "CUDA_VISIBLE_DEVICES='1,2' (inherited): using only cuda:2"
+    ]
 
 
 def test_mig_entries(monkeypatch: pytest.MonkeyPatch) -> None:
