@@ -192,8 +192,10 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "Directory of the training records (SQLite) and logs; workers and "
         "trainings see it as $DEEPAAS_STATE_DIR, for what a model keeps. "
-        "Default: the user's state directory, e.g. ~/.local/state/deepaas.",
-        shown_default="the user's state directory",
+        "Default: the first writable of the user's state directory (e.g. "
+        "~/.local/state/deepaas), $SCRATCH/deepaas/state and "
+        "$TMPDIR/deepaas-state-<uid> (see docs/hpc.md).",
+        shown_default="the user's state directory, else $SCRATCH, else $TMPDIR",
     ),
     Option(
         "max_trainings",

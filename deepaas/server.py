@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +46,9 @@ from deepaas.engine import devices
 from deepaas.engine.batching import resolve_policy
 from deepaas.engine.pool import PoolConfig
 from deepaas.engine.runtime import Limits, ModelRuntime
+from deepaas.engine.selection import select_devices
 from deepaas.engine.telemetry import Telemetry
+from deepaas.engine.visible import Visible
 from deepaas.frameworks.repository import REPOSITORY, Repository, open_repository
 from deepaas.lifecycle import Lifecycle, ShuttingDown
 from deepaas.log import ACCESS_LOGGER, CaptureHandler, OutputCapture
@@ -107,9 +110,11 @@ class Server:
             self.specs += self.repository.specs
             self.wrappers.update(files)
         wanted = settings.devices.strip().lower()
+        # The GPUs a batch system or container runtime gave us (unset: all).
+        inherited = Visible.from_env(os.environ if worker_env is None else worker_env)
         self.nvml = devices.Nvml.open() if wanted != "cpu" else None
         try:
-            self.devices = tuple(devices.select_devices(settings.devices, self.nvml))
+            self.devices = tuple(select_devices(settings.devices, self.nvml, inherited))
         except devices.DeviceError as exc:
             if self.nvml is not None:
                 self.nvml.close()

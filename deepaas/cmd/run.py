@@ -15,11 +15,12 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Mapping, Sequence
 
-from deepaas import __version__, log, version_line
+from deepaas import __version__, log, places, version_line
 from deepaas.api.site import listen_error
 from deepaas.api.tokens import TokenTable, load_tokens
 from deepaas.config import ConfigError, Settings, load_settings
@@ -151,6 +152,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        # A writable state dir and temp folder: the home and the installation
+        # may be read-only (HPC, Apptainer, udocker: docs/hpc.md).
+        chosen = places.choose(settings.state_dir, os.environ)
+    except ConfigError as exc:
+        print(f"deepaas-run: error: {exc}", file=sys.stderr)
+        return 2
+    settings = settings.replace(state_dir=chosen.state_dir)
+    if chosen.scratch_parent != places.temp_folder():
+        # No writable TMPDIR or /tmp: this process and its workers use this.
+        os.environ["TMPDIR"] = tempfile.tempdir = chosen.scratch_parent
     # Workers get the environment as it was; this process never sees a GPU,
     # so a plugin importing torch or TensorFlow here cannot grab GPU memory.
     # The state directory, however it was set (flag, environment, config

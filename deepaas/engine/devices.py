@@ -1,4 +1,4 @@
-"""Where workers run: GPU inventory through NVML and ``--devices``.
+"""What GPUs there are: the inventory through NVML, and :class:`Device`.
 
 NVML (``import pynvml``, from nvidia-ml-py) is optional at run time: on a
 machine without the NVIDIA driver, or in a container without the NVML
@@ -10,8 +10,10 @@ Indices are NVML's (the ones ``nvidia-smi`` shows, in PCI bus order). A
 worker is pointed at its GPU by UUID whenever we know it, so CUDA's own
 device order cannot send it to another GPU.
 
-The inventory is read once, while the server is assembled; readings of
-the GPUs in use are :mod:`deepaas.engine.telemetry`'s.
+The inventory is read once, while the server is assembled; which of its
+devices are used is :mod:`deepaas.engine.selection`'s choice (``--devices``,
+within an inherited ``CUDA_VISIBLE_DEVICES``: :mod:`deepaas.engine.visible`);
+readings of the GPUs in use are :mod:`deepaas.engine.telemetry`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,11 +28,6 @@ LOG = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# What CUDA accepts in CUDA_VISIBLE_DEVICES besides indices: a GPU UUID, a
-# MIG UUID ("MIG-<uuid>", or the older "MIG-GPU-<uuid>/<gi>/<ci>"), or a
-# unique prefix of one.
-_UUID = re.compile(r"(GPU|MIG)-[0-9A-Za-z/-]+")
-_INDEX = re.compile(r"[0-9]+")
 _MIG_ENABLED = 1  # pynvml.NVML_DEVICE_MIG_ENABLE
 _TEMPERATURE_GPU = 0  # pynvml.NVML_TEMPERATURE_GPU
 
@@ -45,6 +41,9 @@ class Device:
     uuid: str | None  # "GPU-..." or "MIG-..." when known
     name: str  # "NVIDIA H100 80GB HBM3", or "cpu"
     memory_total: int | None  # bytes, when known
+    # The entry of an inherited CUDA_VISIBLE_DEVICES that named it, when NVML
+    # could not tell us its UUID (see deepaas.engine.visible); not compared.
+    visible: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def label(self) -> str:
@@ -71,12 +70,29 @@ class Device:
                 "DEEPAAS_DEVICES": "cpu",
             }
         env = {"DEEPAAS_DEVICE": "cuda:0", "DEEPAAS_DEVICES": "cuda:0"}
-        if self.uuid:
-            env["CUDA_VISIBLE_DEVICES"] = self.uuid
-        else:
-            env["CUDA_VISIBLE_DEVICES"] = str(self.index)
+        env["CUDA_VISIBLE_DEVICES"], pci_order = self.cuda_name()
+        if pci_order:
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         return env
+
+    def cuda_name(self) -> tuple[str, bool]:
+        """How a child's ``CUDA_VISIBLE_DEVICES`` names this GPU, and whether
+        the name is an index that needs ``CUDA_DEVICE_ORDER=PCI_BUS_ID``.
+
+        A child's ``CUDA_VISIBLE_DEVICES`` replaces the server's; CUDA does
+        not nest them. So the child must name the physical GPU, never its
+        position in an inherited list ("0" for the first of
+        ``CUDA_VISIBLE_DEVICES=2,3`` would be physical GPU 0). In order of
+        preference: the UUID (exact whatever the order); else the inherited
+        entry as it was given, read by CUDA as the parent's would have been
+        (in the order the inherited ``CUDA_DEVICE_ORDER`` says, which the
+        child keeps); else the NVML index, in PCI order.
+        """
+        if self.uuid:
+            return self.uuid, False
+        if self.visible is not None:
+            return self.visible, False
+        return str(self.index), True
 
 
 CPU = Device(kind="cpu", index=None, uuid=None, name="cpu", memory_total=None)
@@ -171,11 +187,19 @@ class Nvml:
         """
         gpus: list[Device] = []
         usable: list[Device] = []
-        for gpu, handle in self._physical():
+        for gpu, devices in self.groups():
             gpus.append(gpu)
-            slices = self._mig_slices(gpu, handle)
-            usable.extend([gpu] if slices is None else slices)
+            usable.extend(devices)
         return gpus, usable
+
+    def groups(self) -> list[tuple[Device, list[Device]]]:
+        """Each physical GPU with the devices a worker can use on it: the GPU
+        itself, or its MIG slices when MIG is on (see :meth:`inventory`)."""
+        found = []
+        for gpu, handle in self._physical():
+            slices = self._mig_slices(gpu, handle)
+            found.append((gpu, [gpu] if slices is None else slices))
+        return found
 
     def sample(self, device: Device) -> GpuSample | None:
         """Read a GPU now; None when NVML cannot find it or answers nothing.
@@ -325,84 +349,3 @@ class Nvml:
         if (label, what) not in self._quiet:
             self._quiet.add((label, what))
             LOG.debug("NVML %s of %s unavailable: %s", what, label or "a GPU", exc)
-
-
-def select_devices(spec: str, nvml: Nvml | None) -> list[Device]:
-    """The devices ``--devices`` names.
-
-    ``auto``: every device NVML reports, else the CPU. ``cpu``: the CPU. A
-    comma-separated list of NVML indices and/or UUIDs is used as given, with
-    or without NVML (containers without NVML, MIG slices, tests); with NVML,
-    a listed device NVML knows gets its name, memory and UUID.
-    """
-    value = spec.strip()
-    if value.lower() == "auto":
-        found = nvml.devices() if nvml is not None else []
-        if nvml is not None and not found:
-            LOG.info("NVML reports no usable GPU: using the CPU")
-        return found or [CPU]
-    if value.lower() == "cpu":
-        return [CPU]
-    if not value:
-        raise DeviceError("--devices is empty: use auto, cpu, or a list like 0,1")
-
-    known: list[Device] = []
-    if nvml is not None:
-        gpus, usable = nvml.inventory()
-        known = gpus + [d for d in usable if d not in gpus]
-    chosen: list[Device] = []
-    given_as: dict[Device, str] = {}
-    for item in (part.strip() for part in value.split(",")):
-        device = _listed(item, value, known)
-        same = next((d for d in chosen if _same(d, device)), None)
-        if same is not None:
-            raise DeviceError(
-                f"--devices {value!r} names one GPU twice ({given_as[same]!r} and "
-                f"{item!r}); use --workers for more workers per GPU"
-            )
-        chosen.append(device)
-        given_as[device] = item
-    return chosen
-
-
-def _listed(item: str, spec: str, known: list[Device]) -> Device:
-    """One item of an explicit ``--devices`` list, enriched from NVML."""
-    if not item:
-        raise DeviceError(f"--devices {spec!r} has an empty item")
-    if _INDEX.fullmatch(item):
-        index = int(item)
-        match = next((d for d in known if d.index == index), None)
-        return match or Device("cuda", index, None, f"cuda:{index}", None)
-    if _UUID.fullmatch(item):
-        matches = [d for d in known if d.uuid and d.uuid.startswith(item)]
-        exact = [d for d in matches if d.uuid == item]
-        if exact or len(matches) == 1:
-            return (exact or matches)[0]
-        if len(matches) > 1:
-            raise DeviceError(f"--devices: {item!r} is the start of several GPU UUIDs")
-        return Device("cuda", None, item, item, None)
-    if item.lower() in ("cpu", "auto"):
-        raise DeviceError(
-            f"--devices {spec!r}: {item!r} cannot be part of a list; use it alone"
-        )
-    if item.startswith("-") and _INDEX.fullmatch(item[1:]):
-        raise DeviceError(f"--devices {spec!r}: negative index {item!r}")
-    raise DeviceError(
-        f"--devices {spec!r}: {item!r} is neither a GPU index (0, 1, ...) nor a "
-        "UUID (GPU-... or MIG-...)"
-    )
-
-
-def _same(a: Device, b: Device) -> bool:
-    if a.uuid and b.uuid:
-        return a.uuid == b.uuid
-    return a.index is not None and a.index == b.index
-
-
-def assign(devices: list[Device], workers: int) -> list[Device]:
-    """Spread ``workers`` worker processes round-robin: worker i gets devices[i % n]."""
-    if not devices:
-        raise ValueError("no devices to place workers on")
-    if workers < 0:
-        raise ValueError(f"negative number of workers: {workers}")
-    return [devices[i % len(devices)] for i in range(workers)]

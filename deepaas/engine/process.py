@@ -79,10 +79,11 @@ def device_env(devices: Sequence[Device]) -> dict[str, str]:
 
     The child sees only its own GPUs, so to the framework they are always
     ``cuda:0``, ``cuda:1``, ...: ``DEEPAAS_DEVICE`` is the first,
-    ``DEEPAAS_DEVICES`` all of them (``cpu`` without GPUs). GPUs are named
-    by UUID whenever every one has one: CUDA numbers GPUs fastest-first
-    unless told otherwise, NVML by PCI bus; with indices we ask CUDA for
-    PCI order, so an index means what ``nvidia-smi`` shows.
+    ``DEEPAAS_DEVICES`` all of them (``cpu`` without GPUs). Each GPU is
+    named as :meth:`Device.cuda_name` says (its UUID when known: CUDA
+    numbers GPUs fastest-first unless told otherwise, NVML by PCI bus; with
+    NVML indices we ask CUDA for PCI order, so an index means what
+    ``nvidia-smi`` shows).
     """
     gpus = [d for d in devices if d.kind == "cuda"]
     if not gpus:
@@ -95,12 +96,9 @@ def device_env(devices: Sequence[Device]) -> dict[str, str]:
         "DEEPAAS_DEVICE": "cuda:0",
         "DEEPAAS_DEVICES": ",".join(f"cuda:{i}" for i in range(len(gpus))),
     }
-    if all(d.uuid for d in gpus):
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d.uuid) for d in gpus)
-    else:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(
-            str(d.index if d.index is not None else d.uuid) for d in gpus
-        )
+    names = [d.cuda_name() for d in gpus]
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(name for name, _ in names)
+    if any(pci_order for _, pci_order in names):
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     return env
 

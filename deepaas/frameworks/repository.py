@@ -26,8 +26,9 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 
-from deepaas.engine.devices import CPU, Device, DeviceError, Nvml, select_devices
+from deepaas.engine.devices import CPU, Device, DeviceError, Nvml
 from deepaas.engine.process import child_env
+from deepaas.engine.selection import select_devices
 from deepaas.frameworks import kind_of
 from deepaas.frameworks.model_config import (
     ConfigFileError,

@@ -23,6 +23,11 @@ interpreter, CUDA context and GIL. Why ``spawn`` and never ``fork``: a forked
 child inherits the parent's CUDA state and threads, which CUDA does not
 support, so each rank starts a fresh interpreter and re-imports ``fn`` by name.
 
+Across nodes: when ``torchrun`` or Slurm's ``srun`` started this process as
+one task of a group (their environment says so: :mod:`deepaas.training.launch`),
+the ranks :func:`run` starts here join that group rather than making their
+own, so the same plugin code trains on one GPU server or on several nodes.
+
 NCCL is the backend on GPUs (the fast one); Gloo on the CPU, so the same code
 runs, and is tested, on a machine without GPUs (``devices=["cpu", "cpu"]``
 gives two Gloo ranks).
@@ -33,41 +38,39 @@ works where torch is not installed.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
-import socket
-import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from deepaas.training import launch as launcher
+from deepaas.training.launch import Launch, LaunchError
+from deepaas.training.ranks import (
+    DistributedError,
+    collect,
+    cpu_count,
+    format_exception,
+    free_port,
+    stop,
+)
+
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DistributedError", "RankContext", "devices_from_env", "run"]
+__all__ = [
+    "DistributedError",
+    "LaunchError",
+    "RankContext",
+    "devices_from_env",
+    "run",
+]
+
+LOG = logging.getLogger(__name__)
 
 # Set by the training runner in a job's process: the devices it leased.
 DEVICES_ENV = "DEEPAAS_DEVICES"
-
-# How long a rank that is being stopped gets before it is killed.
-_TERMINATE_GRACE_S = 5.0
-
-
-class DistributedError(RuntimeError):
-    """A rank failed: raised in the caller of :func:`run`.
-
-    ``rank`` is the rank that failed first; ``remote_traceback`` its traceback
-    as text (exceptions cannot always be pickled, their text always can).
-    """
-
-    def __init__(self, rank: int, message: str, remote_traceback: str = "") -> None:
-        self.rank = rank
-        self.remote_traceback = remote_traceback
-        text = f"rank {rank} failed: {message}"
-        if remote_traceback:
-            text += f"\n\nTraceback in rank {rank}:\n{remote_traceback}"
-        super().__init__(text)
 
 
 @dataclass(frozen=True)
@@ -159,12 +162,23 @@ def run(
     """Call ``fn(ctx, *args, **kwargs)`` once per device, data-parallel.
 
     Each call runs in its own process (started with ``spawn``), with
-    ``torch.distributed`` initialised for it: rank ``i`` of ``len(devices)``,
-    on ``devices[i]`` (``torch.cuda.set_device`` is done for GPUs). ``ctx`` is
+    ``torch.distributed`` initialised for it: one rank per device, on
+    ``devices[i]`` (``torch.cuda.set_device`` is done for GPUs). ``ctx`` is
     a :class:`RankContext`.
 
+    Alone, the ranks are ``0 .. len(devices) - 1`` on this host, meeting at
+    ``tcp://127.0.0.1:<free port>``. When a launcher started this process as
+    one task of a group (torchrun's or Slurm's environment, see
+    :mod:`deepaas.training.launch`), they join that group instead: task
+    ``r`` of ``n`` with ``k`` devices runs ranks ``r*k .. r*k + k - 1`` of
+    ``n*k``, meeting at the launcher's ``MASTER_ADDR:MASTER_PORT``; every
+    task must have as many devices.
+
     ``devices`` defaults to the job's leased devices (:func:`devices_from_env`);
-    ``backend`` to ``nccl`` when they are all GPUs, else ``gloo``.
+    in a launched task without a lease, to one device: the GPU of its
+    ``LOCAL_RANK`` (torchrun's convention; ``cuda:0`` when the task sees a
+    single GPU, as with ``srun --gpus-per-task=1``), or the CPU.
+    ``backend`` defaults to ``nccl`` when they are all GPUs, else ``gloo``.
 
     ``fn``, ``args`` and ``kwargs`` are pickled to reach the ranks, so ``fn``
     must be a module-level function (not a lambda, a nested function or a
@@ -172,57 +186,121 @@ def run(
     under ``if __name__ == "__main__":``. Return values come back pickled too:
     return plain Python values or CPU tensors.
 
-    Returns the ranks' return values, in rank order. If a rank raises, or dies,
-    the other ranks are stopped and :class:`DistributedError` names it.
+    Returns every rank's return value, in rank order (in a launched group,
+    gathered from all tasks, in each task). If a rank here raises, or dies,
+    the other ranks here are stopped and :class:`DistributedError` names it;
+    ranks in other tasks are the launcher's to stop. A malformed launcher
+    environment raises :class:`LaunchError` before any process starts.
     """
     import torch.multiprocessing as mp
 
-    devices = list(devices) if devices is not None else devices_from_env()
+    launch = launcher.from_env(os.environ)
+    if devices is not None:
+        devices = list(devices)
+    elif launch is not None and not _leased():
+        devices = _task_devices(launch)
+    else:
+        devices = devices_from_env()
     if not devices:
         raise ValueError("run() needs at least one device")
     if backend is None:
         backend = _default_backend(devices)
     _check_picklable(fn, args, kwargs)
 
-    init_method = f"tcp://127.0.0.1:{_free_port()}"
+    local = len(devices)
+    if launch is None:
+        first, world_size = 0, local
+        init_method = f"tcp://127.0.0.1:{free_port()}"
+    else:
+        first, world_size = launch.rank * local, launch.tasks * local
+        init_method = launch.init_method
+        LOG.info(
+            "joining the process group %s started: task %d of %d, ranks %d-%d "
+            "of %d, rendezvous at %s",
+            launch.source,
+            launch.rank,
+            launch.tasks,
+            first,
+            first + local - 1,
+            world_size,
+            init_method,
+        )
     context = mp.get_context("spawn")
     # SimpleQueue: put() writes to the pipe before returning, so once a rank's
-    # process has exited, everything it sent can be read (see _collect).
+    # process has exited, everything it sent can be read (see ranks.collect).
     messages = context.SimpleQueue()
-    world_size = len(devices)
+    plan = _Plan(world_size, local, backend, init_method, launch is not None)
     processes = [
         context.Process(
             target=_rank_main,
-            args=(rank, world_size, device, backend, init_method, fn, args, kwargs),
+            args=(plan, index, first + index, device, fn, args, kwargs),
             kwargs={"messages": messages},
-            name=f"deepaas-rank-{rank}",
+            name=f"deepaas-rank-{first + index}",
             # Not daemonic: a rank may start DataLoader worker processes.
             daemon=False,
         )
-        for rank, device in enumerate(devices)
+        for index, device in enumerate(devices)
     ]
     try:
         for process in processes:
             process.start()
-        return _collect(processes, messages)
+        results = collect(processes, messages, first)
     finally:
-        _stop(processes)
+        stop(processes)
         messages.close()
+    # Launched: each rank returned everyone's results, gathered.
+    return results[0] if launch is not None else results
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every rank of this host's share of the group has in common."""
+
+    world_size: int
+    local_size: int
+    backend: str
+    init_method: str
+    gather: bool  # launched: gather every rank's result in each
+
+
+def _leased() -> bool:
+    """Whether the training runner leased this process devices."""
+    return os.environ.get(DEVICES_ENV, "").strip() not in ("", "auto")
+
+
+def _task_devices(launch: Launch) -> list[str]:
+    """A launched task's device when nothing leased any: the GPU of its
+    local rank (torchrun's convention), the only GPU it sees, or the CPU."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if count <= 1:
+        return ["cuda:0"] if count else ["cpu"]
+    if launch.local_rank >= count:
+        raise LaunchError(
+            f"{launch.source} started this task as local rank {launch.local_rank}, "
+            f"but it sees {count} GPUs: start at most one task per GPU on each "
+            "node, or pass devices= to run()"
+        )
+    return [f"cuda:{launch.local_rank}"]
 
 
 def _rank_main(
+    plan: _Plan,
+    index: int,
     rank: int,
-    world_size: int,
     device_name: str,
-    backend: str,
-    init_method: str,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     *,
     messages: Any,
 ) -> None:
-    """The body of one rank's process: set up, call ``fn``, report, tear down."""
+    """The body of one rank's process: set up, call ``fn``, report, tear down.
+
+    ``index`` is its place among this host's ranks (how its messages are
+    told apart), ``rank`` its rank in the group.
+    """
     initialised = False
     try:
         import torch
@@ -230,90 +308,34 @@ def _rank_main(
 
         device = torch.device(device_name)
         if device.type == "cuda":
-            torch.cuda.set_device(device.index if device.index is not None else rank)
+            torch.cuda.set_device(device.index if device.index is not None else index)
             device = torch.device("cuda", torch.cuda.current_device())
         else:
             # Share the cores between CPU ranks instead of oversubscribing them.
-            torch.set_num_threads(max(1, _cpu_count() // world_size))
+            torch.set_num_threads(max(1, cpu_count() // plan.local_size))
         dist.init_process_group(
-            backend, init_method=init_method, world_size=world_size, rank=rank
+            plan.backend,
+            init_method=plan.init_method,
+            world_size=plan.world_size,
+            rank=rank,
         )
         initialised = True
-        result = fn(RankContext(rank, world_size, device), *args, **kwargs)
+        result = fn(RankContext(rank, plan.world_size, device), *args, **kwargs)
+        if plan.gather:
+            gathered: list[Any] = [None] * plan.world_size
+            dist.all_gather_object(gathered, result)
+            result = gathered
         payload = pickle.dumps(result)
     except BaseException as exc:
-        messages.put((rank, False, f"{type(exc).__name__}: {exc}", _format(exc)))
+        failure = f"{type(exc).__name__}: {exc}"
+        messages.put((index, False, failure, format_exception(exc)))
     else:
-        messages.put((rank, True, payload, ""))
+        messages.put((index, True, payload, ""))
     finally:
         if initialised:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-
-
-def _collect(processes: list[Any], messages: Any) -> list[Any]:
-    """Wait for every rank's result; raise as soon as one rank fails.
-
-    Polls instead of blocking in ``join()``, so a rank that raised (while the
-    others wait for it in a collective and would wait forever) or died without
-    a word (killed, out of memory) is noticed.
-    """
-    results: dict[int, Any] = {}
-
-    def drain() -> None:
-        while not messages.empty():
-            rank, ok, payload, remote_traceback = messages.get()
-            if not ok:
-                # A rank that died without a word (killed) makes the others
-                # fail in their next collective: name the cause, not them.
-                silent = died_silently(besides=rank)
-                if silent is not None:
-                    raise DistributedError(silent, exit_message(silent))
-                raise DistributedError(rank, payload, remote_traceback)
-            results[rank] = pickle.loads(payload)
-
-    def died_silently(besides: int) -> int | None:
-        for rank, process in enumerate(processes):
-            if rank in results or rank == besides:
-                continue
-            if process.exitcode not in (None, 0):
-                return rank
-        return None
-
-    def exit_message(rank: int) -> str:
-        code = processes[rank].exitcode
-        if code is not None and code < 0:
-            return f"its process was killed by signal {-code}"
-        return f"its process exited with code {code} without a result"
-
-    while len(results) < len(processes):
-        drain()
-        for rank, process in enumerate(processes):
-            if rank in results or process.exitcode is None:
-                continue
-            drain()  # it exited, so whatever it sent is in the pipe by now
-            if rank not in results:
-                raise DistributedError(rank, exit_message(rank))
-        time.sleep(0.05)
-    for process in processes:
-        process.join()
-    return [results[rank] for rank in range(len(processes))]
-
-
-def _stop(processes: list[Any]) -> None:
-    """Terminate ranks still running (after a failure), then kill stragglers."""
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    deadline = time.monotonic() + _TERMINATE_GRACE_S
-    for process in processes:
-        if process.pid is None:  # never started
-            continue
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join()
 
 
 def _default_backend(devices: Sequence[str]) -> str:
@@ -352,21 +374,3 @@ def _is_torch_dataset(data: Any) -> bool:
     except ImportError:
         return False
     return isinstance(data, Dataset)
-
-
-def _free_port() -> int:
-    """A TCP port free right now, for rank 0's rendezvous store."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _format(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -54,6 +54,7 @@ from deepaas.training.keeper import (
     client_error,
     log_interrupted,
 )
+from deepaas.training.launch import outside_any_group
 from deepaas.training.ownership import HEARTBEAT_S, LEASE_S, ServerIdentity
 from deepaas.training.scheduler import JobScheduler, all_set
 
@@ -112,7 +113,8 @@ class JobManager:
             devices,
             max_trainings=max_trainings,
             cancel_grace=cancel_grace,
-            env=dict(os.environ if env is None else env),
+            # A job is never a task of a launcher's group (launch.py).
+            env=outside_any_group(os.environ if env is None else env),
             extra_path=extra_path,
             warm=warm,
             on_done=on_done,

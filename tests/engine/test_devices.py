@@ -25,9 +25,8 @@ from deepaas.engine.devices import (
     DeviceError,
     GpuSample,
     Nvml,
-    assign,
-    select_devices,
 )
+from deepaas.engine.selection import assign, select_devices
 from deepaas.engine.telemetry import Telemetry
 from tests.fakes.nvml import (
     GIB,

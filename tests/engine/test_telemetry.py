@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from deepaas.config import Settings
-from deepaas.engine import devices
 from deepaas.engine import telemetry as telemetry_module
 from deepaas.engine.devices import Device, GpuSample, Nvml
+from deepaas.engine.selection import select_devices
 from deepaas.engine.telemetry import Telemetry
 from deepaas.model.loading import PluginSpec
 from deepaas.server import build_app
@@ -347,7 +347,7 @@ async def test_real_nvml_sampler_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> No
     if nvml is None:
         pytest.skip("no NVIDIA driver here")
     try:
-        found = devices.select_devices("auto", nvml)
+        found = select_devices("auto", nvml)
         telemetry = Telemetry(nvml, found, min_interval=0.05)
         async with LoopStallProbe() as probe:
             await telemetry.start()  # the first reading is in when it returns
