@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import re
 import sys
 import threading
 
@@ -89,10 +90,42 @@ def worker_record(text: str) -> tuple[int, str]:
     return logging.INFO, text
 
 
+# Control characters but tab and newline (an ANSI escape rewrites what a
+# terminal shows, a carriage return hides the start of a line), and the
+# characters some log viewers break lines at (NEL, LINE/PARAGRAPH SEPARATOR).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return ascii(match.group())[1:-1]
+
+
+class LineSafeFormatter(logging.Formatter):
+    """The log's format, where no record can pass for another.
+
+    Messages carry text from clients (a plugin's ``ValueError(f"unknown
+    label {label}")``): a label holding a newline and a date would start
+    a line that looks like a record of its own, an ANSI escape would
+    rewrite the terminal. So every line after a record's first (its
+    traceback, a message's own newlines) is indented by two spaces, as no
+    record's first line is, and control characters other than tab and
+    newline are written as Python escapes (``\x1b``, ``\r``).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if _UNSAFE.search(text):
+            text = _UNSAFE.sub(_escaped, text)
+        if "\n" in text:
+            text = text.replace("\n", "\n  ")
+        return text
+
+
 def formatter() -> logging.Formatter:
     """The log's format, with the request id (empty for a record no
-    :class:`~deepaas.tracing.RequestIdFilter` saw)."""
-    return logging.Formatter(FORMAT, defaults={"request": ""})
+    :class:`~deepaas.tracing.RequestIdFilter` saw); see
+    :class:`LineSafeFormatter`."""
+    return LineSafeFormatter(FORMAT, defaults={"request": ""})
 
 
 class OutputCapture:

@@ -60,27 +60,27 @@ def test_tracebacks_show_at_log_level_warning(server, tmp_path):
 
     predict = record(output, "POST /v2/models/raising/predict/ -> 500: ValueError")
     assert " WARNING deepaas.api.errors: " in predict[0]
-    assert predict[1] == "Traceback (most recent call last):"
+    assert predict[1] == "  Traceback (most recent call last):"
     assert any("in deep_in_the_model" in line for line in predict)
-    assert predict[-1] == "ValueError: the model cannot take x=7"
+    assert predict[-1] == "  ValueError: the model cannot take x=7"
 
     warm = record(output, "model broken_warm: worker failed at warm")
     assert " ERROR deepaas.engine.pool: " in warm[0]
-    assert warm[1] == "Traceback (most recent call last):"
+    assert warm[1] == "  Traceback (most recent call last):"
     assert any("broken_warm.py" in line and "in warm" in line for line in warm)
-    assert warm[-1] == "RuntimeError: weights not found"
+    assert warm[-1] == "  RuntimeError: weights not found"
 
     own = record(output, "predict could not use x=8")
     assert " ERROR deepaas.worker: " in own[0]
     assert own[0].endswith("[raising/0] predict could not use x=8")
-    assert own[1] == "Traceback (most recent call last):"
-    assert own[-1] == "ValueError: the model cannot take x=8"
+    assert own[1] == "  Traceback (most recent call last):"
+    assert own[-1] == "  ValueError: the model cannot take x=8"
 
     train = record(output, f"training {training['uuid']} of model raising: error")
     assert " WARNING deepaas.training.scheduler: " in train[0]
     assert train[0].endswith("error: RuntimeError: the training diverged")
     assert any("in deep_in_the_training" in line for line in train)
-    assert train[-1] == "RuntimeError: the training diverged"
+    assert train[-1] == "  RuntimeError: the training diverged"
 
     # no traceback line is a record of its own (at INFO, say)
     assert not any(
