@@ -216,20 +216,47 @@ class Gate:
             )
 
 
+#: The IANA HTTP Authentication Scheme Registry's names (lower case): the
+#: only first words of an Authorization header an answer repeats.
+_KNOWN_SCHEMES = frozenset(
+    {
+        "basic",
+        "concealed",
+        "digest",
+        "dpop",
+        "gnap",
+        "hoba",
+        "mutual",
+        "negotiate",
+        "oauth",
+        "privatetoken",
+        "scram-sha-1",
+        "scram-sha-256",
+        "vapid",
+    }
+)
+
+
 def _other_form(header: str | None, scope: str) -> str:
     """What follows the scheme of an ``Authorization`` header that does not
     start with ``Bearer `` exactly; raises the 401 to answer when there is
     none or its scheme is another."""
     if header is not None:
-        scheme, _, rest = header.strip(" ").partition(" ")
+        scheme, *rest = header.strip(" \t").replace("\t", " ").split(" ", 1)
         if scheme.lower() == "bearer":
-            return rest
+            return rest[0] if rest else ""
         if scheme:
+            # Named only when it is a registered scheme: a header holding a
+            # bare token (no "Bearer ") would otherwise be echoed back.
+            named = (
+                f"{scheme!r} credentials"
+                if scheme.lower() in _KNOWN_SCHEMES
+                else "credentials without the 'Bearer' scheme"
+            )
             raise DeepaasError(
                 401,
                 f"this route takes bearer tokens (scope {scope!r}), not "
-                f"{scheme[:20]!r} credentials: send 'Authorization: Bearer "
-                "<token>'",
+                f"{named}: send 'Authorization: Bearer <token>'",
                 {"WWW-Authenticate": REALM},
             )
     raise DeepaasError(

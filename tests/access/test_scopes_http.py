@@ -143,6 +143,23 @@ async def test_two_authorization_headers_are_refused(
     assert "2 Authorization headers" in json.loads(await response.text())["message"]
 
 
+@pytest.mark.parametrize(
+    "header",
+    ["p-secret", "p-secretp-secretp-secret", "Token p-secret", "Bearer\tp-secret"],
+)
+async def test_a_token_is_never_echoed(client: Client, header: str) -> None:
+    """A bare token (no scheme) or an unknown scheme is not repeated in the
+    answer; a tab after Bearer is taken as a space."""
+    response = await client.get("/v2/models/", headers={"Authorization": header})
+    text = await response.text()
+    if header.startswith("Bearer"):
+        assert response.status == 200, text
+        return
+    assert response.status == 401, text
+    assert "p-secr" not in text and "Token" not in text
+    assert "without the 'Bearer' scheme" in json.loads(text)["message"]
+
+
 async def test_refused_before_the_body_is_asked_for(client: Client) -> None:
     """``Expect: 100-continue`` without a token: a 401, and no 100 Continue
     inviting the body first."""
