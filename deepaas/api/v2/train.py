@@ -51,8 +51,10 @@ def train_arg_specs(model: ModelWrapper) -> dict[str, ArgSpec]:
     """The plugin's train arguments plus the framework's ``deepaas_gpus``."""
     framework = arg_specs(
         {
+            # No load_default: a default of null is not Swagger 2.0 (which
+            # has no null), and /swagger.json would not validate; absent,
+            # the server's --train-gpus applies (kwargs.pop(GPUS_ARG, None)).
             GPUS_ARG: fields.Int(
-                load_default=None,
                 allow_none=True,
                 validate=validate.Range(min=0),
                 metadata={
