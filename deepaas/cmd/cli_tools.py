@@ -9,8 +9,10 @@ plugin installed at all (which is when ``new`` is needed most).
 
 What was written, and the commands to run next, go to stdout; errors are
 one line on stderr, ``deepaas-cli: error: ...``, with exit status 2 when the
-request was wrong (a bad name, a directory or Dockerfile in the way, no
-plugin package here) and 1 when a file could not be written.
+request is refused before anything is written (a bad name, a directory or
+Dockerfile in the way, a directory that is not writable, a path too long, no
+plugin package here) and 1 when writing failed (a full disk, ...); in both
+cases nothing is left written.
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ def _dockerize(argv: Sequence[str], out: IO[str]) -> None:
     )
     for extra in made.written[1:]:
         print(f"Wrote {extra}", file=out)
+    if made.kept is not None:
+        print(f"Kept your {made.kept} (not written over)", file=out)
     print("Build and run it:", file=out)
     print(f"  {made.build_command}", file=out)
     print(f"  {made.run_command}", file=out)
@@ -147,4 +151,9 @@ def run_tool(command: str, argv: Sequence[str], out: IO[str]) -> int:
         {"new": _new, "dockerize": _dockerize}[command](argv, out)
     except ScaffoldError as exc:
         raise CliError(str(exc), EXIT_USAGE if exc.usage else EXIT_FAILED) from None
+    except OSError as exc:  # one the scaffold did not expect: still one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise CliError(
+            f"{command}: {where}{exc.strerror or exc}", EXIT_FAILED
+        ) from None
     return EXIT_OK

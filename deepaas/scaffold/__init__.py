@@ -41,3 +41,14 @@ def render(template: str, values: dict[str, str]) -> str:
     """
     text = resources.files(__package__).joinpath(f"{TEMPLATES}/{template}").read_text()
     return Template(text).substitute(values)
+
+
+def refusal(exc: OSError, what: str) -> ScaffoldError:
+    """A refusal (exit status 2, nothing written) for an error met while
+    checking a path before anything is written: ``what`` and why, in one
+    line (``cannot use X: File name too long: nothing written``)."""
+    where = (
+        f" ({exc.filename})" if exc.filename and str(exc.filename) not in what else ""
+    )
+    reason = exc.strerror or str(exc)
+    return ScaffoldError(f"{what}{where}: {reason}: nothing written")

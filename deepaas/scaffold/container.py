@@ -19,6 +19,8 @@ nothing is imported or installed to write the Dockerfile.
 from __future__ import annotations
 
 import configparser
+import contextlib
+import os
 import re
 import shlex
 import sys
@@ -28,7 +30,7 @@ from typing import Any
 
 import deepaas
 from deepaas.model.loading import NAMESPACE
-from deepaas.scaffold import ScaffoldError, render
+from deepaas.scaffold import ScaffoldError, plugin, refusal, render
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,6 +49,10 @@ LOOKED_FOR = (
 # Where a package's URL is found among its [project.urls], most telling first.
 _SOURCE_KEYS = ("source", "repository", "source code", "code", "homepage")
 _PLAIN_ENV = re.compile(r"[A-Za-z0-9_.,-]+")
+# A distribution's name (PEP 508), which the Dockerfile's comments and image
+# name are made of.
+_DIST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+_ENTRY_POINTS = f'[project.entry-points."{NAMESPACE}"]'
 
 
 @dataclass(frozen=True)
@@ -76,11 +82,19 @@ class Dockerfile:
     run_command: str
     written: tuple[Path, ...]  # the Dockerfile, and .dockerignore if it was added
     warnings: tuple[str, ...] = field(default=())
+    kept: Path | None = None  # the .dockerignore that was there, left alone
 
 
 def find_package(directory: Path) -> PluginPackage:
     """The plugin package in ``directory``, or :class:`ScaffoldError`
-    saying what was looked for."""
+    saying what was looked for (or what in it is wrong)."""
+    try:
+        return _find_package(directory)
+    except OSError as exc:  # not readable, a name too long...
+        raise refusal(exc, f"cannot read the package in {directory}") from None
+
+
+def _find_package(directory: Path) -> PluginPackage:
     found: dict[str, Any] = {}
     models: list[str] = []
     pyproject = directory / "pyproject.toml"
@@ -90,25 +104,40 @@ def find_package(directory: Path) -> PluginPackage:
             data = tomllib.loads(pyproject.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ScaffoldError(f"{pyproject} is not valid TOML: {exc}") from None
-        project = data.get("project") or {}
-        found = _pep621_metadata(project)
-        points = (project.get("entry-points") or {}).get(NAMESPACE) or {}
-        models = [str(name) for name in points]
+        project = _table(data.get("project"), pyproject, "[project]")
+        found = _pep621_metadata(project, pyproject)
+        points = _table(
+            project.get("entry-points"), pyproject, "[project.entry-points]"
+        )
+        table = _table(points.get(NAMESPACE), pyproject, _ENTRY_POINTS)
+        for name, value in table.items():
+            _check_entry_point(pyproject, _ENTRY_POINTS, name, value)
+        models = list(table)
     if setup_cfg.is_file():
         cfg_found, cfg_models = _setup_cfg(setup_cfg)
         found = {**cfg_found, **{k: v for k, v in found.items() if v}}
         models = models or cfg_models
     if not models:
         seen = [p.name for p in (pyproject, setup_cfg) if p.is_file()]
-        what = f"{' and '.join(seen)} declare" if seen else "found"
+        verb = "declares" if len(seen) == 1 else "declare"
+        what = f"{' and '.join(seen)} {verb}" if seen else "found"
         raise ScaffoldError(
             f"no plugin package in {directory.resolve()}: looked for {LOOKED_FOR}; "
             f"{what} none. Run dockerize in the directory of your plugin "
             "package (deepaas-cli new NAME writes one)"
         )
+    dist = found.get("dist")
+    if dist is None:  # no name declared: the directory's, if it would do
+        dist = directory.resolve().name
+        if not _DIST_NAME.fullmatch(dist):
+            raise ScaffoldError(
+                f"the package in {directory.resolve()} declares no name, and "
+                f"its directory's name {plugin.shown(dist)} is not a valid one: "
+                'add name = "..." to [project] in pyproject.toml'
+            )
     return PluginPackage(
         directory=directory,
-        dist=found.get("dist") or directory.resolve().name,
+        dist=dist,
         models=tuple(models),
         version=found.get("version"),
         description=found.get("description"),
@@ -118,24 +147,71 @@ def find_package(directory: Path) -> PluginPackage:
     )
 
 
-def _pep621_metadata(project: dict[str, Any]) -> dict[str, Any]:
-    """The labels' values from a ``[project]`` table (text values only)."""
+def _table(value: Any, path: Path, key: str) -> dict[str, Any]:
+    """The TOML table ``key`` (empty when absent), or a refusal."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ScaffoldError(f"{path}: {key} must be a table, not {value!r}")
+    return value
+
+
+def _check_entry_point(path: Path, table: str, name: Any, value: Any) -> None:
+    """Refuse an entry point whose name is not a model name (the name goes
+    into the Dockerfile and into every URL) or whose value is not a
+    ``module`` or ``module:object`` string."""
+    problem = plugin.name_problem(name)
+    if problem:
+        raise ScaffoldError(f"{path}: an entry point in {table}: {problem}")
+    if not isinstance(value, str) or not value.strip():
+        raise ScaffoldError(
+            f"{path}: the entry point {name!r} in {table} must be a string "
+            f'naming a module ({name} = "{name}.api"), not {value!r}'
+        )
+
+
+def _dist_name(value: Any, path: Path, key: str) -> str | None:
+    """A declared distribution name, checked (PEP 508)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _DIST_NAME.fullmatch(value.strip()):
+        raise ScaffoldError(
+            f"{path}: {key} must be a package name (ASCII letters, digits, "
+            f"'.', '_' and '-', starting and ending with a letter or a digit), "
+            f"not {plugin.shown(value) if isinstance(value, str) else repr(value)}"
+        )
+    return value.strip()
+
+
+def _pep621_metadata(project: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The labels' values from a ``[project]`` table; a name or version
+    that is not a string is refused, other values that are not are left
+    out."""
 
     def text(value: Any) -> str | None:
         return value.strip() or None if isinstance(value, str) else None
 
+    version = project.get("version")
+    if version is not None and not isinstance(version, str):
+        raise ScaffoldError(
+            f"{path}: version in [project] must be a string, not {version!r}"
+        )
+
     license_ = project.get("license")
     if isinstance(license_, dict):  # the older {text = "..."} form
         license_ = license_.get("text")
-    urls = {str(k).lower(): v for k, v in (project.get("urls") or {}).items()}
+    urls_table = project.get("urls")
+    urls_table = urls_table if isinstance(urls_table, dict) else {}
+    urls = {str(k).lower(): v for k, v in urls_table.items()}
+    people = project.get("authors")
     authors = [
         _person(a.get("name"), a.get("email"))
-        for a in project.get("authors") or []
+        for a in (people if isinstance(people, list) else [])
         if isinstance(a, dict)
     ]
     return {
-        "dist": text(project.get("name")),
-        "version": text(project.get("version")),
+        "dist": _dist_name(project.get("name"), path, "name in [project]"),
+        "version": text(version),
         "description": text(project.get("description")),
         "license": text(license_),
         "url": next((text(urls[k]) for k in _SOURCE_KEYS if k in urls), None),
@@ -154,12 +230,18 @@ def _setup_cfg(path: Path) -> tuple[dict[str, Any], list[str]]:
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(path)
-    except configparser.Error as exc:
+    except (configparser.Error, UnicodeDecodeError) as exc:
         raise ScaffoldError(f"{path} cannot be read: {exc}") from None
     models: list[str] = []
     for section in ("options.entry_points", "entry_points"):
         lines = parser.get(section, NAMESPACE, fallback="").splitlines()
-        models += [line.split("=")[0].strip() for line in lines if "=" in line]
+        for line in lines:
+            if not line.strip():
+                continue
+            name, _, value = line.partition("=")
+            where = f"[{section}] {NAMESPACE}"
+            _check_entry_point(path, where, name.strip(), value.strip() or None)
+            models.append(name.strip())
 
     def text(key: str) -> str | None:
         value = parser.get("metadata", key, fallback="").strip()
@@ -168,7 +250,7 @@ def _setup_cfg(path: Path) -> tuple[dict[str, Any], list[str]]:
 
     author = _person(text("author"), text("author_email"))
     found = {
-        "dist": text("name"),
+        "dist": _dist_name(text("name"), path, "name in [metadata]"),
         "version": text("version"),
         "description": text("description") or text("summary"),
         "license": text("license"),
@@ -241,13 +323,31 @@ def write(
     package and over an existing file unless ``force``. The ``docker``
     commands it returns name ``directory`` as given (the build context).
     """
+    for path in (directory, output):
+        if any(not char.isprintable() for char in str(path)):
+            raise ScaffoldError(
+                f"{str(path)!r} holds a line break or another control character: "
+                "the Dockerfile's comments name it; choose another path"
+            )
     package = find_package(directory)
     target = directory / output
-    if target.exists() and not force:
-        raise ScaffoldError(
-            f"{target} already exists: nothing written; --force writes over it, "
-            "or choose another file with --output"
-        )
+    ignore = directory / ".dockerignore"
+    try:
+        if target.is_dir():
+            raise ScaffoldError(f"{target} is a directory: nothing written")
+        if (target.exists() or target.is_symlink()) and not force:
+            raise ScaffoldError(
+                f"{target} already exists: nothing written; --force writes over "
+                "it, or choose another file with --output"
+            )
+        if not target.parent.is_dir():
+            raise ScaffoldError(
+                f"{target.parent} is not a directory: nothing written; --output "
+                "names a file in an existing directory"
+            )
+        kept = ignore if ignore.exists() or ignore.is_symlink() else None
+    except OSError as exc:  # a name too long, a folder not searchable...
+        raise refusal(exc, f"cannot write {target}") from None
     spec, warning = deepaas_spec()
     image = _image_name(package, gpu)
     # docker build reads CONTEXT/Dockerfile unless -f names another file.
@@ -272,17 +372,9 @@ def write(
         "cuda_image": CUDA_IMAGE,
     }
     text = render(f"docker/Dockerfile.{'gpu' if gpu else 'cpu'}.tmpl", values)
-    ignore = directory / ".dockerignore"
-    written = [target]
-    try:
-        target.write_text(text)
-        if not ignore.exists():
-            ignore.write_text(render("docker/dockerignore.tmpl", {}))
-            written.append(ignore)
-    except OSError as exc:
-        raise ScaffoldError(
-            f"cannot write {exc.filename}: {exc.strerror}", usage=False
-        ) from None
+    written = _write_files(
+        target, text, None if kept else (ignore, render("docker/dockerignore.tmpl", {}))
+    )
     return Dockerfile(
         path=target,
         package=package,
@@ -291,6 +383,38 @@ def write(
         deepaas_spec=spec,
         build_command=build,
         run_command=run,
-        written=tuple(written),
+        written=written,
         warnings=(warning,) if warning else (),
+        kept=kept,
     )
+
+
+def _write_files(
+    target: Path, text: str, ignore: tuple[Path, str] | None
+) -> tuple[Path, ...]:
+    """Write the Dockerfile (through a temporary file renamed over it) and
+    the new ``.dockerignore`` (never over one that appeared meanwhile); on
+    a failure, neither is left written."""
+    partial = target.with_name(f".{target.name}.deepaas-{os.getpid()}")
+    created: list[Path] = []
+    try:
+        if ignore is not None:
+            with ignore[0].open("x") as fh:
+                created.append(ignore[0])
+                fh.write(ignore[1])
+        with partial.open("w") as fh:
+            created.append(partial)
+            fh.write(text)
+        os.replace(partial, target)
+    except OSError as exc:
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        failed = exc.filename or target
+        if failed == str(partial):
+            failed = target
+        raise ScaffoldError(
+            f"cannot write {failed}: {exc.strerror or exc}: nothing written",
+            usage=False,
+        ) from None
+    return (target, ignore[0]) if ignore is not None else (target,)

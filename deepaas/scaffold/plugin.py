@@ -7,12 +7,16 @@ doing something before replacing it with their own model; a test that
 trains and predicts through ``deepaas-cli``; and a README.
 
 Everything is checked before anything is written, and the files are
-written into a staging directory that is renamed into place: a refused or
-failed ``new`` leaves nothing behind.
+written into a staging directory that is renamed into place (a new
+directory), or whose entries are renamed into an existing empty directory
+(which is kept as it is: its owner, mode and ACLs, and a shell inside it,
+``--dir .``): a refused or failed ``new`` leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.metadata
 import importlib.util
 import keyword
@@ -26,7 +30,7 @@ from pathlib import Path
 
 import deepaas
 from deepaas.model.loading import NAMESPACE
-from deepaas.scaffold import ScaffoldError, render
+from deepaas.scaffold import ScaffoldError, refusal, render
 
 NAME_RULE = (
     "a model name is the name of its Python package and of its URLs "
@@ -34,6 +38,10 @@ NAME_RULE = (
     "starting with a letter, not a Python keyword"
 )
 _VALID = re.compile(r"[a-z][a-z0-9_]*")
+# The name is a folder's and a module's name, and pip adds to it in file
+# names (NAME.egg-info, __editable___NAME_0_1_0_finder.py): well within the
+# 255 bytes a file name may have on common file systems.
+MAX_NAME = 100
 # Names that would shadow what the package or its tests import.
 _RESERVED = {"deepaas", "test", "tests"}
 
@@ -69,19 +77,42 @@ def suggest(name: str) -> str:
         return "my_model"
     if not candidate[0].isalpha():
         candidate = f"model_{candidate}"
+    candidate = candidate[:MAX_NAME].rstrip("_")
     if keyword.iskeyword(candidate) or candidate in _RESERVED:
         candidate = f"{candidate}_model"
     return candidate
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted, its start only when it is long (a message stays
+    one readable line)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}..."
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a model name (the rule and a name that would
+    do), or None when it can (by its form: see :func:`check_name`)."""
+    if len(name) > MAX_NAME:
+        return (
+            f"{shown(name)} is not a valid model name: {len(name)} characters, "
+            f"at most {MAX_NAME} (it names the package's folder and files, and "
+            f"a file name has at most 255 bytes); try {suggest(name)!r}"
+        )
+    if not _VALID.fullmatch(name) or keyword.iskeyword(name):
+        return (
+            f"{shown(name)} is not a valid model name: {NAME_RULE}; "
+            f"try {suggest(name)!r}"
+        )
+    return None
 
 
 def check_name(name: str, target: Path | None = None) -> None:
     """Refuse a name that cannot be a package and a model name, a
     directory ``target`` in the way, or a name already taken here; the
     message gives the rule and a name that would do."""
-    if not _VALID.fullmatch(name) or keyword.iskeyword(name):
-        raise ScaffoldError(
-            f"{name!r} is not a valid model name: {NAME_RULE}; try {suggest(name)!r}"
-        )
+    problem = name_problem(name)
+    if problem:
+        raise ScaffoldError(problem)
     if target is not None:  # before "taken": a second `new NAME` says this
         _check_target(target)
     if name in _RESERVED or name in sys.stdlib_module_names:
@@ -107,16 +138,43 @@ def check_name(name: str, target: Path | None = None) -> None:
 
 
 def _check_target(target: Path) -> None:
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise ScaffoldError(f"{target} exists and is not a directory: nothing written")
-    if target.is_dir():
-        entries = sorted(entry.name for entry in target.iterdir())
-        if entries:
-            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    """Refuse a ``target`` that cannot become the package's directory: a
+    file, a directory that is not empty or not writable, a path through a
+    file, one too long or that cannot be looked into."""
+    try:
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
             raise ScaffoldError(
-                f"{target} already exists and is not empty ({shown}): nothing "
-                "written; choose another directory with --dir, or remove it"
+                f"{target} exists and is not a directory: nothing written"
             )
+        if target.is_dir():
+            entries = sorted(entry.name for entry in target.iterdir())
+            if entries:
+                more = ", ..." if len(entries) > 3 else ""
+                raise ScaffoldError(
+                    f"{target} already exists and is not empty "
+                    f"({', '.join(entries[:3])}{more}): nothing written; choose "
+                    "another directory with --dir, or remove it"
+                )
+            _check_writable(target)
+            return
+        # A new directory: its nearest existing parent must be a writable
+        # directory (``filemodel/sub``: filemodel is a file).
+        for parent in target.parents:  # as given: filemodel, not /home/...
+            if parent.is_dir():
+                _check_writable(parent)
+                return
+            if parent.exists() or parent.is_symlink():
+                raise ScaffoldError(f"{parent} is not a directory: nothing written")
+    except OSError as exc:  # too long, not searchable, a loop of links...
+        raise refusal(exc, f"cannot use {target}") from None
+
+
+def _check_writable(directory: Path) -> None:
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ScaffoldError(
+            f"{directory} is not writable: nothing written; choose another "
+            "directory with --dir"
+        )
 
 
 def requirement() -> str:
@@ -148,31 +206,67 @@ def create(name: str, directory: Path | None = None) -> Created:
 
 
 def _write_atomically(target: Path, contents: list[tuple[str, str]]) -> None:
-    """Write the files under a staging directory next to ``target``, then
-    rename it to ``target``: there is never a half-written package."""
-    parent = target.absolute().parent
+    """Write the files under a staging directory, then rename it to
+    ``target`` (a new directory) or rename its entries into ``target`` (an
+    existing empty one, kept as it is): there is never a half-written
+    package, and on a failure nothing is left (not even the parents made)."""
+    absolute = target.absolute()
+    existing = absolute.is_dir()
+    made: list[Path] = []  # parent directories made, to remove on a failure
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        stage = parent / f".{target.name}.deepaas-new-{os.getpid()}"
+        if existing:
+            stage = absolute / f".deepaas-new-{os.getpid()}"
+        else:
+            for parent in reversed(absolute.parents):
+                if not parent.is_dir():
+                    parent.mkdir()
+                    made.append(parent)
+            stage = absolute.parent / f".{absolute.name}.deepaas-new-{os.getpid()}"
         shutil.rmtree(stage, ignore_errors=True)  # left by a killed run of ours
         stage.mkdir()
     except OSError as exc:
+        _remove_made(made)
         raise ScaffoldError(
             f"cannot create {target}: {exc.strerror or exc}", usage=False
         ) from None
+    moved: list[Path] = []
     try:
         for relative, text in contents:
             path = stage / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        # Onto an empty directory too (rename(2) replaces an empty one).
-        os.rename(stage, target)
+        if not existing:
+            os.rename(stage, absolute)
+            return
+        for entry in sorted(stage.iterdir()):
+            destination = absolute / entry.name
+            if os.path.lexists(destination):  # filled meanwhile
+                raise FileExistsError(errno.EEXIST, "File exists", str(destination))
+            os.rename(entry, destination)
+            moved.append(destination)
+        stage.rmdir()
     except OSError as exc:
+        for path in moved:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
         shutil.rmtree(stage, ignore_errors=True)
-        if target.is_dir() and any(target.iterdir()):  # filled meanwhile
+        _remove_made(made)
+        if isinstance(exc, FileExistsError) or (
+            not existing and isinstance(exc, OSError) and exc.errno == errno.ENOTEMPTY
+        ):
             raise ScaffoldError(
                 f"{target} is not empty any more: nothing written"
             ) from None
         raise ScaffoldError(
             f"cannot write {target}: {exc.strerror or exc}", usage=False
         ) from None
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Remove the (empty) parent directories this run made, deepest first."""
+    for directory in reversed(made):
+        with contextlib.suppress(OSError):
+            directory.rmdir()

@@ -4,6 +4,7 @@ project's own), and what it refuses. No Docker engine is needed."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import subprocess
@@ -211,7 +212,8 @@ def test_refuses_to_overwrite_without_force(capsys, package):
     code, out, _ = dockerize(capsys, "--force")
     assert code == 0
     assert "CMD" in (package / "Dockerfile").read_text()
-    assert "Wrote .dockerignore" not in out  # an existing one is kept
+    assert "Wrote .dockerignore" not in out  # an existing one is kept, and said
+    assert "Kept your .dockerignore (not written over)\n" in out
     assert (package / ".dockerignore").read_text() == "mine\n"
 
 
@@ -219,8 +221,8 @@ def test_refuses_to_overwrite_without_force(capsys, package):
     ("files", "found"),
     [
         ({}, "found none"),
-        ({"pyproject.toml": '[project]\nname = "x"\n'}, "pyproject.toml declare none"),
-        ({"setup.cfg": "[metadata]\nname = x\n"}, "setup.cfg declare none"),
+        ({"pyproject.toml": '[project]\nname = "x"\n'}, "pyproject.toml declares none"),
+        ({"setup.cfg": "[metadata]\nname = x\n"}, "setup.cfg declares none"),
     ],
     ids=["empty", "pyproject-without-entry-point", "setup-cfg-without"],
 )
@@ -262,3 +264,128 @@ def test_a_development_deepaas_says_how_to_install_it(capsys, package, monkeypat
     code, _, err = dockerize(capsys, "--force")
     assert (code, err) == (0, "")
     assert args(package / "Dockerfile")["DEEPAAS"] == "deepaas==3.1.0"
+
+
+def refused(code: int, out: str, err: str) -> str:
+    """A refusal: exit status 2, one line on stderr, nothing on stdout."""
+    assert (code, out) == (2, ""), err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("deepaas-cli: error: ")
+    return lines[0].removeprefix("deepaas-cli: error: ")
+
+
+ENTRY_POINTS = '[project.entry-points."deepaas.v2.model"]'
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "said"),
+    [
+        (
+            f'[project]\nname = "x"\n{ENTRY_POINTS}\n"a b\\nRUN evil" = "x.api"\n',
+            f"pyproject.toml: an entry point in {ENTRY_POINTS}: 'a b\\nRUN evil' is "
+            f"not a valid model name: {plugin.NAME_RULE}; try 'a_b_run_evil'",
+        ),
+        (
+            f'[project]\nname = "x"\n{ENTRY_POINTS}\nx = 5\n',
+            f"pyproject.toml: the entry point 'x' in {ENTRY_POINTS} must be a string "
+            'naming a module (x = "x.api"), not 5',
+        ),
+        (
+            f'[project]\nname = 5\n{ENTRY_POINTS}\nx = "x.api"\n',
+            "pyproject.toml: name in [project] must be a package name (ASCII "
+            "letters, digits, '.', '_' and '-', starting and ending with a letter "
+            "or a digit), not 5",
+        ),
+        (
+            f'[project]\nname = "x\\nRUN evil"\n{ENTRY_POINTS}\nx = "x.api"\n',
+            "pyproject.toml: name in [project] must be a package name (ASCII "
+            "letters, digits, '.', '_' and '-', starting and ending with a letter "
+            "or a digit), not 'x\\nRUN evil'",
+        ),
+        (
+            f'[project]\nname = "x"\nversion = 1\n{ENTRY_POINTS}\nx = "x.api"\n',
+            "pyproject.toml: version in [project] must be a string, not 1",
+        ),
+        (
+            '[project]\nname = "x"\n[project.entry-points]\n"deepaas.v2.model" = 3\n',
+            f"pyproject.toml: {ENTRY_POINTS} must be a table, not 3",
+        ),
+    ],
+    ids=[
+        "name-injection",
+        "not-a-string",
+        "dist-not-a-string",
+        "dist-newline",
+        "version",
+        "not-a-table",
+    ],
+)
+def test_refuses_what_pyproject_declares_wrong(
+    capsys, tmp_path, monkeypatch, pyproject, said
+):
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    monkeypatch.chdir(tmp_path)
+    assert refused(*dockerize(capsys)) == said
+    assert [p.name for p in tmp_path.iterdir()] == ["pyproject.toml"]
+
+
+def test_refuses_a_setup_cfg_entry_point_that_is_not_a_model_name(
+    capsys, tmp_path, monkeypatch
+):
+    (tmp_path / "setup.cfg").write_text(
+        "[metadata]\nname = x\n[options.entry_points]\n"
+        "deepaas.v2.model =\n    My-Model = x.api\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    line = refused(*dockerize(capsys))
+    assert line.startswith(
+        "setup.cfg: an entry point in [options.entry_points] deepaas.v2.model: "
+        "'My-Model' is not a valid model name: "
+    )
+
+
+def test_refuses_an_output_too_long_or_in_no_directory(capsys, package):
+    long = "c" * 300
+    assert refused(*dockerize(capsys, "--output", long)) == (
+        f"cannot write {long}: File name too long: nothing written"
+    )
+    assert refused(*dockerize(capsys, "--output", "no/Dockerfile")) == (
+        "no is not a directory: nothing written; --output names a file in an "
+        "existing directory"
+    )
+    assert refused(*dockerize(capsys, "--output", "tests", "--force")) == (
+        "tests is a directory: nothing written"
+    )
+    assert refused(*dockerize(capsys, "--output", "a\nRUN evil")) == (
+        "'a\\nRUN evil' holds a line break or another control character: the "
+        "Dockerfile's comments name it; choose another path"
+    )
+    assert not (package / "Dockerfile").exists()
+    assert not (package / ".dockerignore").exists()
+
+
+def test_refuses_a_package_it_cannot_read(capsys, package, monkeypatch):
+    def read_text(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert refused(*dockerize(capsys)) == (
+        "cannot read the package in . (pyproject.toml): Permission denied: "
+        "nothing written"
+    )
+
+
+def test_a_failure_to_write_leaves_nothing(capsys, package, monkeypatch):
+    def replace(source, destination):
+        raise OSError(errno.ENOSPC, "No space left on device", str(destination))
+
+    monkeypatch.setattr(container.os, "replace", replace)
+    before = sorted(p.name for p in package.iterdir())
+    code, out, err = dockerize(capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        "deepaas-cli: error: cannot write Dockerfile: No space left on device: "
+        "nothing written\n"
+    )
+    assert sorted(p.name for p in package.iterdir()) == before

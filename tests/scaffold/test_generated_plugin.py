@@ -153,6 +153,16 @@ def test_serves_predicts_and_trains_over_http(server, tmp_path):
     assert record["status"] == "error"
     assert "bad.csv, line 2: expected two numbers x,y" in record["message"]
 
+    # NaN trains nothing: the user is told, and the last line is kept
+    body, headers = csv_upload("data", "nan.csv", "x,y\n0,1\n1,nan\n")
+    record = train(server, body, **headers)
+    assert record["status"] == "error"
+    assert "nan.csv, line 3: expected two finite numbers x,y" in record["message"]
+    assert server.request("POST", f"{MODEL}predict/", {"x": [4]}) == (
+        200,
+        {"y": [-7.0], "slope": -3.0, "intercept": 5.0, "trained": True},
+    )
+
 
 def test_the_packages_own_tests_pass(installed):
     package, site = installed

@@ -8,6 +8,7 @@ temporary directory; the package it writes is installed and served by
 from __future__ import annotations
 
 import ast
+import errno
 import shutil
 import subprocess
 import sys
@@ -212,3 +213,137 @@ def test_a_second_new_of_the_same_name_says_the_directory_is_there(
     monkeypatch.syspath_prepend(str(site))
     line = refused(*new(capsys, NAME))
     assert line.startswith(f"{NAME} already exists and is not empty (.gitignore, ")
+
+
+def failed(code: int, out: str, err: str) -> str:
+    """A failure to write: exit status 1, one line on stderr, nothing on
+    stdout; the line, without its prefix."""
+    assert (code, out) == (1, ""), err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("deepaas-cli: error: ")
+    return lines[0].removeprefix("deepaas-cli: error: ")
+
+
+def test_writes_into_an_existing_empty_directory_in_place(
+    capsys, tmp_path, monkeypatch
+):
+    # `mkdir mine && cd mine && deepaas-cli new NAME --dir .`: the directory
+    # is kept (the shell is still in it, its mode is the user's), not
+    # replaced by a new one
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o750)
+    mine.chmod(0o750)
+    before = mine.stat()
+    monkeypatch.chdir(mine)
+    code, out, err = new(capsys, NAME, "--dir", ".")
+    assert (code, err) == (0, "")
+    after = mine.stat()
+    assert (after.st_ino, after.st_dev, after.st_mode) == (
+        before.st_ino,
+        before.st_dev,
+        before.st_mode,
+    )
+    assert Path.cwd().samefile(mine)
+    assert sorted(p.name for p in mine.iterdir()) == sorted(
+        {path.split("/")[0].replace("NAME", NAME) for path in plugin.FILES}
+    )
+    assert (mine / NAME / "api.py").is_file()
+    assert "  pip install -e .\n" in out
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no staging
+
+
+def test_a_failure_in_an_existing_directory_leaves_it_empty(
+    capsys, tmp_path, monkeypatch
+):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    inode = empty.stat().st_ino
+    renamed: list[str] = []
+    real_rename = plugin.os.rename
+
+    def rename(source, destination):
+        if renamed:  # the second entry cannot be moved
+            raise OSError(errno.ENOSPC, "No space left on device", str(destination))
+        renamed.append(str(destination))
+        real_rename(source, destination)
+
+    monkeypatch.setattr(plugin.os, "rename", rename)
+    line = failed(*new(capsys, NAME, "--dir", str(empty)))
+    assert line == f"cannot write {empty}: No space left on device"
+    assert renamed  # one entry was moved in, then removed
+    assert list(empty.iterdir()) == []
+    assert empty.stat().st_ino == inode
+    assert [p.name for p in tmp_path.iterdir()] == ["empty"]
+
+
+def test_a_failure_in_a_new_directory_removes_the_parents_it_made(
+    capsys, tmp_path, monkeypatch
+):
+    def write_text(self, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", str(self))
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    target = tmp_path / "a" / "b" / NAME
+    line = failed(*new(capsys, NAME, "--dir", str(target)))
+    assert line == f"cannot write {target}: Input/output error"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["empty", "new"])
+def test_refuses_a_directory_that_is_not_writable(
+    capsys, tmp_path, monkeypatch, exists
+):
+    # root may write anywhere: os.access says what a user would be told
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(plugin.os, "access", lambda path, mode: Path(path) != locked)
+    target = locked if exists else locked / "pkg"
+    line = refused(*new(capsys, NAME, "--dir", str(target)))
+    assert line == (
+        f"{locked} is not writable: nothing written; choose another directory "
+        "with --dir"
+    )
+    assert list(locked.iterdir()) == []
+
+
+def test_refuses_a_path_through_a_file(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "filemodel").write_text("")
+    line = refused(*new(capsys, NAME, "--dir", "filemodel/sub"))
+    assert line == "filemodel is not a directory: nothing written"
+    assert [p.name for p in tmp_path.iterdir()] == ["filemodel"]
+
+
+def test_refuses_a_name_too_long_for_a_file_name(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name = "a" * 300
+    line = refused(*new(capsys, name))
+    assert line.startswith(f"{'a' * 40!r}... is not a valid model name: 300 ")
+    assert f"at most {plugin.MAX_NAME} (" in line
+    assert list(tmp_path.iterdir()) == []
+    suggestion = plugin.suggest(name)
+    assert len(suggestion) == plugin.MAX_NAME
+    assert plugin.name_problem(suggestion) is None
+    assert plugin.name_problem("a" * (plugin.MAX_NAME + 1)) is not None
+
+
+def test_refuses_a_dir_with_a_component_too_long(capsys, tmp_path):
+    target = tmp_path / ("b" * 300) / NAME
+    line = refused(*new(capsys, NAME, "--dir", str(target)))
+    assert line == f"cannot use {target}: File name too long: nothing written"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_a_directory_that_cannot_be_looked_into(capsys, tmp_path, monkeypatch):
+    # a parent that is not searchable (chmod a-x): lstat says EACCES to a
+    # user (not to root, who runs this test: the error is made here)
+    target = tmp_path / "closed" / NAME
+
+    def is_symlink(self):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_symlink", is_symlink)
+    line = refused(*new(capsys, NAME, "--dir", str(target)))
+    assert line == f"cannot use {target}: Permission denied: nothing written"
+    assert list(tmp_path.iterdir()) == []
