@@ -17,16 +17,10 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 
 from deepaas.api import args as args_module
-from deepaas.api import front
-from deepaas.api.connections import GuardedTCPSite
-from deepaas.config import Settings
-from deepaas.server import SERVER, build_app
-from tests.api.test_conn_errors import HOST, answer
+from tests.api.test_conn_errors import HOST, answer, guarded_site
 from tests.api.test_slow_clients import connect
-from tests.support import REPO_ROOT, plugin_spec
 
 PREDICT = "/v2/models/mapping_args/predict/"
 
@@ -47,19 +41,8 @@ BODIES = [
 
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
-    app = build_app(
-        Settings(), [plugin_spec("mapping_args")], extra_path=(str(REPO_ROOT),)
-    )
-    server = app[SERVER]
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    front.install(runner, server.metrics)
-    try:
-        site = GuardedTCPSite(runner, "127.0.0.1", 0, guard=server.header_timeout)
-        await site.start()
-        yield site.port
-    finally:
-        await runner.cleanup()
+    async with guarded_site("mapping_args") as (_, served_port):
+        yield served_port
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ Raw HTTP/1.1 over real sockets to a ``GuardedTCPSite`` on a free port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import zlib
@@ -62,11 +63,12 @@ async def served() -> AsyncIterator[Served]:
     assert not guard.connections
 
 
-@pytest.fixture
-async def deepaas_site() -> AsyncIterator[tuple[Server, int]]:
-    """The deepaas app (echo model) behind a ``GuardedTCPSite`` wired as
-    ``deepaas-run`` wires it: the server and its port."""
-    app = build_app(Settings(), [plugin_spec("echo")], extra_path=(str(REPO_ROOT),))
+@contextlib.asynccontextmanager
+async def guarded_site(plugin: str) -> AsyncIterator[tuple[Server, int]]:
+    """The deepaas app serving ``tests.plugins.<plugin>`` behind a
+    ``GuardedTCPSite`` wired as ``deepaas-run`` wires it: the server and
+    its port."""
+    app = build_app(Settings(), [plugin_spec(plugin)], extra_path=(str(REPO_ROOT),))
     server = app[SERVER]
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
@@ -77,6 +79,14 @@ async def deepaas_site() -> AsyncIterator[tuple[Server, int]]:
         yield server, site.port
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def deepaas_site() -> AsyncIterator[tuple[Server, int]]:
+    """The deepaas app (echo model) behind a guarded site: see
+    :func:`guarded_site`."""
+    async with guarded_site("echo") as served:
+        yield served
 
 
 async def answer(
