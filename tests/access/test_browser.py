@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -13,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from deepaas.api import METRICS
-from tests.access.browser import Browser, Page, chromium_or_skip
+from tests.access.browser import Browser, Page
 from tests.support import DEMO, Client, MakeClient
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
@@ -22,14 +21,6 @@ TOKENS = "p-secret predict"
 OPERATION = "#operations-models-list_models"
 CELL = ".live-responses-table tbody .response-col_status"
 STATUS = f"document.querySelector('{OPERATION} {CELL}')"
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Browser]:
-    chromium_or_skip()
-    profile: Path = tmp_path_factory.mktemp("chromium")
-    async with Browser.start(str(profile)) as started:
-        yield started
 
 
 async def click(page: Page, selector: str) -> None:

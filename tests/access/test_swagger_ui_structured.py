@@ -12,15 +12,13 @@ what Swagger UI sends from that.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from deepaas.model.loading import PluginSpec
-from tests.access.browser import Browser, Page, chromium_or_skip
+from tests.access.browser import Browser, Page
 from tests.support import Client, MakeClient
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
@@ -28,14 +26,6 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)
 OPERATION = "#operations-models-predict_structured"
 CELL = f"{OPERATION} .live-responses-table tbody .response-col_status"
 ANSWER = f"{OPERATION} .live-responses-table .response-col_description pre"
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Browser]:
-    chromium_or_skip()
-    profile: Path = tmp_path_factory.mktemp("chromium")
-    async with Browser.start(str(profile)) as started:
-        yield started
 
 
 def query(selector: str, index: int | None = None) -> str:
