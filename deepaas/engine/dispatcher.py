@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable
 
 from deepaas.engine import protocol
 from deepaas.engine.batching import BatchPolicy, Call, CallQueue
-from deepaas.engine.lanes import Lane, Link
+from deepaas.engine.lanes import Lane, Link, least_loaded
 from deepaas.engine.outcomes import (
     answer,
     did_not_answer,
@@ -295,7 +295,7 @@ class Dispatcher:
             ]
             if not takers:
                 break
-            lane, room = self._least_loaded(lanes, takers, batched)
+            lane, room = least_loaded(lanes, takers, self._last, batched)
             ready_at = queue.ready_at(now)
             if ready_at is None:
                 break
@@ -320,28 +320,9 @@ class Dispatcher:
             if waited:
                 self.events.dispatched(self.model, waited)
         for lane, parts in frames.items():
-            # One write per lane; a dead worker is reaped: lost().
-            written = protocol.coalesce(parts)
-            first = written[0]
-            if len(written) == 1 and isinstance(first, bytes):
-                lane.link.write(first)  # the usual case
-            else:
-                lane.link.write(written)
+            lane.send(parts)  # one write per lane
         if pipelined:
             self._watch_stalls()
-
-    def _least_loaded(
-        self, lanes: list[Lane], takers: list[tuple[Lane, int]], batched: bool
-    ) -> tuple[Lane, int]:
-        """The taker holding least; among equals, the first after the lane
-        served last (in ``lanes`` order), so that idle workers take turns
-        instead of the first one doing all the work."""
-        count = len(lanes)
-        after = lanes.index(self._last) if self._last in lanes else -1
-        position = {lane: (i - after - 1) % count for i, lane in enumerate(lanes)}
-        return min(
-            takers, key=lambda taker: (taker[0].held(batched), position[taker[0]])
-        )
 
     def _frame(
         self, lane: Lane, method: str, batch: list[Call]
