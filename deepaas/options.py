@@ -126,14 +126,22 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_batch_size",
         None,
-        "Largest batch for models with predict_batch (1 disables batching).",
+        "Largest batch for models that batch (1 disables batching); "
+        "overrides each model's own (a plugin's batching max_batch_size, "
+        "else 8; docs/batching.md).",
         kind="optional_int",
+        shown_default="the model's",
     ),
     Option(
         "max_batch_delay",
         None,
-        "Milliseconds a free worker waits for a batch to fill.",
+        "Milliseconds a batch that is not full waits for more requests after "
+        "its oldest one arrived (0: never waits); overrides each "
+        "model's own max_delay_ms. Without either, the adaptive window: it "
+        "waits only while more requests are expected soon, at most 5 ms "
+        "(docs/batching.md).",
         kind="optional_int",
+        shown_default="adaptive",
     ),
     Option(
         "predict_timeout",

@@ -13,7 +13,10 @@ each call ends, with its answer or an error, is
   idle workers take turns): a batch (:meth:`CallQueue.take_batch
   <deepaas.engine.batching.CallQueue.take_batch>`) for a model that
   batches, else calls. Everything handed out in one turn of the event loop
-  goes to a worker in one write.
+  goes to a worker in one write. A batch that is not full goes when the
+  queue's window says (:mod:`deepaas.engine.window`); the dispatcher tells
+  it how many calls the workers hold, and when one has room after all were
+  full.
 - **Retiring workers last**: a worker being replaced (:meth:`mark_retiring`:
   it passed its request or memory limit) takes no new calls while another
   ready worker takes calls, even a busy one (calls wait for it): what the
@@ -46,7 +49,7 @@ from collections.abc import Callable, Iterable
 
 from deepaas.engine import protocol
 from deepaas.engine.batching import BatchPolicy, Call, CallQueue
-from deepaas.engine.lanes import Lane, Link, least_loaded
+from deepaas.engine.lanes import Lane, Link, has_room, least_loaded
 from deepaas.engine.outcomes import (
     answer,
     did_not_answer,
@@ -94,6 +97,9 @@ class Dispatcher:
         self._pump_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
         self._last: Lane | None = None  # served last: ties go to the next one
+        # The adaptive window learns from the calls in the system (queued and
+        # held) and from when a worker has room again after all were full.
+        self._adaptive = queue.window.adaptive
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -106,6 +112,7 @@ class Dispatcher:
     def add(self, link: Link) -> None:
         """A worker is ready: it takes calls from now on."""
         self.lanes[link] = Lane(link)
+        self.queue.freed(self.clock())
         self.schedule_pump()
 
     def held(self, link: Link) -> int:
@@ -194,7 +201,7 @@ class Dispatcher:
 
     def submit(self, call: Call) -> None:
         call.queued_at = self.clock()  # the batch window runs on our clock
-        self.queue.append(call)
+        self.queue.append(call, self._held() if self._adaptive else 0)
         self.schedule_pump()
 
     def expire(self, call: Call, seconds: float) -> Link | None:
@@ -232,11 +239,13 @@ class Dispatcher:
             for _, _, value in message.items:
                 discard_value(value)
             return
+        batched = self.policy.batched
+        full = self._adaptive and not has_room(self.lanes.values(), batched)
         carried = lane.answered_message()
         items = message.items
         if items:
             seconds = message.seconds
-            if self.policy.batched:
+            if batched:
                 per = seconds
                 self.events.computed(self.model, len(items), seconds)
             else:
@@ -255,6 +264,8 @@ class Dispatcher:
         if not inflight:
             lane.stalled = False
             lane.settle_drained()
+        if full and has_room(self.lanes.values(), batched):
+            self.queue.freed(self.clock())
         self.schedule_pump()
 
     # -- handing out ----------------------------------------------------------
@@ -274,7 +285,8 @@ class Dispatcher:
         self._pump_scheduled = False
         queue = self.queue
         now = self.clock()
-        ready_at = queue.ready_at(now)
+        adaptive = self._adaptive
+        ready_at = queue.ready_at(now, self._held() if adaptive else 0)
         if ready_at is None:
             return
         lanes = [lane for lane in self.lanes.values() if lane.feeding]
@@ -296,7 +308,7 @@ class Dispatcher:
             if not takers:
                 break
             lane, room = least_loaded(lanes, takers, self._last, batched)
-            ready_at = queue.ready_at(now)
+            ready_at = queue.ready_at(now, self._held() if adaptive else 0)
             if ready_at is None:
                 break
             if ready_at > now:
@@ -323,6 +335,10 @@ class Dispatcher:
             lane.send(parts)  # one write per lane
         if pipelined:
             self._watch_stalls()
+
+    def _held(self) -> int:
+        """Calls the workers hold (running, waiting in them, not yet sent back)."""
+        return sum(len(lane.inflight) for lane in self.lanes.values())
 
     def _frame(
         self, lane: Lane, method: str, batch: list[Call]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from deepaas.engine.batching import DEFAULT_BATCH_SIZE, BatchPolicy, resolve_policy
+from deepaas.engine.batching import (
+    DEFAULT_BATCH_SIZE,
+    BatchPolicy,
+    CallQueue,
+    resolve_policy,
+)
+from deepaas.engine.window import ADAPTIVE_CAP_S, AdaptiveWindow, FixedWindow
 from deepaas.model.v2.wrapper import ModelError, ModelWrapper
 
 
@@ -24,8 +30,28 @@ def test_flags_override_the_plugin():
 
 
 def test_defaults_without_attribute():
+    # The default window is adaptive (max_delay None); it was 0 before issue 14.
     policy = resolve_policy(True, None, None, None)
-    assert policy == BatchPolicy(max_batch_size=DEFAULT_BATCH_SIZE, max_delay=0.0)
+    assert policy == BatchPolicy(max_batch_size=DEFAULT_BATCH_SIZE, max_delay=None)
+    assert (policy.window_kind, policy.window_bound) == ("adaptive", ADAPTIVE_CAP_S)
+
+
+def test_a_delay_from_the_plugin_or_the_flag_is_a_fixed_window():
+    assert resolve_policy(True, {"max_batch_size": 8}, None, None).max_delay is None
+    own = resolve_policy(True, {"max_delay_ms": 0}, None, None)
+    assert (own.max_delay, own.window_kind, own.window_bound) == (0.0, "fixed", 0.0)
+    flag = resolve_policy(True, {"max_batch_size": 8}, None, 5)
+    assert (flag.max_delay, flag.window_kind) == (0.005, "fixed")
+    assert isinstance(CallQueue(flag).window, FixedWindow)
+    assert isinstance(
+        CallQueue(resolve_policy(True, {}, None, None)).window, AdaptiveWindow
+    )
+
+
+def test_a_model_that_does_not_batch_has_no_window():
+    policy = resolve_policy(True, {"max_batch_size": 8}, 1, None)
+    assert (policy.window_kind, policy.window_bound) == ("none", 0.0)
+    assert isinstance(CallQueue(policy).window, FixedWindow)
 
 
 class _Plugin:
