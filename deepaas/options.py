@@ -11,6 +11,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+#: The largest batch (requests per ``predict_batch`` call) a plugin's
+#: ``batching`` or ``--max-batch-size`` may ask for: the queue gathers a
+#: batch from at most 256 waiting calls after the oldest one.
+MAX_BATCH_SIZE = 256
+#: The longest fixed batch window (``max_delay_ms``, ``--max-batch-delay``),
+#: one minute: beyond any wait a client of a prediction accepts.
+MAX_BATCH_DELAY_MS = 60_000
+
 
 def _parse_bool(text: str) -> bool:
     value = text.strip().lower()
@@ -126,9 +134,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_batch_size",
         None,
-        "Largest batch for models that batch (1 disables batching); "
-        "overrides each model's own (a plugin's batching max_batch_size, "
-        "else 8; docs/batching.md).",
+        "Largest batch for models that batch, 1 to 256 (1 disables "
+        "batching); overrides each model's own (a plugin's batching "
+        "max_batch_size, else 8; docs/batching.md).",
         kind="optional_int",
         shown_default="the model's",
     ),
@@ -136,7 +144,7 @@ OPTIONS: tuple[Option, ...] = (
         "max_batch_delay",
         None,
         "Milliseconds a batch that is not full waits for more requests after "
-        "its oldest one arrived (0: never waits); overrides each "
+        "its oldest one arrived, 0 to 60000 (0: never waits); overrides each "
         "model's own max_delay_ms. Without either, the adaptive window: it "
         "waits only while more requests are expected soon, at most 5 ms "
         "(docs/batching.md).",
