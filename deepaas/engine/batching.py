@@ -267,11 +267,12 @@ class CallQueue:
         while calls and (not calls[0].queued or calls[0].future.done()):
             self.discard(calls.popleft())
 
-    def ready_at(self, now: float, held: int = 0) -> float | None:
+    def ready_at(self, now: float, held: int = 0, free: int = 1) -> float | None:
         """When a batch should be taken: ``now`` or later; None when empty.
 
         A full batch, or a model that does not batch, is ready now;
-        otherwise the window says (``held``: the calls the workers hold).
+        otherwise the window says (``held``: the calls the workers hold;
+        ``free``: the workers with room).
         """
         self._drop_settled()
         if not self._calls:
@@ -279,7 +280,8 @@ class CallQueue:
         policy = self.policy
         if not policy.batched or self._rows >= policy.full:
             return now
-        return self.window.ready_at(now, self._calls[0].queued_at, self._live + held)
+        oldest = self._calls[0].queued_at
+        return self.window.ready_at(now, oldest, self._live, held, free)
 
     def take(self, limit: int | None = None) -> list[Call]:
         """Up to ``limit`` (``max_batch_size``) calls still awaited, oldest

@@ -14,9 +14,7 @@ each call ends, with its answer or an error, is
   <deepaas.engine.batching.CallQueue.take_batch>`) for a model that
   batches, else calls. Everything handed out in one turn of the event loop
   goes to a worker in one write. A batch that is not full goes when the
-  queue's window says (:mod:`deepaas.engine.window`); the dispatcher tells
-  it how many calls the workers hold, and when one has room after all were
-  full.
+  queue's window says (:mod:`deepaas.engine.window`).
 - **Retiring workers last**: a worker being replaced (:meth:`mark_retiring`:
   it passed its request or memory limit) takes no new calls while another
   ready worker takes calls, even a busy one (calls wait for it): what the
@@ -49,7 +47,7 @@ from collections.abc import Callable, Iterable
 
 from deepaas.engine import protocol
 from deepaas.engine.batching import BatchPolicy, Call, CallQueue
-from deepaas.engine.lanes import Lane, Link, has_room, least_loaded
+from deepaas.engine.lanes import Lane, Link, least_loaded
 from deepaas.engine.outcomes import (
     answer,
     did_not_answer,
@@ -97,9 +95,7 @@ class Dispatcher:
         self._pump_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
         self._last: Lane | None = None  # served last: ties go to the next one
-        # The adaptive window learns from the calls in the system (queued and
-        # held) and from when a worker has room again after all were full.
-        self._adaptive = queue.window.adaptive
+        self._adaptive = queue.window.adaptive  # told of held calls and rooms
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -201,7 +197,7 @@ class Dispatcher:
 
     def submit(self, call: Call) -> None:
         call.queued_at = self.clock()  # the batch window runs on our clock
-        self.queue.append(call, self._held() if self._adaptive else 0)
+        self.queue.append(call, self._load()[0])
         self.schedule_pump()
 
     def expire(self, call: Call, seconds: float) -> Link | None:
@@ -240,7 +236,7 @@ class Dispatcher:
                 discard_value(value)
             return
         batched = self.policy.batched
-        full = self._adaptive and not has_room(self.lanes.values(), batched)
+        full = not self._load()[1]  # no worker had room (adaptive window only)
         carried = lane.answered_message()
         items = message.items
         if items:
@@ -264,7 +260,7 @@ class Dispatcher:
         if not inflight:
             lane.stalled = False
             lane.settle_drained()
-        if full and has_room(self.lanes.values(), batched):
+        if full and self._load()[1]:
             self.queue.freed(self.clock())
         self.schedule_pump()
 
@@ -285,8 +281,7 @@ class Dispatcher:
         self._pump_scheduled = False
         queue = self.queue
         now = self.clock()
-        adaptive = self._adaptive
-        ready_at = queue.ready_at(now, self._held() if adaptive else 0)
+        ready_at = queue.ready_at(now, *self._load())
         if ready_at is None:
             return
         lanes = [lane for lane in self.lanes.values() if lane.feeding]
@@ -308,7 +303,7 @@ class Dispatcher:
             if not takers:
                 break
             lane, room = least_loaded(lanes, takers, self._last, batched)
-            ready_at = queue.ready_at(now, self._held() if adaptive else 0)
+            ready_at = queue.ready_at(now, *self._load())
             if ready_at is None:
                 break
             if ready_at > now:
@@ -336,9 +331,16 @@ class Dispatcher:
         if pipelined:
             self._watch_stalls()
 
-    def _held(self) -> int:
-        """Calls the workers hold (running, waiting in them, not yet sent back)."""
-        return sum(len(lane.inflight) for lane in self.lanes.values())
+    def _load(self) -> tuple[int, int]:
+        """What the adaptive window weighs (other windows do not): the calls
+        the workers hold (running, waiting in them, not yet sent back), and
+        how many workers have room."""
+        if not self._adaptive:
+            return 0, 1
+        batched = self.policy.batched
+        lanes = self.lanes.values()
+        held = sum(len(lane.inflight) for lane in lanes)
+        return held, sum(lane.room(batched) > 0 for lane in lanes)
 
     def _frame(
         self, lane: Lane, method: str, batch: list[Call]

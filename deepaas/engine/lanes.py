@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Iterable
 from typing import Protocol
 
 from deepaas.engine import protocol
@@ -233,8 +232,3 @@ def least_loaded(
     after = lanes.index(last) if last in lanes else -1
     position = {lane: (i - after - 1) % count for i, lane in enumerate(lanes)}
     return min(takers, key=lambda taker: (taker[0].held(batched), position[taker[0]]))
-
-
-def has_room(lanes: Iterable[Lane], batched: bool) -> bool:
-    """Some lane would take a call (or a batch) now."""
-    return any(lane.room(batched) > 0 for lane in lanes)

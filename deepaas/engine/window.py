@@ -54,7 +54,9 @@ class FixedWindow:
     def freed(self, now: float) -> None:
         """A worker has room again (the delay runs from the oldest call)."""
 
-    def ready_at(self, now: float, oldest: float, in_system: int) -> float:
+    def ready_at(
+        self, now: float, oldest: float, queued: int, held: int = 0, free: int = 1
+    ) -> float:
         """When a batch that is not full goes: ``now`` or later."""
         return max(now, oldest + self.delay) if self.delay else now
 
@@ -74,7 +76,9 @@ class AdaptiveWindow:
 
     - every call of the population is in the system: when each client
       waits for its answer before sending again, no one else can come (one
-      client alone never waits, however fast it sends);
+      client alone never waits, however fast it sends). With several
+      workers free, each batch waits only for its share of the calls the
+      busy workers do not hold, so that the free workers share them;
     - no call arrived for :data:`SILENCE_GAPS` mean gaps (``1/rate``) since
       the last one, or since the window opened: the burst is over;
     - it waited ``cap`` since the window opened.
@@ -138,17 +142,20 @@ class AdaptiveWindow:
             self._period_at = now
         return max(self._peak, self._previous_peak)
 
-    def ready_at(self, now: float, oldest: float, in_system: int) -> float:
+    def ready_at(
+        self, now: float, oldest: float, queued: int, held: int = 0, free: int = 1
+    ) -> float:
         """When a batch that is not full goes: ``now`` or later.
 
-        ``oldest``: when its oldest call arrived; ``in_system``: the calls
-        queued and those the workers hold.
+        ``oldest``: when its oldest call arrived; ``queued``: the calls
+        waiting; ``held``: those the workers hold; ``free``: the workers
+        with room.
         """
         if self.rate_at(now) * self.cap <= 1.0:
             return now  # idle, or slower than one call per window
         opened = max(oldest, self.opened_at)
         deadline = opened + self.cap
-        if deadline <= now or in_system >= self.population(now):
+        if deadline <= now or queued * max(free, 1) + held >= self.population(now):
             return now
         quiet = max(self.last_arrival, opened) + SILENCE_GAPS / self.rate
         return max(now, min(deadline, quiet))

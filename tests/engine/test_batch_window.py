@@ -41,6 +41,7 @@ def _stalls_checked_by_the_tests(monkeypatch):
 
 @dataclasses.dataclass
 class Batch:
+    worker: int
     started: float  # when the worker started it
     size: int
     oldest: float  # when its oldest call arrived
@@ -48,18 +49,24 @@ class Batch:
 
 
 class Sim:
-    """One model's queue and dispatcher, one fake worker, a fake clock."""
+    """One model's queue and dispatcher, fake workers, a fake clock."""
 
-    def __init__(self, policy: BatchPolicy, service: Callable[[int], float]) -> None:
+    def __init__(
+        self, policy: BatchPolicy, service: Callable[[int], float], workers: int = 1
+    ) -> None:
         self.clock = FakeClock(100.0)
         self.queue = CallQueue(policy)
         self.dispatcher = Dispatcher("m", self.queue, clock=self.clock)
-        self.worker = FakeWorker("m/0", self.clock, self.dispatcher)
-        self.dispatcher.add(self.worker)
+        self.workers = [
+            FakeWorker(f"m/{i}", self.clock, self.dispatcher) for i in range(workers)
+        ]
+        for worker in self.workers:
+            self.dispatcher.add(worker)
+        self.worker = self.workers[0]
         self.service = service
         self.batches: list[Batch] = []
-        self.busy_until: float | None = None
-        self.free_since = self.clock()
+        self.busy_until: list[float | None] = [None] * workers
+        self.free_since = [self.clock()] * workers
         self.calls: list[Call] = []
 
     @property
@@ -73,33 +80,32 @@ class Sim:
         return call
 
     async def step(self) -> list[Call]:
-        """One tick: the worker finishes or starts a batch, the dispatcher
+        """One tick: the workers finish or start a batch, the dispatcher
         pumps (its timers are not waited for); returns the calls answered."""
         answered: list[Call] = []
-        if self.busy_until is not None and self.now >= self.busy_until - 1e-12:
-            (running,) = {len(self.worker.running)}
-            self.worker.finish(seconds=self.service(running))
-            pending = [c for c in self.calls if not c.future.done()]
-            self.worker.send()
-            answered = [c for c in pending if c.future.done()]
-            self.busy_until = None
-            self.free_since = self.now
+        for i, worker in enumerate(self.workers):
+            due = self.busy_until[i]
+            if due is not None and self.now >= due - 1e-12:
+                worker.finish(seconds=self.service(len(worker.running)))
+                pending = [c for c in self.calls if not c.future.done()]
+                worker.send()
+                answered += [c for c in pending if c.future.done()]
+                self.busy_until[i] = None
+                self.free_since[i] = self.now
         await asyncio.sleep(0)  # the pumps scheduled so far
         self.dispatcher.pump()  # what a timer of the window would do
-        if self.busy_until is None:
-            seqs = self.worker.start()
-            if seqs:
-                arrivals = [p for _, p in self.worker_items(seqs)]
-                self.batches.append(
-                    Batch(self.now, len(seqs), min(arrivals), self.free_since)
-                )
-                self.busy_until = self.now + self.service(len(seqs))
+        for i, worker in enumerate(self.workers):
+            if self.busy_until[i] is None:
+                seqs = worker.start()
+                if seqs:
+                    items = {seq: p for m in worker.messages for seq, p in m.items}
+                    oldest = min(items[seq] for seq in seqs)
+                    self.batches.append(
+                        Batch(i, self.now, len(seqs), oldest, self.free_since[i])
+                    )
+                    self.busy_until[i] = self.now + self.service(len(seqs))
         self.clock.advance(TICK)
         return answered
-
-    def worker_items(self, seqs: list[int]) -> list[tuple[int, Any]]:
-        items = {seq: p for m in self.worker.messages for seq, p in m.items}
-        return [(seq, items[seq]) for seq in seqs]
 
     async def open_loop(self, times: Iterable[float], until: float) -> None:
         """Calls arrive at ``times`` (offsets from now); run until ``until``."""
@@ -229,6 +235,21 @@ async def test_fewer_clients_than_a_batch_go_once_all_are_in(clients):
     # worker freed up: no batch waited longer than that.
     later = [w for b, w in zip(sim.batches, sim.waits(), strict=True) if b.size > 1]
     assert max(later) <= clients * 0.0001 + 2 * TICK
+
+
+@pytest.mark.parametrize("clients", [32, 64])
+async def test_two_workers_share_the_clients(clients):
+    """Two workers, each free in turn: a batch waits for its worker's share
+    of the clients, not for all of them (which would leave the other worker
+    idle): batches of 16 each for 32 clients, full batches for 64."""
+    sim = Sim(ADAPTIVE, mlp, workers=2)
+    await sim.closed_loop(clients, until=0.4)
+    later = [b for b in sim.batches if b.started >= sim.batches[0].started + 0.1]
+    assert {b.worker for b in later} == {0, 1}
+    share = min(32, clients // 2)
+    sizes = [b.size for b in later]
+    assert sum(sizes) / len(sizes) >= share - 1
+    assert max(sim.waits()) <= CAP
 
 
 async def test_steady_high_rate_waits_and_forms_full_batches():

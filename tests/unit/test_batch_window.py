@@ -40,15 +40,15 @@ def busy(window: AdaptiveWindow, until: float, population: int = 32) -> float:
 
 def test_fixed_delay_runs_from_the_oldest_call():
     window = FixedWindow(0.005)
-    assert window.ready_at(10.0, oldest=9.999, in_system=1) == pytest.approx(10.004)
-    assert window.ready_at(10.0, oldest=9.9, in_system=1) == 10.0
+    assert window.ready_at(10.0, oldest=9.999, queued=1) == pytest.approx(10.004)
+    assert window.ready_at(10.0, oldest=9.9, queued=1) == 10.0
 
 
 def test_fixed_delay_zero_never_waits():
     window = FixedWindow(0.0)
     for t in range(100):
         window.arrived(t * GAP, 50)
-    assert window.ready_at(1.0, oldest=1.0, in_system=1) == 1.0
+    assert window.ready_at(1.0, oldest=1.0, queued=1) == 1.0
 
 
 # -- adaptive: when it does not wait --------------------------------------------
@@ -57,7 +57,7 @@ def test_fixed_delay_zero_never_waits():
 def test_idle_server_does_not_wait():
     window = AdaptiveWindow()
     window.arrived(5.0, 1)
-    assert window.ready_at(5.0, oldest=5.0, in_system=1) == 5.0
+    assert window.ready_at(5.0, oldest=5.0, queued=1) == 5.0
 
 
 def test_rate_estimate_decays_when_idle():
@@ -71,7 +71,7 @@ def test_rate_estimate_decays_when_idle():
     idle = last + RATE_TAU_S * math.log(window.rate_at(last) * CAP * 2)
     window.arrived(idle, 40)
     assert window.population(idle) == 40
-    assert window.ready_at(idle, oldest=idle, in_system=1) == idle
+    assert window.ready_at(idle, oldest=idle, queued=1) == idle
 
 
 def test_slow_arrivals_do_not_wait():
@@ -80,7 +80,7 @@ def test_slow_arrivals_do_not_wait():
     for i in range(200):
         t = i * 0.010
         window.arrived(t, 2)
-        assert window.ready_at(t, oldest=t, in_system=1) == t
+        assert window.ready_at(t, oldest=t, queued=1) == t
 
 
 def test_a_lone_closed_loop_client_does_not_wait():
@@ -90,7 +90,7 @@ def test_a_lone_closed_loop_client_does_not_wait():
     t = 0.0
     for _ in range(500):
         window.arrived(t, 1)
-        assert window.ready_at(t, oldest=t, in_system=1) == t
+        assert window.ready_at(t, oldest=t, queued=1) == t
         t += 0.0003  # answered 0.3 ms later, sends again at once
     assert window.rate_at(t) * CAP > 10  # the rate alone would have waited
 
@@ -103,11 +103,24 @@ def test_waits_while_the_population_is_not_all_here():
     last = busy(window, 1.0)
     t = last + GAP
     window.arrived(t, 20)  # 20 of 32 in the system
-    due = window.ready_at(t, oldest=t, in_system=20)
+    due = window.ready_at(t, oldest=t, queued=20)
     assert due > t
     # the last of the 32 arrives: nobody else can come
     window.arrived(t + GAP, 32)
-    assert window.ready_at(t + GAP, oldest=t, in_system=32) == t + GAP
+    assert window.ready_at(t + GAP, oldest=t, queued=32) == t + GAP
+
+
+def test_free_workers_each_wait_for_their_share():
+    """32 clients: two free workers each wait for 16; with one free and 16
+    held by the other, the free one waits for the 16 the other does not
+    hold."""
+    window = AdaptiveWindow()
+    last = busy(window, 1.0)
+    t = last + GAP
+    assert window.ready_at(t, oldest=t, queued=15, free=2) > t
+    assert window.ready_at(t, oldest=t, queued=16, free=2) == t
+    assert window.ready_at(t, oldest=t, queued=15, held=16, free=1) > t
+    assert window.ready_at(t, oldest=t, queued=16, held=16, free=1) == t
 
 
 def test_burst_then_silence_goes_when_the_burst_ends_not_at_the_cap():
@@ -117,7 +130,7 @@ def test_burst_then_silence_goes_when_the_burst_ends_not_at_the_cap():
     for i in range(3):  # a burst of three, then nothing
         window.arrived(start + i * GAP, 3 + i)
     end = start + 2 * GAP
-    due = window.ready_at(end, oldest=start, in_system=5)
+    due = window.ready_at(end, oldest=start, queued=5)
     assert due == pytest.approx(end + SILENCE_GAPS / window.rate)
     assert due < start + CAP  # before the cap
     assert due - end < CAP / 2
@@ -134,7 +147,7 @@ def test_the_cap_bounds_the_wait(gap):
         window.arrived(t, 10_000)
     oldest = t
     now = t
-    while window.ready_at(now, oldest, in_system=2) > now:
+    while window.ready_at(now, oldest, queued=2) > now:
         now += gap / 2
         if now >= t + gap:
             t += gap
@@ -149,7 +162,7 @@ def test_window_opens_when_a_worker_frees_up():
     last = busy(window, 1.0)
     freed = last + 0.015  # the worker ran a batch for 15 ms
     window.freed(freed)
-    due = window.ready_at(freed, oldest=last - 0.010, in_system=16)
+    due = window.ready_at(freed, oldest=last - 0.010, queued=16)
     assert freed < due <= freed + CAP
 
 
