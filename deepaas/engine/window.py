@@ -70,9 +70,9 @@ class AdaptiveWindow:
     most calls the model has had in the system (queued, or held by its
     workers) lately. The window *opens* when its oldest call arrived or, if
     that call waited for a busy worker, when one had room again
-    (:meth:`freed`). A batch that is not full waits only if the rate says at
-    least one call arrives per ``cap`` (an idle or slow queue never waits),
-    and goes as soon as any of these holds:
+    (:meth:`freed`). A batch that is not full waits only if the rate says
+    more than one call arrives per ``cap`` (an idle or slow queue never
+    waits), and goes as soon as any of these holds:
 
     - every call of the population is in the system: when each client
       waits for its answer before sending again, no one else can come (one
