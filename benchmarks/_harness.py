@@ -415,10 +415,20 @@ def wait_ready(server: Server, query: str, timeout: float = STARTUP_TIMEOUT_S) -
     )
 
 
+def int_list(text: str) -> list[int]:
+    """``"1,8,32"`` -> ``[1, 8, 32]`` (an argparse type)."""
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
+
+
 def add_run_options(
     parser: argparse.ArgumentParser,
     *,
-    connections: int,
+    connections: int | list[int],
     plugins: str,
     connections_help: str = "wrk connections",
     warmup_help: str = "seconds of warm-up per server",
@@ -427,7 +437,8 @@ def add_run_options(
     """The options every wrk benchmark here takes: ``--rounds``,
     ``--duration``, ``--warmup``, ``--connections``, ``--loop``, ``--json``,
     ``--keep-plugin`` (``plugins``: what it keeps) and ``--strict``;
-    :func:`checked_run_options` checks them once parsed."""
+    :func:`checked_run_options` checks them once parsed. ``connections`` as
+    a list: ``--connections`` takes a comma-separated list."""
     parser.add_argument("--rounds", type=int, default=3, help="default: %(default)s")
     parser.add_argument(
         "--duration",
@@ -438,11 +449,13 @@ def add_run_options(
     parser.add_argument(
         "--warmup", type=float, default=2.0, help=f"{warmup_help} (default: 2.0)"
     )
+    many = isinstance(connections, list)
     parser.add_argument(
         "--connections",
-        type=int,
+        type=int_list if many else int,
         default=connections,
-        help=f"{connections_help} (default: %(default)s)",
+        help=f"{connections_help} (default: "
+        f"{','.join(map(str, connections)) if many else '%(default)s'})",
     )
     parser.add_argument(
         "--loop",
@@ -474,6 +487,8 @@ def checked_run_options(
         parser.error("--rounds must be >= 1, --duration > 0, --warmup >= 0")
     if args.duration % 1 or args.warmup % 1:
         parser.error("--duration and --warmup are whole seconds (as wrk takes them)")
-    if args.connections < max(1, getattr(args, "threads", 1)):
+    connections = args.connections
+    lowest = min(connections or [0]) if isinstance(connections, list) else connections
+    if lowest < max(1, getattr(args, "threads", 1)):
         parser.error("--connections must be >= 1 and >= --threads")
     return args

@@ -1,26 +1,34 @@
-"""Batching benchmark: ``deepaas-run`` with dynamic batching on and off.
+"""Batching benchmark: the adaptive batch window against fixed ones.
 
 Serves the ``bench_mlp`` plugin (``benchmarks/mlp_plugin``: a memory-bound
-torch MLP of four 2048x2048 layers, one thread) from two ``deepaas-run``
-processes started side by side with the same settings but one:
+torch MLP of four 2048x2048 layers, one thread, ``predict_batch`` of up to 32
+requests, no delay of its own) from ``deepaas-run`` processes started side
+by side, the same but for one setting:
 
-- **on**: the plugin's own batching (``predict_batch``, up to 32 requests,
-  no delay), or what ``--batch-size``/``--batch-delay`` say;
-- **off**: ``--max-batch-size 1`` (every request is one ``predict`` call).
+- **adaptive**: deepaas's default window (waits for companions only while
+  more requests are expected soon; docs/batching.md);
+- **0ms**, **5ms**: ``--max-batch-delay 0`` (never wait) and ``5`` (a fixed
+  window; ``--delays`` chooses them);
+- **off**: ``--max-batch-size 1`` (every request is one ``predict`` call),
+  the unbatched baseline.
 
-Each round measures both with wrk, alternating which goes first: throughput
-at ``--connections`` (32) connections, then latency at 1 connection. Prints
-the per-round figures, the throughput ratio on/off of the medians (target
->= 3.0) and the difference of the median p50 latencies at 1 connection,
-on - off (target <= 1 ms).
+Each round measures every server with wrk at each of ``--connections``
+(1, 8, 32 and 64), rotating which server goes first: throughput, p50 and
+p99 latency, and the mean batch size the model saw (``deepaas_batch_size``
+from ``/metrics``). It prints the medians over the rounds, with their
+spread, the ratios against the baselines measured in the same run, and
+checks the targets of issue 14: at 32 connections the adaptive window's
+throughput is at least 0.95x the 5 ms window's and 6x unbatched; at 1
+connection its median latency is at most 0.5 ms above the 0 ms window's.
 
 Usage::
 
-    .venv/bin/python benchmarks/batching.py [--rounds 3] [--duration 10]
+    .venv/bin/python benchmarks/batching.py [--rounds 2] [--duration 5]
 
 Exit status: 0 measured (PASS or FAIL is printed; ``--strict`` turns FAIL into
 3), 1 the run is invalid (wrong or misrouted answers, non-2xx responses,
-socket errors, batches on the "off" server, a process left behind), 2 the
+socket errors, batches on the "off" server, a server whose ``/v2/system/``
+does not say the window it was started with, a process left behind), 2 the
 benchmark could not run (no wrk, no torch, a deepaas without batching, a
 server did not come up).
 """
@@ -53,6 +61,7 @@ from _harness import (
     free_ports,
     get,
     install_plugin,
+    int_list,
     live_children,
     post,
     uninstall_dist,
@@ -76,12 +85,19 @@ BENCH_QUERY = "?seed=1"
 TORCH_PIN = "torch==2.13.0"
 # The CPU build: PyPI's Linux wheels of torch pull gigabytes of CUDA libraries.
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
-TARGET_RATIO = 3.0
-TARGET_P50_DIFF_MS = 1.0
+CONNECTIONS = [1, 8, 32, 64]
+DELAYS_MS = [0, 5]
+ADAPTIVE_CAP_MS = 5.0  # deepaas.engine.window.ADAPTIVE_CAP_S, as /v2/system/ says
+# The targets of issue 14.
+TARGET_CONNECTIONS = 32
+TARGET_VS_FIXED = 0.95  # adaptive / 5ms throughput at 32 connections
+TARGET_FIXED_MS = 5
+TARGET_VS_OFF = 6.0  # adaptive / off throughput at 32 connections
+TARGET_P50_DIFF_MS = 0.5  # adaptive - 0ms median latency at 1 connection
 STARTUP_TIMEOUT_S = 120.0  # importing torch and building the model
 SETTLE_TIMEOUT_S = 60.0
 REQUIRED_FLAGS = ("--max-batch-size", "--max-batch-delay", "--devices")
-OFF, ON = "off", "on"
+ADAPTIVE, OFF = "adaptive", "off"
 
 
 def ensure_torch() -> None:
@@ -142,40 +158,6 @@ def measure_compute(timeout: float = 120.0) -> dict[str, Any] | None:
         return dict(json.loads(Path(out.name).read_text()))
 
 
-def make_servers(workdir: Path, args: argparse.Namespace) -> tuple[Server, Server]:
-    """Build the (off, on) server descriptions on free ports."""
-    off_port, on_port = free_ports(2)
-    env = deepaas_env(args.loop)
-    run = str(deepaas_run_path())
-
-    def server(label: str, port: int, extra: list[str]) -> Server:
-        argv = [
-            run,
-            "--listen-ip",
-            "127.0.0.1",
-            "--listen-port",
-            str(port),
-            "--model-name",
-            MODEL_NAME,
-            "--devices",
-            args.devices,
-            "--workers",
-            str(args.workers),
-            *extra,
-        ]
-        return Server(label, argv, env, port, workdir, PREDICT_PATH)
-
-    on_extra: list[str] = []
-    if args.batch_size is not None:
-        on_extra += ["--max-batch-size", str(args.batch_size)]
-    if args.batch_delay is not None:
-        on_extra += ["--max-batch-delay", str(args.batch_delay)]
-    return (
-        server(OFF, off_port, ["--max-batch-size", "1"]),
-        server(ON, on_port, on_extra),
-    )
-
-
 def _predictions(server: Server, seed: int) -> tuple[Any, str | None]:
     """POST ``?seed=N``; return (predictions, problem or None)."""
     try:
@@ -204,11 +186,12 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     )
 
 
-def check_answers(off: Server, on: Server, devices: str) -> list[str]:
-    """Both servers agree, on the expected device, and batched answers are routed.
+def check_answers(off: Server, batched: list[Server], devices: str) -> list[str]:
+    """Every server agrees, on the expected device, and batched answers are
+    routed to their requests.
 
-    32 concurrent requests with distinct seeds go to the batching server; each
-    must get the answer the other server gives to its seed alone.
+    32 concurrent requests with distinct seeds go to each batching server;
+    each must get the answer the unbatched server gives to its seed alone.
     """
     problems = []
     reference: dict[int, dict[str, Any]] = {}
@@ -221,23 +204,54 @@ def check_answers(off: Server, on: Server, devices: str) -> list[str]:
         reference[seed] = ref
         if devices == "cpu" and ref.get("device") != "cpu":
             problems.append(f"{off.label}: ran on {ref.get('device')!r}, not cpu")
-    for seed in (0, 1):
-        got, problem = _predictions(on, seed)
-        if problem or seed not in reference:
-            problems.append(problem or f"no reference answer for ?seed={seed}")
-        elif not _same(got, reference[seed]):
-            problems.append(f"?seed={seed}: on {got} != off {reference[seed]}")
-    with concurrent.futures.ThreadPoolExecutor(len(seeds)) as pool:
-        answers = dict(
-            zip(seeds, pool.map(lambda s: _predictions(on, s), seeds), strict=True)
-        )
-    for seed, (got, problem) in answers.items():
-        if problem:
-            problems.append(problem)
-        elif seed in reference and not _same(got, reference[seed]):
+    for on in batched:
+        for seed in (0, 1):
+            got, problem = _predictions(on, seed)
+            if problem or seed not in reference:
+                problems.append(problem or f"no reference answer for ?seed={seed}")
+            elif not _same(got, reference[seed]):
+                problems.append(
+                    f"?seed={seed}: {on.label} {got} != {off.label} {reference[seed]}"
+                )
+        with concurrent.futures.ThreadPoolExecutor(len(seeds)) as pool:
+            answers = dict(
+                zip(
+                    seeds,
+                    pool.map(lambda s, on=on: _predictions(on, s), seeds),
+                    strict=True,
+                )
+            )
+        for seed, (got, problem) in answers.items():
+            if problem:
+                problems.append(problem)
+            elif seed in reference and not _same(got, reference[seed]):
+                problems.append(
+                    f"concurrent ?seed={seed} on {on.label}: {got} != "
+                    f"{reference[seed]} (results routed to the wrong request?)"
+                )
+    return problems
+
+
+def check_windows(
+    servers: list[Server], expected: dict[str, tuple[str, float]]
+) -> list[str]:
+    """Each server's ``/v2/system/`` says the batch window it was started
+    with: (kind, bound in ms) by label. A stale plugin that fixes its own
+    delay would make "adaptive" measure something else."""
+    problems = []
+    for server in servers:
+        kind, bound = expected[server.label]
+        try:
+            status, raw = get(f"http://127.0.0.1:{server.port}/v2/system/")
+            queue = json.loads(raw)["queues"][MODEL_NAME] if status == 200 else {}
+        except (OSError, ValueError, KeyError) as exc:
+            problems.append(f"{server.label}: /v2/system/ unreadable: {exc}")
+            continue
+        got = (queue.get("batch_window"), queue.get("max_batch_delay_ms"))
+        if got != (kind, bound):
             problems.append(
-                f"concurrent ?seed={seed} on {on.label}: {got} != {reference[seed]} "
-                f"(results routed to the wrong request?)"
+                f"{server.label}: /v2/system/ says batch_window={got[0]!r}, "
+                f"max_batch_delay_ms={got[1]!r}; expected {kind!r}, {bound!r}"
             )
     return problems
 
@@ -290,6 +304,48 @@ def wait_idle(server: Server, timeout: float = SETTLE_TIMEOUT_S) -> None:
     raise BenchError(f"{server.label} still busy {timeout:.0f} s after a wrk run")
 
 
+def fixed_label(delay_ms: int) -> str:
+    return f"{delay_ms}ms"
+
+
+def make_servers(workdir: Path, args: argparse.Namespace) -> list[Server]:
+    """The servers to compare, on free ports: adaptive, each fixed delay, off."""
+    specs: list[tuple[str, list[str]]] = [(ADAPTIVE, [])]
+    specs += [(fixed_label(d), ["--max-batch-delay", str(d)]) for d in args.delays]
+    specs.append((OFF, ["--max-batch-size", "1"]))
+    ports = free_ports(len(specs))
+    env = deepaas_env(args.loop)
+    run = str(deepaas_run_path())
+    size = ["--max-batch-size", str(args.batch_size)] if args.batch_size else []
+    servers = []
+    for (label, extra), port in zip(specs, ports, strict=True):
+        argv = [
+            run,
+            "--listen-ip",
+            "127.0.0.1",
+            "--listen-port",
+            str(port),
+            "--model-name",
+            MODEL_NAME,
+            "--devices",
+            args.devices,
+            "--workers",
+            str(args.workers),
+            *(size if label != OFF else []),
+            *extra,
+        ]
+        servers.append(Server(label, argv, env, port, workdir, PREDICT_PATH))
+    return servers
+
+
+def expected_windows(args: argparse.Namespace) -> dict[str, tuple[str, float]]:
+    """What each server's ``/v2/system/`` must say: (batch_window, ms)."""
+    windows = {ADAPTIVE: ("adaptive", ADAPTIVE_CAP_MS), OFF: ("none", 0.0)}
+    for delay in args.delays:
+        windows[fixed_label(delay)] = ("fixed", float(delay))
+    return windows
+
+
 def measure(
     wrk: str, server: Server, args: argparse.Namespace, connections: int
 ) -> tuple[WrkResult, float | None]:
@@ -305,73 +361,207 @@ def measure(
     return res, mean_batch
 
 
+def run_rounds(
+    wrk: str, args: argparse.Namespace, servers: list[Server], problems: list[str]
+) -> list[dict[str, Any]]:
+    """Measure every server at every connection count, ``--rounds`` times;
+    the server that goes first rotates from one measurement to the next."""
+    runs: list[dict[str, Any]] = []
+    turn = 0
+    for number in range(1, args.rounds + 1):
+        for connections in args.connections:
+            order = servers[turn % len(servers) :] + servers[: turn % len(servers)]
+            turn += 1
+            line = []
+            for server in order:
+                res, batch = measure(wrk, server, args, connections)
+                runs.append(
+                    {
+                        "round": number,
+                        "connections": connections,
+                        "server": server.label,
+                        "wrk": res,
+                        "batch": batch,
+                    }
+                )
+                line.append(f"{server.label} {res.rps:.1f}")
+                if res.non_2xx or res.errors:
+                    problems.append(
+                        f"round {number} {server.label} c{connections}: "
+                        f"{res.non_2xx} non-2xx, {res.errors} socket errors "
+                        f"{res.socket_errors}"
+                    )
+                if server.label == OFF and batch is not None and batch > 1.0:
+                    problems.append(
+                        f"round {number}: the 'off' server formed batches "
+                        f"(mean {batch:.2f}): --max-batch-size 1 is not honoured"
+                    )
+            print(
+                f"  round {number} c{connections}: " + ", ".join(line) + " req/s",
+                flush=True,
+            )
+    return runs
+
+
+def summarize(
+    runs: list[dict[str, Any]], servers: list[Server], connections: list[int]
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """Medians (and spread) over the rounds, by (connections, server)."""
+    summary = {}
+    for c in connections:
+        for server in servers:
+            mine = [
+                r for r in runs if r["connections"] == c and r["server"] == server.label
+            ]
+            rps = [r["wrk"].rps for r in mine]
+            batches = [r["batch"] for r in mine if r["batch"] is not None]
+            summary[(c, server.label)] = {
+                "rps": statistics.median(rps),
+                "rps_min": min(rps),
+                "rps_max": max(rps),
+                "p50_ms": statistics.median(r["wrk"].p50_ms for r in mine),
+                "p50_min": min(r["wrk"].p50_ms for r in mine),
+                "p50_max": max(r["wrk"].p50_ms for r in mine),
+                "p99_ms": statistics.median(r["wrk"].p99_ms for r in mine),
+                "batch": statistics.median(batches) if batches else None,
+            }
+    return summary
+
+
 def _fmt(value: float | None, width: int, spec: str) -> str:
     """``value`` formatted by ``spec``, or "-", right-aligned in ``width``."""
     return format("-" if value is None else format(value, spec), f">{width}")
 
 
-def print_table(rounds: list[dict[str, Any]], connections: int) -> None:
-    """Print the per-round figures."""
-    c = f"c{connections}"
+def print_summary(
+    summary: dict[tuple[int, str], dict[str, Any]],
+    servers: list[Server],
+    connections: list[int],
+    rounds: int,
+) -> None:
+    """The medians, their spread, and each server against the baselines."""
+    labels = [s.label for s in servers]
+    others = [label for label in labels if label != ADAPTIVE]
     header = (
-        f"{'round':>5}  {'server':<6} {c + ' req/s':>11} {c + ' p50':>8} "
-        f"{'batch':>6}  {'c1 req/s':>9} {'c1 p50':>8} {'c1 p99':>8} "
-        f"{'errors':>6}"
+        f"{'conns':>5}  {'server':<8} {'req/s':>8} {'(min-max)':>15} "
+        f"{'p50 ms':>7} {'(min-max)':>13} {'p99 ms':>7} {'batch':>6}"
     )
+    print(f"medians over {rounds} round(s), (spread over the rounds):")
     print(header)
     print("-" * len(header))
-    for entry in rounds:
-        for label in entry["order"]:
-            tput: WrkResult = entry[label]["throughput"]
-            lat: WrkResult = entry[label]["latency"]
-            errors = tput.non_2xx + tput.errors + lat.non_2xx + lat.errors
+    for c in connections:
+        for label in labels:
+            row = summary[(c, label)]
+            spread = f"({row['rps_min']:.0f}-{row['rps_max']:.0f})"
+            p50_spread = f"({row['p50_min']:.2f}-{row['p50_max']:.2f})"
             print(
-                f"{entry['round']:>5}  {label:<6} {tput.rps:>11.1f} "
-                f"{tput.p50_ms:>8.2f} {_fmt(entry[label]['batch'], 6, '.1f')}  "
-                f"{lat.rps:>9.1f} {lat.p50_ms:>8.2f} {lat.p99_ms:>8.2f} "
-                f"{errors:>6}"
+                f"{c:>5}  {label:<8} {row['rps']:>8.1f} {spread:>15} "
+                f"{row['p50_ms']:>7.2f} {p50_spread:>13} {row['p99_ms']:>7.2f} "
+                f"{_fmt(row['batch'], 6, '.1f')}"
             )
-        print(
-            f"{'':>5}  {'on/off':<6} {entry['ratio']:>10.2f}x "
-            f"{'':>17}c1 p50 on-off {entry['p50_diff_ms']:+.2f} ms"
+        adaptive = summary[(c, ADAPTIVE)]
+        ratios = ", ".join(
+            f"/{label} {adaptive['rps'] / summary[(c, label)]['rps']:.2f}x"
+            for label in others
+            if summary[(c, label)]["rps"]
         )
+        diffs = ", ".join(
+            f"-{label} {adaptive['p50_ms'] - summary[(c, label)]['p50_ms']:+.2f}"
+            for label in others
+        )
+        print(f"{'':>5}  adaptive req/s {ratios}; p50 ms {diffs}")
+    print()
+
+
+def check_targets(
+    summary: dict[tuple[int, str], dict[str, Any]], args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], bool]:
+    """The targets of issue 14 that this run measured, and whether all held."""
+    checks = []
+    c = TARGET_CONNECTIONS
+    fixed = fixed_label(TARGET_FIXED_MS)
+    if (c, ADAPTIVE) in summary and (c, fixed) in summary:
+        value = summary[(c, ADAPTIVE)]["rps"] / summary[(c, fixed)]["rps"]
+        checks.append(
+            {
+                "what": f"c{c} throughput adaptive/{fixed}",
+                "value": value,
+                "target": f">= {TARGET_VS_FIXED:.2f}x",
+                "ok": value >= TARGET_VS_FIXED,
+            }
+        )
+    if (c, ADAPTIVE) in summary:
+        value = summary[(c, ADAPTIVE)]["rps"] / summary[(c, OFF)]["rps"]
+        checks.append(
+            {
+                "what": f"c{c} throughput adaptive/off",
+                "value": value,
+                "target": f">= {TARGET_VS_OFF:.1f}x",
+                "ok": value >= TARGET_VS_OFF,
+            }
+        )
+    zero = fixed_label(0)
+    if (1, ADAPTIVE) in summary and (1, zero) in summary:
+        value = summary[(1, ADAPTIVE)]["p50_ms"] - summary[(1, zero)]["p50_ms"]
+        checks.append(
+            {
+                "what": f"c1 p50 adaptive-{zero}",
+                "value": value,
+                "target": f"<= +{TARGET_P50_DIFF_MS:.1f} ms",
+                "ok": value <= TARGET_P50_DIFF_MS,
+            }
+        )
+    for check in checks:
+        shown = (
+            f"{check['value']:+.2f} ms"
+            if check["what"].startswith("c1 p50")
+            else f"{check['value']:.2f}x"
+        )
+        verdict = "ok" if check["ok"] else "missed"
+        print(f"target {check['what']}: {shown} ({check['target']}: {verdict})")
+    if not checks:
+        print("no target measured (they need 1 and 32 connections, delays 0 and 5)")
+    return checks, all(check["ok"] for check in checks)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
-        description="Throughput and latency of deepaas-run with dynamic "
-        "batching on and off (--max-batch-size 1), on a torch MLP."
+        description="Throughput, latency and batch sizes of deepaas-run with the "
+        "adaptive batch window, fixed windows and no batching, on a torch MLP."
     )
     add_run_options(
         parser,
-        connections=32,
+        connections=CONNECTIONS,
         plugins=PLUGIN_DIST,
-        connections_help="wrk connections of the throughput runs",
-        loop_help="event loop of both servers",
+        connections_help="wrk connections, comma-separated",
+        loop_help="event loop of every server",
+    )
+    parser.set_defaults(rounds=2, duration=5.0)
+    parser.add_argument(
+        "--delays",
+        type=int_list,
+        default=DELAYS_MS,
+        metavar="MS,...",
+        help="--max-batch-delay of the fixed-window servers "
+        f"(default: {','.join(map(str, DELAYS_MS))})",
     )
     parser.add_argument(
         "--devices",
         default="cpu",
-        help="deepaas-run --devices of both servers (default: %(default)s)",
+        help="deepaas-run --devices of every server (default: %(default)s)",
     )
     parser.add_argument(
         "--workers",
         type=int,
         default=1,
-        help="deepaas-run --workers of both servers (default: %(default)s)",
+        help="deepaas-run --workers of every server (default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
         metavar="N",
-        help="--max-batch-size of the batching server (default: the plugin's, 32)",
-    )
-    parser.add_argument(
-        "--batch-delay",
-        type=int,
-        metavar="MS",
-        help="--max-batch-delay of the batching server (default: the plugin's, 0)",
+        help="--max-batch-size of the batching servers (default: the plugin's, 32)",
     )
     parser.add_argument(
         "--no-compute",
@@ -379,58 +569,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="skip measuring the model's per-item compute without a server",
     )
     args = checked_run_options(parser, parser.parse_args(argv))
-    if args.connections < 1 or args.workers < 1:
-        parser.error("--connections and --workers must be >= 1")
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
     if args.batch_size is not None and args.batch_size < 2:
         parser.error("--batch-size must be >= 2 (1 is the 'off' server)")
-    if args.batch_delay is not None and args.batch_delay < 0:
-        parser.error("--batch-delay must be >= 0")
+    if any(d < 0 for d in args.delays) or len(set(args.delays)) != len(args.delays):
+        parser.error("--delays must be distinct and >= 0")
     return args
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
     """Turn SIGTERM into SystemExit so that the servers get stopped."""
     raise SystemExit(128 + signum)
-
-
-def run_rounds(
-    wrk: str, args: argparse.Namespace, off: Server, on: Server, problems: list[str]
-) -> list[dict[str, Any]]:
-    """Measure both servers ``--rounds`` times, alternating which goes first."""
-    rounds: list[dict[str, Any]] = []
-    for number in range(1, args.rounds + 1):
-        order = (off, on) if number % 2 else (on, off)
-        entry: dict[str, Any] = {"round": number, "order": [s.label for s in order]}
-        for server in order:
-            tput, batch = measure(wrk, server, args, args.connections)
-            lat, _ = measure(wrk, server, args, 1)
-            entry[server.label] = {"throughput": tput, "latency": lat, "batch": batch}
-            for name, res in ((f"c{args.connections}", tput), ("c1", lat)):
-                if res.non_2xx or res.errors:
-                    problems.append(
-                        f"round {number} {server.label} {name}: {res.non_2xx} "
-                        f"non-2xx, {res.errors} socket errors {res.socket_errors}"
-                    )
-            if server is off and batch is not None and batch > 1.0:
-                problems.append(
-                    f"round {number}: the 'off' server formed batches "
-                    f"(mean {batch:.2f}): --max-batch-size 1 is not honoured"
-                )
-        off_rps = entry[OFF]["throughput"].rps
-        entry["ratio"] = entry[ON]["throughput"].rps / off_rps if off_rps else 0.0
-        entry["p50_diff_ms"] = (
-            entry[ON]["latency"].p50_ms - entry[OFF]["latency"].p50_ms
-        )
-        rounds.append(entry)
-        print(
-            f"  round {number}: c{args.connections} off "
-            f"{entry[OFF]['throughput'].rps:.1f} req/s, on "
-            f"{entry[ON]['throughput'].rps:.1f} req/s; c1 p50 off "
-            f"{entry[OFF]['latency'].p50_ms:.2f} ms, on "
-            f"{entry[ON]['latency'].p50_ms:.2f} ms",
-            flush=True,
-        )
-    return rounds
 
 
 def benchmark(
@@ -440,8 +590,8 @@ def benchmark(
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise BenchError("--loop uvloop given but uvloop is not installed")
     check_deepaas_flags(deepaas_run_path())
-    off, on = make_servers(workdir, args)
-    servers = [off, on]
+    servers = make_servers(workdir, args)
+    off = servers[-1]
     report["servers"] = {s.label: " ".join(s.argv) for s in servers}
     problems: list[str] = []
     report["problems"] = problems
@@ -451,18 +601,21 @@ def benchmark(
         for server in servers:
             wait_ready(server, BENCH_QUERY, timeout=STARTUP_TIMEOUT_S)
 
-        problems += check_answers(off, on, args.devices)
+        problems += check_windows(servers, expected_windows(args))
+        problems += check_answers(off, servers[:-1], args.devices)
         if problems:
-            print("INVALID: the servers do not give the expected answers:")
+            print("INVALID: the servers are not what they should be:")
             for problem in problems:
                 print(f"  - {problem}")
             return 1
 
         print(
-            f"wrk -t1 -c{args.connections} (throughput) and -c1 (latency), "
+            f"wrk -t1 -c{{{','.join(map(str, args.connections))}}} "
             f"-d{args.duration:g}s POST {PREDICT_PATH}{BENCH_QUERY}, "
             f"loop={args.loop}, devices={args.devices}, workers={args.workers}, "
-            f"{args.rounds} rounds (order alternates)"
+            f"{args.rounds} round(s), servers {', '.join(s.label for s in servers)} "
+            f"(the first rotates)",
+            flush=True,
         )
         if args.warmup > 0:
             for server in servers:
@@ -470,7 +623,7 @@ def benchmark(
                     wrk,
                     server.base_url + BENCH_QUERY,
                     args.warmup,
-                    args.connections,
+                    max(args.connections),
                     1,
                 )
                 if res.non_2xx or res.errors:
@@ -478,7 +631,7 @@ def benchmark(
                         f"warm-up {server.label}: {res.non_2xx} non-2xx, "
                         f"{res.errors} socket errors"
                     )
-        rounds = run_rounds(wrk, args, off, on, problems)
+        runs = run_rounds(wrk, args, servers, problems)
     finally:
         left: list[int] = []
         for server in servers:
@@ -488,32 +641,12 @@ def benchmark(
         if left:
             print(f"ERROR: processes left behind: {left}", file=sys.stderr)
 
-    def median(label: str, kind: str, attr: str) -> float:
-        return float(statistics.median(getattr(e[label][kind], attr) for e in rounds))
-
-    rps = {label: median(label, "throughput", "rps") for label in (OFF, ON)}
-    p50 = {label: median(label, "latency", "p50_ms") for label in (OFF, ON)}
-    ratio = rps[ON] / rps[OFF] if rps[OFF] else 0.0
-    p50_diff = p50[ON] - p50[OFF]
-    ratio_ok = ratio >= TARGET_RATIO
-    p50_ok = p50_diff <= TARGET_P50_DIFF_MS
+    summary = summarize(runs, servers, args.connections)
+    print()
+    print_summary(summary, servers, args.connections, args.rounds)
+    checks, all_ok = check_targets(summary, args)
     valid = not problems and not left
-    verdict = "INVALID" if not valid else "PASS" if ratio_ok and p50_ok else "FAIL"
-
-    print()
-    print_table(rounds, args.connections)
-    print()
-    c = f"c{args.connections}"
-    print(f"median {c} throughput: off {rps[OFF]:.1f} req/s, on {rps[ON]:.1f} req/s")
-    print(
-        f"throughput ratio on/off at {args.connections} connections: {ratio:.2f}x "
-        f"(target >= {TARGET_RATIO:.1f}x: {'ok' if ratio_ok else 'missed'})"
-    )
-    print(f"median c1 p50 latency: off {p50[OFF]:.2f} ms, on {p50[ON]:.2f} ms")
-    print(
-        f"p50 difference on - off at 1 connection: {p50_diff:+.2f} ms "
-        f"(target <= {TARGET_P50_DIFF_MS:.1f} ms: {'ok' if p50_ok else 'missed'})"
-    )
+    verdict = "INVALID" if not valid else "PASS" if all_ok else "FAIL"
     print(f"verdict: {verdict}")
     if problems:
         print("INVALID run (figures not to be trusted):")
@@ -521,27 +654,15 @@ def benchmark(
             print(f"  - {problem}")
 
     report.update(
-        rounds=[
-            {
-                "round": e["round"],
-                "order": e["order"],
-                **{
-                    label: {
-                        "throughput": asdict(e[label]["throughput"]),
-                        "latency": asdict(e[label]["latency"]),
-                        "mean_batch_size": e[label]["batch"],
-                    }
-                    for label in (OFF, ON)
-                },
-                "ratio": e["ratio"],
-                "p50_diff_ms": e["p50_diff_ms"],
-            }
-            for e in rounds
+        runs=[
+            {**{k: v for k, v in r.items() if k != "wrk"}, "wrk": asdict(r["wrk"])}
+            for r in runs
         ],
-        median_rps=rps,
-        median_c1_p50_ms=p50,
-        ratio=ratio,
-        p50_diff_ms=p50_diff,
+        summary=[
+            {"connections": c, "server": label, **row}
+            for (c, label), row in summary.items()
+        ],
+        checks=checks,
         valid=valid,
         verdict=verdict,
     )
@@ -575,15 +696,21 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "connections": args.connections,
+            "delays_ms": args.delays,
             "devices": args.devices,
             "workers": args.workers,
             "batch_size": args.batch_size,
-            "batch_delay_ms": args.batch_delay,
             "loop": args.loop,
             "url": PREDICT_PATH + BENCH_QUERY,
         },
         "machine": machine_info(wrk),
-        "targets": {"ratio": TARGET_RATIO, "p50_diff_ms": TARGET_P50_DIFF_MS},
+        "targets": {
+            "connections": TARGET_CONNECTIONS,
+            "vs_fixed": TARGET_VS_FIXED,
+            "fixed_ms": TARGET_FIXED_MS,
+            "vs_off": TARGET_VS_OFF,
+            "c1_p50_diff_ms": TARGET_P50_DIFF_MS,
+        },
         "verdict": "INVALID",
         "valid": False,
     }

@@ -21,7 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from deepaas import version_line
-from deepaas.options import OPTIONS, OPTIONS_BY_NAME, Option, parse_names
+from deepaas.options import (
+    MAX_BATCH_DELAY_MS,
+    MAX_BATCH_SIZE,
+    OPTIONS,
+    OPTIONS_BY_NAME,
+    Option,
+    parse_names,
+)
 
 
 class ConfigError(ValueError):
@@ -108,13 +115,18 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"listen_port must be 0-65535, got {s.listen_port}")
     if s.workers < 1:
         raise ConfigError(f"workers must be at least 1, got {s.workers}")
-    if s.max_batch_size is not None and s.max_batch_size < 1:
+    if s.max_batch_size is not None and not 1 <= s.max_batch_size <= MAX_BATCH_SIZE:
         raise ConfigError(
-            f"max_batch_size must be at least 1 (1 disables batching), "
+            f"max_batch_size must be from 1 (no batching) to {MAX_BATCH_SIZE}, "
             f"got {s.max_batch_size}"
         )
-    if s.max_batch_delay is not None and s.max_batch_delay < 0:
-        raise ConfigError(f"max_batch_delay must be 0 or more, got {s.max_batch_delay}")
+    if s.max_batch_delay is not None and not (
+        0 <= s.max_batch_delay <= MAX_BATCH_DELAY_MS
+    ):
+        raise ConfigError(
+            f"max_batch_delay must be from 0 (no wait) to {MAX_BATCH_DELAY_MS} "
+            f"milliseconds, got {s.max_batch_delay}"
+        )
     if s.max_trainings < 1:
         raise ConfigError(f"max_trainings must be at least 1, got {s.max_trainings}")
     if s.train_gpus is not None and s.train_gpus < 0:

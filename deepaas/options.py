@@ -11,6 +11,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+#: The largest batch (requests per ``predict_batch`` call) a plugin's
+#: ``batching`` or ``--max-batch-size`` may ask for: the queue gathers a
+#: batch from at most 256 waiting calls after the oldest one.
+MAX_BATCH_SIZE = 256
+#: The longest fixed batch window (``max_delay_ms``, ``--max-batch-delay``),
+#: one minute: beyond any wait a client of a prediction accepts.
+MAX_BATCH_DELAY_MS = 60_000
+
 
 def _parse_bool(text: str) -> bool:
     value = text.strip().lower()
@@ -126,17 +134,22 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_batch_size",
         None,
-        "Largest batch for models with predict_batch (1 disables batching); "
-        "it may lower, not raise, a tensor-native plugin's infer rows.",
+        "Largest batch for models with predict_batch, 1 to 256 (1 disables "
+        "batching); it may lower, not raise, a tensor-native plugin's infer "
+        "rows (docs/batching.md).",
         kind="optional_int",
         shown_default="the plugin's batching, else 8",
     ),
     Option(
         "max_batch_delay",
         None,
-        "Milliseconds a free worker waits for a batch to fill.",
+        "Milliseconds a batch that is not full waits for more requests after "
+        "its oldest one arrived, 0 to 60000 (0: never waits); overrides each "
+        "model's own max_delay_ms. Without either, the adaptive window: it "
+        "waits only while more requests are expected soon, at most 5 ms "
+        "(docs/batching.md).",
         kind="optional_int",
-        shown_default="the plugin's batching, else as docs/batching.md says",
+        shown_default="adaptive",
     ),
     Option(
         "predict_timeout",

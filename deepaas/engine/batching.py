@@ -1,10 +1,12 @@
 """A model's queue of calls, and how batches are formed from it.
 
 Requests wait here until a worker has room. A model with ``predict_batch``
-gets up to ``max_batch_size`` calls at once; when fewer are queued, a free
-worker waits for companions at most ``max_delay`` seconds after the oldest
-call arrived (0, the default, takes what is queued: an idle server adds no
-latency). Any other model gets one call at a time.
+gets up to ``max_batch_size`` calls at once; when fewer are queued, the
+queue's window (:mod:`deepaas.engine.window`) says how long a free worker
+waits for companions: by default only while more calls are expected soon
+(an idle server adds no latency), or a fixed ``max_delay`` after the oldest
+call arrived when the plugin or ``--max-batch-delay`` sets one. Any other
+model gets one call at a time.
 
 Predict and infer calls of one model share the queue, and one message to a
 worker carries calls of one method. Infer calls of a tensor-native plugin
@@ -25,6 +27,7 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
+from deepaas.engine.window import ADAPTIVE_CAP_S, AdaptiveWindow, FixedWindow
 from deepaas.tracing import REQUEST_ID
 
 _call_ids = itertools.count(1)
@@ -121,9 +124,33 @@ class BatchPolicy:
     """How many calls a worker takes at once, and how long it waits for them."""
 
     max_batch_size: int = 1  # 1: no batching (the plugin's predict)
-    max_delay: float = 0.0  # seconds
+    # Seconds a batch that is not full waits after its oldest call arrived;
+    # None: the adaptive window (deepaas.engine.window), 0: no wait.
+    max_delay: float | None = None
     # Rows of infer calls stacked into one infer(); 0 or 1: none.
     max_infer_rows: int = 0
+
+    @property
+    def window_kind(self) -> str:
+        """``adaptive``, ``fixed`` (a delay, 0 included) or ``none`` (calls
+        are not batched, so nothing waits)."""
+        if not self.batched:
+            return "none"
+        return "adaptive" if self.max_delay is None else "fixed"
+
+    @property
+    def window_bound(self) -> float:
+        """The longest a batch waits for companions, in seconds: the fixed
+        delay, or the adaptive window's cap."""
+        if not self.batched:
+            return 0.0
+        return ADAPTIVE_CAP_S if self.max_delay is None else self.max_delay
+
+    def window(self) -> AdaptiveWindow | FixedWindow:
+        """A new window for one queue (the adaptive one learns from it)."""
+        if self.batched and self.max_delay is None:
+            return AdaptiveWindow()
+        return FixedWindow(self.max_delay if self.batched and self.max_delay else 0.0)
 
     @property
     def batched(self) -> bool:
@@ -171,14 +198,15 @@ def resolve_policy(
     size = 1
     if has_predict_batch:
         size = max_batch_size or own.get("max_batch_size") or DEFAULT_BATCH_SIZE
+    # The flag, else the plugin's key; neither: the adaptive window.
     delay_ms = (
         max_batch_delay_ms
         if max_batch_delay_ms is not None
-        else own.get("max_delay_ms", 0)
+        else own.get("max_delay_ms")
     )
     return BatchPolicy(
         max_batch_size=int(size),
-        max_delay=float(delay_ms) / 1000,
+        max_delay=None if delay_ms is None else float(delay_ms) / 1000,
         max_infer_rows=infer_rows if infer_rows > 1 else 0,
     )
 
@@ -194,6 +222,7 @@ class CallQueue:
 
     def __init__(self, policy: BatchPolicy) -> None:
         self.policy = policy
+        self.window = policy.window()
         self._calls: collections.deque[Call] = collections.deque()
         self._live = 0
         self._rows = 0  # of the live calls
@@ -201,11 +230,20 @@ class CallQueue:
     def __len__(self) -> int:
         return self._live
 
-    def append(self, call: Call) -> None:
+    def append(self, call: Call, held: int = 0) -> None:
+        """A new call, which arrived at ``call.queued_at``; ``held``: the
+        calls the workers hold (the window learns how many are in the
+        system)."""
         call.queued = True
         self._live += 1
         self._rows += call.rows
         self._calls.append(call)
+        self.window.arrived(call.queued_at, self._live + held)
+
+    def freed(self, now: float) -> None:
+        """Every worker was full and one has room again (the window of the
+        calls that waited for it opens now)."""
+        self.window.freed(now)
 
     def requeue(self, calls: list[Call]) -> None:
         """Put calls back at the head of the queue, in their order."""
@@ -229,19 +267,21 @@ class CallQueue:
         while calls and (not calls[0].queued or calls[0].future.done()):
             self.discard(calls.popleft())
 
-    def ready_at(self, now: float) -> float | None:
+    def ready_at(self, now: float, held: int = 0, free: int = 1) -> float | None:
         """When a batch should be taken: ``now`` or later; None when empty.
 
-        A full batch, or a policy without delay, is ready now; otherwise the
-        batch is ready when the oldest call has waited ``max_delay``.
+        A full batch, or a model that does not batch, is ready now;
+        otherwise the window says (``held``: the calls the workers hold;
+        ``free``: the workers with room).
         """
         self._drop_settled()
         if not self._calls:
             return None
         policy = self.policy
-        if not policy.max_delay or self._rows >= policy.full:
+        if not policy.batched or self._rows >= policy.full:
             return now
-        return max(now, self._calls[0].queued_at + policy.max_delay)
+        oldest = self._calls[0].queued_at
+        return self.window.ready_at(now, oldest, self._live, held, free)
 
     def take(self, limit: int | None = None) -> list[Call]:
         """Up to ``limit`` (``max_batch_size``) calls still awaited, oldest

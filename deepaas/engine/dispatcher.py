@@ -13,7 +13,8 @@ each call ends, with its answer or an error, is
   idle workers take turns): a batch (:meth:`CallQueue.take_batch
   <deepaas.engine.batching.CallQueue.take_batch>`) for a model that
   batches, else calls. Everything handed out in one turn of the event loop
-  goes to a worker in one write.
+  goes to a worker in one write. A batch that is not full goes when the
+  queue's window says (:mod:`deepaas.engine.window`).
 - **Retiring workers last**: a worker being replaced (:meth:`mark_retiring`:
   it passed its request or memory limit) takes no new calls while another
   ready worker takes calls, even a busy one (calls wait for it): what the
@@ -46,7 +47,7 @@ from collections.abc import Callable, Iterable
 
 from deepaas.engine import protocol
 from deepaas.engine.batching import BatchPolicy, Call, CallQueue
-from deepaas.engine.lanes import Lane, Link
+from deepaas.engine.lanes import Lane, Link, least_loaded
 from deepaas.engine.outcomes import (
     Logged,
     answer,
@@ -95,6 +96,7 @@ class Dispatcher:
         self._pump_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
         self._last: Lane | None = None  # served last: ties go to the next one
+        self._adaptive = queue.window.adaptive  # told of held calls and rooms
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -107,6 +109,7 @@ class Dispatcher:
     def add(self, link: Link) -> None:
         """A worker is ready: it takes calls from now on."""
         self.lanes[link] = Lane(link)
+        self.queue.freed(self.clock())
         self.schedule_pump()
 
     def held(self, link: Link) -> int:
@@ -195,7 +198,7 @@ class Dispatcher:
 
     def submit(self, call: Call) -> None:
         call.queued_at = self.clock()  # the batch window runs on our clock
-        self.queue.append(call)
+        self.queue.append(call, self._load()[0])
         self.schedule_pump()
 
     def expire(self, call: Call, seconds: float) -> Link | None:
@@ -234,11 +237,13 @@ class Dispatcher:
             for _, ok, value in message.items:
                 unanswered(self.model, None, ok, value, logged)
             return
+        batched = self.policy.batched
+        full = not self._load()[1]  # no worker had room (adaptive window only)
         carried = lane.answered_message()
         items = message.items
         if items:
             seconds = message.seconds
-            if self.policy.batched:
+            if batched:
                 per = seconds
                 self.events.computed(self.model, len(items), seconds)
             else:
@@ -258,6 +263,8 @@ class Dispatcher:
         if not inflight:
             lane.stalled = False
             lane.settle_drained()
+        if full and self._load()[1]:
+            self.queue.freed(self.clock())
         self.schedule_pump()
 
     # -- handing out ----------------------------------------------------------
@@ -277,7 +284,7 @@ class Dispatcher:
         self._pump_scheduled = False
         queue = self.queue
         now = self.clock()
-        ready_at = queue.ready_at(now)
+        ready_at = queue.ready_at(now, *self._load())
         if ready_at is None:
             return
         lanes = [lane for lane in self.lanes.values() if lane.feeding]
@@ -301,9 +308,9 @@ class Dispatcher:
             lane, room = (
                 takers[0]
                 if len(takers) == 1
-                else self._least_loaded(lanes, takers, batched)
+                else least_loaded(lanes, takers, self._last, batched)
             )
-            ready_at = queue.ready_at(now)
+            ready_at = queue.ready_at(now, *self._load())
             if ready_at is None:
                 break
             if ready_at > now:
@@ -327,28 +334,20 @@ class Dispatcher:
             if waited:
                 self.events.dispatched(self.model, waited)
         for lane, parts in frames.items():
-            # One write per lane; a dead worker is reaped: lost().
-            written = protocol.coalesce(parts)
-            first = written[0]
-            if len(written) == 1 and isinstance(first, bytes):
-                lane.link.write(first)  # the usual case
-            else:
-                lane.link.write(written)
+            lane.send(parts)  # one write per lane
         if pipelined:
             self._watch_stalls()
 
-    def _least_loaded(
-        self, lanes: list[Lane], takers: list[tuple[Lane, int]], batched: bool
-    ) -> tuple[Lane, int]:
-        """The taker holding least; among equals, the first after the lane
-        served last (in ``lanes`` order), so that idle workers take turns
-        instead of the first one doing all the work."""
-        count = len(lanes)
-        after = lanes.index(self._last) if self._last in lanes else -1
-        position = {lane: (i - after - 1) % count for i, lane in enumerate(lanes)}
-        return min(
-            takers, key=lambda taker: (taker[0].held(batched), position[taker[0]])
-        )
+    def _load(self) -> tuple[int, int]:
+        """What the adaptive window weighs (other windows do not): the calls
+        the workers hold (running, waiting in them, not yet sent back), and
+        how many workers have room."""
+        if not self._adaptive:
+            return 0, 1
+        batched = self.policy.batched
+        lanes = self.lanes.values()
+        held = sum(len(lane.inflight) for lane in lanes)
+        return held, sum(lane.room(batched) > 0 for lane in lanes)
 
     def _frame(
         self, lane: Lane, method: str, batch: list[Call]

@@ -153,6 +153,16 @@ class Lane:
         self.sent.append((items[0][0], items[-1][0], list(batch)))
         return frame
 
+    def send(self, parts: list[protocol.Part]) -> None:
+        """Write the frames of :meth:`frame` to the worker in one write (a
+        dead worker is reaped by its pool: the dispatcher's ``lost()``)."""
+        written = protocol.coalesce(parts)
+        first = written[0]
+        if len(written) == 1 and isinstance(first, bytes):
+            self.link.write(first)  # the usual case
+        else:
+            self.link.write(written)
+
     def answered_message(self) -> list[Call]:
         """The worker answered its oldest message (one ``Results`` per
         message, in order): the calls it carried, unpinned after the caller
@@ -210,3 +220,15 @@ class Lane:
         drained = self.drained
         if drained is not None and not self.inflight and not drained.done():
             drained.set_result(None)
+
+
+def least_loaded(
+    lanes: list[Lane], takers: list[tuple[Lane, int]], last: Lane | None, batched: bool
+) -> tuple[Lane, int]:
+    """The taker (a lane and its room) holding least; among equals, the
+    first after ``last``, the lane served last (in ``lanes`` order), so that
+    idle workers take turns instead of the first one doing all the work."""
+    count = len(lanes)
+    after = lanes.index(last) if last in lanes else -1
+    position = {lane: (i - after - 1) % count for i, lane in enumerate(lanes)}
+    return min(takers, key=lambda taker: (taker[0].held(batched), position[taker[0]]))

@@ -77,6 +77,10 @@ class RuntimeStatus:
     workers: tuple[WorkerStatus, ...]
     queue_depth: int  # calls waiting for a worker
     max_batch_size: int
+    # How a batch that is not full waits for companions: "adaptive" (at
+    # most max_batch_delay), "fixed" (max_batch_delay after its oldest call;
+    # 0: never), or "none" (the model is not batched).
+    batch_window: str
     max_batch_delay: float  # seconds
     start_error: str | None  # why the model cannot run, when no worker can
     reload: ReloadStatus | None = None  # the latest reload after a training
@@ -194,7 +198,8 @@ class ModelRuntime:
             ),
             queue_depth=len(self.queue),
             max_batch_size=policy.max_batch_size,
-            max_batch_delay=policy.max_delay,
+            batch_window=policy.window_kind,
+            max_batch_delay=policy.window_bound,
             start_error=pool.start_error,
             reload=self.reloader.status,
         )

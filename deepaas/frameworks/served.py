@@ -58,9 +58,10 @@ class FileModel:
         )
         if serving.max_batch_size > 0:
             self.batching: dict[str, Any] | None = {
-                "max_batch_size": serving.max_batch_size,
-                "max_delay_ms": serving.max_delay_ms or 0,
+                "max_batch_size": serving.max_batch_size
             }
+            if serving.max_delay_ms is not None:  # else the adaptive window
+                self.batching["max_delay_ms"] = serving.max_delay_ms
             self.predict_batch = self._predict_batch
         else:
             self.batching = None

@@ -67,8 +67,9 @@ SIZE = 32  # pictures are resized to SIZE x SIZE pixels
 MEAN = np.array([0.5, 0.5, 0.5], dtype=np.float32)  # per channel, of pixel / 255
 STD = np.array([0.5, 0.5, 0.5], dtype=np.float32)
 
-# predict_batch gets at most 16 requests at once, infer at most 16 images.
-batching = {"max_batch_size": 16, "max_delay_ms": 0}
+# predict_batch gets at most 16 requests at once, infer at most 16 images;
+# no max_delay_ms: deepaas's adaptive window decides how long a batch waits.
+batching = {"max_batch_size": 16}
 
 LOG = logging.getLogger(__name__)
 

@@ -231,6 +231,30 @@ async def test_system_document(aiohttp_client):
     assert doc["queues"]["envprobe"]["max_batch_size"] == 1
 
 
+@pytest.mark.parametrize(
+    ("name", "settings", "window"),
+    [
+        ("bad_batch", {}, {"batch_window": "adaptive", "max_batch_delay_ms": 5.0}),
+        ("batcher", {}, {"batch_window": "fixed", "max_batch_delay_ms": 0.0}),
+        (
+            "bad_batch",
+            {"max_batch_delay": 7},
+            {"batch_window": "fixed", "max_batch_delay_ms": 7.0},
+        ),
+        ("envprobe", {}, {"batch_window": "none", "max_batch_delay_ms": 0.0}),
+    ],
+)
+async def test_system_document_says_the_batch_window(
+    aiohttp_client, name, settings, window
+):
+    """No max_delay_ms (bad_batch): adaptive, at most 5 ms; the plugin's 0
+    (batcher) or the flag: fixed; no predict_batch (envprobe): none."""
+    client = await _client(aiohttp_client, name, **settings)
+    doc = await (await client.get("/v2/system/")).json()
+    queue = doc["queues"][name]
+    assert {key: queue[key] for key in window} == window
+
+
 async def test_gpu_telemetry_in_metrics_and_system(aiohttp_client, monkeypatch):
     """The real NVML path against a fake pynvml (no GPU on this machine)."""
     import sys

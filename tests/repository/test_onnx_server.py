@@ -244,8 +244,10 @@ def test_a_fixed_batch_axis_is_not_batched(server: DeepaasRun) -> None:
     assert queues["batched"] == {
         "depth": 0,
         "max_batch_size": 4,
+        "batch_window": "fixed",  # its max_delay_ms
         "max_batch_delay_ms": 30000.0,
     }
+    assert queues["linear"]["batch_window"] == "adaptive"  # no max_delay_ms
     workers = [w["model"] for w in system["workers"]]
     assert workers.count("image") == 2 and workers.count("linear") == 1
     calls, requests = batch_sizes(server, "fixed")

@@ -211,7 +211,7 @@ def file_model(**config: Any) -> FileModel:
 def test_a_file_model_is_a_tensor_native_plugin() -> None:
     wrapper = ModelWrapper("m", file_model(input_names=("features",)))
     assert wrapper.has_infer and wrapper.has_predict and wrapper.has_predict_batch
-    assert wrapper.batching == {"max_batch_size": 16, "max_delay_ms": 0}
+    assert wrapper.batching == {"max_batch_size": 16}  # no delay: adaptive
     assert list(wrapper.predict_args) == ["features"]
     assert wrapper.predict_args["features"].location == "json"
     assert wrapper.get_metadata()["framework"] == "onnxruntime"

@@ -61,6 +61,7 @@ def system_document(
             name: {
                 "depth": status.queue_depth,
                 "max_batch_size": status.max_batch_size,
+                "batch_window": status.batch_window,
                 "max_batch_delay_ms": status.max_batch_delay * 1000,
             }
             for name, status in statuses.items()

@@ -22,6 +22,7 @@ from deepaas.model.signature import (
     parse_signature,
 )
 from deepaas.model.v2.fields import ArgSpec, InvalidArgsError, arg_specs
+from deepaas.options import MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE
 
 UploadedFile = collections.namedtuple(
     "UploadedFile",
@@ -357,7 +358,8 @@ class ModelWrapper:
 
 
 def _batching(name: str, value: Any) -> dict[str, Any] | None:
-    """Check a plugin's ``batching = {"max_batch_size": N, "max_delay_ms": T}``."""
+    """Check a plugin's ``batching = {"max_batch_size": N, "max_delay_ms": T}``:
+    both optional; without a delay, the adaptive window (docs/batching.md)."""
     if value is None:
         return None
     if not isinstance(value, dict) or set(value) - {"max_batch_size", "max_delay_ms"}:
@@ -368,15 +370,24 @@ def _batching(name: str, value: Any) -> dict[str, Any] | None:
         )
     size = value.get("max_batch_size", 1)
     delay = value.get("max_delay_ms", 0)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if not _number(size, int) or not 1 <= size <= MAX_BATCH_SIZE:
         raise ModelError(
-            name, f"batching max_batch_size must be an integer >= 1, got {size!r}"
+            name,
+            f"batching max_batch_size must be an integer from 1 to "
+            f"{MAX_BATCH_SIZE}, got {size!r}",
         )
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
-        raise ModelError(
-            name, f"batching max_delay_ms must be a number >= 0, got {delay!r}"
+    if not _number(delay, (int, float)) or not 0 <= delay <= MAX_BATCH_DELAY_MS:
+        raise ModelError(  # NaN too: it is in no range
+            name,
+            f"batching max_delay_ms must be from 0 (no wait) to "
+            f"{MAX_BATCH_DELAY_MS} milliseconds, or left out (the adaptive "
+            f"window), got {delay!r}",
         )
     return dict(value)
+
+
+def _number(value: Any, kinds: type | tuple[type, ...]) -> bool:
+    return isinstance(value, kinds) and not isinstance(value, bool)
 
 
 def _validators_of(field: Any) -> list[Any]:
