@@ -453,7 +453,7 @@ def batching(ctx: Context, step: Step) -> None:
         for srv in (off, on):
             srv.wait_ready(step, workers=1, timeout=120)
         try:
-            problems = bench.check_answers(off.server, on.server, devices)
+            problems = bench.check_answers(off.server, [on.server], devices)
         except bench.BenchError as exc:
             raise Failure(str(exc)) from None
         status, body = on.predict("bench_mlp", "?seed=1")
