@@ -93,6 +93,12 @@ async def _restarts(client, model: str = MODEL) -> dict[str, float]:
 async def _both_workers_fast(client, runtime) -> set[int]:
     """Send fast calls until both workers answered some (so each has a
     measured call time and takes calls ahead of time); their pids."""
+    # wait_ready() is one worker ready: on a busy machine the other may
+    # still be starting, and no call could reach it.
+    await _until(
+        lambda: all(w.state == "ready" for w in runtime.status().workers),
+        "every worker is ready",
+    )
     expected = {w.pid for w in runtime.status().workers}
     seen: set[int] = set()
     for _ in range(50):
