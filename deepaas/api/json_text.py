@@ -47,7 +47,10 @@ def from_form(key: str, text: Any) -> Any:
     try:
         return parse_json_text(text)
     except DeepaasError as exc:
-        raise ValidationFailed({key: [f"Not valid JSON: {exc.message}"]}) from None
+        # parse_json_text words its errors for a body: say them of this text
+        reason = exc.message.removeprefix("invalid JSON: ")
+        reason = reason.replace("the JSON body", "this JSON text")
+        raise ValidationFailed({key: [f"Not valid JSON: {reason}"]}) from None
 
 
 def from_texts(spec: ArgSpec, value: Any) -> Any:

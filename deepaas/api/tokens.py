@@ -137,7 +137,8 @@ def read_token_file(path: str) -> list[Token]:
     """Every token of the file at ``path``; ConfigError when it cannot be
     read, is not UTF-8 text, holds a bad line or holds no token."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        # utf-8-sig: a file saved by an editor that writes a BOM
+        with open(path, encoding="utf-8-sig") as fh:
             lines = fh.read().splitlines()
     except OSError as exc:
         raise ConfigError(

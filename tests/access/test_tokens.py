@@ -149,3 +149,13 @@ def test_a_bad_token_file_stops_the_server_before_plugins_load(
     path = write(tmp_path, "t nonsense\n")
     with pytest.raises(ConfigError, match=":1: unknown scope 'nonsense'"):
         Server(Settings(auth_token_file=path), [])
+
+
+def test_a_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Some editors save UTF-8 with a BOM: it is not part of the token."""
+    path = tmp_path / "tokens"
+    path.write_bytes(b"\xef\xbb\xbfbom-secret predict\n")
+    table = tk.load_tokens(str(path), None)
+    assert table is not None
+    token = table.find("bom-secret")
+    assert token is not None and token.scopes == {"predict"}

@@ -437,8 +437,8 @@ async def test_json_field_sent_as_a_form_part_beside_a_file(client):
     response = await client.post(SHAPES_PREDICT, data=form)
     assert response.status == 200, await response.text()
     for bad, message in [
-        ('{"a": ', "Not valid JSON: invalid JSON"),
-        ('{"a": NaN}', "Not valid JSON: the JSON body contains NaN"),
+        ('{"a": ', "Not valid JSON: Expecting value"),
+        ('{"a": NaN}', "Not valid JSON: this JSON text contains NaN"),
         ('"a string"', "Not a valid mapping type."),
     ]:
         form = aiohttp.FormData(default_to_multipart=True)
