@@ -39,6 +39,9 @@ PARSE_SLICE = 256 << 10
 # 19 digits may not fit in a signed 64-bit integer: see _parse_plain.
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_JSON_SPACE_BYTES = re.compile(rb"[ \t\n\r]*")
+#: A body that is no object and this short is parsed for a better message.
+_SHORT = 4096
 _JSON_SPECIAL = re.compile(r'[\[\]{}"\\]')
 # A JSON string, escapes included; one left open runs to the end of the text
 # (so that no match is tried again from inside it: linear time).
@@ -70,8 +73,17 @@ def parse_json(raw: bytes, cooperative: bool = False) -> dict[str, Any]:
         plain = _parse_plain(raw)
         if plain is not None:
             return plain
+    encoding = json.detect_encoding(raw)
+    if len(raw) > _SHORT and encoding in ("utf-8", "utf-8-sig"):
+        # A big body that is no object is refused at a glance at its first
+        # byte, before 50 MB are decoded (and their memory first touched).
+        start = 3 if encoding == "utf-8-sig" else 0
+        spaces = _JSON_SPACE_BYTES.match(raw, start)
+        first_byte = raw[spaces.end() if spaces else start :][:1]
+        if first_byte != b"{":
+            raise bad_request(_not_an_object(None, first_byte.decode("latin-1")))
     try:
-        text = _decode(raw, json.detect_encoding(raw), cooperative)
+        text = _decode(raw, encoding, cooperative)
     except UnicodeDecodeError as exc:
         raise bad_request(f"invalid JSON body: {exc}") from None
     match = _JSON_SPACE.match(text)
@@ -162,7 +174,7 @@ def _decode(raw: bytes, encoding: str, sliced: bool) -> str:
     return "".join(parts)
 
 
-def _not_an_object(text: str, first: str) -> str:
+def _not_an_object(text: str | None, first: str) -> str:
     """What to tell a client whose JSON body does not start an object.
 
     An array or a string is told from its first character (a 50 MB array
@@ -171,7 +183,7 @@ def _not_an_object(text: str, first: str) -> str:
     called invalid rather than named after its first letter ("got true").
     """
     kind = _kind_of(first)
-    if first not in '["' and len(text) <= 4096:
+    if first not in '["' and text is not None and len(text) <= _SHORT:
         try:
             json.loads(text, parse_constant=_no_constant)
         except DeepaasError:

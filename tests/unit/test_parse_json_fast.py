@@ -70,3 +70,25 @@ def test_orjson_takes_the_usual_body() -> None:
     assert value == {"x": 1, "f": 0.5, "s": "t", "l": [1]}
     assert parsing._parse_plain(b'{"inf": 1e400}') is None
     assert not math.isinf(parsing.parse_json(b'{"f": 1e308}')["f"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (b"  [" + b"1," * 5000 + b"1]", "got an array"),
+        (b'\xef\xbb\xbf"' + b"x" * 5000 + b'"', "got a string"),
+        (b"\n" + b"7" * 5000, "not a JSON object"),
+    ],
+)
+def test_a_big_non_object_is_refused_before_it_is_decoded(
+    raw: bytes, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_decoded(*args: object) -> str:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(parsing, "_decode", not_decoded)
+    for cooperative in (False, True):
+        with pytest.raises(DeepaasError) as caught:
+            parsing.parse_json(raw, cooperative)
+        assert caught.value.status == 400
+        assert said in str(caught.value)
