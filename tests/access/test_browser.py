@@ -125,17 +125,27 @@ def fetch(api: str, path: str, method: str = "GET", **headers: str) -> str:
     }
 
 
-async def test_a_page_of_an_allowed_origin_calls_the_api(
-    make_client: MakeClient, browser: Browser, page_server: TestServer
-) -> None:
+async def api_and_page(
+    make_client: MakeClient, browser: Browser, page_server: TestServer, host: str
+) -> tuple[Client, str, Page]:
+    """The API, allowing the page server's 127.0.0.1 origin, its address,
+    and a page loaded from ``host`` on the page server."""
     allowed = f"http://127.0.0.1:{page_server.port}"
     client: Client = await make_client(
         [DEMO], auth_tokens=TOKENS, cors_origin=(allowed,)
     )
-    api = f"http://127.0.0.1:{client.port}"
-    requests = client.app[METRICS].requests
     page = await browser.new_page()
-    await page.goto(f"{allowed}/page")
+    await page.goto(f"http://{host}:{page_server.port}/page")
+    return client, f"http://127.0.0.1:{client.port}", page
+
+
+async def test_a_page_of_an_allowed_origin_calls_the_api(
+    make_client: MakeClient, browser: Browser, page_server: TestServer
+) -> None:
+    client, api, page = await api_and_page(
+        make_client, browser, page_server, "127.0.0.1"
+    )
+    requests = client.app[METRICS].requests
 
     # The Authorization header makes the browser send a preflight first.
     answer = await page.evaluate(
@@ -163,13 +173,12 @@ async def test_a_page_of_an_allowed_origin_calls_the_api(
 async def test_a_page_of_another_origin_cannot_read_the_api(
     make_client: MakeClient, browser: Browser, page_server: TestServer
 ) -> None:
-    allowed = f"http://127.0.0.1:{page_server.port}"
-    client: Client = await make_client(
-        [DEMO], auth_tokens=TOKENS, cors_origin=(allowed,)
+    _, api, page = await api_and_page(
+        make_client,
+        browser,
+        page_server,
+        "localhost",  # another origin
     )
-    api = f"http://127.0.0.1:{client.port}"
-    page = await browser.new_page()
-    await page.goto(f"http://localhost:{page_server.port}/page")  # another origin
     answer = await page.evaluate(fetch(api, "/healthz"))  # a simple request
     assert "Failed to fetch" in answer.get("error", ""), answer
     answer = await page.evaluate(

@@ -227,6 +227,7 @@ async def test_polling_with_the_cursor_while_it_runs_sees_each_report_once(
     uuid = (await response.json())["uuid"]
     seen: list[Any] = []
     cursor, polls, status = 0, 0, "running"
+    deadline = asyncio.get_running_loop().time() + 60
     while status != "done" or cursor < 20:
         answer = await metrics(client, uuid, since=cursor)
         assert answer["status"] in ("queued", "running", "done"), answer
@@ -236,7 +237,7 @@ async def test_polling_with_the_cursor_while_it_runs_sees_each_report_once(
         cursor, polls = answer["cursor"], polls + 1
         if status == "running" and 0 < cursor < 20:
             assert answer["eta_seconds"] is not None or cursor < 2
-        assert polls < 2000, answer
+        assert asyncio.get_running_loop().time() < deadline, (polls, answer)
         await asyncio.sleep(0.01)  # a page polls; this one, often
     assert seen == list(range(1, 21))
 
