@@ -337,12 +337,19 @@ def _show_default(opt: Option) -> str:
     return repr(opt.default) if opt.default == "" else str(opt.default)
 
 
-def _env_value(opt: Option, environ: Mapping[str, str]) -> str | None:
+def _env_key(opt: Option, environ: Mapping[str, str]) -> str | None:
+    """The environment variable that sets ``opt`` (the first set of
+    ``DEEPAAS_<NAME>``, ``OS_DEFAULT__<NAME>`` and the option's own), or None."""
     upper = opt.name.upper()
     for key in (f"DEEPAAS_{upper}", f"OS_DEFAULT__{upper}", *opt.env):
         if key in environ:
-            return environ[key]
+            return key
     return None
+
+
+def _env_value(opt: Option, environ: Mapping[str, str]) -> str | None:
+    key = _env_key(opt, environ)
+    return None if key is None else environ[key]
 
 
 # A "[DEFAULT]" line: configparser keeps no trace of it when the section is empty.
@@ -415,16 +422,17 @@ def load_settings(
                 value = [n for item in value for n in parse_names(item)]
             values[opt.name] = value
             continue
+        env_key = _env_key(opt, environ)
         for source, text in (
-            ("environment", _env_value(opt, environ)),
-            (f"config file {config_file}", file_values.get(opt.name)),
+            (f"{env_key} in the environment", environ.get(env_key or "")),
+            (f"{opt.name} from config file {config_file}", file_values.get(opt.name)),
         ):
             if text is None:
                 continue
             try:
                 values[opt.name] = opt.convert(text)
             except ValueError as exc:
-                raise ConfigError(f"{opt.name} from {source}: {exc}") from exc
+                raise ConfigError(f"{source}: {exc}") from exc
             break
     if values.get("debug"):
         values["log_level"] = "DEBUG"  # --debug means DEBUG, wherever it is set

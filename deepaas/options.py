@@ -56,19 +56,27 @@ class Option:
 
     def convert(self, text: str) -> Any:
         """Turn an environment or config-file string into a value."""
-        if self.kind == "int":
-            return int(text.strip())
-        if self.kind == "float":
-            return float(text.strip())
-        if self.kind == "optional_int":
-            return int(text.strip()) if text.strip() else None
+        if self.kind in ("int", "optional_int", "float"):
+            return self._number(text)
         if self.kind == "bool":
             return _parse_bool(text)
         if self.kind == "names":
             return parse_names(text)
         if self.kind == "choice" and text.strip() not in self.choices:
-            raise ValueError(f"expected one of {', '.join(self.choices)}")
+            raise ValueError(f"expected one of {', '.join(self.choices)}, got {text!r}")
         return text.strip()
+
+    def _number(self, text: str) -> int | float | None:
+        """An int or float option's value; ValueError in words (not Python's
+        ``invalid literal for int()``) when ``text`` is not one."""
+        stripped = text.strip()
+        if self.kind == "optional_int" and not stripped:
+            return None
+        try:
+            return float(stripped) if self.kind == "float" else int(stripped)
+        except ValueError:
+            what = "a number" if self.kind == "float" else "a whole number"
+            raise ValueError(f"expected {what}, got {text!r}") from None
 
 
 OPTIONS: tuple[Option, ...] = (

@@ -278,12 +278,22 @@ def test_precedence_of_model_name(tmp_path):
 @pytest.mark.parametrize(
     ("env", "words"),
     [
-        ({"DEEPAAS_LISTEN_PORT": "abc"}, ["listen_port", "environment"]),
+        (
+            {"DEEPAAS_LISTEN_PORT": "abc"},
+            [
+                "DEEPAAS_LISTEN_PORT in the environment: expected a whole number, got 'abc'"
+            ],
+        ),
+        (
+            {"OS_DEFAULT__PREDICT_TIMEOUT": "1x"},
+            ["OS_DEFAULT__PREDICT_TIMEOUT in the environment: expected a number"],
+        ),
+        ({"DEEPAAS_MAX_BATCH_DELAY": "5ms"}, ["DEEPAAS_MAX_BATCH_DELAY", "'5ms'"]),
         ({"DEEPAAS_LISTEN_PORT": "70000"}, ["listen_port", "70000"]),
         ({"DEEPAAS_WORKERS": "0"}, ["workers"]),
         ({"DEEPAAS_CLIENT_MAX_SIZE": "-1"}, ["client_max_size"]),
-        ({"DEEPAAS_WARM": "maybe"}, ["warm", "maybe"]),
-        ({"DEEPAAS_LOG_LEVEL": "LOUD"}, ["log_level", "INFO"]),
+        ({"DEEPAAS_WARM": "maybe"}, ["DEEPAAS_WARM", "maybe"]),
+        ({"DEEPAAS_LOG_LEVEL": "LOUD"}, ["DEEPAAS_LOG_LEVEL", "INFO", "'LOUD'"]),
         ({"DEEPAAS_BASE_PATH": "foo"}, ["base_path", "must start with '/'"]),
         ({"DEEPAAS_TRAIN_CANCEL_GRACE": "nan"}, ["train_cancel_grace", "finite"]),
     ],
@@ -297,8 +307,12 @@ def test_bad_environment_values(env, words):
 
 def test_bad_config_file_value(tmp_path):
     path = write_ini(tmp_path, "[DEFAULT]\nworkers = many\n")
-    with pytest.raises(ConfigError, match=r"workers from config file .*deepaas.conf"):
+    with pytest.raises(
+        ConfigError, match=r"workers from config file .*deepaas.conf"
+    ) as exc:
         load("--config-file", path)
+    assert "expected a whole number, got 'many'" in str(exc.value)
+    assert "int()" not in str(exc.value)
 
 
 def test_unknown_config_file_key(tmp_path):
