@@ -268,6 +268,28 @@ class AsyncClient:
             pause = interval if deadline is None else min(interval, deadline - now)
             await asyncio.sleep(pause)
 
+    async def training_metrics(
+        self,
+        model: str,
+        uuid: str,
+        *,
+        since: int = 0,
+        max_points: int | None = None,
+        x: str = "auto",
+    ) -> dict[str, JSON]:
+        """The values the training reported, as curves
+        (``GET .../train/{uuid}/metrics``): ``{"x", "series": {key: [[x,
+        value], ...]}, "text", "cursor", "reports", "eta_seconds",
+        "downsampled", ...}``. Pass ``since=<cursor>`` of the last answer
+        to get only what came after; ``max_points`` per key at most (longer
+        curves are downsampled); ``x``: ``auto``, ``step`` or ``time``.
+        Unknown: NotFound; a bad parameter: 422 (APIError)."""
+        params = [("since", str(since)), ("x", x)]
+        if max_points is not None:
+            params.append(("max_points", str(max_points)))
+        path = _training(model, uuid) + "/metrics"
+        return parse_json(await self._send("GET", path, params=params), "GET", path)
+
     async def logs(self, model: str, uuid: str, offset: int = 0) -> LogChunk:
         """The training's output from byte ``offset`` to its current end
         (``GET .../train/{uuid}/logs``); pass the returned ``offset`` next

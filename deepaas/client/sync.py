@@ -208,6 +208,23 @@ class Client:
             self._async.wait(model, uuid, interval=interval, timeout=timeout)
         )
 
+    def training_metrics(
+        self,
+        model: str,
+        uuid: str,
+        *,
+        since: int = 0,
+        max_points: int | None = None,
+        x: str = "auto",
+    ) -> dict[str, JSON]:
+        """The values the training reported, as curves; see
+        :meth:`deepaas.client.AsyncClient.training_metrics`."""
+        return self._thread.run(
+            self._async.training_metrics(
+                model, uuid, since=since, max_points=max_points, x=x
+            )
+        )
+
     def logs(self, model: str, uuid: str, offset: int = 0) -> LogChunk:
         """The training's output from byte ``offset``; ``.offset`` of the
         answer is where to continue."""

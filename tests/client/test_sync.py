@@ -299,3 +299,28 @@ def test_shared_by_threads(client):
 def test_bad_url():
     with pytest.raises(ValueError, match="http"):
         Client("127.0.0.1:5000")
+
+
+def test_training_metrics(client):
+    job = client.train("trainer", {"mode": "curve", "steps": 5})
+    uuid = job["uuid"]
+    record = client.wait("trainer", uuid, interval=0.05, timeout=30)
+    assert record["status"] == "done"
+    curves = client.training_metrics("trainer", uuid)
+    assert curves["reports"] == 5
+    loss = curves["series"]["loss"]
+    assert [point[0] for point in loss] == [1, 2, 3, 4, 5]
+    assert loss[2][1] is None  # the NaN at step 3: a gap
+    assert loss[3][1] == 0.25
+    # Resuming from the cursor: nothing new.
+    again = client.training_metrics("trainer", uuid, since=curves["cursor"])
+    assert again["reports"] == 0
+    # From the third report on, on the time axis.
+    rest = client.training_metrics("trainer", uuid, since=2, x="time")
+    assert rest["reports"] == 3
+    assert rest["x"] == "time"
+    with pytest.raises(APIError) as info:
+        client.training_metrics("trainer", uuid, max_points=1)
+    assert info.value.status == 422
+    with pytest.raises(NotFound):
+        client.training_metrics("trainer", "0" * 32)
