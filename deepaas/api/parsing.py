@@ -347,10 +347,30 @@ def count_form_fields(raw: bytes) -> int:
 
 
 def parse_urlencoded(raw: bytes, charset: str) -> MultiDict[str]:
-    """An urlencoded body as aiohttp's ``request.post()`` reads it."""
+    """An urlencoded body as aiohttp's ``request.post()`` reads it.
+
+    Raises a 400 for a body that is a JSON object or array: ``curl -d
+    '{"x": 1}'`` sends JSON as a form, whose only field would be named
+    ``{"x": 1}`` and match no argument, so the model would run on its
+    defaults without a word.
+    """
+    if raw.lstrip()[:1] in (b"{", b"[") and _is_json(raw):
+        raise bad_request(
+            "the body is JSON but was sent as a form "
+            "(Content-Type: application/x-www-form-urlencoded, what curl -d "
+            "sends): send it with 'Content-Type: application/json'"
+        )
     try:
         text = raw.decode(charset)
         pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, encoding=charset)
     except (ValueError, LookupError) as exc:
         raise bad_request(f"malformed form body: {exc}") from None
     return MultiDict(pairs)
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return True

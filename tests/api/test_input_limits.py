@@ -734,3 +734,19 @@ async def test_client_accept_content_type_is_checked(client, accept, expected):
     assert response.headers["Content-Type"] == expected
     assert await response.text() == "some text"
     assert "X-Evil" not in response.headers
+
+
+@pytest.mark.parametrize("body", ['{"number": 7}', "  [1, 2]", '{"text": "a=b&c=d"}'])
+async def test_json_sent_as_a_form_is_400_with_the_fix(client, body):
+    """``curl -d '{...}'`` sends JSON as an urlencoded form: told so, not
+    run on the model's defaults."""
+    answer = await raw_post(client, PREDICT, body.encode(), URLENCODED)
+    assert answer.status == 400, answer.body
+    assert "Content-Type: application/json" in answer.message()
+    await serves(client)
+
+
+@pytest.mark.parametrize("body", ["{not json", "{a=1&number=3", "[x]=1&number=3"])
+async def test_a_form_that_only_starts_like_json_is_a_form(client, body):
+    answer = await raw_post(client, PREDICT, body.encode(), URLENCODED)
+    assert answer.status == 200, answer.body

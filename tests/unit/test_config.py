@@ -280,9 +280,7 @@ def test_precedence_of_model_name(tmp_path):
     [
         (
             {"DEEPAAS_LISTEN_PORT": "abc"},
-            [
-                "DEEPAAS_LISTEN_PORT in the environment: expected a whole number, got 'abc'"
-            ],
+            ["DEEPAAS_LISTEN_PORT in the environment: expected a whole number"],
         ),
         (
             {"OS_DEFAULT__PREDICT_TIMEOUT": "1x"},
