@@ -25,6 +25,7 @@ from deepaas.api.site import listen_error
 from deepaas.api.tokens import TokenTable, load_tokens
 from deepaas.config import ConfigError, Settings, load_settings
 from deepaas.model import loading
+from deepaas.model.given import PluginUsageError, given_specs
 from deepaas.server import Server
 
 LOG = logging.getLogger("deepaas")
@@ -172,12 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker_env = dict(os.environ)
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
-        given = loading.given_specs(settings.plugin)
+        given = given_specs(settings.plugin)
         _check_port(settings)
         specs, extra_path = _all_specs(settings, given)
         _install_loop(settings.loop)
         asyncio.run(serve(settings, specs, worker_env, started, extra_path, tokens))
-    except loading.PluginUsageError as exc:
+    except PluginUsageError as exc:
         print(f"deepaas-run: error: {exc}", file=sys.stderr)
         return 2
     except loading.PluginLoadError as exc:
@@ -204,7 +205,7 @@ def _all_specs(
     installed = loading.discover(settings.model_name) if settings.model_name else []
     clash = {s.name for s in installed} & {s.name for s in given}
     if clash:
-        raise loading.PluginUsageError(
+        raise PluginUsageError(
             f"model name(s) {', '.join(sorted(clash))} both installed and given; "
             "choose another name for the given one as NAME=TARGET"
         )

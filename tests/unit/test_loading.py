@@ -10,12 +10,11 @@ import marshmallow
 import pytest
 
 from deepaas.model import sources
+from deepaas.model.given import PluginUsageError, given_specs
 from deepaas.model.loading import (
     PluginLoadError,
     PluginSpec,
-    PluginUsageError,
     discover,
-    given_specs,
     load,
 )
 from tests.plugins import bad_schemas, echo, objects
