@@ -18,10 +18,10 @@ Implemented here (no HTTP: the routes live in :mod:`deepaas.api`):
   (FP16 and length-prefixed BYTES included).
 - :mod:`deepaas.oip.tensors`: :func:`decode_request` (body and
   ``Inference-Header-Content-Length`` -> :class:`InferRequest` of numpy
-  arrays; binary tensors are views over the body, never Python lists),
-  :func:`encode_response` (arrays -> body and headers, JSON or binary per
-  output as ``binary_data`` / ``binary_data_output`` ask) and
-  :func:`encode_error` (``{"error": ...}``).
+  arrays; binary tensors are views over the body, never Python lists).
+- :mod:`deepaas.oip.responses`: :func:`encode_response` (arrays -> body and
+  headers, JSON or binary per output as ``binary_data`` /
+  ``binary_data_output`` ask) and :func:`encode_error` (``{"error": ...}``).
 
 Every malformed request raises :class:`~deepaas.exceptions.TensorError`
 (status 400) saying what to change.
@@ -42,14 +42,13 @@ from __future__ import annotations
 
 from deepaas.exceptions import TensorError
 from deepaas.oip.datatypes import DATATYPES, datatype_of
+from deepaas.oip.responses import encode_error, encode_response
 from deepaas.oip.tensors import (
     HEADER_LENGTH,
     InferRequest,
     InputTensor,
     RequestedOutput,
     decode_request,
-    encode_error,
-    encode_response,
     parse_header_length,
 )
 

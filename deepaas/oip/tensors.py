@@ -1,7 +1,7 @@
-"""Infer request bodies -> arrays, and arrays -> infer response bodies.
+"""Infer request bodies -> arrays (responses: :mod:`deepaas.oip.responses`).
 
 Sources: KServe's Open Inference Protocol (V2) REST spec, "Inference
-Request JSON Object" and "Inference Response JSON Object"; Triton's binary
+Request JSON Object"; Triton's binary
 tensor data extension (``docs/protocol/extension_binary_data.md`` in
 triton-inference-server/server): a JSON header of
 ``Inference-Header-Content-Length`` bytes, then each binary tensor's bytes
@@ -14,22 +14,20 @@ Every malformed request raises :class:`~deepaas.exceptions.TensorError`
 Copies when decoding a body of ``n`` bytes: the JSON header is parsed from
 a copy of its bytes (small); binary tensors are read-only numpy views over
 ``body`` (no copy, no Python list); BYTES elements become one ``bytes``
-object each; JSON tensors are built from the lists ``json`` made. When
-encoding, each binary output is copied once into the returned body.
+object each; JSON tensors are built from the lists ``json`` made.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from deepaas.exceptions import TensorError
-from deepaas.oip.binary import from_binary, to_binary
+from deepaas.oip.binary import from_binary
 from deepaas.oip.datatypes import (
     JSON_CONSTANTS,
     MAX_DIMS,
@@ -37,8 +35,6 @@ from deepaas.oip.datatypes import (
     from_json,
     numpy_dtype,
     parse_int,
-    to_array,
-    to_json,
 )
 
 #: Bound on a shape's (non-zero) sizes multiplied: numpy's index range
@@ -371,64 +367,3 @@ def _list(
     if not isinstance(value, list):
         raise TensorError(f"{where} needs '{key}', a JSON array of tensors")
     return value
-
-
-def encode_response(
-    model_name: str,
-    model_version: str | None,
-    request_id: str | None,
-    outputs: Mapping[str, Any],
-    binary: Callable[[str], bool] | Collection[str] = frozenset(),
-    parameters: Mapping[str, Any] | None = None,
-) -> tuple[bytes, dict[str, str]]:
-    """An infer response body and its headers.
-
-    ``outputs`` maps each output's name to an array, a (nested) list or a
-    scalar (see :func:`deepaas.oip.datatypes.to_array` for what becomes
-    which datatype). Outputs for which ``binary`` holds (a predicate such as
-    :meth:`InferRequest.wants_binary`, or a set of names) are sent as binary
-    data; the others as flat row-major JSON ``data``. The headers are
-    ``Content-Type: application/json`` for a JSON-only body, else
-    ``application/octet-stream`` and ``Inference-Header-Content-Length``.
-    Raises :class:`TensorError`: 500 for a value no datatype holds, 400 for
-    non-UTF-8 BYTES the client asked as JSON.
-    """
-    wants = binary if callable(binary) else binary.__contains__
-    documents: list[dict[str, Any]] = []
-    buffers: list[memoryview | bytes] = []
-    for name, value in outputs.items():
-        where = f"output '{name}'"
-        array, datatype = to_array(where, value)
-        document: dict[str, Any] = {
-            "name": name,
-            "datatype": datatype,
-            "shape": list(array.shape),
-        }
-        if wants(name):
-            buffer = to_binary(where, datatype, array)
-            document["parameters"] = {"binary_data_size": len(buffer)}
-            buffers.append(buffer)
-        else:
-            document["data"] = to_json(where, datatype, array)
-        documents.append(document)
-    response: dict[str, Any] = {"model_name": model_name}
-    if model_version is not None:
-        response["model_version"] = model_version
-    if request_id is not None:
-        response["id"] = request_id
-    if parameters:
-        response["parameters"] = dict(parameters)
-    response["outputs"] = documents
-    header = json.dumps(response, separators=(",", ":")).encode()
-    if not buffers:
-        return header, {"Content-Type": "application/json"}
-    headers = {
-        "Content-Type": "application/octet-stream",
-        HEADER_LENGTH: str(len(header)),
-    }
-    return b"".join([header, *buffers]), headers
-
-
-def encode_error(message: str) -> bytes:
-    """An OIP error body: ``{"error": message}``."""
-    return json.dumps({"error": message}).encode()
