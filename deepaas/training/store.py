@@ -29,7 +29,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import datetime
 import json
 import queue
 import sqlite3
@@ -40,21 +39,45 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from deepaas.training import history
+from deepaas.training.record import (
+    CANCELLED,
+    DATE_FORMAT,
+    DONE,
+    ERROR,
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    STATUSES,
+    STOPPED_WHILE_QUEUED,
+    STOPPED_WHILE_RUNNING,
+    UNFINISHED,
+    Training,
+    interrupted_message,
+    now,
+)
+
+# The record's names, for the modules that reach them through the store.
+__all__ = [
+    "CANCELLED",
+    "DATE_FORMAT",
+    "DONE",
+    "ERROR",
+    "FINISHED",
+    "QUEUED",
+    "RUNNING",
+    "STATUSES",
+    "STOPPED_WHILE_QUEUED",
+    "STOPPED_WHILE_RUNNING",
+    "UNFINISHED",
+    "Training",
+    "TrainingStore",
+    "from_row",
+    "interrupted_message",
+    "now",
+    "rollback",
+]
 
 T = TypeVar("T")
-
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-
-QUEUED = "queued"
-RUNNING = "running"
-DONE = "done"
-ERROR = "error"
-CANCELLED = "cancelled"
-STATUSES = (QUEUED, RUNNING, DONE, ERROR, CANCELLED)
-FINISHED = (DONE, ERROR, CANCELLED)
-
-STOPPED_WHILE_RUNNING = "the server stopped during this training"
-STOPPED_WHILE_QUEUED = "the server stopped before this training started"
 
 BUSY_TIMEOUT_S = 10.0  # a write waits this long for another process's lock
 WAL_SIZE_LIMIT = 1 << 20  # bytes the WAL file keeps after a checkpoint
@@ -98,87 +121,6 @@ _NEW_COLUMNS = {
 _SCHEMA_VERSION = 4
 
 _JSON_COLUMNS = ("args", "output", "devices", "progress")
-UNFINISHED = (QUEUED, RUNNING)
-
-
-def now() -> str:
-    return datetime.datetime.now().strftime(DATE_FORMAT)
-
-
-def _duration(start: str, finish: str) -> str:
-    begin = datetime.datetime.strptime(start, DATE_FORMAT)
-    end = datetime.datetime.strptime(finish, DATE_FORMAT)
-    delta = max(end - begin, datetime.timedelta(0))
-    text = str(delta)
-    return text if "." in text else text + ".000000"
-
-
-def interrupted_message(status: str) -> str:
-    """The message of a record whose owner stopped while it was ``status``."""
-    return STOPPED_WHILE_RUNNING if status == RUNNING else STOPPED_WHILE_QUEUED
-
-
-@dataclasses.dataclass
-class Training:
-    """One training as stored."""
-
-    uuid: str
-    model: str
-    args: dict[str, Any]
-    status: str
-    date: str
-    log_path: str
-    owner_pid: int
-    gpus: int = 0
-    devices: list[str] = dataclasses.field(default_factory=list)
-    start_date: str | None = None
-    finish_date: str | None = None
-    output: Any = None
-    message: str | None = None
-    progress: dict[str, Any] = dataclasses.field(default_factory=dict)
-    owner: str | None = None  # the owning server's identity; None: written by PID
-    request_id: str | None = None  # of the request that started it (if known)
-    eta_seconds: float | None = None  # seconds left, while running (if known)
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
-    def adopt(self, stored: Training) -> None:
-        """Take the final state ``stored`` (another server wrote it, and a
-        finished record is final)."""
-        self.status = stored.status
-        self.message = stored.message
-        self.finish_date = stored.finish_date or now()
-        self.output = stored.output
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as clients see it (contract section 4, plus extras)."""
-        doc: dict[str, Any] = {
-            "uuid": self.uuid,
-            "date": self.date,
-            "args": self.args,
-            "status": self.status,
-        }
-        if self.message is not None:
-            doc["message"] = self.message
-        if self.finished and self.finish_date is not None:
-            doc["result"] = {
-                "output": self.output,
-                "finish_date": self.finish_date,
-                "duration": _duration(self.start_date or self.date, self.finish_date),
-            }
-        doc.update(
-            model=self.model,
-            start_date=self.start_date,
-            gpus=self.gpus,
-            devices=self.devices,
-            progress=self.progress,
-        )
-        if self.request_id is not None:
-            doc["request_id"] = self.request_id
-        doc["eta_seconds"] = None if self.finished else self.eta_seconds
-        return doc
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Training))

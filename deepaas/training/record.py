@@ -1,0 +1,107 @@
+"""One training's record: its status, dates, arguments, result and owner,
+and how clients see it (DEEPaaS contract section 4, plus extras).
+
+Kept by :mod:`deepaas.training.store` (SQLite); a record the scheduler
+changes lives on the event loop, and the store writes copies of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any
+
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+QUEUED = "queued"
+RUNNING = "running"
+DONE = "done"
+ERROR = "error"
+CANCELLED = "cancelled"
+STATUSES = (QUEUED, RUNNING, DONE, ERROR, CANCELLED)
+FINISHED = (DONE, ERROR, CANCELLED)
+
+STOPPED_WHILE_RUNNING = "the server stopped during this training"
+STOPPED_WHILE_QUEUED = "the server stopped before this training started"
+
+UNFINISHED = (QUEUED, RUNNING)
+
+
+def now() -> str:
+    return datetime.datetime.now().strftime(DATE_FORMAT)
+
+
+def _duration(start: str, finish: str) -> str:
+    begin = datetime.datetime.strptime(start, DATE_FORMAT)
+    end = datetime.datetime.strptime(finish, DATE_FORMAT)
+    delta = max(end - begin, datetime.timedelta(0))
+    text = str(delta)
+    return text if "." in text else text + ".000000"
+
+
+def interrupted_message(status: str) -> str:
+    """The message of a record whose owner stopped while it was ``status``."""
+    return STOPPED_WHILE_RUNNING if status == RUNNING else STOPPED_WHILE_QUEUED
+
+
+@dataclasses.dataclass
+class Training:
+    """One training as stored."""
+
+    uuid: str
+    model: str
+    args: dict[str, Any]
+    status: str
+    date: str
+    log_path: str
+    owner_pid: int
+    gpus: int = 0
+    devices: list[str] = dataclasses.field(default_factory=list)
+    start_date: str | None = None
+    finish_date: str | None = None
+    output: Any = None
+    message: str | None = None
+    progress: dict[str, Any] = dataclasses.field(default_factory=dict)
+    owner: str | None = None  # the owning server's identity; None: written by PID
+    request_id: str | None = None  # of the request that started it (if known)
+    eta_seconds: float | None = None  # seconds left, while running (if known)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def adopt(self, stored: Training) -> None:
+        """Take the final state ``stored`` (another server wrote it, and a
+        finished record is final)."""
+        self.status = stored.status
+        self.message = stored.message
+        self.finish_date = stored.finish_date or now()
+        self.output = stored.output
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as clients see it (contract section 4, plus extras)."""
+        doc: dict[str, Any] = {
+            "uuid": self.uuid,
+            "date": self.date,
+            "args": self.args,
+            "status": self.status,
+        }
+        if self.message is not None:
+            doc["message"] = self.message
+        if self.finished and self.finish_date is not None:
+            doc["result"] = {
+                "output": self.output,
+                "finish_date": self.finish_date,
+                "duration": _duration(self.start_date or self.date, self.finish_date),
+            }
+        doc.update(
+            model=self.model,
+            start_date=self.start_date,
+            gpus=self.gpus,
+            devices=self.devices,
+            progress=self.progress,
+        )
+        if self.request_id is not None:
+            doc["request_id"] = self.request_id
+        doc["eta_seconds"] = None if self.finished else self.eta_seconds
+        return doc
