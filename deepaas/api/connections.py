@@ -37,7 +37,9 @@ pyproject.toml requires 3.14): ``RequestHandler._messages``,
 ``_request_count``, ``_waiter`` and ``_request_handler``, ``_ErrInfo.exc``,
 ``Server._kwargs``. Cost per request: a ``loop.time()``, two ``bytes.find``
 over its head, and for a head followed by body bytes in the same packet, a
-second call of aiohttp's parser (about 5 us per POST measured here).
+second call of aiohttp's parser (little: feeding head and body in one call
+instead saved about 1,200 of the ~350,000 instructions of a JSON predict,
+measured with callgrind, and was not kept).
 """
 
 from __future__ import annotations
