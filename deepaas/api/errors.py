@@ -145,6 +145,18 @@ async def error_response(
     return answer
 
 
+def _no_route(request: web.Request) -> str:
+    """A 404's message for a path that is no route: where the routes are
+    listed (the OpenAPI document under the app's base path), not aiohttp's
+    bare "404: Not Found"."""
+    text = f"no route {request.method} {request.path}"
+    for resource in request.app.router.resources():
+        listed = resource.canonical
+        if listed.endswith("/openapi.json"):
+            return f"{text}: the routes are listed in {listed}"
+    return text
+
+
 async def _routed(request: web.Request, url: URL) -> bool:
     """Whether ``url``'s path is a route of ``request``'s app, for any
     method (a 405 there: the path exists)."""
@@ -183,6 +195,12 @@ async def _error_response(
         if exc.status < 400 or exc.content_type == "application/json":
             return None
         text = exc.text or exc.reason or ""
+        if (
+            exc.status == 404
+            and isinstance(request, web.Request)
+            and request.match_info.http_exception is exc  # no route at all
+        ):
+            text = _no_route(request)
         if exc.status == 417:  # raised by aiohttp before any route runs
             text = (
                 f"{text}: the only expectation this server meets is "

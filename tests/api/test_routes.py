@@ -203,7 +203,19 @@ async def test_unknown_model_404(demo_client, path):
 )
 async def test_unknown_path_404(demo_client, path):
     body = await get_json(demo_client, path, status=404)
-    assert set(body) == {"message"}
+    assert body == {
+        "message": f"no route GET {path}: the routes are listed in /openapi.json"
+    }
+
+
+async def test_unknown_path_under_a_model_404_in_oip_words(demo_client):
+    """``/v2/models/{m}/...`` without a trailing slash is the Open Inference
+    Protocol's: its 404 is ``{"error": ...}``, and as helpful."""
+    path = "/v2/models/demo/metrics"
+    body = await get_json(demo_client, path, status=404)
+    assert body == {
+        "error": f"no route GET {path}: the routes are listed in /openapi.json"
+    }
 
 
 # -- slashes, methods ---------------------------------------------------------
@@ -285,7 +297,10 @@ async def test_base_path(make_client: MakeClient, base_path):
     model = await get_json(client, "/foo/v2/models/demo/")
     assert model["links"][0]["href"] == "/foo/v2/models/demo"
     result = await predict(client, "demo", expect=404)  # without the prefix
-    assert set(result) == {"message"}
+    assert result == {
+        "message": "no route POST /v2/models/demo/predict/: the routes are "
+        "listed in /foo/openapi.json"
+    }
     response = await client.post(
         "/foo/v2/models/demo_class/predict/", params={"data": "a"}
     )
