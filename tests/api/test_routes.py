@@ -279,7 +279,8 @@ async def test_base_path(make_client: MakeClient, base_path):
     client = await make_client(base_path=base_path)
     body = await get_json(client, "/foo/")
     assert body["versions"][0]["links"][0]["href"] == "/foo/v2/"
-    assert [link["href"] for link in body["links"]] == ["/foo/api", "/foo/swagger.json"]
+    hrefs = [link["href"] for link in body["links"]]
+    assert hrefs == ["/foo/api", "/foo/swagger.json", "/foo/ui/trainings"]
     assert (await get_json(client, "/foo/v2/"))["links"][0]["href"] == "/foo/v2/"
     models = (await get_json(client, "/foo/v2/models/"))["models"]
     assert models[0]["links"][0]["href"] == "/foo/v2/models/demo"
