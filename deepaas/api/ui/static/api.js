@@ -3,7 +3,7 @@
 
 const TOKEN = "deepaas-token";
 
-/** The server's base path, as a URL ("http://host/base/"). */
+/** The server's base path, as a URL (the page's, two levels up: ".../base/"). */
 export const ROOT = new URL("../", document.baseURI);
 
 /** What a test (or a curious user) can read: window.dashboard. */
