@@ -140,6 +140,16 @@ async def test_curves_grow_while_it_runs_fetched_with_since(
         f"window.dashboard.status === 'running' && {charts}.loss?.points > 0"
     )
     partial = await page.evaluate(f"{charts}.loss.points")
+    # step and total reported: an ETA, shown
+    await page.wait_for(
+        "window.dashboard.eta > 0 || window.dashboard.status === 'done'"
+    )
+    if await page.evaluate("window.dashboard.status") == "running":
+        eta = await page.evaluate(
+            "[...document.querySelectorAll('dl.record dt')]"
+            ".find(dt => dt.textContent === 'ETA').nextElementSibling.textContent"
+        )
+        assert eta.endswith("s"), eta
     # ... then whole once it ended
     await page.wait_for(
         f"window.dashboard.status === 'done' && {charts}.loss?.points === 20", 30
@@ -233,6 +243,40 @@ async def test_the_start_form_is_made_from_the_spec_and_starts_a_training(
     record = await training_ended(client, BASE + uuid)
     assert record["args"]["mode"] == "print" and record["args"]["lines"] == 2
     await page.wait_for(f"{LOG}?.textContent.includes('line 1')")
+    assert_local(page, client)
+    await close(page)
+
+
+async def test_the_start_form_sends_a_file_as_multipart(
+    client: Client, browser: Browser, tmp_path: Path
+) -> None:
+    upload = tmp_path / "train.csv"
+    upload.write_text("a,b\n1,2\n")
+    page = await open_page(browser, client)
+    form = "form.start[data-model=trainer]"
+    await page.wait_for(f"document.querySelector('{form}')")
+    document = await page.send("DOM.getDocument")
+    found = await page.send(
+        "DOM.querySelector",
+        {"nodeId": document["root"]["nodeId"], "selector": f"{form} [name=data]"},
+    )
+    await page.send(
+        "DOM.setFileInputFiles", {"nodeId": found["nodeId"], "files": [str(upload)]}
+    )
+    await page.evaluate(
+        f"""(() => {{
+            const form = document.querySelector('{form}');
+            form.querySelector('[name=mode]').value = 'file';
+            form.querySelector('button.start').click();
+        }})()"""
+    )
+    await page.wait_for("window.dashboard.view === 'job'")
+    uuid = (await page.evaluate("location.hash")).split("/")[1]
+    record = await training_ended(client, BASE + uuid)
+    assert record["status"] == "done", record
+    output = record["result"]["output"]
+    assert output["content"] == "a,b\n1,2\n"
+    assert output["original_filename"] == "train.csv"
     assert_local(page, client)
     await close(page)
 

@@ -10,6 +10,7 @@ export const ROOT = new URL("../", document.baseURI);
 export const state = {
   view: "loading", // list, job, missing
   status: null, // the shown training's status
+  eta: null, // and its eta_seconds
   charts: {}, // key -> {points, gaps}
   logBytes: 0,
   draining: false,

@@ -38,6 +38,7 @@ export function jobView(main, model, uuid) {
 
   function show(r) {
     state.status = r.status;
+    state.eta = r.eta_seconds === undefined ? null : r.eta_seconds;
     main.dataset.status = r.status;
     const rows = [
       ["status", el("span", { class: `status status-${r.status}` }, r.status)],
