@@ -119,7 +119,13 @@ def create_app(
         allow_head=False,
     )
     swagger_ui.add_docs_routes(app, spec, settings.doc_endpoint)
-    ui.setup(app, settings.base_path, settings.doc_endpoint)
+    ui.setup(
+        app,
+        settings.base_path,
+        views,
+        enabled=settings.doc_endpoint,
+        train_endpoint=settings.train_endpoint,
+    )
     # Last: every route must say who may call it (raises if one does not).
     scopes = auth.protect(app, tokens, settings.metrics_public)
     if tokens is not None:

@@ -27,8 +27,8 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     # the training dashboard: open like the Swagger UI (its API calls are not)
     ("GET", "/ui/trainings"): None,
     ("GET", "/ui/trainings/"): None,
-    ("GET", "/ui/static"): None,
-    ("HEAD", "/ui/static"): None,
+    ("GET", "/ui/trainings/models.json"): None,
+    ("GET", "/ui/static/{name}"): None,
     ("GET", "/swagger-ui"): None,
     ("HEAD", "/swagger-ui"): None,
     **{

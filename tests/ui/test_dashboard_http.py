@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deepaas.api import ui
-from tests.support import DEMO, REPO_ROOT, Client, MakeClient
+from tests.support import DEMO, REPO_ROOT, Client, MakeClient, plugin_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,6 +48,7 @@ async def test_the_page_and_its_assets_have_their_content_types(demo_client: Cli
     assert licence.status == 200
     assert "Permission is hereby granted" in await licence.text()  # MIT
     assert (await demo_client.get("/ui/static/nothing.js")).status == 404
+    assert (await demo_client.get("/ui/static/..%2F__init__.py")).status == 404
     assert (await demo_client.get("/ui/static/")).status in (403, 404)  # no index
 
 
@@ -139,3 +140,37 @@ def test_the_vendored_library_is_the_pinned_version():
     header = (static / "uPlot.iife.min.js").read_text()[:200]
     assert f"(v{version[1]})" in header
     assert (static / "uPlot.VERSION").read_text().startswith(f"uplot {version[1]} ")
+
+
+@ON_THE_LOOP
+async def test_the_page_is_told_which_models_can_be_trained(make_client: MakeClient):
+    client = await make_client()  # demo and demo_class: both train
+    answer = await (await client.get("/ui/trainings/models.json")).json()
+    assert answer == {
+        "train_endpoint": True,
+        "models": [
+            {"name": "demo", "train": True},
+            {"name": "demo_class", "train": True},
+        ],
+    }
+    bare = await make_client([plugin_spec("bare")], train_endpoint=False)
+    answer = await (await bare.get("/ui/trainings/models.json")).json()
+    assert answer == {
+        "train_endpoint": False,
+        "models": [{"name": "bare", "train": False}],
+    }
+
+
+@ON_THE_LOOP
+async def test_assets_are_revalidated_each_time(demo_client: Client):
+    """no-cache and an ETag: a browser asks each time (a 304 when unchanged),
+    so an upgrade never runs an older script against a newer page."""
+    first = await demo_client.get("/ui/static/app.js")
+    assert first.headers["Cache-Control"] == "no-cache"
+    etag = first.headers["ETag"]
+    again = await demo_client.get("/ui/static/app.js", headers={"If-None-Match": etag})
+    assert again.status == 304 and await again.read() == b""
+    other = await demo_client.get("/ui/static/api.js", headers={"If-None-Match": etag})
+    assert other.status == 200
+    page = await demo_client.get("/ui/trainings")
+    assert page.headers["Cache-Control"] == "no-cache"

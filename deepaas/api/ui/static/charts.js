@@ -23,6 +23,8 @@ export class Curves {
     this.resize = () => this.charts.forEach(({ plot, node }) => plot.setSize(size(node)));
     window.addEventListener("resize", this.resize);
     state.charts = {};
+    this.empty = el("p", { class: "quiet" }, "No number reported yet (what train() sends with report()).");
+    box.append(this.empty);
   }
 
   /** Read what came since the last poll and draw it. */
@@ -60,6 +62,7 @@ export class Curves {
     const data = this.points.get(key);
     let chart = this.charts.get(key);
     if (!chart) {
+      this.empty.remove();
       const node = el("div", { class: "chart", "data-key": key }, el("h3", {}, key));
       this.box.append(node);
       const color = COLORS[this.charts.size % COLORS.length];

@@ -58,14 +58,20 @@ export function listView(main) {
   }
 
   async function begin() {
-    let doc;
+    let doc, served;
     try {
-      doc = await json("openapi.json");
+      [doc, served] = await Promise.all([json("openapi.json"), json("ui/trainings/models.json")]);
     } catch (error) {
       problem(`Cannot read the API document: ${error.message}`);
       return;
     }
-    const models = trainable(doc);
+    if (!served.train_endpoint) {
+      state.view = "list";
+      main.replaceChildren(el("p", { class: "off" }, "Training is off on this server (--notrain-endpoint)."));
+      return;
+    }
+    const trains = new Set(served.models.filter((m) => m.train).map((m) => m.name));
+    const models = trainable(doc).filter((model) => trains.has(model.name));
     const sections = models.map((model) => {
       const body = el("tbody");
       tables.set(model.name, body);
@@ -80,8 +86,10 @@ export function listView(main) {
         el("table", {}, el("thead", {}, el("tr", {}, HEADINGS.map((h) => el("th", {}, h)))), body),
       );
     });
-    if (!sections.length) {
-      sections.push(el("p", { class: "quiet" }, "No model here can be trained (or training is off)."));
+    if (!sections.length) sections.push(el("p", { class: "quiet" }, "No model here can be trained."));
+    const others = served.models.filter((m) => !m.train).map((m) => m.name);
+    if (others.length) {
+      sections.push(el("p", { class: "quiet untrainable" }, `Models without train(): ${others.join(", ")}.`));
     }
     main.replaceChildren(...sections);
     tick();
