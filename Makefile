@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 5000
 
-.PHONY: install run test lint type docs bench bench-batching clean
+.PHONY: install run test lint type docs bench bench-batching vendor-ui clean
 
 $(STAMP): pyproject.toml plugins-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: $(STAMP)
 ## Batching benefit on a torch MLP (installs torch==2.13.0 if missing; needs wrk)
 bench-batching: $(STAMP)
 	$(BIN)/python benchmarks/batching.py
+
+## Re-fetch the dashboard's charting library (uPlot, pinned) from npm; needs npm
+vendor-ui:
+	scripts/vendor-uplot.sh
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from deepaas.api import auth, oip, openapi, swagger_ui, versions
+from deepaas.api import auth, oip, openapi, swagger_ui, ui, versions
 from deepaas.api import health as health_routes
 from deepaas.api.args import BodyLimits
 from deepaas.api.cors import CORS, CorsPolicy
@@ -119,6 +119,13 @@ def create_app(
         allow_head=False,
     )
     swagger_ui.add_docs_routes(app, spec, settings.doc_endpoint)
+    ui.setup(
+        app,
+        settings.base_path,
+        views,
+        enabled=settings.doc_endpoint,
+        train_endpoint=settings.train_endpoint,
+    )
     # Last: every route must say who may call it (raises if one does not).
     scopes = auth.protect(app, tokens, settings.metrics_public)
     if tokens is not None:

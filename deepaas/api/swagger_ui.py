@@ -31,6 +31,9 @@ UI_PAGE = """<!DOCTYPE html>
   <link rel="icon" type="image/png" href="{assets}/favicon-32x32.png">
 </head>
 <body>
+  <p style="margin: 8px 20px 0; font-family: sans-serif; text-align: right">
+    <a href="ui/trainings">Trainings dashboard</a>
+  </p>
   <div id="swagger-ui"></div>
   <script src="{assets}/swagger-ui-bundle.js" charset="UTF-8"></script>
   <script src="{assets}/swagger-ui-standalone-preset.js" charset="UTF-8"></script>

@@ -26,6 +26,9 @@ def setup(app: web.Application, spec: SpecBuilder, docs: bool) -> None:
     ]
     if docs:
         links.insert(0, {"rel": "help", "type": "text/html", "href": f"{bp}/api"})
+        # the training dashboard (deepaas.api.ui)
+        dashboard = f"{bp}/ui/trainings"
+        links.append({"rel": "related", "type": "text/html", "href": dashboard})
     document = {"versions": [v2_version(bp)], "links": links}
 
     async def get_versions(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from deepaas.api import METRICS
-from tests.access.browser import Browser, Page
+from tests.browser import Browser, Page
 from tests.support import DEMO, Client, MakeClient
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]

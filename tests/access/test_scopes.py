@@ -24,6 +24,11 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/openapi.json"): None,
     ("GET", "/api"): None,
     ("GET", "/ui"): None,
+    # the training dashboard: open like the Swagger UI (its API calls are not)
+    ("GET", "/ui/trainings"): None,
+    ("GET", "/ui/trainings/"): None,
+    ("GET", "/ui/trainings/models.json"): None,
+    ("GET", "/ui/static/{name}"): None,
     ("GET", "/swagger-ui"): None,
     ("HEAD", "/swagger-ui"): None,
     **{

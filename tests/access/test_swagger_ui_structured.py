@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from deepaas.model.loading import PluginSpec
-from tests.access.browser import Browser, Page
+from tests.browser import Browser, Page
 from tests.support import Client, MakeClient
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]

@@ -29,6 +29,7 @@ VERSIONS = {
     "links": [
         {"rel": "help", "type": "text/html", "href": "/api"},
         {"rel": "describedby", "type": "application/json", "href": "/swagger.json"},
+        {"rel": "related", "type": "text/html", "href": "/ui/trainings"},
     ],
 }
 V2 = {
@@ -54,7 +55,7 @@ async def test_versions_document(demo_client):
 
 async def test_versions_document_without_docs(make_client: MakeClient):
     client = await make_client(doc_endpoint=False)
-    expected = {**VERSIONS, "links": VERSIONS["links"][1:]}
+    expected = {**VERSIONS, "links": VERSIONS["links"][1:2]}
     assert await get_json(client, "/") == expected
 
 
@@ -290,7 +291,8 @@ async def test_base_path(make_client: MakeClient, base_path):
     client = await make_client(base_path=base_path)
     body = await get_json(client, "/foo/")
     assert body["versions"][0]["links"][0]["href"] == "/foo/v2/"
-    assert [link["href"] for link in body["links"]] == ["/foo/api", "/foo/swagger.json"]
+    hrefs = [link["href"] for link in body["links"]]
+    assert hrefs == ["/foo/api", "/foo/swagger.json", "/foo/ui/trainings"]
     assert (await get_json(client, "/foo/v2/"))["links"][0]["href"] == "/foo/v2/"
     models = (await get_json(client, "/foo/v2/models/"))["models"]
     assert models[0]["links"][0]["href"] == "/foo/v2/models/demo"

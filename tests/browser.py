@@ -8,14 +8,16 @@ needed. Playwright would do the same with a 40 MB package and a driver of
 its own; here the tests only navigate, evaluate JavaScript and read the
 requests the page sent.
 
-Tests call :func:`chromium_or_skip`, then ``async with Browser.start(dir)
-as browser``. Every wait is for a condition (a page event, a DOM state),
-with a timeout.
+Tests use the ``browser`` fixture (a conftest imports it from here: the
+access and dashboard tests share it), or call :func:`chromium_or_skip`,
+then ``async with Browser.start(dir) as browser``. Every wait is for a
+condition (a page event, a DOM state), with a timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -24,9 +26,11 @@ import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 TIMEOUT_S = 20.0
@@ -50,6 +54,15 @@ def chromium_or_skip() -> str:
             ".ci/run installs it"
         )
     return found
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Browser]:
+    """One headless Chromium per test module (skipped, saying why, without)."""
+    chromium_or_skip()
+    profile: Path = tmp_path_factory.mktemp("chromium")
+    async with Browser.start(str(profile)) as started:
+        yield started
 
 
 class BrowserError(AssertionError):
@@ -181,6 +194,8 @@ class Page:
         self.session = session
         self.requests = browser.listen("Network.requestWillBeSentExtraInfo", session)
         self._sent: list[dict[str, str]] = []
+        self._will_send = browser.listen("Network.requestWillBeSent", session)
+        self._urls: list[str] = []
 
     async def send(self, method: str, params: dict[str, Any] | None = None) -> Any:
         return await self.browser.send(method, params, self.session)
@@ -230,3 +245,22 @@ class Page:
             headers = {k.lower(): v for k, v in params.get("headers", {}).items()}
             self._sent.append(headers)
         return list(self._sent)
+
+    def urls(self) -> list[str]:
+        """The URL of every request the page sent so far, in order (the
+        page itself, its assets, its scripts' calls)."""
+        while not self._will_send.empty():
+            self._urls.append(self._will_send.get_nowait()["request"]["url"])
+        return list(self._urls)
+
+    async def set_size(self, width: int, height: int) -> None:
+        """The size of the page's window, in CSS pixels."""
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+
+    async def screenshot(self, path: Path) -> None:
+        """A PNG of what the page shows, written to ``path``."""
+        shot = await self.send("Page.captureScreenshot", {"format": "png"})
+        path.write_bytes(base64.b64decode(shot["data"]))

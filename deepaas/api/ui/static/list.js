@@ -1,0 +1,105 @@
+// Every model that can be trained, with its trainings (newest first) and
+// a form to start one. Refreshed every few seconds.
+
+import { ApiError, argsText, duration, el, elapsed, json, problem, state, trainPath } from "./api.js";
+import { startForm, trainable } from "./form.js";
+
+const POLL_MS = 2000;
+const HEADINGS = ["status", "training", "started", "duration", "devices", "arguments", "ETA"];
+
+/** The list in ``main``; .stop() ends its polling. */
+export function listView(main) {
+  let timer = null;
+  let stopped = false;
+  const tables = new Map(); // model -> tbody
+  state.view = "loading";
+  state.status = null;
+
+  function row(model, r) {
+    const link = el("a", { href: `#${encodeURIComponent(model)}/${r.uuid}`, class: "mono" }, r.uuid);
+    const eta = r.eta_seconds === null || r.eta_seconds === undefined ? "" : duration(r.eta_seconds);
+    return el(
+      "tr",
+      { "data-uuid": r.uuid, "data-status": r.status },
+      el("td", {}, el("span", { class: `status status-${r.status}` }, r.status)),
+      el("td", {}, link),
+      el("td", {}, r.start_date ? r.start_date.replace(/\.\d+$/, "") : ""),
+      el("td", {}, elapsed(r)),
+      el("td", {}, (r.devices || []).join(", ")),
+      el("td", { class: "args" }, argsText(r.args)),
+      el("td", { class: "eta" }, eta),
+    );
+  }
+
+  async function refresh() {
+    const failures = [];
+    await Promise.all(
+      [...tables.entries()].map(async ([model, body]) => {
+        try {
+          const records = await json(trainPath(model));
+          const rows = records.reverse().map((r) => row(model, r));
+          body.replaceChildren(...rows);
+          if (!rows.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "quiet" }, "no training yet")));
+        } catch (error) {
+          failures.push(`${model}: ${error.message}`);
+          if (error instanceof ApiError && error.status === 402) {
+            body.replaceChildren(el("tr", {}, el("td", { colspan: 7 }, error.message)));
+          }
+        }
+      }),
+    );
+    problem(failures.length ? failures.join("; ") : "");
+  }
+
+  async function tick() {
+    await refresh();
+    state.view = "list";
+    if (!stopped) timer = setTimeout(tick, POLL_MS);
+  }
+
+  async function begin() {
+    let doc, served;
+    try {
+      [doc, served] = await Promise.all([json("openapi.json"), json("ui/trainings/models.json")]);
+    } catch (error) {
+      problem(`Cannot read the API document: ${error.message}`);
+      return;
+    }
+    if (!served.train_endpoint) {
+      state.view = "list";
+      main.replaceChildren(el("p", { class: "off" }, "Training is off on this server (--notrain-endpoint)."));
+      return;
+    }
+    const trains = new Set(served.models.filter((m) => m.train).map((m) => m.name));
+    const models = trainable(doc).filter((model) => trains.has(model.name));
+    const sections = models.map((model) => {
+      const body = el("tbody");
+      tables.set(model.name, body);
+      const started = (record) => {
+        location.hash = `${encodeURIComponent(model.name)}/${record.uuid}`;
+      };
+      return el(
+        "section",
+        { class: "model", "data-model": model.name },
+        el("h2", {}, model.name),
+        el("details", { class: "start" }, el("summary", {}, "Start a training"), startForm(doc, model, started)),
+        el("table", {}, el("thead", {}, el("tr", {}, HEADINGS.map((h) => el("th", {}, h)))), body),
+      );
+    });
+    if (!sections.length) sections.push(el("p", { class: "quiet" }, "No model here can be trained."));
+    const others = served.models.filter((m) => !m.train).map((m) => m.name);
+    if (others.length) {
+      sections.push(el("p", { class: "quiet untrainable" }, `Models without train(): ${others.join(", ")}.`));
+    }
+    main.replaceChildren(...sections);
+    tick();
+  }
+
+  begin();
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}

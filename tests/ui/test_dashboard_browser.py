@@ -1,0 +1,383 @@
+"""The training dashboard in a real headless Chromium (skipped, saying why,
+without one), over real trainings of ``tests/plugins/trainer``.
+
+Every wait is for a state of the page (``window.dashboard``, a data
+attribute, a text), with a deadline; never a sleep. Every test checks that
+the page asked nothing of any other server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from deepaas.server import SERVER
+from tests.browser import Browser, Page
+from tests.support import Client, MakeClient, plugin_spec, training_ended
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
+
+TRAINER = plugin_spec("trainer")
+BASE = "/v2/models/trainer/train/"
+LOG = "document.querySelector('#log')"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def state_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("state"))
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(make_client: MakeClient, state_dir: str) -> Client:
+    return await make_client(
+        [TRAINER], state_dir=state_dir, devices="cpu", max_trainings=8
+    )
+
+
+async def start(client: Client, **args: Any) -> str:
+    """Start a training of the trainer; its uuid."""
+    response = await client.post(BASE, json=args)
+    record = await response.json()
+    assert response.status == 200, record
+    uuid: str = record["uuid"]
+    return uuid
+
+
+def origin(client: Client) -> str:
+    return f"http://{client.host}:{client.port}"
+
+
+async def open_page(browser: Browser, client: Client, path: str = "") -> Page:
+    page = await browser.new_page()
+    await page.set_size(1200, 900)
+    await page.goto(f"{origin(client)}/ui/trainings{path}")
+    return page
+
+
+def assert_local(page: Page, client: Client, prefix: str = "/") -> None:
+    """Every request the page sent went to its own server, under ``prefix``."""
+    urls = page.urls()
+    assert urls, "the page sent no request"
+    outside = [u for u in urls if not u.startswith(origin(client) + prefix)]
+    assert not outside, f"requests outside the server: {outside}"
+
+
+async def close(page: Page) -> None:
+    await page.browser.send("Target.closeTarget", {"targetId": await target(page)})
+
+
+async def target(page: Page) -> str:
+    info = await page.send("Target.getTargetInfo")
+    return str(info["targetInfo"]["targetId"])
+
+
+# -- the list ---------------------------------------------------------------------
+
+
+async def test_it_lists_a_finished_and_a_running_training(
+    client: Client, browser: Browser
+) -> None:
+    done = await start(client, mode="curve", steps=20)
+    await training_ended(client, BASE + done)
+    running = await start(client, mode="sleep", seconds=60)
+    page = await open_page(browser, client)
+    row = 'document.querySelector(\'tr[data-uuid="%s"][data-status="%s"]\')'
+    await page.wait_for(f"{row % (done, 'done')} && {row % (running, 'running')}")
+    cells = await page.evaluate(
+        f"[...{row % (done, 'done')}.cells].map(c => c.textContent)"
+    )
+    status, uuid, started, duration, devices, args, _eta = cells
+    assert (status, uuid, devices) == ("done", done, "cpu")
+    assert started.startswith("20") and duration.endswith("s")
+    assert "mode=curve" in args and "steps=20" in args
+    await client.delete(BASE + running)
+    assert_local(page, client)
+    await close(page)
+
+
+# -- one training -----------------------------------------------------------------
+
+
+async def test_the_curve_of_20_reports_has_20_points_nan_a_gap_text_in_the_log(
+    client: Client, browser: Browser, screenshot_dir: Path
+) -> None:
+    uuid = await start(client, mode="curve", steps=20)
+    await training_ended(client, BASE + uuid)
+    page = await open_page(browser, client, f"#trainer/{uuid}")
+    chart = "document.querySelector('.chart[data-key=loss]')"
+    await page.wait_for(f"{chart}?.dataset.points === '20'")
+    assert await page.evaluate("window.dashboard.charts.loss") == {
+        "points": 20,
+        "gaps": 1,  # the NaN at step 3
+    }
+    assert await page.evaluate(f"{chart}.dataset.gaps") == "1"
+    # the counters are the axis, the text is no curve
+    keys = await page.evaluate(
+        "[...document.querySelectorAll('.chart')].map(c => c.dataset.key)"
+    )
+    assert keys == ["loss"]
+    await page.wait_for(f"{LOG}.dataset.ended === 'true'")
+    log = await page.evaluate(f"{LOG}.textContent")
+    assert "deepaas: report phase='warmup'" in log  # text: in the log view
+    assert "deepaas: report phase='main'" in log
+    assert await page.evaluate("document.querySelector('button.cancel').disabled")
+    await page.screenshot(screenshot_dir / "dashboard-training.png")
+    assert_local(page, client)
+    await close(page)
+
+
+async def test_curves_grow_while_it_runs_fetched_with_since(
+    client: Client, browser: Browser
+) -> None:
+    uuid = await start(client, mode="curve", steps=20, seconds=0.3)
+    page = await open_page(browser, client, f"#trainer/{uuid}")
+    charts = "window.dashboard.charts"
+    # seen while it runs, partial ...
+    await page.wait_for(
+        f"window.dashboard.status === 'running' && {charts}.loss?.points > 0"
+    )
+    partial = await page.evaluate(f"{charts}.loss.points")
+    # step and total reported: an ETA, shown
+    await page.wait_for(
+        "window.dashboard.eta > 0 || window.dashboard.status === 'done'"
+    )
+    if await page.evaluate("window.dashboard.status") == "running":
+        eta = await page.evaluate(
+            "[...document.querySelectorAll('dl.record dt')]"
+            ".find(dt => dt.textContent === 'ETA').nextElementSibling.textContent"
+        )
+        assert eta.endswith("s"), eta
+    # ... then whole once it ended
+    await page.wait_for(
+        f"window.dashboard.status === 'done' && {charts}.loss?.points === 20", 30
+    )
+    assert partial < 20
+    metrics = [u for u in page.urls() if "/metrics?" in u]
+    cursors = [int(u.rsplit("since=", 1)[1]) for u in metrics]
+    assert cursors[0] == 0 and max(cursors) > 0, cursors  # incremental
+    assert_local(page, client)
+    await close(page)
+
+
+async def test_the_log_follows_a_running_training(
+    client: Client, browser: Browser
+) -> None:
+    uuid = await start(client, mode="print", lines=12, seconds=0.25)
+    page = await open_page(browser, client, f"#trainer/{uuid}")
+    # a line arrives while it runs (streamed: the training has not ended) ...
+    await page.wait_for(
+        f"{LOG}?.textContent.includes('line 0') && "
+        "window.dashboard.status === 'running'"
+    )
+    # ... and the rest as it is written, to the end
+    await page.wait_for(f"{LOG}.dataset.ended === 'true'", 30)
+    log = await page.evaluate(f"{LOG}.textContent")
+    assert log.index("line 0") < log.index("line 11") < log.index("to stderr")
+    assert await page.evaluate("window.dashboard.status") == "done"
+    follows = [u for u in page.urls() if "/logs?" in u and "follow=true" in u]
+    assert follows, page.urls()
+    assert_local(page, client)
+    await close(page)
+
+
+async def test_cancel(client: Client, browser: Browser) -> None:
+    uuid = await start(client, mode="sleep", seconds=60)
+    page = await open_page(browser, client, f"#trainer/{uuid}")
+    button = "document.querySelector('button.cancel')"
+    await page.wait_for(f"window.dashboard.status === 'running' && !{button}.disabled")
+    await page.evaluate(f"{button}.click()")
+    await page.wait_for("window.dashboard.status === 'cancelled'")
+    record = await (await client.get(BASE + uuid)).json()
+    assert record["status"] == "cancelled"
+    assert await page.evaluate(f"{button}.disabled")
+    assert_local(page, client)
+    await close(page)
+
+
+async def test_an_unknown_training_is_a_clear_no_such_training(
+    client: Client, browser: Browser
+) -> None:
+    page = await open_page(browser, client, "#trainer/" + "0" * 32)
+    await page.wait_for("window.dashboard.view === 'missing'")
+    text = await page.evaluate("document.querySelector('main').textContent")
+    assert "No such training" in text and "0" * 32 in text
+    page2 = await open_page(browser, client, "#nomodel/1234")
+    await page2.wait_for("window.dashboard.view === 'missing'")
+    assert_local(page, client)
+    await close(page)
+    await close(page2)
+
+
+# -- the start form -----------------------------------------------------------------
+
+
+async def test_the_start_form_is_made_from_the_spec_and_starts_a_training(
+    client: Client, browser: Browser
+) -> None:
+    page = await open_page(browser, client)
+    form = "document.querySelector('form.start[data-model=trainer]')"
+    await page.wait_for(form)
+    fields = await page.evaluate(
+        f"[...{form}.querySelectorAll('[name]')].map(n => [n.name, n.type, n.value])"
+    )
+    assert fields == [
+        ["mode", "text", "sleep"],  # defaults, from the spec
+        ["seconds", "number", "0"],
+        ["steps", "number", "3"],
+        ["lines", "number", "3"],
+        ["deepaas_gpus", "number", ""],
+        ["data", "file", ""],  # a file argument: multipart when given
+    ]
+    await page.evaluate(
+        f"""(() => {{
+            {form}.querySelector('[name=mode]').value = 'print';
+            {form}.querySelector('[name=lines]').value = '2';
+            {form}.querySelector('button.start').click();
+        }})()"""
+    )
+    await page.wait_for("window.dashboard.view === 'job'")
+    uuid = (await page.evaluate("location.hash")).split("/")[1]
+    record = await training_ended(client, BASE + uuid)
+    assert record["args"]["mode"] == "print" and record["args"]["lines"] == 2
+    await page.wait_for(f"{LOG}?.textContent.includes('line 1')")
+    assert_local(page, client)
+    await close(page)
+
+
+async def test_the_start_form_sends_a_file_as_multipart(
+    client: Client, browser: Browser, tmp_path: Path
+) -> None:
+    upload = tmp_path / "train.csv"
+    upload.write_text("a,b\n1,2\n")
+    page = await open_page(browser, client)
+    form = "form.start[data-model=trainer]"
+    await page.wait_for(f"document.querySelector('{form}')")
+    document = await page.send("DOM.getDocument")
+    found = await page.send(
+        "DOM.querySelector",
+        {"nodeId": document["root"]["nodeId"], "selector": f"{form} [name=data]"},
+    )
+    await page.send(
+        "DOM.setFileInputFiles", {"nodeId": found["nodeId"], "files": [str(upload)]}
+    )
+    await page.evaluate(
+        f"""(() => {{
+            const form = document.querySelector('{form}');
+            form.querySelector('[name=mode]').value = 'file';
+            form.querySelector('button.start').click();
+        }})()"""
+    )
+    await page.wait_for("window.dashboard.view === 'job'")
+    uuid = (await page.evaluate("location.hash")).split("/")[1]
+    record = await training_ended(client, BASE + uuid)
+    assert record["status"] == "done", record
+    output = record["result"]["output"]
+    assert output["content"] == "a,b\n1,2\n"
+    assert output["original_filename"] == "train.csv"
+    assert_local(page, client)
+    await close(page)
+
+
+async def test_the_start_form_shows_why_a_training_is_refused(
+    client: Client, browser: Browser
+) -> None:
+    page = await open_page(browser, client)
+    form = "document.querySelector('form.start[data-model=trainer]')"
+    await page.wait_for(form)
+    await page.evaluate(
+        f"""(() => {{
+            {form}.querySelector('[name=deepaas_gpus]').value = '3';
+            {form}.querySelector('button.start').click();
+        }})()"""
+    )
+    error = await page.wait_for(
+        f"!{form}.querySelector('.error').hidden && "
+        f"{form}.querySelector('.error').textContent"
+    )
+    assert error.startswith("422: ") and "GPU" in error, error
+    assert await page.evaluate("window.dashboard.view") == "list"
+    await close(page)
+
+
+# -- tokens, base path, draining -------------------------------------------------------
+
+
+async def test_with_a_token_typed_in_the_page(
+    make_client: MakeClient, state_dir: str, browser: Browser
+) -> None:
+    client = await make_client(
+        [TRAINER], state_dir=state_dir, devices="cpu", auth_tokens="t-secret train"
+    )
+    page = await open_page(browser, client)
+    problem = "document.querySelector('#problem')"
+    said = await page.wait_for(f"!{problem}.hidden && {problem}.textContent")
+    assert "token" in said, said
+    await page.evaluate(
+        """(() => {
+            document.querySelector('#token').value = 't-secret';
+            document.querySelector('#token-form button[type=submit]').click();
+        })()"""
+    )
+    await page.wait_for(
+        f"window.dashboard.view === 'list' && {problem}.hidden && "
+        "document.querySelector('section[data-model=trainer] tbody tr')"
+    )
+    assert await page.evaluate("sessionStorage.getItem('deepaas-token')") == "t-secret"
+    sent = [h for h in page.sent_headers() if "authorization" in h]
+    assert sent and all(h["authorization"] == "Bearer t-secret" for h in sent)
+    assert_local(page, client)
+    await close(page)
+
+
+async def test_under_a_base_path(
+    make_client: MakeClient, state_dir: str, browser: Browser
+) -> None:
+    client = await make_client(
+        [TRAINER], state_dir=state_dir, devices="cpu", base_path="/lab/one"
+    )
+    done = await start_at(client, "/lab/one", mode="curve", steps=20)
+    page = await browser.new_page()
+    await page.goto(f"{origin(client)}/lab/one/ui/trainings")
+    link = f"document.querySelector('tr[data-uuid=\"{done}\"] a')"
+    await page.wait_for(link)
+    await page.evaluate(f"{link}.click()")
+    await page.wait_for("window.dashboard.charts.loss?.points === 20")
+    assert_local(page, client, "/lab/one/")
+    await close(page)
+
+
+async def start_at(client: Client, base_path: str, **args: Any) -> str:
+    response = await client.post(f"{base_path}{BASE}", json=args)
+    assert response.status == 200, await response.text()
+    uuid: str = (await response.json())["uuid"]
+    await training_ended(client, f"{base_path}{BASE}{uuid}")
+    return uuid
+
+
+async def test_opened_while_the_server_drains_it_says_so(
+    make_client: MakeClient, state_dir: str, browser: Browser
+) -> None:
+    # a client of its own (its settings differ): it is left draining
+    client = await make_client(
+        [TRAINER], state_dir=state_dir, devices="cpu", train_cancel_grace=2.0
+    )
+    client.app[SERVER].lifecycle.drain()
+    page = await open_page(browser, client)
+    banner = "document.querySelector('#banner')"
+    said = await page.wait_for(f"!{banner}.hidden && {banner}.textContent")
+    assert "shutting down" in said, said
+    assert await page.evaluate("window.dashboard.draining") is True
+    # a start is refused, and the form says why
+    form = "document.querySelector('form.start[data-model=trainer]')"
+    await page.wait_for(form)
+    await page.evaluate(f"{form}.querySelector('button.start').click()")
+    error = await page.wait_for(
+        f"!{form}.querySelector('.error').hidden && "
+        f"{form}.querySelector('.error').textContent"
+    )
+    assert error.startswith("503: "), error
+    assert_local(page, client)
+    await close(page)
