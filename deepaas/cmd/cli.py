@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import IO, NoReturn
 
+from deepaas.cmd import cli_batch
 from deepaas.cmd.cli_options import add_field, collect_args, validate_args
 from deepaas.cmd.cli_output import (
     EXIT_FAILED,
@@ -216,6 +217,8 @@ def _command_parser(
             action="store_true",
             help="Do not call the model's warm() first.",
         )
+        if command == "predict":
+            cli_batch.add_options(parser)
         group = parser.add_argument_group(f"arguments of {model.name}.{command}()")
         declared = model.predict_args if command == "predict" else model.train_args
         for index, spec in enumerate(declared.values()):
@@ -321,8 +324,12 @@ def _execute(
     late: list[str] = []
     if not top_args.model_name:  # "predict --model-name X" works too
         late, rest = _late_model_names(rest)
+    # Batch mode runs the model in workers: this process imports it without
+    # GPUs, as deepaas-run's does; the workers get the environment as it is.
+    batch = command == "predict" and cli_batch.wanted(rest)
+    hidden = cli_batch.gpus_hidden() if batch else contextlib.nullcontext(None)
     # Plugin code may print(): while it runs, stdout is kept for the result.
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), hidden as worker_env:
         spec = _choose(_names(top_args.model_name or late, os.environ), available)
         try:
             model = loading.load(spec)
@@ -338,6 +345,14 @@ def _execute(
             EXIT_USAGE,
         )
     namespace = parser.parse_args(rest)  # --help goes to stdout
+    if cli_batch.is_batch(namespace):
+        with (
+            tempfile.TemporaryDirectory(prefix="deepaas-cli-") as tmp_dir,
+            contextlib.redirect_stdout(sys.stderr),
+        ):
+            return cli_batch.run(
+                spec, model, namespace, specs, worker_env or os.environ, tmp_dir
+            )
     with tempfile.TemporaryDirectory(prefix="deepaas-cli-") as tmp_dir:
         with contextlib.redirect_stdout(sys.stderr):
             result = _run(command, model, namespace, specs, tmp_dir)

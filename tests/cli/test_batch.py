@@ -1,0 +1,280 @@
+"""``deepaas-cli predict --input-dir/--inputs``: batch and FaaS mode.
+
+Real worker processes (the server's engine) and real files: each run
+spawns its workers, so the inputs' outcomes, the output files and the exit
+status are what a user gets. Nothing waits on a clock: a run returns when
+every input is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deepaas.cmd import cli, cli_batch
+from deepaas.model import loading
+from tests.cli.test_cli import script
+
+BATCH = loading.PluginSpec("batchy", "tests.cli.batch_plugin")
+NOFILE = loading.PluginSpec("nofile", "tests.cli.nofile_plugin")
+SPECS = (BATCH, NOFILE)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv), specs=SPECS)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def inputs(folder: Path, **files: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (folder / name.replace("_", ".")).write_text(content)
+    return folder
+
+
+def results(folder: Path) -> dict[str, Any]:
+    """The files of ``folder`` by name: a JSON one as the plugin's dict
+    (a v2 plugin's answer is ``{"status": "OK", "predictions": ...}``)."""
+    found: dict[str, Any] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".json":
+            found[path.name] = json.loads(path.read_text())["predictions"]
+        else:
+            found[path.name] = path.read_bytes()
+    return found
+
+
+def test_every_file_of_a_folder_gives_one_result(capsys, tmp_path):
+    src = inputs(tmp_path / "in", a_txt="alpha", b_csv="beta", c="gamma")
+    (src / ".hidden").write_text("skipped")
+    (src / "sub").mkdir()  # sub-folders are not inputs
+    out = tmp_path / "out"
+    code, stdout, err = run(
+        capsys, "--model-name", "batchy", "predict",
+        "--input-dir", str(src), "--output-dir", str(out), "--suffix", "!",
+    )  # fmt: skip
+    assert code == 0, err
+    assert stdout == ""  # stdout carries no result in batch mode
+    got = results(out)
+    assert sorted(got) == ["a.txt.json", "b.csv.json", "c.json"]
+    assert got["a.txt.json"]["content"] == "alpha!"
+    assert got["c.json"]["name"] == "c"
+    assert {r["pid"] for r in got.values()} != {os.getpid()}  # in a worker
+    assert "3 ok, 0 failed, 3 inputs in" in err
+    assert err.rstrip().endswith(f"results in {out}")
+
+
+def test_failures_are_counted_reported_and_the_rest_still_run(capsys, tmp_path):
+    src = inputs(
+        tmp_path / "in", good1="one", bad="fail", boom="crash", good2="two", p="print"
+    )
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "--model-name", "batchy", "predict",
+        "--input-dir", str(src), "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 1  # the model failed on some inputs
+    assert sorted(results(out)) == ["good1.json", "good2.json", "p.json"]
+    assert "deepaas-cli: failed: bad: " in err and "cannot use bad" in err
+    assert "deepaas-cli: failed: boom: " in err  # its worker died: only it failed
+    assert "printing for p" in err  # what the plugin prints goes to stderr
+    assert "3 ok, 2 failed, 5 inputs in" in err
+    assert "Traceback" not in err
+
+
+def test_listed_files_and_the_input_arg(capsys, tmp_path):
+    one = inputs(tmp_path / "x", f1="first")
+    two = inputs(tmp_path / "y", f2="second")
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "--model-name", "batchy", "predict",
+        "--inputs", str(one / "f1"), str(two / "f2"),
+        "--input-arg", "other", "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    got = results(out)
+    assert got["f1.json"] == {"no_data": True, "other": "f1"}
+    assert got["f2.json"] == {"no_data": True, "other": "f2"}
+
+
+def test_jobs_and_devices_place_workers_like_the_server(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2")
+    src = inputs(tmp_path / "in", **{f"n{i}": str(i) for i in range(12)})
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "--model-name", "batchy", "predict", "--input-dir", str(src),
+        "--output-dir", str(out), "--jobs", "2", "--devices", "2",
+    )  # fmt: skip
+    assert code == 0, err
+    got = results(out)
+    assert len(got) == 12
+    # Within the inherited GPUs only, each worker given the physical GPU.
+    assert {r["visible"] for r in got.values()} == {"2"}
+    assert {r["device"] for r in got.values()} == {"cuda:0"}
+    assert len({r["pid"] for r in got.values()}) <= 2
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1,2"  # this process: as it was
+
+
+def test_a_device_outside_the_inherited_ones_is_a_usage_error(
+    capsys, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    src = inputs(tmp_path / "in", a="a")
+    code, _, err = run(
+        capsys, "--model-name", "batchy", "predict", "--input-dir", str(src),
+        "--output-dir", str(tmp_path / "out"), "--devices", "0",
+    )  # fmt: skip
+    assert code == 2
+    assert "deepaas-cli: error: --devices: " in err and "CUDA_VISIBLE_DEVICES" in err
+
+
+def test_binary_results_are_written_with_their_type(tmp_path):
+    src = inputs(tmp_path / "in", a_csv="x,y\n1,2\n", b_csv="x,y\n3,4\n")
+    out = tmp_path / "out"
+    proc = script(
+        "--model-name", "demo", "predict", "--input-dir", str(src),
+        "--output-dir", str(out), "--accept", "image/png",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv.png", "b.csv.png"]
+    assert (out / "a.csv.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert proc.stdout == b""
+    assert b"\x1b[" not in proc.stderr  # not a terminal: plain lines
+
+
+def test_the_single_input_predict_is_unchanged(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n1,2\n")
+    proc = script("--model-name", "demo", "predict", "--file", str(data))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["args"]["file"]["original_filename"] == "d.csv"
+
+
+IN = ["--input-dir", "{tmp}/in"]
+BAD = [
+    (
+        ["--input-dir", "{tmp}/missing"],
+        "--input-dir '{tmp}/missing': no such directory",
+    ),
+    (["--input-dir", "{tmp}/empty"], "--input-dir '{tmp}/empty': no files in it"),
+    (["--input-dir", "{tmp}/in/a"], "--input-dir '{tmp}/in/a': not a directory"),
+    (["--inputs", "{tmp}/nope"], "--inputs: no such file: '{tmp}/nope'"),
+    ([*IN, "--inputs", "{tmp}/in/a"], "two inputs are named 'a'"),
+    (
+        [*IN, "--output-dir", "{tmp}/in/a/x"],
+        "--output-dir '{tmp}/in/a/x': cannot create it: Not a directory",
+    ),
+    ([*IN, "--output-dir", "{tmp}/in/a"], "--output-dir '{tmp}/in/a': not a directory"),
+    (
+        [*IN, "--input-arg", "suffix"],
+        "--input-arg 'suffix': not a file argument of model 'batchy'; "
+        "its file arguments: data, other",
+    ),
+    ([*IN, "--input-arg", "zzz"], "--input-arg 'zzz': model 'batchy' has no such"),
+    ([*IN, "--data", "{tmp}/in/a"], "--data is given by each input in batch mode"),
+    (
+        ["--output-dir", "{tmp}/out"],
+        "--output-dir: only with --input-dir DIR or --inputs FILE... (batch mode)",
+    ),
+    ([*IN, "--jobs", "0"], "argument --jobs: must be 1 or more, not 0"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD)
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    inputs(tmp_path / "in", a="a")
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if "--output-dir" not in argv and "--jobs" not in argv:
+        argv += ["--output-dir", str(tmp_path / "out")]
+    code, _, err = run(capsys, "--model-name", "batchy", "predict", *argv)
+    assert code == 2, err
+    assert message.format(tmp=tmp_path) in err
+    assert "Traceback" not in err
+
+
+def test_no_output_dir(capsys, tmp_path):
+    inputs(tmp_path / "in", a="a")
+    code, _, err = run(
+        capsys, "--model-name", "batchy", "predict", "--input-dir", str(tmp_path / "in")
+    )
+    assert code == 2
+    assert "batch mode writes its results into --output-dir DIR" in err
+
+
+def test_a_plugin_without_a_file_argument(capsys, tmp_path):
+    inputs(tmp_path / "in", a="a")
+    code, _, err = run(
+        capsys, "--model-name", "nofile", "predict", "--input-dir",
+        str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 2
+    assert "model 'nofile' has no file argument" in err
+
+
+def _no_dac_override() -> None:
+    """In the child, before exec: drop the capabilities that let root read
+    and write whatever the file modes say (CAP_DAC_OVERRIDE,
+    CAP_DAC_READ_SEARCH) from the bounding set, so that a 0o000 file is
+    unreadable to it as to any user."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+PR_CAPBSET_DROP = 24
+
+
+def _nobody() -> dict[str, Any]:
+    """How to start a child to whom file modes apply (the tests may run as
+    root)."""
+    return {"preexec_fn": _no_dac_override} if os.geteuid() == 0 else {}
+
+
+def test_unreadable_input_and_unwritable_output_dir(tmp_path):
+    src = inputs(tmp_path / "in", a_csv="x\n1\n", b_csv="x\n2\n", c_csv="x\n3\n")
+    (src / "b.csv").chmod(0)
+    out = tmp_path / "out"
+    out.mkdir()
+    child = _nobody()
+    proc = script(
+        "--model-name", "demo", "predict", "--input-dir", str(src),
+        "--output-dir", str(out), env={"HOME": str(tmp_path)}, **child,
+    )  # fmt: skip
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err  # an input could not be read
+    assert "deepaas-cli: failed: b.csv: cannot read it: Permission denied" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv.json", "c.csv.json"]
+    assert "2 ok, 1 failed, 3 inputs in" in err
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    locked.chmod(0o555)
+    proc = script(
+        "--model-name", "demo", "predict", "--inputs", str(src / "a.csv"),
+        "--output-dir", str(locked), env={"HOME": str(tmp_path)}, **child,
+    )  # fmt: skip
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert f"--output-dir '{locked}': cannot write in it: Permission denied" in err
+    assert "Traceback" not in err
+
+
+def test_output_names():
+    assert cli_batch.output_name("/a/cat.jpg", "application/json") == "cat.jpg.json"
+    assert cli_batch.output_name("cat.jpg", "image/png") == "cat.jpg.png"
+    assert cli_batch.output_name("x", "text/plain; charset=utf-8") == "x.txt"
+    assert cli_batch.output_name("x", "application/x-unknown-thing") == "x.bin"
+
+
+def test_batch_options_are_in_the_help(tmp_path):
+    proc = script("--model-name", "demo", "predict", "--help")
+    assert proc.returncode == 0
+    for option in ("--input-dir", "--inputs", "--input-arg", "--output-dir", "--jobs"):
+        assert option.encode() in proc.stdout
