@@ -336,6 +336,8 @@ def _execute(
         except loading.PluginLoadError as exc:
             raise CliError(str(exc)) from exc
         parser, specs = _command_parser(command, model)
+    if batch:  # a required file argument is given by each input
+        cli_batch.files_optional(parser, specs)
     if late and any(arg.key == MODEL_OPTION[2:] for arg in specs.values()):
         raise CliError(
             f"{MODEL_OPTION} after the sub-command is ambiguous: model "

@@ -136,6 +136,17 @@ def wanted(rest: Sequence[str]) -> bool:
     return False
 
 
+def files_optional(
+    parser: argparse.ArgumentParser, specs: Mapping[str, ArgSpec]
+) -> None:
+    """Batch mode: the plugin's required file arguments are not required
+    options (the inputs give one of them; the schema checks the rest)."""
+    for action in parser._actions:
+        spec = specs.get(action.dest)
+        if spec is not None and spec.is_file:
+            action.required = False
+
+
 def is_batch(namespace: argparse.Namespace) -> bool:
     """Batch mode: inputs given. Its other options without them are a usage
     error (they would be ignored)."""
