@@ -55,7 +55,10 @@ from deepaas.training import context as training_context
 COMMANDS = {
     "get_metadata": "Print the model's metadata document.",
     "warm": "Call the model's warm() and report whether it has one.",
-    "predict": "Run one prediction and print the result.",
+    "predict": (
+        "Run one prediction and print the result; with --input-dir or "
+        "--inputs, one per file, into --output-dir (batch mode)."
+    ),
     "train": "Run train() in this process and print its return value.",
 }
 NOWARM_OPTION = "--nowarm"

@@ -497,10 +497,11 @@ class Batch:
             self.view = None
         tally = self.tally
         elapsed = time.monotonic() - began
+        total = len(self.plan.inputs)
         print(
             f"{PROG}: {tally.ok} ok, {tally.failed + tally.unreadable} failed, "
-            f"{len(self.plan.inputs)} inputs in {elapsed:.1f}s; results in "
-            f"{self.plan.outputs}",
+            f"{total} input{'' if total == 1 else 's'} in {elapsed:.1f}s; "
+            f"results in {self.plan.outputs}",
             file=self.stream,
             flush=True,
         )
