@@ -1,10 +1,17 @@
 """A plugin for the batch-mode tests: its behaviour is chosen by each
-input file's content (``fail``, ``crash``, ``print``, ``png``), so one run
-over a folder mixes successes and failures."""
+input file's content (``fail``, ``crash``, ``print``, ``gate:PATH``), so one
+run over a folder mixes successes and failures. ``gate:PATH`` waits until
+the test writes into the FIFO at PATH. With ``BATCHY_WARM_FAILS`` set, the
+workers cannot warm."""
 
 import os
 
 from marshmallow import fields
+
+
+def warm():
+    if os.environ.get("BATCHY_WARM_FAILS"):
+        raise RuntimeError("no weights found")
 
 
 def get_predict_args():
@@ -24,6 +31,9 @@ def predict(suffix="", data=None, other=None):
         raise ValueError(f"cannot use {data.original_filename}")
     if content == b"crash":
         os._exit(3)
+    if content.startswith(b"gate:"):
+        with open(content[5:].decode()) as gate:
+            gate.read()
     if content == b"print":
         print(f"printing for {data.original_filename}")
     return {

@@ -22,7 +22,8 @@ from tests.cli.test_cli import script
 
 BATCH = loading.PluginSpec("batchy", "tests.cli.batch_plugin")
 NOFILE = loading.PluginSpec("nofile", "tests.cli.nofile_plugin")
-SPECS = (BATCH, NOFILE)
+BATCHER = loading.PluginSpec("batcher", "tests.cli.batch_batcher")
+SPECS = (BATCH, NOFILE, BATCHER)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -86,6 +87,37 @@ def test_failures_are_counted_reported_and_the_rest_still_run(capsys, tmp_path):
     assert "printing for p" in err  # what the plugin prints goes to stderr
     assert "3 ok, 2 failed, 5 inputs in" in err
     assert "Traceback" not in err
+
+
+def test_a_model_that_cannot_start_is_one_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHY_WARM_FAILS", "1")
+    src = inputs(tmp_path / "in", a="a", b="b")
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "--model-name", "batchy", "predict",
+        "--input-dir", str(src), "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 1
+    assert "deepaas-cli: error: model 'batchy' cannot start: " in err
+    assert "no weights found" in err
+    assert list(out.iterdir()) == []
+    assert "Traceback" not in err
+
+
+def test_a_batching_plugin_gets_batches(capsys, tmp_path):
+    src = inputs(tmp_path / "in", **{f"n{i:02d}": str(i) for i in range(20)})
+    (src / "bad").write_text("bad")
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "--model-name", "batcher", "predict",
+        "--input-dir", str(src), "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 1, err
+    got = results(out)
+    assert len(got) == 20 and "bad.json" not in got
+    assert all(got[f"n{i:02d}.json"]["text"] == str(i) for i in range(20))
+    assert all(1 <= r["batch_size"] <= 4 for r in got.values())
+    assert "deepaas-cli: failed: bad: ValueError: bad item" in err  # only it failed
 
 
 def test_listed_files_and_the_input_arg(capsys, tmp_path):
@@ -264,6 +296,41 @@ def test_unreadable_input_and_unwritable_output_dir(tmp_path):
     assert proc.returncode == 2, err
     assert f"--output-dir '{locked}': cannot write in it: Permission denied" in err
     assert "Traceback" not in err
+
+
+DRIVER = (
+    "import sys\n"
+    "from deepaas.cmd.cli import main\n"
+    "from deepaas.model.loading import PluginSpec\n"
+    "spec = PluginSpec('batchy', 'tests.cli.batch_plugin')\n"
+    "sys.exit(main(sys.argv[1:], specs=[spec]))\n"
+)
+
+
+@pytest.mark.timeout(60)
+def test_a_progress_bar_on_a_terminal(tmp_path):
+    pytest.importorskip("rich")
+    from tests.cli.test_progress_tty import Terminal, fifo, open_gate
+
+    gate = fifo(tmp_path)
+    src = inputs(tmp_path / "in", a="one", b="two", c="three")
+    (src / "z").write_text(f"gate:{gate}")  # the last input waits for the test
+    out = tmp_path / "out"
+    term = Terminal(
+        ["predict", "--input-dir", str(src), "--output-dir", str(out)], DRIVER
+    )
+    try:
+        screen = term.read_until(b"3/4")  # the bar, while z is running
+        assert b"\x1b[" in screen  # drawn in place
+        assert b"deepaas-cli: progress:" not in screen
+    finally:
+        open_gate(gate)
+    assert term.finish() == 0
+    assert b"4/4" in term.seen
+    assert b"deepaas-cli: 4 ok, 0 failed, 4 inputs in" in term.seen
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.json", "b.json", "c.json", "z.json",
+    ]  # fmt: skip
 
 
 def test_output_names():
