@@ -18,47 +18,35 @@ a second otherwise), each failure as one line when it happens, and one
 summary line at the end. Exit status: 0 when every input succeeded, 1 when
 the model failed on one or more, 2 for a usage error (found before any input
 runs) or when an input could not be read (the others still run).
+
+This module reads the options and checks them (every usage error is found
+here, before a worker starts); :mod:`deepaas.cmd.cli_batch_run` runs the
+inputs; the progress views are :mod:`deepaas.cmd.cli_progress`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import dataclasses
-import mimetypes
 import os
-import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import IO, Any
+from typing import IO
 
+from deepaas.cmd.cli_batch_run import DEVICES, Batch, Plan
 from deepaas.cmd.cli_options import collect_args, validate_args
-from deepaas.cmd.cli_output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, CliError
-from deepaas.engine import devices
-from deepaas.engine.batching import resolve_policy
-from deepaas.engine.pool import PoolConfig
-from deepaas.engine.runtime import Limits, ModelRuntime
-from deepaas.engine.selection import select_devices
-from deepaas.engine.visible import Visible
-from deepaas.exceptions import DeepaasError
+from deepaas.cmd.cli_output import EXIT_USAGE, CliError
 from deepaas.model.loading import PluginSpec
 from deepaas.model.v2.fields import ArgSpec
-from deepaas.model.v2.results import PredictResult
-from deepaas.model.v2.wrapper import JSON_TYPES, ModelWrapper, UploadedFile
+from deepaas.model.v2.wrapper import ModelWrapper, UploadedFile
 
 INPUT_DIR = "--input-dir"
 INPUTS = "--inputs"
 INPUT_ARG = "--input-arg"
 OUTPUT_DIR = "--output-dir"
 JOBS = "--jobs"
-DEVICES = "--devices"
 BATCH_OPTIONS = (INPUT_DIR, INPUTS)
-START_TIMEOUT_S = 300.0  # a model whose workers warm for longer is stuck
-STOP_GRACE_S = 5.0
-PLAIN_INTERVAL_S = 1.0
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -175,15 +163,6 @@ def is_batch(namespace: argparse.Namespace) -> bool:
 # -- what to run -------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    inputs: tuple[str, ...]
-    outputs: str  # the output folder
-    spec: ArgSpec  # the file argument each input is given as
-    jobs: int
-    devices: str
-
-
 def _usage(message: str) -> CliError:
     return CliError(message, EXIT_USAGE)
 
@@ -232,17 +211,6 @@ def _file_spec(model: ModelWrapper, specs: Mapping[str, ArgSpec], name: str | No
             "get_predict_args()): batch mode gives each input as one"
         )
     return files[0]
-
-
-def output_name(input_path: str, content_type: str) -> str:
-    """``cat.jpg`` -> ``cat.jpg.json`` (JSON) or ``cat.jpg.png`` (a PNG)."""
-    base = os.path.basename(input_path)
-    kind = content_type.split(";")[0].strip().lower()
-    if kind in JSON_TYPES:
-        return base + ".json"
-    if kind == "text/plain":
-        return base + ".txt"
-    return base + (mimetypes.guess_extension(kind) or ".bin")
 
 
 def _check_output_dir(path: str) -> str:
@@ -307,301 +275,6 @@ def plan(
         namespace.batch_jobs or 1,
         namespace.batch_devices or "auto",
     )
-
-
-# -- progress ------------------------------------------------------------------
-
-
-class _Plain:
-    """Plain lines: progress at most once a second, each failure, a summary."""
-
-    def __init__(self, stream: IO[str], total: int) -> None:
-        self.stream = stream
-        self.total = total
-        self.shown_at = time.monotonic()
-
-    def say(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
-
-    def advance(self, done: int, failed: int) -> None:
-        now = time.monotonic()
-        if now - self.shown_at >= PLAIN_INTERVAL_S and done < self.total:
-            self.shown_at = now
-            self.say(f"{PROG}: progress: {done}/{self.total} ({failed} failed)")
-
-    def close(self) -> None:
-        pass
-
-
-class _Bar:
-    """A rich progress bar on a terminal; lines printed above it."""
-
-    def __init__(self, stream: IO[str], total: int) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.console = Console(file=stream)
-        self.progress = Progress(
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.description}"),
-            console=self.console,
-            refresh_per_second=4,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("", total=total)
-
-    def say(self, line: str) -> None:
-        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-    def advance(self, done: int, failed: int) -> None:
-        self.progress.update(
-            self.task, completed=done, description=f"{failed} failed" if failed else ""
-        )
-
-    def close(self) -> None:
-        self.progress.refresh()
-        self.progress.stop()
-
-
-def _view(stream: IO[str], total: int) -> _Plain | _Bar:
-    isatty = getattr(stream, "isatty", None)
-    if isatty is not None and isatty():
-        try:
-            return _Bar(stream, total)
-        except ImportError:
-            pass
-    return _Plain(stream, total)
-
-
-# -- running -------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Tally:
-    ok: int = 0
-    failed: int = 0  # the model failed (or its result could not be written)
-    unreadable: int = 0  # the input could not be read
-
-    @property
-    def done(self) -> int:
-        return self.ok + self.failed + self.unreadable
-
-    @property
-    def exit_code(self) -> int:
-        if self.unreadable:
-            return EXIT_USAGE
-        return EXIT_FAILED if self.failed else EXIT_OK
-
-
-class _InputError(Exception):
-    """The input cannot be read."""
-
-
-def _copy(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
-    """A temporary copy of the input, as ``deepaas-cli predict --KEY PATH``."""
-    suffix = os.path.splitext(path)[1]
-    fd, copy = tempfile.mkstemp(prefix="input-", suffix=suffix, dir=tmp_dir)
-    try:
-        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(copy)
-        raise _InputError(f"cannot read it: {exc.strerror or exc}") from None
-    return UploadedFile(
-        name=spec.key,
-        filename=copy,
-        content_type=mimetypes.guess_type(path)[0] or "application/octet-stream",
-        original_filename=os.path.basename(path),
-    )
-
-
-def _write(result: PredictResult, target: str) -> None:
-    """The result at ``target``, whole or not at all."""
-    folder, name = os.path.split(target)
-    partial = os.path.join(folder, f".{name}.partial")
-    try:
-        if result.body is not None:
-            with open(partial, "wb") as out:
-                out.write(result.body)
-        else:
-            assert result.path is not None
-            if result.delete:
-                shutil.move(result.path, partial)
-            else:
-                shutil.copyfile(result.path, partial)
-        os.replace(partial, target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
-
-
-class Batch:
-    """One batch run: the inputs through a model's runtime, results to files."""
-
-    def __init__(
-        self,
-        spec: PluginSpec,
-        model: ModelWrapper,
-        plan: Plan,
-        kwargs: dict[str, Any],
-        worker_env: Mapping[str, str],
-        tmp_dir: str,
-        warm: bool,
-        stream: IO[str],
-    ) -> None:
-        self.spec = spec
-        self.model = model
-        self.plan = plan
-        self.kwargs = kwargs  # validated, the input's argument a placeholder
-        self.worker_env = dict(worker_env)
-        self.tmp_dir = tmp_dir
-        self.warm = warm
-        self.stream = stream
-        self.tally = Tally()
-        self.view: _Plain | _Bar | None = None
-
-    def placement(self) -> tuple[devices.Device, ...]:
-        """The devices ``deepaas-run --devices`` would use, here and now."""
-        wanted = self.plan.devices.strip().lower()
-        inherited = Visible.from_env(self.worker_env)
-        nvml = devices.Nvml.open() if wanted != "cpu" else None
-        try:
-            return tuple(select_devices(self.plan.devices, nvml, inherited))
-        except devices.DeviceError as exc:
-            raise _usage(f"{DEVICES}: {exc}") from None
-        finally:
-            if nvml is not None:
-                nvml.close()
-
-    def run(self) -> int:
-        where = self.placement()
-        began = time.monotonic()
-        self.view = view = _view(self.stream, len(self.plan.inputs))
-        try:
-            asyncio.run(self._run_all(where, view))
-        finally:
-            view.close()
-            self.view = None
-        tally = self.tally
-        elapsed = time.monotonic() - began
-        total = len(self.plan.inputs)
-        print(
-            f"{PROG}: {tally.ok} ok, {tally.failed + tally.unreadable} failed, "
-            f"{total} input{'' if total == 1 else 's'} in {elapsed:.1f}s; "
-            f"results in {self.plan.outputs}",
-            file=self.stream,
-            flush=True,
-        )
-        return tally.exit_code
-
-    def _output(self, label: str, line: str) -> None:
-        """What the plugin prints in a worker: on stderr, above the bar."""
-        if self.view is not None:
-            self.view.say(f"[{label}] {line}")
-        else:
-            print(f"[{label}] {line}", file=self.stream, flush=True)
-
-    async def _run_all(self, where: tuple[devices.Device, ...], view: Any) -> None:
-        wrapper = self.model
-        runtime = ModelRuntime(
-            PoolConfig(
-                model=self.spec.name,
-                target=self.spec.target,
-                origin=self.spec.origin,
-                size=self.plan.jobs,
-                tmp_dir=self.tmp_dir,
-                warm=self.warm,
-                env=self.worker_env,
-                output=self._output,
-                devices=where,
-            ),
-            resolve_policy(wrapper.has_predict_batch, wrapper.batching, None, None, 0),
-            Limits(),
-        )
-        try:
-            await runtime.start()
-            await self._settled(runtime)
-            error = runtime.status().start_error
-            if error and not runtime.pool.ready_workers:
-                raise CliError(f"model {self.model.name!r} cannot start: {error}")
-            # Enough calls in flight for every worker to have its next call
-            # (or batch) queued; not all: each holds a copy of its input.
-            ahead = self.plan.jobs * max(2, 2 * runtime.policy.max_batch_size)
-            slots = asyncio.Semaphore(ahead)
-            tasks = []
-            for path in self.plan.inputs:
-                await slots.acquire()
-                task = asyncio.ensure_future(self._one(runtime, path, view))
-                task.add_done_callback(lambda _: slots.release())
-                tasks.append(task)
-            await asyncio.gather(*tasks)
-        finally:
-            await runtime.stop(STOP_GRACE_S)
-
-    async def _settled(self, runtime: ModelRuntime) -> None:
-        """A worker is ready, or none could start (the pool says which)."""
-        ready = asyncio.ensure_future(runtime.wait_ready(START_TIMEOUT_S))
-        while not ready.done() and not runtime.settled():
-            await asyncio.wait({ready}, timeout=0.05)
-        ready.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ready
-
-    async def _one(self, runtime: ModelRuntime, path: str, view: Any) -> None:
-        tally = self.tally
-        name = os.path.basename(path)
-        try:
-            try:
-                upload = _copy(self.plan.spec, path, self.tmp_dir)
-            except _InputError as exc:
-                tally.unreadable += 1
-                view.say(f"{PROG}: failed: {name}: {exc}")
-                return
-            kwargs = dict(self.kwargs)
-            kwargs[self.plan.spec.name] = [upload] if self.plan.spec.is_list else upload
-            files = [upload.filename]
-            try:
-                result = await runtime.predict(kwargs, files)
-            except DeepaasError as exc:
-                tally.failed += 1
-                view.say(f"{PROG}: failed: {name}: {exc.message}")
-                return
-            finally:
-                for leftover in files:  # emptied if the runtime took them
-                    with contextlib.suppress(OSError):
-                        os.unlink(leftover)
-            target = os.path.join(
-                self.plan.outputs, output_name(path, result.content_type)
-            )
-            try:
-                _write(result, target)
-            except OSError as exc:
-                tally.failed += 1
-                view.say(
-                    f"{PROG}: failed: {name}: cannot write {target!r}: "
-                    f"{exc.strerror or exc}"
-                )
-                return
-            finally:
-                if result.delete and result.path:
-                    with contextlib.suppress(OSError):
-                        os.unlink(result.path)
-            tally.ok += 1
-        finally:
-            view.advance(tally.done, tally.failed + tally.unreadable)
 
 
 def run(

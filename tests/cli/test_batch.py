@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from deepaas.cmd import cli, cli_batch
+from deepaas.cmd import cli
+from deepaas.cmd.cli_batch_run import output_name
 from deepaas.model import loading
 from tests.cli.test_cli import script
 
@@ -334,10 +335,10 @@ def test_a_progress_bar_on_a_terminal(tmp_path):
 
 
 def test_output_names():
-    assert cli_batch.output_name("/a/cat.jpg", "application/json") == "cat.jpg.json"
-    assert cli_batch.output_name("cat.jpg", "image/png") == "cat.jpg.png"
-    assert cli_batch.output_name("x", "text/plain; charset=utf-8") == "x.txt"
-    assert cli_batch.output_name("x", "application/x-unknown-thing") == "x.bin"
+    assert output_name("/a/cat.jpg", "application/json") == "cat.jpg.json"
+    assert output_name("cat.jpg", "image/png") == "cat.jpg.png"
+    assert output_name("x", "text/plain; charset=utf-8") == "x.txt"
+    assert output_name("x", "application/x-unknown-thing") == "x.bin"
 
 
 def test_batch_options_are_in_the_help(tmp_path):
