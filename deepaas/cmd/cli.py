@@ -45,7 +45,7 @@ from deepaas.cmd.cli_output import (
 from deepaas.cmd.cli_progress import make_progress
 from deepaas.cmd.cli_tools import TOOLS, run_tool
 from deepaas.config import VersionAction
-from deepaas.log import FORMAT
+from deepaas.log import formatter
 from deepaas.model import loading
 from deepaas.model.v2.fields import ArgSpec
 from deepaas.model.v2.results import OutputError, PredictResult, ResultRenderer, dumps
@@ -369,10 +369,12 @@ def _execute(
 
 
 def _setup_logging(debug: bool) -> None:
+    # deepaas's own format: the engine's records (batch mode runs workers)
+    # may carry a request id, or not.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter())
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format=FORMAT,
-        stream=sys.stderr,
+        level=logging.DEBUG if debug else logging.WARNING, handlers=[handler]
     )
 
 

@@ -11,6 +11,11 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +304,20 @@ def test_unreadable_input_and_unwritable_output_dir(tmp_path):
     assert "Traceback" not in err
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fifo(tmp_path: Path) -> str:
+    path = str(tmp_path / "gate")
+    os.mkfifo(path)
+    return path
+
+
+def open_gate(path: str) -> None:
+    with open(path, "w") as gate:
+        gate.write("go")
+
+
 DRIVER = (
     "import sys\n"
     "from deepaas.cmd.cli import main\n"
@@ -311,7 +330,7 @@ DRIVER = (
 @pytest.mark.timeout(60)
 def test_a_progress_bar_on_a_terminal(tmp_path):
     pytest.importorskip("rich")
-    from tests.cli.test_progress_tty import Terminal, fifo, open_gate
+    from tests.cli.test_progress_tty import Terminal
 
     gate = fifo(tmp_path)
     src = inputs(tmp_path / "in", a="one", b="two", c="three")
@@ -332,6 +351,46 @@ def test_a_progress_bar_on_a_terminal(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "a.json", "b.json", "c.json", "z.json",
     ]  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+def test_interrupted_it_stops_its_workers_and_leaves_no_partial_file(tmp_path):
+    gate = fifo(tmp_path)
+    src = inputs(tmp_path / "in", a="one", c="three")
+    (src / "b").write_text(f"gate:{gate}")  # b waits: the run is interrupted
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, "predict", "--input-dir", str(src),
+         "--output-dir", str(out)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"at the gate: pid " not in seen:  # the worker runs b
+            left = deadline - time.monotonic()
+            assert left > 0, seen
+            ready, _, _ = select.select([proc.stderr], [], [], left)
+            chunk = os.read(proc.stderr.fileno(), 65536) if ready else b""
+            assert chunk or not ready, seen  # not closed before
+            seen += chunk
+        seen += b"\n" if not seen.endswith(b"\n") else b""
+        worker = int(seen.split(b"at the gate: pid ")[1].split(b"\n")[0])
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert err.decode().rstrip().endswith("deepaas-cli: interrupted")
+    assert b"Traceback" not in seen + err
+    # The command stopped its worker, and reaped it, before it exited.
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
+    assert [p.name for p in out.iterdir()] in (["a.json"], [])  # b: nothing
 
 
 def test_output_names():
