@@ -36,7 +36,7 @@ from typing import IO
 
 from deepaas.cmd.cli_batch_run import DEVICES, Batch, Plan
 from deepaas.cmd.cli_options import collect_args, validate_args
-from deepaas.cmd.cli_output import EXIT_USAGE, CliError
+from deepaas.cmd.cli_output import EXIT_USAGE, OUTPUT_OPTION, CliError
 from deepaas.model.loading import PluginSpec
 from deepaas.model.v2.fields import ArgSpec
 from deepaas.model.v2.wrapper import ModelWrapper, UploadedFile
@@ -265,9 +265,20 @@ def plan(
                 f"their results would have the same name in {OUTPUT_DIR}"
             )
         seen[name] = path
+    if getattr(namespace, "deepaas_method_output", None):
+        raise _usage(
+            f"{OUTPUT_OPTION} writes one result: batch mode writes each into "
+            f"{OUTPUT_DIR} DIR"
+        )
     if not namespace.batch_output_dir:
         raise _usage(f"batch mode writes its results into {OUTPUT_DIR} DIR: give it")
     outputs = _check_output_dir(namespace.batch_output_dir)
+    folder = namespace.batch_input_dir
+    if folder and os.path.samefile(folder, outputs):
+        raise _usage(
+            f"{OUTPUT_DIR} {outputs!r} is the {INPUT_DIR}: a later run would "
+            "take the results for inputs; write them into another folder"
+        )
     return Plan(
         tuple(inputs),
         outputs,

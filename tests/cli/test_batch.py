@@ -221,6 +221,16 @@ BAD = [
         "--output-dir: only with --input-dir DIR or --inputs FILE... (batch mode)",
     ),
     ([*IN, "--jobs", "0"], "argument --jobs: must be 1 or more, not 0"),
+    (
+        [*IN, "--deepaas_method_output", "{tmp}/x"],
+        "--deepaas_method_output writes one result: batch mode writes each into "
+        "--output-dir DIR",
+    ),
+    (
+        [*IN, "--output-dir", "{tmp}/in/"],
+        "--output-dir '{tmp}/in/' is the --input-dir: a later run would take the "
+        "results for inputs",
+    ),
 ]
 
 
