@@ -19,8 +19,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
-from typing import IO, Any
+from collections.abc import Callable, Mapping
+from typing import IO, Any, TypeVar
 
 from deepaas.cmd.cli_output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, CliError
 from deepaas.cmd.cli_progress import BatchBar, BatchLines, batch_view
@@ -36,8 +36,11 @@ from deepaas.model.v2.fields import ArgSpec
 from deepaas.model.v2.results import PredictResult
 from deepaas.model.v2.wrapper import JSON_TYPES, ModelWrapper, UploadedFile
 
-START_TIMEOUT_S = 300.0  # a model whose workers warm for longer is stuck
 STOP_GRACE_S = 5.0
+T = TypeVar("T")
+# Inputs and results larger than this are copied on a thread: the event loop
+# also reads the workers' answers.
+BIG_FILE = 1 << 20
 DEVICES = "--devices"
 
 
@@ -52,15 +55,21 @@ class Plan:
     devices: str
 
 
-def output_name(input_path: str, content_type: str) -> str:
-    """``cat.jpg`` -> ``cat.jpg.json`` (JSON) or ``cat.jpg.png`` (a PNG)."""
+def output_name(input_path: str, content_type: str, filename: str | None = None) -> str:
+    """``cat.jpg`` -> ``cat.jpg.json`` (JSON), ``cat.jpg.png`` (a PNG), or
+    with the extension of the file the model named (``filename``) when its
+    type has none (``application/octet-stream``), else ``.bin``."""
     base = os.path.basename(input_path)
     kind = content_type.split(";")[0].strip().lower()
     if kind in JSON_TYPES:
         return base + ".json"
     if kind == "text/plain":
         return base + ".txt"
-    return base + (mimetypes.guess_extension(kind) or ".bin")
+    extension = mimetypes.guess_extension(kind)
+    named = os.path.splitext(filename or "")[1]
+    if (named and kind in ("application/octet-stream", "")) or extension is None:
+        extension = named or None
+    return base + (extension or ".bin")
 
 
 @dataclasses.dataclass
@@ -122,6 +131,20 @@ def _write(result: PredictResult, target: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         raise
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # said when it is read
+
+
+async def _off_loop(size: int, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)``, on a thread when it moves a big file."""
+    if size < BIG_FILE:
+        return function(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
 class Batch:
@@ -190,7 +213,9 @@ class Batch:
         else:
             print(f"[{label}] {line}", file=self.stream, flush=True)
 
-    async def _run_all(self, where: tuple[devices.Device, ...], view: Any) -> None:
+    async def _run_all(
+        self, where: tuple[devices.Device, ...], view: BatchLines | BatchBar
+    ) -> None:
         wrapper = self.model
         runtime = ModelRuntime(
             PoolConfig(
@@ -229,19 +254,23 @@ class Batch:
 
     async def _settled(self, runtime: ModelRuntime) -> None:
         """A worker is ready, or none could start (the pool says which)."""
-        ready = asyncio.ensure_future(runtime.wait_ready(START_TIMEOUT_S))
+        ready = asyncio.ensure_future(runtime.wait_ready())
         while not ready.done() and not runtime.settled():
             await asyncio.wait({ready}, timeout=0.05)
         ready.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ready
 
-    async def _one(self, runtime: ModelRuntime, path: str, view: Any) -> None:
+    async def _one(
+        self, runtime: ModelRuntime, path: str, view: BatchLines | BatchBar
+    ) -> None:
         tally = self.tally
         name = os.path.basename(path)
         try:
             try:
-                upload = _copy(self.plan.spec, path, self.tmp_dir)
+                upload = await _off_loop(
+                    _size(path), _copy, self.plan.spec, path, self.tmp_dir
+                )
             except _InputError as exc:
                 tally.unreadable += 1
                 view.say(f"{PROG}: failed: {name}: {exc}")
@@ -260,10 +289,12 @@ class Batch:
                     with contextlib.suppress(OSError):
                         os.unlink(leftover)
             target = os.path.join(
-                self.plan.outputs, output_name(path, result.content_type)
+                self.plan.outputs,
+                output_name(path, result.content_type, result.filename),
             )
             try:
-                _write(result, target)
+                size = _size(result.path) if result.path is not None else 0
+                await _off_loop(size, _write, result, target)
             except OSError as exc:
                 tally.failed += 1
                 view.say(

@@ -1,9 +1,11 @@
 """A plugin for the batch-mode tests: its behaviour is chosen by each
-input file's content (``fail``, ``crash``, ``print``, ``gate:PATH``), so one
+input file's content (``fail``, ``crash``, ``print``, ``gate:PATH``,
+``bytes:N``, ``named``), so one
 run over a folder mixes successes and failures. ``gate:PATH`` waits until
 the test writes into the FIFO at PATH. With ``BATCHY_WARM_FAILS`` set, the
 workers cannot warm."""
 
+import io
 import os
 
 from marshmallow import fields
@@ -35,6 +37,12 @@ def predict(suffix="", data=None, other=None):
         print(f"at the gate: pid {os.getpid()}", flush=True)
         with open(content[5:].decode()) as gate:
             gate.read()
+    if content.startswith(b"bytes:"):  # raw bytes, in a file if big
+        return b"\x00" * int(content[6:])
+    if content == b"named":
+        named = io.BytesIO(b"\x89PNG...")
+        named.name = "mask.png"
+        return named
     if content == b"print":
         print(f"printing for {data.original_filename}")
     return {

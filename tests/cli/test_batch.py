@@ -172,6 +172,23 @@ def test_a_device_outside_the_inherited_ones_is_a_usage_error(
     assert "deepaas-cli: error: --devices: " in err and "CUDA_VISIBLE_DEVICES" in err
 
 
+def test_raw_bytes_small_and_big_and_a_named_file(capsys, tmp_path):
+    big = 3 << 20  # more than a worker sends inline: a result file, moved
+    src = inputs(tmp_path / "in", small="bytes:10", large=f"bytes:{big}", n="named")
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "--model-name", "batchy", "predict",
+        "--input-dir", str(src), "--output-dir", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "large.bin", "n.png", "small.bin",
+    ]  # fmt: skip
+    assert (out / "small.bin").read_bytes() == b"\x00" * 10
+    assert (out / "large.bin").stat().st_size == big
+    assert (out / "n.png").read_bytes() == b"\x89PNG..."
+
+
 def test_binary_results_are_written_with_their_type(tmp_path):
     src = inputs(tmp_path / "in", a_csv="x,y\n1,2\n", b_csv="x,y\n3,4\n")
     out = tmp_path / "out"
@@ -408,6 +425,8 @@ def test_output_names():
     assert output_name("cat.jpg", "image/png") == "cat.jpg.png"
     assert output_name("x", "text/plain; charset=utf-8") == "x.txt"
     assert output_name("x", "application/x-unknown-thing") == "x.bin"
+    assert output_name("x", "application/octet-stream", "m.png") == "x.png"
+    assert output_name("x", "application/octet-stream", "noext") == "x.bin"
 
 
 def test_batch_options_are_in_the_help(tmp_path):
