@@ -25,6 +25,7 @@ from deepaas.cmd import cli
 from deepaas.cmd.cli_batch_run import output_name
 from deepaas.model import loading
 from tests.cli.test_cli import script
+from tests.fakes.nvml import FakeGpu, FakePynvml
 
 BATCH = loading.PluginSpec("batchy", "tests.cli.batch_plugin")
 NOFILE = loading.PluginSpec("nofile", "tests.cli.nofile_plugin")
@@ -157,6 +158,30 @@ def test_jobs_and_devices_place_workers_like_the_server(capsys, tmp_path, monkey
     assert {r["device"] for r in got.values()} == {"cuda:0"}
     assert len({r["pid"] for r in got.values()}) <= 2
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1,2"  # this process: as it was
+
+
+def test_on_a_four_gpu_node_only_the_inherited_gpu_is_used(
+    capsys, tmp_path, monkeypatch
+):
+    """Issue 16's number, in batch mode: CUDA_VISIBLE_DEVICES=1 on a (fake)
+    4-GPU node, --jobs 4: every worker on GPU 1, none on 0, 2, 3."""
+    uuids = [
+        f"GPU-{i}{i}{i}{i}{i}{i}{i}{i}-2222-3333-4444-555555555555" for i in range(4)
+    ]
+    monkeypatch.setitem(sys.modules, "pynvml", FakePynvml([FakeGpu(u) for u in uuids]))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    src = inputs(tmp_path / "in", **{f"n{i:02d}": str(i) for i in range(16)})
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "--model-name", "batchy", "predict", "--input-dir", str(src),
+        "--output-dir", str(out), "--jobs", "4",
+    )  # fmt: skip
+    assert code == 0, err
+    got = results(out)
+    assert len(got) == 16
+    # each worker is given the physical GPU by its UUID (docs/hpc.md)
+    assert {r["visible"] for r in got.values()} == {uuids[1]}
+    assert {r["device"] for r in got.values()} == {"cuda:0"}
 
 
 def test_a_device_outside_the_inherited_ones_is_a_usage_error(
