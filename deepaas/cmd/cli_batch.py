@@ -32,7 +32,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from typing import IO
+from typing import IO, Any
 
 from deepaas.cmd.cli_batch_run import DEVICES, Batch, Plan
 from deepaas.cmd.cli_options import collect_args, validate_args
@@ -235,22 +235,28 @@ def _check_output_dir(path: str) -> str:
     return path
 
 
+def _option(namespace: argparse.Namespace, dest: str) -> Any:
+    """A batch option's value; None when a plugin argument of the same name
+    took the option over."""
+    return getattr(namespace, dest, None)
+
+
 def plan(
     model: ModelWrapper, namespace: argparse.Namespace, specs: Mapping[str, ArgSpec]
 ) -> Plan:
     """Check everything a run needs before any input runs (usage errors)."""
     if not model.has_predict:
         raise CliError(f"model {model.name!r} does not implement predict")
-    spec = _file_spec(model, specs, namespace.batch_input_arg)
+    spec = _file_spec(model, specs, _option(namespace, "batch_input_arg"))
     for dest, other in specs.items():
         if other is spec and getattr(namespace, dest, None) is not None:
             raise _usage(
                 f"--{spec.key} is given by each input in batch mode; do not pass it too"
             )
     inputs: list[str] = []
-    if namespace.batch_input_dir:
-        inputs += _listed(namespace.batch_input_dir)
-    for path in namespace.batch_inputs or ():
+    if _option(namespace, "batch_input_dir"):
+        inputs += _listed(_option(namespace, "batch_input_dir"))
+    for path in _option(namespace, "batch_inputs") or ():
         if not os.path.exists(path):
             raise _usage(f"{INPUTS}: no such file: {path!r}")
         if not os.path.isfile(path):
@@ -270,10 +276,10 @@ def plan(
             f"{OUTPUT_OPTION} writes one result: batch mode writes each into "
             f"{OUTPUT_DIR} DIR"
         )
-    if not namespace.batch_output_dir:
+    if not _option(namespace, "batch_output_dir"):
         raise _usage(f"batch mode writes its results into {OUTPUT_DIR} DIR: give it")
-    outputs = _check_output_dir(namespace.batch_output_dir)
-    folder = namespace.batch_input_dir
+    outputs = _check_output_dir(_option(namespace, "batch_output_dir"))
+    folder = _option(namespace, "batch_input_dir")
     if folder and os.path.samefile(folder, outputs):
         raise _usage(
             f"{OUTPUT_DIR} {outputs!r} is the {INPUT_DIR}: a later run would "
@@ -283,8 +289,8 @@ def plan(
         tuple(inputs),
         outputs,
         spec,
-        namespace.batch_jobs or 1,
-        namespace.batch_devices or "auto",
+        _option(namespace, "batch_jobs") or 1,
+        _option(namespace, "batch_devices") or "auto",
     )
 
 

@@ -30,7 +30,8 @@ from tests.fakes.nvml import FakeGpu, FakePynvml
 BATCH = loading.PluginSpec("batchy", "tests.cli.batch_plugin")
 NOFILE = loading.PluginSpec("nofile", "tests.cli.nofile_plugin")
 BATCHER = loading.PluginSpec("batcher", "tests.cli.batch_batcher")
-SPECS = (BATCH, NOFILE, BATCHER)
+COLLIDE = loading.PluginSpec("collide", "tests.cli.batch_collide")
+SPECS = (BATCH, NOFILE, BATCHER, COLLIDE)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -226,6 +227,23 @@ def test_binary_results_are_written_with_their_type(tmp_path):
     assert (out / "a.csv.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert proc.stdout == b""
     assert b"\x1b[" not in proc.stderr  # not a terminal: plain lines
+
+
+def test_plugin_arguments_named_like_batch_options_keep_them(capsys, tmp_path):
+    code, out, err = run(
+        capsys, "--model-name", "collide", "predict", "--jobs", "5", "--inputs", "y"
+    )
+    assert code == 0, err
+    assert json.loads(out)["predictions"] == {"jobs": 5, "inputs": "y", "data": None}
+    src = inputs(tmp_path / "in", a="a")
+    code, _, err = run(
+        capsys, "--model-name", "collide", "predict", "--input-dir", str(src),
+        "--output-dir", str(tmp_path / "out"), "--jobs", "7",
+    )  # fmt: skip
+    assert code == 0, err
+    assert results(tmp_path / "out")["a.json"] == {
+        "jobs": 7, "inputs": "x", "data": "a",
+    }  # fmt: skip
 
 
 def test_the_single_input_predict_is_unchanged(tmp_path):
