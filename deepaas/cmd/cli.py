@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import IO, NoReturn
 
+from deepaas.cmd import cli_batch
 from deepaas.cmd.cli_options import add_field, collect_args, validate_args
 from deepaas.cmd.cli_output import (
     EXIT_FAILED,
@@ -44,7 +45,7 @@ from deepaas.cmd.cli_output import (
 from deepaas.cmd.cli_progress import make_progress
 from deepaas.cmd.cli_tools import TOOLS, run_tool
 from deepaas.config import VersionAction
-from deepaas.log import FORMAT
+from deepaas.log import formatter
 from deepaas.model import loading
 from deepaas.model.v2.fields import ArgSpec
 from deepaas.model.v2.results import OutputError, PredictResult, ResultRenderer, dumps
@@ -54,7 +55,10 @@ from deepaas.training import context as training_context
 COMMANDS = {
     "get_metadata": "Print the model's metadata document.",
     "warm": "Call the model's warm() and report whether it has one.",
-    "predict": "Run one prediction and print the result.",
+    "predict": (
+        "Run one prediction and print the result; with --input-dir or "
+        "--inputs, one per file, into --output-dir (batch mode)."
+    ),
     "train": "Run train() in this process and print its return value.",
 }
 NOWARM_OPTION = "--nowarm"
@@ -216,6 +220,8 @@ def _command_parser(
             action="store_true",
             help="Do not call the model's warm() first.",
         )
+        if command == "predict":
+            cli_batch.add_options(parser)
         group = parser.add_argument_group(f"arguments of {model.name}.{command}()")
         declared = model.predict_args if command == "predict" else model.train_args
         for index, spec in enumerate(declared.values()):
@@ -321,14 +327,20 @@ def _execute(
     late: list[str] = []
     if not top_args.model_name:  # "predict --model-name X" works too
         late, rest = _late_model_names(rest)
+    # Batch mode runs the model in workers: this process imports it without
+    # GPUs, as deepaas-run's does; the workers get the environment as it is.
+    batch = command == "predict" and cli_batch.wanted(rest)
+    hidden = cli_batch.gpus_hidden() if batch else contextlib.nullcontext(None)
     # Plugin code may print(): while it runs, stdout is kept for the result.
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), hidden as worker_env:
         spec = _choose(_names(top_args.model_name or late, os.environ), available)
         try:
             model = loading.load(spec)
         except loading.PluginLoadError as exc:
             raise CliError(str(exc)) from exc
         parser, specs = _command_parser(command, model)
+    if batch:  # a required file argument is given by each input
+        cli_batch.files_optional(parser, specs)
     if late and any(arg.key == MODEL_OPTION[2:] for arg in specs.values()):
         raise CliError(
             f"{MODEL_OPTION} after the sub-command is ambiguous: model "
@@ -338,6 +350,14 @@ def _execute(
             EXIT_USAGE,
         )
     namespace = parser.parse_args(rest)  # --help goes to stdout
+    if cli_batch.is_batch(namespace):
+        with (
+            tempfile.TemporaryDirectory(prefix="deepaas-cli-") as tmp_dir,
+            contextlib.redirect_stdout(sys.stderr),
+        ):
+            return cli_batch.run(
+                spec, model, namespace, specs, worker_env or os.environ, tmp_dir
+            )
     with tempfile.TemporaryDirectory(prefix="deepaas-cli-") as tmp_dir:
         with contextlib.redirect_stdout(sys.stderr):
             result = _run(command, model, namespace, specs, tmp_dir)
@@ -349,10 +369,12 @@ def _execute(
 
 
 def _setup_logging(debug: bool) -> None:
+    # deepaas's own format: the engine's records (batch mode runs workers)
+    # may carry a request id, or not.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter())
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format=FORMAT,
-        stream=sys.stderr,
+        level=logging.DEBUG if debug else logging.WARNING, handlers=[handler]
     )
 
 

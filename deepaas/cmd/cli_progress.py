@@ -8,6 +8,9 @@ of the latest values otherwise. Without rich, or when stderr is not a
 terminal (a log file, CI, a pipe): plain lines, at most one a second (a
 loop may report on every step), and the last values when train() ends,
 so a log holds no escape sequences and no line per step.
+
+Batch mode (``deepaas-cli predict --input-dir``) shows the inputs done the
+same way: :func:`batch_view`.
 """
 
 from __future__ import annotations
@@ -135,3 +138,82 @@ def make_progress(stream: IO[str] | None = None) -> PlainProgress | RichProgress
         except ImportError:  # rich is optional: deepaas[progress]
             pass
     return PlainProgress(stream)
+
+
+# -- batch mode ----------------------------------------------------------------
+
+
+class BatchLines:
+    """Batch mode off a terminal: progress at most once a second, and the
+    lines it is given (failures, what the plugin prints)."""
+
+    INTERVAL_S = 1.0
+
+    def __init__(self, stream: IO[str], total: int) -> None:
+        self.stream = stream
+        self.total = total
+        self.shown_at = time.monotonic()
+
+    def say(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def advance(self, done: int, failed: int) -> None:
+        now = time.monotonic()
+        if now - self.shown_at >= self.INTERVAL_S and done < self.total:
+            self.shown_at = now
+            self.say(f"{PROG}: progress: {done}/{self.total} ({failed} failed)")
+
+    def close(self) -> None:
+        pass
+
+
+class BatchBar:
+    """Batch mode on a terminal: a rich progress bar of the inputs done, the
+    lines it is given printed above it."""
+
+    def __init__(self, stream: IO[str], total: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(file=stream)
+        self.progress = Progress(
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=self.console,
+            refresh_per_second=4,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("", total=total)
+
+    def say(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def advance(self, done: int, failed: int) -> None:
+        self.progress.update(
+            self.task, completed=done, description=f"{failed} failed" if failed else ""
+        )
+
+    def close(self) -> None:
+        self.progress.refresh()
+        self.progress.stop()
+
+
+def batch_view(stream: IO[str], total: int) -> BatchLines | BatchBar:
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        try:
+            return BatchBar(stream, total)
+        except ImportError:
+            pass
+    return BatchLines(stream, total)

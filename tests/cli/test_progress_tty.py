@@ -36,7 +36,7 @@ DRIVER = (
 class Terminal:
     """A child process on a pseudo-terminal, its screen read as it comes."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], driver: str = DRIVER) -> None:
         master, slave = pty.openpty()
         env = {
             **os.environ,
@@ -45,7 +45,7 @@ class Terminal:
             "COLUMNS": "120",
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", DRIVER, *args],
+            [sys.executable, "-c", driver, *args],
             stdin=slave,
             stdout=slave,
             stderr=slave,
