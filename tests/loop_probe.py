@@ -31,6 +31,14 @@ import asyncio
 import gc
 from types import TracebackType
 
+#: Longest one big body (a JSON body or an infer tensor of millions of
+#: elements) may hold the loop. Parsed whole on the loop, or in a thread
+#: holding the GIL, such bodies held it 0.5 to 2 s. Parsed cooperatively,
+#: single C calls still hold the GIL (joining 25 MB, freeing a list of 4
+#: million numbers, splitting 4 million BYTES elements); in CI's VM, whose
+#: memory is slow to touch the first time, they reached 0.28-0.34 s.
+BIG_BODY_STALL_S = 0.4
+
 
 class LoopStallProbe:
     """An async context manager measuring the loop it runs on.

@@ -23,17 +23,13 @@ from tests.api.test_input_limits import (
     serves,
     trainings,
 )
-from tests.loop_probe import LoopStallProbe
+from tests.loop_probe import BIG_BODY_STALL_S, LoopStallProbe
 from tests.support import DEMO, Client, MakeClient, plugin_spec
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
-#: Longest the loop may be held by one big body. Parsed whole on the loop,
-#: or in a thread holding the GIL, the bodies below held it 0.5 to 2 s.
-#: Parsed cooperatively, single C calls still hold the GIL: joining 25 MB,
-#: freeing a list of 4 million numbers; in this CI's VM, whose memory is
-#: slow to touch the first time, they reached 0.28 s (0.25 failed twice).
-STALL_BOUND = 0.4
+#: Longest the loop may be held by one big body (see the constant's notes).
+STALL_BOUND = BIG_BODY_STALL_S
 #: The same with a million live lists, which the garbage collector walks.
 GC_STALL_BOUND = 1.0
 BIG = body_module.OFFLOAD_PARSE_SIZE + 1
