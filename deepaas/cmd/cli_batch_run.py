@@ -17,11 +17,11 @@ import dataclasses
 import mimetypes
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import IO, Any, TypeVar
 
+from deepaas.cmd.cli_options import copy_upload
 from deepaas.cmd.cli_output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, CliError
 from deepaas.cmd.cli_progress import BatchBar, BatchLines, batch_view
 from deepaas.engine import devices
@@ -95,21 +95,10 @@ class _InputError(Exception):
 
 def _copy(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
     """A temporary copy of the input, as ``deepaas-cli predict --KEY PATH``."""
-    suffix = os.path.splitext(path)[1]
-    fd, copy = tempfile.mkstemp(prefix="input-", suffix=suffix, dir=tmp_dir)
     try:
-        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
+        return copy_upload(spec, path, tmp_dir)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(copy)
         raise _InputError(f"cannot read it: {exc.strerror or exc}") from None
-    return UploadedFile(
-        name=spec.key,
-        filename=copy,
-        content_type=mimetypes.guess_type(path)[0] or "application/octet-stream",
-        original_filename=os.path.basename(path),
-    )
 
 
 def _write(result: PredictResult, target: str) -> None:

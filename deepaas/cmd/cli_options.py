@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import mimetypes
 import os
@@ -171,22 +172,36 @@ def add_field(parser: argparse.ArgumentParser, spec: ArgSpec, dest: str) -> None
 # -- the values given -------------------------------------------------------
 
 
-def _upload(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
-    """A temporary copy of ``path``: the plugin may move or delete it."""
+def copy_upload(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
+    """A temporary copy of ``path`` in ``tmp_dir``, as the file argument
+    ``spec`` (the plugin may move or delete it), named and typed after it.
+
+    Raises OSError when ``path`` cannot be read or the copy written; no
+    partial copy is left.
+    """
     suffix = os.path.splitext(path)[1]
     fd, copy = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
             shutil.copyfileobj(src, out, 1 << 20)
-    except OSError as exc:
-        raise CliError(f"cannot read {path!r}: {exc.strerror}", EXIT_USAGE) from None
-    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(copy)
+        raise
     return UploadedFile(
         name=spec.key,
         filename=copy,
-        content_type=content_type,
+        content_type=mimetypes.guess_type(path)[0] or "application/octet-stream",
         original_filename=os.path.basename(path),
     )
+
+
+def _upload(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
+    """:func:`copy_upload`, a usage error when ``path`` cannot be read."""
+    try:
+        return copy_upload(spec, path, tmp_dir)
+    except OSError as exc:
+        raise CliError(f"cannot read {path!r}: {exc.strerror}", EXIT_USAGE) from None
 
 
 def collect_args(
