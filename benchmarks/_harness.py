@@ -386,6 +386,24 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def wait_answers(server: Server, path: str, timeout: float = 30.0) -> None:
+    """GET ``path`` (``/readyz``, ``/v2/models/<m>/ready``...) of ``server``
+    until it answers 200; BenchError if the server exits or time runs out."""
+    assert server.proc is not None
+    url = f"http://127.0.0.1:{server.port}{path}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise BenchError(f"{server.label} exited:\n{server.output()}")
+        try:
+            if get(url, timeout=2.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{path} not 200 within {timeout:.0f} s:\n{server.output()}")
+
+
 def wait_ready(server: Server, query: str, timeout: float = STARTUP_TIMEOUT_S) -> None:
     """POST to ``server.base_url + query`` until it answers 200, or raise."""
     assert server.proc is not None

@@ -46,8 +46,8 @@ from _harness import (
     deepaas_run_path,
     fail,
     free_ports,
-    get,
     plugin_for_run,
+    wait_answers,
 )
 
 GOAL = 0.8
@@ -181,7 +181,7 @@ def measure(args: argparse.Namespace) -> int:
         server.start()
         try:
             # the model requires a file: a 422 means it is up and parsing
-            wait_until_up(server)
+            wait_answers(server, "/readyz")
             url = server.base_url + "?x=1"
             asyncio.run(run_client(url, inputs, work / "warm", args.concurrency))
             batch_s: list[float] = []
@@ -214,23 +214,6 @@ def measure(args: argparse.Namespace) -> int:
     verdict = "PASS" if ratio >= GOAL else "MISSED"
     print(f"ratio batch/server: {ratio:.2f}x (goal >= {GOAL}x)  ->  {verdict}")
     return 3 if args.strict and ratio < GOAL else 0
-
-
-def wait_until_up(server: Server, timeout: float = 30.0) -> None:
-    """``/readyz`` answers 200: every model has a warm worker."""
-    assert server.proc is not None
-    url = f"http://127.0.0.1:{server.port}/readyz"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise BenchError(f"deepaas-run exited:\n{server.output()}")
-        try:
-            if get(url, timeout=2.0)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise BenchError(f"deepaas-run not ready in {timeout:.0f} s:\n{server.output()}")
 
 
 if __name__ == "__main__":

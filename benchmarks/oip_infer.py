@@ -66,11 +66,11 @@ from _harness import (
     deepaas_env,
     deepaas_run_path,
     free_ports,
-    get,
     install_plugin,
     live_children,
     tree_cpu_seconds,
     uninstall_dist,
+    wait_answers,
     wait_ready,
 )
 from _wrk import WrkResult, find_wrk, machine_info, parse_wrk
@@ -281,20 +281,6 @@ def run_wrk(
     return parse_wrk(proc.stdout + proc.stderr)
 
 
-def wait_model_ready(server: Server, model: str, timeout: float = 30.0) -> None:
-    """GET /v2/models/<model>/ready until 200 (a worker is warm), or raise."""
-    url = f"http://127.0.0.1:{server.port}/v2/models/{model}/ready"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if get(url, timeout=2.0)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise BenchError(f"{model} not ready within {timeout:.0f} s:\n{server.output()}")
-
-
 def drain(pid: int) -> None:
     """Wait until the server's processes use (almost) no CPU any more."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -386,7 +372,7 @@ def benchmark(
         pids = {key: s.proc.pid for key, s in servers.items() if s.proc}
         wait_ready(server, "")  # (a)'s URL carries ?x=1 already
         wait_ready(bare, "")
-        wait_model_ready(server, TENSOR[2])
+        wait_answers(server, f"/v2/models/{TENSOR[2]}/ready")
         problems = check_answers(bases, cases, tensor)
         report["problems"] = problems
         if problems:
