@@ -24,11 +24,13 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 from deepaas.cmd import cli_batch
 from deepaas.cmd.cli_options import add_field, collect_args, validate_args
@@ -391,8 +393,10 @@ def main(
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in _split(argv)[0]
     stdout = sys.stdout
+    terminated = _TermAsInterrupt()
     try:
-        return _execute(argv, specs, stdout)
+        with terminated:
+            return _execute(argv, specs, stdout)
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         if exc.code is None:
             return EXIT_OK
@@ -409,8 +413,42 @@ def main(
             print(f"{PROG}: --debug shows the full traceback", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
+        if terminated.received:
+            print(f"{PROG}: terminated", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+class _TermAsInterrupt:
+    """While active (in the main thread), SIGTERM is handled as Ctrl-C:
+    a batch run's workers are stopped and its temporary copies removed, as
+    on SIGINT, instead of the process dying where it stands. Slurm
+    (``scancel``, a time limit), Kubernetes and OSCAR stop a command so.
+    ``received`` says it came; the previous handler is put back after."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._before: Any = None
+
+    def __enter__(self) -> _TermAsInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._before = signal.signal(signal.SIGTERM, self._on_term)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._before is not None:
+            signal.signal(signal.SIGTERM, self._before)
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.received = True
+        if callable(signal.getsignal(signal.SIGINT)):
+            # SIGINT's own handler runs next: asyncio.run's cancels the
+            # running task (cleanly: its finally blocks run), Python's
+            # raises KeyboardInterrupt.
+            signal.raise_signal(signal.SIGINT)
+        else:  # SIGINT ignored (started in the background by a script)
+            raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -289,7 +289,8 @@ def plan(
         tuple(inputs),
         outputs,
         spec,
-        _option(namespace, "batch_jobs") or 1,
+        # No more workers than inputs: each costs a process and a model.
+        min(_option(namespace, "batch_jobs") or 1, len(inputs)),
         _option(namespace, "batch_devices") or "auto",
     )
 

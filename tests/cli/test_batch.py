@@ -424,16 +424,30 @@ def test_a_progress_bar_on_a_terminal(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_interrupted_it_stops_its_workers_and_leaves_no_partial_file(tmp_path):
+@pytest.mark.parametrize(
+    ("how", "status", "said", "sigint"),
+    [
+        (signal.SIGINT, 130, "interrupted", signal.SIG_DFL),  # Ctrl-C
+        (signal.SIGTERM, 143, "terminated", signal.SIG_DFL),  # scancel, kubectl
+        # Started in the background by a script: SIGINT ignored.
+        (signal.SIGTERM, 143, "terminated", signal.SIG_IGN),
+    ],
+)
+def test_interrupted_it_stops_its_workers_and_leaves_no_partial_file(
+    tmp_path, how, status, said, sigint
+):
     gate = fifo(tmp_path)
     src = inputs(tmp_path / "in", a="one", c="three")
     (src / "b").write_text(f"gate:{gate}")  # b waits: the run is interrupted
     out = tmp_path / "out"
+    scratch = tmp_path / "scratch"  # the command's temporary directory
+    scratch.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-c", DRIVER, "predict", "--input-dir", str(src),
          "--output-dir", str(out)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)},
+        cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )  # fmt: skip
     try:
         assert proc.stderr is not None
@@ -448,19 +462,20 @@ def test_interrupted_it_stops_its_workers_and_leaves_no_partial_file(tmp_path):
             seen += chunk
         seen += b"\n" if not seen.endswith(b"\n") else b""
         worker = int(seen.split(b"at the gate: pid ")[1].split(b"\n")[0])
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.send_signal(how)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130
-    assert err.decode().rstrip().endswith("deepaas-cli: interrupted")
+    assert proc.returncode == status
+    assert err.decode().rstrip().endswith(f"deepaas-cli: {said}")
     assert b"Traceback" not in seen + err
     # The command stopped its worker, and reaped it, before it exited.
     with pytest.raises(ProcessLookupError):
         os.kill(worker, 0)
     assert [p.name for p in out.iterdir()] in (["a.json"], [])  # b: nothing
+    assert list(scratch.iterdir()) == []  # the inputs' copies removed
 
 
 def test_output_names():
@@ -477,3 +492,25 @@ def test_batch_options_are_in_the_help(tmp_path):
     assert proc.returncode == 0
     for option in ("--input-dir", "--inputs", "--input-arg", "--output-dir", "--jobs"):
         assert option.encode() in proc.stdout
+
+
+def test_no_more_workers_than_inputs(capsys, tmp_path, monkeypatch):
+    """--jobs 1000 for two inputs starts two workers, not a thousand."""
+    from deepaas.cmd import cli_batch_run
+
+    sizes: list[int] = []
+    real = cli_batch_run.PoolConfig
+
+    def config(**kwargs):
+        sizes.append(kwargs["size"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(cli_batch_run, "PoolConfig", config)
+    src = inputs(tmp_path / "in", a="a", b="b")
+    code, _, err = run(
+        capsys, "--model-name", "batchy", "predict", "--input-dir", str(src),
+        "--output-dir", str(tmp_path / "out"), "--jobs", "1000",
+    )  # fmt: skip
+    assert code == 0, err
+    assert sizes == [2]
+    assert len(results(tmp_path / "out")) == 2
