@@ -57,13 +57,23 @@ from deepaas.api.limits import (
     undecodable,
 )
 from deepaas.api.multipart import FormReader, Part, Router
-from deepaas.api.parsing import count_form_fields, parse_json, parse_urlencoded
+from deepaas.api.parsing import (
+    count_form_fields,
+    is_json,
+    parse_json,
+    parse_urlencoded,
+)
 from deepaas.exceptions import DeepaasError
 
 # Part and Router are the multipart module's; importable from here as before.
 __all__ = ["BodyReader", "Part", "Router"]
 
 T = TypeVar("T")
+
+#: A body of another type (text/plain, or none given) up to this size is
+#: looked at, to tell a client that sent JSON without saying so.
+UNTYPED_JSON_PEEK = 64 << 10
+_UNTYPED = frozenset({"text/plain", "application/octet-stream"})
 
 #: JSON and urlencoded bodies larger than this are parsed in the executor.
 OFFLOAD_PARSE_SIZE = 64 << 10
@@ -118,6 +128,7 @@ class BodyReader:
         elif content_type == "application/json" or content_type.endswith("+json"):
             kind = "json"
         else:
+            await self._refuse_untyped_json(content_type)
             return None, None  # not a body we read (as DEEPaaS 2.x)
 
         async def parse() -> tuple[MultiDict[Any] | None, dict[str, Any] | None]:
@@ -129,6 +140,32 @@ class BodyReader:
             return None, await self._json(raw)
 
         return await self._reading(parse, in_memory=kind != "multipart")
+
+    async def _refuse_untyped_json(self, content_type: str) -> None:
+        """A 400 for a small body that is a JSON object or array sent without
+        its type: as ``text/plain``, or with no ``Content-Type`` at all
+        (aiohttp's ``application/octet-stream``; what ``requests.post(url,
+        data=json.dumps(...))`` sends). Its arguments would be ignored, as
+        DEEPaaS 2.x ignored any body it does not read, and the model would
+        run on its defaults without a word. Other bodies are left unread."""
+        length = self.request.content_length
+        if (
+            content_type not in _UNTYPED
+            or length is None
+            or not 0 < length <= UNTYPED_JSON_PEEK
+        ):
+            return
+        raw = await self._reading(self._read_all, in_memory=True)
+        if raw.lstrip()[:1] in (b"{", b"[") and is_json(raw):
+            named = (
+                "with no Content-Type"
+                if hdrs.CONTENT_TYPE not in self.request.headers
+                else f"as {content_type}"
+            )
+            raise bad_request(
+                f"the body is JSON but was sent {named}: send it with "
+                "'Content-Type: application/json'"
+            )
 
     async def read_bytes(self, into_one: bool = False) -> bytes | bytearray:
         """The whole body (decoded, whatever its content type), held in

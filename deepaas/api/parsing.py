@@ -354,7 +354,7 @@ def parse_urlencoded(raw: bytes, charset: str) -> MultiDict[str]:
     ``{"x": 1}`` and match no argument, so the model would run on its
     defaults without a word.
     """
-    if raw.lstrip()[:1] in (b"{", b"[") and _is_json(raw):
+    if raw.lstrip()[:1] in (b"{", b"[") and is_json(raw):
         raise bad_request(
             "the body is JSON but was sent as a form "
             "(Content-Type: application/x-www-form-urlencoded, what curl -d "
@@ -368,7 +368,8 @@ def parse_urlencoded(raw: bytes, charset: str) -> MultiDict[str]:
     return MultiDict(pairs)
 
 
-def _is_json(raw: bytes) -> bool:
+def is_json(raw: bytes) -> bool:
+    """Whether ``raw`` is one JSON document (any value)."""
     try:
         orjson.loads(raw)
     except orjson.JSONDecodeError:

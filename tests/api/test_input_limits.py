@@ -746,6 +746,41 @@ async def test_json_sent_as_a_form_is_400_with_the_fix(client, body):
     await serves(client)
 
 
+@pytest.mark.parametrize(
+    ("headers", "named"),
+    [
+        ({}, "with no Content-Type"),  # requests.post(url, data=json.dumps(...))
+        ({"Content-Type": "text/plain"}, "as text/plain"),
+        ({"Content-Type": "text/plain; charset=utf-8"}, "as text/plain"),
+        ({"Content-Type": "application/octet-stream"}, "as application/octet-stream"),
+    ],
+)
+async def test_json_sent_without_its_type_is_400_with_the_fix(client, headers, named):
+    answer = await raw_post(client, PREDICT, b'{"number": 200}', headers)
+    assert answer.status == 400, answer.body
+    assert answer.message() == (
+        f"the body is JSON but was sent {named}: send it with "
+        "'Content-Type: application/json'"
+    )
+    await serves(client)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"just some text", {"Content-Type": "text/plain"}),
+        (b"\x00\x01binary", {}),
+        (b"{not json", {"Content-Type": "text/plain"}),
+        # Bigger than what is looked at: left unread, as DEEPaaS 2.x did.
+        (b'{"number": 200, "pad": "' + b"x" * (64 << 10) + b'"}', {}),
+        (b'{"number": 200}', {"Content-Type": "image/png"}),
+    ],
+)
+async def test_other_untyped_bodies_are_ignored_as_before(client, body, headers):
+    answer = await raw_post(client, PREDICT, body, headers)
+    assert answer.status == 200, answer.body
+
+
 @pytest.mark.parametrize("body", ["{not json", "{a=1&number=3", "[x]=1&number=3"])
 async def test_a_form_that_only_starts_like_json_is_a_form(client, body):
     answer = await raw_post(client, PREDICT, body.encode(), URLENCODED)
