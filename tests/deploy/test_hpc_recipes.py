@@ -265,3 +265,127 @@ def test_a_wrong_flag_would_be_found():
         "unknown option --listen-prot",
         "--workers needs a value",
     ]
+
+
+# -- what the QA pass found: state dir, udocker on old bash, the tunnel ------
+
+
+def shared_block(text: str) -> list[str]:
+    """The ``DEEPAAS_STATE_DIR=`` and ``DEEPAAS_EXAMPLE_WEIGHTS=`` defaults."""
+    return [
+        line
+        for line in logical_lines(text)
+        if re.match(r"(DEEPAAS_STATE_DIR|DEEPAAS_EXAMPLE_WEIGHTS)=", line)
+    ]
+
+
+def test_the_scripts_share_one_state_dir_on_the_shared_file_system():
+    serve = (HPC / "serve-gpu.sbatch").read_text()
+    train = (HPC / "train-2nodes.sbatch").read_text()
+    udocker = (HPC / "udocker.sh").read_text()
+    block = shared_block(serve)
+    assert block == [
+        "DEEPAAS_STATE_DIR=${DEEPAAS_STATE_DIR:-${SCRATCH:-$HOME}/deepaas/state}",
+        "DEEPAAS_EXAMPLE_WEIGHTS=${DEEPAAS_EXAMPLE_WEIGHTS:-"
+        "$DEEPAAS_STATE_DIR/examples/torch_mlp.pt}",
+    ]
+    # One name, one default: a job's $TMPDIR is the node's, gone at its end.
+    assert shared_block(train) == block
+    assert shared_block(udocker) == block
+    for text in (serve, train, udocker):
+        assert "TMPDIR" not in "\n".join(logical_lines(text))
+        assert re.search(r"^\s*STATE_DIR=", text, re.MULTILINE) is None
+
+
+@pytest.mark.parametrize("name", ["serve-gpu.sbatch", "train-2nodes.sbatch"])
+def test_apptainer_gets_the_variables_with_env(name):
+    """A host variable does not override one the image sets or unsets
+    (deepaas.def unsets DEEPAAS_STATE_DIR): only ``--env`` does."""
+    text = " ".join(logical_lines((HPC / name).read_text()))
+    (run,) = re.findall(r"apptainer run (.*?)\"\$SIF\"", text)
+    assert '--env "DEEPAAS_STATE_DIR=$DEEPAAS_STATE_DIR"' in run
+    assert '--env "DEEPAAS_EXAMPLE_WEIGHTS=$DEEPAAS_EXAMPLE_WEIGHTS"' in run
+    assert '--bind "$DEEPAAS_STATE_DIR"' in run
+    assert "export DEEPAAS_STATE_DIR" not in text  # it would not get through
+
+
+def test_the_model_the_recipes_pass_weights_for_reads_that_variable():
+    from deepaas_example import torch_mlp
+
+    assert torch_mlp.WEIGHTS_ENV == "DEEPAAS_EXAMPLE_WEIGHTS"
+    assert default_model((HPC / "train-2nodes.sbatch").read_text()) == "demo_torch"
+
+
+def test_srun_gets_cpus_per_task():
+    """srun of Slurm 22.05-23.02 does not inherit sbatch's --cpus-per-task."""
+    text = " ".join(logical_lines((HPC / "train-2nodes.sbatch").read_text()))
+    assert re.search(r'srun [^|;]*--cpus-per-task="\$\{SLURM_CPUS_PER_TASK', text)
+
+
+def test_the_tunnel_names_no_internal_login_host():
+    for name in ("serve-gpu.sbatch", "udocker.sh"):
+        text = (HPC / name).read_text()
+        assert "SLURM_SUBMIT_HOST" not in "\n".join(logical_lines(text))
+        assert "LOGIN=${DEEPAAS_LOGIN_HOST:-<your login node>}" in text
+        assert re.search(r'echo "  ssh -N -L \$\{PORT\}:127.0.0.1:\$\{PORT\} -J ', text)
+
+
+def test_udocker_script_is_safe_on_old_bash_and_a_second_run():
+    text = (HPC / "udocker.sh").read_text()
+    lines = logical_lines(text)
+    # "${gpus[@]}" is "unbound" under set -u on bash < 4.4 when empty
+    assert '"${gpus[@]}"' not in text.replace('${gpus[@]+"${gpus[@]}"}', "")
+    assert any('udocker run ${gpus[@]+"${gpus[@]}"}' in line for line in lines)
+    # create only when the container is not there; nvidia only on a GPU run
+    create = next(i for i, line in enumerate(lines) if "udocker create" in line)
+    assert lines[create - 1].startswith("if ! udocker inspect")
+    setup = next(i for i, line in enumerate(lines) if "udocker setup --nvidia" in line)
+    assert lines[setup - 1] == 'if [ "$GPU" = 1 ]; then'
+    # a free port, not a fixed one another user of the node may hold
+    assert "5000" not in "\n".join(lines)
+    assert '--listen-port "$PORT"' in "\n".join(lines)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+def test_udocker_script_runs_without_gpus(tmp_path):
+    """The script, end to end, against a stand-in ``udocker`` that records
+    its calls: twice (the second reuses the container), with
+    CUDA_VISIBLE_DEVICES unset (no --env for it, no nvidia setup)."""
+    fake = tmp_path / "bin" / "udocker"
+    fake.parent.mkdir()
+    state = tmp_path / "containers"
+    calls = tmp_path / "calls"
+    fake.write_text(
+        "#!/bin/bash\n"
+        f'echo "$*" >> {calls}\n'
+        'case "$1" in\n'
+        f'  inspect) [ -e {state}/"${{@: -1}}" ] ;;\n'
+        f'  create) mkdir -p {state} && touch {state}/"${{2#--name=}}" ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    env = {
+        "PATH": f"{fake.parent}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "SCRATCH": str(tmp_path / "scratch"),
+        "USER": "you",
+        "IMAGE": "registry.example.org/me/my-model:1.0.0-gpu",
+        "GPU": "0",
+    }
+    for _ in range(2):
+        proc = subprocess.run(
+            ["bash", str(HPC / "udocker.sh")],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+    made = calls.read_text().splitlines()
+    assert sum(line.startswith("create ") for line in made) == 1
+    assert not any(line.startswith("setup") for line in made)
+    runs = [line for line in made if line.startswith("run ")]
+    assert len(runs) == 2 and "CUDA_VISIBLE_DEVICES" not in runs[0]
+    state_dir = tmp_path / "scratch" / "deepaas" / "state"
+    assert state_dir.is_dir()
+    assert f"--state-dir {state_dir}" in runs[0]
+    assert "ssh -N -L" in proc.stdout and "<your login node>" in proc.stdout
