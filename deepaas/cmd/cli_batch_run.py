@@ -89,6 +89,15 @@ class Tally:
         return EXIT_FAILED if self.failed else EXIT_OK
 
 
+def _one_line(text: str) -> str:
+    """``text`` with its control characters escaped (a newline as ``\\n``,
+    ESC as ``\\x1b``): one input's failure is one line on stderr, and a
+    file name cannot send escape sequences to the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _InputError(Exception):
     """The input cannot be read."""
 
@@ -254,7 +263,7 @@ class Batch:
         self, runtime: ModelRuntime, path: str, view: BatchLines | BatchBar
     ) -> None:
         tally = self.tally
-        name = os.path.basename(path)
+        name = _one_line(os.path.basename(path))
         try:
             try:
                 upload = await _off_loop(
@@ -271,7 +280,7 @@ class Batch:
                 result = await runtime.predict(kwargs, files)
             except DeepaasError as exc:
                 tally.failed += 1
-                view.say(f"{PROG}: failed: {name}: {exc.message}")
+                view.say(f"{PROG}: failed: {name}: {_one_line(exc.message)}")
                 return
             finally:
                 for leftover in files:  # emptied if the runtime took them
@@ -287,7 +296,7 @@ class Batch:
             except OSError as exc:
                 tally.failed += 1
                 view.say(
-                    f"{PROG}: failed: {name}: cannot write {target!r}: "
+                    f"{PROG}: failed: {name}: cannot write '{_one_line(target)}': "
                     f"{exc.strerror or exc}"
                 )
                 return

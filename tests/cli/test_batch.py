@@ -514,3 +514,20 @@ def test_no_more_workers_than_inputs(capsys, tmp_path, monkeypatch):
     assert code == 0, err
     assert sizes == [2]
     assert len(results(tmp_path / "out")) == 2
+
+
+def test_a_failure_is_one_line_whatever_the_file_is_named(capsys, tmp_path):
+    """A newline or an escape sequence in an input's name is shown escaped:
+    one line per failure, nothing sent to the terminal."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "two\nlines\x1b[31mred").write_text("fail")
+    code, _, err = run(
+        capsys, "--model-name", "batchy", "predict",
+        "--input-dir", str(src), "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 1
+    [line] = [x for x in err.splitlines() if "failed: two" in x]
+    assert line.startswith("deepaas-cli: failed: two\\nlines\\x1b[31mred: ")
+    assert "cannot use" in line
+    assert "\x1b" not in err
