@@ -201,6 +201,9 @@ async def _error_response(
             and request.match_info.http_exception is exc  # no route at all
         ):
             text = _no_route(request)
+        elif isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            text = f"{exc.method} is not allowed on {request.path}; it takes {allowed}"
         if exc.status == 417:  # raised by aiohttp before any route runs
             text = (
                 f"{text}: the only expectation this server meets is "

@@ -92,6 +92,9 @@ async def test_a_wrong_method_is_a_json_405_with_allow(served) -> None:
     assert response.status == 405
     assert response.headers["Allow"] == "GET,HEAD"
     assert response.content_type == "application/json"
+    assert await response.json() == {
+        "message": "POST is not allowed on /ok/; it takes GET, HEAD"
+    }
 
 
 async def test_install_needs_a_runner_that_is_set_up() -> None:
