@@ -196,14 +196,18 @@ def _all_specs(
     """The plugins to serve, and the folder workers import given modules from.
 
     Installed models are served when no plugin (nor ``--model-repository``)
-    is given, or when ``--model-name`` names them beside the given ones. A
+    is given, or when ``--model-name`` names them beside the given ones (a
+    name there that is a given plugin's selects nothing more). A
     module given with ``--plugin`` imports from the current folder (as
     ``python -m`` would).
     """
     if not given and not settings.model_repository:
         return loading.discover(settings.model_name), ()
-    installed = loading.discover(settings.model_name) if settings.model_name else []
-    clash = {s.name for s in installed} & {s.name for s in given}
+    # --model-name may name a given plugin too: it is served either way.
+    given_names = {s.name for s in given}
+    wanted = [name for name in settings.model_name if name not in given_names]
+    installed = loading.discover(wanted) if wanted else []
+    clash = {s.name for s in installed} & given_names
     if clash:
         raise PluginUsageError(
             f"model name(s) {', '.join(sorted(clash))} both installed and given; "

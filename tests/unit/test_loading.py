@@ -444,3 +444,19 @@ def test_a_given_module_with_no_plugin_function_is_refused():
     broken = PluginLoadError("x")
     assert not PluginLoadError.combine([exc.value, broken]).usage
     assert PluginLoadError.combine([exc.value, exc.value]).usage
+
+
+def test_model_name_may_name_a_given_plugin():
+    """``deepaas-run --plugin formy=./f.py --model-name formy``: formy is
+    served (it was refused as "not installed"); other names still select
+    installed models beside it."""
+    from deepaas.cmd.run import _all_specs
+    from deepaas.config import Settings
+
+    given = [PluginSpec("formy", "/tmp/formy.py", "plugin")]
+    specs, _ = _all_specs(Settings(model_name=("formy",)), given)
+    assert [s.name for s in specs] == ["formy"]
+    specs, _ = _all_specs(Settings(model_name=("demo", "formy")), given)
+    assert [s.name for s in specs] == ["demo", "formy"]
+    with pytest.raises(PluginLoadError, match="nope not installed"):
+        _all_specs(Settings(model_name=("formy", "nope")), given)
