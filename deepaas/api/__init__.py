@@ -125,6 +125,7 @@ def create_app(
         views,
         enabled=settings.doc_endpoint,
         train_endpoint=settings.train_endpoint,
+        gpus=lambda: 0 if trainings is None else len(trainings.scheduler.gpus),
     )
     # Last: every route must say who may call it (raises if one does not).
     scopes = auth.protect(app, tokens, settings.metrics_public)

@@ -21,8 +21,14 @@ from tests.support import Client, MakeClient, plugin_spec, training_ended
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
 TRAINER = plugin_spec("trainer")
+TRAINER2 = plugin_spec("trainer2", "trainer")  # the same arguments, another model
 BASE = "/v2/models/trainer/train/"
 LOG = "document.querySelector('#log')"
+#: The Cancel button is in the page, not shown (and not clickable).
+HIDDEN_CANCEL = (
+    "(b => b.hidden && b.disabled && b.offsetParent === null)"
+    "(document.querySelector('button.cancel'))"
+)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -123,7 +129,7 @@ async def test_the_curve_of_20_reports_has_20_points_nan_a_gap_text_in_the_log(
     log = await page.evaluate(f"{LOG}.textContent")
     assert "deepaas: report phase='warmup'" in log  # text: in the log view
     assert "deepaas: report phase='main'" in log
-    assert await page.evaluate("document.querySelector('button.cancel').disabled")
+    assert await page.evaluate(HIDDEN_CANCEL)  # finished: no Cancel
     await page.screenshot(screenshot_dir / "dashboard-training.png")
     assert_local(page, client)
     await close(page)
@@ -187,12 +193,15 @@ async def test_cancel(client: Client, browser: Browser) -> None:
     uuid = await start(client, mode="sleep", seconds=60)
     page = await open_page(browser, client, f"#trainer/{uuid}")
     button = "document.querySelector('button.cancel')"
-    await page.wait_for(f"window.dashboard.status === 'running' && !{button}.disabled")
+    await page.wait_for(
+        f"window.dashboard.status === 'running' && !{button}.disabled && "
+        f"{button}.offsetParent !== null"
+    )
     await page.evaluate(f"{button}.click()")
     await page.wait_for("window.dashboard.status === 'cancelled'")
     record = await (await client.get(BASE + uuid)).json()
     assert record["status"] == "cancelled"
-    assert await page.evaluate(f"{button}.disabled")
+    await page.wait_for(HIDDEN_CANCEL)  # as the docs say: only while it runs
     assert_local(page, client)
     await close(page)
 
@@ -221,16 +230,21 @@ async def test_the_start_form_is_made_from_the_spec_and_starts_a_training(
     form = "document.querySelector('form.start[data-model=trainer]')"
     await page.wait_for(form)
     fields = await page.evaluate(
-        f"[...{form}.querySelectorAll('[name]')].map(n => [n.name, n.type, n.value])"
+        f"[...{form}.querySelectorAll('[name]')]"
+        ".map(n => [n.name, n.type, n.value, n.placeholder])"
     )
     assert fields == [
-        ["mode", "text", "sleep"],  # defaults, from the spec
-        ["seconds", "number", "0"],
-        ["steps", "number", "3"],
-        ["lines", "number", "3"],
-        ["deepaas_gpus", "number", ""],
-        ["data", "file", ""],  # a file argument: multipart when given
-    ]
+        ["mode", "text", "sleep", "default: sleep"],  # defaults, from the spec
+        ["seconds", "number", "0", "default: 0"],
+        ["steps", "number", "3", "default: 3"],
+        ["lines", "number", "3", "default: 3"],
+        ["data", "file", "", ""],  # a file argument: multipart when given
+    ]  # no deepaas_gpus: this server has no GPU
+    # the defaults are the fields' own: a reset brings them back
+    await page.evaluate(
+        f"(f => {{ f.querySelector('[name=steps]').value = '9'; f.reset(); }})({form})"
+    )
+    assert await page.evaluate(f"{form}.querySelector('[name=steps]').value") == "3"
     await page.evaluate(
         f"""(() => {{
             {form}.querySelector('[name=mode]').value = 'print';
@@ -243,6 +257,64 @@ async def test_the_start_form_is_made_from_the_spec_and_starts_a_training(
     record = await training_ended(client, BASE + uuid)
     assert record["args"]["mode"] == "print" and record["args"]["lines"] == 2
     await page.wait_for(f"{LOG}?.textContent.includes('line 1')")
+    assert_local(page, client)
+    await close(page)
+
+
+async def open_told_gpus(
+    make_client: MakeClient, state_dir: str, browser: Browser
+) -> tuple[Client, Page]:
+    """Two models with the same arguments, on a page told that the server
+    has 2 GPUs (it has none: a training asking for one is refused)."""
+    client = await make_client(
+        [TRAINER, TRAINER2], state_dir=state_dir, devices="cpu", max_trainings=2
+    )
+    scheduler = client.app[SERVER].trainings.scheduler
+    real = scheduler.gpus
+    scheduler.gpus = [object(), object()]  # models.json: "gpus": 2
+    try:
+        page = await open_page(browser, client)
+        await page.wait_for("document.querySelectorAll('form.start').length === 2")
+    finally:
+        scheduler.gpus = real
+    return client, page
+
+
+async def test_two_forms_have_ids_of_their_own_and_gpus_come_last(
+    make_client: MakeClient, state_dir: str, browser: Browser
+) -> None:
+    client, page = await open_told_gpus(make_client, state_dir, browser)
+    for model in ("trainer", "trainer2"):
+        form = f"document.querySelector('form.start[data-model={model}]')"
+        names = await page.evaluate(
+            f"[...{form}.querySelectorAll('[name]')].map(n => n.name)"
+        )
+        # the plugin's own fields, then the framework's
+        assert names == ["mode", "seconds", "steps", "lines", "data", "deepaas_gpus"]
+    ids = await page.evaluate("[...document.querySelectorAll('[id]')].map(e => e.id)")
+    assert len(ids) == len(set(ids)), ids
+    assert "arg/trainer2/deepaas_gpus" in ids
+    # every label of a form names an input of that form
+    labels = await page.evaluate(
+        "[...document.querySelectorAll('form.start label')].map(l => "
+        "[l.closest('form').dataset.model, l.control?.form?.dataset.model, "
+        "l.textContent, l.control?.name])"
+    )
+    assert len(labels) == 12
+    for model, owner, text, name in labels:
+        assert owner == model and text.rstrip(" *") == name, labels
+    # a click on the second form's label focuses the second form's input
+    focused = await page.evaluate(
+        """(() => {
+            const form = document.querySelector('form.start[data-model=trainer2]');
+            form.closest('details').open = true;
+            [...form.querySelectorAll('label')]
+                .find(l => l.textContent === 'steps').click();
+            const node = document.activeElement;
+            return [node.form.dataset.model, node.name];
+        })()"""
+    )
+    assert focused == ["trainer2", "steps"]
     assert_local(page, client)
     await close(page)
 
@@ -282,11 +354,10 @@ async def test_the_start_form_sends_a_file_as_multipart(
 
 
 async def test_the_start_form_shows_why_a_training_is_refused(
-    client: Client, browser: Browser
+    make_client: MakeClient, state_dir: str, browser: Browser
 ) -> None:
-    page = await open_page(browser, client)
+    client, page = await open_told_gpus(make_client, state_dir, browser)
     form = "document.querySelector('form.start[data-model=trainer]')"
-    await page.wait_for(form)
     await page.evaluate(
         f"""(() => {{
             {form}.querySelector('[name=deepaas_gpus]').value = '3';
@@ -299,6 +370,7 @@ async def test_the_start_form_shows_why_a_training_is_refused(
     )
     assert error.startswith("422: ") and "GPU" in error, error
     assert await page.evaluate("window.dashboard.view") == "list"
+    assert_local(page, client)
     await close(page)
 
 
@@ -309,12 +381,33 @@ async def test_with_a_token_typed_in_the_page(
     make_client: MakeClient, state_dir: str, browser: Browser
 ) -> None:
     client = await make_client(
-        [TRAINER], state_dir=state_dir, devices="cpu", auth_tokens="t-secret train"
+        [TRAINER, TRAINER2],
+        state_dir=state_dir,
+        devices="cpu",
+        auth_tokens="t-secret train",
     )
     page = await open_page(browser, client)
     problem = "document.querySelector('#problem')"
-    said = await page.wait_for(f"!{problem}.hidden && {problem}.textContent")
-    assert "token" in said, said
+    said = await page.wait_for(
+        f"window.dashboard.view === 'list' && !{problem}.hidden && "
+        f"{problem}.textContent"
+    )
+    # one line for the two models, said to a browser user (not curl advice)
+    assert said == "Type a token with the train scope in the Token field.", said
+    # a wrong token: said so, once
+    await page.evaluate(
+        """(() => {
+            document.querySelector('#token').value = 't-wrong';
+            document.querySelector('#token-form button[type=submit]').click();
+        })()"""
+    )
+    said = await page.wait_for(
+        f"{problem}.textContent.startsWith('This token') && {problem}.textContent"
+    )
+    assert said == (
+        "This token is not accepted. Type a token with the train scope in the "
+        "Token field."
+    ), said
     await page.evaluate(
         """(() => {
             document.querySelector('#token').value = 't-secret';
@@ -326,8 +419,9 @@ async def test_with_a_token_typed_in_the_page(
         "document.querySelector('section[data-model=trainer] tbody tr')"
     )
     assert await page.evaluate("sessionStorage.getItem('deepaas-token')") == "t-secret"
-    sent = [h for h in page.sent_headers() if "authorization" in h]
-    assert sent and all(h["authorization"] == "Bearer t-secret" for h in sent)
+    sent = [h["authorization"] for h in page.sent_headers() if "authorization" in h]
+    assert sent and sent[-1] == "Bearer t-secret"
+    assert set(sent) == {"Bearer t-wrong", "Bearer t-secret"}
     assert_local(page, client)
     await close(page)
 

@@ -144,19 +144,22 @@ def test_the_vendored_library_is_the_pinned_version():
 
 @ON_THE_LOOP
 async def test_the_page_is_told_which_models_can_be_trained(make_client: MakeClient):
-    client = await make_client()  # demo and demo_class: both train
+    # demo and demo_class: both train; on the CPU, no GPU to lease
+    client = await make_client(devices="cpu")
     answer = await (await client.get("/ui/trainings/models.json")).json()
     assert answer == {
         "train_endpoint": True,
+        "gpus": 0,  # the form shows no deepaas_gpus
         "models": [
             {"name": "demo", "train": True},
             {"name": "demo_class", "train": True},
         ],
     }
-    bare = await make_client([plugin_spec("bare")], train_endpoint=False)
+    bare = await make_client([plugin_spec("bare")], train_endpoint=False, devices="cpu")
     answer = await (await bare.get("/ui/trainings/models.json")).json()
     assert answer == {
         "train_endpoint": False,
+        "gpus": 0,
         "models": [{"name": "bare", "train": False}],
     }
 

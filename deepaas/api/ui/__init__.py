@@ -11,8 +11,9 @@ so it works under ``--base-path`` and behind a proxy that adds a prefix.
 
 One more document is the page's own, ``<base>/ui/trainings/models.json``:
 which models have a ``train()`` (every model has the training routes, which
-answer 501 without one) and whether training is on; it names the models,
-as the open API documents do.
+answer 501 without one), whether training is on, and how many GPUs the
+trainings can lease (``gpus``: the start form shows ``deepaas_gpus`` only
+when there are some); it names the models, as the open API documents do.
 
 Like the Swagger UI, the page, its assets and that document are open (the page must load
 before it can ask for a token) and are off with ``--nodoc-endpoint``; the
@@ -23,6 +24,7 @@ Bearer``), and the routes check it as for any client.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +106,11 @@ def setup(
     *,
     enabled: bool,
     train_endpoint: bool,
+    gpus: Callable[[], int] = lambda: 0,
 ) -> None:
     """Add the page and its assets when ``enabled`` (``--doc-endpoint``);
     ``views`` says which models can be trained (read per request: a
-    ``--reload`` may change it)."""
+    ``--reload`` may change it), ``gpus()`` how many GPUs trainings lease."""
     if not enabled:
         return
     page = PAGE_FILE.read_bytes()  # a few KB: read once
@@ -117,7 +120,11 @@ def setup(
             {"name": name, "train": wrapper.has_train}
             for name, wrapper in sorted(views.wrappers.items())
         ]
-        document = {"train_endpoint": train_endpoint, "models": listed}
+        document = {
+            "train_endpoint": train_endpoint,
+            "gpus": gpus(),
+            "models": listed,
+        }
         return web.json_response(document, headers={"Cache-Control": "no-cache"})
 
     async def trainings(request: web.Request) -> web.Response:

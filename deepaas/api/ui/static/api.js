@@ -60,10 +60,18 @@ export async function json(path, options = {}) {
   return body;
 }
 
+/** A status that a token (or another one) would answer differently. */
+export function isAuth(status) {
+  return status === 401 || status === 403;
+}
+
 function messageOf(response, body) {
-  if (response.status === 401 || response.status === 403) {
-    const said = body && (body.message || body.error);
-    return `${said || response.statusText}: type a token with the train scope above`;
+  if (isAuth(response.status)) {
+    // said to a browser user, not a curl one (the server's text says "send
+    // 'Authorization: Bearer <token>'"): one line, the same for every model
+    const why = !token() ? "" : response.status === 403
+      ? "This token may not train. " : "This token is not accepted. ";
+    return `${why}Type a token with the train scope in the Token field.`;
   }
   if (body && typeof body.message === "string") return body.message;
   if (body && typeof body.error === "string") return body.error;

@@ -36,7 +36,21 @@ function isFile(schema) {
   return typeOf(schema) === "array" && !!schema.items && isFile(schema.items);
 }
 
-/** The operation's arguments: [{name, schema, description, required}]. */
+/** A default, as the spec may give it: in the (resolved) schema, on the
+ * parameter itself (Swagger 2.0 style), or in an allOf branch. */
+function defaultOf(...nodes) {
+  for (const node of nodes) {
+    if (!node) continue;
+    if (node.default !== undefined) return node.default;
+    for (const branch of node.allOf || []) {
+      if (branch && branch.default !== undefined) return branch.default;
+    }
+  }
+  return undefined;
+}
+
+/** The operation's arguments: [{name, schema, description, required, default}],
+ * the plugin's own first, then the framework's (deepaas_gpus). */
 export function fieldsOf(doc, operation) {
   const fields = [];
   for (const param of operation.parameters || []) {
@@ -48,6 +62,7 @@ export function fieldsOf(doc, operation) {
       schema,
       description: p.description || schema.description || "",
       required: !!p.required,
+      default: defaultOf(schema, p.schema, p),
     });
   }
   const content = (operation.requestBody && operation.requestBody.content) || {};
@@ -63,39 +78,39 @@ export function fieldsOf(doc, operation) {
         schema,
         description: schema.description || "",
         required: required.has(name),
+        default: defaultOf(schema, raw),
       });
     }
     break;
   }
-  return fields;
+  const framework = (f) => f.name.startsWith("deepaas_");
+  return [...fields.filter((f) => !framework(f)), ...fields.filter(framework)];
 }
 
-function input(field) {
+/** A default as text: what the field is prefilled with, and its placeholder. */
+function shown(value) {
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+function input(field, id) {
   const { name, schema } = field;
   const type = typeOf(schema);
-  const common = { name, id: `arg-${name}`, required: field.required };
+  const given = field.default !== undefined && field.default !== null;
+  const common = { name, id, required: field.required };
   if (isFile(schema)) {
     return el("input", { ...common, type: "file", multiple: type === "array" });
   }
   const choices = schema.enum || (schema.items && schema.items.enum);
-  if (choices && type !== "array") {
+  const options = choices && type !== "array" ? choices.filter((c) => c !== null)
+    : type === "boolean" ? [true, false] : null;
+  if (options) {
+    // the default is selected, and stays so on a reset (its "selected" attribute)
     const select = el("select", common, field.required ? null : el("option", { value: "" }, ""));
-    for (const choice of choices) {
-      if (choice === null) continue;
-      select.append(el("option", { value: JSON.stringify(choice) }, String(choice)));
+    for (const choice of options) {
+      const selected = given && JSON.stringify(choice) === JSON.stringify(field.default);
+      const label = String(choice) + (selected ? " (default)" : "");
+      select.append(el("option", { value: JSON.stringify(choice), selected: selected ? "" : null }, label));
     }
-    if (schema.default !== undefined) select.value = JSON.stringify(schema.default);
-    return select;
-  }
-  if (type === "boolean") {
-    const select = el(
-      "select",
-      common,
-      el("option", { value: "" }, ""),
-      el("option", { value: "true" }, "true"),
-      el("option", { value: "false" }, "false"),
-    );
-    if (typeof schema.default === "boolean") select.value = String(schema.default);
     return select;
   }
   const attrs = { ...common, type: "text" };
@@ -106,10 +121,13 @@ function input(field) {
   } else if (type === "array" || type === "object") {
     attrs.placeholder = type === "array" ? '["a", "b"] or a, b' : '{"key": "value"}';
   }
-  const node = el("input", attrs);
-  if (schema.default !== undefined && schema.default !== null) {
-    node.value = typeof schema.default === "object" ? JSON.stringify(schema.default) : String(schema.default);
+  if (given) {
+    // prefilled (the "value" attribute: a reset keeps it); cleared, it says
+    // what the server then applies
+    attrs.value = shown(field.default);
+    attrs.placeholder = `default: ${shown(field.default)}`;
   }
+  const node = el("input", attrs);
   node.dataset.kind = type;
   return node;
 }
@@ -155,11 +173,20 @@ export function requestOf(form) {
   return { method: "POST", body };
 }
 
-/** The form that starts a training of ``model``; ``started(record)`` after. */
-export function startForm(doc, model, started) {
+/** An element id of ``model``'s field ``name``, unique on the page (each
+ * model has its form): both escaped, "/" between them. */
+export function fieldId(model, name) {
+  return `arg/${encodeURIComponent(model)}/${encodeURIComponent(name)}`;
+}
+
+/** The form that starts a training of ``model``; ``started(record)`` after.
+ * ``gpus``: how many GPUs the server's trainings can lease (0: no
+ * deepaas_gpus field; undefined: not said, shown). */
+export function startForm(doc, model, started, gpus) {
   const form = el("form", { class: "start", "data-model": model.name });
   for (const field of fieldsOf(doc, model.operation)) {
-    const node = input(field);
+    if (field.name === "deepaas_gpus" && gpus === 0) continue;
+    const node = input(field, fieldId(model.name, field.name));
     form.append(el("label", { for: node.id }, field.name + (field.required ? " *" : "")), node);
     if (field.description) form.append(el("div", { class: "help" }, field.description));
   }

@@ -1,4 +1,5 @@
-// One training: its record, live log, curves, and a cancel button.
+// One training: its record, live log, curves, and a cancel button (while
+// it is queued or running).
 // "#model/uuid" in the page's URL.
 
 import {
@@ -20,6 +21,7 @@ export function jobView(main, model, uuid) {
 
   const fields = el("dl", { class: "record" });
   const cancel = el("button", { type: "button", class: "cancel", disabled: true }, "Cancel");
+  const actions = el("p", { class: "actions" }, cancel); // only while queued or running
   const charts = el("div", { class: "charts" });
   const pre = el("pre", { id: "log", "data-bytes": "0" });
   const follow = el("input", { type: "checkbox", checked: true, id: "follow" });
@@ -55,7 +57,9 @@ export function jobView(main, model, uuid) {
       rows.push(["output", el("span", { class: "mono" }, JSON.stringify(r.result.output))]);
     }
     fields.replaceChildren(...rows.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
-    cancel.disabled = FINISHED.has(r.status);
+    const ended = FINISHED.has(r.status);
+    cancel.disabled = ended;
+    cancel.hidden = actions.hidden = ended;
   }
 
   cancel.addEventListener("click", async () => {
@@ -100,7 +104,7 @@ export function jobView(main, model, uuid) {
       el("p", {}, el("a", { href: "#" }, "← all trainings")),
       el("h2", { class: "mono" }, `${model} / ${uuid}`),
       fields,
-      el("p", {}, cancel),
+      actions,
       el("h3", {}, "Curves"),
       charts,
       el("h3", {}, "Log ", el("label", { class: "quiet" }, follow, " follow")),

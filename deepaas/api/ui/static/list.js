@@ -1,7 +1,9 @@
 // Every model that can be trained, with its trainings (newest first) and
 // a form to start one. Refreshed every few seconds.
 
-import { ApiError, argsText, duration, el, elapsed, json, problem, state, trainPath } from "./api.js";
+import {
+  ApiError, argsText, duration, el, elapsed, isAuth, json, problem, state, trainPath,
+} from "./api.js";
 import { startForm, trainable } from "./form.js";
 
 const POLL_MS = 2000;
@@ -32,7 +34,7 @@ export function listView(main) {
   }
 
   async function refresh() {
-    const failures = [];
+    const failures = new Set(); // a token's message once, not once a model
     await Promise.all(
       [...tables.entries()].map(async ([model, body]) => {
         try {
@@ -41,14 +43,15 @@ export function listView(main) {
           body.replaceChildren(...rows);
           if (!rows.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "quiet" }, "no training yet")));
         } catch (error) {
-          failures.push(`${model}: ${error.message}`);
+          const auth = error instanceof ApiError && isAuth(error.status);
+          failures.add(auth ? error.message : `${model}: ${error.message}`);
           if (error instanceof ApiError && error.status === 402) {
             body.replaceChildren(el("tr", {}, el("td", { colspan: 7 }, error.message)));
           }
         }
       }),
     );
-    problem(failures.length ? failures.join("; ") : "");
+    problem([...failures].join("; "));
   }
 
   async function tick() {
@@ -82,7 +85,12 @@ export function listView(main) {
         "section",
         { class: "model", "data-model": model.name },
         el("h2", {}, model.name),
-        el("details", { class: "start" }, el("summary", {}, "Start a training"), startForm(doc, model, started)),
+        el(
+          "details",
+          { class: "start" },
+          el("summary", {}, "Start a training"),
+          startForm(doc, model, started, served.gpus),
+        ),
         el("table", {}, el("thead", {}, el("tr", {}, HEADINGS.map((h) => el("th", {}, h)))), body),
       );
     });
