@@ -194,6 +194,11 @@ class Unwritten:
             finally:
                 del self._writing[uuid]
 
+    async def last(self, store: TrainingStore, uuid: str) -> int:
+        """The number of ``uuid``'s last report, written or not; 0 for none."""
+        unwritten = [r.seq for r in self.of(uuid)]
+        return max([await last_stored(store, uuid), *unwritten])
+
     async def read(
         self, store: TrainingStore, uuid: str, since: int
     ) -> tuple[list[Report], int, Report | None]:
@@ -270,6 +275,18 @@ async def load(
         return [_report(row) for row in cursor], stride, first
 
     return await store.call(lambda: rows(store.db))
+
+
+async def last_stored(store: TrainingStore, uuid: str) -> int:
+    """The number of ``uuid``'s last stored report; 0 for none."""
+
+    def query(db: sqlite3.Connection) -> int:
+        (last,) = db.execute(
+            "SELECT MAX(seq) FROM reports WHERE uuid = ?", (uuid,)
+        ).fetchone()
+        return int(last or 0)
+
+    return await store.call(lambda: query(store.db))
 
 
 def _report(row: Any) -> Report:

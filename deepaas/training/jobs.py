@@ -253,6 +253,10 @@ class JobManager:
         (:meth:`history.Unwritten.read`: the stored ones and ours unwritten)."""
         return await self.keeper.reports.read(self.store, uuid, since)
 
+    async def last_report(self, uuid: str) -> int:
+        """The number of training ``uuid``'s last report (0: none yet)."""
+        return await self.keeper.reports.last(self.store, uuid)
+
     def counts(self) -> list[tuple[str, str, int]]:
         """(model, status, count) of every record, for the metrics: from
         memory (the keeper's snapshot), never the database."""

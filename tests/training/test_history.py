@@ -198,7 +198,12 @@ async def test_a_training_of_20_steps_has_20_points(client: Client):
     rest = await metrics(client, uuid, since=15)
     assert [p[0] for p in rest["series"]["loss"]] == [16, 17, 18, 19, 20]
     assert rest["cursor"] == 20
-    assert (await metrics(client, uuid, since=20))["series"] == {}
+    at_end = await metrics(client, uuid, since=20)
+    assert at_end["series"] == {} and at_end["cursor"] == 20
+    # A cursor past the last report (made up, or another training's) comes
+    # back as the last report's number: the next poll sees what comes.
+    past = await metrics(client, uuid, since=10**9)
+    assert past["series"] == {} and past["cursor"] == 20
 
     # bounded: downsampled, the gap and the end kept
     small = await metrics(client, uuid, max_points=6)
@@ -258,6 +263,9 @@ async def test_unknown_training_and_bad_queries(client: Client):
     ):
         answer = await metrics(client, uuid, expect=422, **query)
         assert word in answer["message"], answer
+    twice = await client.get(BASE + uuid + "/metrics?since=1&since=5")
+    assert twice.status == 422
+    assert (await twice.json())["message"] == "since was given 2 times: give it once"
     other = "/v2/models/trainer/train/" + uuid + "/metrics"
     assert (await client.get(other)).status == 200
     await training_ended(client, BASE + uuid, timeout=20)

@@ -69,9 +69,12 @@ METRICS_ARGS = arg_specs(
 
 
 def _int(query: Any, name: str, default: int, low: int, high: int) -> int:
-    text = query.get(name)
-    if text is None:
+    given = query.getall(name, [])
+    if not given:
         return default
+    if len(given) > 1:
+        raise DeepaasError(422, f"{name} was given {len(given)} times: give it once")
+    text = given[0]
     try:
         value = int(text)
     except ValueError:
@@ -115,13 +118,21 @@ class MetricsRoute:
             "uuid": uuid,
             "status": record.status,
             **curves,
-            "cursor": reports[-1].seq if reports else since,
+            "cursor": reports[-1].seq if reports else await self._cursor(uuid, since),
             "reports": len(reports),
             "eta_seconds": None if record.finished else record.eta_seconds,
         }
         # NaN anywhere (a text value may be a list holding one) is null:
         # never a bare NaN token, which JSON parsers refuse
         return web.Response(body=dumps(answer), content_type="application/json")
+
+    async def _cursor(self, uuid: str, since: int) -> int:
+        """The cursor when nothing came after ``since``: ``since``, or the
+        last report's number when ``since`` is past it (a cursor from
+        another training, or made up), so the next poll sees what comes."""
+        if not since:
+            return 0
+        return min(since, await self.manager.last_report(uuid))
 
 
 def _curves(
