@@ -230,6 +230,7 @@ class Batch:
             resolve_policy(wrapper.has_predict_batch, wrapper.batching, None, None, 0),
             Limits(),
         )
+        tasks: list[asyncio.Task[None]] = []
         try:
             await runtime.start()
             await self._settled(runtime)
@@ -240,15 +241,19 @@ class Batch:
             # (or batch) queued; not all: each holds a copy of its input.
             ahead = self.plan.jobs * max(2, 2 * runtime.policy.max_batch_size)
             slots = asyncio.Semaphore(ahead)
-            tasks = []
             for path in self.plan.inputs:
                 await slots.acquire()
-                task = asyncio.ensure_future(self._one(runtime, path, view))
+                task = asyncio.create_task(self._one(runtime, path, view))
                 task.add_done_callback(lambda _: slots.release())
                 tasks.append(task)
             await asyncio.gather(*tasks)
         finally:
+            # Interrupted: the inputs in flight are not failures of the
+            # model, nor to be told as such ("shutting down"): cancelled.
+            for pending in tasks:
+                pending.cancel()
             await runtime.stop(STOP_GRACE_S)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _settled(self, runtime: ModelRuntime) -> None:
         """A worker is ready, or none could start (the pool says which)."""

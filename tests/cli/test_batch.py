@@ -437,7 +437,9 @@ def test_interrupted_it_stops_its_workers_and_leaves_no_partial_file(
     tmp_path, how, status, said, sigint
 ):
     gate = fifo(tmp_path)
-    src = inputs(tmp_path / "in", a="one", c="three")
+    # b waits at the gate, c waits for the worker, d for a slot (the command
+    # keeps two calls in flight a worker): all three are cancelled.
+    src = inputs(tmp_path / "in", a="one", c="three", d="four", e="five")
     (src / "b").write_text(f"gate:{gate}")  # b waits: the run is interrupted
     out = tmp_path / "out"
     scratch = tmp_path / "scratch"  # the command's temporary directory
@@ -471,6 +473,7 @@ def test_interrupted_it_stops_its_workers_and_leaves_no_partial_file(
     assert proc.returncode == status
     assert err.decode().rstrip().endswith(f"deepaas-cli: {said}")
     assert b"Traceback" not in seen + err
+    assert b"shutting down" not in seen + err  # b, c: cancelled, not failed
     # The command stopped its worker, and reaped it, before it exited.
     with pytest.raises(ProcessLookupError):
         os.kill(worker, 0)
