@@ -46,7 +46,7 @@ from deepaas.cmd.cli_output import (
 )
 from deepaas.cmd.cli_progress import make_progress
 from deepaas.cmd.cli_tools import TOOLS, run_tool
-from deepaas.config import VersionAction
+from deepaas.flags import VersionAction
 from deepaas.log import formatter
 from deepaas.model import loading
 from deepaas.model.v2.fields import ArgSpec

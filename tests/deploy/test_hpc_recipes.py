@@ -6,7 +6,7 @@ No Slurm, Apptainer, udocker or OSCAR here: syntax and consistency only
 definition's header and sections, the OSCAR FDL as YAML). Each
 ``deepaas-run`` and ``deepaas-cli`` invocation is cut out of the scripts
 and its options are looked up in the real argument parsers: deepaas-run's
-(:func:`deepaas.config.build_parser`), deepaas-cli's global options, and
+(:func:`deepaas.flags.build_parser`), deepaas-cli's global options, and
 the sub-command's, built for the example model the recipe runs by default
 (its own options, batch mode's, and the plugin's arguments). A flag renamed
 in the CLI fails here.
@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from deepaas.cmd import cli
-from deepaas.config import build_parser
+from deepaas.flags import build_parser
 from deepaas.model import loading
 from deepaas.scaffold.container import PluginPackage, _image_name
 

@@ -447,3 +447,25 @@ def test_an_empty_list_given_is_refused_not_taken_as_none(argv, flag):
     models instead of the one meant."""
     with pytest.raises(ConfigError, match=f"{flag} was given an empty value"):
         load_settings(argv, environ={})
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "where"),
+    [
+        ((), {"DEEPAAS_WORKERS": "0"}, "(DEEPAAS_WORKERS in the environment)"),
+        (("--workers", "0"), {}, "(--workers)"),
+        ((), {"OS_DEFAULT__WORKERS": "-3"}, "(OS_DEFAULT__WORKERS in the environment)"),
+    ],
+)
+def test_an_out_of_range_value_says_where_it_was_set(argv, env, where):
+    with pytest.raises(ConfigError) as exc:
+        load(*argv, env=env)
+    assert str(exc.value).startswith("workers must be at least 1, got ")
+    assert str(exc.value).endswith(where)
+
+
+def test_an_out_of_range_value_from_the_config_file_names_it(tmp_path):
+    path = write_ini(tmp_path, "[DEFAULT]\nmax_trainings = 0\n")
+    with pytest.raises(ConfigError) as exc:
+        load("--config-file", path)
+    assert str(exc.value).endswith(f"(max_trainings from config file {path})")
