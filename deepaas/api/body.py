@@ -70,9 +70,8 @@ __all__ = ["BodyReader", "Part", "Router"]
 
 T = TypeVar("T")
 
-#: A body of another type (text/plain, or none given) up to this size is
-#: looked at, to tell a client that sent JSON without saying so.
-UNTYPED_JSON_PEEK = 64 << 10
+#: Bodies of these types (text/plain, or none given) are looked at, to tell
+#: a client that sent JSON without saying so.
 _UNTYPED = frozenset({"text/plain", "application/octet-stream"})
 
 #: JSON and urlencoded bodies larger than this are parsed in the executor.
@@ -142,21 +141,24 @@ class BodyReader:
         return await self._reading(parse, in_memory=kind != "multipart")
 
     async def _refuse_untyped_json(self, content_type: str) -> None:
-        """A 400 for a small body that is a JSON object or array sent without
-        its type: as ``text/plain``, or with no ``Content-Type`` at all
+        """A 400 for a body that is a JSON object or array sent without its
+        type: as ``text/plain``, or with no ``Content-Type`` at all
         (aiohttp's ``application/octet-stream``; what ``requests.post(url,
         data=json.dumps(...))`` sends). Its arguments would be ignored, as
         DEEPaaS 2.x ignored any body it does not read, and the model would
-        run on its defaults without a word. Other bodies are left unread."""
+        run on its defaults without a word. Such a body is read within the
+        limits of a JSON body; bodies of other types are left unread."""
         length = self.request.content_length
-        if (
-            content_type not in _UNTYPED
-            or length is None
-            or not 0 < length <= UNTYPED_JSON_PEEK
-        ):
+        if content_type not in _UNTYPED or not length:
             return
         raw = await self._reading(self._read_all, in_memory=True)
-        if raw.lstrip()[:1] in (b"{", b"[") and is_json(raw):
+        if raw.lstrip()[:1] not in (b"{", b"["):
+            return
+        if len(raw) > OFFLOAD_PARSE_SIZE:
+            json_body = await self.offload(is_json, raw)
+        else:
+            json_body = is_json(raw)
+        if json_body:
             named = (
                 "with no Content-Type"
                 if hdrs.CONTENT_TYPE not in self.request.headers

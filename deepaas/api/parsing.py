@@ -358,7 +358,8 @@ def parse_urlencoded(raw: bytes, charset: str) -> MultiDict[str]:
         raise bad_request(
             "the body is JSON but was sent as a form "
             "(Content-Type: application/x-www-form-urlencoded, what curl -d "
-            "sends): send it with 'Content-Type: application/json'"
+            "and Python's urllib send by default): send it with "
+            "'Content-Type: application/json'"
         )
     try:
         text = raw.decode(charset)
