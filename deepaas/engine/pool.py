@@ -30,6 +30,9 @@ out:
   older generation still run the old files.
 - **Stop**: end-of-file to every worker, then SIGTERM and SIGKILL to their
   process groups if they do not exit within the grace period.
+
+What happens when a worker exits (respawn, backoff, a failed reload keeping
+the old worker) is :mod:`deepaas.engine.respawn`, the base class.
 """
 
 from __future__ import annotations
@@ -44,24 +47,15 @@ from typing import Any
 from deepaas.engine import process, protocol
 from deepaas.engine.devices import CPU, Device
 from deepaas.engine.dispatcher import Dispatcher
-from deepaas.engine.outcomes import fail
 from deepaas.engine.replacement import (
-    CRASHED,
     OUT_OF_MEMORY,
     RELOAD,
-    START_FAILED,
-    TIMED_OUT,
     recycle_reason,
     request_limit,
-    respawn_delay,
 )
+from deepaas.engine.respawn import RespawningPool
 from deepaas.engine.worker_handle import Worker, WorkerState
-from deepaas.exceptions import (
-    DeepaasError,
-    ModelUnavailable,
-    ShuttingDown,
-    WorkerDied,
-)
+from deepaas.exceptions import ShuttingDown
 from deepaas.log import with_detail, worker_record
 from deepaas.tasks import TaskSet
 from deepaas.tracing import untag
@@ -116,7 +110,7 @@ class PoolConfig:
     max_memory: int = 0  # recycle past this resident size, bytes; 0: never
 
 
-class WorkerPool:
+class WorkerPool(RespawningPool):
     """Starts, watches, recycles and stops the workers of one model."""
 
     def __init__(
@@ -188,15 +182,6 @@ class WorkerPool:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
-
-    def respawn_now(self) -> None:
-        """Start the workers waiting for their respawn backoff now, with a
-        fresh backoff (the model's files changed: they may start now)."""
-        for worker, timer in list(self._timers.items()):
-            timer.cancel()
-            del self._timers[worker]
-            self.failures_in_a_row[worker.index] = 0
-            self.tasks.spawn(self._spawn(worker), f"spawn {worker.label}")
 
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until at least one worker is ready; False on timeout."""
@@ -366,119 +351,3 @@ class WorkerPool:
             # End-of-file, not a close: it answers what it had already read
             # (calls taken back get empty answers), then exits 0.
             worker.child.channel.finish()
-
-    def _on_exit(self, worker: Worker) -> None:
-        child = worker.child
-        assert child is not None
-        worker.board.release()  # its descriptor, now that nobody shares it
-        how = child.describe_exit()
-        timed_out = worker.killed_for == TIMED_OUT
-        self.dispatcher.lost(
-            worker,
-            WorkerDied(
-                f"the worker process of model {self.model!r} {how} while handling "
-                "this request; it is being restarted"
-            ),
-            fail_running=not timed_out,
-        )
-        was = worker.state
-        worker.state = WorkerState.DEAD
-        self._notify()
-        if worker in self.retired:
-            self.retired.discard(worker)
-            if worker.retiring and was is WorkerState.RETIRING and child.returncode:
-                LOG.warning(
-                    "model %s: retired worker %s (pid %s) %s",
-                    self.model,
-                    worker.index,
-                    worker.pid,
-                    how,
-                )
-            return
-        if self.stopping or self.slots[worker.index] is not worker:
-            return
-        if was is WorkerState.STARTING and worker.start_error is None:
-            worker.start_error = (
-                f"the worker of model {self.model!r} {how} while starting"
-            )
-        if was is WorkerState.STARTING and self._keep_old(worker):
-            return
-        LOG.warning(
-            "model %s: worker %s (pid %s) %s", self.model, worker.index, child.pid, how
-        )
-        reason = (
-            TIMED_OUT
-            if timed_out
-            else START_FAILED
-            if was is WorkerState.STARTING
-            else CRASHED
-        )
-        if not self.ready_workers and self.start_error:
-            self.fail_queued(
-                ModelUnavailable(
-                    f"model {self.model!r} cannot start: {self.start_error}"
-                )
-            )
-        self.restarts[worker.index] += 1
-        self.failures_in_a_row[worker.index] += 1
-        self.events.restarted(self.model, worker.device.label, reason)
-        self._schedule_respawn(worker)
-
-    def _keep_old(self, failed: Worker) -> bool:
-        """A reload's replacement failed to start: the worker it was to
-        replace, still serving, keeps its slot (True); False when that one
-        cannot serve on (it died, was killed, or must be replaced anyway)."""
-        old = failed.replaces
-        if (
-            not failed.reload
-            or old is None
-            or old not in self.retired
-            or old.state is not WorkerState.RETIRING
-            or old.killed_for
-            or not self.dispatcher.takes_calls(old)
-        ):
-            return False
-        self.retired.discard(old)
-        old.retiring = None
-        old.state = WorkerState.READY
-        self.slots[old.index] = old
-        LOG.info(
-            "model %s: worker %s (pid %s) keeps serving: its replacement failed "
-            "to start",
-            self.model,
-            old.index,
-            old.pid,
-        )
-        return True
-
-    def fail_queued(self, error: DeepaasError) -> None:
-        for call in self.dispatcher.queue.drain():
-            fail(call, error)
-
-    def _schedule_respawn(self, worker: Worker) -> None:
-        if self.stopping:
-            return
-        index = worker.index
-        current = worker.generation == self.generation
-        if not current:
-            # It ran files that changed since (a reload came while it
-            # started): its failure says nothing of the new ones, which
-            # start at once, as after respawn_now().
-            self.failures_in_a_row[index] = 0
-        delay = respawn_delay(self.failures_in_a_row[index])
-        if delay:
-            LOG.info(
-                "model %s: restarting worker %s in %.2fs", self.model, index, delay
-            )
-        fresh = Worker(self.model, index, worker.device)
-        fresh.start_error = worker.start_error if current else None
-        fresh.replaces = worker.replaces
-        fresh.generation = self.generation
-        self.slots[index] = fresh
-        loop = asyncio.get_running_loop()
-
-        def respawn() -> None:
-            self._timers.pop(fresh, None)
-            self.tasks.spawn(self._spawn(fresh), f"spawn {fresh.label}")
-
-        self._timers[fresh] = loop.call_later(delay, respawn)

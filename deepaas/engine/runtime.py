@@ -23,14 +23,9 @@ from typing import Any
 
 from deepaas.engine.batching import INFER, BatchPolicy, Call, CallQueue
 from deepaas.engine.dispatcher import Dispatcher, DispatchEvents
-from deepaas.engine.pool import (
-    TIMED_OUT,
-    PoolConfig,
-    PoolEvents,
-    WorkerPool,
-    WorkerState,
-)
+from deepaas.engine.pool import PoolConfig, PoolEvents, WorkerPool, WorkerState
 from deepaas.engine.reload import EDITED, TRAINED, Reloader, ReloadStatus
+from deepaas.engine.replacement import TIMED_OUT
 from deepaas.exceptions import DeepaasError, ModelUnavailable, ShuttingDown
 from deepaas.model.v2.results import PredictResult
 

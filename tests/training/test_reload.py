@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from deepaas.config import Settings, load_settings
-from deepaas.engine import pool as pool_module
+from deepaas.engine import respawn as respawn_module
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.model.loading import PluginSpec
 from deepaas.server import SERVER, build_app
@@ -372,7 +372,7 @@ async def test_a_model_that_could_not_start_starts_once_trained(
     # Without weights warm() fails; after the first failure the next start
     # would wait an hour: only the reload can start it within the test.
     monkeypatch.setattr(
-        pool_module, "respawn_delay", lambda n: 0.0 if n <= 1 else 3600.0
+        respawn_module, "respawn_delay", lambda n: 0.0 if n <= 1 else 3600.0
     )
     Path(weights).write_text("bad: none trained yet")
     client, runtime = await _start(aiohttp_client, tmp_path, ready=False)
