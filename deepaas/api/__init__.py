@@ -3,7 +3,7 @@
 :func:`create_app` receives the models (for introspection), their runtimes,
 the training job manager and the server's life cycle, and adds routes; it
 starts nothing. The parts are built, started and stopped by the composition
-root, :mod:`deepaas.server`, which also puts the front door
+root, :mod:`deepaas.server`; :mod:`deepaas.serving` puts the front door
 (:mod:`deepaas.api.front`: JSON errors, request metrics) in front of the app.
 """
 

@@ -20,7 +20,7 @@ an error aiohttp raises before the middlewares run (a 417 for an
 ``Expect`` other than ``100-continue``).
 
 :func:`install` puts it in front of an application served by a runner;
-:mod:`deepaas.server` calls it, and so must anything else that serves the
+:mod:`deepaas.serving` calls it, and so must anything else that serves the
 app (the tests' ``TestServer`` does, see ``tests/conftest.py``).
 """
 

@@ -4,7 +4,9 @@ of trainings.
 A submitted training gets its job directory (its uploads go there) and its
 log file, is recorded ``queued`` and handed to the
 :class:`~deepaas.training.scheduler.JobScheduler`, which decides when it
-runs, on which GPUs, and finishes it. The manager answers for records
+runs, on which GPUs, and finishes it (``prepare``, ``submit`` and
+``discard`` come from :class:`~deepaas.training.submission.SubmissionMixin`,
+which the manager inherits). The manager answers for records
 (:meth:`JobManager.get`, :meth:`JobManager.records`, the counts for the
 metrics), cancels a training here or through the server that owns it, and
 opens and stops the whole at the server's start and stop.
@@ -28,21 +30,16 @@ import asyncio
 import contextlib
 import logging
 import os
-import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from deepaas.config import ConfigError
 from deepaas.engine.devices import Device
-from deepaas.exceptions import DeepaasError, ShuttingDown
 from deepaas.tasks import TaskSet
 from deepaas.training import history
 from deepaas.training import store as st
 from deepaas.training.job import (
     Job,
-    create_log,
     list_dir,
-    make_job_dir,
     remove_job_dirs,
     shown_args,
 )
@@ -57,6 +54,7 @@ from deepaas.training.keeper import (
 from deepaas.training.launch import outside_any_group
 from deepaas.training.ownership import HEARTBEAT_S, LEASE_S, ServerIdentity
 from deepaas.training.scheduler import JobScheduler, all_set
+from deepaas.training.submission import SubmissionMixin
 
 __all__ = ["DiskFull", "Job", "JobManager", "OwnerDidNotAct", "shown_args"]
 
@@ -65,7 +63,7 @@ LOG = logging.getLogger(__name__)
 STOP_GRACE_S = 5.0  # stop()'s default: SIGKILL after min(cancel_grace, this)
 
 
-class JobManager:
+class JobManager(SubmissionMixin):
     """Records, queues, cancels and answers for the trainings of an app."""
 
     def __init__(
@@ -265,110 +263,6 @@ class JobManager:
     def progress(self) -> list[tuple[str, str, str, float]]:
         """(model, uuid, key, value) of the numeric progress of running jobs."""
         return self.scheduler.progress()
-
-    # -- submit ---------------------------------------------------------------
-
-    def new_id(self) -> str:
-        return uuidlib.uuid4().hex
-
-    def resolve_gpus(self, gpus: int | None) -> int:
-        wanted = self.default_gpus if gpus is None else gpus
-        have = self.scheduler.gpus
-        if wanted > len(have):
-            names = ", ".join(d.label for d in have) or "none"
-            raise DeepaasError(
-                422,
-                f"this training asks for {wanted} GPU(s) but the server has "
-                f"{len(have)} ({names})",
-            )
-        return wanted
-
-    def _check_taking(self) -> None:
-        if self.scheduler.stopping or not self.opened:
-            raise ShuttingDown()
-
-    async def prepare(self, uuid: str) -> str:
-        """Create the job directory (its uploads go there); raises
-        :class:`DiskFull` (507) when the state directory has no room."""
-        self._check_taking()
-        job_dir = self.store.job_dir(uuid)
-        await self._io(make_job_dir, job_dir)
-        return job_dir
-
-    def discard(self, uuid: str) -> None:
-        """A training that was not submitted after all: remove its files."""
-        self._remove_job_dirs([uuid])
-
-    async def submit(
-        self,
-        model: str,
-        uuid: str,
-        kwargs: dict[str, Any],
-        gpus: int | None,
-        request_id: str | None = None,
-    ) -> st.Training:
-        """Record a training and queue it (it starts at once when it can);
-        ``request_id``: the X-Request-ID of the request that asked for it,
-        kept in the record."""
-        self._check_taking()
-        wanted = self.resolve_gpus(gpus)
-        record = st.Training(
-            uuid=uuid,
-            model=model,
-            args=shown_args(kwargs),
-            status=st.QUEUED,
-            date=st.now(),
-            log_path=self.store.log_path(uuid),
-            owner_pid=self.identity.pid,
-            owner=self.identity.id,
-            gpus=wanted,
-            request_id=request_id,
-        )
-        await self._io(create_log, record.log_path)
-        insert = asyncio.ensure_future(self.store.insert(record))
-        try:
-            await asyncio.shield(insert)
-        except asyncio.CancelledError:
-            # The request went away while the insert waited (a lock, a
-            # client that hung up): the record may exist now; close it.
-            # (Once stopped, our lease is given up: the next sweep does.)
-            with contextlib.suppress(RuntimeError):
-                self.tasks.spawn(self._abandon(insert, record), f"abandon {uuid}")
-            raise
-        except StoreErrors as exc:
-            answer = client_error(exc, str(self.store.state_dir))
-            if answer is None:
-                raise
-            raise answer from exc
-        self.keeper.created(record)
-        # (refused if the server began to stop during the insert)
-        self.scheduler.enqueue(self._job(record, kwargs))
-        return record
-
-    async def _abandon(self, insert: asyncio.Future[None], record: st.Training) -> None:
-        with contextlib.suppress(*StoreErrors):
-            await insert
-            self.keeper.created(record)
-            job = self._job(record, {})
-            message = "the request that submitted this training was cancelled"
-            self.scheduler.finish_unstarted(job, st.ERROR, message)
-
-    def _job(self, record: st.Training, kwargs: dict[str, Any]) -> Job:
-        model = record.model
-        return Job(
-            record, self.targets[model], kwargs, origin=self.origins.get(model, "")
-        )
-
-    async def _io(self, fn: Any, *args: Any) -> None:
-        """File work for a request, off the loop; a full disk is a 507."""
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(None, fn, *args)
-        except OSError as exc:
-            answer = client_error(exc, str(self.store.state_dir))
-            if answer is None:
-                raise
-            raise answer from exc
 
     # -- cancel ---------------------------------------------------------------
 
