@@ -206,6 +206,54 @@ async def test_cancel(client: Client, browser: Browser) -> None:
     await close(page)
 
 
+def cell(name: str) -> str:
+    """The value cell of row ``name`` of the record panel (JavaScript)."""
+    return (
+        "[...document.querySelectorAll('dl.record dt')]"
+        f".find(dt => dt.textContent === '{name}')?.nextElementSibling"
+    )
+
+
+async def test_a_selection_in_the_record_panel_survives_its_refreshes(
+    client: Client, browser: Browser
+) -> None:
+    """The panel is shown again every second: it was rebuilt, so a user
+    selecting a value to copy it lost the selection within a second."""
+    uuid = await start(client, mode="sleep", seconds=60)
+    page = await open_page(browser, client, f"#trainer/{uuid}")
+    args, duration = cell("arguments"), cell("duration")
+    await page.wait_for(
+        f"window.dashboard.status === 'running' && {duration}?.textContent"
+    )
+    selected = await page.evaluate(
+        f"""(() => {{
+            const range = document.createRange();
+            range.selectNodeContents({args});
+            getSelection().removeAllRanges();
+            getSelection().addRange(range);
+            return getSelection().toString();
+        }})()"""
+    )
+    assert "mode=sleep" in selected and "seconds=60" in selected
+    shown = await page.evaluate("window.dashboard.shown")
+    before = await page.evaluate(f"{duration}.textContent")
+    # two refreshes at least, one of which changed a cell (the duration)
+    await page.wait_for(
+        f"window.dashboard.shown >= {shown + 2} && "
+        f"{duration}.textContent !== {before!r}"
+    )
+    assert await page.evaluate("getSelection().toString()") == selected
+    assert await page.evaluate(
+        f"getSelection().rangeCount === 1 && "
+        f"getSelection().getRangeAt(0).intersectsNode({args}) && "
+        f"getSelection().anchorNode.isConnected"
+    )
+    await client.delete(BASE + uuid)
+    await page.wait_for(f"{cell('status')}?.textContent === 'cancelled'")
+    assert_local(page, client)
+    await close(page)
+
+
 async def test_an_unknown_training_is_a_clear_no_such_training(
     client: Client, browser: Browser
 ) -> None:

@@ -15,6 +15,7 @@ export const state = {
   logBytes: 0,
   draining: false,
   requests: 0,
+  shown: 0, // times a training's record was shown (its panel updated)
 };
 window.dashboard = state;
 
