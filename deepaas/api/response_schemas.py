@@ -339,6 +339,17 @@ def _schemas(swagger2: bool) -> dict[str, dict[str, Any]]:
                 "start_date": _nullable(
                     _string("When it started; null while queued"), swagger2
                 ),
+                "start_time": _nullable(
+                    {
+                        **_string(
+                            "start_date's instant in UTC, ISO 8601 "
+                            "(2024-01-01T11:00:00.124Z): for clients in another "
+                            "time zone; null while queued"
+                        ),
+                        "format": "date-time",
+                    },
+                    swagger2,
+                ),
                 "gpus": {"type": "integer", "description": "GPUs it holds"},
                 "devices": _array({"type": "string"}),
                 "progress": {

@@ -28,7 +28,7 @@ import dataclasses
 import json
 import math
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from deepaas.training.store import TrainingStore
@@ -95,6 +95,16 @@ class Report:
     t: float  # seconds since the training started
     step: float | None  # the counter (step, else epoch) as last reported
     values: dict[str, Any]
+
+
+class Read(NamedTuple):
+    """What one read of a training's reports gives (:func:`load`,
+    :meth:`Unwritten.read`)."""
+
+    reports: list[Report]  # after the cursor, oldest first
+    stride: int  # 1, or every stride-th report was read (a long run)
+    first: Report | None  # the training's first report (its axis)
+    last: int  # the number of its last report, after the cursor or not; 0: none
 
 
 @dataclasses.dataclass
@@ -194,23 +204,17 @@ class Unwritten:
             finally:
                 del self._writing[uuid]
 
-    async def last(self, store: TrainingStore, uuid: str) -> int:
-        """The number of ``uuid``'s last report, written or not; 0 for none."""
-        unwritten = [r.seq for r in self.of(uuid)]
-        return max([await last_stored(store, uuid), *unwritten])
-
-    async def read(
-        self, store: TrainingStore, uuid: str, since: int
-    ) -> tuple[list[Report], int, Report | None]:
-        """What ``uuid`` reported after ``since``: (reports, read stride, its
-        first report), the stored ones, then the unwritten ones that follow
-        them without a hole (:func:`merge`)."""
+    async def read(self, store: TrainingStore, uuid: str, since: int) -> Read:
+        """What ``uuid`` reported after ``since``: the stored reports, then
+        the unwritten ones that follow them without a hole (:func:`merge`);
+        ``last`` counts the unwritten ones too. One trip to the store."""
         before = self.of(uuid)  # (one written during the read is in here)
-        stored, stride, first = await load(store, uuid, since)
+        stored, stride, first, last = await load(store, uuid, since)
         unwritten = [*before, *self.of(uuid)]
         if first is None and unwritten:
             first = min(unwritten, key=lambda r: r.seq)
-        return merge(stored, unwritten, since), stride, first
+        last = max([last, *(r.seq for r in unwritten)])
+        return Read(merge(stored, unwritten, since), stride, first, last)
 
 
 # -- the store side (run on the store's thread through TrainingStore.call) ----
@@ -246,47 +250,38 @@ async def append(store: TrainingStore, uuid: str, reports: list[Report]) -> None
     await store.call(write)
 
 
-async def load(
-    store: TrainingStore, uuid: str, since: int
-) -> tuple[list[Report], int, Report | None]:
-    """Reports of ``uuid`` after ``since``: (reports, stride, first report).
+async def load(store: TrainingStore, uuid: str, since: int) -> Read:
+    """Reports of ``uuid`` after ``since``, its first report and its last
+    report's number, in one call on the store's thread.
 
     At most about :data:`READ_LIMIT` are read: past that every
     ``stride``-th one is (a very long run read from its start), so an
     answer costs a bounded time on the store's thread."""
 
-    def rows(db: sqlite3.Connection) -> tuple[list[Report], int, Report | None]:
+    def rows(db: sqlite3.Connection) -> Read:
         first_row = db.execute(
             "SELECT seq, t, step, data FROM reports WHERE uuid = ? "
             "ORDER BY seq LIMIT 1",
             (uuid,),
         ).fetchone()
-        first = None if first_row is None else _report(first_row)
+        if first_row is None:
+            return Read([], 1, None, 0)
+        (last,) = db.execute(
+            "SELECT MAX(seq) FROM reports WHERE uuid = ?", (uuid,)
+        ).fetchone()
         (count,) = db.execute(
             "SELECT COUNT(*) FROM reports WHERE uuid = ? AND seq > ?", (uuid, since)
         ).fetchone()
         stride = max(1, math.ceil(count / READ_LIMIT))
         cursor = db.execute(
             "SELECT seq, t, step, data FROM reports WHERE uuid = ? AND seq > ? "
-            "AND (seq % ? = 0 OR seq = (SELECT MAX(seq) FROM reports WHERE uuid = ?))"
-            " ORDER BY seq",
-            (uuid, since, stride, uuid),
+            "AND (seq % ? = 0 OR seq = ?) ORDER BY seq",
+            (uuid, since, stride, last),
         )
-        return [_report(row) for row in cursor], stride, first
+        reports = [_report(row) for row in cursor]
+        return Read(reports, stride, _report(first_row), int(last))
 
     return await store.call(lambda: rows(store.db))
-
-
-async def last_stored(store: TrainingStore, uuid: str) -> int:
-    """The number of ``uuid``'s last stored report; 0 for none."""
-
-    def query(db: sqlite3.Connection) -> int:
-        (last,) = db.execute(
-            "SELECT MAX(seq) FROM reports WHERE uuid = ?", (uuid,)
-        ).fetchone()
-        return int(last or 0)
-
-    return await store.call(lambda: query(store.db))
 
 
 def _report(row: Any) -> Report:

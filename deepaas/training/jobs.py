@@ -244,16 +244,11 @@ class JobManager(SubmissionMixin):
         stored = await self.store.records(model)
         return [self._local(r.uuid) or r for r in stored]
 
-    async def reports(
-        self, uuid: str, since: int
-    ) -> tuple[list[history.Report], int, history.Report | None]:
-        """What training ``uuid`` reported after ``since``
-        (:meth:`history.Unwritten.read`: the stored ones and ours unwritten)."""
+    async def reports(self, uuid: str, since: int) -> history.Read:
+        """What training ``uuid`` reported after ``since``, and its last
+        report's number (:meth:`history.Unwritten.read`: the stored ones and
+        ours unwritten, one trip to the store)."""
         return await self.keeper.reports.read(self.store, uuid, since)
-
-    async def last_report(self, uuid: str) -> int:
-        """The number of training ``uuid``'s last report (0: none yet)."""
-        return await self.keeper.reports.last(self.store, uuid)
 
     def counts(self) -> list[tuple[str, str, int]]:
         """(model, status, count) of every record, for the metrics: from

@@ -39,6 +39,23 @@ def _duration(start: str, finish: str) -> str:
     return text if "." in text else text + ".000000"
 
 
+def utc(date: str | None) -> str | None:
+    """A record date (this server's local time, no zone: the contract's
+    format) as the same instant in ISO 8601 UTC, "2024-01-01T11:00:00.124Z",
+    which any client parses to the right instant: a page in another time
+    zone read ``start_date`` as its own local time, hours off. Not stored: a
+    record's dates are written by a server in its own zone, which is the
+    zone the API process reads them in."""
+    if date is None:
+        return None
+    try:
+        local = datetime.datetime.strptime(date, DATE_FORMAT).astimezone()
+    except (ValueError, OverflowError, OSError):
+        return None
+    instant = local.astimezone(datetime.timezone.utc)
+    return instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def interrupted_message(status: str) -> str:
     """The message of a record whose owner stopped while it was ``status``."""
     return STOPPED_WHILE_RUNNING if status == RUNNING else STOPPED_WHILE_QUEUED
@@ -97,6 +114,7 @@ class Training:
         doc.update(
             model=self.model,
             start_date=self.start_date,
+            start_time=utc(self.start_date),
             gpus=self.gpus,
             devices=self.devices,
             progress=self.progress,

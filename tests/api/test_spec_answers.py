@@ -232,7 +232,8 @@ async def test_training_answers_match_their_schemas(client, swagger, openapi):
             "cancelled",
         ]
     # a queued record has no start date yet
-    queued = {**started, "status": "queued", "start_date": None}
+    assert started["start_time"].endswith("Z")  # the instant, in UTC
+    queued = {**started, "status": "queued", "start_date": None, "start_time": None}
     for spec in (swagger, openapi):
         schema = answer_schema(spec, one, "get", 200)
         assert errors_against(spec, schema, queued) == []

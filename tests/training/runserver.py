@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ RUNNER = b"deepaas.training.runner"
 
 class RunServer(DeepaasRun):
     """One ``deepaas-run`` (``prefix`` runs it through another command, such
-    as ``unshare``) serving the trainer plugin on a state directory."""
+    as ``unshare``; ``env`` is added to its environment) serving the
+    trainer plugin on a state directory."""
 
     ready_timeout = request_timeout = 60.0
 
@@ -33,6 +34,7 @@ class RunServer(DeepaasRun):
         *args: str,
         prefix: Sequence[str] = (),
         name: str = "server",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.state_dir = state_dir
         plugin_root = tmp_path / "plugin"
@@ -49,6 +51,7 @@ class RunServer(DeepaasRun):
             name=name,
             path=[plugin_root],
             prefix=prefix,
+            env=env,
         )
 
     def submit(self, **kwargs: Any) -> dict[str, Any]:

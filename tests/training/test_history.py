@@ -114,17 +114,22 @@ async def test_store_keeps_reports_and_reads_after_a_cursor(tmp_path, monkeypatc
             tracker.add(i / 10, values, values)
         await history.append(store, "a" * 32, tracker.take())
         await history.append(store, "b" * 32, [Report(1, 0.0, None, {"x": 1})])
-        reports, stride, first = await history.load(store, "a" * 32, 0)
+        reports, stride, first, last = await history.load(store, "a" * 32, 0)
         assert [r.seq for r in reports] == list(range(1, 101))
         assert stride == 1 and first is not None and first.step == 1
+        assert last == 100
         assert math.isnan(reports[4].values["loss"])
-        later, _, _ = await history.load(store, "a" * 32, 95)
-        assert [r.seq for r in later] == [96, 97, 98, 99, 100]
+        later = await history.load(store, "a" * 32, 95)
+        assert [r.seq for r in later.reports] == [96, 97, 98, 99, 100]
+        # past the end: nothing, but the last number and the first report
+        past = await history.load(store, "a" * 32, 500)
+        assert past.reports == [] and past.last == 100 and past.first == first
+        assert await history.load(store, "d" * 32, 0) == ([], 1, None, 0)
         # a very long run read from its start: strided, the last kept
         monkeypatch.setattr(history, "READ_LIMIT", 30)
-        strided, stride, _ = await history.load(store, "a" * 32, 0)
+        strided, stride, _, last = await history.load(store, "a" * 32, 0)
         assert stride == 4 and len(strided) == 25
-        assert strided[-1].seq == 100
+        assert strided[-1].seq == 100 and last == 100
     finally:
         await store.close()
 
@@ -144,12 +149,46 @@ async def test_unwritten_reports_are_kept_in_order_until_the_store_takes_them(
     assert [r.seq for r in book.of(uuid)] == [1, 2]  # kept, in order
     await store.open()
     try:
-        assert [r.seq for r in (await book.read(store, uuid, 0))[0]] == [1, 2]
+        unwritten = await book.read(store, uuid, 0)
+        assert [r.seq for r in unwritten.reports] == [1, 2]
+        assert unwritten.last == 2  # counted though not written
         await book.write(store)
         assert book.of(uuid) == []
-        reports, _, first = await book.read(store, uuid, 0)
+        reports, _, first, last = await book.read(store, uuid, 0)
         assert [r.values for r in reports] == [{"loss": 1.0}, {"loss": 0.5}]
-        assert first is not None and first.seq == 1
+        assert first is not None and first.seq == 1 and last == 2
+    finally:
+        await store.close()
+
+
+async def test_a_poll_past_the_end_is_one_trip_to_the_store(tmp_path, monkeypatch):
+    """The last report's number comes with the reports (it was a second
+    query, on the store's one thread, for every poll that found nothing)."""
+    store = TrainingStore(str(tmp_path))
+    await store.open()
+    try:
+        book = history.Unwritten()
+        tracker = Tracker()
+        uuid = "e" * 32
+        for i in range(1, 4):
+            tracker.add(i / 10, {"loss": 1 / i}, {})
+        book.add(uuid, tracker)
+        await book.write(store)  # 1..3 stored
+        tracker.add(0.4, {"loss": 0.25}, {})  # 4 not written yet
+        calls: list[Any] = []
+        real = store.call
+
+        async def counted(fn: Any) -> Any:
+            calls.append(fn)
+            return await real(fn)
+
+        monkeypatch.setattr(store, "call", counted)
+        read = await book.read(store, uuid, 10**9)
+        assert read.reports == [] and read.last == 4
+        assert len(calls) == 1
+        read = await book.read(store, uuid, 2)
+        assert [r.seq for r in read.reports] == [3, 4] and read.last == 4
+        assert len(calls) == 2
     finally:
         await store.close()
 
@@ -263,6 +302,15 @@ async def test_unknown_training_and_bad_queries(client: Client):
     ):
         answer = await metrics(client, uuid, expect=422, **query)
         assert word in answer["message"], answer
+    # the real bounds, also past 2**62 (it said "an integer >= 0")
+    huge = await metrics(client, uuid, expect=422, since=str(2**62 + 1))
+    assert huge["message"] == (
+        "since must be an integer from 0 to 4611686018427387904, "
+        "got '4611686018427387905'"
+    )
+    assert (await metrics(client, uuid, since=str(2**62)))["cursor"] == 0
+    few = await metrics(client, uuid, expect=422, max_points="1")
+    assert few["message"] == "max_points must be an integer from 2 to 10000, got '1'"
     twice = await client.get(BASE + uuid + "/metrics?since=1&since=5")
     assert twice.status == 422
     assert (await twice.json())["message"] == "since was given 2 times: give it once"

@@ -8,6 +8,10 @@ the page asked nothing of any other server.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +19,11 @@ import pytest
 import pytest_asyncio
 
 from deepaas.server import SERVER
+from deepaas.training.record import DATE_FORMAT
 from tests.browser import Browser, Page
+from tests.deepaas_run import closed_at_end
 from tests.support import Client, MakeClient, plugin_spec, training_ended
+from tests.training.runserver import TRAIN, RunServer
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -204,6 +211,122 @@ async def test_cancel(client: Client, browser: Browser) -> None:
     await page.wait_for(HIDDEN_CANCEL)  # as the docs say: only while it runs
     assert_local(page, client)
     await close(page)
+
+
+def cell(name: str) -> str:
+    """The value cell of row ``name`` of the record panel (JavaScript)."""
+    return (
+        "[...document.querySelectorAll('dl.record dt')]"
+        f".find(dt => dt.textContent === '{name}')?.nextElementSibling"
+    )
+
+
+async def test_a_selection_in_the_record_panel_survives_its_refreshes(
+    client: Client, browser: Browser
+) -> None:
+    """The panel is shown again every second: it was rebuilt, so a user
+    selecting a value to copy it lost the selection within a second."""
+    uuid = await start(client, mode="sleep", seconds=60)
+    page = await open_page(browser, client, f"#trainer/{uuid}")
+    args, duration = cell("arguments"), cell("duration")
+    await page.wait_for(
+        f"window.dashboard.status === 'running' && {duration}?.textContent"
+    )
+    selected = await page.evaluate(
+        f"""(() => {{
+            const range = document.createRange();
+            range.selectNodeContents({args});
+            getSelection().removeAllRanges();
+            getSelection().addRange(range);
+            return getSelection().toString();
+        }})()"""
+    )
+    assert "mode=sleep" in selected and "seconds=60" in selected
+    shown = await page.evaluate("window.dashboard.shown")
+    before = await page.evaluate(f"{duration}.textContent")
+    # two refreshes at least, one of which changed a cell (the duration)
+    await page.wait_for(
+        f"window.dashboard.shown >= {shown + 2} && "
+        f"{duration}.textContent !== {before!r}"
+    )
+    assert await page.evaluate("getSelection().toString()") == selected
+    assert await page.evaluate(
+        f"getSelection().rangeCount === 1 && "
+        f"getSelection().getRangeAt(0).intersectsNode({args}) && "
+        f"getSelection().anchorNode.isConnected"
+    )
+    await client.delete(BASE + uuid)
+    await page.wait_for(f"{cell('status')}?.textContent === 'cancelled'")
+    assert_local(page, client)
+    await close(page)
+
+
+#: 25 hours apart: a duration read from start_date as the browser's local
+#: time was a day off.
+SERVER_TZ, BROWSER_TZ = "Pacific/Pago_Pago", "Pacific/Kiritimati"  # -11, +14
+
+
+async def test_a_running_duration_is_right_in_another_time_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server and the browser, each a process with its own TZ: the
+    duration of a training that just started is seconds, in the list and
+    in its view (start_date is the server's local time without a zone)."""
+    loop = asyncio.get_running_loop()
+    with closed_at_end(RunServer) as run:
+        server = run(tmp_path, tmp_path / "state", env={"TZ": SERVER_TZ})
+        await loop.run_in_executor(None, server.wait_ready)
+        record = await loop.run_in_executor(
+            None, lambda: server.submit(mode="sleep", seconds=60)
+        )
+        # the server is where it should be: its local time is UTC-11
+        local = datetime.datetime.strptime(record["start_date"], DATE_FORMAT)
+        instant = datetime.datetime.fromisoformat(record["start_time"])
+        offset = local.replace(tzinfo=datetime.timezone.utc) - instant
+        assert abs(offset + datetime.timedelta(hours=11)) < datetime.timedelta(
+            seconds=1
+        ), record
+        async with contextlib.AsyncExitStack() as stack:
+            with monkeypatch.context() as patch:
+                patch.setenv("TZ", BROWSER_TZ)  # Chromium's, not this process's
+                browser = await stack.enter_async_context(
+                    Browser.start(str(tmp_path / "chromium"))
+                )
+            page = await browser.new_page()
+            await page.goto(f"{server.url}/ui/trainings#trainer/{record['uuid']}")
+            assert (
+                await page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
+                == BROWSER_TZ
+            )
+            # read as the browser's local time, start_date is a day off
+            naive = await page.evaluate(
+                f"(Date.now() - new Date({record['start_date'].replace(' ', 'T')!r}))"
+                " / 3600e3"
+            )
+            assert abs(naive - 25) < 0.1, naive
+            duration = cell("duration")
+            await page.wait_for(
+                f"window.dashboard.status === 'running' && {duration}?.textContent"
+            )
+            shown = await page.evaluate(f"{duration}.textContent")
+            assert seconds(shown) < 60, shown
+            await page.goto(f"{server.url}/ui/trainings")
+            row = f"document.querySelector('tr[data-uuid=\"{record['uuid']}\"]')"
+            await page.wait_for(f"{row}?.cells[3].textContent")
+            listed = await page.evaluate(f"{row}.cells[3].textContent")
+            assert seconds(listed) < 60, listed
+        await loop.run_in_executor(
+            None, lambda: server.request("DELETE", TRAIN + record["uuid"])
+        )
+
+
+def seconds(shown: str) -> float:
+    """The seconds of a duration as the page shows it ("3.2s", "1m 07s",
+    "25h 00m")."""
+    match = re.fullmatch(r"(?:(\d+)h ?)?(?:(\d+)m ?)?(?:(\d+(?:\.\d)?)s)?", shown)
+    assert match and shown, f"not a duration: {shown!r}"
+    hours, minutes, secs = (float(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + secs
 
 
 async def test_an_unknown_training_is_a_clear_no_such_training(

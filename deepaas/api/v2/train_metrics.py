@@ -33,12 +33,13 @@ from deepaas.training import history
 from deepaas.training.jobs import JobManager
 
 AXES = ("auto", "step", "time")
+MAX_SINCE = 2**62  # a cursor SQLite's INTEGER holds with room to spare
 
 METRICS_ARGS = arg_specs(
     {
         "since": fields.Int(
             load_default=0,
-            validate=validate.Range(min=0),
+            validate=validate.Range(min=0, max=MAX_SINCE),
             metadata={
                 "location": "query",
                 "description": "Only reports after this cursor (the last answer's)",
@@ -80,8 +81,11 @@ def _int(query: Any, name: str, default: int, low: int, high: int) -> int:
     except ValueError:
         value = low - 1
     if not low <= value <= high:
-        bounds = f"from {low} to {high}" if high < 2**53 else f">= {low}"
-        raise DeepaasError(422, f"{name} must be an integer {bounds}, got {text!r}")
+        # the real bounds, however big: "an integer >= 0" for a since over
+        # 2**62 told a client its valid value was wrong
+        raise DeepaasError(
+            422, f"{name} must be an integer from {low} to {high}, got {text!r}"
+        )
     return value
 
 
@@ -95,7 +99,7 @@ class MetricsRoute:
     async def get(self, request: web.Request) -> web.StreamResponse:
         uuid = request.match_info["uuid"]
         query = request.query
-        since = _int(query, "since", 0, 0, 2**62)
+        since = _int(query, "since", 0, 0, MAX_SINCE)
         limit = _int(
             query, "max_points", history.MAX_POINTS, 2, history.MAX_POINTS_LIMIT
         )
@@ -109,30 +113,37 @@ class MetricsRoute:
                 404,
                 f"no such training: model {self.model!r} has no training {uuid!r}",
             )
-        reports, stride, first = await self.manager.reports(uuid, since)
+        read = await self.manager.reports(uuid, since)
         loop = asyncio.get_running_loop()  # tens of ms for a long run: off the loop
         curves = await loop.run_in_executor(
-            None, _curves, reports, stride, history.x_axis(first, asked), limit
+            None,
+            _curves,
+            read.reports,
+            read.stride,
+            history.x_axis(read.first, asked),
+            limit,
         )
         answer = {
             "uuid": uuid,
             "status": record.status,
             **curves,
-            "cursor": reports[-1].seq if reports else await self._cursor(uuid, since),
-            "reports": len(reports),
+            "cursor": _cursor(read, since),
+            "reports": len(read.reports),
             "eta_seconds": None if record.finished else record.eta_seconds,
         }
         # NaN anywhere (a text value may be a list holding one) is null:
         # never a bare NaN token, which JSON parsers refuse
         return web.Response(body=dumps(answer), content_type="application/json")
 
-    async def _cursor(self, uuid: str, since: int) -> int:
-        """The cursor when nothing came after ``since``: ``since``, or the
-        last report's number when ``since`` is past it (a cursor from
-        another training, or made up), so the next poll sees what comes."""
-        if not since:
-            return 0
-        return min(since, await self.manager.last_report(uuid))
+
+def _cursor(read: history.Read, since: int) -> int:
+    """The answer's cursor: the last report given; when none came after
+    ``since``, ``since``, or the last report's number when ``since`` is past
+    it (a cursor from another training, or made up), so the next poll sees
+    what comes. ``read.last`` came with the reports: no second query."""
+    if read.reports:
+        return read.reports[-1].seq
+    return min(since, read.last)
 
 
 def _curves(

@@ -15,6 +15,7 @@ export const state = {
   logBytes: 0,
   draining: false,
   requests: 0,
+  shown: 0, // times a training's record was shown (its panel updated)
 };
 window.dashboard = state;
 
@@ -104,14 +105,11 @@ export function duration(seconds) {
   return `${s}s`;
 }
 
-/** A record's date ("2024-01-01 12:00:00.123456", the server's local time). */
-export function parseDate(text) {
-  if (!text) return null;
-  const date = new Date(text.replace(" ", "T").replace(/(\.\d{3})\d*$/, "$1"));
-  return isNaN(date) ? null : date;
-}
-
-/** How long a training ran (finished) or has been running (by this clock). */
+/** How long a training ran (finished: the server's duration) or has been
+ * running: this clock minus start_time, the start as an instant in UTC.
+ * Not start_date: that is the server's local time without a zone (the
+ * DEEPaaS v2 format), which a browser in another time zone reads as its
+ * own local time, hours off. */
 export function elapsed(record) {
   const result = record.result;
   if (result && typeof result.duration === "string") {
@@ -121,9 +119,9 @@ export function elapsed(record) {
     }
     return result.duration;
   }
-  const start = parseDate(record.start_date);
-  if (!start || FINISHED.has(record.status)) return "";
-  return duration((Date.now() - start.getTime()) / 1000);
+  const start = record.start_time ? Date.parse(record.start_time) : NaN;
+  if (isNaN(start) || FINISHED.has(record.status)) return "";
+  return duration((Date.now() - start) / 1000);
 }
 
 /** An element with attributes and children (text is never parsed as HTML). */

@@ -42,24 +42,48 @@ export function jobView(main, model, uuid) {
     state.status = r.status;
     state.eta = r.eta_seconds === undefined ? null : r.eta_seconds;
     main.dataset.status = r.status;
+    // [name, text, class of a span holding the text (null: plain text)]
     const rows = [
-      ["status", el("span", { class: `status status-${r.status}` }, r.status)],
-      ["model", r.model || model],
-      ["started", r.start_date || "(queued)"],
-      ["duration", elapsed(r)],
-      ["ETA", r.eta_seconds === null || r.eta_seconds === undefined ? "" : duration(r.eta_seconds)],
-      ["devices", (r.devices || []).join(", ")],
-      ["arguments", el("span", { class: "mono" }, argsText(r.args))],
-      ["latest values", el("span", { class: "mono" }, argsText(r.progress))],
+      ["status", r.status, `status status-${r.status}`],
+      ["model", r.model || model, null],
+      ["started", r.start_date || "(queued)", null],
+      ["duration", elapsed(r), null],
+      ["ETA", r.eta_seconds === null || r.eta_seconds === undefined ? "" : duration(r.eta_seconds), null],
+      ["devices", (r.devices || []).join(", "), null],
+      ["arguments", argsText(r.args), "mono"],
+      ["latest values", argsText(r.progress), "mono"],
     ];
-    if (r.message) rows.push(["message", r.message]);
+    if (r.message) rows.push(["message", r.message, null]);
     if (r.result && r.result.output !== null && r.result.output !== undefined) {
-      rows.push(["output", el("span", { class: "mono" }, JSON.stringify(r.result.output))]);
+      rows.push(["output", JSON.stringify(r.result.output), "mono"]);
     }
-    fields.replaceChildren(...rows.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
+    update(rows);
+    state.shown += 1;
     const ended = FINISHED.has(r.status);
     cancel.disabled = ended;
     cancel.hidden = actions.hidden = ended;
+  }
+
+  /** The panel shows ``rows``. Shown every second: only a cell whose text
+   * (or class) changed is touched, so a selection in another cell (a user
+   * copying the arguments) survives; rebuilt only when the rows' names
+   * change (a message or an output appears). */
+  function update(rows) {
+    const names = rows.map(([name]) => name).join("\n");
+    if (fields.dataset.names !== names) {
+      fields.replaceChildren(...rows.flatMap(([name, text, cls]) => [
+        el("dt", {}, name),
+        el("dd", {}, cls === null ? text : el("span", { class: cls }, text)),
+      ]));
+      fields.dataset.names = names;
+      return;
+    }
+    const cells = fields.querySelectorAll(":scope > dd");
+    rows.forEach(([, text, cls], i) => {
+      const node = cls === null ? cells[i] : cells[i].firstElementChild;
+      if (cls !== null && node.className !== cls) node.className = cls;
+      if (node.textContent !== text) node.textContent = text;
+    });
   }
 
   cancel.addEventListener("click", async () => {
