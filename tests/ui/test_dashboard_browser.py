@@ -111,6 +111,42 @@ async def test_it_lists_a_finished_and_a_running_training(
     await close(page)
 
 
+async def test_a_selection_in_the_list_survives_its_refreshes(
+    client: Client, browser: Browser
+) -> None:
+    """The list is refreshed every two seconds: it was rebuilt, so a user
+    selecting a training's uuid to copy it lost the selection."""
+    uuid = await start(client, mode="sleep", seconds=60)
+    page = await open_page(browser, client)
+    row = f"document.querySelector('tr[data-uuid=\"{uuid}\"]')"
+    await page.wait_for(f"{row}?.dataset.status === 'running'")
+    link, duration = f"{row}.cells[1]", f"{row}.cells[3]"
+    selected = await page.evaluate(
+        f"""(() => {{
+            const range = document.createRange();
+            range.selectNodeContents({link});
+            getSelection().removeAllRanges();
+            getSelection().addRange(range);
+            return getSelection().toString();
+        }})()"""
+    )
+    assert selected == uuid
+    listed = await page.evaluate("window.dashboard.listed")
+    before = await page.evaluate(f"{duration}.textContent")
+    # two refreshes at least, one of which changed a cell of that row
+    await page.wait_for(
+        f"window.dashboard.listed >= {listed + 2} && "
+        f"{duration}.textContent !== {before!r}"
+    )
+    assert await page.evaluate("getSelection().toString()") == selected
+    assert await page.evaluate("getSelection().anchorNode.isConnected")
+    await client.delete(BASE + uuid)
+    await page.wait_for(f"{row}?.dataset.status === 'cancelled'")
+    assert await page.evaluate(f"{row}.cells[0].textContent") == "cancelled"
+    assert_local(page, client)
+    await close(page)
+
+
 # -- one training -----------------------------------------------------------------
 
 

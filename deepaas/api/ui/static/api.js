@@ -16,6 +16,7 @@ export const state = {
   draining: false,
   requests: 0,
   shown: 0, // times a training's record was shown (its panel updated)
+  listed: 0, // times the list was refreshed
 };
 window.dashboard = state;
 

@@ -33,20 +33,40 @@ export function listView(main) {
     );
   }
 
+  /** ``body`` shows ``rows``. Refreshed every few seconds: rebuilt only
+   * when the trainings listed change (one started, or went); else only a
+   * cell whose content changed is replaced, so a selection in another cell
+   * (a user copying a uuid or the arguments) survives. */
+  function fill(body, rows) {
+    const uuids = rows.map((tr) => tr.dataset.uuid).join("\n");
+    if (body.dataset.uuids !== uuids || !rows.length) {
+      body.replaceChildren(...rows);
+      if (!rows.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "quiet" }, "no training yet")));
+      body.dataset.uuids = uuids;
+      return;
+    }
+    [...body.rows].forEach((tr, i) => {
+      const fresh = rows[i];
+      if (tr.dataset.status !== fresh.dataset.status) tr.dataset.status = fresh.dataset.status;
+      [...tr.cells].forEach((td, j) => {
+        const next = fresh.cells[j];
+        if (!td.isEqualNode(next)) td.replaceChildren(...next.childNodes);
+      });
+    });
+  }
+
   async function refresh() {
     const failures = new Set(); // a token's message once, not once a model
     await Promise.all(
       [...tables.entries()].map(async ([model, body]) => {
         try {
-          const records = await json(trainPath(model));
-          const rows = records.reverse().map((r) => row(model, r));
-          body.replaceChildren(...rows);
-          if (!rows.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "quiet" }, "no training yet")));
+          fill(body, (await json(trainPath(model))).reverse().map((r) => row(model, r)));
         } catch (error) {
           const auth = error instanceof ApiError && isAuth(error.status);
           failures.add(auth ? error.message : `${model}: ${error.message}`);
           if (error instanceof ApiError && error.status === 402) {
             body.replaceChildren(el("tr", {}, el("td", { colspan: 7 }, error.message)));
+            delete body.dataset.uuids; // rebuilt on the next answer
           }
         }
       }),
@@ -56,6 +76,7 @@ export function listView(main) {
 
   async function tick() {
     await refresh();
+    state.listed += 1;
     state.view = "list";
     if (!stopped) timer = setTimeout(tick, POLL_MS);
   }
