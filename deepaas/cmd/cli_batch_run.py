@@ -14,15 +14,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import mimetypes
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from typing import IO, Any, TypeVar
 
 from deepaas.cmd.cli_options import copy_upload
-from deepaas.cmd.cli_output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, CliError
+from deepaas.cmd.cli_output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    CliError,
+    replace_whole,
+    write_result,
+)
 from deepaas.cmd.cli_progress import BatchBar, BatchLines, batch_view
 from deepaas.engine import devices
 from deepaas.engine.batching import resolve_policy
@@ -112,23 +120,19 @@ def _copy(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
 
 def _write(result: PredictResult, target: str) -> None:
     """The result at ``target``, whole or not at all."""
-    folder, name = os.path.split(target)
-    partial = os.path.join(folder, f".{name}.partial")
-    try:
-        if result.body is not None:
-            with open(partial, "wb") as out:
-                out.write(result.body)
-        else:
-            assert result.path is not None
-            if result.delete:
-                shutil.move(result.path, partial)
-            else:
-                shutil.copyfile(result.path, partial)
-        os.replace(partial, target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
+
+    def make(partial: str) -> None:
+        if result.path is not None and result.delete:
+            try:  # the result's own file, moved when on the same filesystem
+                os.replace(result.path, partial)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+        with open(partial, "wb") as out:
+            write_result(result, out)
+
+    replace_whole(target, make)
 
 
 def _size(path: str) -> int:
