@@ -17,6 +17,7 @@ import dataclasses
 import errno
 import mimetypes
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import IO, Any, TypeVar
@@ -110,16 +111,20 @@ class _InputError(Exception):
     """The input cannot be read."""
 
 
-def _copy(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
-    """A temporary copy of the input, as ``deepaas-cli predict --KEY PATH``."""
+def _copy(
+    spec: ArgSpec, path: str, tmp_dir: str, stop: threading.Event
+) -> UploadedFile:
+    """A temporary copy of the input, as ``deepaas-cli predict --KEY PATH``;
+    given up, and removed, when ``stop`` is set (raises :class:`Stopped`)."""
     try:
-        return copy_upload(spec, path, tmp_dir)
+        return copy_upload(spec, path, tmp_dir, stop)
     except OSError as exc:
         raise _InputError(f"cannot read it: {exc.strerror or exc}") from None
 
 
-def _write(result: PredictResult, target: str) -> None:
-    """The result at ``target``, whole or not at all."""
+def _write(result: PredictResult, target: str, stop: threading.Event) -> None:
+    """The result at ``target``, whole or not at all; a copy gives up when
+    ``stop`` is set (raises :class:`Stopped`)."""
 
     def make(partial: str) -> None:
         if result.path is not None and result.delete:
@@ -130,7 +135,7 @@ def _write(result: PredictResult, target: str) -> None:
                 if exc.errno != errno.EXDEV:
                     raise
         with open(partial, "wb") as out:
-            write_result(result, out)
+            write_result(result, out, stop)
 
     replace_whole(target, make)
 
@@ -173,6 +178,9 @@ class Batch:
         self.stream = stream
         self.tally = Tally()
         self.view: BatchLines | BatchBar | None = None
+        # Set when the run ends (interrupted): the copies on threads, which
+        # asyncio.run waits for, stop at their next chunk.
+        self.stopping = threading.Event()
 
     def placement(self) -> tuple[devices.Device, ...]:
         """The devices ``deepaas-run --devices`` would use, here and now."""
@@ -252,6 +260,7 @@ class Batch:
                 tasks.append(task)
             await asyncio.gather(*tasks)
         finally:
+            self.stopping.set()
             # Interrupted: the inputs in flight are not failures of the
             # model, nor to be told as such ("shutting down"): cancelled.
             for pending in tasks:
@@ -276,8 +285,9 @@ class Batch:
         try:
             try:
                 upload = await _off_loop(
-                    _size(path), _copy, self.plan.spec, path, self.tmp_dir
-                )
+                    _size(path), _copy, self.plan.spec, path, self.tmp_dir,
+                    self.stopping,
+                )  # fmt: skip
             except _InputError as exc:
                 tally.unreadable += 1
                 view.say(f"{PROG}: failed: {name}: {exc}")
@@ -301,7 +311,7 @@ class Batch:
             )
             try:
                 size = _size(result.path) if result.path is not None else 0
-                await _off_loop(size, _write, result, target)
+                await _off_loop(size, _write, result, target, self.stopping)
             except OSError as exc:
                 tally.failed += 1
                 view.say(
