@@ -89,12 +89,19 @@ def _umask() -> int:
     return mask
 
 
+# An open file descriptor, named: whatever it is open on (a redirected
+# file too) is written in place, never replaced.
+_DESCRIPTORS = ("/dev/stdout", "/dev/stderr")
+_DESCRIPTOR_DIRS = ("/dev/fd/", "/proc/")
+
+
 def in_place(target: str) -> bool:
     """Whether ``target`` is written where it stands, not replaced: a device,
-    a FIFO, a socket, a directory (the write says why it cannot), or a path
-    under /dev or /proc (``/dev/stdout``: the open file, whatever it is; a
-    rename would take a redirected file's place, or fail)."""
-    if os.path.abspath(target).startswith(("/dev/", "/proc/")):
+    a FIFO, a socket, a directory (the write says why it cannot), or a
+    descriptor's name (``/dev/stdout``: a rename would take the place of the
+    file the shell opened, or fail)."""
+    path = os.path.abspath(target)
+    if path in _DESCRIPTORS or path.startswith(_DESCRIPTOR_DIRS):
         return True
     try:
         return not stat.S_ISREG(os.stat(target).st_mode)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -139,7 +141,7 @@ def test_a_fifo_is_written_where_it_stands(capsys, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["results.fifo"]
 
 
-@pytest.mark.parametrize("path", ["/dev/stdout", "/proc/self/fd/1"])
+@pytest.mark.parametrize("path", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"])
 def test_dev_stdout_writes_into_the_redirected_file_itself(tmp_path, path):
     """``> log``: the file the shell opened gets the result; a rename would
     have put another file in its place (the shell's would be unlinked)."""
@@ -164,3 +166,21 @@ def test_dev_stdout_on_a_pipe(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"hi"
+
+
+def test_a_file_in_dev_shm_is_replaced_too(capsys):
+    """Only a descriptor's name is written in place, not all of /dev."""
+    if not os.path.isdir("/dev/shm") or not os.access("/dev/shm", os.W_OK):
+        pytest.skip("no writable /dev/shm")
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        target = folder / "out.bin"
+        target.write_bytes(b"old")
+        before = target.stat().st_ino
+        code, _, err = predict_to(capsys, target)
+        assert code == 0, err
+        assert target.read_bytes() == "héllo".encode()
+        assert target.stat().st_ino != before  # a new file took its place
+        assert [p.name for p in folder.iterdir()] == ["out.bin"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
