@@ -115,7 +115,8 @@ def _copy(
     spec: ArgSpec, path: str, tmp_dir: str, stop: threading.Event
 ) -> UploadedFile:
     """A temporary copy of the input, as ``deepaas-cli predict --KEY PATH``;
-    given up, and removed, when ``stop`` is set (raises :class:`Stopped`)."""
+    given up, and removed, when ``stop`` is set (raises
+    :class:`~deepaas.cmd.cli_output.Stopped`)."""
     try:
         return copy_upload(spec, path, tmp_dir, stop)
     except OSError as exc:
@@ -124,7 +125,7 @@ def _copy(
 
 def _write(result: PredictResult, target: str, stop: threading.Event) -> None:
     """The result at ``target``, whole or not at all; a copy gives up when
-    ``stop`` is set (raises :class:`Stopped`)."""
+    ``stop`` is set (raises :class:`~deepaas.cmd.cli_output.Stopped`)."""
 
     def make(partial: str) -> None:
         if result.path is not None and result.delete:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from deepaas.cmd import cli
 from tests.cli.test_batch import DRIVER, ROOT, _nobody
 from tests.cli.test_cli import SCRIPT, run
 
@@ -184,3 +185,32 @@ def test_a_file_in_dev_shm_is_replaced_too(capsys):
         assert [p.name for p in folder.iterdir()] == ["out.bin"]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_batch_results_replace_old_ones_whole_with_the_umask_mode(capsys, tmp_path):
+    """Batch mode writes through the same replace: a big result (the
+    engine's 0600 temporary file, moved) gets the mode a new file gets."""
+    from tests.cli.test_batch import SPECS
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "big").write_text(f"bytes:{3 << 20}")  # in a file: moved
+    (src / "small").write_text("bytes:10")  # in memory: written
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "small.bin").write_bytes(b"an older result")
+    before = os.umask(0o022)
+    try:
+        code = cli.main(
+            ["--model-name", "batchy", "predict", "--input-dir", str(src),
+             "--output-dir", str(out)],
+            specs=SPECS,
+        )  # fmt: skip
+    finally:
+        os.umask(before)
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["big.bin", "small.bin"]
+    assert (out / "small.bin").read_bytes() == b"\x00" * 10
+    assert (out / "big.bin").stat().st_size == 3 << 20
+    for name in ("big.bin", "small.bin"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
