@@ -14,15 +14,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import mimetypes
 import os
-import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import IO, Any, TypeVar
 
 from deepaas.cmd.cli_options import copy_upload
-from deepaas.cmd.cli_output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, CliError
+from deepaas.cmd.cli_output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    CliError,
+    replace_whole,
+    write_result,
+)
 from deepaas.cmd.cli_progress import BatchBar, BatchLines, batch_view
 from deepaas.engine import devices
 from deepaas.engine.batching import resolve_policy
@@ -102,33 +111,34 @@ class _InputError(Exception):
     """The input cannot be read."""
 
 
-def _copy(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
-    """A temporary copy of the input, as ``deepaas-cli predict --KEY PATH``."""
+def _copy(
+    spec: ArgSpec, path: str, tmp_dir: str, stop: threading.Event
+) -> UploadedFile:
+    """A temporary copy of the input, as ``deepaas-cli predict --KEY PATH``;
+    given up, and removed, when ``stop`` is set (raises
+    :class:`~deepaas.cmd.cli_output.Stopped`)."""
     try:
-        return copy_upload(spec, path, tmp_dir)
+        return copy_upload(spec, path, tmp_dir, stop)
     except OSError as exc:
         raise _InputError(f"cannot read it: {exc.strerror or exc}") from None
 
 
-def _write(result: PredictResult, target: str) -> None:
-    """The result at ``target``, whole or not at all."""
-    folder, name = os.path.split(target)
-    partial = os.path.join(folder, f".{name}.partial")
-    try:
-        if result.body is not None:
-            with open(partial, "wb") as out:
-                out.write(result.body)
-        else:
-            assert result.path is not None
-            if result.delete:
-                shutil.move(result.path, partial)
-            else:
-                shutil.copyfile(result.path, partial)
-        os.replace(partial, target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
+def _write(result: PredictResult, target: str, stop: threading.Event) -> None:
+    """The result at ``target``, whole or not at all; a copy gives up when
+    ``stop`` is set (raises :class:`~deepaas.cmd.cli_output.Stopped`)."""
+
+    def make(partial: str) -> None:
+        if result.path is not None and result.delete:
+            try:  # the result's own file, moved when on the same filesystem
+                os.replace(result.path, partial)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+        with open(partial, "wb") as out:
+            write_result(result, out, stop)
+
+    replace_whole(target, make)
 
 
 def _size(path: str) -> int:
@@ -169,6 +179,9 @@ class Batch:
         self.stream = stream
         self.tally = Tally()
         self.view: BatchLines | BatchBar | None = None
+        # Set when the run ends (interrupted): the copies on threads, which
+        # asyncio.run waits for, stop at their next chunk.
+        self.stopping = threading.Event()
 
     def placement(self) -> tuple[devices.Device, ...]:
         """The devices ``deepaas-run --devices`` would use, here and now."""
@@ -248,6 +261,7 @@ class Batch:
                 tasks.append(task)
             await asyncio.gather(*tasks)
         finally:
+            self.stopping.set()
             # Interrupted: the inputs in flight are not failures of the
             # model, nor to be told as such ("shutting down"): cancelled.
             for pending in tasks:
@@ -272,8 +286,9 @@ class Batch:
         try:
             try:
                 upload = await _off_loop(
-                    _size(path), _copy, self.plan.spec, path, self.tmp_dir
-                )
+                    _size(path), _copy, self.plan.spec, path, self.tmp_dir,
+                    self.stopping,
+                )  # fmt: skip
             except _InputError as exc:
                 tally.unreadable += 1
                 view.say(f"{PROG}: failed: {name}: {exc}")
@@ -297,7 +312,7 @@ class Batch:
             )
             try:
                 size = _size(result.path) if result.path is not None else 0
-                await _off_loop(size, _write, result, target)
+                await _off_loop(size, _write, result, target, self.stopping)
             except OSError as exc:
                 tally.failed += 1
                 view.say(

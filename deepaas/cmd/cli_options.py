@@ -16,15 +16,15 @@ import contextlib
 import json
 import mimetypes
 import os
-import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import marshmallow
 from marshmallow import fields as ma_fields
 
-from deepaas.cmd.cli_output import EXIT_USAGE, CliError
+from deepaas.cmd.cli_output import EXIT_USAGE, CliError, copy_stream
 from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
 from deepaas.model.v2.wrapper import ModelWrapper, UploadedFile
 
@@ -172,19 +172,23 @@ def add_field(parser: argparse.ArgumentParser, spec: ArgSpec, dest: str) -> None
 # -- the values given -------------------------------------------------------
 
 
-def copy_upload(spec: ArgSpec, path: str, tmp_dir: str) -> UploadedFile:
+def copy_upload(
+    spec: ArgSpec, path: str, tmp_dir: str, stop: threading.Event | None = None
+) -> UploadedFile:
     """A temporary copy of ``path`` in ``tmp_dir``, as the file argument
     ``spec`` (the plugin may move or delete it), named and typed after it.
 
-    Raises OSError when ``path`` cannot be read or the copy written; no
-    partial copy is left.
+    Raises OSError when ``path`` cannot be read or the copy written, and
+    :class:`~deepaas.cmd.cli_output.Stopped` when ``stop`` is set before
+    the copy's next 1 MiB chunk (batch mode's interrupted run: a copy on a
+    thread cannot be interrupted otherwise); no partial copy is left.
     """
     suffix = os.path.splitext(path)[1]
     fd, copy = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-    except OSError:
+            copy_stream(src, out, stop)
+    except BaseException:  # Stopped, Ctrl-C in the main thread too
         with contextlib.suppress(OSError):
             os.unlink(copy)
         raise

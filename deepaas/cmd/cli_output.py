@@ -1,14 +1,25 @@
-"""What ``deepaas-cli`` writes: the result (on stdout, or streamed to a file
-with ``--deepaas_method_output``) and the errors that end a command with an
+"""What ``deepaas-cli`` writes: the result (on stdout, or into a file with
+``--deepaas_method_output``) and the errors that end a command with an
 exit status (0 done, 1 the model failed, 2 a usage error); training
-progress is :mod:`deepaas.cmd.cli_progress`'s."""
+progress is :mod:`deepaas.cmd.cli_progress`'s.
+
+A file is written whole or not at all (:func:`replace_whole`: a temporary
+file beside it, renamed over it), here and in batch mode; a device, a FIFO
+or ``/dev/stdout`` is written where it stands. Copies go by 1 MiB chunks and
+stop between two when their stop flag is set (:func:`copy_stream`): an
+interrupted batch run does not wait for a big file's copy.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import sys
-from collections.abc import Iterator
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from deepaas.model.v2.results import PredictResult
@@ -30,13 +41,111 @@ class CliError(Exception):
         self.code = code
 
 
+CHUNK = 1 << 20
+
+
+class Stopped(Exception):
+    """A copy given up between two chunks: its stop flag was set."""
+
+
+def copy_stream(
+    src: IO[bytes], out: IO[bytes], stop: threading.Event | None = None
+) -> int:
+    """``src`` into ``out`` by chunks; the bytes copied. Raises
+    :class:`Stopped` when ``stop`` is set before the next chunk."""
+    size = 0
+    while True:
+        if stop is not None and stop.is_set():
+            raise Stopped
+        chunk = src.read(CHUNK)
+        if not chunk:
+            return size
+        out.write(chunk)
+        size += len(chunk)
+
+
+def write_result(
+    result: PredictResult, out: IO[bytes], stop: threading.Event | None = None
+) -> int:
+    """The result's bytes into ``out``; how many (:func:`copy_stream`)."""
+    if result.body is not None:
+        out.write(result.body)
+        return len(result.body)
+    assert result.path is not None
+    with open(result.path, "rb") as src:
+        return copy_stream(src, out, stop)
+
+
+def _umask() -> int:
+    try:  # Linux: read without changing it (other threads may create files)
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# An open file descriptor, named: whatever it is open on (a redirected
+# file too) is written in place, never replaced.
+_DESCRIPTORS = ("/dev/stdout", "/dev/stderr")
+_DESCRIPTOR_DIRS = ("/dev/fd/", "/proc/")
+
+
+def in_place(target: str) -> bool:
+    """Whether ``target`` is written where it stands, not replaced: a device,
+    a FIFO, a socket, a directory (the write says why it cannot), or a
+    descriptor's name (``/dev/stdout``: a rename would take the place of the
+    file the shell opened, or fail)."""
+    path = os.path.abspath(target)
+    if path in _DESCRIPTORS or path.startswith(_DESCRIPTOR_DIRS):
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(target).st_mode)
+    except OSError:
+        return False  # new (or cannot be looked at: the write says why)
+
+
+def replace_whole(target: str, make: Callable[[str], None]) -> None:
+    """``target`` made whole or not at all: ``make(partial)`` writes the
+    content at ``partial`` (an empty hidden ``.NAME.*.partial`` file beside
+    the target), which then takes the target's place in one rename.
+
+    A target that exists keeps its permission bits (a new one gets the
+    umask's), a symlink its link (the file it points to is replaced). On any
+    failure, ``KeyboardInterrupt`` included, ``partial`` is removed and the
+    target is as it was.
+    """
+    real = os.path.realpath(target)
+    folder, name = os.path.split(real)
+    try:
+        mode = stat.S_IMODE(os.stat(real).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    fd, partial = tempfile.mkstemp(
+        prefix=f".{name[:200]}.", suffix=".partial", dir=folder
+    )
+    os.close(fd)
+    try:
+        make(partial)
+        os.chmod(partial, mode)
+        os.replace(partial, real)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
+
+
 def _chunks(result: PredictResult) -> Iterator[bytes]:
     if result.body is not None:
         yield result.body
         return
     assert result.path is not None
     with open(result.path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
+        while chunk := fh.read(CHUNK):
             yield chunk
 
 
@@ -48,16 +157,30 @@ def _is_text(content_type: str) -> bool:
     return _is_json(content_type) or content_type.startswith("text/")
 
 
+def _to_file(result: PredictResult, target: str) -> int:
+    """The result at ``target`` (:func:`replace_whole`, or in place); its size."""
+    if in_place(target):
+        with open(target, "wb") as out:
+            return write_result(result, out)
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        # as writing into it would: a read-only file is not replaced
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), target)
+    sizes: list[int] = []
+
+    def make(partial: str) -> None:
+        with open(partial, "wb") as out:
+            sizes.append(write_result(result, out))
+
+    replace_whole(target, make)
+    return sizes[0]
+
+
 def emit(result: PredictResult, target: str | None, stdout: IO[str]) -> None:
     if target is not None:
-        size = 0
         try:
-            with open(target, "wb") as out:
-                for chunk in _chunks(result):
-                    out.write(chunk)
-                    size += len(chunk)
+            size = _to_file(result, target)
         except OSError as exc:
-            raise CliError(f"cannot write {target!r}: {exc.strerror}") from None
+            raise CliError(f"cannot write {target!r}: {exc.strerror or exc}") from None
         print(
             f"{PROG}: wrote {size} bytes ({result.content_type}) to {target}",
             file=sys.stderr,
