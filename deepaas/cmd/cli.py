@@ -30,208 +30,36 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 from deepaas.cmd import cli_batch
-from deepaas.cmd.cli_options import add_field, collect_args, validate_args
+from deepaas.cmd.cli_options import collect_args, validate_args
 from deepaas.cmd.cli_output import (
-    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    OUTPUT_OPTION,
     PROG,
     CliError,
     emit,
     remove_result,
 )
+from deepaas.cmd.cli_parser import (
+    COMMANDS,
+    MODEL_OPTION,
+    choose,
+    command_parser,
+    late_model_names,
+    model_names,
+    split_command,
+    top_parser,
+)
 from deepaas.cmd.cli_progress import make_progress
 from deepaas.cmd.cli_tools import TOOLS, run_tool
-from deepaas.flags import VersionAction
 from deepaas.log import formatter
 from deepaas.model import loading
 from deepaas.model.v2.fields import ArgSpec
 from deepaas.model.v2.results import OutputError, PredictResult, ResultRenderer, dumps
 from deepaas.model.v2.wrapper import ModelWrapper
 from deepaas.training import context as training_context
-
-COMMANDS = {
-    "get_metadata": "Print the model's metadata document.",
-    "warm": "Call the model's warm() and report whether it has one.",
-    "predict": (
-        "Run one prediction and print the result; with --input-dir or "
-        "--inputs, one per file, into --output-dir (batch mode)."
-    ),
-    "train": "Run train() in this process and print its return value.",
-}
-NOWARM_OPTION = "--nowarm"
-ENV_MODEL = "DEEPAAS_V2_MODEL"
-
-# -- the top level: global options and the sub-command ---------------------
-
-
-def _top_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=(
-            "Run an installed deepaas model's methods from the command line, "
-            "in this process (no server). Global options come before the "
-            "sub-command (--model-name may also follow it); "
-            "'%(prog)s --model-name NAME predict --help' lists the model's own "
-            "arguments. 'new' and 'dockerize' write a plugin package and its "
-            "Dockerfile."
-        ),
-        allow_abbrev=False,
-    )
-    parser.add_argument(
-        "--model-name",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help=(
-            "The model to run (its entry-point name). Needed when several "
-            f"models are installed. Default: ${ENV_MODEL}, else the only "
-            "installed model."
-        ),
-    )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="Log at DEBUG level and print tracebacks of failures.",
-    )
-    parser.add_argument("--version", action=VersionAction)
-    sub = parser.add_subparsers(title="sub-commands", metavar="SUB-COMMAND")
-    for name, text in {**COMMANDS, **TOOLS}.items():
-        sub.add_parser(name, help=text, add_help=False)
-    return parser
-
-
-def _split(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
-    """``[global options] COMMAND [command options]`` -> the three parts."""
-    index = 0
-    while index < len(argv):
-        token = argv[index]
-        if token in COMMANDS or token in TOOLS:
-            return list(argv[:index]), token, list(argv[index + 1 :])
-        index += 2 if token == "--model-name" else 1
-    return list(argv), None, []
-
-
-MODEL_OPTION = "--model-name"
-GLOBAL_HINT = (
-    "global options go before the sub-command: "
-    f"{PROG} --debug --model-name NAME predict [options]"
-)
-
-
-def _late_model_names(rest: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``--model-name X`` given after the sub-command: (the names, the rest
-    without them)."""
-    names: list[str] = []
-    kept: list[str] = []
-    index = 0
-    while index < len(rest):
-        token = rest[index]
-        if token == "--":  # what follows is not options
-            kept.extend(rest[index:])
-            break
-        if token == MODEL_OPTION and index + 1 < len(rest):
-            names.append(rest[index + 1])
-            index += 2
-            continue
-        if token.startswith(MODEL_OPTION + "="):
-            names.append(token.split("=", 1)[1])
-        else:
-            kept.append(token)
-        index += 1
-    return names, kept
-
-
-def _names(given: Sequence[str], environ: Mapping[str, str]) -> list[str]:
-    raw = list(given) or [environ.get(ENV_MODEL, "")]
-    return [n.strip() for item in raw for n in item.split(",") if n.strip()]
-
-
-def _choose(
-    names: Sequence[str], available: Sequence[loading.PluginSpec] | None
-) -> loading.PluginSpec:
-    """The one model to run, or a usage error that lists the choices."""
-    if len(names) > 1:
-        raise CliError(
-            f"{PROG} runs one model at a time; --model-name got {', '.join(names)}",
-            EXIT_USAGE,
-        )
-    try:
-        if available is None:
-            specs = loading.discover(names)
-        else:
-            known = {spec.name: spec for spec in available}
-            missing = [n for n in names if n not in known]
-            if missing:
-                raise loading.PluginLoadError(
-                    f"model(s) {', '.join(missing)} not installed; installed: "
-                    f"{', '.join(sorted(known)) or 'none'}"
-                )
-            specs = [known[n] for n in names] if names else list(known.values())
-            if not specs:
-                raise loading.PluginLoadError(loading.NO_PLUGIN_HELP)
-    except loading.PluginLoadError as exc:
-        # "not installed" is a usage error; a plugin that fails to import is not
-        code = EXIT_USAGE if "not installed" in str(exc) else EXIT_FAILED
-        raise CliError(str(exc), code) from exc
-    if len(specs) > 1:
-        listed = ", ".join(spec.name for spec in specs)
-        raise CliError(
-            f"several models are installed ({listed}); choose one with "
-            f"--model-name NAME (or ${ENV_MODEL})",
-            EXIT_USAGE,
-        )
-    return specs[0]
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        if "unrecognized arguments" in message and any(
-            option in message.split() for option in ("--debug", "--version")
-        ):
-            message += f" ({GLOBAL_HINT})"
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _command_parser(
-    command: str, model: ModelWrapper
-) -> tuple[argparse.ArgumentParser, dict[str, ArgSpec]]:
-    parser = _Parser(
-        prog=f"{PROG} --model-name {model.name} {command}",
-        description=COMMANDS[command],
-        allow_abbrev=False,
-        conflict_handler="resolve",
-    )
-    parser.add_argument(
-        OUTPUT_OPTION,
-        metavar="PATH",
-        help=(
-            "Write the result to PATH instead of stdout: JSON, or the raw "
-            "bytes of a non-JSON answer."
-        ),
-    )
-    specs: dict[str, ArgSpec] = {}
-    if command in ("predict", "train"):
-        parser.add_argument(
-            NOWARM_OPTION,
-            action="store_true",
-            help="Do not call the model's warm() first.",
-        )
-        if command == "predict":
-            cli_batch.add_options(parser)
-        group = parser.add_argument_group(f"arguments of {model.name}.{command}()")
-        declared = model.predict_args if command == "predict" else model.train_args
-        for index, spec in enumerate(declared.values()):
-            dest = f"deepaas_arg_{index}"
-            specs[dest] = spec
-            add_field(group, spec, dest)  # type: ignore[arg-type]
-    return parser, specs
-
 
 # -- running ---------------------------------------------------------------
 
@@ -313,8 +141,8 @@ def _execute(
     available: Sequence[loading.PluginSpec] | None,
     stdout: IO[str],
 ) -> int:
-    head, command, rest = _split(argv)
-    top = _top_parser()
+    head, command, rest = split_command(argv)
+    top = top_parser()
     top_args = top.parse_args(head)
     _setup_logging(top_args.debug)
     if command is None:
@@ -328,19 +156,19 @@ def _execute(
         return run_tool(command, rest, stdout)
     late: list[str] = []
     if not top_args.model_name:  # "predict --model-name X" works too
-        late, rest = _late_model_names(rest)
+        late, rest = late_model_names(rest)
     # Batch mode runs the model in workers: this process imports it without
     # GPUs, as deepaas-run's does; the workers get the environment as it is.
     batch = command == "predict" and cli_batch.wanted(rest)
     hidden = cli_batch.gpus_hidden() if batch else contextlib.nullcontext(None)
     # Plugin code may print(): while it runs, stdout is kept for the result.
     with contextlib.redirect_stdout(sys.stderr), hidden as worker_env:
-        spec = _choose(_names(top_args.model_name or late, os.environ), available)
+        spec = choose(model_names(top_args.model_name or late, os.environ), available)
         try:
             model = loading.load(spec)
         except loading.PluginLoadError as exc:
             raise CliError(str(exc)) from exc
-        parser, specs = _command_parser(command, model)
+        parser, specs = command_parser(command, model)
     if batch:  # a required file argument is given by each input
         cli_batch.files_optional(parser, specs)
     if late and any(arg.key == MODEL_OPTION[2:] for arg in specs.values()):
@@ -391,7 +219,7 @@ def main(
     ``deepaas.v2.model`` entry points are used, as ``deepaas-run`` does.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in _split(argv)[0]
+    debug = "--debug" in split_command(argv)[0]
     stdout = sys.stdout
     terminated = _TermAsInterrupt()
     try:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deepaas.cmd import cli
+from deepaas.cmd import cli_parser
 from deepaas.flags import build_parser
 from deepaas.model import loading
 from deepaas.scaffold.container import PluginPackage, _image_name
@@ -233,16 +233,16 @@ def test_every_option_exists(source, words, model):
     if words[0] == "deepaas-run":
         problems = check_flags(build_parser(), words[1:])
     else:
-        head, command, rest = cli._split(words[1:])
-        problems = check_flags(cli._top_parser(), head)
+        head, command, rest = cli_parser.split_command(words[1:])
+        problems = check_flags(cli_parser.top_parser(), head)
         if command is None and "--version" not in head and "--help" not in head:
             problems.append("no sub-command")
-        elif command in cli.COMMANDS:
-            names, rest = cli._late_model_names(rest)
+        elif command in cli_parser.COMMANDS:
+            names, rest = cli_parser.late_model_names(rest)
             named = [w for w in head if not w.startswith("-")] + names
             name = named[0] if named and not named[0].startswith("$") else model
             (spec,) = loading.discover([name])
-            parser, _ = cli._command_parser(command, loading.load(spec))
+            parser, _ = cli_parser.command_parser(command, loading.load(spec))
             problems += check_flags(parser, rest)
     assert not problems, f"{source}: {shlex.join(words)}: {problems}"
 
