@@ -384,6 +384,21 @@ def benchmark(
             f"API process CPU per request (median; workers left out): "
             f"{baseline.label} {base_api:.1f} us, {candidate.label} {cand_api:.1f} us"
         )
+        # CPU per request times requests per second: the share of one core
+        # the API process used. Near 100% on both sides, the ratio is the
+        # ratio of their CPU per request (nothing else waits: not the
+        # workers, not wrk); well below, the API process waited.
+        busy = {
+            label: cpu_us * median / 1e6
+            for label, cpu_us, median in (
+                (baseline.label, base_api, base_median),
+                (candidate.label, cand_api, cand_median),
+            )
+        }
+        print(
+            "API process busy (share of one core): "
+            + ", ".join(f"{label} {share:.0%}" for label, share in busy.items())
+        )
     if args.self_test:
         print("self-test: both sides are the bare server; expect a ratio of ~1.0")
     print(f"target: >= {TARGET_RATIO:.2f}  ->  {verdict}")
