@@ -4,8 +4,11 @@ exit status (0 done, 1 the model failed, 2 a usage error); training
 progress is :mod:`deepaas.cmd.cli_progress`'s.
 
 A file is written whole or not at all (:func:`replace_whole`: a temporary
-file beside it, renamed over it), here and in batch mode; a device, a FIFO
-or ``/dev/stdout`` is written where it stands. Copies go by 1 MiB chunks and
+file beside it, renamed over it), here and in batch mode; the name of one of
+this process's open descriptors (``/dev/stdout``, ``/dev/fd/N``...) is
+written through that descriptor (:func:`own_descriptor`), so the shell's
+``>>``, pipe or terminal is kept; a device or a FIFO is written where it
+stands. Copies go by 1 MiB chunks and
 stop between two when their stop flag is set (:func:`copy_stream`): an
 interrupted batch run does not wait for a big file's copy.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -90,9 +94,38 @@ def _umask() -> int:
 
 
 # An open file descriptor, named: whatever it is open on (a redirected
-# file too) is written in place, never replaced.
+# file too) is written in place, never replaced; through the descriptor
+# itself when it is one of ours (:func:`own_descriptor`).
 _DESCRIPTORS = ("/dev/stdout", "/dev/stderr")
 _DESCRIPTOR_DIRS = ("/dev/fd/", "/proc/")
+# /dev/fd/N, /proc/self/fd/N, /proc/thread-self/fd/N, /proc/PID/fd/N
+_DESCRIPTOR_NAME = re.compile(r"/dev/fd/(\d+)|/proc/(self|thread-self|\d+)/fd/(\d+)")
+
+
+def own_descriptor(target: str) -> int | None:
+    """The descriptor of this process that ``target`` names, if it is open:
+    ``/dev/stdout`` 1, ``/dev/stderr`` 2, ``/dev/fd/N``, ``/proc/self/fd/N``
+    and ``/proc/PID/fd/N`` (this process's PID) N; else None (another
+    process's descriptor, any other path)."""
+    path = os.path.abspath(target)
+    fd: int | None = None
+    if path == "/dev/stdout":
+        fd = 1
+    elif path == "/dev/stderr":
+        fd = 2
+    elif match := _DESCRIPTOR_NAME.fullmatch(path):
+        number, pid, proc_number = match.groups()
+        if number is not None:
+            fd = int(number)
+        elif pid in ("self", "thread-self") or int(pid) == os.getpid():
+            fd = int(proc_number)
+    if fd is None:
+        return None
+    try:
+        os.fstat(fd)
+    except (OSError, OverflowError):
+        return None  # not open: the path is opened as any other
+    return fd
 
 
 def in_place(target: str) -> bool:
@@ -157,8 +190,29 @@ def _is_text(content_type: str) -> bool:
     return _is_json(content_type) or content_type.startswith("text/")
 
 
+def _to_descriptor(result: PredictResult, fd: int) -> int:
+    """The result written through descriptor ``fd`` itself (a dup of it,
+    closed after): opening its name again would truncate what the shell
+    opened with ``>>`` and lose an append mode; its size."""
+    for stream in (sys.stdout, sys.stderr):  # what was printed comes first
+        with contextlib.suppress(Exception):
+            stream.flush()
+    copy = os.dup(fd)
+    try:
+        with open(copy, "wb", closefd=False) as out:
+            size = write_result(result, out)
+            out.flush()  # a short write is retried until all is written
+    finally:
+        os.close(copy)
+    return size
+
+
 def _to_file(result: PredictResult, target: str) -> int:
-    """The result at ``target`` (:func:`replace_whole`, or in place); its size."""
+    """The result at ``target`` (through our descriptor it names,
+    :func:`replace_whole`, or in place); its size."""
+    fd = own_descriptor(target)
+    if fd is not None:
+        return _to_descriptor(result, fd)
     if in_place(target):
         with open(target, "wb") as out:
             return write_result(result, out)

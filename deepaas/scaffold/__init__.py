@@ -4,7 +4,8 @@
   package with a small working model, a test and a README, ready for
   ``pip install -e NAME && deepaas-run --model-name NAME``;
 - :mod:`deepaas.scaffold.container` (``deepaas-cli dockerize``): a
-  Dockerfile for the plugin package in a directory.
+  Dockerfile for the plugin package in a directory, which
+  :mod:`deepaas.scaffold.package` finds (its name, models and metadata).
 
 The files are written from templates kept as package data under
 ``file-templates/`` and filled in with :class:`string.Template` (``$name``): the

@@ -1,5 +1,7 @@
 """``deepaas-cli predict --deepaas_method_output PATH``: a file is replaced
-whole or not at all, a device or a FIFO is written where it stands.
+whole or not at all, a device or a FIFO is written where it stands, and
+the name of one of the command's open descriptors (``/dev/stdout``,
+``/dev/fd/1``...) through that descriptor (``>> log`` keeps its append).
 
 The failures are real ones: a write past ``RLIMIT_FSIZE`` (as a full disk,
 ``EFBIG`` in the middle of the result), a folder that does not exist, a
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from deepaas.cmd import cli
+from deepaas.cmd import cli, cli_output
 from tests.cli.test_batch import DRIVER, ROOT, _nobody
 from tests.cli.test_cli import SCRIPT, run
 
@@ -159,12 +161,98 @@ def test_dev_stdout_writes_into_the_redirected_file_itself(tmp_path, path):
     assert [p.name for p in tmp_path.iterdir()] == ["log"]
 
 
-def test_dev_stdout_on_a_pipe(tmp_path):
-    proc = subprocess.run(
+def _predict_into(path: str, **streams) -> subprocess.CompletedProcess[bytes]:
+    """A real ``deepaas-cli`` writing ``hi`` to ``path``, with ``streams``
+    (``stdout=``, ``stderr=``) as the shell would have opened them."""
+    streams.setdefault("stdout", subprocess.PIPE)
+    streams.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run(
         [str(SCRIPT), "--model-name", "demo_class", "predict", "--data", "hi",
-         *OCTETS, "--deepaas_method_output", "/dev/stdout"],
-        capture_output=True, timeout=60,
+         *OCTETS, "--deepaas_method_output", path],
+        timeout=60, **streams,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"])
+def test_dev_stdout_appends_to_a_file_opened_to_append(tmp_path, path):
+    """``>> log``: the result is written through the shell's descriptor, so
+    it lands after what the file held; opening the name again with "wb"
+    would have emptied it."""
+    log = tmp_path / "log"
+    log.write_bytes(b"old\n")
+    with open(log, "ab") as stdout:
+        proc = _predict_into(path, stdout=stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_bytes() == b"old\nhi"
+    assert [p.name for p in tmp_path.iterdir()] == ["log"]
+
+
+def test_proc_pid_fd_of_the_command_itself_appends(tmp_path):
+    """``/proc/PID/fd/1`` with the command's own PID (``exec`` keeps the
+    shell's) is its stdout."""
+    log = tmp_path / "log"
+    log.write_bytes(b"old\n")
+    command = " ".join(
+        [f"exec {SCRIPT} --model-name demo_class predict --data hi", *OCTETS,
+         "--deepaas_method_output /proc/$$/fd/1"]
+    )  # fmt: skip
+    with open(log, "ab") as stdout:
+        proc = subprocess.run(
+            ["sh", "-c", command], stdout=stdout, stderr=subprocess.PIPE, timeout=60
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_bytes() == b"old\nhi"
+
+
+def test_own_descriptor_names_only_our_open_descriptors(tmp_path):
+    mine, theirs = os.getpid(), os.getppid()
+    with open(tmp_path / "f", "wb") as fh:
+        fd = fh.fileno()
+        assert cli_output.own_descriptor("/dev/stdout") == 1
+        assert cli_output.own_descriptor("/dev/stderr") == 2
+        assert cli_output.own_descriptor(f"/dev/fd/{fd}") == fd
+        assert cli_output.own_descriptor(f"/proc/self/fd/{fd}") == fd
+        assert cli_output.own_descriptor(f"/proc/{mine}/fd/{fd}") == fd
+        assert cli_output.own_descriptor(f"/proc/{theirs}/fd/{fd}") is None
+    assert cli_output.own_descriptor(f"/dev/fd/{fd}") is None  # closed now
+    assert cli_output.own_descriptor("/dev/fd/99999999999999999999") is None
+    assert cli_output.own_descriptor("/dev/null") is None
+    assert cli_output.own_descriptor(str(tmp_path / "f")) is None
+
+
+def test_dev_stderr_appends_to_a_file_opened_to_append(tmp_path):
+    """``2>> log``: the result, then the line that says it was written."""
+    log = tmp_path / "log"
+    log.write_bytes(b"old\n")
+    with open(log, "ab") as stderr:
+        proc = _predict_into("/dev/stderr", stderr=stderr)
+    text = log.read_bytes()
+    assert proc.returncode == 0, text
+    assert proc.stdout == b""
+    assert text.startswith(b"old\nhi"), text
+    assert b"wrote 2 bytes (application/octet-stream) to /dev/stderr\n" in text
+
+
+def test_an_fd_that_is_not_open_is_a_path_like_any_other(tmp_path):
+    """``/dev/fd/N`` for an N not open here names nothing: one error, no
+    traceback."""
+    proc = _predict_into("/dev/fd/97")
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "cannot write '/dev/fd/97': No such file or directory" in err
+    assert "Traceback" not in err
+
+
+def test_dev_null_is_written_where_it_stands(tmp_path):
+    proc = _predict_into("/dev/null")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b""
+    assert b"wrote 2 bytes (application/octet-stream) to /dev/null" in proc.stderr
+
+
+@pytest.mark.parametrize("path", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"])
+def test_dev_stdout_on_a_pipe(tmp_path, path):
+    proc = _predict_into(path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"hi"
 

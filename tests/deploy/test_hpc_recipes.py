@@ -28,7 +28,8 @@ import yaml
 from deepaas.cmd import cli_parser
 from deepaas.flags import build_parser
 from deepaas.model import loading
-from deepaas.scaffold.container import PluginPackage, _image_name
+from deepaas.scaffold.container import image_name
+from deepaas.scaffold.package import PluginPackage
 
 ROOT = Path(__file__).resolve().parents[2]
 HPC = ROOT / "deploy" / "hpc"
@@ -98,7 +99,7 @@ def test_definition_builds_from_the_dockerize_image():
     assert header["Bootstrap"] in ("docker-daemon", "docker")
     # The image `deepaas-cli dockerize --gpu` names for a package my-model 1.0.0
     package = PluginPackage(Path("."), "my-model", ("my_model",), version="1.0.0")
-    assert header["From"] == _image_name(package, gpu=True)
+    assert header["From"] == image_name(package, gpu=True)
     assert {"environment", "runscript", "test", "help"} <= set(sections)
     # the image's state dir is a read-only path in a SIF
     assert "unset DEEPAAS_STATE_DIR" in sections["environment"]

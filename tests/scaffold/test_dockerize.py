@@ -16,6 +16,7 @@ import pytest
 import deepaas
 from deepaas.cmd import cli
 from deepaas.scaffold import container, plugin
+from deepaas.scaffold.package import LOOKED_FOR
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -236,7 +237,7 @@ def test_outside_a_plugin_package_says_what_it_looked_for(
     assert (code, out) == (2, "")
     assert err == (
         f"deepaas-cli: error: no plugin package in {tmp_path.resolve()}: looked for "
-        f"{container.LOOKED_FOR}; {found}. Run dockerize in the directory of "
+        f"{LOOKED_FOR}; {found}. Run dockerize in the directory of "
         "your plugin package (deepaas-cli new NAME writes one)\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
