@@ -104,12 +104,16 @@ _DESCRIPTOR_NAME = re.compile(r"/dev/fd/(\d+)|/proc/(self|thread-self|\d+)/fd/(\
 
 def own_descriptor(target: str) -> int | None:
     """The descriptor of this process that ``target`` names, if it is open:
-    ``/dev/stdout`` 1, ``/dev/stderr`` 2, ``/dev/fd/N``, ``/proc/self/fd/N``
+    ``/dev/stdin`` 0 (the write then fails: an input redirected from a file
+    is never replaced by the result), ``/dev/stdout`` 1, ``/dev/stderr`` 2,
+    ``/dev/fd/N``, ``/proc/self/fd/N``
     and ``/proc/PID/fd/N`` (this process's PID) N; else None (another
     process's descriptor, any other path)."""
     path = os.path.abspath(target)
     fd: int | None = None
-    if path == "/dev/stdout":
+    if path == "/dev/stdin":
+        fd = 0
+    elif path == "/dev/stdout":
         fd = 1
     elif path == "/dev/stderr":
         fd = 2

@@ -243,6 +243,22 @@ def test_an_fd_that_is_not_open_is_a_path_like_any_other(tmp_path):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("path", ["/dev/stdin", "/dev/fd/0"])
+def test_stdin_from_a_file_is_never_replaced_by_the_result(tmp_path, path):
+    """``< input --deepaas_method_output /dev/stdin``: the name resolves to
+    the input file, which a replace would have overwritten with the result;
+    written through the descriptor (open for reading) it is an error."""
+    source = tmp_path / "input.txt"
+    source.write_bytes(b"precious\n")
+    with open(source, "rb") as stdin:
+        proc = _predict_into(path, stdin=stdin)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert f"cannot write {path!r}" in err and "Traceback" not in err
+    assert source.read_bytes() == b"precious\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.txt"]
+
+
 def test_dev_null_is_written_where_it_stands(tmp_path):
     proc = _predict_into("/dev/null")
     assert proc.returncode == 0, proc.stderr
