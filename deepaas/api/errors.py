@@ -77,6 +77,12 @@ async def _redirect_to_route(request: web.Request) -> web.Response | None:
         candidates.append(merged)
     if not merged.endswith("/"):
         candidates.append(merged + "/")
+    oip_paths = request.app.get(OIP_PATHS)
+    if merged != raw_path and oip_paths is not None and oip_paths.fullmatch(merged):
+        # /v2/models//infer is no OIP path: not one with a segment fewer
+        # (/v2/models/infer, the metadata of a model named "infer"), nor a
+        # DEEPaaS route (error_response answers it).
+        return None
     for path in candidates:
         if path.startswith("/\\"):  # a browser reads that as //: another host
             continue
@@ -100,6 +106,19 @@ def _redirect(path: str, raw_query: str) -> web.Response:
 OIP_PATHS = web.AppKey("oip_paths", re.Pattern[str])
 
 
+#: Triton's extensions of the protocol that deepaas does not serve, by the
+#: path segment after ``/v2`` (docs/oip.md says why): a client calling one
+#: (tritonclient's ``get_system_shared_memory_status()``...) gets a 404
+#: ``{"error": ...}`` that says so.
+UNSERVED_EXTENSIONS = {
+    "repository": "the model repository extension",
+    "systemsharedmemory": "the system shared memory extension",
+    "cudasharedmemory": "the CUDA shared memory extension",
+    "trace": "the trace extension",
+    "logging": "the logging extension",
+}
+
+
 async def error_response(
     request: web.BaseRequest, exc: Exception
 ) -> web.StreamResponse | None:
@@ -119,6 +138,20 @@ async def error_response(
         return answer
     path = request.path
     if not oip_paths.fullmatch(path):
+        merged = _SLASHES.sub("/", path)
+        if (
+            answer is not None
+            and answer.status == 404
+            and merged != path
+            and oip_paths.fullmatch(merged)
+        ):
+            # /v2/models//infer: not redirected to /v2/models/infer (the
+            # metadata of a model named "infer"), nor any OIP path.
+            message = (
+                f"no route {request.method} {path}: an empty path segment "
+                "(//); Open Inference Protocol paths are not redirected"
+            )
+            return web.json_response({"error": message}, status=404)
         meant = path.rstrip("/")
         if (
             answer is not None
@@ -139,10 +172,31 @@ async def error_response(
         if isinstance(exc, web.HTTPException) and exc.status >= 400 and exc.text:
             exc.text = _as_oip_error(exc.text)
         return None
-    if answer.status >= 400:
-        assert isinstance(answer, web.Response) and answer.body is not None
+    if answer.status == 404 and request.match_info.http_exception is not None:
+        unserved = _unserved_extension(request, oip_paths)
+        if unserved is not None:
+            message = (
+                f"no route {request.method} {path}: this server does not "
+                f"implement {unserved} of the Open Inference Protocol"
+            )
+            return web.json_response({"error": message}, status=404)
+    return oip_shaped(answer)
+
+
+def oip_shaped(answer: web.StreamResponse) -> web.StreamResponse:
+    """``answer`` (an error of deepaas's, ``{"message": ...}``) as OIP has
+    it, ``{"error": ...}``; another answer as it is."""
+    if answer.status >= 400 and isinstance(answer, web.Response) and answer.body:
         answer.body = _as_oip_error(bytes(answer.body).decode()).encode()  # type: ignore[arg-type]
     return answer
+
+
+def _unserved_extension(request: web.Request, oip_paths: re.Pattern[str]) -> str | None:
+    """Which of :data:`UNSERVED_EXTENSIONS` ``request``'s path is under (the
+    ``extension`` group of :func:`deepaas.api.oip.oip_paths`)."""
+    match = oip_paths.fullmatch(request.path)
+    extension = match and match.groupdict().get("extension")
+    return UNSERVED_EXTENSIONS.get(extension) if extension else None
 
 
 def _no_route(request: web.Request) -> str:

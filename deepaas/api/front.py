@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from deepaas.api.cors import CORS, CorsPolicy
-from deepaas.api.errors import error_response
+from deepaas.api.errors import OIP_PATHS, error_response, oip_shaped
 from deepaas.api.metrics import CLIENT_CLOSED_REQUEST, Metrics
 from deepaas.log import ACCESS_LOGGER
 from deepaas.tracing import HEADER, REQUEST_ID, new_id, usable
@@ -50,7 +51,7 @@ class FrontDoor:
     every request counted in ``metrics``; with a CORS ``cors`` policy,
     preflights answered and CORS headers on every answer."""
 
-    __slots__ = ("cors", "handler", "metrics", "timed")
+    __slots__ = ("cors", "handler", "metrics", "oip_paths", "timed")
 
     def __init__(
         self,
@@ -58,10 +59,14 @@ class FrontDoor:
         metrics: Metrics,
         cors: CorsPolicy | None = None,
         timed: bool = False,
+        oip_paths: re.Pattern[str] | None = None,
     ) -> None:
         self.handler = handler
         self.metrics = metrics
         self.cors = cors
+        # A preflight is answered before routing (no app to ask): where its
+        # refusal is an OIP error.
+        self.oip_paths = oip_paths
         # The access log is on: it reads when the request began (aiohttp's
         # own clock is uvloop's, to the millisecond).
         self.timed = timed
@@ -85,6 +90,9 @@ class FrontDoor:
                     preflight = cors.preflight(request)
                 if preflight is not None:
                     response: web.StreamResponse = preflight
+                    oip = self.oip_paths
+                    if preflight.status >= 400 and oip and oip.fullmatch(request.path):
+                        response = oip_shaped(preflight)  # refused: {"error": ...}
                 else:
                     response = await self.handler(request)
             except Exception as exc:
@@ -130,9 +138,13 @@ def install(runner: web.AppRunner, metrics: Metrics) -> None:
     if server is None:
         raise RuntimeError("install the front door after runner.setup()")
     if not isinstance(server.request_handler, FrontDoor):
-        cors = runner.app.get(CORS) if isinstance(runner.app, web.Application) else None
+        app = runner.app if isinstance(runner.app, web.Application) else None
+        cors = app.get(CORS) if app is not None else None
+        oip_paths = app.get(OIP_PATHS) if app is not None else None
         timed = logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO)
-        server.request_handler = FrontDoor(server.request_handler, metrics, cors, timed)
+        server.request_handler = FrontDoor(
+            server.request_handler, metrics, cors, timed, oip_paths
+        )
 
 
 async def prepare(request: web.Request, response: web.StreamResponse) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 import deepaas
-from deepaas.api.errors import OIP_PATHS
+from deepaas.api.errors import OIP_PATHS, UNSERVED_EXTENSIONS
 from deepaas.api.limits import BodyLimits, expect_within
 from deepaas.api.metrics import label
 from deepaas.api.oip_infer import infer_response
@@ -91,14 +91,16 @@ class OipView:
 
 def oip_paths(bp: str) -> re.Pattern[str]:
     """Every path an OIP route answers, and those of OIP extensions not
-    served (``/config``, ``/stats``, ``/v2/repository/...``): an error there
-    is ``{"error": ...}``, which OIP clients read (a DEEPaaS path ends with
-    ``/``, or is redirected to one)."""
+    served (``/config``, ``/stats``, Triton's ``/v2/repository/...``,
+    ``/v2/systemsharedmemory/...``...: :data:`UNSERVED_EXTENSIONS`): an
+    error there is ``{"error": ...}``, which OIP clients read (a DEEPaaS path
+    ends with ``/``, or is redirected to one)."""
+    extensions = "|".join(UNSERVED_EXTENSIONS)
     return re.compile(
         re.escape(bp)
         + r"/v2(?:/health/(?:live|ready)"
         + r"|/models/[^/]+(?:/versions/[^/]+)?(?:/[A-Za-z_]+)?"
-        + r"|/repository(?:/[^/]+)*)?"
+        + rf"|/(?P<extension>{extensions})(?:/[^/]+)*)?"
     )
 
 

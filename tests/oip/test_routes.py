@@ -411,6 +411,74 @@ async def test_extensions_not_served_are_oip_404s(client: Client, path: str) -> 
     assert set(await response.json()) == {"error"}
 
 
+@pytest.mark.parametrize(
+    "method",
+    [
+        "get_system_shared_memory_status",
+        "get_cuda_shared_memory_status",
+        "get_trace_settings",
+        "get_log_settings",
+    ],
+)
+async def test_triton_extensions_not_served_say_so_to_tritonclient(
+    client: Client, method: str
+) -> None:
+    """tritonclient reads ``{"error": ...}``: a ``{"message": ...}`` 404 made
+    it fail on decoding ("an exception occurred in the client while decoding
+    the response: 'error'") instead of showing why."""
+    with pytest.raises(InferenceServerException) as raised:
+        await call(client, lambda oip: getattr(oip, method)())
+    assert raised.value.status() == "404"
+    assert "this server does not implement the" in raised.value.message()
+    assert "extension of the Open Inference Protocol" in raised.value.message()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v2/models//infer"),
+        ("GET", "/v2//models/demo"),
+        ("GET", "/v2/models/demo//ready"),
+    ],
+)
+async def test_an_empty_path_segment_on_an_oip_path_is_no_redirect(
+    client: Client, method: str, path: str
+) -> None:
+    """Merging the slashes of /v2/models//infer named another resource (the
+    metadata of a model called "infer", a 308 there): an OIP 404 instead."""
+    response = await client.request(method, path, json={}, allow_redirects=False)
+    assert response.status == 404
+    error = (await response.json())["error"]
+    assert f"no route {method} {path}: an empty path segment" in error
+
+
+async def test_a_deepaas_path_with_doubled_slashes_is_still_redirected(
+    client: Client,
+) -> None:
+    """As DEEPaaS 2.x answered (aiohttp's normalize_path_middleware)."""
+    response = await client.get("/v2//models/", allow_redirects=False)
+    assert response.status == 308
+    assert response.headers["Location"] == "/v2/models/"
+
+
+async def test_a_refused_preflight_on_an_oip_path_is_an_oip_error(
+    make_client: MakeClient,
+) -> None:
+    """The front door answers a preflight before any route: its refusal was
+    ``{"message": ...}`` on OIP paths too."""
+    cors = await make_client([DEMO], cors_origin=("https://app.example",))
+    headers = {
+        "Origin": "https://elsewhere.example",
+        "Access-Control-Request-Method": "POST",
+    }
+    oip = await cors.options("/v2/models/demo/infer", headers=headers)
+    assert oip.status == 403
+    assert "may not call this API" in (await oip.json())["error"]
+    deepaas = await cors.options("/v2/models/demo/predict/", headers=headers)
+    assert deepaas.status == 403
+    assert set(await deepaas.json()) == {"message"}
+
+
 async def test_a_body_declared_over_the_limit_is_an_oip_413(client: Client) -> None:
     """Refused before it is read (the connection is closed after), as
     ``{"error": ...}``."""
