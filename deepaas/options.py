@@ -286,7 +286,7 @@ OPTIONS: tuple[Option, ...] = (
         "client_timeout",
         60.0,
         "Seconds a client may take to send a request's headers, or between two "
-        "pieces of its body; a slower connection is closed.",
+        "pieces of its body; a slower client gets 408 and its connection is closed.",
         kind="float",
     ),
     Option(

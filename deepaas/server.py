@@ -28,6 +28,7 @@ from aiohttp import web
 
 from deepaas.api import create_app
 from deepaas.api.connections import HeaderTimeout
+from deepaas.api.errors import OIP_PATHS
 from deepaas.api.metrics import Metrics
 from deepaas.api.tokens import TokenTable, load_tokens
 from deepaas.api.views import VIEWS
@@ -193,6 +194,9 @@ class Server(ServingMixin):
             tokens=self.tokens,
         )
         self.app[SERVER] = self
+        # A request refused before routing is answered by the guard: as OIP
+        # has it on an OIP path.
+        self.header_timeout.oip_paths = self.app.get(OIP_PATHS)
         # --reload: a changed plugin file reloads its model (deepaas/devloop.py)
         self.watcher = (
             PluginWatcher(plugins, self.app[VIEWS], self.runtimes, debug=settings.debug)

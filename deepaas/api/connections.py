@@ -10,9 +10,11 @@ A request's head (request line and headers) must be complete within ``T`` of
 its first byte, whenever that byte comes: on a new connection, after a
 keep-alive pause, pipelined while an earlier request is handled or its
 response streams, or in the packet that ends an earlier request. A
-connection silent for ``T`` is closed too. It is aborted (socket freed at
-once, a request in flight on it cancelled) and counted by
-``on_timeout("headers")``. Not timed: idle time between requests
+connection silent for ``T`` is closed too, without an answer (nothing was
+asked); one that began a head gets a JSON 408 (``{"error": ...}`` on an OIP
+path) and is closed, or aborted when an earlier answer is still going out
+on it (a 408 would land inside it; that request is cancelled). Each is
+counted by ``on_timeout("headers")``. Not timed: idle time between requests
 (``keepalive_timeout``), empty lines, bodies (the body reader's 408),
 handlers and responses.
 
@@ -26,11 +28,13 @@ start a clock.
 
 What the parser refuses (bad request line, method or URL, a line over
 ``max_line_size``/``max_field_size``, too many headers...) is answered JSON
-``{"message": ...}`` saying what to change (the advice of
-:func:`deepaas.api.refusals.explain`), logged at info and reported to
-``on_bad_request(status)`` (the front door never sees it). A body the parser finds
-bad (deflate cut short, bad chunk size) fails the request reading it, which
-the app answers 400, instead of leaving it waiting and answering twice.
+``{"message": ...}`` (``{"error": ...}`` on an OIP path, read from the head's
+first bytes, kept without a copy until aiohttp parsed it) saying what to
+change (the advice of :func:`deepaas.api.refusals.explain`), logged at info
+and reported to ``on_bad_request(status)`` (the front door never sees it).
+A body the parser finds bad (deflate cut short, bad chunk size) fails the
+request reading it, which the app answers 400, instead of leaving it waiting
+and answering twice.
 
 aiohttp internals used (tested on 3.14; 3.11 to 3.13 fail the tests, so
 pyproject.toml requires 3.14): ``RequestHandler._messages``,
@@ -45,7 +49,9 @@ measured with callgrind, and was not kept).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -54,7 +60,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 
 from deepaas import tracing
-from deepaas.api.errors import json_error
+from deepaas.api.errors import json_error, oip_shaped
 from deepaas.api.refusals import explain
 from deepaas.api.site import GuardedTCPSite
 
@@ -89,6 +95,9 @@ class HeaderTimeout:
         self.timeout = float(timeout)
         self.on_timeout = on_timeout
         self.on_bad_request = on_bad_request
+        # Where an answer is an OIP error, {"error": ...} (set by the server
+        # from its app: deepaas.api.errors.OIP_PATHS); None: nowhere.
+        self.oip_paths: re.Pattern[str] | None = None
         self.connections: set[web.RequestHandler] = set()  # open ones
         self.timed_out = 0  # connections closed by this guard
 
@@ -132,6 +141,8 @@ class _GuardedHandler(web.RequestHandler):
         "_chunked",
         "_deadline",
         "_guard",
+        "_head_at",
+        "_head_bytes",
         "_left",
         "_line_done",
         "_line_len",
@@ -150,6 +161,9 @@ class _GuardedHandler(web.RequestHandler):
         self._mode, self._left, self._carry, self._silent = HEAD, 0, b"", True
         self._chunked = self._line_done = False
         self._line_len = self._seen = 0  # _seen: _request_count when last looked
+        # Where the latest head began (no copy): its target, should it have
+        # to be answered before aiohttp parsed it (an error, a timeout).
+        self._head_bytes, self._head_at = b"", 0
 
     # -- the clock -------------------------------------------------------------
 
@@ -172,7 +186,47 @@ class _GuardedHandler(web.RequestHandler):
             return
         self._deadline = None
         self._guard._expired(transport)
-        transport.abort()
+        if self._silent or self._current_request is not None:
+            # Not a byte yet (nothing asked), or an answer is going out on
+            # this connection (ours would land inside it): just close.
+            transport.abort()
+        else:
+            self._answer_timeout(transport)
+
+    def _answer_timeout(self, transport: asyncio.WriteTransport) -> None:
+        """A JSON 408 to a head that did not arrive in time, then close
+        (aborted when the client does not read it either)."""
+        text = (
+            f"the request's line and headers did not arrive within "
+            f"{self._guard.timeout:g}s (--client-timeout): send them at once"
+        )
+        key = "error" if self._oip_target() else "message"
+        body = json.dumps({key: text}).encode()
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\n"
+            "Content-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n"
+            f"{tracing.HEADER}: {tracing.new_id()}\r\n\r\n"
+        )
+        transport.write(head.encode() + body)
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
+
+    def _oip_target(self) -> bool:
+        """Whether the head that began last asks for an OIP path (as far as
+        its request line came)."""
+        oip_paths = self._guard.oip_paths
+        if oip_paths is None:
+            return False
+        line = self._head_bytes[self._head_at :].split(b"\n", 1)[0]
+        words = line.split(b" ")
+        if len(words) < 2:
+            return False
+        path = words[1].split(b"?", 1)[0].decode("latin-1")
+        return oip_paths.fullmatch(path) is not None
 
     def _begin(self, data: bytes) -> int:
         """Where a head starts in ``data`` (after empty lines), its clock
@@ -187,6 +241,7 @@ class _GuardedHandler(web.RequestHandler):
         self._arm()
         self._silent = self._line_done = False
         self._carry, self._line_len = b"", 0
+        self._head_bytes, self._head_at = data, start
         return start
 
     def _scan(self, data: bytes, start: int) -> None:
@@ -314,8 +369,10 @@ class _GuardedHandler(web.RequestHandler):
     def _after(self, msg: Any, payload: StreamReader, framed: bool) -> None:
         """What follows the head of ``msg`` (``framed``: right after it)."""
         if isinstance(getattr(msg, "exc", None), BaseException):
-            self._refused(msg.exc)
-        elif payload.is_eof():
+            self._refused(msg.exc)  # answered by handle_error: keep its head
+            return
+        self._head_bytes = b""  # parsed: not kept with what came after it
+        if payload.is_eof():
             self._mode, self._body = HEAD, None
         else:
             length = "" if msg.chunked else msg.headers.get("Content-Length", "")
@@ -371,4 +428,4 @@ class _GuardedHandler(web.RequestHandler):
             text = f"the server failed on this request ({status}); see its log"
         response = json_error(status, text, {tracing.HEADER: request_id})
         response.force_close()
-        return response
+        return oip_shaped(response) if self._oip_target() else response

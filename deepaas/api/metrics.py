@@ -187,7 +187,8 @@ class Metrics(EngineEvents):
             "deepaas_client_timeouts",
             "Connections closed because the client was too slow, by phase "
             "(headers: a request's headers not complete within --client-timeout; "
-            "body: a request body that paused longer than that, answered 408).",
+            "body: a request body that paused longer than that; both answered "
+            "408 when the client had begun a request).",
             ["phase"],
         )
         for phase in ("headers", "body"):  # a series before the first
