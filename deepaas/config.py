@@ -106,6 +106,8 @@ def _validate(s: Settings) -> None:
             # float() takes "nan" and "inf"; every comparison with NaN is
             # false, so a NaN timeout would pass the checks below unseen.
             raise ConfigError(f"{opt.name} must be a finite number, got {value}")
+        if opt.maximum is not None and value is not None and value > opt.maximum:
+            raise ConfigError(f"{opt.name} must be at most {opt.maximum}, got {value}")
     _check_base_path(s.base_path)
     if s.base_path.endswith("/"):
         # Normalise "/foo/" and "/" so routes never get a double slash.

@@ -18,6 +18,11 @@ MAX_BATCH_SIZE = 256
 #: The longest fixed batch window (``max_delay_ms``, ``--max-batch-delay``),
 #: one minute: beyond any wait a client of a prediction accepts.
 MAX_BATCH_DELAY_MS = 60_000
+#: The longest wait of the shutdown and connection options (--drain-delay,
+#: --shutdown-timeout, --client-timeout, --train-cancel-grace): one hour.
+MAX_WAIT_S = 3600
+#: The longest --predict-timeout: seven days, for a prediction that is a job.
+MAX_PREDICT_TIMEOUT_S = 7 * 24 * 3600
 
 
 def _parse_bool(text: str) -> bool:
@@ -49,6 +54,10 @@ class Option:
     # False: environment and config file only (a secret: a flag would show
     # it to every user of the machine in the process list).
     cli: bool = True
+    # The largest value accepted (a number option); the help says it too.
+    # Every seconds-valued option has one: 1e308 would pass the "0 or more"
+    # checks and then wait for ever (--drain-delay 1e308: SIGTERM never exits).
+    maximum: int | None = None
 
     @property
     def flag(self) -> str:
@@ -162,9 +171,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "predict_timeout",
         0.0,
-        "Seconds a prediction may take (0 = no limit); past it the request "
-        "answers 504 and its worker is replaced.",
+        "Seconds a prediction may take, 0 to 604800 (7 days; 0 = no limit); "
+        "past it the request answers 504 and its worker is replaced.",
         kind="float",
+        maximum=MAX_PREDICT_TIMEOUT_S,
     ),
     Option(
         "max_queue",
@@ -190,21 +200,24 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "drain_delay",
         0.0,
-        "Seconds after SIGTERM/SIGINT during which readiness answers 503 (so "
+        "Seconds, 0 to 3600, after SIGTERM/SIGINT during which readiness "
+        "answers 503 (so "
         "load balancers and Kubernetes take the server out) while new requests "
         "are still served; then the --shutdown-timeout drain. Set it above the "
         "balancer's health-check interval times its fall count, or the time "
         "Kubernetes takes to remove the pod's endpoint. The process exits "
         "within --drain-delay + --shutdown-timeout + 5 s of the signal.",
         kind="float",
+        maximum=MAX_WAIT_S,
     ),
     Option(
         "shutdown_timeout",
         30.0,
-        "Seconds requests in flight may take to finish after SIGTERM/SIGINT "
-        "(after --drain-delay); then what is left is answered 503 and the "
-        "process exits within 5 s.",
+        "Seconds, 0 to 3600, requests in flight may take to finish after "
+        "SIGTERM/SIGINT (after --drain-delay); then what is left is answered "
+        "503 and the process exits within 5 s.",
         kind="float",
+        maximum=MAX_WAIT_S,
     ),
     Option("warm", True, "Call each model's warm() in every worker.", kind="bool"),
     Option("train_endpoint", True, "Enable the training routes.", kind="bool"),
@@ -235,9 +248,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "train_cancel_grace",
         10.0,
-        "Seconds a cancelled training may take to exit after SIGTERM before it "
-        "is killed with SIGKILL.",
+        "Seconds, 0 to 3600, a cancelled training may take to exit after "
+        "SIGTERM before it is killed with SIGKILL.",
         kind="float",
+        maximum=MAX_WAIT_S,
     ),
     Option(
         "reload_after_train",
@@ -285,9 +299,11 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "client_timeout",
         60.0,
-        "Seconds a client may take to send a request's headers, or between two "
-        "pieces of its body; a slower client gets 408 and its connection is closed.",
+        "Seconds, more than 0 and at most 3600, a client may take to send a "
+        "request's headers, or between two pieces of its body; a slower "
+        "client gets 408 and its connection is closed.",
         kind="float",
+        maximum=MAX_WAIT_S,
     ),
     Option(
         "auth_token_file",

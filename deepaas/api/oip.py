@@ -229,9 +229,10 @@ def setup(
     )
     app[OIP_PATHS] = oip_paths(bp)
     router = app.router
-    router.add_get(
-        f"{bp}/v2", label(routes.server_metadata(), "", "oip"), allow_head=False
-    )
+    # The OIP GET routes answer HEAD too (RFC 9110: HEAD wherever GET is
+    # served; an unknown model's is a 404 without a body), as the probes do.
+    # The DEEPaaS routes (paths ending in '/') keep their 405.
+    router.add_get(f"{bp}/v2", label(routes.server_metadata(), "", "oip"))
     spec = views.spec  # /openapi.json only (oip_spec)
     spec.add(server_operation(bp))
     for name, model in views.wrappers.items():
@@ -247,12 +248,10 @@ def setup(
             router.add_get(
                 prefix,
                 label(routes.model_metadata(name, deepaas_keys), name, "metadata"),
-                allow_head=False,
             )
             router.add_get(
                 f"{prefix}/ready",
                 label(routes.model_ready(name), name, "ready"),
-                allow_head=False,
             )
             router.add_post(
                 f"{prefix}/infer",
@@ -267,12 +266,8 @@ def setup(
         f"{bp}/v2/models/{{name}}",
         f"{bp}/v2/models/{{name}}/versions/{{version}}",
     ):
-        router.add_get(
-            prefix, _other(routes.model_metadata(None, False)), allow_head=False
-        )
-        router.add_get(
-            f"{prefix}/ready", _other(routes.model_ready(None)), allow_head=False
-        )
+        router.add_get(prefix, _other(routes.model_metadata(None, False)))
+        router.add_get(f"{prefix}/ready", _other(routes.model_ready(None)))
         router.add_post(f"{prefix}/infer", _other(routes.infer(None)))
 
 

@@ -71,6 +71,9 @@ class RuntimeStatus:
     model: str
     workers: tuple[WorkerStatus, ...]
     queue_depth: int  # calls waiting for a worker
+    # The largest batch a worker is given: calls of predict_batch, or rows
+    # of a tensor-native plugin's infer (its signature's max_batch_size, as
+    # lowered by --max-batch-size), whichever is larger; 1: not batched.
     max_batch_size: int
     # How a batch that is not full waits for companions: "adaptive" (at
     # most max_batch_delay), "fixed" (max_batch_delay after its oldest call;
@@ -192,7 +195,9 @@ class ModelRuntime:
                 for worker in pool.workers
             ),
             queue_depth=len(self.queue),
-            max_batch_size=policy.max_batch_size,
+            # Not policy.max_batch_size alone: that is predict_batch's, 1 for
+            # a tensor-native plugin that stacks up to 8 infer rows.
+            max_batch_size=policy.full,
             batch_window=policy.window_kind,
             max_batch_delay=policy.window_bound,
             start_error=pool.start_error,

@@ -22,6 +22,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from deepaas.options import MAX_BATCH_SIZE
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 (the tomli dependency)
@@ -32,7 +34,7 @@ KEYS = {
     "description": "a string",
     "inputs": "a list of names, or (TorchScript) of {name, datatype, shape}",
     "outputs": "a list of names, or (TorchScript) of {name, datatype, shape}",
-    "max_batch_size": "an integer >= 0",
+    "max_batch_size": f"an integer from 0 to {MAX_BATCH_SIZE}",
     "max_delay_ms": "a number >= 0",
     "labels": "the path of a text file, one label per line",
     "top_k": "an integer >= 1",
@@ -152,7 +154,7 @@ def parse_config(path: str, data: Mapping[str, Any]) -> ModelConfig:
         input_names=input_names,
         output_names=output_names,
         signature=signature,
-        max_batch_size=_integer(fail, data, "max_batch_size", 0),
+        max_batch_size=_integer(fail, data, "max_batch_size", 0, MAX_BATCH_SIZE),
         max_delay_ms=_number(fail, data, "max_delay_ms"),
         labels=labels,
         top_k=_integer(fail, data, "top_k", 1) or TOP_K,
@@ -163,12 +165,16 @@ def parse_config(path: str, data: Mapping[str, Any]) -> ModelConfig:
     )
 
 
-def _integer(fail: Any, data: Mapping[str, Any], key: str, least: int) -> int | None:
+def _integer(
+    fail: Any, data: Mapping[str, Any], key: str, least: int, most: int | None = None
+) -> int | None:
     value = data.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise fail(key, f"must be an integer >= {least}, got {value!r}")
+    if most is not None and value > most:
+        raise fail(key, f"must be an integer from {least} to {most}, got {value!r}")
     return value
 
 

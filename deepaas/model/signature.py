@@ -19,8 +19,8 @@ serves): datatypes are OIP's; -1 is an axis of any size; with
 ``max_batch_size`` > 0, axis 0 of every input and output is the batch axis,
 **not listed** in the signature's shapes, shown as -1 in the OIP metadata
 and present in every request (``[N, 3, 224, 224]``, 1 <= N <=
-``max_batch_size``). Every input is required. Plain dicts, so that a plugin
-needs nothing from deepaas to declare them.
+``max_batch_size``, which is at most 256). Every input is required. Plain
+dicts, so that a plugin needs nothing from deepaas to declare them.
 
 Here: :func:`parse_signature` (a malformed declaration is a
 :class:`SignatureError`, a start-up error), :func:`check_inputs` (an infer
@@ -40,6 +40,7 @@ import numpy as np
 
 from deepaas.exceptions import TensorError
 from deepaas.oip.datatypes import DATATYPES, MAX_DIMS, to_array
+from deepaas.options import MAX_BATCH_SIZE
 
 _TOP_KEYS = ("inputs", "outputs", "max_batch_size")
 _TENSOR_KEYS = ("name", "datatype", "shape")
@@ -117,6 +118,13 @@ def parse_signature(value: object) -> InferSignature:
         raise SignatureError(
             f"{where}: max_batch_size must be an integer >= 0 (0: no batch "
             f"axis), got {size!r}"
+        )
+    if size > MAX_BATCH_SIZE:
+        # The cap of a plugin's ``batching`` and --max-batch-size: the queue
+        # gathers rows from at most that many waiting calls.
+        raise SignatureError(
+            f"{where}: max_batch_size must be at most {MAX_BATCH_SIZE} (the "
+            f"largest batch deepaas gathers), got {size!r}"
         )
     dims = MAX_DIMS - 1 if size else MAX_DIMS
     inputs = _tensors(f"{where} 'inputs'", value.get("inputs"), dims)

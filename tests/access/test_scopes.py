@@ -41,6 +41,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("*", "/v2/models/{name}/{rest}"): "predict",
     ("POST", "/v2/models/demo/predict/"): "predict",
     ("GET", "/v2"): "predict",
+    ("HEAD", "/v2"): "predict",  # the OIP GET routes answer HEAD (RFC 9110)
     **{
         (method, f"{prefix}{tail}"): "predict"
         for prefix in (
@@ -49,7 +50,13 @@ EXPECTED: dict[tuple[str, str], str | None] = {
             "/v2/models/{name}",
             "/v2/models/{name}/versions/{version}",
         )
-        for method, tail in (("GET", ""), ("GET", "/ready"), ("POST", "/infer"))
+        for method, tail in (
+            ("GET", ""),
+            ("HEAD", ""),
+            ("GET", "/ready"),
+            ("HEAD", "/ready"),
+            ("POST", "/infer"),
+        )
     },
     ("POST", "/v2/models/demo/train/"): "train",
     ("GET", "/v2/models/demo/train/"): "train",

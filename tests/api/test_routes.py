@@ -275,6 +275,50 @@ async def test_probes_answer_head_too(demo_client, path):
     assert await response.read() == b""
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2",
+        "/v2/models/demo",
+        "/v2/models/demo/versions/1",
+        "/v2/models/demo/ready",
+        "/v2/models/demo/versions/1/ready",
+    ],
+)
+async def test_oip_get_routes_answer_head_too(demo_client, path):
+    """RFC 9110: HEAD wherever GET is served. The OIP GET routes answered
+    405 (only /v2/health/ready took HEAD); now the status and headers of
+    their GET, no body. The DEEPaaS routes keep their 405 (above)."""
+
+    async def ready() -> bool:
+        return (await demo_client.get("/v2/models/demo/ready")).status == 200
+
+    assert await wait_for(ready, 30)  # the workers warm
+    got = await demo_client.get(path)
+    response = await demo_client.head(path)
+    assert (response.status, got.status) == (200, 200)
+    assert await response.read() == b""
+    assert response.headers["Content-Type"] == got.headers["Content-Type"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/nope",
+        "/v2/models/nope/ready",
+        "/v2/models/nope/versions/1",
+        "/v2/models/nope/versions/1/ready",
+    ],
+)
+async def test_head_of_an_unknown_model_is_404_without_a_body(demo_client, path):
+    """HEAD /v2/models/nope answered 405, as if the route did not take
+    HEAD, not 404 as its GET does."""
+    assert (await demo_client.get(path)).status == 404
+    response = await demo_client.head(path)
+    assert response.status == 404
+    assert await response.read() == b""
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 async def test_predict_wrong_method_405(demo_client, method):
     response = await demo_client.request(method, "/v2/models/demo/predict/")

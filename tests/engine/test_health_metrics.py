@@ -232,6 +232,26 @@ async def test_system_document(aiohttp_client):
 
 
 @pytest.mark.parametrize(
+    ("settings", "size", "window"),
+    [
+        ({}, 4, "adaptive"),
+        ({"max_batch_size": 2}, 2, "adaptive"),
+        ({"max_batch_size": 1}, 1, "none"),
+    ],
+)
+async def test_system_document_shows_a_tensor_native_plugins_infer_rows(
+    aiohttp_client, settings, size, window
+):
+    """tensor_batcher's signature stacks up to 4 rows per infer(): the queue
+    showed max_batch_size 1 (that of predict_batch, which it lacks) while its
+    batches held 4 rows. --max-batch-size lowers it; 1 turns batching off."""
+    client = await _client(aiohttp_client, "tensor_batcher", **settings)
+    doc = await (await client.get("/v2/system/")).json()
+    queue = doc["queues"]["tensor_batcher"]
+    assert (queue["max_batch_size"], queue["batch_window"]) == (size, window)
+
+
+@pytest.mark.parametrize(
     ("name", "settings", "window"),
     [
         ("bad_batch", {}, {"batch_window": "adaptive", "max_batch_delay_ms": 5.0}),

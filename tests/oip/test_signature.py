@@ -80,6 +80,10 @@ def test_a_signature_is_parsed_in_order_with_the_batch_axis_in_metadata():
     ]
 
 
+def test_the_largest_batch_axis_is_that_of_a_plugins_batching():
+    assert signature(max_batch_size=256).max_batch_size == 256
+
+
 def test_without_max_batch_size_shapes_are_as_declared():
     sig = parse_signature({"inputs": [IMAGE], "outputs": [SCORES]})
     assert not sig.batched
@@ -103,6 +107,14 @@ def test_without_max_batch_size_shapes_are_as_declared():
         (
             {"inputs": [IMAGE], "outputs": [SCORES], "max_batch_size": True},
             ["max_batch_size must be an integer"],
+        ),
+        (
+            {"inputs": [IMAGE], "outputs": [SCORES], "max_batch_size": 257},
+            ["max_batch_size must be at most 256", "got 257"],
+        ),
+        (
+            {"inputs": [IMAGE], "outputs": [SCORES], "max_batch_size": 10**12},
+            ["max_batch_size must be at most 256", "got 1000000000000"],
         ),
         (
             {"inputs": [{**IMAGE, "dims": [3]}], "outputs": [SCORES]},
@@ -151,6 +163,7 @@ def test_a_malformed_signature_says_what_to_fix(value, words):
         ("NoInfer", ["get_infer_signature() is defined but infer() is not"]),
         ("NotADict", ["get_infer_signature() must return a dict", "got str"]),
         ("BadShape", ["'inputs'[0] ('x'): shape must be", "'any'"]),
+        ("HugeBatch", ["max_batch_size must be at most 256", "got 257"]),
     ],
 )
 def test_a_bad_signature_is_a_load_error_naming_the_plugin_and_line(name, words):

@@ -33,6 +33,17 @@ class BadShape:
         return {"y": x}
 
 
+class HugeBatch:
+    """A batch axis larger than any batch deepaas gathers (a plugin's
+    ``batching`` and --max-batch-size stop at 256)."""
+
+    def get_infer_signature(self):
+        return {**GOOD, "max_batch_size": 257}
+
+    def infer(self, x):
+        return {"y": x}
+
+
 class InferHelper:
     """``infer`` here is the plugin's own helper: no signature, no OIP
     tensors of its own."""

@@ -83,6 +83,10 @@ outputs = [{name = "y", datatype = "FP32", shape = [-1, 3]}]
         ("max_batch = 4", "unknown key 'max_batch'; the keys are description,"),
         ("max_batch_size = -1", "max_batch_size must be an integer >= 0, got -1"),
         ("max_batch_size = true", "max_batch_size must be an integer >= 0"),
+        (
+            "max_batch_size = 257",
+            "max_batch_size must be an integer from 0 to 256, got 257",
+        ),
         ("max_delay_ms = 'x'", "max_delay_ms must be a number >= 0"),
         ("top_k = 0", "top_k must be an integer >= 1"),
         ("workers = 0", "workers must be an integer >= 1"),

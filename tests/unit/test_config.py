@@ -469,3 +469,74 @@ def test_an_out_of_range_value_from_the_config_file_names_it(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load("--config-file", path)
     assert str(exc.value).endswith(f"(max_trainings from config file {path})")
+
+
+# -- upper bounds of the seconds-valued options ------------------------------------
+
+SECONDS_MAXIMA = {
+    "drain_delay": 3600,
+    "shutdown_timeout": 3600,
+    "client_timeout": 3600,
+    "train_cancel_grace": 3600,
+    "predict_timeout": 7 * 24 * 3600,
+}
+
+
+def test_every_seconds_option_has_a_documented_maximum():
+    """1e308 passed the "0 or more" checks: ``--drain-delay 1e308`` made one
+    SIGTERM wait for ever. Each seconds-valued option now has a bound, and its
+    help (hence --help and docs/configuration.md) states it."""
+    from deepaas.options import OPTIONS
+
+    seconds = {o.name: o for o in OPTIONS if o.help.startswith("Seconds")}
+    assert set(seconds) == set(SECONDS_MAXIMA)
+    for name, opt in seconds.items():
+        assert opt.maximum == SECONDS_MAXIMA[name]
+        assert str(opt.maximum) in opt.help
+
+
+@pytest.mark.parametrize("name", sorted(SECONDS_MAXIMA))
+def test_a_seconds_option_at_its_maximum_is_accepted(name):
+    assert (
+        getattr(load(flag(name), str(SECONDS_MAXIMA[name])), name)
+        == (SECONDS_MAXIMA[name])
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SECONDS_MAXIMA))
+def test_a_seconds_option_over_its_maximum_from_a_flag_names_the_flag(name):
+    with pytest.raises(ConfigError) as exc:
+        load(flag(name), "1e308")
+    assert str(exc.value) == (
+        f"{name} must be at most {SECONDS_MAXIMA[name]}, got 1e+308 ({flag(name)})"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SECONDS_MAXIMA))
+def test_a_seconds_option_over_its_maximum_from_the_environment_names_it(name):
+    over = SECONDS_MAXIMA[name] + 0.5
+    key = f"DEEPAAS_{name.upper()}"
+    with pytest.raises(ConfigError) as exc:
+        load(env={key: str(over)})
+    assert str(exc.value) == (
+        f"{name} must be at most {SECONDS_MAXIMA[name]}, got {over} "
+        f"({key} in the environment)"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SECONDS_MAXIMA))
+def test_a_seconds_option_over_its_maximum_from_the_config_file_names_it(
+    tmp_path, name
+):
+    path = write_ini(tmp_path, f"[DEFAULT]\n{name} = 1e308\n")
+    with pytest.raises(ConfigError) as exc:
+        load("--config-file", path)
+    assert str(exc.value) == (
+        f"{name} must be at most {SECONDS_MAXIMA[name]}, got 1e+308 "
+        f"({name} from config file {path})"
+    )
+
+
+def test_replace_keeps_the_maximum():
+    with pytest.raises(ConfigError, match="drain_delay must be at most 3600"):
+        Settings().replace(drain_delay=3601.0)
