@@ -177,18 +177,30 @@ _ORIGIN = re.compile(r"(https?)://([^/?#@\s:]+|\[[0-9a-fA-F:.]+\])(:[0-9]{1,5})?
 
 
 def _check_origin(origin: str) -> str:
-    """``origin`` as browsers send it (lower case, no trailing slash);
-    ConfigError for what no browser sends."""
+    """``origin`` as browsers send it (RFC 6454 serialization: scheme and host
+    in lower case, no trailing slash, no default port); ConfigError for what
+    no browser sends.
+
+    The default port (443 for https, 80 for http) is dropped, and a port is
+    written without leading zeros: a browser leaves both out of ``Origin``,
+    so ``https://app.example.org:443`` as given would never match."""
     if origin == "*":
         return origin
     serialized = origin.strip().lower().removesuffix("/")
-    if not _ORIGIN.fullmatch(serialized):
+    match = _ORIGIN.fullmatch(serialized)
+    if not match or (match[3] and int(match[3][1:]) > 65535):
         raise ConfigError(
             f"cors_origin {origin!r} is not an origin: give "
             "scheme://host[:port], e.g. https://app.example.org or "
             "http://localhost:8080 (no path), or *"
         )
-    return serialized
+    scheme, host, port = match[1], match[2], match[3]
+    if port is None or int(port[1:]) == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{int(port[1:])}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 # What a path segment may hold unescaped (RFC 3986 "pchar"), less "%": a base

@@ -20,12 +20,15 @@ carry an ``Origin``.
 
 An origin that is not allowed gets no CORS headers: the request is still
 answered, and the browser keeps the answer from the page (the same-origin
-rule). Its preflight is answered 403 JSON, saying which setting allows it.
+rule). Its preflight is answered 403 JSON, saying which setting allows it;
+so is a preflight asking for a header that is not a header name
+(:func:`requested_headers`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 
 from aiohttp import hdrs, web
@@ -69,16 +72,15 @@ class CorsPolicy:
         if origin is None or method is None:
             return None
         if not self.allows(origin):
-            body = {
-                "message": f"origin {origin[:200]!r} may not call this API from "
-                "a browser: the server's operator can allow it with "
-                "--cors-origin"
-            }
-            return web.Response(
-                status=403,
-                body=json.dumps(body).encode(),
-                content_type="application/json",
-                headers={hdrs.VARY: "Origin"},
+            return _refused(
+                f"origin {origin[:200]!r} may not call this API from a "
+                "browser: the server's operator can allow it with --cors-origin"
+            )
+        names = requested_headers(headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS, ""))
+        if isinstance(names, str):
+            return _refused(
+                f"Access-Control-Request-Headers names {names[:50]!r}, which "
+                "is not a header name: list header names separated by commas"
             )
         answer: dict[str, str] = {
             hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: "*" if self.any else origin,
@@ -87,12 +89,11 @@ class CorsPolicy:
         }
         if not self.any:
             answer[hdrs.VARY] = "Origin"
-        wanted = headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS)
-        if wanted:
+        if names:
             # Any header the page sends: plugins read headers of their own
             # choosing (fields with location "headers"), and a wildcard
             # would not cover Authorization.
-            answer[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = wanted
+            answer[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = ", ".join(names)
         return web.Response(status=204, headers=answer)
 
     def decorate(self, request: web.BaseRequest, headers: CIMultiDict[str]) -> None:
@@ -111,6 +112,44 @@ class CorsPolicy:
         if origin is not None and origin in self.origins:
             headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
             headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = EXPOSED
+
+
+def requested_headers(value: str) -> list[str] | str:
+    """The header names of an ``Access-Control-Request-Headers`` value, or
+    the first item that is not one.
+
+    The value is a comma-separated list (RFC 9110, section 5.6.1): empty
+    items are dropped, as recipients must, and each item must be a token
+    (section 5.6.2), which every header name is. An item that is not one
+    refuses the whole preflight rather than being left out of the answer:
+    a browser builds this header itself, sorted and lower-cased, from the
+    names a page could set (fetch() throws for any other), so such an item
+    comes from no browser; and a browser that got a shorter list back would
+    fail the request anyway, less clearly. Echoing it, as before, put
+    something that is not a header name into a header we send. Starlette's
+    CORSMiddleware and aiohttp-cors likewise refuse a preflight for
+    requested headers they do not allow (400 and 403), rather than trim the
+    list; here any valid name is allowed, see :meth:`CorsPolicy.preflight`.
+    """
+    names = [item.strip(" \t") for item in value.split(",")]
+    for name in names:
+        if name and not _TOKEN.fullmatch(name):
+            return name
+    return [name for name in names if name]
+
+
+#: A token (RFC 9110, section 5.6.2): what a header name is.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _refused(message: str) -> web.Response:
+    """The answer to a preflight that is refused: 403, JSON."""
+    return web.Response(
+        status=403,
+        body=json.dumps({"message": message}).encode(),
+        content_type="application/json",
+        headers={hdrs.VARY: "Origin"},
+    )
 
 
 CORS = web.AppKey("cors", CorsPolicy)

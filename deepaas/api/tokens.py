@@ -15,7 +15,10 @@ the scopes it holds (:data:`deepaas.api.scopes.SCOPES`, comma-separated);
 none listed means all of them. ``sha256:<64 hex digits>`` stands for the
 token whose SHA-256 that is, so the file need not hold secrets in clear
 (``printf %s TOKEN | sha256sum``). Every mistake stops start-up with one
-line naming the file and line, never the token.
+line naming the file and line, never the token: a word after a token is
+quoted only when it looks like a misspelt scope (:func:`_quotable`), other
+mistakes are named by position (``word 2``), and neither a hash, its
+length, nor a line that is not UTF-8 is shown.
 
 Only SHA-256 digests are kept, and a presented token is looked up by its
 digest: the dictionary lookup touches digests, never the secret, so how
@@ -27,7 +30,9 @@ lookup: the cost does not grow with the number of tokens.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import difflib
 import hashlib
 import hmac
 import re
@@ -39,8 +44,11 @@ from deepaas.config import ConfigError
 HASH_PREFIX = "sha256:"
 _sha256 = hashlib.sha256
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_HEX = re.compile(r"[0-9a-fA-F]*")
 #: Where DEEPAAS_AUTH_TOKENS entries come from, in messages.
 ENV_SOURCE = "auth_tokens (DEEPAAS_AUTH_TOKENS)"
+#: How a token file is written, in messages.
+LAYOUT = "one token per line, then its scopes"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,61 +101,111 @@ class TokenTable:
         return None
 
 
-def parse_entry(text: str, where: str) -> Token | None:
+def parse_entry(text: str, where: str, layout: str = LAYOUT) -> Token | None:
     """The token an entry (a line) defines; None for a blank line or a
-    comment. Raises :class:`~deepaas.config.ConfigError` naming ``where``."""
+    comment. Raises :class:`~deepaas.config.ConfigError` naming ``where``
+    and never quoting the token (see :func:`_quotable`); ``layout`` ends the
+    message when a word is not a scope (how entries are written)."""
     text = text.strip()
     if not text or text.startswith("#"):
         return None
     secret, *rest = text.split(None, 1)
-    listed = [name for name in re.split(r"[\s,]+", "".join(rest)) if name]
-    scopes = frozenset(SCOPES)
-    if rest and not listed:  # "TOKEN ," would otherwise hold every scope
-        raise ConfigError(
-            f"{where}: no scope after the token, only commas: list its scopes "
-            f"({', '.join(SCOPES)}), or write the token alone for all of them"
-        )
-    if listed:
-        unknown = sorted(set(listed) - set(SCOPES))
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown scope {', '.join(map(repr, unknown))}: the "
-                f"scopes are {', '.join(SCOPES)} (comma-separated, after the "
-                "token)"
-            )
-        scopes = frozenset(listed)
     if secret.lower().startswith(HASH_PREFIX):
         hexdigits = secret[len(HASH_PREFIX) :]
-        if not _HEX64.fullmatch(hexdigits):
+        if not hexdigits:
             raise ConfigError(
-                f"{where}: {HASH_PREFIX} must be followed by the 64 hex digits "
-                f"of the token's SHA-256 (printf %s TOKEN | sha256sum), got "
-                f"{len(hexdigits)} characters"
+                f"{where}: no hex digits right after the colon of "
+                f"{HASH_PREFIX} write the 64 hex digits of the token's SHA-256 "
+                "there, without a space (printf %s TOKEN | sha256sum)"
             )
-        return Token(bytes.fromhex(hexdigits), scopes, where)
-    if not is_token(secret):
+        if not _HEX64.fullmatch(hexdigits):
+            # Neither the digits nor how many: a hash is as good as a token
+            # to someone who can read the start-up log.
+            problem = (
+                "holds characters that are not hexadecimal (0-9, a-f)"
+                if not _HEX.fullmatch(hexdigits)
+                else "is not 64 hex digits long"
+            )
+            raise ConfigError(
+                f"{where}: what follows {HASH_PREFIX} {problem}: it must be "
+                "the 64 hex digits of the token's SHA-256 (printf %s TOKEN | "
+                "sha256sum)"
+            )
+        digest = bytes.fromhex(hexdigits)
+    elif is_token(secret):
+        digest = digest_of(secret)
+    else:
         raise ConfigError(
             f"{where}: a token must be visible ASCII characters (what an "
             "HTTP header carries), without spaces"
         )
-    return Token(digest_of(secret), scopes, where)
+    words = [name for name in re.split(r"[\s,]+", "".join(rest)) if name]
+    if rest and not words:  # "TOKEN ," would otherwise hold every scope
+        raise ConfigError(
+            f"{where}: no scope after the token, only commas: list its scopes "
+            f"({', '.join(SCOPES)}), or write the token alone for all of them"
+        )
+    for position, word in enumerate(words, 2):  # word 1 is the token
+        if word in SCOPES:
+            continue
+        if word.startswith("#"):
+            raise ConfigError(
+                f"{where}: word {position} starts a comment after the token: "
+                "a comment must be on a line of its own, starting with #"
+            )
+        if _quotable(word):
+            close = difflib.get_close_matches(word.lower(), SCOPES, 1, 0.6)
+            raise ConfigError(
+                f"{where}: unknown scope {word!r} (did you mean {close[0]!r}?): "
+                f"the scopes are {', '.join(SCOPES)} (comma-separated, after "
+                "the token)"
+            )
+        raise ConfigError(
+            f"{where}: word {position} is not a scope (scopes: "
+            f"{', '.join(SCOPES)}; {layout})"
+        )
+    return Token(digest, frozenset(words) if words else frozenset(SCOPES), where)
+
+
+def _quotable(word: str) -> bool:
+    """Whether a message may quote ``word``, a word after a token that is
+    not a scope: only when it looks like a misspelt scope (ASCII letters,
+    at most 12, close to a scope's name by :func:`difflib.get_close_matches`,
+    e.g. ``predcit``, ``Train``, ``admins``). Anything else may be a second
+    token on the line (``TOKEN1 TOKEN2``, a token pasted where a ``;`` was
+    meant, a hash after ``sha256: ``), and start-up messages end up in logs
+    that more people read than the token file: those are named by position.
+    """
+    return (
+        len(word) <= 12
+        and word.isascii()
+        and word.isalpha()
+        and bool(difflib.get_close_matches(word.lower(), SCOPES, 1, 0.6))
+    )
 
 
 def read_token_file(path: str) -> list[Token]:
     """Every token of the file at ``path``; ConfigError when it cannot be
     read, is not UTF-8 text, holds a bad line or holds no token."""
     try:
-        # utf-8-sig: a file saved by an editor that writes a BOM
-        with open(path, encoding="utf-8-sig") as fh:
-            lines = fh.read().splitlines()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise ConfigError(
             f"cannot read auth token file {path}: {exc.strerror or exc}"
         ) from None
+    # A file saved by an editor that writes a BOM: not part of the first token
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1  # not the bytes: a token's
         raise ConfigError(
-            f"auth token file {path} is not UTF-8 text (byte {exc.start})"
+            f"{path}:{line}: not UTF-8 text: save the auth token file as UTF-8"
         ) from None
+    # Lines end at \n (and \r\n) only, as editors count them: str.splitlines
+    # would also end one at \v, \f or \x1c-\x1e and shift the numbers.
+    lines = text.split("\n")
     tokens = list(_entries(lines, lambda n: f"{path}:{n}"))
     if not tokens:
         raise ConfigError(
@@ -160,8 +218,15 @@ def read_token_file(path: str) -> list[Token]:
 def parse_tokens_setting(text: str) -> list[Token]:
     """The tokens of the ``auth_tokens`` setting (entries separated by
     newlines or ``;``); ConfigError when it holds a bad entry or none."""
-    entries = text.replace(";", "\n").splitlines()
-    tokens = list(_entries(entries, lambda n: f"{ENV_SOURCE}, entry {n}"))
+    entries = re.split(r"[;\n]", text)
+    tokens = list(
+        _entries(
+            entries,
+            lambda n: f"{ENV_SOURCE}, entry {n}",
+            "one token per entry, then its scopes; entries of "
+            "DEEPAAS_AUTH_TOKENS are separated by ';'",
+        )
+    )
     if not tokens:
         raise ConfigError(
             f"{ENV_SOURCE} is set but holds no token: give 'TOKEN [SCOPES]' "
@@ -170,9 +235,11 @@ def parse_tokens_setting(text: str) -> list[Token]:
     return tokens
 
 
-def _entries(lines: Iterable[str], where: Callable[[int], str]) -> Iterator[Token]:
+def _entries(
+    lines: Iterable[str], where: Callable[[int], str], layout: str = LAYOUT
+) -> Iterator[Token]:
     for number, line in enumerate(lines, 1):
-        token = parse_entry(line, where(number))
+        token = parse_entry(line, where(number), layout)
         if token is not None:
             yield token
 

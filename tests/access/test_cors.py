@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from deepaas.config import load_settings
 from tests.support import DEMO, MakeClient
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
@@ -128,3 +129,49 @@ async def test_a_streamed_training_log_carries_them(make_client: MakeClient) -> 
     assert response.status == 200
     assert response.headers["Access-Control-Allow-Origin"] == APP
     assert "X-Log-Offset" in response.headers["Access-Control-Expose-Headers"]
+
+
+async def test_an_origin_given_with_its_default_port_is_matched(
+    make_client: MakeClient,
+) -> None:
+    """``--cors-origin https://b.example.org:443``: browsers send
+    ``Origin: https://b.example.org``, without the default port."""
+    settings = load_settings(
+        ["--cors-origin", "https://b.example.org:443,http://c.example.org:80"]
+    )
+    client = await make_client([DEMO], cors_origin=settings.cors_origin)
+    for origin in ("https://b.example.org", "http://c.example.org"):
+        response = await client.options("/v2/models/", headers=preflight(origin))
+        assert response.status == 204, origin
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+        response = await client.get("/v2/models/", headers={"Origin": origin})
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+
+
+async def test_requested_headers_are_header_names(make_client: MakeClient) -> None:
+    """Access-Control-Request-Headers is a list of tokens (RFC 9110): empty
+    items are dropped; an item that is no header name refuses the preflight
+    as a disallowed origin is (no browser sends one), and is never echoed
+    into Access-Control-Allow-Headers."""
+    client = await make_client([DEMO], cors_origin=(APP,))
+    response = await client.options(
+        "/v2/models/", headers=preflight(APP, headers=" ,Authorization,, x-a_b.c ,")
+    )
+    assert response.status == 204
+    assert response.headers["Access-Control-Allow-Headers"] == (
+        "Authorization, x-a_b.c"
+    )
+    response = await client.options(
+        "/v2/models/", headers=preflight(APP, headers=", ,")
+    )
+    assert response.status == 204
+    assert "Access-Control-Allow-Headers" not in response.headers
+    for wanted in ('xy, ,,, a b, "q"', "x-ok, a b", 'x-ok,"q"', "x:y", "x\ty", "é"):
+        response = await client.options(
+            "/v2/models/", headers=preflight(APP, headers=wanted)
+        )
+        assert response.status == 403, wanted
+        assert "Access-Control-Allow-Headers" not in response.headers
+        assert "Access-Control-Allow-Methods" not in response.headers
+        assert response.headers["Vary"] == "Origin"
+        assert "not a header name" in (await response.json())["message"]

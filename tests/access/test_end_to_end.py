@@ -166,6 +166,6 @@ def test_a_bad_token_file_stops_start_up_in_one_line(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr == (
-        f"deepaas-run: error: {tokens}:2: unknown scope 'everything': the scopes "
-        "are predict, train, admin (comma-separated, after the token)\n"
+        f"deepaas-run: error: {tokens}:2: word 3 is not a scope (scopes: "
+        "predict, train, admin; one token per line, then its scopes)\n"
     )

@@ -19,8 +19,33 @@ def test_origins_are_checked_at_start_up() -> None:
     assert settings.cors_origin == ("https://app.example.org", "http://[::1]:3000")
     settings = load_settings([], {"DEEPAAS_CORS_ORIGIN": "http://a:1, http://b"})
     assert settings.cors_origin == ("http://a:1", "http://b")
-    for bad in ("app.example.org", "https://app.example.org/path", "ftp://x"):
+    for bad in (
+        "app.example.org",
+        "https://app.example.org/path",
+        "ftp://x",
+        "http://x:65536",
+    ):
         with pytest.raises(ConfigError, match="is not an origin"):
             Settings(cors_origin=(bad,))
     with pytest.raises(ConfigError, match="with tokens, name the origins"):
         Settings(cors_origin=("*",), auth_tokens="t")
+
+
+def test_origins_are_kept_as_browsers_send_them() -> None:
+    """A browser leaves the default port out of Origin (and writes a port
+    without leading zeros): an origin given with it is kept without."""
+    settings = load_settings(
+        [
+            "--cors-origin",
+            "https://B.example.org:443,http://c.example.org:80/",
+            "--cors-origin",
+            "http://d.example.org:443,https://e.example.org:80,http://[::1]:0080",
+        ]
+    )
+    assert settings.cors_origin == (
+        "https://b.example.org",
+        "http://c.example.org",
+        "http://d.example.org:443",  # not the default port of its scheme
+        "https://e.example.org:80",
+        "http://[::1]",
+    )

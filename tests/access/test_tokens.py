@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from deepaas.api import tokens as tk
 from deepaas.api.scopes import SCOPES
 from deepaas.config import ConfigError, Settings, load_settings
 from deepaas.server import Server
+from tests.deepaas_run import DEEPAAS_RUN, REPO_ROOT, free_port
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -62,9 +64,10 @@ def test_no_setting_means_no_access_control() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("ok predict\nbad predict,deploy\n", ":2: unknown scope 'deploy'"),
-        ("sha256:abc123 admin\n", ":1: sha256: must be followed by the 64 hex"),
-        (f"sha256:{'g' * 64}\n", ":1: sha256: must be followed by the 64 hex"),
+        ("ok predict\nbad predict,deploy\n", ":2: word 3 is not a scope"),
+        ("ok predict\nbad predict,trian\n", ":2: unknown scope 'trian' (did you"),
+        ("sha256:abc123 admin\n", ":1: what follows sha256: is not 64 hex digits"),
+        (f"sha256:{'g' * 64}\n", ":1: what follows sha256: holds characters th"),
         ("tök predict\n", ":1: a token must be visible ASCII"),
         ("same predict\nother\nsame train\n", ":3: the same token as "),
         ("# only a comment\n\n", "holds no token"),
@@ -91,7 +94,7 @@ def test_an_unreadable_file_names_it(tmp_path: Path) -> None:
         tk.load_tokens(missing, None)
     binary = tmp_path / "binary"
     binary.write_bytes(b"\xff\xfe token\n")
-    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+    with pytest.raises(ConfigError, match=":1: not UTF-8 text"):
         tk.load_tokens(str(binary), None)
     if os.geteuid() != 0:  # root reads anything
         locked = Path(write(tmp_path, "secret\n"))
@@ -147,7 +150,7 @@ def test_a_bad_token_file_stops_the_server_before_plugins_load(
     tmp_path: Path,
 ) -> None:
     path = write(tmp_path, "t nonsense\n")
-    with pytest.raises(ConfigError, match=":1: unknown scope 'nonsense'"):
+    with pytest.raises(ConfigError, match=":1: word 2 is not a scope"):
         Server(Settings(auth_token_file=path), [])
 
 
@@ -159,3 +162,117 @@ def test_a_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     assert table is not None
     token = table.find("bom-secret")
     assert token is not None and token.scopes == {"predict"}
+
+
+HASH = hashlib.sha256(b"Xk9secretTOKENone").hexdigest()
+FILE_LAYOUT = "(scopes: predict, train, admin; one token per line, then its scopes)"
+
+
+# (what the file or the setting holds, what must not show, what must)
+MISTAKES = [
+    # Two tokens on a line, or in one entry of the setting where a ";" was meant
+    (
+        "Xk9secretTOKENone Yq7secretTOKENtwo\n",
+        ["Xk9secretTOKENone", "Yq7secretTOKENtwo"],
+        ":1: word 2 is not a scope " + FILE_LAYOUT,
+    ),
+    (
+        "env:Xk9secretTOKENone Yq7secretTOKENtwo",
+        ["Xk9secretTOKENone", "Yq7secretTOKENtwo"],
+        "auth_tokens (DEEPAAS_AUTH_TOKENS), entry 1: word 2 is not a scope "
+        "(scopes: predict, train, admin; one token per entry, then its scopes; "
+        "entries of DEEPAAS_AUTH_TOKENS are separated by ';')",
+    ),
+    (
+        "env:ok predict; Xk9secretTOKENone predict,Yq7secretTOKENtwo",
+        ["Xk9secretTOKENone", "Yq7secretTOKENtwo"],
+        "auth_tokens (DEEPAAS_AUTH_TOKENS), entry 2: word 3 is not a scope",
+    ),
+    # "token scope token2": a short word is not quoted unless it looks like
+    # a misspelt scope
+    (
+        "ok\nXk9secret scope Yq7secret2\n",
+        ["Xk9secret", "Yq7secret2", "'scope'"],
+        ":2: word 2 is not a scope",
+    ),
+    # A space after "sha256:": the hash is not a scope, and not shown
+    (f"sha256: {HASH}\n", [HASH, HASH[:16]], ":1: no hex digits right after"),
+    (f"sha256: {HASH} admin\n", [HASH[:16]], ":1: no hex digits right after"),
+    # A hash that is not one: neither the characters nor how many
+    (
+        f"sha256:{'Xk9s' * 16}\n",
+        ["Xk9s", "64 characters"],
+        ":1: what follows sha256: holds characters that are not hexadecimal",
+    ),
+    (
+        f"sha256:{HASH[:63]} admin\n",
+        [HASH[:16], "63"],
+        ":1: what follows sha256: is not 64 hex digits long",
+    ),
+    # A comment after the token
+    (
+        "Xk9secretTOKENone # the CI\n",
+        ["Xk9secretTOKENone", "'#'", "the CI"],
+        ":1: word 2 starts a comment after the token: a comment must be on a "
+        "line of its own",
+    ),
+    # Not UTF-8: the line, not the byte, and nothing of the line
+    (
+        b"ok\nXk9secret\xff predict\n",
+        ["Xk9secret", "byte", "\\xff"],
+        ":2: not UTF-8 text",
+    ),
+    ("ok\nXk9secr\u00e9t predict\n", ["Xk9secr"], ":2: a token must be visible"),
+    ("ok\nXk9secret ,\n", ["Xk9secret"], ":2: no scope after the token"),
+    ("Xk9secret\nok\nXk9secret\n", ["Xk9secret"], ":3: the same token as "),
+    # One that may be quoted: a misspelt scope
+    (
+        "Xk9secret predict,Trian\n",
+        ["Xk9secret"],
+        ":1: unknown scope 'Trian' (did you mean 'train'?)",
+    ),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("given", "hidden", "shown"), MISTAKES)
+def test_a_mistake_stops_deepaas_run_without_showing_a_token(
+    tmp_path: Path, given: str | bytes, hidden: list[str], shown: str
+) -> None:
+    """The real command, as an operator sees it: one line naming the file
+    and line (or the setting and entry), nothing of a token or a hash."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DEEPAAS_", "OS_DEFAULT__"))
+    }
+    env.update(PYTHONPATH=str(REPO_ROOT), DEEPAAS_STATE_DIR=str(tmp_path / "state"))
+    args = [DEEPAAS_RUN, "--listen-ip", "127.0.0.1", "--listen-port"]
+    args += [str(free_port()), "--model-name", "demo"]
+    path = tmp_path / "tokens"
+    if isinstance(given, str) and given.startswith("env:"):
+        env["DEEPAAS_AUTH_TOKENS"] = given.removeprefix("env:")
+    else:
+        if isinstance(given, bytes):
+            path.write_bytes(given)
+        else:
+            path.write_text(given)
+        args += ["--auth-token-file", str(path)]
+        shown = f"{path}{shown}"
+    done = subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=50, check=False
+    )
+    assert done.returncode != 0
+    assert shown in done.stderr
+    output = done.stdout + done.stderr
+    for secret in hidden:
+        assert secret not in output
+    assert done.stderr.count("\n") == 1, done.stderr
+
+
+def test_line_numbers_are_an_editors(tmp_path: Path) -> None:
+    """Lines end at newlines only: a stray form feed or vertical tab (which
+    str.splitlines would end a line at) does not shift the numbers."""
+    path = write(tmp_path, "# notes\fmore\x0bnotes\nXk9secret predict,bad\n")
+    with pytest.raises(ConfigError, match=":2: word 3 is not a scope"):
+        tk.load_tokens(path, None)
