@@ -49,7 +49,6 @@ measured with callgrind, and was not kept).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -61,7 +60,7 @@ from aiohttp.streams import StreamReader
 
 from deepaas import tracing
 from deepaas.api.errors import json_error, oip_shaped
-from deepaas.api.refusals import explain
+from deepaas.api.refusals import explain, late_head_answer, request_target
 from deepaas.api.site import GuardedTCPSite
 
 # GuardedTCPSite lives in deepaas.api.site; importable from here as before.
@@ -196,20 +195,7 @@ class _GuardedHandler(web.RequestHandler):
     def _answer_timeout(self, transport: asyncio.WriteTransport) -> None:
         """A JSON 408 to a head that did not arrive in time, then close
         (aborted when the client does not read it either)."""
-        text = (
-            f"the request's line and headers did not arrive within "
-            f"{self._guard.timeout:g}s (--client-timeout): send them at once"
-        )
-        key = "error" if self._oip_target() else "message"
-        body = json.dumps({key: text}).encode()
-        head = (
-            "HTTP/1.1 408 Request Timeout\r\n"
-            "Content-Type: application/json; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            "Connection: close\r\n"
-            f"{tracing.HEADER}: {tracing.new_id()}\r\n\r\n"
-        )
-        transport.write(head.encode() + body)
+        transport.write(late_head_answer(self._guard.timeout, self._oip_target()))
         if transport.get_write_buffer_size():
             transport.abort()
         else:
@@ -219,14 +205,8 @@ class _GuardedHandler(web.RequestHandler):
         """Whether the head that began last asks for an OIP path (as far as
         its request line came)."""
         oip_paths = self._guard.oip_paths
-        if oip_paths is None:
-            return False
-        line = self._head_bytes[self._head_at :].split(b"\n", 1)[0]
-        words = line.split(b" ")
-        if len(words) < 2:
-            return False
-        path = words[1].split(b"?", 1)[0].decode("latin-1")
-        return oip_paths.fullmatch(path) is not None
+        target = request_target(self._head_bytes, self._head_at)
+        return bool(oip_paths and target and oip_paths.fullmatch(target))
 
     def _begin(self, data: bytes) -> int:
         """Where a head starts in ``data`` (after empty lines), its clock

@@ -1,4 +1,5 @@
-"""What to tell a client whose request aiohttp's HTTP parser refused.
+"""What to tell a client whose request aiohttp's HTTP parser refused, or
+whose request's head did not arrive in time.
 
 aiohttp's parser refuses a bad request line, method or URL, a line over
 ``max_line_size``/``max_field_size``, too many headers, a chunked body it
@@ -10,7 +11,11 @@ aiohttp's plain text: what was wrong, and what to change.
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import http_exceptions as hx
+
+from deepaas import tracing
 
 # What to tell a client whose request aiohttp's parser refused: by a word of
 # its description ({detail}, without the bytes it quotes), else by the class
@@ -64,3 +69,32 @@ def explain(exc: BaseException, line_len: int, max_headers: int) -> str:
         advice = advice or BY_CLASS.get(cls.__name__)
     advice = advice or BY_CLASS["HttpProcessingError"]
     return advice.format(detail=detail, headers=max_headers)
+
+
+def request_target(head: bytes, start: int) -> str | None:
+    """The path (no query) of the request line that begins at ``head[start:]``,
+    as far as it came; None when it did not come that far."""
+    words = head[start:].split(b"\n", 1)[0].split(b" ")
+    if len(words) < 2:
+        return None
+    return words[1].split(b"?", 1)[0].decode("latin-1")
+
+
+def late_head_answer(timeout: float, oip: bool) -> bytes:
+    """The whole 408 response (head and JSON body, ``{"error": ...}`` for an
+    OIP path) to a request whose head did not arrive within ``timeout``
+    seconds: written by the connection's guard, before aiohttp has a request
+    to answer, and followed by the connection's close."""
+    text = (
+        f"the request's line and headers did not arrive within {timeout:g}s "
+        "(--client-timeout): send them at once"
+    )
+    body = json.dumps({"error" if oip else "message": text}).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\n"
+        "Content-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+        f"{tracing.HEADER}: {tracing.new_id()}\r\n\r\n"
+    )
+    return head.encode() + body
