@@ -78,7 +78,12 @@ async def _redirect_to_route(request: web.Request) -> web.Response | None:
     if not merged.endswith("/"):
         candidates.append(merged + "/")
     oip_paths = request.app.get(OIP_PATHS)
-    if merged != raw_path and oip_paths is not None and oip_paths.fullmatch(merged):
+    if (
+        merged != raw_path
+        and oip_paths is not None
+        and oip_paths.fullmatch(merged)
+        and not await _dual_document(request, url.with_path(merged, encoded=True))
+    ):
         # /v2/models//infer is no OIP path: not one with a segment fewer
         # (/v2/models/infer, the metadata of a model named "infer"), nor a
         # DEEPaaS route (error_response answers it).
@@ -89,6 +94,22 @@ async def _redirect_to_route(request: web.Request) -> web.Response | None:
         if await _routed(request, url.with_path(path, encoded=True)):
             return _redirect(path, url.raw_query_string)
     return None
+
+
+async def _dual_document(request: web.Request, url: URL) -> bool:
+    """Whether ``url`` is ``/v2`` or ``/v2/models/<a served model>``: OIP
+    paths that are DEEPaaS documents too (a model's ``self`` link), which
+    DEEPaaS clients that join URLs loosely reach through runs of slashes
+    (``//v2//models//demo``), redirected as DEEPaaS 2.x did. Not an OIP
+    action (``/infer``, ``/ready``, ``/versions/...``), nor a model not
+    served (the catch-all route), which OIP clients alone ask for."""
+    if not re.fullmatch(r".*/v2(?:/models/[^/]+)?", url.path):
+        return False
+    match = await request.app.router.resolve(request.clone(rel_url=url))
+    route = getattr(match, "route", None)
+    return match.http_exception is None and isinstance(
+        getattr(route, "resource", None), web.PlainResource
+    )
 
 
 def _redirect(path: str, raw_query: str) -> web.Response:

@@ -437,8 +437,9 @@ async def test_triton_extensions_not_served_say_so_to_tritonclient(
     ("method", "path"),
     [
         ("POST", "/v2/models//infer"),
-        ("GET", "/v2//models/demo"),
+        ("GET", "/v2/models//nope"),
         ("GET", "/v2/models/demo//ready"),
+        ("POST", "/v2//models/demo/infer"),
     ],
 )
 async def test_an_empty_path_segment_on_an_oip_path_is_no_redirect(
@@ -455,10 +456,16 @@ async def test_an_empty_path_segment_on_an_oip_path_is_no_redirect(
 async def test_a_deepaas_path_with_doubled_slashes_is_still_redirected(
     client: Client,
 ) -> None:
-    """As DEEPaaS 2.x answered (aiohttp's normalize_path_middleware)."""
-    response = await client.get("/v2//models/", allow_redirects=False)
-    assert response.status == 308
-    assert response.headers["Location"] == "/v2/models/"
+    """As DEEPaaS 2.x answered (aiohttp's normalize_path_middleware); a
+    served model's document (its ``self`` link, an OIP path too) as well."""
+    for target, location in [
+        ("/v2//models/", "/v2/models/"),
+        ("/v2//models/demo", "/v2/models/demo"),
+        ("/v2//", "/v2/"),
+    ]:
+        response = await client.get(target, allow_redirects=False)
+        assert response.status == 308, target
+        assert response.headers["Location"] == location
 
 
 async def test_a_refused_preflight_on_an_oip_path_is_an_oip_error(
