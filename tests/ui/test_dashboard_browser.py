@@ -78,6 +78,21 @@ def assert_local(page: Page, client: Client, prefix: str = "/") -> None:
     assert not outside, f"requests outside the server: {outside}"
 
 
+async def select(page: Page, node: str) -> str:
+    """Select the contents of ``node`` (a JavaScript expression) as a user
+    would to copy it; the text selected."""
+    text = await page.evaluate(
+        f"""(() => {{
+            const range = document.createRange();
+            range.selectNodeContents({node});
+            getSelection().removeAllRanges();
+            getSelection().addRange(range);
+            return getSelection().toString();
+        }})()"""
+    )
+    return str(text)
+
+
 async def close(page: Page) -> None:
     await page.browser.send("Target.closeTarget", {"targetId": await target(page)})
 
@@ -121,15 +136,7 @@ async def test_a_selection_in_the_list_survives_its_refreshes(
     row = f"document.querySelector('tr[data-uuid=\"{uuid}\"]')"
     await page.wait_for(f"{row}?.dataset.status === 'running'")
     link, duration = f"{row}.cells[1]", f"{row}.cells[3]"
-    selected = await page.evaluate(
-        f"""(() => {{
-            const range = document.createRange();
-            range.selectNodeContents({link});
-            getSelection().removeAllRanges();
-            getSelection().addRange(range);
-            return getSelection().toString();
-        }})()"""
-    )
+    selected = await select(page, link)
     assert selected == uuid
     listed = await page.evaluate("window.dashboard.listed")
     before = await page.evaluate(f"{duration}.textContent")
@@ -268,15 +275,7 @@ async def test_a_selection_in_the_record_panel_survives_its_refreshes(
     await page.wait_for(
         f"window.dashboard.status === 'running' && {duration}?.textContent"
     )
-    selected = await page.evaluate(
-        f"""(() => {{
-            const range = document.createRange();
-            range.selectNodeContents({args});
-            getSelection().removeAllRanges();
-            getSelection().addRange(range);
-            return getSelection().toString();
-        }})()"""
-    )
+    selected = await select(page, args)
     assert "mode=sleep" in selected and "seconds=60" in selected
     shown = await page.evaluate("window.dashboard.shown")
     before = await page.evaluate(f"{duration}.textContent")
