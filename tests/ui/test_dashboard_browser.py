@@ -93,6 +93,17 @@ async def select(page: Page, node: str) -> str:
     return str(text)
 
 
+async def refreshed_twice(page: Page, counter: str, cell: str) -> None:
+    """Wait until the page refreshed at least twice (``window.dashboard``'s
+    ``counter``) and one of those changed ``cell`` (a running duration)."""
+    count = await page.evaluate(f"window.dashboard.{counter}")
+    before = await page.evaluate(f"{cell}.textContent")
+    await page.wait_for(
+        f"window.dashboard.{counter} >= {count + 2} && "
+        f"{cell}.textContent !== {before!r}"
+    )
+
+
 async def close(page: Page) -> None:
     await page.browser.send("Target.closeTarget", {"targetId": await target(page)})
 
@@ -138,13 +149,7 @@ async def test_a_selection_in_the_list_survives_its_refreshes(
     link, duration = f"{row}.cells[1]", f"{row}.cells[3]"
     selected = await select(page, link)
     assert selected == uuid
-    listed = await page.evaluate("window.dashboard.listed")
-    before = await page.evaluate(f"{duration}.textContent")
-    # two refreshes at least, one of which changed a cell of that row
-    await page.wait_for(
-        f"window.dashboard.listed >= {listed + 2} && "
-        f"{duration}.textContent !== {before!r}"
-    )
+    await refreshed_twice(page, "listed", duration)
     assert await page.evaluate("getSelection().toString()") == selected
     assert await page.evaluate("getSelection().anchorNode.isConnected")
     await client.delete(BASE + uuid)
@@ -277,13 +282,7 @@ async def test_a_selection_in_the_record_panel_survives_its_refreshes(
     )
     selected = await select(page, args)
     assert "mode=sleep" in selected and "seconds=60" in selected
-    shown = await page.evaluate("window.dashboard.shown")
-    before = await page.evaluate(f"{duration}.textContent")
-    # two refreshes at least, one of which changed a cell (the duration)
-    await page.wait_for(
-        f"window.dashboard.shown >= {shown + 2} && "
-        f"{duration}.textContent !== {before!r}"
-    )
+    await refreshed_twice(page, "shown", duration)
     assert await page.evaluate("getSelection().toString()") == selected
     assert await page.evaluate(
         f"getSelection().rangeCount === 1 && "
