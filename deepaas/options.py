@@ -23,6 +23,10 @@ MAX_BATCH_DELAY_MS = 60_000
 MAX_WAIT_S = 3600
 #: The longest --predict-timeout: seven days, for a prediction that is a job.
 MAX_PREDICT_TIMEOUT_S = 7 * 24 * 3600
+#: The most processes one setting may start (--workers per model,
+#: --max-trainings): a typo such as --workers 1000000 started processes
+#: until the kernel killed the server for want of memory.
+MAX_PROCESSES = 256
 
 
 def _parse_bool(text: str) -> bool:
@@ -138,9 +142,11 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "workers",
         1,
-        "Worker processes per model.",
+        "Worker processes per model, at most 256 (each holds its own copy "
+        "of the model).",
         kind="int",
         short="-p",
+        maximum=MAX_PROCESSES,
     ),
     Option(
         "devices",
@@ -234,8 +240,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_trainings",
         1,
-        "Trainings that may run at once; more wait, status queued.",
+        "Trainings that may run at once, at most 256; more wait, status queued.",
         kind="int",
+        maximum=MAX_PROCESSES,
     ),
     Option(
         "train_gpus",

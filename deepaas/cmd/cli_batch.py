@@ -40,6 +40,7 @@ from deepaas.cmd.cli_output import EXIT_USAGE, OUTPUT_OPTION, CliError
 from deepaas.model.loading import PluginSpec
 from deepaas.model.v2.fields import ArgSpec
 from deepaas.model.v2.wrapper import ModelWrapper, UploadedFile
+from deepaas.options import MAX_PROCESSES
 
 INPUT_DIR = "--input-dir"
 INPUTS = "--inputs"
@@ -88,8 +89,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         JOBS,
         dest="batch_jobs",
         metavar="N",
-        type=_positive,
-        help="Worker processes, placed on --devices (default: 1).",
+        type=_jobs,
+        help="Worker processes, placed on --devices, at most 256 (default: 1).",
     )
     group.add_argument(
         DEVICES,
@@ -103,13 +104,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive(text: str) -> int:
+def _jobs(text: str) -> int:
+    """``--jobs``: worker processes, 1 to :data:`~deepaas.options.MAX_PROCESSES`
+    (as ``deepaas-run --workers``: each holds its own copy of the model)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    if not 1 <= value <= MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(
+            f"must be from 1 to {MAX_PROCESSES}, not {value}"
+        )
     return value
 
 

@@ -540,3 +540,33 @@ def test_a_seconds_option_over_its_maximum_from_the_config_file_names_it(
 def test_replace_keeps_the_maximum():
     with pytest.raises(ConfigError, match="drain_delay must be at most 3600"):
         Settings().replace(drain_delay=3601.0)
+
+
+# -- upper bounds of the process counts ------------------------------------------
+
+PROCESS_OPTIONS = ("workers", "max_trainings")
+
+
+@pytest.mark.parametrize("name", PROCESS_OPTIONS)
+def test_a_process_count_at_its_maximum_is_accepted(name):
+    assert getattr(load(flag(name), "256"), name) == 256
+
+
+@pytest.mark.parametrize("name", PROCESS_OPTIONS)
+def test_a_process_count_over_its_maximum_is_refused_naming_its_source(tmp_path, name):
+    """``--workers 1000000`` started processes until the kernel killed the
+    server for want of memory (a QA run on a 24 GB machine)."""
+    with pytest.raises(ConfigError) as exc:
+        load(flag(name), "1000000")
+    assert str(exc.value) == f"{name} must be at most 256, got 1000000 ({flag(name)})"
+    key = f"DEEPAAS_{name.upper()}"
+    with pytest.raises(ConfigError) as exc:
+        load(env={key: "257"})
+    assert (
+        str(exc.value)
+        == f"{name} must be at most 256, got 257 ({key} in the environment)"
+    )
+    path = write_ini(tmp_path, f"[DEFAULT]\n{name} = 300\n")
+    with pytest.raises(ConfigError) as exc:
+        load("--config-file", path)
+    assert str(exc.value).endswith(f"got 300 ({name} from config file {path})")
