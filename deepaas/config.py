@@ -173,7 +173,11 @@ def _validate(s: Settings) -> None:
 
 
 # scheme://host[:port], as browsers send it in Origin (RFC 6454).
-_ORIGIN = re.compile(r"(https?)://([^/?#@\s:]+|\[[0-9a-fA-F:.]+\])(:[0-9]{1,5})?")
+# A host as browsers serialize it in Origin: a DNS name (IDN as punycode) or
+# an IP literal.
+_ORIGIN = re.compile(
+    r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?"
+)
 
 
 def _check_origin(origin: str) -> str:
@@ -187,6 +191,12 @@ def _check_origin(origin: str) -> str:
     if origin == "*":
         return origin
     serialized = origin.strip().lower().removesuffix("/")
+    if "*" in serialized:
+        raise ConfigError(
+            f"cors_origin {origin!r}: patterns are not supported (browsers send "
+            "one exact origin): list each origin (--cors-origin is repeatable), "
+            "or give * alone for any origin (only without tokens)"
+        )
     match = _ORIGIN.fullmatch(serialized)
     if not match or (match[3] and int(match[3][1:]) > 65535):
         raise ConfigError(

@@ -24,9 +24,16 @@ def test_origins_are_checked_at_start_up() -> None:
         "https://app.example.org/path",
         "ftp://x",
         "http://x:65536",
+        "https://app_example.org",
+        "https://app.example.org%2F",
+        "https://user@app.example.org",
     ):
         with pytest.raises(ConfigError, match="is not an origin"):
             Settings(cors_origin=(bad,))
+    # accepted and never matched before: browsers send one exact origin
+    for pattern in ("https://*.example.org", "*.example.org", "https://app.*"):
+        with pytest.raises(ConfigError, match="patterns are not supported"):
+            Settings(cors_origin=(pattern,))
     with pytest.raises(ConfigError, match="with tokens, name the origins"):
         Settings(cors_origin=("*",), auth_tokens="t")
 
