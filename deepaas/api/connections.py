@@ -59,7 +59,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 
 from deepaas import tracing
-from deepaas.api.errors import json_error, oip_shaped
+from deepaas.api.errors import json_error, merged, oip_shaped
 from deepaas.api.refusals import explain, late_head_answer, request_target
 from deepaas.api.site import GuardedTCPSite
 
@@ -206,7 +206,10 @@ class _GuardedHandler(web.RequestHandler):
         its request line came)."""
         oip_paths = self._guard.oip_paths
         target = request_target(self._head_bytes, self._head_at)
-        return bool(oip_paths and target and oip_paths.fullmatch(target))
+        if not oip_paths or not target:
+            return False
+        # /v2/models//infer too: its 404 would be an OIP error
+        return any(oip_paths.fullmatch(path) for path in (target, merged(target)))
 
     def _begin(self, data: bytes) -> int:
         """Where a head starts in ``data`` (after empty lines), its clock

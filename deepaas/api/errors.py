@@ -57,6 +57,11 @@ class ValidationFailed(web.HTTPUnprocessableEntity):
 _SLASHES = re.compile(r"//+")
 
 
+def merged(path: str) -> str:
+    """``path`` with each run of slashes made one."""
+    return _SLASHES.sub("/", path)
+
+
 async def _redirect_to_route(request: web.Request) -> web.Response | None:
     """A 308 to the route the client meant, when it exists: runs of slashes
     merged into one, and a trailing slash added (DEEPaaS routes end in /),

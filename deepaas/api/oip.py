@@ -91,7 +91,8 @@ class OipView:
 
 def oip_paths(bp: str) -> re.Pattern[str]:
     """Every path an OIP route answers, and those of OIP extensions not
-    served (``/config``, ``/stats``, Triton's ``/v2/repository/...``,
+    served (``/config``, ``/stats``, ``/trace/setting``, Triton's
+    ``/v2/repository/...``,
     ``/v2/systemsharedmemory/...``...: :data:`UNSERVED_EXTENSIONS`): an
     error there is ``{"error": ...}``, which OIP clients read (a DEEPaaS path
     ends with ``/``, or is redirected to one)."""
@@ -99,7 +100,7 @@ def oip_paths(bp: str) -> re.Pattern[str]:
     return re.compile(
         re.escape(bp)
         + r"/v2(?:/health/(?:live|ready)"
-        + r"|/models/[^/]+(?:/versions/[^/]+)?(?:/[A-Za-z_]+)?"
+        + r"|/models/[^/]+(?:/versions/[^/]+)?(?:/[A-Za-z_]+){0,2}"
         + rf"|/(?P<extension>{extensions})(?:/[^/]+)*)?"
     )
 

@@ -86,7 +86,7 @@ def late_head_answer(timeout: float, oip: bool) -> bytes:
     seconds: written by the connection's guard, before aiohttp has a request
     to answer, and followed by the connection's close."""
     text = (
-        f"the request's line and headers did not arrive within {timeout:g}s "
+        f"the request's line and headers did not arrive within {timeout:g} s "
         "(--client-timeout): send them at once"
     )
     body = json.dumps({"error" if oip else "message": text}).encode()

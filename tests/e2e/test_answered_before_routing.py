@@ -49,6 +49,8 @@ def served(server: Callable[..., DeepaasRun]) -> DeepaasRun:
 
 OIP = b"POST /v2/models/demo/infer HTTP/1.1\r\nHost: x\r\n"
 DEEPAAS = b"POST /v2/models/demo/predict/ HTTP/1.1\r\nHost: x\r\n"
+#: Its complete request is an OIP 404 ({"error"}): its 408 is an OIP error too.
+EMPTY_SEGMENT = b"POST /v2/models//infer HTTP/1.1\r\nHost: x\r\n"
 
 
 @pytest.mark.parametrize(
@@ -71,7 +73,9 @@ def test_a_head_the_parser_refuses(
 
 
 @pytest.mark.parametrize(
-    ("head", "key"), [(OIP, "error"), (DEEPAAS, "message")], ids=["oip", "deepaas"]
+    ("head", "key"),
+    [(OIP, "error"), (EMPTY_SEGMENT, "error"), (DEEPAAS, "message")],
+    ids=["oip", "oip-empty-segment", "deepaas"],
 )
 def test_a_head_that_stalls_is_answered_408(
     served: DeepaasRun, head: bytes, key: str

@@ -401,6 +401,8 @@ async def test_wrong_method_on_infer_is_405_error(client: Client) -> None:
         "/v2/models/demo/stats",
         "/v2/models/demo/versions/1/stats",
         "/v2/repository/index",
+        "/v2/models/demo/trace/setting",
+        "/v2/models/demo/versions/1/trace/setting",
     ],
 )
 async def test_extensions_not_served_are_oip_404s(client: Client, path: str) -> None:
