@@ -31,6 +31,20 @@ def now() -> str:
     return datetime.datetime.now().strftime(DATE_FORMAT)
 
 
+def _iso(instant: datetime.datetime) -> str:
+    utc_instant = instant.astimezone(datetime.timezone.utc)
+    return utc_instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def stamp() -> tuple[str, str]:
+    """Now, read once, as ``(date, time)``: the server's local time in the
+    contract's format (``start_date``) and the same instant in ISO 8601 UTC
+    (``start_time``), which is stored as it is, so that a server in another
+    time zone (or this one after a DST change) serves the same instant."""
+    instant = datetime.datetime.now(datetime.timezone.utc)
+    return instant.astimezone().strftime(DATE_FORMAT), _iso(instant)
+
+
 def _duration(start: str, finish: str) -> str:
     begin = datetime.datetime.strptime(start, DATE_FORMAT)
     end = datetime.datetime.strptime(finish, DATE_FORMAT)
@@ -40,20 +54,18 @@ def _duration(start: str, finish: str) -> str:
 
 
 def utc(date: str | None) -> str | None:
-    """A record date (this server's local time, no zone: the contract's
-    format) as the same instant in ISO 8601 UTC, "2024-01-01T11:00:00.124Z",
-    which any client parses to the right instant: a page in another time
-    zone read ``start_date`` as its own local time, hours off. Not stored: a
-    record's dates are written by a server in its own zone, which is the
-    zone the API process reads them in."""
+    """A record date (local time, no zone: the contract's format) as an
+    instant in ISO 8601 UTC, "2024-01-01T11:00:00.124Z", read in the zone of
+    the server calling this: only a best effort, for the records stored
+    before ``start_time`` was (their writer's zone is not known; a server in
+    another zone, or after a DST change, gets it hours off)."""
     if date is None:
         return None
     try:
         local = datetime.datetime.strptime(date, DATE_FORMAT).astimezone()
     except (ValueError, OverflowError, OSError):
         return None
-    instant = local.astimezone(datetime.timezone.utc)
-    return instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso(local)
 
 
 def interrupted_message(status: str) -> str:
@@ -75,6 +87,9 @@ class Training:
     gpus: int = 0
     devices: list[str] = dataclasses.field(default_factory=list)
     start_date: str | None = None
+    # start_date's instant in ISO 8601 UTC, recorded with it (stamp()); None
+    # while queued, and in records stored before it was (see to_json)
+    start_time: str | None = None
     finish_date: str | None = None
     output: Any = None
     message: str | None = None
@@ -114,7 +129,7 @@ class Training:
         doc.update(
             model=self.model,
             start_date=self.start_date,
-            start_time=utc(self.start_date),
+            start_time=self.start_time or utc(self.start_date),
             gpus=self.gpus,
             devices=self.devices,
             progress=self.progress,

@@ -211,7 +211,7 @@ class JobScheduler:
     def _start(self, job: Job) -> None:
         record = job.record
         record.status = st.RUNNING
-        record.start_date = st.now()
+        record.start_date, record.start_time = st.stamp()
         record.devices = [d.label for d in job.leased] or ["cpu"]
         job.started = time.monotonic()
         self.keeper.changed(record, was=st.QUEUED)
