@@ -45,9 +45,36 @@ def stamp() -> tuple[str, str]:
     return instant.astimezone().strftime(DATE_FORMAT), _iso(instant)
 
 
-def _duration(start: str, finish: str) -> str:
+def _offset(date: str, instant: str | None) -> datetime.timedelta:
+    """How far the zone that wrote ``date`` (local) was ahead of UTC, from
+    ``instant`` (the same time in ISO 8601 UTC, to the millisecond); zero
+    when not known."""
+    if instant is None:
+        return datetime.timedelta(0)
+    local = datetime.datetime.strptime(date, DATE_FORMAT)
+    utc_time = datetime.datetime.fromisoformat(instant.replace("Z", "+00:00"))
+    seconds = (local - utc_time.replace(tzinfo=None)).total_seconds()
+    return datetime.timedelta(seconds=round(seconds))
+
+
+def _duration(
+    start: str,
+    finish: str,
+    start_time: str | None = None,
+    finish_time: str | None = None,
+) -> str:
+    """From ``start`` to ``finish`` (local dates, to the microsecond); when
+    both are stored with their instants in UTC, the zones they were written
+    in are taken off (a server in another zone marked it stopped; a DST
+    change while it ran)."""
     begin = datetime.datetime.strptime(start, DATE_FORMAT)
     end = datetime.datetime.strptime(finish, DATE_FORMAT)
+    if start_time is not None and finish_time is not None:
+        try:
+            begin -= _offset(start, start_time)
+            end -= _offset(finish, finish_time)
+        except (ValueError, OverflowError):
+            pass  # not what this version writes: the dates as they are
     delta = max(end - begin, datetime.timedelta(0))
     text = str(delta)
     return text if "." in text else text + ".000000"
@@ -91,6 +118,9 @@ class Training:
     # while queued, and in records stored before it was (see to_json)
     start_time: str | None = None
     finish_date: str | None = None
+    # finish_date's instant in ISO 8601 UTC, recorded with it (stamp()): for
+    # the duration; None while unfinished, and in records stored before it was
+    finish_time: str | None = None
     output: Any = None
     message: str | None = None
     progress: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -107,8 +137,18 @@ class Training:
         finished record is final)."""
         self.status = stored.status
         self.message = stored.message
-        self.finish_date = stored.finish_date or now()
+        if stored.finish_date is not None:
+            self.finish_date, self.finish_time = stored.finish_date, stored.finish_time
+        else:
+            self.finish_date, self.finish_time = stamp()
         self.output = stored.output
+
+    def _duration(self, finish_date: str) -> str:
+        if self.start_date is None:  # never started: since it was submitted
+            return _duration(self.date, finish_date)
+        return _duration(
+            self.start_date, finish_date, self.start_time, self.finish_time
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The record as clients see it (contract section 4, plus extras)."""
@@ -124,7 +164,7 @@ class Training:
             doc["result"] = {
                 "output": self.output,
                 "finish_date": self.finish_date,
-                "duration": _duration(self.start_date or self.date, self.finish_date),
+                "duration": self._duration(self.finish_date),
             }
         doc.update(
             model=self.model,

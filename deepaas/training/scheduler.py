@@ -303,7 +303,7 @@ class JobScheduler:
         was = record.status
         record.status = status
         record.message = message
-        record.finish_date = st.now()
+        record.finish_date, record.finish_time = st.stamp()
         self.keeper.changed(record, was=was)
         remove_job_dirs(self.store, self.tasks, [job.uuid])
         job.done.set()

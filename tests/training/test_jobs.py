@@ -7,13 +7,11 @@ directory; the tests of leases, restarts and disabled routes build their own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import os
 import re
 import time
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -35,6 +33,7 @@ from tests.support import (
     training_ended,
     wait_for,
 )
+from tests.training.zones import time_zone
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -467,22 +466,6 @@ async def test_records_survive_a_restart(tmp_path):
         )
     finally:
         await client.close()
-
-
-@contextlib.contextmanager
-def time_zone(tz: str) -> Iterator[None]:
-    """This process's local time zone is ``tz`` (a POSIX TZ: no tzdata)."""
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = tz
-    time.tzset()
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 async def test_start_time_survives_a_restart_in_another_time_zone(tmp_path):

@@ -25,6 +25,7 @@ from deepaas.training.ownership import (
 )
 from deepaas.training.record import utc
 from deepaas.training.servers import ServerTable
+from tests.training.zones import time_zone
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -273,8 +274,48 @@ async def test_a_version_4_database_gains_the_start_time(tmp_path):
         await db.close()
     with sqlite3.connect(path) as after:
         columns = {row[1] for row in after.execute("PRAGMA table_info(trainings)")}
-        assert "start_time" in columns
+        assert {"start_time", "finish_time"} <= columns
         assert after.execute("PRAGMA user_version").fetchone()[0] == 5
+
+
+async def test_a_duration_across_time_zones(db: st.TrainingStore):
+    """A training started by a server at UTC-5 whose owner is gone, marked
+    stopped by a server at UTC+9 (a restart in another zone): its duration
+    is the time it ran, not the 14 hours between the two local dates."""
+    gone = _other()  # never registered: surely gone
+    with time_zone("EST+5"):
+        started = _record(db, "a" * 32, st.RUNNING, gone)
+        started.start_date, started.start_time = st.stamp()
+        await db.insert(started)
+    with time_zone("JST-9"):
+        assert await ServerTable(db).sweep(ME) == [(started.uuid, st.RUNNING)]
+        doc = (await _get(db, started.uuid)).to_json()
+    assert doc["start_date"] == started.start_date
+    assert doc["start_time"] == started.start_time
+    hours, minutes, _ = doc["result"]["duration"].split(":")
+    assert (hours, minutes) == ("0", "00"), doc["result"]
+
+
+def test_a_duration_over_a_dst_change():
+    """Started at 01:59:00 EDT, finished at 01:01:00.25 EST (the clocks
+    went back an hour between): 2 minutes, not 0 (the local dates alone
+    say -58 minutes)."""
+    record = st.Training(
+        uuid="a" * 32,
+        model="m",
+        args={},
+        status=st.DONE,
+        date="2024-11-03 01:58:00.000000",
+        log_path="x.log",
+        owner_pid=1,
+        start_date="2024-11-03 01:59:00.000000",
+        start_time="2024-11-03T05:59:00.000Z",
+        finish_date="2024-11-03 01:01:00.250000",
+        finish_time="2024-11-03T06:01:00.250Z",
+    )
+    assert record.to_json()["result"]["duration"] == "0:02:00.250000"
+    old = dataclasses.replace(record, start_time=None, finish_time=None)
+    assert old.to_json()["result"]["duration"] == "0:00:00.000000"  # as stored
 
 
 async def test_sweep_follows_owners_and_leases(db: st.TrainingStore):
