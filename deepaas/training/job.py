@@ -125,7 +125,7 @@ class Job:
             how = self.child.describe_exit() if self.child is not None else "ended"
             record.status = st.ERROR
             record.message = f"the training process {how} before it finished"
-        record.finish_date = st.now()
+        record.finish_date, record.finish_time = st.stamp()
         record.eta_seconds = None
         return was
 

@@ -31,29 +31,68 @@ def now() -> str:
     return datetime.datetime.now().strftime(DATE_FORMAT)
 
 
-def _duration(start: str, finish: str) -> str:
+def _iso(instant: datetime.datetime) -> str:
+    utc_instant = instant.astimezone(datetime.timezone.utc)
+    return utc_instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def stamp() -> tuple[str, str]:
+    """Now, read once, as ``(date, time)``: the server's local time in the
+    contract's format (``start_date``) and the same instant in ISO 8601 UTC
+    (``start_time``), which is stored as it is, so that a server in another
+    time zone (or this one after a DST change) serves the same instant."""
+    instant = datetime.datetime.now(datetime.timezone.utc)
+    return instant.astimezone().strftime(DATE_FORMAT), _iso(instant)
+
+
+def _offset(date: str, instant: str | None) -> datetime.timedelta:
+    """How far the zone that wrote ``date`` (local) was ahead of UTC, from
+    ``instant`` (the same time in ISO 8601 UTC, to the millisecond); zero
+    when not known."""
+    if instant is None:
+        return datetime.timedelta(0)
+    local = datetime.datetime.strptime(date, DATE_FORMAT)
+    utc_time = datetime.datetime.fromisoformat(instant.replace("Z", "+00:00"))
+    seconds = (local - utc_time.replace(tzinfo=None)).total_seconds()
+    return datetime.timedelta(seconds=round(seconds))
+
+
+def _duration(
+    start: str,
+    finish: str,
+    start_time: str | None = None,
+    finish_time: str | None = None,
+) -> str:
+    """From ``start`` to ``finish`` (local dates, to the microsecond); when
+    both are stored with their instants in UTC, the zones they were written
+    in are taken off (a server in another zone marked it stopped; a DST
+    change while it ran)."""
     begin = datetime.datetime.strptime(start, DATE_FORMAT)
     end = datetime.datetime.strptime(finish, DATE_FORMAT)
+    if start_time is not None and finish_time is not None:
+        try:
+            begin -= _offset(start, start_time)
+            end -= _offset(finish, finish_time)
+        except (ValueError, OverflowError):
+            pass  # not what this version writes: the dates as they are
     delta = max(end - begin, datetime.timedelta(0))
     text = str(delta)
     return text if "." in text else text + ".000000"
 
 
 def utc(date: str | None) -> str | None:
-    """A record date (this server's local time, no zone: the contract's
-    format) as the same instant in ISO 8601 UTC, "2024-01-01T11:00:00.124Z",
-    which any client parses to the right instant: a page in another time
-    zone read ``start_date`` as its own local time, hours off. Not stored: a
-    record's dates are written by a server in its own zone, which is the
-    zone the API process reads them in."""
+    """A record date (local time, no zone: the contract's format) as an
+    instant in ISO 8601 UTC, "2024-01-01T11:00:00.124Z", read in the zone of
+    the server calling this: only a best effort, for the records stored
+    before ``start_time`` was (their writer's zone is not known; a server in
+    another zone, or after a DST change, gets it hours off)."""
     if date is None:
         return None
     try:
         local = datetime.datetime.strptime(date, DATE_FORMAT).astimezone()
     except (ValueError, OverflowError, OSError):
         return None
-    instant = local.astimezone(datetime.timezone.utc)
-    return instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso(local)
 
 
 def interrupted_message(status: str) -> str:
@@ -75,7 +114,13 @@ class Training:
     gpus: int = 0
     devices: list[str] = dataclasses.field(default_factory=list)
     start_date: str | None = None
+    # start_date's instant in ISO 8601 UTC, recorded with it (stamp()); None
+    # while queued, and in records stored before it was (see to_json)
+    start_time: str | None = None
     finish_date: str | None = None
+    # finish_date's instant in ISO 8601 UTC, recorded with it (stamp()): for
+    # the duration; None while unfinished, and in records stored before it was
+    finish_time: str | None = None
     output: Any = None
     message: str | None = None
     progress: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -92,8 +137,18 @@ class Training:
         finished record is final)."""
         self.status = stored.status
         self.message = stored.message
-        self.finish_date = stored.finish_date or now()
+        if stored.finish_date is not None:
+            self.finish_date, self.finish_time = stored.finish_date, stored.finish_time
+        else:
+            self.finish_date, self.finish_time = stamp()
         self.output = stored.output
+
+    def _duration(self, finish_date: str) -> str:
+        if self.start_date is None:  # never started: since it was submitted
+            return _duration(self.date, finish_date)
+        return _duration(
+            self.start_date, finish_date, self.start_time, self.finish_time
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The record as clients see it (contract section 4, plus extras)."""
@@ -109,12 +164,12 @@ class Training:
             doc["result"] = {
                 "output": self.output,
                 "finish_date": self.finish_date,
-                "duration": _duration(self.start_date or self.date, self.finish_date),
+                "duration": self._duration(self.finish_date),
             }
         doc.update(
             model=self.model,
             start_date=self.start_date,
-            start_time=utc(self.start_date),
+            start_time=self.start_time or utc(self.start_date),
             gpus=self.gpus,
             devices=self.devices,
             progress=self.progress,

@@ -211,7 +211,7 @@ class JobScheduler:
     def _start(self, job: Job) -> None:
         record = job.record
         record.status = st.RUNNING
-        record.start_date = st.now()
+        record.start_date, record.start_time = st.stamp()
         record.devices = [d.label for d in job.leased] or ["cpu"]
         job.started = time.monotonic()
         self.keeper.changed(record, was=st.QUEUED)
@@ -303,7 +303,7 @@ class JobScheduler:
         was = record.status
         record.status = status
         record.message = message
-        record.finish_date = st.now()
+        record.finish_date, record.finish_time = st.stamp()
         self.keeper.changed(record, was=was)
         remove_job_dirs(self.store, self.tasks, [job.uuid])
         job.done.set()

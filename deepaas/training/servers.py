@@ -159,17 +159,17 @@ class ServerTable:
             query += " AND t.uuid = ?"
             params += (uuid,)
         changed = []
-        finish = st.now()
+        finish, finish_time = st.stamp()
         for row in self.store.db.execute(query, params).fetchall():
             if not owner_gone(
                 row["owner"], row["owner_pid"], _owner(row), me, at, lease
             ):
                 continue
             cursor = self.store.db.execute(
-                "UPDATE trainings SET status = ?, message = ?, finish_date = ? "
-                "WHERE uuid = ? AND status = ?",
-                (st.ERROR, st.interrupted_message(row["status"]), finish, row["uuid"],
-                 row["status"]),
+                "UPDATE trainings SET status = ?, message = ?, finish_date = ?, "
+                "finish_time = ? WHERE uuid = ? AND status = ?",
+                (st.ERROR, st.interrupted_message(row["status"]), finish,
+                 finish_time, row["uuid"], row["status"]),
             )  # fmt: skip
             if cursor.rowcount:
                 changed.append((str(row["uuid"]), str(row["status"])))

@@ -19,7 +19,12 @@ Databases written by earlier versions are migrated in place when opened:
 the columns they lack are added (server identities, since version 2, see
 :func:`~deepaas.training.ownership.owner_gone`; the request id of the
 request that started a training, since version 3; its ETA, since version
-4), and old rows keep working with those left empty. Every value a
+4; its start and finish as instants in UTC, ``start_time`` and
+``finish_time``, since version 5), and old rows keep working with those
+left empty (a row without ``start_time`` is served one derived from
+``start_date`` in the reading server's time zone, as before: see
+:func:`~deepaas.training.record.utc`; without both, its duration is from
+the local dates as they are). Every value a
 training reported is in the ``reports`` table (:mod:`deepaas.training.history`).
 """
 
@@ -54,6 +59,7 @@ from deepaas.training.record import (
     Training,
     interrupted_message,
     now,
+    stamp,
 )
 
 # The record's names, for the modules that reach them through the store.
@@ -75,6 +81,7 @@ __all__ = [
     "interrupted_message",
     "now",
     "rollback",
+    "stamp",
 ]
 
 T = TypeVar("T")
@@ -117,8 +124,12 @@ _NEW_COLUMNS = {
     "cancel_acked": "REAL",  # time.time() the owner took that request
     "request_id": "TEXT",  # the X-Request-ID of the request that started it
     "eta_seconds": "REAL",  # when a running training should end (history.Tracker)
+    # start_date's and finish_date's instants, ISO 8601 UTC (record.stamp()):
+    # NULL in older rows
+    "start_time": "TEXT",
+    "finish_time": "TEXT",
 }
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5
 
 _JSON_COLUMNS = ("args", "output", "devices", "progress")
 

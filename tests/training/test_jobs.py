@@ -7,6 +7,7 @@ directory; the tests of leases, restarts and disabled routes build their own.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import re
 import time
@@ -32,6 +33,7 @@ from tests.support import (
     training_ended,
     wait_for,
 )
+from tests.training.zones import time_zone
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -464,3 +466,31 @@ async def test_records_survive_a_restart(tmp_path):
         )
     finally:
         await client.close()
+
+
+async def test_start_time_survives_a_restart_in_another_time_zone(tmp_path):
+    """start_time is the instant recorded at the start: a server restarted
+    in another zone (or sharing the state directory from one) serves the
+    same instant, not start_date read as its own local time."""
+    settings = {"state_dir": str(tmp_path), "devices": "cpu"}
+    with time_zone("JST-9"):  # UTC+9
+        client = await start_client([TRAINER], settings)
+        try:
+            done = await submit(client, mode="sleep")
+            done = await wait_status(client, done["uuid"])
+        finally:
+            await client.close()
+    local = datetime.datetime.strptime(done["start_date"], DATE_FORMAT)
+    tokyo = datetime.timezone(datetime.timedelta(hours=9))
+    started = local.replace(tzinfo=tokyo)
+    served = datetime.datetime.fromisoformat(done["start_time"].replace("Z", "+00:00"))
+    assert abs(served - started) < datetime.timedelta(milliseconds=1)
+    with time_zone("EST+5"):  # UTC-5
+        client = await start_client([TRAINER], settings)
+        try:
+            again = await get(client, done["uuid"])
+        finally:
+            await client.close()
+    assert again["start_time"] == done["start_time"]
+    assert again["start_date"] == done["start_date"]  # the contract's, as stored
+    assert again == done

@@ -23,7 +23,9 @@ from deepaas.training.ownership import (
     owner_gone,
     process_start,
 )
+from deepaas.training.record import utc
 from deepaas.training.servers import ServerTable
+from tests.training.zones import time_zone
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -149,7 +151,7 @@ async def test_an_old_database_is_migrated_and_stays_readable(tmp_path):
         columns = {row[1] for row in after.execute("PRAGMA table_info(trainings)")}
         new = {"owner", "cancel_requested", "cancel_acked", "request_id"}
         assert new | {"eta_seconds"} <= columns
-        assert after.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 5
         tables = {row[0] for row in after.execute("SELECT name FROM sqlite_master")}
         assert "reports" in tables  # the history's
     again = st.TrainingStore(str(tmp_path))  # opening twice changes nothing
@@ -193,7 +195,7 @@ async def test_a_version_2_database_gains_the_request_id(tmp_path):
     finally:
         await db.close()
     with sqlite3.connect(path) as after:
-        assert after.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 5
 
 
 async def test_a_version_3_database_gains_the_eta_and_the_history(tmp_path):
@@ -227,7 +229,93 @@ async def test_a_version_3_database_gains_the_eta_and_the_history(tmp_path):
     finally:
         await db.close()
     with sqlite3.connect(path) as after:
-        assert after.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 5
+
+
+async def test_a_version_4_database_gains_the_start_time(tmp_path):
+    """Version 4 (no start_time): migrated in place; an old row's start_time
+    is derived from its start_date (in this process's zone, best effort),
+    and a record started now stores the instant it was given."""
+    path = tmp_path / "trainings.sqlite3"
+    started = "2024-01-01 12:00:00.124001"
+    with sqlite3.connect(path, isolation_level=None) as old:
+        old.executescript(st._SCHEMA)
+        for name in (
+            "owner TEXT",
+            "cancel_requested REAL",
+            "cancel_acked REAL",
+            "request_id TEXT",
+            "eta_seconds REAL",
+        ):
+            old.execute(f"ALTER TABLE trainings ADD COLUMN {name}")
+        old.execute("PRAGMA user_version = 4")
+        old.execute(
+            "INSERT INTO trainings (uuid, model, args, status, date, start_date, "
+            "log_path, owner_pid, owner) "
+            "VALUES (?, 'm', '{}', 'running', ?, ?, 'x.log', 1, 'o')",
+            ("1" * 32, started, started),
+        )
+    db = st.TrainingStore(str(tmp_path))
+    await db.open()
+    try:
+        old_record = await _get(db, "1" * 32)
+        assert old_record.start_time is None
+        doc = old_record.to_json()
+        assert doc["start_date"] == started
+        assert doc["start_time"] == utc(started)
+        new = _record(db, "2" * 32, st.QUEUED)
+        await db.insert(new)
+        new.status = st.RUNNING
+        # as a server at UTC+9 records it: not what start_date would give here
+        new.start_date, new.start_time = started, "2024-01-01T03:00:00.124Z"
+        await db.update(new)
+        assert (await _get(db, new.uuid)).to_json()["start_time"] == new.start_time
+    finally:
+        await db.close()
+    with sqlite3.connect(path) as after:
+        columns = {row[1] for row in after.execute("PRAGMA table_info(trainings)")}
+        assert {"start_time", "finish_time"} <= columns
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 5
+
+
+async def test_a_duration_across_time_zones(db: st.TrainingStore):
+    """A training started by a server at UTC-5 whose owner is gone, marked
+    stopped by a server at UTC+9 (a restart in another zone): its duration
+    is the time it ran, not the 14 hours between the two local dates."""
+    gone = _other()  # never registered: surely gone
+    with time_zone("EST+5"):
+        started = _record(db, "a" * 32, st.RUNNING, gone)
+        started.start_date, started.start_time = st.stamp()
+        await db.insert(started)
+    with time_zone("JST-9"):
+        assert await ServerTable(db).sweep(ME) == [(started.uuid, st.RUNNING)]
+        doc = (await _get(db, started.uuid)).to_json()
+    assert doc["start_date"] == started.start_date
+    assert doc["start_time"] == started.start_time
+    hours, minutes, _ = doc["result"]["duration"].split(":")
+    assert (hours, minutes) == ("0", "00"), doc["result"]
+
+
+def test_a_duration_over_a_dst_change():
+    """Started at 01:59:00 EDT, finished at 01:01:00.25 EST (the clocks
+    went back an hour between): 2 minutes, not 0 (the local dates alone
+    say -58 minutes)."""
+    record = st.Training(
+        uuid="a" * 32,
+        model="m",
+        args={},
+        status=st.DONE,
+        date="2024-11-03 01:58:00.000000",
+        log_path="x.log",
+        owner_pid=1,
+        start_date="2024-11-03 01:59:00.000000",
+        start_time="2024-11-03T05:59:00.000Z",
+        finish_date="2024-11-03 01:01:00.250000",
+        finish_time="2024-11-03T06:01:00.250Z",
+    )
+    assert record.to_json()["result"]["duration"] == "0:02:00.250000"
+    old = dataclasses.replace(record, start_time=None, finish_time=None)
+    assert old.to_json()["result"]["duration"] == "0:00:00.000000"  # as stored
 
 
 async def test_sweep_follows_owners_and_leases(db: st.TrainingStore):
