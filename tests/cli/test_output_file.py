@@ -414,3 +414,28 @@ def test_a_folder_that_cannot_be_written_in_is_a_usage_error(tmp_path):
     assert proc.returncode == 2, err
     assert f"cannot write '{target}': Permission denied: cannot create" in err
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "code"), [("nodir/x.bin", 2), ("/dev/fd/97", 2), ("ok.bin", 0)]
+)
+def test_a_failure_to_open_the_target_is_a_usage_error(
+    tmp_path, monkeypatch, name, code
+):
+    """What the check before could not foresee (the folder removed while
+    the model ran): opening or replacing the target fails with a usage
+    error; a write that fails midway stays a failure (exit status 1,
+    :func:`test_a_write_that_fails_midway_leaves_the_old_file`)."""
+    from deepaas.model.v2.results import PredictResult
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_output, "_unusable", lambda target: None)
+    result = PredictResult("application/octet-stream", body=b"hi")
+    try:
+        cli_output.emit(result, name, sys.stdout)
+    except cli_output.CliError as exc:
+        assert exc.code == code, exc
+        assert str(exc).startswith(f"cannot write {name!r}: No such file")
+    else:
+        assert code == 0
+        assert (tmp_path / name).read_bytes() == b"hi"
