@@ -11,7 +11,8 @@ reach the plugin as :class:`UploadedFile` (a temporary copy, removed after).
 The result is JSON on stdout (for ``predict`` the very bytes the API would
 send), or written to ``--deepaas_method_output PATH``. Exit status: 0 on
 success, 1 when the model fails (or cannot be loaded), 2 for a usage error
-(unknown or invalid arguments, no model chosen). Plugin code runs with its
+(unknown or invalid arguments, no model chosen, an output path that cannot
+be written: told before the model runs). Plugin code runs with its
 ``print()`` output sent to stderr, so stdout holds only the result.
 
 ``deepaas-cli new`` and ``deepaas-cli dockerize`` load no model: they write a
@@ -39,6 +40,7 @@ from deepaas.cmd.cli_output import (
     EXIT_USAGE,
     PROG,
     CliError,
+    check_target,
     emit,
     remove_result,
 )
@@ -188,11 +190,14 @@ def _execute(
             return cli_batch.run(
                 spec, model, namespace, specs, worker_env or os.environ, tmp_dir
             )
+    target = getattr(namespace, "deepaas_method_output", None)
+    if target is not None:  # before the model runs: not after a prediction
+        check_target(target)
     with tempfile.TemporaryDirectory(prefix="deepaas-cli-") as tmp_dir:
         with contextlib.redirect_stdout(sys.stderr):
             result = _run(command, model, namespace, specs, tmp_dir)
         try:
-            emit(result, getattr(namespace, "deepaas_method_output", None), stdout)
+            emit(result, target, stdout)
         finally:
             remove_result(result)
     return EXIT_OK

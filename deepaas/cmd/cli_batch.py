@@ -276,7 +276,7 @@ def plan(
                 f"their results would have the same name in {OUTPUT_DIR}"
             )
         seen[name] = path
-    if getattr(namespace, "deepaas_method_output", None):
+    if getattr(namespace, "deepaas_method_output", None) is not None:
         raise _usage(
             f"{OUTPUT_OPTION} writes one result: batch mode writes each into "
             f"{OUTPUT_DIR} DIR"

@@ -25,6 +25,7 @@ import marshmallow
 from marshmallow import fields as ma_fields
 
 from deepaas.cmd.cli_output import EXIT_USAGE, CliError, copy_stream
+from deepaas.exceptions import DeepaasError
 from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
 from deepaas.model.v2.wrapper import ModelWrapper, UploadedFile
 
@@ -33,16 +34,49 @@ class ListValue(list[Any]):
     """Several values given at once as a list literal (``--numbers "[1, 2]"``)."""
 
 
-def _literal(text: str) -> Any:
-    """A JSON value, else a Python literal; ``ValueError`` when neither."""
+def _json_rules(text: str) -> Any:
+    """``text`` parsed as the API parses JSON text (a form field's, a JSON
+    body's rules: no ``NaN``/``Infinity``, numbers within a float's range
+    and of at most ``MAX_NUMBER_DIGITS`` digits, bounded depth); its value.
+
+    ``ValueError`` when it is no JSON at all; ``ArgumentTypeError`` (a
+    usage error, exit status 2) with the API's message when it is JSON that
+    breaks those rules: the API answers such a value with a 400/422.
+    """
+    # deepaas.api imports aiohttp: only when such an argument is given
+    from deepaas.api.parsing import parse_json_text
+
     try:
-        return json.loads(text)
+        return parse_json_text(text)
+    except DeepaasError as exc:
+        if exc.message.startswith("invalid JSON: "):
+            raise ValueError(text) from None
+        # the API's words for a JSON text sent in a form (deepaas.api.json_text)
+        reason = exc.message.replace("the JSON body", "this JSON text")
+        raise argparse.ArgumentTypeError(f"not valid JSON: {reason}") from None
+
+
+def _literal(text: str) -> Any:
+    """A JSON value, else a Python literal; ``ValueError`` when neither.
+
+    The JSON is held to the API's rules (:func:`_json_rules`), and so are
+    the numbers of a Python literal (``{'a': 1e999}`` is refused as the
+    JSON ``1e999`` is): ``ArgumentTypeError`` when they break them."""
+    try:
+        return _json_rules(text)
     except ValueError:
         pass
     try:
-        return ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         raise ValueError(text) from None
+    for node in ast.walk(ast.parse(text.strip(), mode="eval")):
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            number = ast.get_source_segment(text.strip(), node)
+            if number is not None:
+                with contextlib.suppress(ValueError):  # 0x10, 1_000: not JSON
+                    _json_rules(number)
+    return value
 
 
 def _mapping(text: str) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import stat
@@ -104,11 +105,12 @@ _DESCRIPTOR_NAME = re.compile(r"/dev/fd/(\d+)|/proc/(self|thread-self|\d+)/fd/(\
 
 def own_descriptor(target: str) -> int | None:
     """The descriptor of this process that ``target`` names, if it is open:
-    ``/dev/stdin`` 0 (the write then fails: an input redirected from a file
-    is never replaced by the result), ``/dev/stdout`` 1, ``/dev/stderr`` 2,
+    ``/dev/stdin`` 0 (an input redirected from a file is never replaced
+    by the result), ``/dev/stdout`` 1, ``/dev/stderr`` 2,
     ``/dev/fd/N``, ``/proc/self/fd/N``
     and ``/proc/PID/fd/N`` (this process's PID) N; else None (another
-    process's descriptor, any other path)."""
+    process's descriptor, any other path). :func:`check_target` refuses
+    one open for reading only (``/dev/stdin`` redirected from a file)."""
     path = os.path.abspath(target)
     fd: int | None = None
     if path == "/dev/stdin":
@@ -220,9 +222,6 @@ def _to_file(result: PredictResult, target: str) -> int:
     if in_place(target):
         with open(target, "wb") as out:
             return write_result(result, out)
-    if os.path.exists(target) and not os.access(target, os.W_OK):
-        # as writing into it would: a read-only file is not replaced
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), target)
     sizes: list[int] = []
 
     def make(partial: str) -> None:
@@ -233,12 +232,104 @@ def _to_file(result: PredictResult, target: str) -> int:
     return sizes[0]
 
 
+def _read_only(path: str, st: os.stat_result) -> bool:
+    """Whether the regular file ``path`` may not be replaced: for root (the
+    usual user in a container), whom ``os.access`` always lets write, when
+    no one has its write bit; for another user, when ``os.access`` says it
+    cannot write it."""
+    if os.geteuid() == 0:
+        return not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    return not os.access(path, os.W_OK)
+
+
+def _unusable(target: str) -> str | None:
+    """Why ``target`` cannot take a result, told without writing anything
+    (nor opening a FIFO); None when nothing is seen against it."""
+    if target == "":
+        return "an empty path: name a file"
+    fd = own_descriptor(target)
+    if fd is not None:
+        try:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        except OSError:
+            return None  # the write says why
+        if flags & getattr(os, "O_PATH", 0) or flags & os.O_ACCMODE == os.O_RDONLY:
+            return f"{target} is open for reading only (descriptor {fd})"
+        return None
+    try:
+        st = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):  # the folder says why
+        st = None
+    except OSError as exc:  # a loop, a name too long...
+        return exc.strerror or str(exc)
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            return f"{target} is a folder: name a file in it"
+        if not stat.S_ISREG(st.st_mode):  # a device, a FIFO: opened as it is
+            if os.geteuid() != 0 and not os.access(target, os.W_OK):
+                return os.strerror(errno.EACCES)
+            return None
+        if _read_only(target, st):
+            mode = stat.S_IMODE(st.st_mode)
+            return f"{os.strerror(errno.EACCES)}: a read-only file (mode {mode:04o})"
+    path = os.path.abspath(target)
+    if st is None and (path in _DESCRIPTORS or path.startswith(_DESCRIPTOR_DIRS)):
+        return os.strerror(errno.ENOENT)  # /dev/fd/N not open: never created
+    # a file is replaced through a temporary one beside it: in its folder
+    folder = os.path.dirname(os.path.realpath(target))
+    shown = os.path.dirname(target) or "."
+    if os.path.islink(target):
+        shown = folder  # where the link points
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            return f"{shown} is not a folder"
+        return f"no folder {shown}"
+    if not os.access(folder, os.W_OK | os.X_OK):  # root too: a read-only mount
+        return f"{os.strerror(errno.EACCES)}: cannot create a file in {shown}"
+    return None
+
+
+def check_target(target: str) -> None:
+    """A usage error (exit status 2) when ``target`` cannot take a result:
+    an empty path, a missing folder, a folder, a read-only file, a
+    descriptor open for reading only. Called before the model runs, so that
+    one learns it without waiting for a prediction, and again before the
+    write."""
+    reason = _unusable(target)
+    if reason is not None:
+        raise CliError(f"cannot write {target!r}: {reason}", EXIT_USAGE)
+
+
+#: Failures to open or replace the target: the path given is unusable (a
+#: usage error). Others (a full disk: ENOSPC, EFBIG; EIO) end the command
+#: as a failure.
+_USAGE_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.EBADF,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+        errno.ENXIO,
+        errno.ETXTBSY,
+    }
+)
+
+
 def emit(result: PredictResult, target: str | None, stdout: IO[str]) -> None:
     if target is not None:
+        check_target(target)
         try:
             size = _to_file(result, target)
         except OSError as exc:
-            raise CliError(f"cannot write {target!r}: {exc.strerror or exc}") from None
+            code = EXIT_USAGE if exc.errno in _USAGE_ERRNOS else EXIT_FAILED
+            raise CliError(
+                f"cannot write {target!r}: {exc.strerror or exc}", code
+            ) from None
         print(
             f"{PROG}: wrote {size} bytes ({result.content_type}) to {target}",
             file=sys.stderr,

@@ -289,6 +289,10 @@ BAD = [
         "--deepaas_method_output writes one result: batch mode writes each into "
         "--output-dir DIR",
     ),
+    (  # an empty path too (it was taken for no option, and ignored)
+        [*IN, "--deepaas_method_output", ""],
+        "--deepaas_method_output writes one result: batch mode writes each into ",
+    ),
     (
         [*IN, "--output-dir", "{tmp}/in/"],
         "--output-dir '{tmp}/in/' is the --input-dir: a later run would take the "

@@ -431,3 +431,60 @@ def test_wildcard_accept_reaches_the_plugin_as_its_own_choice(capsys):
     accept = json.loads(out)["predictions"]["accept"]
     assert accept != "*/*"
     assert accept in ("image/png", "text/plain", "application/json")
+
+
+# -- JSON-valued arguments: the API's rules ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ('{"a": NaN, "b": 1}', "this JSON text contains NaN, which standard JSON"),
+        ('{"a": 1, "b": 1e999}', "a number out of the range of a float (1e999)"),
+        ('{"a": -Infinity}', "this JSON text contains -Infinity"),
+        ("{'a': 1e999}", "a number out of the range of a float (1e999)"),  # Python
+        ("[NaN]", "this JSON text contains NaN"),  # a list literal (--numbers)
+    ],
+)
+def test_json_values_follow_the_api_rules(capsys, value, reason):
+    """``NaN`` and ``1e999`` reached the plugin as nulls (exit 0) where the
+    API answers 400: the value is parsed by the API's parser, and refused
+    with its message as a usage error."""
+    option = "--numbers" if value.startswith("[") else "--options"
+    code, out, err = run(capsys, "--model-name", "demo", "predict", option, value)
+    assert code == 2, err
+    assert out == ""
+    assert f"argument {option}: not valid JSON: " in err
+    assert reason in err
+    assert "Traceback" not in err
+
+
+def test_valid_json_values_reach_the_plugin(capsys):
+    code, out, err = run(
+        capsys, "--model-name", "demo", "predict",
+        "--options", '{"a": 1.5e300, "b": [1, {"c": null}], "d": "NaN"}',
+    )  # fmt: skip
+    assert code == 0, err
+    options = json.loads(out)["args"]["options"]
+    assert options == {"a": 1.5e300, "b": [1, {"c": None}], "d": "NaN"}
+    code, out, err = run(
+        capsys, "--model-name", "demo", "predict", "--options", "{'a': 0x10, 'b': 2}"
+    )
+    assert code == 0, err
+    assert json.loads(out)["args"]["options"] == {"a": 16, "b": 2}
+
+
+@pytest.mark.parametrize("body", [b'{"options": {"a": NaN}}', b'{"options": 1e999}'])
+async def test_the_api_refuses_those_values_too(body):
+    from tests.support import start_client
+
+    client = await start_client([DEMO], {})
+    try:
+        response = await client.post(
+            "/v2/models/demo/predict/",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status == 400
+    finally:
+        await client.close()

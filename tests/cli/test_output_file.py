@@ -78,9 +78,9 @@ def test_a_symlink_keeps_pointing_at_the_replaced_file(capsys, tmp_path):
 def test_no_folder_for_the_file_is_one_error(capsys, tmp_path):
     target = tmp_path / "missing" / "out.bin"
     code, out, err = predict_to(capsys, target)
-    assert code == 1
+    assert code == 2  # a usage error, not the model's failure (1)
     assert out == ""
-    assert f"cannot write '{target}': No such file or directory" in err
+    assert f"cannot write '{target}': no folder {tmp_path / 'missing'}" in err
     assert "Traceback" not in err
 
 
@@ -118,7 +118,7 @@ def test_a_read_only_file_is_not_replaced(tmp_path):
         capture_output=True, timeout=60, **_nobody(),
     )  # fmt: skip
     err = proc.stderr.decode()
-    assert proc.returncode == 1, err
+    assert proc.returncode == 2, err  # a usage error, found before the model runs
     assert f"cannot write '{target}': Permission denied" in err
     assert target.read_bytes() == b"keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
@@ -238,7 +238,7 @@ def test_an_fd_that_is_not_open_is_a_path_like_any_other(tmp_path):
     traceback."""
     proc = _predict_into("/dev/fd/97")
     err = proc.stderr.decode()
-    assert proc.returncode == 1, err
+    assert proc.returncode == 2, err
     assert "cannot write '/dev/fd/97': No such file or directory" in err
     assert "Traceback" not in err
 
@@ -247,14 +247,16 @@ def test_an_fd_that_is_not_open_is_a_path_like_any_other(tmp_path):
 def test_stdin_from_a_file_is_never_replaced_by_the_result(tmp_path, path):
     """``< input --deepaas_method_output /dev/stdin``: the name resolves to
     the input file, which a replace would have overwritten with the result;
-    written through the descriptor (open for reading) it is an error."""
+    a descriptor open for reading only is a usage error, told before the
+    model runs."""
     source = tmp_path / "input.txt"
     source.write_bytes(b"precious\n")
     with open(source, "rb") as stdin:
         proc = _predict_into(path, stdin=stdin)
     err = proc.stderr.decode()
-    assert proc.returncode == 1, err
-    assert f"cannot write {path!r}" in err and "Traceback" not in err
+    assert proc.returncode == 2, err
+    assert f"cannot write {path!r}: {path} is open for reading only" in err
+    assert "Traceback" not in err
     assert source.read_bytes() == b"precious\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["input.txt"]
 
@@ -318,3 +320,122 @@ def test_batch_results_replace_old_ones_whole_with_the_umask_mode(capsys, tmp_pa
     assert (out / "big.bin").stat().st_size == 3 << 20
     for name in ("big.bin", "small.bin"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
+
+
+# -- unusable paths: usage errors, told before the model runs -----------------
+
+
+@pytest.fixture
+def no_model_run(monkeypatch):
+    """The model must not run: the path is refused before."""
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the model ran before the path was checked")
+
+    monkeypatch.setattr(cli, "_run", ran)
+
+
+@pytest.mark.parametrize("mode", [0o444, 0o400, 0o000])
+def test_a_read_only_file_is_refused_as_root_too(capsys, tmp_path, mode, no_model_run):
+    """``os.access(W_OK)`` is always true for root (the usual user in a
+    container), which replaced a read-only file: no write bit for anyone
+    refuses it, for root too."""
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"keep me")
+    target.chmod(mode)
+    code, out, err = predict_to(capsys, target)
+    assert code == 2, err
+    assert out == ""
+    if os.geteuid() == 0:  # another user is told by os.access
+        assert f"Permission denied: a read-only file (mode {mode:04o})" in err
+    assert f"cannot write '{target}': Permission denied" in err
+    target.chmod(0o600)
+    assert target.read_bytes() == b"keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root writes what its owner can")
+def test_root_replaces_a_file_that_only_others_may_write(capsys, tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    target.chmod(0o464)  # a write bit, the group's: not read-only
+    code, _, err = predict_to(capsys, target)
+    assert code == 0, err
+    assert target.read_bytes() == "héllo".encode()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o464
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "an empty path: name a file"),
+        ("nodir/x.json", "no folder nodir"),
+        ("afile/x.json", "afile is not a folder"),
+        (".", ". is a folder: name a file in it"),
+    ],
+)
+def test_unusable_paths_are_usage_errors(
+    capsys, tmp_path, monkeypatch, name, reason, no_model_run
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_bytes(b"x")
+    code, out, err = predict_to(capsys, name)
+    assert code == 2, err
+    assert out == ""
+    assert f"deepaas-cli: error: cannot write {name!r}: {reason}\n" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_descriptor_open_for_reading_is_refused_before_the_model_runs(
+    capsys, tmp_path, no_model_run
+):
+    source = tmp_path / "input.txt"
+    source.write_bytes(b"precious")
+    with open(source, "rb") as fh:
+        fd = fh.fileno()
+        code, _, err = predict_to(capsys, f"/dev/fd/{fd}")
+    assert code == 2, err
+    assert f"/dev/fd/{fd} is open for reading only (descriptor {fd})" in err
+    assert source.read_bytes() == b"precious"
+
+
+def test_a_folder_that_cannot_be_written_in_is_a_usage_error(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    target = folder / "out.bin"
+    proc = subprocess.run(
+        [str(SCRIPT), "--model-name", "demo_class", "predict", "--data", "x",
+         *OCTETS, "--deepaas_method_output", str(target)],
+        capture_output=True, timeout=60, **_nobody(),
+    )  # fmt: skip
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert f"cannot write '{target}': Permission denied: cannot create" in err
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "code"), [("nodir/x.bin", 2), ("/dev/fd/97", 2), ("ok.bin", 0)]
+)
+def test_a_failure_to_open_the_target_is_a_usage_error(
+    tmp_path, monkeypatch, name, code
+):
+    """What the check before could not foresee (the folder removed while
+    the model ran): opening or replacing the target fails with a usage
+    error; a write that fails midway stays a failure (exit status 1,
+    :func:`test_a_write_that_fails_midway_leaves_the_old_file`)."""
+    from deepaas.model.v2.results import PredictResult
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_output, "_unusable", lambda target: None)
+    result = PredictResult("application/octet-stream", body=b"hi")
+    try:
+        cli_output.emit(result, name, sys.stdout)
+    except cli_output.CliError as exc:
+        assert exc.code == code, exc
+        assert str(exc).startswith(f"cannot write {name!r}: No such file")
+    else:
+        assert code == 0
+        assert (tmp_path / name).read_bytes() == b"hi"
