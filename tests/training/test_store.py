@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -198,20 +199,30 @@ async def test_a_version_2_database_gains_the_request_id(tmp_path):
         assert after.execute("PRAGMA user_version").fetchone()[0] == 5
 
 
+#: The columns each schema version added to the first one (st._SCHEMA).
+_ADDED = {
+    3: ("owner TEXT", "cancel_requested REAL", "cancel_acked REAL", "request_id TEXT"),
+    4: ("eta_seconds REAL",),
+}
+
+
+@contextlib.contextmanager
+def _older_database(path, version: int) -> Iterator[sqlite3.Connection]:
+    """A database at schema ``version`` (3 or 4), as that version left it."""
+    with sqlite3.connect(path, isolation_level=None) as old:
+        old.executescript(st._SCHEMA)
+        for step in range(3, version + 1):
+            for name in _ADDED[step]:
+                old.execute(f"ALTER TABLE trainings ADD COLUMN {name}")
+        old.execute(f"PRAGMA user_version = {version}")
+        yield old
+
+
 async def test_a_version_3_database_gains_the_eta_and_the_history(tmp_path):
     """Version 3 (no ETA, no reports table): migrated in place; its rows
     read with no ETA (null in JSON), and reports can be kept."""
     path = tmp_path / "trainings.sqlite3"
-    with sqlite3.connect(path, isolation_level=None) as old:
-        old.executescript(st._SCHEMA)
-        for name in (
-            "owner TEXT",
-            "cancel_requested REAL",
-            "cancel_acked REAL",
-            "request_id TEXT",
-        ):
-            old.execute(f"ALTER TABLE trainings ADD COLUMN {name}")
-        old.execute("PRAGMA user_version = 3")
+    with _older_database(path, 3) as old:
         old.execute(
             "INSERT INTO trainings (uuid, model, args, status, date, log_path, "
             "owner_pid, owner) VALUES (?, 'm', '{}', 'running', ?, 'x.log', 1, 'o')",
@@ -238,17 +249,7 @@ async def test_a_version_4_database_gains_the_start_time(tmp_path):
     and a record started now stores the instant it was given."""
     path = tmp_path / "trainings.sqlite3"
     started = "2024-01-01 12:00:00.124001"
-    with sqlite3.connect(path, isolation_level=None) as old:
-        old.executescript(st._SCHEMA)
-        for name in (
-            "owner TEXT",
-            "cancel_requested REAL",
-            "cancel_acked REAL",
-            "request_id TEXT",
-            "eta_seconds REAL",
-        ):
-            old.execute(f"ALTER TABLE trainings ADD COLUMN {name}")
-        old.execute("PRAGMA user_version = 4")
+    with _older_database(path, 4) as old:
         old.execute(
             "INSERT INTO trainings (uuid, model, args, status, date, start_date, "
             "log_path, owner_pid, owner) "
