@@ -59,7 +59,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 
 from deepaas import tracing
-from deepaas.api.errors import json_error, merged, oip_shaped
+from deepaas.api.errors import json_error, merge_slashes, oip_shaped
 from deepaas.api.refusals import explain, late_head_answer, request_target
 from deepaas.api.site import GuardedTCPSite
 
@@ -209,7 +209,9 @@ class _GuardedHandler(web.RequestHandler):
         if not oip_paths or not target:
             return False
         # /v2/models//infer too: its 404 would be an OIP error
-        return any(oip_paths.fullmatch(path) for path in (target, merged(target)))
+        return any(
+            oip_paths.fullmatch(path) for path in (target, merge_slashes(target))
+        )
 
     def _begin(self, data: bytes) -> int:
         """Where a head starts in ``data`` (after empty lines), its clock

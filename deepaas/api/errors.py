@@ -57,7 +57,7 @@ class ValidationFailed(web.HTTPUnprocessableEntity):
 _SLASHES = re.compile(r"//+")
 
 
-def merged(path: str) -> str:
+def merge_slashes(path: str) -> str:
     """``path`` with each run of slashes made one."""
     return _SLASHES.sub("/", path)
 
@@ -76,7 +76,7 @@ async def _redirect_to_route(request: web.Request) -> web.Response | None:
     """
     url = request.rel_url
     raw_path = url.raw_path
-    merged = _SLASHES.sub("/", raw_path)
+    merged = merge_slashes(raw_path)
     candidates = []
     if merged != raw_path:
         candidates.append(merged)
@@ -164,7 +164,7 @@ async def error_response(
         return answer
     path = request.path
     if not oip_paths.fullmatch(path):
-        merged = _SLASHES.sub("/", path)
+        merged = merge_slashes(path)
         if (
             answer is not None
             and answer.status == 404
