@@ -239,7 +239,9 @@ class Dispatcher:
             return
         batched = self.policy.batched
         full = not self._load()[1]  # no worker had room (adaptive window only)
-        carried = lane.answered_message()
+        # A message's answers may come in parts (its calls as they are
+        # computed); its uploads stay pinned until the final one.
+        carried = lane.answered_message() if message.final else []
         items = message.items
         if items:
             seconds = message.seconds
@@ -260,7 +262,7 @@ class Dispatcher:
             lane.answered += 1
             answer(call, ok, value, logged)
         unpin(carried)  # the worker is done with that message's uploads
-        if not inflight:
+        if not inflight and message.final:
             lane.stalled = False
             lane.settle_drained()
         if full and self._load()[1]:

@@ -16,7 +16,9 @@ nor out of the frame when received.
 Parent to predict worker: :class:`Invoke` (one call, several calls, or one
 batch; of predict, or of a tensor-native plugin's infer). Predict worker to
 parent: :class:`Ready`, :class:`StartFailed`, :class:`Results` (exactly one
-per :class:`Invoke`, in order).
+``final`` one per :class:`Invoke`, in order; a message of several calls
+has its earlier calls answered as they are computed, in ``Results`` that
+are not ``final``).
 
 Parent to training job: :class:`Train` (once). Training job to parent:
 :class:`Progress` (any number), then :class:`TrainDone` or
@@ -107,7 +109,8 @@ class StartFailed(NamedTuple):
 
 
 class Results(NamedTuple):
-    """The answers to one :class:`Invoke`, in its order.
+    """The answers to one :class:`Invoke`, or to its calls so far, in its
+    order.
 
     ``items`` are ``(seq, ok, value)``: ``value`` is a rendered
     :class:`~deepaas.model.v2.results.PredictResult` (a predict call) or a
@@ -116,12 +119,16 @@ class Results(NamedTuple):
     ``seconds`` is the compute time of the whole message. ``retire`` is set
     when the worker should be replaced once this is delivered:
     ``"out_of_memory"`` (the model raised MemoryError) or ``"max_memory"``
-    (its resident memory passed the limit it was given).
+    (its resident memory passed the limit it was given). ``final`` is False
+    for the answers a worker sends while it still runs later calls of the
+    same message (never for a batch): the message is answered by the one
+    ``final`` Results that follows them.
     """
 
     items: list[tuple[int, bool, Any]]
     seconds: float
     retire: str | None = None
+    final: bool = True
 
 
 # -- training jobs ------------------------------------------------------------
@@ -180,7 +187,7 @@ def _to_wire(message: Any) -> tuple[Any, ...]:
             (seq, ok, value if type(value) is dict else tuple(value))
             for seq, ok, value in message.items
         ]
-        return (index, items, message.seconds, message.retire)
+        return (index, items, message.seconds, message.retire, message.final)
     return (index, *message)
 
 
@@ -198,7 +205,7 @@ def _from_wire(wire: tuple[Any, ...]) -> Any:
             )
             for seq, ok, value in wire[1]
         ]
-        return _new_tuple(Results, (items, wire[2], wire[3]))
+        return _new_tuple(Results, (items, wire[2], wire[3], wire[4]))
     return _new_tuple(_KINDS[index], wire[1:])
 
 

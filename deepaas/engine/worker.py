@@ -23,7 +23,6 @@ from deepaas.engine.process import EXIT_FAILED, child_main
 from deepaas.engine.protocol import (
     FrameDecoder,
     Invoke,
-    Part,
     Ready,
     RemoteError,
     Results,
@@ -39,7 +38,6 @@ from deepaas.model.signature import InferOutputError
 from deepaas.model.v2.results import OutputError, ResultRenderer
 from deepaas.tracing import TaggedOutput
 
-FLUSH_AFTER_S = 0.0005
 RECV_SIZE = 1 << 20
 OUT_OF_MEMORY = "out_of_memory"
 MAX_MEMORY = "max_memory"
@@ -98,10 +96,9 @@ class WorkerLoop:
     def serve(self, renderer: ResultRenderer) -> None:
         """Answer calls until the parent closes the socket.
 
-        Calls that arrived together are answered together (one write), but a
-        result never waits more than FLUSH_AFTER_S for its companions once
-        it is computed (a long call after it is the parent's business: it
-        sees the stall on the scoreboard and takes those calls back).
+        A result is sent as soon as it is computed, before the next call
+        starts: however long that call runs, an answer already made never
+        waits for it (nor for a call of the same message: see :meth:`call`).
         """
         self.send(Ready(os.getpid()))
         decoder = FrameDecoder()
@@ -111,12 +108,8 @@ class WorkerLoop:
         inbox = bytearray(RECV_SIZE)
         view = memoryview(inbox)
         pending: collections.deque[Any] = collections.deque()
-        outbox: list[Part] = []
-        first_unsent = 0.0
         while True:
             if not pending:
-                if outbox:
-                    self.flush(outbox)
                 target = decoder.filling()  # a big frame's rest: read into it
                 if target is not None:
                     with target:
@@ -131,23 +124,22 @@ class WorkerLoop:
                 pending.extend(decoder.feed(view[:size]))
                 continue
             message = pending.popleft()
-            if type(message) is not Invoke:
-                continue
-            if not outbox:
-                first_unsent = time.perf_counter()
-            outbox.extend(pack_parts(self.call(renderer, message)))
-            if time.perf_counter() - first_unsent > FLUSH_AFTER_S:
-                self.flush(outbox)
+            if type(message) is Invoke:
+                self.answer(self.call(renderer, message))
 
-    def flush(self, outbox: list[Part]) -> None:
-        """Send the frames (their parts) in ``outbox`` and empty it: the
-        small ones in one write, the arrays' views as they are (no copy)."""
-        for part in coalesce(outbox):
+    def answer(self, results: Results) -> None:
+        """Send ``results``: the small frames in one write, an array's
+        buffer as it is (no copy)."""
+        for part in coalesce(pack_parts(results)):
             self.sock.sendall(part)
-        outbox.clear()
 
     def call(self, renderer: ResultRenderer, message: Invoke) -> Results:
         """Run one message (calls or a batch); whatever happens, its Results.
+
+        Of a message of several calls (not a batch), each call's answer but
+        the last is sent on its own (a ``Results`` with ``final`` False)
+        before the next call starts: a fast call never waits for a slow one
+        sent with it. The returned ``Results`` answers the rest.
 
         What the plugin writes meanwhile is tagged with the request id of
         the call it runs (a batch's: all of them, comma-separated).
@@ -168,6 +160,10 @@ class WorkerLoop:
                 for index, (seq, payload) in enumerate(message.items):
                     if self.retire == OUT_OF_MEMORY:
                         break  # the heap is spent: the parent gives these to another
+                    if results:
+                        now = time.perf_counter()
+                        self.answer(Results(results, now - started, final=False))
+                        started, results = now, []
                     if self.board.start(seq, time.monotonic()):
                         TaggedOutput.running = ids[index] if index < len(ids) else None
                         results.append(one(renderer, seq, payload))

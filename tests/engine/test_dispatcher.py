@@ -538,6 +538,21 @@ async def test_stalled_worker_gives_back_the_batches_behind_its_batch():
     assert results(calls) == ["a", "b", "c", "d", "e", "f"]
 
 
+async def test_a_call_is_answered_while_a_later_call_of_its_message_runs():
+    setup, w0, (a, b) = await one_pipelined_worker("a", "b")
+    assert len(w0.messages) == 1  # one message of both
+    w0.run()
+    assert w0.start() == [w0.seqs()[0][1]]  # "a" was sent back before "b" started
+    w0.send()
+    assert a.future.result() == "a"
+    assert not b.future.done()
+    assert setup.dispatcher.held(w0) == 1
+    w0.finish()
+    w0.send()
+    assert b.future.result() == "b"
+    assert setup.dispatcher.held(w0) == 0
+
+
 async def test_late_answer_for_a_call_taken_back_is_discarded(tmp_path):
     fast = PIPELINE_BUDGET_S / 4
     setup, (w0, w1) = await rig(pace=fast)

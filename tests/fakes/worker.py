@@ -8,7 +8,9 @@ worker one step at a time, the way :mod:`deepaas.engine.worker` runs::
     worker.start()        # mark the next call (or batch) running; skips
                           # calls taken back, exactly like worker.py
     worker.finish()       # it is computed (the answer waits in the outbox)
-    worker.send()         # Results for every finished message -> on_results
+    worker.send()         # Results for every finished message, and for the
+                          # calls of a message answered before its next one
+                          # started (not final) -> on_results
     worker.die(error)     # the process is gone -> dispatcher.lost
 
 Results are one per :class:`~deepaas.engine.protocol.Invoke`, in order, and
@@ -176,6 +178,8 @@ class FakeWorker:
                     self.skipped.extend(seq for seq, _ in items)
             else:
                 while not message.done:
+                    if message.results:  # answered before the next call starts
+                        self._send_so_far(message)
                     seq, payload = items[message.position]
                     message.position += 1
                     if self.board.start(seq, self.clock()):
@@ -228,6 +232,13 @@ class FakeWorker:
         """The process is gone: the dispatcher is told (as the pool would)."""
         self.alive = False
         self.dispatcher.lost(self, error, fail_running=fail_running)
+
+    def _send_so_far(self, message: _Message) -> None:
+        self._outbox.append(
+            protocol.Results(message.results, message.seconds, final=False)
+        )
+        message.results = []
+        message.seconds = 0.0
 
     def _complete(self, message: _Message) -> None:
         self._current = None
