@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -38,6 +39,7 @@ _STATE_HOME = ""
 _TMP_ROOT = ""
 _SAVED: dict[str, str | None] = {}  # environment variables as they were
 _SAVED_TEMPDIR: str | None = None
+_SESSION_PID = os.getpid()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,6 +72,19 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[name] = value
     _SAVED_TEMPDIR = tempfile.tempdir
     tempfile.tempdir = tmp
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (CI's timeout, ``kill``) ends the session as Ctrl-C does:
+    the fixtures stop their servers and workers, and this folder goes. A
+    child forked from this process (not exec'd) dies as it would have."""
+    if os.getpid() != _SESSION_PID:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise KeyboardInterrupt("SIGTERM")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
