@@ -7,6 +7,31 @@ front door (:mod:`deepaas.api.front`) turns each into a JSON
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+_ECHO = reprlib.Repr()
+_ECHO.maxstring = 80  # characters of a text shown, with its quotes
+_ECHO.maxother = 80
+
+
+def echoed(value: Any) -> str:
+    """``repr(value)`` for an error message that names what a client sent
+    (a model name, a header, a training id): at most about 80 characters,
+    the middle of a longer one elided (``'aaaa...aaaa'``), so that an error
+    about a long value does not send the value back whole."""
+    return _ECHO.repr(value)
+
+
+def elided(text: str, limit: int = 80) -> str:
+    """``text`` as it is when at most ``limit`` characters, else its start
+    and end around ``...`` (``limit`` characters in all): a path a client
+    sent, named unquoted in an error message."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 3) // 2
+    return f"{text[:head]}...{text[len(text) - (limit - 3 - head) :]}"
+
 
 class DeepaasError(Exception):
     """An error with a status code and a message meant for the client.

@@ -37,7 +37,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from deepaas.api.scopes import SCOPES, scope_of
 from deepaas.api.site import is_loopback
 from deepaas.api.tokens import TokenTable, is_token
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, echoed
 
 LOG = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def _other_form(header: str | None, scope: str) -> str:
             # Named only when it is a registered scheme: a header holding a
             # bare token (no "Bearer ") would otherwise be echoed back.
             named = (
-                f"{scheme!r} credentials"
+                f"{echoed(scheme)} credentials"
                 if scheme.lower() in _KNOWN_SCHEMES
                 else "credentials without the 'Bearer' scheme"
             )

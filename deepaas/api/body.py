@@ -63,7 +63,7 @@ from deepaas.api.parsing import (
     parse_json,
     parse_urlencoded,
 )
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, echoed
 
 # Part and Router are the multipart module's; importable from here as before.
 __all__ = ["BodyReader", "Part", "Router"]
@@ -239,7 +239,7 @@ class BodyReader:
         encoding = header.strip().lower()
         if encoding and encoding not in DECODED_ENCODINGS:
             raise bad_request(
-                f"Content-Encoding {encoding!r} is not supported: send the body "
+                f"Content-Encoding {echoed(encoding)} is not supported: send the body "
                 "uncompressed, or compressed with gzip or deflate"
             )
         return encoding

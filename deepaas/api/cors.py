@@ -34,6 +34,8 @@ from collections.abc import Iterable
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
+from deepaas.exceptions import echoed
+
 #: What a page may read of an answer, besides the CORS-safelisted headers.
 EXPOSED = ", ".join(
     (
@@ -73,13 +75,13 @@ class CorsPolicy:
             return None
         if not self.allows(origin):
             return _refused(
-                f"origin {origin[:200]!r} may not call this API from a "
+                f"origin {echoed(origin)} may not call this API from a "
                 "browser: the server's operator can allow it with --cors-origin"
             )
         names = requested_headers(headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS, ""))
         if isinstance(names, str):
             return _refused(
-                f"Access-Control-Request-Headers names {names[:50]!r}, which "
+                f"Access-Control-Request-Headers names {echoed(names)}, which "
                 "is not a header name: list header names separated by commas"
             )
         answer: dict[str, str] = {

@@ -24,7 +24,7 @@ from yarl import URL
 
 from deepaas import scratch
 from deepaas.api.limits import MULTIPART_ADVICE
-from deepaas.exceptions import DeepaasError, ShuttingDown
+from deepaas.exceptions import DeepaasError, ShuttingDown, elided
 from deepaas.log import with_detail
 
 LOG = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def _no_route(request: web.Request) -> str:
     """A 404's message for a path that is no route: where the routes are
     listed (the OpenAPI document under the app's base path), not aiohttp's
     bare "404: Not Found"."""
-    text = f"no route {request.method} {request.path}"
+    text = f"no route {request.method} {elided(request.path)}"
     for resource in request.app.router.resources():
         listed = resource.canonical
         if listed.endswith("/openapi.json"):
@@ -283,7 +283,8 @@ async def _error_response(
             text = _no_route(request)
         elif isinstance(exc, web.HTTPMethodNotAllowed):
             allowed = ", ".join(sorted(exc.allowed_methods))
-            text = f"{exc.method} is not allowed on {request.path}; it takes {allowed}"
+            path = elided(request.path)
+            text = f"{exc.method} is not allowed on {path}; it takes {allowed}"
         if exc.status == 417:  # raised by aiohttp before any route runs
             text = (
                 f"{text}: the only expectation this server meets is "

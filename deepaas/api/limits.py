@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import HttpVersion11, hdrs, web
 
 from deepaas.config import Settings
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, echoed
 
 
 def _knows_zstd() -> bool:
@@ -199,7 +199,7 @@ def empty_encoded(request: web.BaseRequest, encoding: str) -> ClosingError:
 def not_installed(encoding: str) -> DeepaasError:
     return DeepaasError(
         400,
-        f"Content-Encoding {encoding!r} is not supported by this server (the "
+        f"Content-Encoding {echoed(encoding)} is not supported by this server (the "
         "library that decodes it is not installed): send the body "
         "uncompressed, or compressed with gzip or deflate",
     )

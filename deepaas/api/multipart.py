@@ -42,7 +42,7 @@ from deepaas.api.limits import (
     too_large,
     too_many_parts,
 )
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, echoed
 from deepaas.model.v2.wrapper import UploadedFile
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ class FormReader:
             if size > FORM_TEXT_LIMIT:
                 raise DeepaasError(
                     413,
-                    f"form field {part.name!r} is larger than {FORM_TEXT_LIMIT} "
+                    f"form field {echoed(part.name)} is larger than {FORM_TEXT_LIMIT} "
                     "bytes: send it as a file",
                 )
             chunks.append(chunk)
@@ -211,7 +211,7 @@ class FormReader:
             return bytes(data).decode(part.get_charset(default="utf-8"))
         except (ValueError, LookupError, RuntimeError, zlib.error) as exc:
             raise bad_request(
-                f"form field {part.name!r} is not valid text: {exc}"
+                f"form field {echoed(part.name)} is not valid text: {exc}"
             ) from None
 
     async def _save_upload(

@@ -37,7 +37,7 @@ from deepaas.api.scopes import PREDICT
 from deepaas.api.v2.models import checked_document
 from deepaas.api.views import Holder, ModelViews, ViewError
 from deepaas.engine.runtime import ModelRuntime
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, echoed
 from deepaas.lifecycle import Lifecycle
 from deepaas.model.v2.fields import build_schema
 from deepaas.model.v2.wrapper import ModelWrapper
@@ -134,12 +134,13 @@ class OipRoutes:
         if holder is None:
             served = ", ".join(self.views) or "none"
             raise DeepaasError(
-                404, f"model {name!r} is not served here; served: {served}"
+                404, f"model {echoed(name)} is not served here; served: {served}"
             )
         version = request.match_info.get("version")
         if version is not None and version != VERSION:
             raise DeepaasError(
-                404, f"model {name!r} has no version {version!r}; versions: {VERSION}"
+                404,
+                f"model {name!r} has no version {echoed(version)}; versions: {VERSION}",
             )
         return holder.value
 

@@ -35,7 +35,7 @@ from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader
 from deepaas.api.limits import BodyLimits
 from deepaas.api.v2.responses import remove_result
 from deepaas.engine.runtime import ModelRuntime
-from deepaas.exceptions import DeepaasError, TensorError
+from deepaas.exceptions import DeepaasError, TensorError, echoed
 from deepaas.model.signature import check_inputs
 from deepaas.model.v2.fields import load_args
 from deepaas.model.v2.results import PredictResult
@@ -129,7 +129,7 @@ async def _native(
     for requested in decoded.outputs:
         if requested.name not in declared:
             raise TensorError(
-                f"model {name!r} has no output {requested.name!r}; its outputs: "
+                f"model {name!r} has no output {echoed(requested.name)}; its outputs: "
                 + ", ".join(signature.describe(t) for t in signature.outputs)
             )
     checked = check_inputs(name, signature, decoded.inputs)
@@ -214,7 +214,7 @@ def _requested(
         if requested.name not in outputs:
             known = ", ".join(outputs)
             raise TensorError(
-                f"model {model!r} has no output {requested.name!r}; "
+                f"model {model!r} has no output {echoed(requested.name)}; "
                 f"this request's outputs: {known}"
             )
         chosen[requested.name] = outputs[requested.name]

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from deepaas.exceptions import TensorError
+from deepaas.exceptions import TensorError, echoed
 from deepaas.oip.datatypes import DATATYPES, MAX_DIMS, to_array
 from deepaas.options import MAX_BATCH_SIZE
 
@@ -234,7 +234,7 @@ def check_inputs(
         if name not in declared:
             known = ", ".join(signature.describe(t) for t in signature.inputs)
             raise TensorError(
-                f"model {model!r} has no input {name!r}; its inputs: {known}"
+                f"model {model!r} has no input {echoed(name)}; its inputs: {known}"
             )
     missing = [t for t in signature.inputs if t.name not in given]
     if missing:

@@ -45,7 +45,7 @@ from marshmallow import fields as ma_fields
 
 from deepaas.api.multipart import _write_new
 from deepaas.api.parsing import parse_json_text
-from deepaas.exceptions import DeepaasError, TensorError
+from deepaas.exceptions import DeepaasError, TensorError, echoed
 from deepaas.model.v2.fields import ArgSpec
 from deepaas.model.v2.wrapper import UploadedFile
 from deepaas.oip.datatypes import to_array
@@ -161,7 +161,8 @@ def check_inputs(
         if tensor.name not in specs:
             known = ", ".join(specs) or "none"
             raise TensorError(
-                f"model {model!r} has no input {tensor.name!r}; its inputs: {known}"
+                f"model {model!r} has no input {echoed(tensor.name)}; "
+                f"its inputs: {known}"
             )
     given = {tensor.name for tensor in inputs}
     missing = [name for name, s in specs.items() if s.required and name not in given]

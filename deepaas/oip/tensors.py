@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from deepaas.exceptions import TensorError
+from deepaas.exceptions import TensorError, echoed
 from deepaas.oip.binary import from_binary
 from deepaas.oip.datatypes import (
     JSON_CONSTANTS,
@@ -115,7 +115,7 @@ def parse_header_length(value: str | None) -> int | None:
     if not text.isdigit() or not text.isascii():
         raise TensorError(
             f"{HEADER_LENGTH} must be the JSON header's length in bytes, a "
-            f"non-negative integer, not {value[:40]!r}"
+            f"non-negative integer, not {echoed(value)}"
         )
     return int(text)
 
@@ -266,7 +266,7 @@ def _input(
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise TensorError(f"{where} needs a 'name', a non-empty string")
-    where = f"input '{name}'"
+    where = f"input {echoed(name)}"
     if name in names:
         raise TensorError(f"{where} is given twice; send each input once")
     names.add(name)
@@ -303,7 +303,7 @@ def _output(index: int, raw: object, names: set[str]) -> RequestedOutput:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise TensorError(f"{where} needs a 'name', a non-empty string")
-    where = f"output '{name}'"
+    where = f"output {echoed(name)}"
     if name in names:
         raise TensorError(f"{where} is requested twice; name each output once")
     names.add(name)

@@ -27,7 +27,7 @@ from deepaas.api.response_schemas import MODEL_META, MODELS, VERSION
 from deepaas.api.scopes import PREDICT
 from deepaas.api.versions import v2_version
 from deepaas.api.views import ModelViews, ViewError, describe
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, echoed
 from deepaas.model.loading import defined_at
 from deepaas.model.v2.wrapper import ModelError, ModelWrapper
 
@@ -161,7 +161,8 @@ def setup(app: web.Application, spec: SpecBuilder, views: ModelViews) -> None:
     async def unknown_model(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         raise DeepaasError(
-            404, f"model {name!r} is not served here; served: {', '.join(models)}"
+            404,
+            f"model {echoed(name)} is not served here; served: {', '.join(models)}",
         )
 
     # Any other model name under /v2/models/ is a clear 404 naming it; the

@@ -33,7 +33,7 @@ from deepaas.api.response_schemas import (
 from deepaas.api.v2 import train_logs, train_metrics
 from deepaas.api.v2.predict import disabled
 from deepaas.api.views import ModelViews
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, echoed
 from deepaas.lifecycle import Lifecycle
 from deepaas.model.v2.fields import ArgSpec, arg_specs
 from deepaas.model.v2.wrapper import ModelWrapper
@@ -77,7 +77,7 @@ def _json(value: Any, status: int = 200) -> web.Response:
 
 
 def _not_found(uuid: str, model: str) -> DeepaasError:
-    return DeepaasError(404, f"model {model!r} has no training {uuid!r}")
+    return DeepaasError(404, f"model {model!r} has no training {echoed(uuid)}")
 
 
 class TrainRoutes:

@@ -16,7 +16,7 @@ from aiohttp import web
 from marshmallow import fields, validate
 
 from deepaas.api import front
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, echoed
 from deepaas.lifecycle import Lifecycle
 from deepaas.model.v2.fields import arg_specs
 from deepaas.training.jobs import JobManager
@@ -57,7 +57,9 @@ class LogRoutes:
         uuid = request.match_info["uuid"]
         record = await self.manager.get(uuid, self.model)
         if record is None:
-            raise DeepaasError(404, f"model {self.model!r} has no training {uuid!r}")
+            raise DeepaasError(
+                404, f"model {self.model!r} has no training {echoed(uuid)}"
+            )
         try:
             offset = int(request.query.get("offset", "0"))
             if offset < 0:

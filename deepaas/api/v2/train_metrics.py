@@ -26,7 +26,7 @@ from marshmallow import fields, validate
 
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.response_schemas import TRAINING_METRICS
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, echoed
 from deepaas.model.v2.fields import arg_specs
 from deepaas.model.v2.results import dumps
 from deepaas.training import history
@@ -84,7 +84,7 @@ def _int(query: Any, name: str, default: int, low: int, high: int) -> int:
         # the real bounds, however big: "an integer >= 0" for a since over
         # 2**62 told a client its valid value was wrong
         raise DeepaasError(
-            422, f"{name} must be an integer from {low} to {high}, got {text!r}"
+            422, f"{name} must be an integer from {low} to {high}, got {echoed(text)}"
         )
     return value
 
@@ -106,12 +106,13 @@ class MetricsRoute:
         asked = query.get("x", "auto")
         if asked not in AXES:
             choices = ", ".join(AXES)
-            raise DeepaasError(422, f"x must be one of {choices}, got {asked!r}")
+            raise DeepaasError(422, f"x must be one of {choices}, got {echoed(asked)}")
         record = await self.manager.get(uuid, self.model)
         if record is None:
             raise DeepaasError(
                 404,
-                f"no such training: model {self.model!r} has no training {uuid!r}",
+                f"no such training: model {self.model!r} "
+                f"has no training {echoed(uuid)}",
             )
         read = await self.manager.reports(uuid, since)
         loop = asyncio.get_running_loop()  # tens of ms for a long run: off the loop
