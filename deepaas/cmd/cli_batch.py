@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,7 +38,12 @@ from typing import IO, Any
 
 from deepaas.cmd.cli_batch_run import DEVICES, Batch, Plan
 from deepaas.cmd.cli_options import collect_args, validate_args
-from deepaas.cmd.cli_output import EXIT_USAGE, OUTPUT_OPTION, CliError
+from deepaas.cmd.cli_output import (
+    EXIT_USAGE,
+    OUTPUT_OPTION,
+    CliError,
+    marked_read_only,
+)
 from deepaas.model.loading import PluginSpec
 from deepaas.model.v2.fields import ArgSpec
 from deepaas.model.v2.wrapper import ModelWrapper, UploadedFile
@@ -229,6 +236,12 @@ def _check_output_dir(path: str) -> str:
         ) from None
     if not os.path.isdir(path):
         raise _usage(f"{OUTPUT_DIR} {path!r}: not a directory")
+    st = os.stat(path)
+    if marked_read_only(path, st):  # 0555: root could write in it
+        raise _usage(
+            f"{OUTPUT_DIR} {path!r}: cannot write in it: "
+            f"{os.strerror(errno.EACCES)} (mode {stat.S_IMODE(st.st_mode):04o})"
+        )
     try:
         fd, probe = tempfile.mkstemp(prefix=".deepaas-probe-", dir=path)
         os.close(fd)

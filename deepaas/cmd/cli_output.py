@@ -232,11 +232,12 @@ def _to_file(result: PredictResult, target: str) -> int:
     return sizes[0]
 
 
-def _read_only(path: str, st: os.stat_result) -> bool:
-    """Whether the regular file ``path`` may not be replaced: for root (the
-    usual user in a container), whom ``os.access`` always lets write, when
-    no one has its write bit; for another user, when ``os.access`` says it
-    cannot write it."""
+def marked_read_only(path: str, st: os.stat_result) -> bool:
+    """Whether the file or folder ``path`` may not be written (a folder:
+    no file created in it): for root (the usual user in a container), whom
+    ``os.access`` always lets write, when no one has its write bit (0444,
+    0555: marked read-only by its owner); for another user, when
+    ``os.access`` says it cannot write it."""
     if os.geteuid() == 0:
         return not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
     return not os.access(path, os.W_OK)
@@ -269,7 +270,7 @@ def _unusable(target: str) -> str | None:
             if os.geteuid() != 0 and not os.access(target, os.W_OK):
                 return os.strerror(errno.EACCES)
             return None
-        if _read_only(target, st):
+        if marked_read_only(target, st):
             mode = stat.S_IMODE(st.st_mode)
             return f"{os.strerror(errno.EACCES)}: a read-only file (mode {mode:04o})"
     path = os.path.abspath(target)
@@ -284,7 +285,11 @@ def _unusable(target: str) -> str | None:
         if os.path.exists(folder):
             return f"{shown} is not a folder"
         return f"no folder {shown}"
-    if not os.access(folder, os.W_OK | os.X_OK):  # root too: a read-only mount
+    # os.access: a read-only mount, for root too; the mode: a folder marked
+    # read-only (0555), which root could write in
+    if not os.access(folder, os.W_OK | os.X_OK) or marked_read_only(
+        folder, os.stat(folder)
+    ):
         return f"{os.strerror(errno.EACCES)}: cannot create a file in {shown}"
     return None
 

@@ -314,6 +314,25 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
     assert "Traceback" not in err
 
 
+def test_an_output_dir_no_one_may_write_in_is_refused_as_root_too(capsys, tmp_path):
+    """Root could write its results into a 0555 folder: refused (exit 2)
+    before any input runs, as for another user."""
+    inputs(tmp_path / "in", a="a")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        code, _, err = run(
+            capsys, "--model-name", "batchy", "predict", "--input-dir",
+            str(tmp_path / "in"), "--output-dir", str(locked),
+        )  # fmt: skip
+    finally:
+        locked.chmod(0o755)
+    assert code == 2, err
+    assert f"--output-dir '{locked}': cannot write in it: Permission denied" in err
+    assert list(locked.iterdir()) == []
+
+
 def test_no_output_dir(capsys, tmp_path):
     inputs(tmp_path / "in", a="a")
     code, _, err = run(

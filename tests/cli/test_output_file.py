@@ -354,6 +354,28 @@ def test_a_read_only_file_is_refused_as_root_too(capsys, tmp_path, mode, no_mode
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
+def test_a_folder_no_one_may_write_in_is_refused_as_root_too(
+    capsys, tmp_path, no_model_run
+):
+    """Root could create the result in a 0555 folder: refused as for a
+    read-only file, before the model runs."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    target = locked / "out.json"
+    try:
+        code, out, err = predict_to(capsys, target)
+    finally:
+        locked.chmod(0o755)
+    assert code == 2, err
+    assert out == ""
+    assert (
+        f"cannot write '{target}': Permission denied: cannot create a file in {locked}"
+        in err
+    )
+    assert list(locked.iterdir()) == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="root writes what its owner can")
 def test_root_replaces_a_file_that_only_others_may_write(capsys, tmp_path):
     target = tmp_path / "out.bin"
