@@ -11,7 +11,7 @@ since a DEEPaaS client following a model's ``self`` link lands there.
 An infer request (:mod:`deepaas.api.oip_infer`) runs a tensor-native
 plugin's ``infer(**arrays)`` (its inputs and outputs are those of its
 ``get_infer_signature()``), or else maps its inputs onto the plugin's
-predict arguments (:mod:`deepaas.oip.mapping`), loaded with the same schema
+predict arguments (:mod:`deepaas.api.oip_mapping`), loaded with the same schema
 as the DEEPaaS predict route, and runs ``predict`` exactly as that route
 does (queue, batching, deadlines, ``--max-queue``; metrics under
 ``(model, "infer")``). Errors are ``{"error": ...}``
@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 import deepaas
+from deepaas.api import oip_mapping as mapping
 from deepaas.api.errors import OIP_PATHS, UNSERVED_EXTENSIONS
 from deepaas.api.limits import BodyLimits, expect_within
 from deepaas.api.metrics import label
@@ -41,7 +42,6 @@ from deepaas.exceptions import DeepaasError, echoed
 from deepaas.lifecycle import Lifecycle
 from deepaas.model.v2.fields import build_schema
 from deepaas.model.v2.wrapper import ModelWrapper
-from deepaas.oip import mapping
 
 Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
 

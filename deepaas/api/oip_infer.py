@@ -11,7 +11,7 @@ ones off the event loop), then run one of two ways:
   is a view of the body, pickled as raw bytes). The worker's output arrays
   come back the same way and are encoded here.
 - **mapped** (any other DEEPaaS plugin): the inputs become the plugin's
-  predict arguments (:mod:`deepaas.oip.mapping`), loaded with the same
+  predict arguments (:mod:`deepaas.api.oip_mapping`), loaded with the same
   schema as the DEEPaaS predict route, and run by ``runtime.predict``
   exactly as that route does; a 422 of that route is a 400 here, with the
   same message. The result maps to outputs.
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import marshmallow
 from aiohttp import web
 
+from deepaas.api import oip_mapping as mapping
 from deepaas.api.args import OFFLOAD_LOAD_SIZE
 from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader
 from deepaas.api.limits import BodyLimits
@@ -43,7 +44,6 @@ from deepaas.oip import (
     HEADER_LENGTH,
     decode_request,
     encode_response,
-    mapping,
     parse_header_length,
 )
 from deepaas.oip.tensors import InferRequest

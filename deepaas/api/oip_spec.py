@@ -5,7 +5,7 @@ under a tag of their own; ``/swagger.json`` leaves them out, so that the
 Gradio UI, which reads it, sees the DEEPaaS routes alone. The bodies are the
 KServe Open Inference Protocol v2 REST ones
 (:func:`deepaas.api.response_schemas._oip_schemas`); a model's inputs and
-outputs (:mod:`deepaas.oip.mapping`, or a tensor-native plugin's
+outputs (:mod:`deepaas.api.oip_mapping`, or a tensor-native plugin's
 signature) are in its operations' descriptions and examples, rebuilt when
 the model reloads.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from deepaas.api.oip_mapping import TensorSpec
 from deepaas.api.openapi import OPENAPI_TAGS, Operation
 from deepaas.api.response_schemas import (
     OIP_ERROR,
@@ -26,7 +27,6 @@ from deepaas.api.response_schemas import (
     ref,
 )
 from deepaas.oip import HEADER_LENGTH
-from deepaas.oip.mapping import TensorSpec
 
 if TYPE_CHECKING:
     from deepaas.api.oip import OipView

@@ -1,7 +1,7 @@
 """A tensor-native plugin's signature, and what conforms to it.
 
 A plugin that wants numpy arrays in and out, rather than its predict
-arguments mapped onto tensors (:mod:`deepaas.oip.mapping`), defines two
+arguments mapped onto tensors (:mod:`deepaas.api.oip_mapping`), defines two
 functions (methods, on a class-based plugin)::
 
     def get_infer_signature():
