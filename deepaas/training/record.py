@@ -114,6 +114,9 @@ class Training:
     gpus: int = 0
     devices: list[str] = dataclasses.field(default_factory=list)
     start_date: str | None = None
+    # date's instant in ISO 8601 UTC (stamp()): the duration of a training
+    # that never started; None in records stored before it was
+    submit_time: str | None = None
     # start_date's instant in ISO 8601 UTC, recorded with it (stamp()); None
     # while queued, and in records stored before it was (see to_json)
     start_time: str | None = None
@@ -145,7 +148,7 @@ class Training:
 
     def _duration(self, finish_date: str) -> str:
         if self.start_date is None:  # never started: since it was submitted
-            return _duration(self.date, finish_date)
+            return _duration(self.date, finish_date, self.submit_time, self.finish_time)
         return _duration(
             self.start_date, finish_date, self.start_time, self.finish_time
         )

@@ -20,9 +20,10 @@ the columns they lack are added (server identities, since version 2, see
 :func:`~deepaas.training.ownership.owner_gone`; the request id of the
 request that started a training, since version 3; its ETA, since version
 4; its start and finish as instants in UTC, ``start_time`` and
-``finish_time``, since version 5), and old rows keep working with those
-left empty (a row without ``start_time`` is served one derived from
-``start_date`` in the reading server's time zone, as before: see
+``finish_time``, since version 5; its submission's, ``submit_time``, since
+version 6), and old rows keep working with those left empty (a row
+without ``start_time`` is served one derived from ``start_date`` in the
+reading server's time zone, as before: see
 :func:`~deepaas.training.record.utc`; without both, its duration is from
 the local dates as they are). Every value a
 training reported is in the ``reports`` table (:mod:`deepaas.training.history`).
@@ -128,8 +129,9 @@ _NEW_COLUMNS = {
     # NULL in older rows
     "start_time": "TEXT",
     "finish_time": "TEXT",
+    "submit_time": "TEXT",  # date's instant, likewise (version 6)
 }
-_SCHEMA_VERSION = 5
+_SCHEMA_VERSION = 6
 
 _JSON_COLUMNS = ("args", "output", "devices", "progress")
 

@@ -94,12 +94,14 @@ class SubmissionMixin:
         kept in the record."""
         self._check_taking()
         wanted = self.resolve_gpus(gpus)
+        date, submit_time = st.stamp()
         record = st.Training(
             uuid=uuid,
             model=model,
             args=shown_args(kwargs),
             status=st.QUEUED,
-            date=st.now(),
+            date=date,
+            submit_time=submit_time,
             log_path=self.store.log_path(uuid),
             owner_pid=self.identity.pid,
             owner=self.identity.id,

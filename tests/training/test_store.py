@@ -152,7 +152,7 @@ async def test_an_old_database_is_migrated_and_stays_readable(tmp_path):
         columns = {row[1] for row in after.execute("PRAGMA table_info(trainings)")}
         new = {"owner", "cancel_requested", "cancel_acked", "request_id"}
         assert new | {"eta_seconds"} <= columns
-        assert after.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 6
         tables = {row[0] for row in after.execute("SELECT name FROM sqlite_master")}
         assert "reports" in tables  # the history's
     again = st.TrainingStore(str(tmp_path))  # opening twice changes nothing
@@ -196,7 +196,7 @@ async def test_a_version_2_database_gains_the_request_id(tmp_path):
     finally:
         await db.close()
     with sqlite3.connect(path) as after:
-        assert after.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 6
 
 
 #: The columns each schema version added to the first one (st._SCHEMA).
@@ -240,7 +240,7 @@ async def test_a_version_3_database_gains_the_eta_and_the_history(tmp_path):
     finally:
         await db.close()
     with sqlite3.connect(path) as after:
-        assert after.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 6
 
 
 async def test_a_version_4_database_gains_the_start_time(tmp_path):
@@ -276,7 +276,7 @@ async def test_a_version_4_database_gains_the_start_time(tmp_path):
     with sqlite3.connect(path) as after:
         columns = {row[1] for row in after.execute("PRAGMA table_info(trainings)")}
         assert {"start_time", "finish_time"} <= columns
-        assert after.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 6
 
 
 async def test_a_duration_across_time_zones(db: st.TrainingStore):
@@ -293,6 +293,25 @@ async def test_a_duration_across_time_zones(db: st.TrainingStore):
         doc = (await _get(db, started.uuid)).to_json()
     assert doc["start_date"] == started.start_date
     assert doc["start_time"] == started.start_time
+    hours, minutes, _ = doc["result"]["duration"].split(":")
+    assert (hours, minutes) == ("0", "00"), doc["result"]
+
+
+async def test_a_never_started_trainings_duration_across_time_zones(
+    db: st.TrainingStore,
+):
+    """Queued by a server at UTC-5 and never started, marked stopped by a
+    server at UTC+9: its duration (from its submission) is the time it
+    waited, not the 14 hours between the two local dates."""
+    gone = _other()
+    with time_zone("EST+5"):
+        queued = _record(db, "b" * 32, st.QUEUED, gone)
+        queued.date, queued.submit_time = st.stamp()
+        await db.insert(queued)
+    with time_zone("JST-9"):
+        assert await ServerTable(db).sweep(ME) == [(queued.uuid, st.QUEUED)]
+        doc = (await _get(db, queued.uuid)).to_json()
+    assert doc["start_date"] is None
     hours, minutes, _ = doc["result"]["duration"].split(":")
     assert (hours, minutes) == ("0", "00"), doc["result"]
 
