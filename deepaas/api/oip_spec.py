@@ -4,7 +4,7 @@ OpenAPI 3.1 operation objects, written whole (:attr:`Operation.openapi_document`
 under a tag of their own; ``/swagger.json`` leaves them out, so that the
 Gradio UI, which reads it, sees the DEEPaaS routes alone. The bodies are the
 KServe Open Inference Protocol v2 REST ones
-(:func:`deepaas.api.response_schemas._oip_schemas`); a model's inputs and
+(:func:`deepaas.api.oip_schemas.schemas`); a model's inputs and
 outputs (:mod:`deepaas.api.oip_mapping`, or a tensor-native plugin's
 signature) are in its operations' descriptions and examples, rebuilt when
 the model reloads.
@@ -16,16 +16,16 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from deepaas.api.oip_mapping import TensorSpec
-from deepaas.api.openapi import OPENAPI_TAGS, Operation
-from deepaas.api.response_schemas import (
+from deepaas.api.oip_schemas import (
     OIP_ERROR,
     OIP_INFER_REQUEST,
     OIP_INFER_RESPONSE,
     OIP_MODEL_METADATA,
     OIP_MODEL_READY,
     OIP_SERVER_METADATA,
-    ref,
 )
+from deepaas.api.openapi import OPENAPI_TAGS, Operation
+from deepaas.api.response_schemas import ref
 from deepaas.oip import HEADER_LENGTH
 
 if TYPE_CHECKING:

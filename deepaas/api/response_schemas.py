@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deepaas.oip.datatypes import DATATYPES
+from deepaas.api import oip_schemas
 from deepaas.training.store import STATUSES
 
 FAILURE = "Failure"
@@ -37,13 +37,6 @@ TRAINING = "Training"
 TRAINING_RESULT = "TrainingResult"
 TRAINING_LIST = "TrainingList"
 TRAINING_METRICS = "TrainingMetrics"
-# The Open Inference Protocol's (OpenAPI 3.1 only: /swagger.json has no OIP)
-OIP_ERROR = "OipError"
-OIP_SERVER_METADATA = "OipServerMetadata"
-OIP_MODEL_METADATA = "OipModelMetadata"
-OIP_MODEL_READY = "OipModelReady"
-OIP_INFER_REQUEST = "OipInferenceRequest"
-OIP_INFER_RESPONSE = "OipInferenceResponse"
 
 
 def ref(name: str, swagger2: bool) -> dict[str, str]:
@@ -84,148 +77,14 @@ def _any_value_in_2_0(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def schemas(swagger2: bool) -> dict[str, dict[str, Any]]:
-    """Every schema of this module, by name, for one document."""
+    """Every schema of this module, by name, for one document (and the
+    OIP's, :mod:`deepaas.api.oip_schemas`, in OpenAPI 3.1)."""
     written = _schemas(swagger2)
     if swagger2:
         written = {name: _any_value_in_2_0(s) for name, s in written.items()}
     else:
-        written.update(_oip_schemas())
+        written.update(oip_schemas.schemas())  # OIP: OpenAPI 3.1 only
     return written
-
-
-def _oip_schemas() -> dict[str, dict[str, Any]]:
-    """The KServe Open Inference Protocol v2 REST bodies (its
-    ``required_api.md``), with the binary tensor data extension's
-    parameters; OpenAPI 3.1 only."""
-
-    def to(name: str) -> dict[str, str]:
-        return ref(name, False)
-
-    parameters = {
-        "type": "object",
-        "description": (
-            "$parameters: values are strings, numbers or booleans "
-            "(binary_data_output, binary_data, binary_data_size of the "
-            "binary tensor data extension)"
-        ),
-        "additionalProperties": {"type": ["string", "number", "boolean"]},
-    }
-    datatype = {"type": "string", "enum": list(DATATYPES)}
-    shape = _array({"type": "integer", "minimum": -1})
-    data = {
-        "type": "array",
-        "description": (
-            "$tensor_data: the elements in row-major order, flat or nested "
-            "as the shape; BYTES elements are strings. Left out when the "
-            "tensor is binary data (parameters.binary_data_size)"
-        ),
-    }
-    tensor_metadata = {
-        "type": "object",
-        "properties": {
-            "name": _string("The tensor's name"),
-            "datatype": datatype,
-            "shape": {**shape, "description": "-1 for a dimension of any size"},
-        },
-        "required": ["name", "datatype", "shape"],
-    }
-    return {
-        OIP_ERROR: {
-            "type": "object",
-            "description": "Every error of the Open Inference Protocol routes",
-            "properties": {"error": _string("What went wrong")},
-            "required": ["error"],
-        },
-        OIP_SERVER_METADATA: {
-            "type": "object",
-            "properties": {
-                "name": _string("deepaas"),
-                "version": _string("deepaas's version"),
-                "extensions": _array({"type": "string"}),
-            },
-            "required": ["name", "version", "extensions"],
-        },
-        OIP_MODEL_METADATA: {
-            "type": "object",
-            "description": (
-                "$metadata_model_response; the unversioned route adds the "
-                "keys of the model's DEEPaaS document (ModelMeta)"
-            ),
-            "properties": {
-                "name": _string("The model's name"),
-                "versions": _array({"type": "string"}),
-                "platform": _string("deepaas"),
-                "inputs": _array(tensor_metadata),
-                "outputs": _array(tensor_metadata),
-            },
-            "required": ["name", "platform", "inputs", "outputs"],
-            "additionalProperties": True,
-        },
-        OIP_MODEL_READY: {
-            "type": "object",
-            "properties": {
-                "name": _string("The model's name"),
-                "ready": {"type": "boolean"},
-            },
-            "required": ["name", "ready"],
-        },
-        OIP_INFER_REQUEST: {
-            "type": "object",
-            "description": "$inference_request",
-            "properties": {
-                "id": _string("Echoed in the response"),
-                "parameters": parameters,
-                "inputs": _array(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "name": _string("The input's name"),
-                            "shape": shape,
-                            "datatype": datatype,
-                            "parameters": parameters,
-                            "data": data,
-                        },
-                        "required": ["name", "shape", "datatype"],
-                    }
-                ),
-                "outputs": _array(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "name": _string("The output's name"),
-                            "parameters": parameters,
-                        },
-                        "required": ["name"],
-                    }
-                ),
-            },
-            "required": ["inputs"],
-        },
-        OIP_INFER_RESPONSE: {
-            "type": "object",
-            "description": "$inference_response",
-            "properties": {
-                "model_name": _string("The model's name"),
-                "model_version": _string("The model's version"),
-                "id": _string("The request's id"),
-                "parameters": parameters,
-                "outputs": _array(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "name": _string("The output's name"),
-                            "shape": shape,
-                            "datatype": datatype,
-                            "parameters": parameters,
-                            "data": data,
-                        },
-                        "required": ["name", "shape", "datatype"],
-                    }
-                ),
-            },
-            "required": ["model_name", "outputs"],
-        },
-    }
 
 
 def _schemas(swagger2: bool) -> dict[str, dict[str, Any]]:
