@@ -3,9 +3,10 @@
 Workers send their compute time back with each result, so everything is
 recorded here and prometheus-client needs no multiprocess mode. Counters
 and histograms are updated as requests and batches complete; gauges (queue
-depth, requests in flight, workers, GPUs) are read when Prometheus scrapes,
-from the engine's own state and the last NVML reading (taken in the
-background every second: a scrape never calls NVML).
+depth, requests in flight, workers, GPUs, trainings) are read when
+Prometheus scrapes (:mod:`deepaas.api.metrics_gauges`), from the engine's
+own state and the last NVML reading (taken in the background every second:
+a scrape never calls NVML).
 Each app has its own registry, so several apps can live in one process.
 """
 
@@ -21,17 +22,16 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
-from deepaas.engine.runtime import WORKER_STATES, EngineEvents, ModelRuntime
+from deepaas.api.metrics_gauges import EngineCollector, TrainingCollector
+from deepaas.engine.runtime import EngineEvents, ModelRuntime
 from deepaas.engine.telemetry import Telemetry
 from deepaas.training.jobs import JobManager
-from deepaas.training.store import STATUSES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -207,11 +207,11 @@ class Metrics(EngineEvents):
                 ]
             )
         )
-        self.registry.register(_EngineCollector(runtimes, telemetry))
+        self.registry.register(EngineCollector(runtimes, telemetry))
 
     def add_trainings(self, manager: JobManager) -> None:
         """Export the trainings' states and progress (read at scrape time)."""
-        self.registry.register(_TrainingCollector(manager))
+        self.registry.register(TrainingCollector(manager))
 
     # -- EngineEvents -------------------------------------------------------
 
@@ -286,121 +286,3 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         for metric in self.metrics:
             yield metric.collect()
-
-
-# GpuSample field -> help text; the gauge is deepaas_gpu_<field>.
-GPU_GAUGES = {
-    "utilization_ratio": "GPU utilisation over the last sample period (0-1).",
-    "memory_used_bytes": "GPU memory in use.",
-    "memory_total_bytes": "GPU memory in all.",
-    "temperature_celsius": "GPU temperature.",
-    "power_watts": "GPU power draw.",
-}
-
-
-class _EngineCollector:
-    """Gauges read at scrape time: queues, workers, GPUs."""
-
-    def __init__(
-        self, runtimes: Mapping[str, ModelRuntime], telemetry: Telemetry | None
-    ) -> None:
-        self.runtimes = runtimes
-        self.telemetry = telemetry
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily(
-            "deepaas_queue_depth", "Requests waiting for a worker.", labels=["model"]
-        )
-        # With the queue depth, the load of a replica (what autoscaling reads:
-        # deploy/kubernetes/components/keda).
-        held = GaugeMetricFamily(
-            "deepaas_in_flight",
-            "Requests handed to workers and not answered yet (running, or "
-            "waiting in a worker behind the one it runs).",
-            labels=["model"],
-        )
-        workers = GaugeMetricFamily(
-            "deepaas_workers",
-            "Worker processes by model, device and state.",
-            labels=["model", "device", "state"],
-        )
-        for name, runtime in self.runtimes.items():
-            status = runtime.status()
-            depth.add_metric([name], status.queue_depth)
-            held.add_metric([name], sum(w.in_flight for w in status.workers))
-            counts: dict[tuple[str, str], int] = {}
-            for worker in status.workers:
-                key = (worker.device, worker.state)
-                counts[key] = counts.get(key, 0) + 1
-            for device in sorted({w.device for w in status.workers}):
-                for state in WORKER_STATES:
-                    value = counts.get((device, state), 0)
-                    workers.add_metric([name, device, state], value)
-        yield depth
-        yield held
-        yield workers
-        yield from self._gpus()
-
-    def _gpus(self) -> Iterator[Metric]:
-        if self.telemetry is None:
-            return
-        # The sampler's last reading ({} before the first, or while NVML
-        # hangs): a scrape never waits for NVML.
-        samples = self.telemetry.read()
-        families = {
-            field: GaugeMetricFamily(
-                f"deepaas_gpu_{field}", text, labels=["gpu", "uuid", "name"]
-            )
-            for field, text in GPU_GAUGES.items()
-        }
-        for device in self.telemetry.devices:
-            sample = samples.get(device.label)
-            if sample is None:
-                continue
-            index = "" if device.index is None else str(device.index)
-            labels = [index, device.uuid or "", device.name]
-            for field, family in families.items():
-                value = getattr(sample, field)
-                if value is not None:
-                    family.add_metric(labels, float(value))
-        yield from families.values()
-
-
-class _TrainingCollector:
-    """``deepaas_trainings`` and ``deepaas_training_progress``, at scrape time.
-
-    Both come from the job manager's memory (its counts snapshot, kept fresh
-    as records change and re-read from the database each heartbeat by the
-    manager, never here): a scrape must not wait on SQLite's locks.
-    """
-
-    def __init__(self, manager: JobManager) -> None:
-        self.manager = manager
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        counts = GaugeMetricFamily(
-            "deepaas_trainings",
-            "Training records by model and status.",
-            labels=["model", "status"],
-        )
-        found: dict[str, dict[str, int]] = {}
-        for model, status, count in self.manager.counts():
-            found.setdefault(model, {})[status] = count
-        for model in sorted(set(found) | set(self.manager.targets)):
-            for status in STATUSES:
-                counts.add_metric([model, status], found.get(model, {}).get(status, 0))
-        progress = GaugeMetricFamily(
-            "deepaas_training_progress",
-            "Latest values a running training reported with deepaas.training.report().",
-            labels=["model", "uuid", "key"],
-        )
-        for model, uuid, key, value in self.manager.progress():
-            progress.add_metric([model, uuid, key], value)
-        yield counts
-        yield progress
