@@ -240,8 +240,12 @@ class _Zlib:
 
 class _Library:
     """br or zstd, through aiohttp's decoders for them (optional libraries).
-    Whether their stream was cut short is not checked, but an empty one
-    (zero bytes: neither format's) is refused."""
+    A stream cut short is refused as with gzip: brotli marks its last
+    meta-block (RFC 7932, ISLAST) and zstd the end of a frame (RFC 8878),
+    read from the library objects aiohttp's decoders hold (aiohttp
+    internals: ``BrotliDecompressor._obj``, ``ZSTDDecompressor._decompressor``
+    and ``_pending_unused_data``; tests/api/test_input_limits.py checks
+    them). An empty stream (zero bytes: neither format's) is refused too."""
 
     def __init__(self, encoding: str) -> None:
         from aiohttp import compression_utils as codecs
@@ -268,7 +272,16 @@ class _Library:
         return bool(self._decoder.data_available)
 
     def complete(self) -> bool:
-        return self._fed
+        if not self._fed:
+            return False
+        brotli = getattr(self._decoder, "_obj", None)
+        if brotli is not None:
+            return bool(brotli.is_finished())
+        zstd = getattr(self._decoder, "_decompressor", None)
+        if zstd is not None:
+            left = getattr(self._decoder, "_pending_unused_data", None)
+            return bool(zstd.eof) and not left
+        return True
 
 
 class Decoded:
@@ -284,8 +297,8 @@ class Decoded:
     what it reads (``readline`` looking for a line break, ``read()``). A raw
     body larger than ``raw_limit`` (the ``--client-max-size``) is refused
     too. Bad data answers 400, and so does a stream that ends before its
-    compressed data does (gzip and deflate both mark their end) or that is
-    empty.
+    compressed data does (gzip, deflate, brotli and zstd all mark their end)
+    or that is empty.
     """
 
     def __init__(

@@ -205,6 +205,46 @@ async def test_truncated_stream_is_400(client, kind, body_kind, cut):
 
 
 @pytest.mark.parametrize("body_kind", list(PLAIN))
+@pytest.mark.parametrize("cut", [1, 3, 0.5])
+async def test_truncated_brotli_stream_is_400(client, body_kind, cut):
+    """brotli marks its last block as gzip does its end: a stream cut
+    short is refused, not the part that arrived taken as the body (it
+    was, through aiohttp's decoder, which does not look)."""
+    brotli = pytest.importorskip("brotli")
+    headers, plain = PLAIN[body_kind]
+    whole = brotli.compress(plain)
+    dropped = int(len(whole) * cut) if isinstance(cut, float) else cut
+    answer = await raw_post(
+        client, PREDICT, whole[:-dropped], {**headers, "Content-Encoding": "br"}
+    )
+    assert answer.status == 400, answer.body[:300]
+    message = answer.message()
+    assert "Content-Encoding: br" in message
+    assert "truncated" in message or "not valid" in message
+    await serves(client)
+
+
+@pytest.mark.parametrize("data", [b"xx", b"\x00", b"{}"])
+async def test_bytes_that_are_no_brotli_stream_are_400(client, data):
+    pytest.importorskip("brotli")
+    answer = await raw_post(client, PREDICT, data, {**JSON, "Content-Encoding": "br"})
+    assert answer.status == 400, answer.body[:300]
+    assert "Content-Encoding: br" in answer.message()
+
+
+@pytest.mark.parametrize("body_kind", list(PLAIN))
+async def test_a_whole_brotli_stream_is_read(client, body_kind):
+    brotli = pytest.importorskip("brotli")
+    headers, plain = PLAIN[body_kind]
+    answer = await raw_post(
+        client, PREDICT, brotli.compress(plain), {**headers, "Content-Encoding": "br"}
+    )
+    assert answer.status == 200, answer.body[:300]
+    args = json.loads(answer.body)["args"]
+    assert (args["text"], args["number"]) == ("abcdefgh" * 2000, 7)
+
+
+@pytest.mark.parametrize("body_kind", list(PLAIN))
 async def test_gzip_trailer_cut_says_truncated(client, body_kind):
     headers, plain = PLAIN[body_kind]
     answer = await raw_post(
