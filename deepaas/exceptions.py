@@ -23,6 +23,11 @@ def echoed(value: Any) -> str:
     return _ECHO.repr(value)
 
 
+#: How much of a library's error text (which may quote what the client sent)
+#: an error message shows: :func:`elided` to this many characters.
+LIBRARY_TEXT = 200
+
+
 def elided(text: str, limit: int = 80) -> str:
     """``text`` as it is when at most ``limit`` characters, else its start
     and end around ``...`` (``limit`` characters in all): a path a client

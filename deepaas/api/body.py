@@ -63,7 +63,7 @@ from deepaas.api.parsing import (
     parse_json,
     parse_urlencoded,
 )
-from deepaas.exceptions import DeepaasError, echoed
+from deepaas.exceptions import LIBRARY_TEXT, DeepaasError, echoed, elided
 
 # Part and Router are the multipart module's; importable from here as before.
 __all__ = ["BodyReader", "Part", "Router"]
@@ -220,7 +220,9 @@ class BodyReader:
         except HttpProcessingError as exc:
             if exc.code == 413:
                 raise DeepaasError(413, f"request too large: {exc.message}") from None
-            raise bad_request(f"malformed request body: {exc.message}") from None
+            raise bad_request(
+                "malformed request body: " + elided(exc.message, LIBRARY_TEXT)
+            ) from None
         finally:
             if self.pace is not None:
                 self.pace.stop()

@@ -138,7 +138,9 @@ def expect_within(
             return
         expectation = request.headers.get(hdrs.EXPECT, "")
         if expectation.lower() != "100-continue":
-            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expectation}")
+            raise web.HTTPExpectationFailed(
+                text=f"Unknown Expect: {echoed(expectation)}"
+            )
         whole = held_in_memory(request.content_type) if in_memory is None else in_memory
         error = limits.declared_over(request, whole)
         if error is not None:

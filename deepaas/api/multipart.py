@@ -20,6 +20,7 @@ skip it, save it as a file, or keep it as a field) and owns the files:
 
 from __future__ import annotations
 
+import codecs
 import enum
 import os
 import re
@@ -42,7 +43,7 @@ from deepaas.api.limits import (
     too_large,
     too_many_parts,
 )
-from deepaas.exceptions import DeepaasError, echoed
+from deepaas.exceptions import LIBRARY_TEXT, DeepaasError, echoed, elided
 from deepaas.model.v2.wrapper import UploadedFile
 
 if TYPE_CHECKING:
@@ -151,7 +152,9 @@ class FormReader:
             TypeError,
             RuntimeError,
         ) as exc:
-            raise bad_request(f"malformed multipart body: {exc}") from None
+            raise bad_request(
+                "malformed multipart body: " + elided(str(exc), LIBRARY_TEXT)
+            ) from None
         return form
 
     async def _next_part(self, reader: MultipartReader, stream: LineBudget) -> Any:
@@ -206,12 +209,21 @@ class FormReader:
                     "bytes: send it as a file",
                 )
             chunks.append(chunk)
+        charset = part.get_charset(default="utf-8")
+        try:
+            codecs.lookup(charset)
+        except (LookupError, ValueError):  # ValueError: a name no codec has
+            raise bad_request(
+                f"form field {echoed(part.name)} is in an unknown charset "
+                f"{echoed(charset)}: send it as UTF-8"
+            ) from None
         try:
             data = part.decode(b"".join(chunks))
-            return bytes(data).decode(part.get_charset(default="utf-8"))
+            return bytes(data).decode(charset)
         except (ValueError, LookupError, RuntimeError, zlib.error) as exc:
             raise bad_request(
-                f"form field {echoed(part.name)} is not valid text: {exc}"
+                f"form field {echoed(part.name)} is not valid text: "
+                + elided(str(exc), LIBRARY_TEXT)
             ) from None
 
     async def _save_upload(

@@ -107,6 +107,9 @@ class InferRequest:
         return self.binary_data_output
 
 
+MAX_LENGTH_DIGITS = 18  # 10**18 bytes: no body is that long
+
+
 def parse_header_length(value: str | None) -> int | None:
     """The ``Inference-Header-Content-Length`` header's value as an int."""
     if value is None:
@@ -116,6 +119,11 @@ def parse_header_length(value: str | None) -> int | None:
         raise TensorError(
             f"{HEADER_LENGTH} must be the JSON header's length in bytes, a "
             f"non-negative integer, not {echoed(value)}"
+        )
+    if len(text) > MAX_LENGTH_DIGITS:  # past any body this server reads
+        raise TensorError(
+            f"{HEADER_LENGTH} is {echoed(text)}, past the end of any body: it "
+            "must be the JSON header's length in bytes"
         )
     return int(text)
 

@@ -13,6 +13,15 @@ import pytest
 import pytest_asyncio
 
 from deepaas.exceptions import echoed, elided
+from tests.api.test_input_limits import (
+    BOUNDARY,
+    JSON,
+    PREDICT,
+    Answer,
+    field,
+    form_body,
+    raw_post,
+)
 from tests.support import DEMO, Client, MakeClient
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
@@ -95,3 +104,72 @@ async def test_a_long_oip_output_name(client: Client) -> None:
     body = {"inputs": [], "outputs": [{"name": LONG}]}
     response = await client.post("/v2/models/demo/infer", json=body)
     assert "has no output" in await _checked(response, 400)
+
+
+# -- values quoted by the libraries that read the body ------------------------
+
+
+async def _raw(client: Client, path: str, body: bytes, **headers: str) -> Answer:
+    answer = await raw_post(client, path, body, headers)
+    text = answer.body.decode("utf-8", "replace")
+    assert "x" * SHOWN not in text, text[:300]
+    return answer
+
+
+def _multipart(boundary: str = BOUNDARY) -> dict[str, str]:
+    return {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+async def test_a_long_multipart_boundary(client: Client) -> None:
+    boundary = "x" * 3000
+    body = form_body([(field("text"), b"t")], boundary)
+    answer = await _raw(client, PREDICT, body, **_multipart(boundary))
+    assert answer.status == 400
+    assert "malformed multipart body" in answer.message()
+
+
+async def test_a_long_charset_of_a_form_field(client: Client) -> None:
+    head = field("text") + "\r\nContent-Type: text/plain; charset=" + "x" * 3000
+    answer = await _raw(client, PREDICT, form_body([(head, b"t")]), **_multipart())
+    assert answer.status == 400
+    assert "unknown charset" in answer.message()
+
+
+async def test_a_charset_no_codec_can_name(client: Client) -> None:
+    """A charset with a byte that is no text: named, not Python's error
+    about the surrogate it decoded to."""
+    head = field("text").encode() + b"\r\nContent-Type: text/plain; charset=\xff"
+    body = b"--%s\r\n%s\r\n\r\nt\r\n--%s--\r\n" % (
+        BOUNDARY.encode(), head, BOUNDARY.encode()
+    )  # fmt: skip
+    answer = await _raw(client, PREDICT, body, **_multipart())
+    assert answer.status == 400
+    message = answer.message()
+    assert "unknown charset" in message
+    assert "surrogate" not in message
+
+
+async def test_a_long_content_transfer_encoding(client: Client) -> None:
+    head = field("text") + "\r\nContent-Transfer-Encoding: " + "x" * 3000
+    answer = await _raw(client, PREDICT, form_body([(head, b"t")]), **_multipart())
+    assert answer.status == 400
+
+
+async def test_a_long_part_header_line(client: Client) -> None:
+    head = field("text") + "\r\n" + "x" * 7000  # no colon
+    answer = await _raw(client, PREDICT, form_body([(head, b"t")]), **_multipart())
+    assert 400 <= answer.status < 500
+
+
+async def test_a_long_expect_header(client: Client) -> None:
+    answer = await _raw(client, PREDICT, b"{}", **JSON, Expect="x" * 3000)
+    assert answer.status == 417
+    assert "Unknown Expect" in answer.body.decode()
+
+
+async def test_a_long_inference_header_length(client: Client) -> None:
+    headers = {"Inference-Header-Content-Length": "9" * 3000, **JSON}
+    answer = await raw_post(client, "/v2/models/demo/infer", b"{}", headers)
+    assert answer.status == 400
+    assert "9" * SHOWN not in answer.body.decode()
+    assert "past the end of any body" in json.loads(answer.body)["error"]
