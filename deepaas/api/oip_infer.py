@@ -82,7 +82,7 @@ async def infer_response(
     # into one buffer, which the worker then gets writable too (pickle keeps
     # a buffer's read-only flag, and the worker copies read-only arrays).
     if json_size > OFFLOAD_PARSE_SIZE or _many_bytes_elements(body, header_length):
-        decoded = await reader.offload(decode_request, body, header_length)
+        decoded = await reader.offload(decode_request, body, header_length, True)
     else:
         decoded = decode_request(body, header_length)
     model = view.model
