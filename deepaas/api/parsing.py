@@ -363,7 +363,19 @@ def parse_urlencoded(raw: bytes, charset: str) -> MultiDict[str]:
         )
     try:
         text = raw.decode(charset)
-        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, encoding=charset)
+        # strict: a percent-encoded byte that is no text in the charset is
+        # refused, not replaced by U+FFFD (which aiohttp's request.post()
+        # does, as parse_qsl by default): the model never sees a value
+        # other than the one sent (a multipart field or JSON is refused too)
+        pairs = urllib.parse.parse_qsl(
+            text, keep_blank_values=True, encoding=charset, errors="strict"
+        )
+    except UnicodeDecodeError as exc:
+        raise bad_request(
+            f"malformed form body: a value is not {charset} text once "
+            f"percent-decoded ({exc.reason}): send "
+            "UTF-8, percent-encoded"
+        ) from None
     except (ValueError, LookupError) as exc:
         raise bad_request(f"malformed form body: {exc}") from None
     return MultiDict(pairs)

@@ -277,6 +277,25 @@ async def test_urlencoded_default_limit(client):
     await serves(client)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"text=%ff%fe", b"text=ok&number=4%C3", b"text=caf%E9"],  # latin-1 e-acute
+)
+async def test_urlencoded_bytes_that_are_no_utf8_are_400(client, body):
+    """Refused as in a multipart field or JSON, not handed to the model
+    with U+FFFD in their place (what aiohttp's request.post() does)."""
+    answer = await raw_post(client, PREDICT, body, URLENCODED)
+    assert answer.status == 400, answer.body
+    assert "is not utf-8 text once percent-decoded" in answer.message()
+    await serves(client)
+
+
+async def test_urlencoded_utf8_is_read(client):
+    answer = await raw_post(client, PREDICT, b"text=caf%C3%A9+au+lait", URLENCODED)
+    assert answer.status == 200, answer.body
+    assert json.loads(answer.body)["args"]["text"] == "café au lait"
+
+
 # -- 2. part headers --------------------------------------------------------------
 
 
