@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import socket
 import sys
 from typing import Any
 
@@ -112,11 +113,14 @@ async def test_a_batch_is_tagged_with_all_its_ids() -> None:
         def render(self, output: Any, accept: Any) -> Any:
             return ("json", output)
 
-    loop = WorkerLoop({}, None, Board())  # type: ignore[arg-type]
-    items = [(1, {"x": 1}), (2, {"x": 2}), (3, {"x": 3})]
-    loop.call(Renderer(), Invoke("predict_batch", items, ("a", None, "c")))  # type: ignore[arg-type]
-    loop.call(Renderer(), Invoke("predict", items, ("a", "b")))  # type: ignore[arg-type]
-    loop.call(Renderer(), Invoke("predict", items[:1]))  # type: ignore[arg-type]
+    # The socket takes the answers a message of several calls sends early.
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        loop = WorkerLoop({}, theirs, Board())  # type: ignore[arg-type]
+        items = [(1, {"x": 1}), (2, {"x": 2}), (3, {"x": 3})]
+        loop.call(Renderer(), Invoke("predict_batch", items, ("a", None, "c")))  # type: ignore[arg-type]
+        loop.call(Renderer(), Invoke("predict", items, ("a", "b")))  # type: ignore[arg-type]
+        loop.call(Renderer(), Invoke("predict", items[:1]))  # type: ignore[arg-type]
     assert seen == ["a,c", "a", "b", None, None]
     assert tracing.TaggedOutput.running is None
 
