@@ -279,39 +279,25 @@ async def test_a_version_4_database_gains_the_start_time(tmp_path):
         assert after.execute("PRAGMA user_version").fetchone()[0] == 6
 
 
-async def test_a_duration_across_time_zones(db: st.TrainingStore):
-    """A training started by a server at UTC-5 whose owner is gone, marked
-    stopped by a server at UTC+9 (a restart in another zone): its duration
-    is the time it ran, not the 14 hours between the two local dates."""
+@pytest.mark.parametrize("status", [st.RUNNING, st.QUEUED])
+async def test_a_duration_across_time_zones(db: st.TrainingStore, status: str):
+    """A training started (or only queued) by a server at UTC-5 whose owner
+    is gone, marked stopped by a server at UTC+9 (a restart in another
+    zone): its duration is the time it ran (or waited: from its
+    submission), not the 14 hours between the two local dates."""
     gone = _other()  # never registered: surely gone
     with time_zone("EST+5"):
-        started = _record(db, "a" * 32, st.RUNNING, gone)
-        started.start_date, started.start_time = st.stamp()
-        await db.insert(started)
+        record = _record(db, "a" * 32, status, gone)
+        if status == st.RUNNING:
+            record.start_date, record.start_time = st.stamp()
+        else:
+            record.date, record.submit_time = st.stamp()
+        await db.insert(record)
     with time_zone("JST-9"):
-        assert await ServerTable(db).sweep(ME) == [(started.uuid, st.RUNNING)]
-        doc = (await _get(db, started.uuid)).to_json()
-    assert doc["start_date"] == started.start_date
-    assert doc["start_time"] == started.start_time
-    hours, minutes, _ = doc["result"]["duration"].split(":")
-    assert (hours, minutes) == ("0", "00"), doc["result"]
-
-
-async def test_a_never_started_trainings_duration_across_time_zones(
-    db: st.TrainingStore,
-):
-    """Queued by a server at UTC-5 and never started, marked stopped by a
-    server at UTC+9: its duration (from its submission) is the time it
-    waited, not the 14 hours between the two local dates."""
-    gone = _other()
-    with time_zone("EST+5"):
-        queued = _record(db, "b" * 32, st.QUEUED, gone)
-        queued.date, queued.submit_time = st.stamp()
-        await db.insert(queued)
-    with time_zone("JST-9"):
-        assert await ServerTable(db).sweep(ME) == [(queued.uuid, st.QUEUED)]
-        doc = (await _get(db, queued.uuid)).to_json()
-    assert doc["start_date"] is None
+        assert await ServerTable(db).sweep(ME) == [(record.uuid, status)]
+        doc = (await _get(db, record.uuid)).to_json()
+    assert doc["start_date"] == record.start_date
+    assert doc["start_time"] == record.start_time
     hours, minutes, _ = doc["result"]["duration"].split(":")
     assert (hours, minutes) == ("0", "00"), doc["result"]
 
