@@ -247,11 +247,64 @@ async def test_logs_with_offset(client: Client):
     middle = text.index("line 1")
     response = await client.get(url, params={"offset": str(middle)})
     assert (await response.text()).startswith("line 1\n")
-    response = await client.get(url, params={"offset": str(10**30)})
+    response = await client.get(url, params={"offset": str(2**62)})
     assert response.status == 200 and await response.text() == ""
-    for bad in ({"offset": "-1"}, {"offset": "x"}, {"follow": "maybe"}):
+    bad_offsets = ["-1", "x", "", str(10**30), "1_0", " 10", "+10", "\u0661\u0660"]
+    for bad in [{"offset": b} for b in bad_offsets] + [{"follow": "maybe"}]:
         response = await client.get(url, params=bad)
         assert response.status == 422, bad
+    response = await client.get(url + "?offset=1&offset=2")
+    assert response.status == 422
+    assert "offset was given 2 times" in (await response.json())["message"]
+
+
+async def test_logs_of_a_log_that_is_a_folder_end_at_once(
+    client: Client, state_dir: str
+):
+    """A log replaced by a folder (a clean-up gone wrong): an empty answer,
+    not a promise of the folder's 4096 bytes that never came (the client
+    waited for ever)."""
+    record = await submit(client, mode="print", lines=1)
+    await wait_status(client, record["uuid"])
+    log = os.path.join(state_dir, "logs", record["uuid"] + ".log")
+    os.unlink(log)
+    os.mkdir(log)
+    try:
+        response = await client.get(BASE + record["uuid"] + "/logs")
+        assert response.status == 200
+        assert await asyncio.wait_for(response.read(), 10) == b""
+        assert response.headers["X-Log-Offset"] == "0"
+    finally:
+        os.rmdir(log)
+
+
+async def test_a_log_truncated_while_sent_closes_the_answer(
+    client: Client, state_dir: str
+):
+    """logrotate's copytruncate while a client reads a big log: the answer
+    ends short and the connection is closed (it hung, waiting for the
+    promised length)."""
+    record = await submit(client, mode="print", lines=1)
+    await wait_status(client, record["uuid"])
+    log = os.path.join(state_dir, "logs", record["uuid"] + ".log")
+    size = 32 << 20  # more than the socket buffers hold
+    with open(log, "wb") as out:
+        out.write(b"x" * size)
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(
+            f"GET {BASE}{record['uuid']}/logs HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert f"Content-Length: {size}".encode() in head
+        first = await asyncio.wait_for(reader.readexactly(1 << 16), 10)
+        os.truncate(log, 0)  # while the rest is still to be read
+        rest = await asyncio.wait_for(reader.read(), 30)  # to the close
+    finally:
+        writer.close()
+    assert len(first) + len(rest) < size
+    response = await client.get(BASE + record["uuid"] + "/logs")
+    assert response.status == 200 and await response.read() == b""
 
 
 async def test_logs_follow_streams_until_the_end(client: Client):

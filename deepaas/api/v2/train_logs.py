@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from typing import Any
 
 from aiohttp import web
 from marshmallow import fields, validate
 
 from deepaas.api import front
+from deepaas.api.v2.query import query_int, query_one
 from deepaas.exceptions import DeepaasError, echoed
 from deepaas.lifecycle import Lifecycle
 from deepaas.model.v2.fields import arg_specs
@@ -25,6 +27,7 @@ LOG_CHUNK = 1 << 16
 FOLLOW_POLL_S = 0.2  # a followed log of a job we run is read again this often
 FOREIGN_POLL_S = 1.0  # ... of a job another server runs (its record is read too)
 OFFSET_HEADER = "X-Log-Offset"
+MAX_OFFSET = 2**63 - 1  # the largest file offset (off_t)
 
 LOG_ARGS = arg_specs(
     {
@@ -60,15 +63,8 @@ class LogRoutes:
             raise DeepaasError(
                 404, f"model {self.model!r} has no training {echoed(uuid)}"
             )
-        try:
-            offset = int(request.query.get("offset", "0"))
-            if offset < 0:
-                raise ValueError
-        except ValueError:
-            raise DeepaasError(
-                422, "offset must be a byte offset (an integer >= 0)"
-            ) from None
-        follow = request.query.get("follow", "false").strip().lower()
+        offset = query_int(request.query, "offset", 0, 0, MAX_OFFSET)
+        follow = (query_one(request.query, "follow") or "false").strip().lower()
         if follow not in ("true", "false", "1", "0", "yes", "no"):
             raise DeepaasError(422, "follow must be true or false")
         if follow in ("true", "1", "yes"):
@@ -95,8 +91,16 @@ class LogRoutes:
             data = await loop.run_in_executor(
                 None, _read, path, offset, min(LOG_CHUNK, end - offset)
             )
-            if not data:  # truncated meanwhile: the length cannot be kept
-                break
+            if not data:
+                # Truncated meanwhile (logrotate's copytruncate, a clean-up):
+                # the promised length cannot be kept. The connection is
+                # closed, so the client sees a short answer rather than wait
+                # for the rest for ever; asked again, it gets the log as it
+                # is now.
+                response.force_close()
+                if request.transport is not None:
+                    request.transport.close()
+                return response
             offset += len(data)
             await response.write(data)
         await response.write_eof()
@@ -161,7 +165,10 @@ def _read(path: str, offset: int, size: int) -> bytes:
 
 
 def _size(path: str) -> int:
+    """The log's size; 0 when it is missing or no regular file (a folder's
+    size is no length of text to send)."""
     try:
-        return os.stat(path).st_size
+        st = os.stat(path)
     except OSError:
         return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0

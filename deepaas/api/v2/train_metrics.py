@@ -26,6 +26,7 @@ from marshmallow import fields, validate
 
 from deepaas.api.openapi import Operation, SpecBuilder
 from deepaas.api.response_schemas import TRAINING_METRICS
+from deepaas.api.v2.query import query_int, query_one
 from deepaas.exceptions import DeepaasError, echoed
 from deepaas.model.v2.fields import arg_specs
 from deepaas.model.v2.results import dumps
@@ -69,26 +70,6 @@ METRICS_ARGS = arg_specs(
 )
 
 
-def _int(query: Any, name: str, default: int, low: int, high: int) -> int:
-    given = query.getall(name, [])
-    if not given:
-        return default
-    if len(given) > 1:
-        raise DeepaasError(422, f"{name} was given {len(given)} times: give it once")
-    text = given[0]
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        # the real bounds, however big: "an integer >= 0" for a since over
-        # 2**62 told a client its valid value was wrong
-        raise DeepaasError(
-            422, f"{name} must be an integer from {low} to {high}, got {echoed(text)}"
-        )
-    return value
-
-
 class MetricsRoute:
     """The handler of one model's ``.../train/{uuid}/metrics``."""
 
@@ -99,11 +80,11 @@ class MetricsRoute:
     async def get(self, request: web.Request) -> web.StreamResponse:
         uuid = request.match_info["uuid"]
         query = request.query
-        since = _int(query, "since", 0, 0, MAX_SINCE)
-        limit = _int(
+        since = query_int(query, "since", 0, 0, MAX_SINCE)
+        limit = query_int(
             query, "max_points", history.MAX_POINTS, 2, history.MAX_POINTS_LIMIT
         )
-        asked = query.get("x", "auto")
+        asked = query_one(query, "x") or "auto"
         if asked not in AXES:
             choices = ", ".join(AXES)
             raise DeepaasError(422, f"x must be one of {choices}, got {echoed(asked)}")
