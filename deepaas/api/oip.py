@@ -94,13 +94,16 @@ def oip_paths(bp: str) -> re.Pattern[str]:
     served (``/config``, ``/stats``, ``/trace/setting``, Triton's
     ``/v2/repository/...``,
     ``/v2/systemsharedmemory/...``...: :data:`UNSERVED_EXTENSIONS`): an
-    error there is ``{"error": ...}``, which OIP clients read (a DEEPaaS path
-    ends with ``/``, or is redirected to one)."""
+    error there is ``{"error": ...}``, which OIP clients read. A model's
+    DEEPaaS paths are not among them: ``predict/`` and ``train/...``
+    (``.../train/<uuid>`` has no final ``/``, and an id of letters once
+    read as an OIP action: its 404 was ``{"error": ...}``)."""
     extensions = "|".join(UNSERVED_EXTENSIONS)
+    action = r"/(?!(?:train|predict)(?:/|$))[A-Za-z_]+(?:/[A-Za-z_]+)?"
     return re.compile(
         re.escape(bp)
         + r"/v2(?:/health/(?:live|ready)"
-        + r"|/models/[^/]+(?:/versions/[^/]+)?(?:/[A-Za-z_]+){0,2}"
+        + rf"|/models/[^/]+(?:/versions/[^/]+)?(?:{action})?"
         + rf"|/(?P<extension>{extensions})(?:/[^/]+)*)?"
     )
 

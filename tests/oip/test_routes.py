@@ -503,3 +503,29 @@ async def test_a_body_declared_over_the_limit_is_an_oip_413(client: Client) -> N
         assert set(json.loads(body)) == {"error"}
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/demo/train/nosuch",  # an id of letters: no OIP action
+        "/v2/models/demo/train/nosuch/logs",
+        "/v2/models/demo/train/nosuch/metrics",
+        "/v2/models/demo/train/0123456789abcdef0123456789abcdef",
+    ],
+)
+async def test_a_deepaas_training_path_answers_deepaas_errors(
+    client: Client, path: str
+) -> None:
+    """``.../train/<uuid>`` has no final ``/``: an id of letters once
+    matched the OIP action paths, and its 404 was ``{"error": ...}``."""
+    for method in ("GET", "DELETE") if path.count("/") == 5 else ("GET",):
+        response = await client.request(method, path)
+        assert response.status == 404, (method, path)
+        assert set(await response.json()) == {"message"}, (method, path)
+
+
+async def test_a_misspelt_oip_action_is_still_an_oip_error(client: Client) -> None:
+    response = await client.post("/v2/models/demo/infr", json={})
+    assert response.status in (404, 405)
+    assert set(await response.json()) == {"error"}
