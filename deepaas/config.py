@@ -57,7 +57,7 @@ class Settings:
     shutdown_timeout: float = 30.0
     warm: bool = True
     train_endpoint: bool = True
-    state_dir: str = ""
+    state_dir: str | None = None  # None: chosen (deepaas.places)
     max_trainings: int = 1
     train_gpus: int | None = None
     train_cancel_grace: float = 10.0
@@ -108,6 +108,13 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{opt.name} must be a finite number, got {value}")
         if opt.maximum is not None and value is not None and value > opt.maximum:
             raise ConfigError(f"{opt.name} must be at most {opt.maximum}, got {value}")
+    if s.state_dir is not None and not s.state_dir.strip():
+        # as auth_token_file: an unset template variable ("${STATE_DIR}")
+        # would have sent the training records to the home folder unseen
+        raise ConfigError(
+            "state_dir is set but empty: name a folder, or leave it unset "
+            "(then the user's state directory, else $SCRATCH, else $TMPDIR)"
+        )
     _check_base_path(s.base_path)
     if s.base_path.endswith("/"):
         # Normalise "/foo/" and "/" so routes never get a double slash.

@@ -229,12 +229,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("train_endpoint", True, "Enable the training routes.", kind="bool"),
     Option(
         "state_dir",
-        "",
+        None,
         "Directory of the training records (SQLite) and logs; workers and "
         "trainings see it as $DEEPAAS_STATE_DIR, for what a model keeps. "
         "Default: the first writable of the user's state directory (e.g. "
         "~/.local/state/deepaas), $SCRATCH/deepaas/state and "
-        "$TMPDIR/deepaas-state-<uid> (see docs/hpc.md).",
+        "$TMPDIR/deepaas-state-<uid> (see docs/hpc.md). Set but empty: a "
+        "start-up error.",
         shown_default="the user's state directory, else $SCRATCH, else $TMPDIR",
     ),
     Option(

@@ -45,13 +45,13 @@ class Places:
 
 
 def choose(
-    state_dir: str,
+    state_dir: str | None,
     env: Mapping[str, str],
     user_state_dir: Callable[[], str] | None = None,
 ) -> Places:
     """Choose (and create) the state directory and the scratch parent.
 
-    ``state_dir``: ``--state-dir`` as given ("" when not); ``env``: the
+    ``state_dir``: ``--state-dir`` as given (None or "" when not); ``env``: the
     environment (``SCRATCH``); ``user_state_dir``: where the user's state
     directory is (platformdirs by default). Raises :class:`ConfigError`.
     """

@@ -294,6 +294,12 @@ def test_precedence_of_model_name(tmp_path):
         ({"DEEPAAS_LOG_LEVEL": "LOUD"}, ["DEEPAAS_LOG_LEVEL", "INFO", "'LOUD'"]),
         ({"DEEPAAS_BASE_PATH": "foo"}, ["base_path", "must start with '/'"]),
         ({"DEEPAAS_TRAIN_CANCEL_GRACE": "nan"}, ["train_cancel_grace", "finite"]),
+        # an unset template variable: the records went to the home folder
+        (
+            {"DEEPAAS_STATE_DIR": ""},
+            ["state_dir is set but empty", "DEEPAAS_STATE_DIR"],
+        ),
+        ({"DEEPAAS_STATE_DIR": "  "}, ["state_dir is set but empty"]),
     ],
 )
 def test_bad_environment_values(env, words):
@@ -570,3 +576,10 @@ def test_a_process_count_over_its_maximum_is_refused_naming_its_source(tmp_path,
     with pytest.raises(ConfigError) as exc:
         load("--config-file", path)
     assert str(exc.value).endswith(f"got 300 ({name} from config file {path})")
+
+
+def test_an_empty_state_dir_flag_is_refused():
+    with pytest.raises(ConfigError, match="state_dir is set but empty") as exc:
+        load("--state-dir", "/somewhere", "--state-dir", "")
+    assert "--state-dir" in str(exc.value)
+    assert load().state_dir is None  # unset: chosen at start-up
