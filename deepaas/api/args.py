@@ -21,6 +21,7 @@ values may be millions long. A compressed body of zero bytes is refused.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +43,17 @@ __all__ = ["ArgParser", "BodyLimits", "ParsedArgs"]
 class ArgParser:
     """Parses the arguments of one plugin method from requests."""
 
-    def __init__(self, specs: Mapping[str, ArgSpec], schema_name: str) -> None:
+    def __init__(
+        self,
+        specs: Mapping[str, ArgSpec],
+        schema_name: str,
+        reserved: str | None = None,
+    ) -> None:
+        """``reserved``: a key prefix of deepaas's own arguments (the
+        training route's ``deepaas_``): a key with it that is no argument is
+        a 422, not ignored as other unknown keys are (DEEPaaS 2.x): a typo
+        such as ``deepaas_gpu=2`` would have trained on other devices."""
+        self.reserved = reserved
         self.specs = dict(specs)
         self.schema = build_schema(self.specs, schema_name)
         self.by_key = {spec.key: spec for spec in self.specs.values()}
@@ -109,7 +120,20 @@ class ArgParser:
             if spec.is_file and not _are_files(spec, value):
                 not_files[spec.key] = [NOT_A_FILE]
             data[spec.key] = value
+        if self.reserved is not None:
+            for key in (*query, *(form or ()), *(body_json or ())):
+                if key.startswith(self.reserved) and key not in self.by_key:
+                    not_files[key] = [self._unknown_reserved(key)]
         return data, not_files
+
+    def _unknown_reserved(self, key: str) -> str:
+        own = sorted(k for k in self.by_key if k.startswith(self.reserved or ""))
+        close = difflib.get_close_matches(key, own, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return (
+            f"Unknown field: {hint}the keys starting with {self.reserved!r} are "
+            f"deepaas's own: {', '.join(own) or 'none'}."
+        )
 
     def load(
         self, data: dict[str, Any], not_files: dict[str, list[str]]

@@ -547,3 +547,22 @@ async def test_start_time_survives_a_restart_in_another_time_zone(tmp_path):
     assert again["start_time"] == done["start_time"]
     assert again["start_date"] == done["start_date"]  # the contract's, as stored
     assert again == done
+
+
+async def test_an_unknown_deepaas_argument_is_422_not_ignored(client: Client):
+    """deepaas_ keys are deepaas's own: a typo (deepaas_gpu) trained on the
+    default devices without a word. Other unknown keys are still ignored,
+    as in DEEPaaS 2.x (the contract)."""
+    before = await (await client.get(BASE)).json()
+    for send in (
+        {"params": {"deepaas_gpu": "2"}},
+        {"json": {"deepaas_gpu": 2}},
+        {"data": {"deepaas_gpu": "2"}},  # a urlencoded form
+    ):
+        response = await client.post(BASE, **send)
+        assert response.status == 422, send
+        errors = await response.json()  # marshmallow's messages, by key
+        assert "did you mean 'deepaas_gpus'?" in errors["deepaas_gpu"][0], errors
+    assert await (await client.get(BASE)).json() == before  # none started
+    record = await submit(client, mode="print", lines=1, nosuch=1)
+    await wait_status(client, record["uuid"])

@@ -95,7 +95,9 @@ class TrainRoutes:
         self.manager = manager
         self.limits = limits
         self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
-        self.parser = ArgParser(train_arg_specs(model), f"{model.name}TrainArgs")
+        self.parser = ArgParser(
+            train_arg_specs(model), f"{model.name}TrainArgs", reserved="deepaas_"
+        )
 
     async def post(self, request: web.Request) -> web.StreamResponse:
         if not self.model.has_train:
