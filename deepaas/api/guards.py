@@ -240,12 +240,14 @@ class _Zlib:
 
 class _Library:
     """br or zstd, through aiohttp's decoders for them (optional libraries).
-    A stream cut short is refused as with gzip: brotli marks its last
-    meta-block (RFC 7932, ISLAST) and zstd the end of a frame (RFC 8878),
-    read from the library objects aiohttp's decoders hold (aiohttp
-    internals: ``BrotliDecompressor._obj``, ``ZSTDDecompressor._decompressor``
-    and ``_pending_unused_data``; tests/api/test_input_limits.py checks
-    them). An empty stream (zero bytes: neither format's) is refused too."""
+    A brotli stream cut short is refused as with gzip: brotli marks its
+    last meta-block (RFC 7932, ISLAST), read from the library object
+    aiohttp's decoder holds (an aiohttp internal,
+    ``BrotliDecompressor._obj``; tests/api/test_body_decoding.py checks
+    it). A zstd stream cut short is not found: aiohttp's decoder replaces
+    its decompressor at each frame's end, so a stream that ended between
+    frames and one cut inside a frame look the same from outside. An empty
+    stream (zero bytes: neither format's) is refused."""
 
     def __init__(self, encoding: str) -> None:
         from aiohttp import compression_utils as codecs
@@ -275,12 +277,8 @@ class _Library:
         if not self._fed:
             return False
         brotli = getattr(self._decoder, "_obj", None)
-        if brotli is not None:
+        if brotli is not None and hasattr(brotli, "is_finished"):
             return bool(brotli.is_finished())
-        zstd = getattr(self._decoder, "_decompressor", None)
-        if zstd is not None:
-            left = getattr(self._decoder, "_pending_unused_data", None)
-            return bool(zstd.eof) and not left
         return True
 
 
@@ -297,8 +295,8 @@ class Decoded:
     what it reads (``readline`` looking for a line break, ``read()``). A raw
     body larger than ``raw_limit`` (the ``--client-max-size``) is refused
     too. Bad data answers 400, and so does a stream that ends before its
-    compressed data does (gzip, deflate, brotli and zstd all mark their end)
-    or that is empty.
+    compressed data does (gzip, deflate and brotli mark their end) or that
+    is empty.
     """
 
     def __init__(
