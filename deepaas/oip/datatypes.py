@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from deepaas.exceptions import TensorError
+from deepaas.exceptions import TensorError, elided
 
 #: Every OIP datatype and the numpy dtype of its arrays, in both directions
 #: (see :func:`datatype_of` for numpy -> OIP).
@@ -330,7 +330,7 @@ def to_array(where: str, value: object) -> tuple[np.ndarray, str]:
         except (ValueError, TypeError, OverflowError) as exc:
             raise TensorError(
                 f"{where}: cannot make a tensor of {type(value).__name__} "
-                f"{_short(repr(value))}: {exc}",
+                f"{elided(repr(value), 40)}: {exc}",
                 status=500,
             ) from None
     datatype = datatype_of(array.dtype)
@@ -389,7 +389,7 @@ def element_bytes(where: str, index: int, element: object) -> bytes:
             pass
     raise TensorError(
         f"{where}: element {index} is {type(element).__name__} "
-        f"{_short(repr(element))}; a BYTES tensor holds "
+        f"{elided(repr(element), 40)}; a BYTES tensor holds "
         f"str (valid Unicode) or bytes",
         status=500,
     )
@@ -410,8 +410,4 @@ def _show(value: object) -> str:
             return f"an integer of {len(str(abs(value)))} digits"
         except ValueError:  # past sys.get_int_max_str_digits()
             return "an integer of thousands of digits"
-    return _short(repr(value))
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= 40 else text[:37] + "..."
+    return elided(repr(value), 40)
