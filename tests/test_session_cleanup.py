@@ -5,6 +5,7 @@ goes with it."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -18,33 +19,44 @@ ROOT = Path(__file__).resolve().parents[1]
 WAITING_TEST = """
 import os
 
-def test_waits(tmp_path_factory):
-    with open(os.environ["SAID"], "w") as said:
-        said.write(os.environ["TMPDIR"])
+def test_waits():
+    print("TMPDIR=" + os.environ["TMPDIR"], flush=True)  # -s: not captured
     with open(os.environ["GATE"]) as gate:  # never opened for writing
         gate.read()
 """
 
 
+def _read_until(proc: subprocess.Popen[bytes], marker: bytes, seconds: float) -> bytes:
+    """What ``proc`` wrote to stdout until a line with ``marker``."""
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while marker not in seen or not seen.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        assert left > 0, f"{marker!r} never came: {seen!r}"
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            data = os.read(proc.stdout.fileno(), 65536)
+            assert data, f"the inner session ended: {seen!r}"
+            seen += data
+    return seen
+
+
 @pytest.mark.timeout(90)
 def test_sigterm_removes_the_sessions_temp_folder(tmp_path):
     (tmp_path / "test_waiting.py").write_text(WAITING_TEST)
-    said, gate = tmp_path / "said", tmp_path / "gate"
+    gate = tmp_path / "gate"
     os.mkfifo(gate)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest",
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "tests.conftest",
          "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), "SAID": str(said),
-             "GATE": str(gate)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "GATE": str(gate)},
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not (said.exists() and said.read_text()):
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "the inner test never started"
-            time.sleep(0.05)
-        folder = Path(said.read_text()).parent  # <session folder>/tmp
+        seen = _read_until(proc, b"TMPDIR=", 60)
+        line = seen[seen.index(b"TMPDIR=") :].split(b"\n")[0]
+        folder = Path(line[len(b"TMPDIR=") :].decode()).parent  # <session>/tmp
         assert folder.name.startswith("deepaas-tests-") and folder.is_dir()
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=60)[0].decode()
