@@ -37,9 +37,10 @@ from deepaas.oip.datatypes import (
     parse_int,
 )
 
-#: Bound on a shape's (non-zero) sizes multiplied: numpy's index range
-#: divided by the largest itemsize.
-MAX_ELEMENTS = 2**60
+#: Bound on a shape's (non-zero) sizes multiplied: numpy's largest size in
+#: bytes (2**63 - 1) divided by the largest itemsize (8), rounded down. numpy
+#: refuses an array past it even when a zero size leaves it empty.
+MAX_ELEMENTS = (2**63 - 1) // 8
 
 #: Name of the header giving the JSON header's length in a binary body.
 HEADER_LENGTH = "Inference-Header-Content-Length"

@@ -412,6 +412,33 @@ def binary_body() -> tuple[bytes, int]:
     return body, length
 
 
+@pytest.mark.parametrize("datatype", ["FP64", "INT64", "UINT64", "BYTES"])
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+@pytest.mark.parametrize("shape", [[0, 2**60], [0, 2**59, 2], [2**30, 0, 2**30]])
+def test_empty_shape_past_numpys_size_for_8_byte_items(
+    datatype: str, binary: bool, shape: list[int]
+) -> None:
+    """Sizes multiplying (zeros aside) to 2**60: no values, yet 2**63 bytes
+    for an 8-byte item, past what numpy can index (its ValueError was a
+    500)."""
+    tensor: dict[str, Any] = {"name": "x", "datatype": datatype, "shape": shape}
+    if binary:
+        tensor["parameters"] = {"binary_data_size": 0}
+    else:
+        tensor["data"] = []
+    body = json.dumps({"inputs": [tensor]}).encode()
+    message = refused(body, len(body) if binary else None)
+    assert message.endswith("is too large for any tensor"), message
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "BYTES"])
+def test_empty_shape_just_within_numpys_size_is_decoded(datatype: str) -> None:
+    shape = [0, 2**60 - 1]
+    tensor = {"name": "x", "datatype": datatype, "shape": shape, "data": []}
+    (decoded,) = decode_request(json.dumps({"inputs": [tensor]}).encode(), None).inputs
+    assert decoded.data.shape == (0, 2**60 - 1)
+
+
 def test_header_length_past_the_body() -> None:
     body, _ = binary_body()
     assert refused(body, len(body) + 1) == (
