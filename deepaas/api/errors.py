@@ -19,12 +19,12 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from yarl import URL
 
 from deepaas import scratch
 from deepaas.api.limits import MULTIPART_ADVICE
-from deepaas.exceptions import DeepaasError, ShuttingDown, elided
+from deepaas.exceptions import DeepaasError, ShuttingDown, echoed, elided
 from deepaas.log import with_detail
 
 LOG = logging.getLogger(__name__)
@@ -300,6 +300,15 @@ async def _error_response(
     if isinstance(exc, DeepaasError):
         _log_error(request, exc)
         return json_error(exc.status, exc.message, exc.headers or None)
+    expectation = _unmet_expectation(request)
+    if expectation is not None:
+        # No handler ran: aiohttp's expect handler failed to make its 417
+        # (its text holds the value as sent, and a value of bytes that are
+        # no UTF-8 cannot be encoded).
+        refused = web.HTTPExpectationFailed(
+            text=f"Unknown Expect: {echoed(expectation)}"
+        )
+        return await _error_response(request, refused)
     if isinstance(exc, OSError):
         return os_error(request, exc)
     LOG.error(
@@ -309,6 +318,19 @@ async def _error_response(
         exc_info=exc,
     )
     return json_error(500, f"Internal server error: {type(exc).__name__}: {exc}")
+
+
+def _unmet_expectation(request: web.BaseRequest) -> str | None:
+    """The request's ``Expect`` value when it is one aiohttp refuses (417)
+    before any handler runs: anything but ``100-continue``, in HTTP/1.1."""
+    expectation = request.headers.get(hdrs.EXPECT)
+    if (
+        expectation
+        and request.version == HttpVersion11
+        and expectation.lower() != "100-continue"
+    ):
+        return expectation
+    return None
 
 
 def _log_error(request: web.BaseRequest, exc: DeepaasError) -> None:

@@ -322,6 +322,36 @@ async def test_an_unknown_expectation_is_a_json_417_and_counted(
     assert status == 200
 
 
+@pytest.mark.parametrize(
+    ("path", "labels"),
+    [
+        ("/v2/models/", ("", "models")),  # aiohttp's own expect handler
+        ("/no/such/route", ("", "other")),  # a 404's
+        ("/v2/models/", ("", "models")),
+    ],
+    ids=["route", "no-route", "again"],
+)
+async def test_an_expectation_that_is_no_utf8_is_a_json_417(
+    deepaas_site: tuple[Server, int], path: str, labels: tuple[str, str]
+) -> None:
+    """An ``Expect`` value with bytes that are no UTF-8 (aiohttp decodes
+    them to lone surrogates) is refused as any unknown expectation: aiohttp's
+    default expect handler could not encode its 417 text, and the
+    UnicodeEncodeError was a 500."""
+    server, port = deepaas_site
+    async with connect(port) as (reader, writer):
+        writer.write(
+            f"GET {path} HTTP/1.1\r\n".encode() + HOST + b"Expect: \xff\xfe\r\n\r\n"
+        )
+        status, headers, body = await asyncio.wait_for(answer(reader), TIMEOUT)
+    assert status == 417, body
+    assert headers["content-type"].startswith("application/json")
+    message = json.loads(body)["message"]
+    assert message.startswith("Unknown Expect: "), message
+    assert "100-continue" in message
+    assert server.metrics.requests.value(*labels, "417") >= 1
+
+
 DECLARED_OVER = 20 << 20  # past the default --client-max-decoded-size (16 MiB)
 
 
