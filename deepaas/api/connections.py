@@ -71,7 +71,7 @@ LOG = logging.getLogger(__name__)
 HEADERS = "headers"  # the phase label of a header timeout
 END: Final = b"\r\n\r\n"  # the end of a request head (aiohttp parses strictly)
 CRLF: Final = b"\r\n"
-HEAD, BODY, FOLLOW, OFF = range(4)  # _GuardedHandler._mode
+HEAD, BODY, FOLLOW, OFF, DONE = range(5)  # _GuardedHandler._mode
 
 
 class HeaderTimeout:
@@ -131,6 +131,7 @@ class _GuardedHandler(web.RequestHandler):
     head's first byte came; ``_carry``: its last 3 bytes; ``_line_done``: its
     request line ended). BODY: ``_left`` bytes of ``_body`` to come. FOLLOW:
     ``_body`` (or an unknown one, None) until it ends. OFF: not HTTP any more.
+    DONE: the parser refused a body; nothing more is read.
     ``_silent``: not a byte yet (the deadline is the connection's).
     """
 
@@ -258,9 +259,10 @@ class _GuardedHandler(web.RequestHandler):
         super().set_parser(parser, *args, **kwargs)
 
     def data_received(self, data: bytes) -> None:
-        if self._mode == OFF:
-            super().data_received(data)
-            return
+        if self._mode >= OFF:
+            if self._mode == OFF:
+                super().data_received(data)
+            return  # DONE: the parser is past a body it refused
         if not data:
             # aiohttp resuming its parser after flow control paused it
             # (``resume_reading``): the parser goes on with the bytes it
@@ -378,12 +380,19 @@ class _GuardedHandler(web.RequestHandler):
         ):
             # A body undecodable at its end (bad deflate, bad chunk size...):
             # aiohttp would leave its request waiting for more, and answer
-            # this error after it. Fail the read instead, and close after.
+            # this error after it. Fail the read instead, and close after
+            # that request's answer: not at once (close() would drop it when
+            # requests pipelined before it are still queued), and without
+            # lingering to read the rest of its body after the answer (that
+            # read raised this error again, logged as an unhandled
+            # exception): aiohttp closes a connection whose request left
+            # its body unread. No byte more is parsed.
             messages.pop()
             body.set_exception(
                 web.RequestPayloadError(explain(exc, self._line_len, self.max_headers))
             )
-            self.close()
+            self._lingering_time = 0.0
+            self._mode = DONE
 
     # -- errors aiohttp answers itself ---------------------------------------------
 

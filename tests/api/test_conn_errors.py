@@ -276,6 +276,48 @@ async def test_a_body_bad_at_its_end_is_answered_by_the_app(
     assert requests.value("echo", "predict", "400") == 4
 
 
+async def test_a_bad_chunked_body_pipelined_behind_a_request_is_answered(
+    deepaas_site: tuple[Server, int],
+) -> None:
+    """A request whose chunked body aiohttp's parser refuses, sent in one
+    packet behind another request: both are answered (200, then the 400 of
+    the body), then the connection is closed. It was closed right after the
+    first answer: the second request got none."""
+    server, port = deepaas_site
+    async with connect(port) as (reader, writer):
+        writer.write(b"GET /healthz HTTP/1.1\r\n" + HOST + b"\r\n" + bad_chunk_size)
+        first = await asyncio.wait_for(answer(reader), TIMEOUT)
+        assert first[0] == 200, first
+        status, headers, body = await asyncio.wait_for(answer(reader), TIMEOUT)
+        assert status == 400, body
+        assert headers["content-type"].startswith("application/json")
+        assert "the chunked request body is not valid" in json.loads(body)["message"]
+        assert await closed_within(reader, 5)
+    assert server.metrics.requests.value("echo", "predict", "400") == 1
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/no/such/route"])
+async def test_a_bad_chunked_body_nobody_reads_is_no_server_error(
+    deepaas_site: tuple[Server, int], path: str
+) -> None:
+    """A route that does not read the body answers as usual, and the
+    connection is then closed: aiohttp no longer reads what is left of the
+    body after the answer (which raised the parser's error, logged as an
+    "Unhandled exception" with its traceback, at ERROR, for any client that
+    sends one; the autouse fixture fails on such a record)."""
+    _, port = deepaas_site
+    async with connect(port) as (reader, writer):
+        writer.write(
+            f"POST {path} HTTP/1.1\r\n".encode()
+            + HOST
+            + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
+        )
+        status, headers, _ = await asyncio.wait_for(answer(reader), TIMEOUT)
+        assert status in (404, 405), status
+        assert headers["content-type"].startswith("application/json")
+        assert await closed_within(reader, 5)
+
+
 async def test_a_refused_request_is_counted_in_the_servers_metrics(
     deepaas_site: tuple[Server, int],
 ) -> None:
