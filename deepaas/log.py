@@ -91,9 +91,11 @@ def worker_record(text: str) -> tuple[int, str]:
 
 
 # Control characters but tab and newline (an ANSI escape rewrites what a
-# terminal shows, a carriage return hides the start of a line), and the
-# characters some log viewers break lines at (NEL, LINE/PARAGRAPH SEPARATOR).
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# terminal shows, a carriage return hides the start of a line), the
+# characters some log viewers break lines at (NEL, LINE/PARAGRAPH SEPARATOR),
+# and lone surrogates (a client's "\ud800" in JSON, a header's byte that is
+# no UTF-8), which no UTF-8 file, stream or the debug capture can write.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -109,7 +111,8 @@ class LineSafeFormatter(logging.Formatter):
     rewrite the terminal. So every line after a record's first (its
     traceback, a message's own newlines) is indented by two spaces, as no
     record's first line is, and control characters other than tab and
-    newline are written as Python escapes (``\x1b``, ``\r``).
+    newline are written as Python escapes (``\x1b``, ``\r``), as are lone
+    surrogates (U+D800 as ``\\ud800``): a line can then be encoded as UTF-8.
     """
 
     def format(self, record: logging.LogRecord) -> str:

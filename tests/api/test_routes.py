@@ -127,6 +127,30 @@ async def test_debug_on_shows_worker_output(make_client: MakeClient):
     assert f"printed {marker}" in client.app[CAPTURE].getvalue()
 
 
+async def test_debug_shows_a_log_record_holding_a_lone_surrogate(
+    make_client: MakeClient,
+):
+    """A model's error message may hold a lone surrogate (a JSON body's
+    ``"\\ud800"``, a header's byte that is no UTF-8): the log record of
+    its 500 is written with it escaped, and /v2/debug/ still answers (its
+    text could not be encoded: a 500 until the capture dropped the record)."""
+    client = await make_client([plugin_spec("outcomes")], debug_endpoint=True)
+    response = await client.post(
+        "/v2/models/outcomes/predict/",
+        data=b'{"mode": "label", "marker": "\\ud800 end"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 500
+    assert "unknown label" in (await response.json())["message"]
+
+    async def record_shown() -> bool:
+        response = await client.get("/v2/debug/")
+        assert response.status == 200, await response.text()
+        return "unknown label \\ud800 end" in await response.text()
+
+    assert await wait_for(record_shown)
+
+
 # -- models ------------------------------------------------------------------
 
 

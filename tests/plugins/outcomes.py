@@ -22,6 +22,8 @@ def predict(mode="ok", marker=""):
         return {"ok": True}
     if mode == "boom":
         raise ValueError("boom")
+    if mode == "label":  # an error message holding what the client sent
+        raise ValueError(f"unknown label {marker}")
     if mode == "http400":
         raise web.HTTPBadRequest(reason="nope")
     if mode == "notimpl":

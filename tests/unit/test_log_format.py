@@ -53,6 +53,15 @@ def test_control_characters_are_escaped() -> None:
     assert "\\x1b[31mred\\r\\x00\\u2028end\tok" in text
 
 
+def test_lone_surrogates_are_escaped() -> None:
+    """A client's text may hold lone surrogates (a JSON ``"\\ud800"``, a
+    header's byte that is no UTF-8): no UTF-8 stream, file or the debug
+    capture can write them as they are."""
+    text = formatted("label %s", "a\ud800b\udcff")
+    text.encode("utf-8")  # raised UnicodeEncodeError
+    assert "a\\ud800b\\udcff" in text
+
+
 def test_a_plain_record_is_unchanged() -> None:
     plain = logging.Formatter(FORMAT, defaults={"request": ""})
     record = logging.LogRecord(
