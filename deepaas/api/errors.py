@@ -163,12 +163,15 @@ async def error_response(
     if oip_paths is None:
         return answer
     path = request.path
-    if not oip_paths.fullmatch(path):
-        merged = merge_slashes(path)
+    # The path as the router matched it: an encoded slash (%2F) stays in its
+    # segment (a version named "/"), not two segments or an empty one.
+    routed = request.rel_url.path_safe
+    if not oip_paths.fullmatch(routed):
+        merged = merge_slashes(routed)
         if (
             answer is not None
             and answer.status == 404
-            and merged != path
+            and merged != routed
             and oip_paths.fullmatch(merged)
         ):
             # /v2/models//infer: not redirected to /v2/models/infer (the
@@ -199,7 +202,7 @@ async def error_response(
             exc.text = _as_oip_error(exc.text)
         return None
     if answer.status == 404 and request.match_info.http_exception is not None:
-        unserved = _unserved_extension(request, oip_paths)
+        unserved = _unserved_extension(routed, oip_paths)
         if unserved is not None:
             message = (
                 f"no route {request.method} {path}: this server does not "
@@ -217,10 +220,10 @@ def oip_shaped(answer: web.StreamResponse) -> web.StreamResponse:
     return answer
 
 
-def _unserved_extension(request: web.Request, oip_paths: re.Pattern[str]) -> str | None:
-    """Which of :data:`UNSERVED_EXTENSIONS` ``request``'s path is under (the
+def _unserved_extension(path: str, oip_paths: re.Pattern[str]) -> str | None:
+    """Which of :data:`UNSERVED_EXTENSIONS` ``path`` is under (the
     ``extension`` group of :func:`deepaas.api.oip.oip_paths`)."""
-    match = oip_paths.fullmatch(request.path)
+    match = oip_paths.fullmatch(path)
     extension = match and match.groupdict().get("extension")
     return UNSERVED_EXTENSIONS.get(extension) if extension else None
 

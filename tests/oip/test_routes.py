@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
+from yarl import URL
 
 from deepaas.oip import HEADER_LENGTH
 from tests.oip.support import request_body
@@ -453,6 +454,30 @@ async def test_an_empty_path_segment_on_an_oip_path_is_no_redirect(
     assert response.status == 404
     error = (await response.json())["error"]
     assert f"no route {method} {path}: an empty path segment" in error
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "said"),
+    [
+        ("GET", "/v2/models/demo/versions/%2F", 404, "has no version '/'"),
+        ("GET", "/v2/models/demo/versions/1%2F2/ready", 404, "has no version '1/2'"),
+        ("POST", "/v2/models/demo/versions/%2F/infer", 404, "has no version '/'"),
+        ("GET", "/v2/models/demo/versions/%2F/infer", 405, "it takes POST"),
+    ],
+)
+async def test_an_encoded_slash_in_an_oip_path_segment_is_an_oip_error(
+    client: Client, method: str, path: str, status: int, said: str
+) -> None:
+    """A ``%2F`` is routed as part of its segment (a version named "/"), so
+    the answer is that route's, as OIP shapes errors: ``{"error": ...}``,
+    not ``{"message": ...}`` (the path was matched decoded, where the
+    segment reads as two, or as an empty one: "an empty path segment")."""
+    url = URL(path, encoded=True)
+    response = await client.request(method, url, json={}, allow_redirects=False)
+    assert response.status == status
+    body = await response.json()
+    assert set(body) == {"error"}, body
+    assert said in body["error"]
 
 
 async def test_a_deepaas_path_with_doubled_slashes_is_still_redirected(
