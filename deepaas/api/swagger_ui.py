@@ -12,6 +12,7 @@ from aiohttp import web
 
 from deepaas.api.metrics import label
 from deepaas.api.openapi import TITLE, SpecBuilder
+from deepaas.exceptions import DeepaasError, echoed
 
 # -- Swagger UI from local assets ---------------------------------------------
 
@@ -123,4 +124,18 @@ def add_docs_routes(app: web.Application, builder: SpecBuilder, docs: bool) -> N
     app.router.add_get(f"{bp}/api", _docs(ui_page), allow_head=False)
     app.router.add_get(f"{bp}/ui", _docs(ui_redirect), allow_head=False)
     if SWAGGER_UI_DIR is not None:
-        app.router.add_static(f"{bp}/swagger-ui", SWAGGER_UI_DIR)
+        # The bundle's files by name, listed once: not aiohttp's static
+        # files, which answer a missing one with an empty 404 (every error
+        # here is JSON). FileResponse keeps ETag, Last-Modified and ranges.
+        files = {p.name: p for p in SWAGGER_UI_DIR.iterdir() if p.is_file()}
+
+        async def asset(request: web.Request) -> web.StreamResponse:
+            name = request.match_info["name"]
+            path = files.get(name)
+            if path is None:
+                raise DeepaasError(
+                    404, f"no file {echoed(name)} among the Swagger UI's assets"
+                )
+            return web.FileResponse(path)
+
+        app.router.add_get(f"{bp}/swagger-ui/{{name}}", _docs(asset))

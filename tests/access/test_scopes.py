@@ -29,8 +29,8 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/ui/trainings/"): None,
     ("GET", "/ui/trainings/models.json"): None,
     ("GET", "/ui/static/{name}"): None,
-    ("GET", "/swagger-ui"): None,
-    ("HEAD", "/swagger-ui"): None,
+    ("GET", "/swagger-ui/{name}"): None,
+    ("HEAD", "/swagger-ui/{name}"): None,
     **{
         (method, path): None
         for method in ("GET", "HEAD")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from yarl import URL
 
 from tests.support import (
     CAPTURE,
@@ -82,6 +83,29 @@ async def test_api_page_uses_local_assets(demo_client):
         assert response.status == 200, asset
         assert len(await response.read()) > 1000
     assert "unpkg.com" not in page and "cdn" not in page.lower()
+
+
+@pytest.mark.parametrize(
+    "name", ["nope.js", "swagger-ui.css%00", "..%2Findex.html", "%2e%2e"]
+)
+async def test_a_swagger_ui_asset_not_there_is_a_json_404(demo_client, name):
+    """aiohttp's static files answered a missing one with an empty 404."""
+    response = await demo_client.get(
+        URL(f"/swagger-ui/{name}", encoded=True), allow_redirects=False
+    )
+    assert response.status == 404
+    assert response.content_type == "application/json"
+    assert "message" in await response.json()
+
+
+async def test_a_swagger_ui_asset_answers_head_and_conditional_requests(demo_client):
+    response = await demo_client.head("/swagger-ui/swagger-ui.css")
+    assert response.status == 200
+    etag = response.headers["ETag"]
+    response = await demo_client.get(
+        "/swagger-ui/swagger-ui.css", headers={"If-None-Match": etag}
+    )
+    assert response.status == 304
 
 
 @pytest.mark.parametrize("path", ["/api", "/ui", "/swagger-ui/swagger-ui.css"])
