@@ -92,10 +92,11 @@ async def infer_response(
         decoded.inputs.clear()  # the body goes before the response is made
     else:
         mapping.check_inputs(model.name, view.inputs, decoded.inputs)
+        uploads = _file_elements(view, decoded, limits.max_parts)
         files = reader.files  # the uploads, removed by the reader
         try:
             big = len(body) > OFFLOAD_LOAD_SIZE
-            if big or any(view.inputs[t.name].kind == "file" for t in decoded.inputs):
+            if big or uploads:
                 kwargs = await reader.offload(_kwargs, view, decoded, tmp_dir, files)
             else:
                 kwargs = _kwargs(view, decoded, tmp_dir, files)
@@ -134,6 +135,25 @@ async def _native(
             )
     checked = check_inputs(name, signature, decoded.inputs)
     return await runtime.infer(checked.arrays, max(1, checked.rows), checked.group)
+
+
+def _file_elements(view: OipView, decoded: InferRequest, limit: int) -> int:
+    """How many temporary files the file inputs of ``decoded`` are written
+    to (one per element); a 413 past ``limit`` (``--max-form-parts``, the
+    parts a multipart form may have), before any is written."""
+    count = sum(
+        tensor.data.size
+        for tensor in decoded.inputs
+        if view.inputs[tensor.name].kind == "file"
+    )
+    if count > limit:
+        raise DeepaasError(
+            413,
+            f"the request's file inputs have {count} elements, each written to a "
+            f"file, more than the limit of {limit} (--max-form-parts): send at "
+            f"most {limit}",
+        )
+    return count
 
 
 def _many_bytes_elements(body: bytes | bytearray, header_length: int | None) -> bool:

@@ -246,6 +246,40 @@ async def test_infer_file_input_reaches_predict_and_is_removed(client: Client) -
     assert listdir(server_tmp_dir(client)) == []
 
 
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+async def test_file_elements_past_max_form_parts_are_a_413_before_any_is_written(
+    make_client: MakeClient, binary: bool
+) -> None:
+    """Each element of a list-of-files input is written to a temporary file,
+    as each multipart part is: no more than --max-form-parts of them, as a
+    form (20,000 empty elements, 80 KB of binary data, wrote 20,000 files;
+    16 MiB would write 4 million)."""
+    files = await make_client([plugin_spec("file_list")], max_form_parts=3)
+    path = "/v2/models/file_list/infer"
+
+    def body(count: int) -> tuple[bytes, dict[str, str]]:
+        tensor: dict[str, Any] = {"name": "files", "datatype": "BYTES"}
+        tensor["shape"] = [count]
+        if not binary:
+            tensor["data"] = ["x"] * count
+            return json.dumps({"inputs": [tensor]}).encode(), {}
+        tensor["parameters"] = {"binary_data_size": 5 * count}
+        head = json.dumps({"inputs": [tensor]}).encode()
+        data = b"\x01\x00\x00\x00x" * count
+        return head + data, {HEADER_LENGTH: str(len(head))}
+
+    data, headers = body(4)
+    response = await files.post(path, data=data, headers=headers)
+    assert response.status == 413
+    error = (await response.json())["error"]
+    assert "--max-form-parts" in error and "4" in error, error
+    assert listdir(server_tmp_dir(files)) == []
+    data, headers = body(3)
+    response = await files.post(path, data=data, headers=headers)
+    assert response.status == 200, await response.text()
+    assert listdir(server_tmp_dir(files)) == []
+
+
 async def test_demo_same_answer_both_ways(client: Client) -> None:
     inputs = [
         tensor("number", np.array([40], dtype=np.int64), True),
