@@ -147,6 +147,7 @@ class _GuardedHandler(web.RequestHandler):
         "_line_done",
         "_line_len",
         "_mode",
+        "_refusal",
         "_seen",
         "_silent",
         "_timer",
@@ -159,6 +160,7 @@ class _GuardedHandler(web.RequestHandler):
         self._timer: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None
         self._mode, self._left, self._carry, self._silent = HEAD, 0, b"", True
+        self._refusal: BaseException | None = None  # set on a body's reader
         self._chunked = self._line_done = False
         self._line_len = self._seen = 0  # _seen: _request_count when last looked
         # Where the latest head began (no copy): its target, should it have
@@ -388,11 +390,22 @@ class _GuardedHandler(web.RequestHandler):
             # exception): aiohttp closes a connection whose request left
             # its body unread. No byte more is parsed.
             messages.pop()
-            body.set_exception(
-                web.RequestPayloadError(explain(exc, self._line_len, self.max_headers))
+            self._refusal = web.RequestPayloadError(
+                explain(exc, self._line_len, self.max_headers)
             )
+            body.set_exception(self._refusal)
             self._lingering_time = 0.0
             self._mode = DONE
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """aiohttp's log of an error it caught; not for the refusal of a body
+        that aiohttp was reading after its request's answer (lingering):
+        the connection is closed, as it should be, and any client could
+        otherwise have a traceback logged at ERROR at will."""
+        if self._refusal is not None and kwargs.get("exc_info") is self._refusal:
+            LOG.debug("closed after a refused body: %s", self._refusal)
+            return
+        super().log_exception(*args, **kwargs)
 
     # -- errors aiohttp answers itself ---------------------------------------------
 

@@ -318,6 +318,26 @@ async def test_a_bad_chunked_body_nobody_reads_is_no_server_error(
         assert await closed_within(reader, 5)
 
 
+async def test_a_bad_chunk_after_the_answer_is_no_server_error(
+    deepaas_site: tuple[Server, int],
+) -> None:
+    """A route answers before reading a chunked body; aiohttp then reads
+    what is left of it (lingering), and its next chunk is bad: the
+    connection is closed, without aiohttp's "Unhandled exception" traceback
+    at ERROR (which any client could make the server log at will)."""
+    _, port = deepaas_site
+    async with connect(port) as (reader, writer):
+        writer.write(
+            b"POST /no/such/route HTTP/1.1\r\n"
+            + HOST
+            + b"Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n"
+        )
+        status, _, _ = await asyncio.wait_for(answer(reader), TIMEOUT)
+        assert status == 404
+        writer.write(b"zz\r\n")
+        assert await closed_within(reader, 5)
+
+
 async def test_a_refused_request_is_counted_in_the_servers_metrics(
     deepaas_site: tuple[Server, int],
 ) -> None:
