@@ -49,6 +49,7 @@ from deepaas.api.guards import Decoded, Pace, aiohttp_decodes
 from deepaas.api.limits import (
     DECODED_ENCODINGS,
     BodyLimits,
+    ClosingError,
     bad_request,
     empty_encoded,
     timed_out,
@@ -295,7 +296,16 @@ class BodyReader:
         if self.cap and length > self.cap:
             return await self._read_all()
         content = self.content
-        buffer = bytearray(length)
+        try:
+            buffer = bytearray(length)
+        except MemoryError:  # no cap (0), and a length past the memory there is
+            raise ClosingError(
+                413,
+                f"the request body's Content-Length is {length} bytes, more than "
+                "this server can hold in memory: send less (the server's "
+                "operator can set a limit, --client-max-decoded-size)",
+                self.request,
+            ) from None
         size = 0
         with memoryview(buffer) as view:
             # readchunk: each piece as aiohttp received it (readany joins

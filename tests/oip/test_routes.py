@@ -280,6 +280,31 @@ async def test_file_elements_past_max_form_parts_are_a_413_before_any_is_written
     assert listdir(server_tmp_dir(files)) == []
 
 
+async def test_a_binary_body_declared_past_memory_with_no_limit_is_a_413(
+    make_client: MakeClient,
+) -> None:
+    """With no limit on bodies held in memory (--client-max-decoded-size 0),
+    a binary infer body that says it is 1 PB long: the buffer it is read
+    into cannot be made, a 413 (it was a 500, MemoryError), and the
+    connection is closed (the body is not read)."""
+    unlimited = await make_client([DEMO], client_max_decoded_size=0)
+    reader, writer = await asyncio.open_connection(unlimited.host, unlimited.port)
+    try:
+        writer.write(
+            b"POST /v2/models/demo/infer HTTP/1.1\r\nHost: x\r\n"
+            + HEADER_LENGTH.encode()
+            + b": 2\r\nContent-Length: 1000000000000000\r\n\r\n{}"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert head.startswith(b"HTTP/1.1 413 "), head
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        error = json.loads(await reader.readexactly(length))["error"]
+        assert "Content-Length" in error and "--client-max-decoded-size" in error
+        assert await asyncio.wait_for(reader.read(), 30) == b""  # closed
+    finally:
+        writer.close()
+
+
 async def test_demo_same_answer_both_ways(client: Client) -> None:
     inputs = [
         tensor("number", np.array([40], dtype=np.int64), True),
