@@ -169,6 +169,12 @@ def decode_request(
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise TensorError(f"'id' must be a string, not {_json_text(request_id, 40)}")
+    if request_id is not None and not _is_unicode(request_id):
+        # it is echoed in the response, which strict JSON parsers then refuse
+        raise TensorError(
+            f"'id' must be valid Unicode text, not {echoed(request_id)} (a lone "
+            "surrogate)"
+        )
     parameters = _parameters("the request", document)
     _check_flag("the request", parameters, "binary_data_output")
 
@@ -282,6 +288,15 @@ def _parse_json(
             f"{type(document).__name__}"
         )
     return document, long_integers[0] if long_integers else None
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` has no lone surrogate (``"\\ud800"`` in JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_text(value: object, limit: int) -> str:

@@ -47,6 +47,10 @@ def one(**fields: Any) -> bytes:
         (b"{}", "the request needs 'inputs', a JSON array of tensors"),
         (b'{"inputs": {}}', "the request needs 'inputs', a JSON array"),
         (b'{"inputs": [], "id": 5}', "'id' must be a string, not 5"),
+        (  # echoed in the response, which no strict JSON parser would read
+            b'{"inputs": [], "id": "a\\ud800"}',
+            "'id' must be valid Unicode text, not 'a\\ud800' (a lone surrogate)",
+        ),
         (
             b'{"inputs": [], "parameters": []}',
             "the request: 'parameters' must be a JSON object",
