@@ -31,7 +31,7 @@ def describe_exception(exc: BaseException) -> RemoteError:
     not imported here: its exceptions are known by their marker.
     """
     cls = type(exc)
-    tb = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+    tb = _traceback(exc)
     if isinstance(exc, DeepaasError) and 400 <= exc.status <= 599:
         # deepaas's own errors say the status (an upload that is no image,
         # for a repository model, is the client's 422)
@@ -58,10 +58,24 @@ def _is_http_exception(cls: type) -> bool:
     )
 
 
+def _traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` as Python prints it; its frames alone when
+    printing the exception raises what ``traceback`` does not catch (a
+    ``__str__`` raising ``KeyboardInterrupt``: it must not end the worker)."""
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException:  # a plugin's __str__ may raise anything
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        return (
+            f"Traceback (most recent call last):\n{frames}"
+            f"{type(exc).__name__}: <exception could not be printed>\n"
+        )
+
+
 def _text(value: object, fallback: str = "") -> str:
     try:
         return str(value)
-    except Exception:
+    except BaseException:  # a plugin's __str__ may raise anything
         return fallback
 
 
