@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, NoReturn
 
@@ -344,9 +345,11 @@ def child_main(run: Callable[[dict[str, Any], socket.socket], int]) -> NoReturn:
     The child dies with its parent, ignores SIGINT (its parent decides when
     it stops: Ctrl-C reaches the whole terminal's process group), and exits
     without interpreter shutdown, so stray plugin threads cannot keep it
-    alive. A parent that went away (reset or broken socket) ends it quietly,
-    with ``EXIT_FAILED``: a parent that wants it to stop sends end-of-file
-    (:meth:`Channel.finish`), on which ``run`` returns its own status.
+    alive, whatever ``run`` raised (its traceback is printed first, and the
+    status is ``EXIT_FAILED``). A parent that went away (reset or broken
+    socket) ends it quietly, with ``EXIT_FAILED``: a parent that wants it to
+    stop sends end-of-file (:meth:`Channel.finish`), on which ``run``
+    returns its own status.
     """
     config = json.loads(sys.argv[1])
     _die_with_parent(config["parent_pid"])
@@ -358,7 +361,11 @@ def child_main(run: Callable[[dict[str, Any], socket.socket], int]) -> NoReturn:
         code = run(config, sock)
     except (BrokenPipeError, ConnectionResetError, EOFError):
         pass  # the server went away: nothing left to answer
+    except BaseException:  # said, then the same exit: no interpreter shutdown
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)
+        with contextlib.suppress(BaseException):  # the plugin may have closed them
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)

@@ -5,13 +5,18 @@ of 127.0.0.1 and is stopped when its test ends (:class:`DeepaasRun`)."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.deepaas_run import DeepaasRun, closed_at_end
+from tests.deepaas_run import HANG_S, REPO_ROOT, DeepaasRun, closed_at_end
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -79,3 +84,39 @@ def test_exception_whose_str_raises_a_base_exception_is_a_500(serve) -> None:
     assert body == {"message": "Unprintable: <exception could not be printed>"}
     status, body = srv.request("POST", PREDICT)
     assert (status, body["predictions"]["pid"]) == (200, pid)  # the same worker
+
+
+def test_child_exits_whatever_run_raised_despite_a_live_thread(tmp_path: Path) -> None:
+    """A child whose ``run`` raised (anything but the parent going away)
+    ended with interpreter shutdown, which waits for every non-daemon
+    thread: one the plugin left running kept it alive for good."""
+    script = textwrap.dedent(
+        """
+        import threading, time
+        from deepaas.engine.process import child_main
+
+        def run(config, sock):
+            threading.Thread(target=time.sleep, args=(3600,)).start()
+            raise KeyboardInterrupt("escaped")
+
+        child_main(run)
+        """
+    )
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        config = {"fd": theirs.fileno(), "parent_pid": os.getpid()}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, json.dumps(config)],
+            pass_fds=(theirs.fileno(),),
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            _, err = proc.communicate(timeout=HANG_S)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+    assert proc.returncode == 3  # EXIT_FAILED
+    assert b"KeyboardInterrupt: escaped" in err
