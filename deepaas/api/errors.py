@@ -146,7 +146,7 @@ UNSERVED_EXTENSIONS = {
 
 
 async def error_response(
-    request: web.BaseRequest, exc: Exception
+    request: web.BaseRequest, exc: BaseException
 ) -> web.StreamResponse | None:
     """The JSON answer to ``exc``, raised while handling ``request``; None
     when ``exc`` is an HTTP answer to send as it is (JSON already, such as a
@@ -268,7 +268,7 @@ _OIP_ADVICE = (
 
 
 async def _error_response(
-    request: web.BaseRequest, exc: Exception
+    request: web.BaseRequest, exc: BaseException
 ) -> web.StreamResponse | None:
     if isinstance(exc, web.HTTPException):
         if exc.status == 404 and isinstance(request, web.Request):

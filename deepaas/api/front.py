@@ -95,7 +95,13 @@ class FrontDoor:
                         response = oip_shaped(preflight)  # refused: {"error": ...}
                 else:
                     response = await self.handler(request)
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                # Plugin code runs on the loop too (get_metadata(), an
+                # argument's validator): a KeyboardInterrupt or another
+                # BaseException it raised would end the server, or drop the
+                # connection unanswered. A 500, as any error of its own.
                 answer = await error_response(request, exc)
                 if answer is None:  # already an HTTP answer: aiohttp sends it
                     raise

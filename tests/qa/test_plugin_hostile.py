@@ -120,3 +120,66 @@ def test_child_exits_whatever_run_raised_despite_a_live_thread(tmp_path: Path) -
                 proc.wait()
     assert proc.returncode == 3  # EXIT_FAILED
     assert b"KeyboardInterrupt: escaped" in err
+
+
+# -- plugin code in the API process ---------------------------------------------
+
+BASE_EXCEPTIONS = """
+from marshmallow import fields
+
+
+class Own(BaseException):
+    pass
+
+
+def get_metadata():
+    raise KeyboardInterrupt("no metadata today")
+
+
+def _check(value):
+    if value == "interrupt":
+        raise KeyboardInterrupt("checked")
+    if value == "own":
+        raise Own("checked")
+    if value == "exit":
+        raise GeneratorExit()
+    return True
+
+
+def get_predict_args():
+    return {"v": fields.Str(load_default="", validate=_check)}
+
+
+def predict(v):
+    return {"v": v}
+"""
+
+
+def test_base_exceptions_of_plugin_code_in_the_api_process_are_500s(serve) -> None:
+    """get_metadata() and an argument's validator run in the API process,
+    on its event loop: a KeyboardInterrupt there ended the server (it
+    stopped listening), another BaseException dropped the connection with
+    no answer."""
+    srv = serve(BASE_EXCEPTIONS)
+    status, body = srv.request("GET", "/v2/models/hostile/")
+    assert status == 500
+    assert "KeyboardInterrupt" in body["message"]
+    assert "no metadata today" in body["message"]
+    status, body = srv.request("GET", "/v2/models/")
+    assert status == 200
+    (listed,) = body["models"]
+    assert listed["id"] == "hostile"
+    assert "KeyboardInterrupt" in listed["error"]
+    for value, name in [
+        ("interrupt", "KeyboardInterrupt"),
+        ("own", "Own"),
+        ("exit", "GeneratorExit"),
+    ]:
+        status, body = srv.request("POST", f"{PREDICT}?v={value}")
+        assert status == 500, (value, body)
+        assert name in body["message"]
+    assert srv.proc.poll() is None
+    assert srv.request("POST", f"{PREDICT}?v=fine") == (
+        200,
+        {"status": "OK", "predictions": {"v": "fine"}},
+    )

@@ -108,6 +108,22 @@ class PluginExited(RuntimeError):
         self.code = exc.code
 
 
+class PluginInterrupted(RuntimeError):
+    """Plugin code raised a ``BaseException`` that is no ``Exception``
+    (``KeyboardInterrupt``, ``GeneratorExit``, a class of its own) where
+    deepaas called it in the server, which would end the server (or, on the
+    event loop, drop a request unanswered): it is the plugin's error
+    instead, with its traceback."""
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        try:
+            text = str(exc)
+        except BaseException:  # a plugin's __str__ may raise anything
+            text = ""
+        said = f": {text}" if text else ""
+        super().__init__(f"the plugin raised {type(exc).__name__} {where}{said}")
+
+
 class ModelWrapper:
     """A loaded plugin: its metadata, arguments, schema and callables.
 
@@ -148,6 +164,12 @@ class ModelWrapper:
             return default
         except SystemExit as exc:  # would end the server: the plugin's error
             raise PluginExited(f"in {method}()", exc).with_traceback(
+                exc.__traceback__
+            ) from None
+        except Exception:
+            raise
+        except BaseException as exc:  # KeyboardInterrupt...: the plugin's error
+            raise PluginInterrupted(f"in {method}()", exc).with_traceback(
                 exc.__traceback__
             ) from None
 
