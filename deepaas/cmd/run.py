@@ -11,11 +11,13 @@ files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -136,6 +138,37 @@ async def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``deepaas-run``: its exit status, once the server stopped.
+
+    A thread that plugin code started here (at import, in get_metadata())
+    and that is no daemon would keep the process alive after the server
+    stopped, interpreter shutdown waiting for it: past the bound of a stop,
+    until something kills it. Such threads are named in the log, and the
+    process exits without waiting for them.
+    """
+    before = set(threading.enumerate())
+    code = _main(argv)
+    left = [
+        t
+        for t in threading.enumerate()
+        if t not in before and not t.daemon and t.is_alive()
+    ]
+    if left:
+        LOG.warning(
+            "exiting without waiting for %d thread(s) that plugin code "
+            "started and that are still running: %s",
+            len(left),
+            ", ".join(t.name for t in left),
+        )
+        logging.shutdown()
+        with contextlib.suppress(BaseException):  # stdio the plugin may have closed
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     started = time.monotonic()
     try:
         settings = load_settings(argv)

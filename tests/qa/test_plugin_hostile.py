@@ -183,3 +183,28 @@ def test_base_exceptions_of_plugin_code_in_the_api_process_are_500s(serve) -> No
         200,
         {"status": "OK", "predictions": {"v": "fine"}},
     )
+
+
+IMPORT_THREAD = """
+import os
+import threading
+import time
+
+# At import, in every process that imports it (the API process too): a
+# thread that is no daemon and never ends (a metrics pusher, a file watcher).
+threading.Thread(target=time.sleep, args=(3600,), name="plugin-pusher").start()
+
+
+def predict(**kwargs):
+    return {"pid": os.getpid()}
+"""
+
+
+def test_sigterm_stops_the_server_despite_a_plugin_thread(serve) -> None:
+    """The API process imports the plugin; a thread it started there kept
+    ``deepaas-run`` alive after it stopped (interpreter shutdown waits for
+    every non-daemon thread) until something killed it."""
+    srv = serve(IMPORT_THREAD, "--shutdown-timeout", "1")
+    assert srv.request("POST", PREDICT)[0] == 200
+    assert srv.stop(timeout=1 + 5 + 5) == 0, srv.output()[-2000:]
+    assert "plugin-pusher" in srv.output()
