@@ -208,3 +208,34 @@ def test_sigterm_stops_the_server_despite_a_plugin_thread(serve) -> None:
     assert srv.request("POST", PREDICT)[0] == 200
     assert srv.stop(timeout=1 + 5 + 5) == 0, srv.output()[-2000:]
     assert "plugin-pusher" in srv.output()
+
+
+RELATIVE_FILE = """
+import os
+
+from deepaas.model.v2.wrapper import ReturnedFile
+
+
+def warm():
+    # Models often work in a folder of their own.
+    os.makedirs(os.environ["QA_WORK_DIR"], exist_ok=True)
+    os.chdir(os.environ["QA_WORK_DIR"])
+
+
+def predict(**kwargs):
+    with open("answer.txt", "w") as fh:
+        fh.write("from the model's folder")
+    return ReturnedFile(filename="answer.txt", content_type="text/plain")
+"""
+
+
+def test_returned_file_with_a_path_relative_to_the_model_folder(
+    serve, tmp_path: Path
+) -> None:
+    """The worker checked a relative ``ReturnedFile`` path in its own
+    working directory, the API process opened it in its own: after the
+    model's ``os.chdir`` the answer was a 500 (or another file)."""
+    srv = serve(RELATIVE_FILE, env={"QA_WORK_DIR": str(tmp_path / "work")})
+    status, body, _ = srv.call("POST", PREDICT, headers={"Accept": "text/plain"})
+    assert status == 200, body
+    assert body == b"from the model's folder"

@@ -193,7 +193,9 @@ class ResultRenderer:
                 )
             return PredictResult(
                 content_type=output.content_type or content_type,
-                path=output.filename,
+                # The API process reads it from its own working directory:
+                # a relative path is this one's (the model may have chdir'ed).
+                path=os.path.abspath(output.filename),
                 filename=output.original_filename or os.path.basename(output.filename),
             )
         if isinstance(output, str):
