@@ -239,3 +239,27 @@ def test_returned_file_with_a_path_relative_to_the_model_folder(
     status, body, _ = srv.call("POST", PREDICT, headers={"Accept": "text/plain"})
     assert status == 200, body
     assert body == b"from the model's folder"
+
+
+NON_FINITE_METADATA = """
+def get_metadata():
+    return {"description": "scores", "best": float("nan"), "worst": float("-inf")}
+
+
+def predict(**kwargs):
+    return {}
+"""
+
+
+def test_nan_in_metadata_is_sent_as_null(serve) -> None:
+    """The model document was encoded by Python's json, which writes bare
+    ``NaN`` and ``-Infinity``: a 200 whose body is no JSON (browsers, jq,
+    Go and Java refuse it)."""
+    srv = serve(NON_FINITE_METADATA)
+    for path in ("/v2/models/hostile/", "/v2/models/"):
+        status, raw, _ = srv.call("GET", path)
+        assert status == 200
+        document = json.loads(raw, parse_constant=pytest.fail)  # strict JSON
+        if path == "/v2/models/":
+            (document,) = document["models"]
+        assert (document["best"], document["worst"]) == (None, None)

@@ -29,6 +29,7 @@ from deepaas.api.versions import v2_version
 from deepaas.api.views import ModelViews, ViewError, describe
 from deepaas.exceptions import DeepaasError, echoed
 from deepaas.model.loading import defined_at
+from deepaas.model.v2.results import dumps
 from deepaas.model.v2.wrapper import ModelError, ModelWrapper
 
 LOG = logging.getLogger(__name__)
@@ -62,12 +63,13 @@ def checked_document(bp: str, model: ModelWrapper) -> dict[str, Any]:
     except Exception as exc:
         raise ViewError(f"get_metadata() failed: {describe(exc)}") from exc
     try:
-        json.dumps(document)
-    except (TypeError, ValueError) as exc:
+        # Encoded as a prediction is: NaN and infinities as null (Python's
+        # json writes bare NaN, which is no JSON), numpy values as numbers.
+        return json.loads(dumps(document))
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ViewError(
             f"get_metadata() returned what JSON cannot encode: {describe(exc)}"
         ) from exc
-    return document
 
 
 def _broken(bp: str, name: str, error: str) -> dict[str, Any]:
