@@ -13,7 +13,13 @@ import http
 import traceback
 
 from deepaas.engine.protocol import RemoteError
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, elided
+
+#: The most of a plugin's exception text the client is told, and the most
+#: of its traceback the server logs: a longer one keeps its start and end
+#: (an exception may hold megabytes, a whole input or output).
+MESSAGE_MAX = 16_000
+TRACEBACK_MAX = 64_000
 
 
 def describe_exception(exc: BaseException) -> RemoteError:
@@ -31,24 +37,28 @@ def describe_exception(exc: BaseException) -> RemoteError:
     not imported here: its exceptions are known by their marker.
     """
     cls = type(exc)
-    tb = _traceback(exc)
+    tb = elided(_traceback(exc), TRACEBACK_MAX)
     if isinstance(exc, DeepaasError) and 400 <= exc.status <= 599:
         # deepaas's own errors say the status (an upload that is no image,
         # for a repository model, is the client's 422)
-        return RemoteError(exc.status, exc.message, tb)
+        return _remote(exc.status, exc.message, tb)
     if _is_http_exception(cls):
         status = getattr(exc, "status_code", None)
         if isinstance(status, int) and 400 <= status <= 599:
-            return RemoteError(status, _http_message(exc), tb)
+            return _remote(status, _http_message(exc), tb)
     attempted = _http_exception_being_made(exc)
     if attempted is not None:
         status, message = attempted
-        return RemoteError(status, message, tb)
+        return _remote(status, message, tb)
     text = _text(exc, "<exception could not be printed>")
     if isinstance(exc, NotImplementedError):
-        return RemoteError(501, f"NotImplementedError: {text}".rstrip(": "), tb)
+        return _remote(501, f"NotImplementedError: {text}".rstrip(": "), tb)
     message = f"{cls.__name__}: {text}" if text else cls.__name__
-    return RemoteError(500, message, tb)
+    return _remote(500, message, tb)
+
+
+def _remote(status: int, message: str, tb: str) -> RemoteError:
+    return RemoteError(status, elided(message, MESSAGE_MAX), tb)
 
 
 def _is_http_exception(cls: type) -> bool:

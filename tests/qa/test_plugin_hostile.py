@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deepaas_run import HANG_S, REPO_ROOT, DeepaasRun, closed_at_end
+from tests.deepaas_run import HANG_S, REPO_ROOT, DeepaasRun, closed_at_end, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -263,3 +263,32 @@ def test_nan_in_metadata_is_sent_as_null(serve) -> None:
         if path == "/v2/models/":
             (document,) = document["models"]
         assert (document["best"], document["worst"]) == (None, None)
+
+
+HUGE_ERROR = """
+from marshmallow import fields
+
+
+def get_predict_args():
+    return {"mb": fields.Int(load_default=0)}
+
+
+def predict(mb):
+    # An exception that quotes a whole input: megabytes of text.
+    raise ValueError("bad input: " + "x" * (mb << 20) + " (end)")
+"""
+
+
+def test_a_huge_exception_text_is_cut(serve) -> None:
+    """A plugin's exception text crossed whole: 20 MB to the client as the
+    error's message, twice that to the server's log (the message, and the
+    traceback that ends with it), on the event loop."""
+    srv = serve(HUGE_ERROR)
+    status, body = srv.request("POST", f"{PREDICT}?mb=20")
+    assert status == 500
+    message = body["message"]
+    assert len(message) <= 16_000
+    assert message.startswith("ValueError: bad input: xxx")
+    assert message.endswith("xxx (end)") and "..." in message
+    until(lambda: "bad input" in srv.output(), "the failure is logged")
+    assert srv.log.stat().st_size < 1 << 20
