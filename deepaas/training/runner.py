@@ -133,7 +133,7 @@ def run(config: dict[str, Any], sock: socket.socket) -> int:
     try:
         # as predictions are: NaN and infinities as null, numpy as lists
         encoded = dumps(output).decode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # nested too deep
         channel.send(
             StartFailed(
                 "result",

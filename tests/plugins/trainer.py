@@ -5,7 +5,7 @@ Modes: ``sleep`` (``seconds``), ``fail`` (raises), ``report`` (reports
 ``lines`` lines, one every ``seconds``), ``file`` (reads the uploaded
 ``data`` file), ``stubborn`` (ignores SIGTERM), ``env`` (answers its device
 environment), ``exit`` (dies without a word), ``context`` (answers its
-training context), ``badresult`` (returns what JSON cannot encode),
+training context), ``badresult`` and ``deepresult`` (return what JSON cannot encode),
 ``curve`` (reports ``steps`` steps of a total, a loss that is NaN at step 3
 and a phase name, ``seconds`` apart).
 """
@@ -106,4 +106,9 @@ def train(mode="sleep", seconds=0.0, steps=3, lines=3, data=None):
         os._exit(7)
     if mode == "badresult":
         return object()
+    if mode == "deepresult":  # nested deeper than JSON encoding recurses
+        nested: list = []
+        for _ in range(100_000):
+            nested = [nested]
+        return nested
     raise ValueError(f"unknown mode {mode}")

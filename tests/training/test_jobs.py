@@ -125,6 +125,15 @@ async def test_result_that_is_not_json(client: Client):
     assert "not JSON-able" in done["message"]
 
 
+async def test_result_nested_too_deep_for_json(client: Client):
+    """Encoding it raised RecursionError, which the runner did not catch:
+    the training failed with no word of why ("exited with code ...")."""
+    record = await submit(client, mode="deepresult")
+    done = await wait_status(client, record["uuid"])
+    assert done["status"] == "error"
+    assert "not JSON-able" in done["message"], done["message"]
+
+
 async def test_queued_while_another_runs_then_runs(client: Client):
     first = await submit(client, mode="sleep", seconds=0.8)
     second = await submit(client, mode="sleep", seconds=0.0)
