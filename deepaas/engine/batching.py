@@ -44,7 +44,9 @@ class Call:
     ``queued`` is True while it waits in a :class:`CallQueue` (it counts
     towards the queue's length); ``seq`` and ``lane`` say where the
     dispatcher sent it. ``attempts`` counts how often it was sent to a
-    worker (a call whose worker died before it started is sent again).
+    worker (a call whose worker died before it started is sent again);
+    ``deaths`` how many workers died holding it computed (see
+    :data:`~deepaas.engine.dispatcher.MAX_DEATHS`).
 
     ``pins`` counts the messages to workers that carry it and that a worker
     may still read: sent, and neither answered (the worker's ``Results`` for
@@ -59,6 +61,7 @@ class Call:
     __slots__ = (
         "attempts",
         "big",
+        "deaths",
         "files",
         "future",
         "group",
@@ -100,6 +103,7 @@ class Call:
         self.seq = 0
         self.lane: Any = None
         self.attempts = 0
+        self.deaths = 0
         self.pins = 0
         self.files: list[str] = []  # removed at the last unpin (adopted)
 

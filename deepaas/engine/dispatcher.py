@@ -30,7 +30,12 @@ each call ends, with its answer or an error, is
   the call (or the batch) it was running fails; the calls it had not
   started, and those it had computed but not yet sent, go back to the head
   of the queue (those are computed again: their results died with the
-  process). A call past its deadline (:meth:`expire`) fails alone.
+  process), unless it is the :data:`MAX_DEATHS`-th worker to die holding
+  it computed, or maybe computed (the worker died between calls): a call
+  whose computing kills its worker after its answer is made (the model
+  closed the worker's socket) fails then rather than kill every worker
+  for good. A call past its deadline (:meth:`expire`) fails
+  alone.
 - **Uploads outlive their readers**: a call stays pinned to each message
   that carried it until its worker answers that message or dies
   (:mod:`deepaas.engine.lanes`); a caller that leaves earlier (hung up,
@@ -61,6 +66,10 @@ from deepaas.engine.outcomes import (
 from deepaas.exceptions import DeepaasError
 
 STALL_CHECK_S = 0.025
+#: A call that this many workers died holding, after it may have been
+#: computed (not behind the call they ran), fails with the last death's
+#: error instead of going back to the queue once more.
+MAX_DEATHS = 3
 
 
 class DispatchEvents:
@@ -167,8 +176,13 @@ class Dispatcher:
         for seq, call in lane.inflight.items():
             if seq in doomed:
                 fail(call, error)
-            else:
-                back.append(call)
+                continue
+            if not running or seq < running:  # computed, maybe: what killed it?
+                call.deaths += 1
+                if call.deaths >= MAX_DEATHS:
+                    fail(call, error)
+                    continue
+            back.append(call)
         lane.inflight.clear()
         lane.unpin_all()  # the process is gone: it reads no upload any more
         self._requeue(back)

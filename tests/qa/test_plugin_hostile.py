@@ -292,3 +292,35 @@ def test_a_huge_exception_text_is_cut(serve) -> None:
     assert message.endswith("xxx (end)") and "..." in message
     until(lambda: "bad input" in srv.output(), "the failure is logged")
     assert srv.log.stat().st_size < 1 << 20
+
+
+CLOSES_ITS_SOCKET = """
+import os
+
+from marshmallow import fields
+
+
+def get_predict_args():
+    return {"close": fields.Bool(load_default=False)}
+
+
+def predict(close):
+    if close:
+        # As a daemonizing library does: every descriptor past stdio closed,
+        # the worker's socket to the server among them.
+        os.closerange(3, 65536)
+    return {"pid": os.getpid()}
+"""
+
+
+def test_a_call_that_kills_every_worker_after_answering_fails(serve) -> None:
+    """The worker computed the call, then died sending it (its socket was
+    closed): a computed call whose worker died went back to the queue, for
+    the next worker to die of it, and so on with a growing backoff, up to
+    30 s a turn: the request never ended and the model served nothing."""
+    srv = serve(CLOSES_ITS_SOCKET)
+    status, body = srv.request("POST", f"{PREDICT}?close=true")
+    assert status == 503, body
+    assert "exited with code" in body["message"]
+    status, body = srv.request("POST", PREDICT)
+    assert status == 200, body
