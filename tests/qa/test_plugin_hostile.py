@@ -324,3 +324,29 @@ def test_a_call_that_kills_every_worker_after_answering_fails(serve) -> None:
     assert "exited with code" in body["message"]
     status, body = srv.request("POST", PREDICT)
     assert status == 200, body
+
+
+TAKES_OVER_SIGNALS = """
+import signal
+
+
+def get_metadata():
+    # A library set up on first use that installs its own handlers.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return {"description": "signals taken"}
+
+
+def predict(**kwargs):
+    return {}
+"""
+
+
+def test_get_metadata_cannot_take_over_the_stop_signals(serve) -> None:
+    """get_metadata() runs in the API process at each request: SIGTERM and
+    SIGINT it set to be ignored no longer stopped the server."""
+    srv = serve(TAKES_OVER_SIGNALS, "--shutdown-timeout", "1")
+    status, body = srv.request("GET", "/v2/models/hostile/")
+    assert (status, body["description"]) == (200, "signals taken")
+    assert srv.stop(timeout=1 + 5 + 5) == 0
+    assert "replaced the handler of SIGTERM" in srv.output()

@@ -9,6 +9,9 @@ from __future__ import annotations
 import collections
 import copy
 import inspect
+import logging
+import signal
+import threading
 from typing import Any
 
 import marshmallow
@@ -23,6 +26,12 @@ from deepaas.model.signature import (
 )
 from deepaas.model.v2.fields import ArgSpec, InvalidArgsError, arg_specs
 from deepaas.options import MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE
+
+LOG = logging.getLogger(__name__)
+
+#: The signals that stop the server: plugin code the server calls must not
+#: take them over (see :meth:`ModelWrapper._call_optional`).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 UploadedFile = collections.namedtuple(
     "UploadedFile",
@@ -158,6 +167,7 @@ class ModelWrapper:
         func = getattr(self.plugin, method, None)
         if func is None:
             return default
+        handlers = [signal.getsignal(sig) for sig in STOP_SIGNALS]
         try:
             return func()
         except NotImplementedError:
@@ -172,6 +182,26 @@ class ModelWrapper:
             raise PluginInterrupted(f"in {method}()", exc).with_traceback(
                 exc.__traceback__
             ) from None
+        finally:
+            self._keep_stop_signals(method, handlers)
+
+    def _keep_stop_signals(self, method: str, handlers: list[Any]) -> None:
+        """Put back the handlers of SIGINT and SIGTERM that ``method`` of the
+        plugin replaced (it set them to be ignored, say, as a framework
+        set up lazily may): in the API process, where ``get_metadata()``
+        runs at each request, SIGTERM would no longer stop the server."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # no handler can have been set here
+        for sig, handler in zip(STOP_SIGNALS, handlers, strict=True):
+            if signal.getsignal(sig) is not handler and handler is not None:
+                signal.signal(sig, handler)
+                LOG.warning(
+                    "model %s: %s() replaced the handler of %s; it is put back "
+                    "(the server stops on it)",
+                    self.name,
+                    method,
+                    signal.Signals(sig).name,
+                )
 
     def _infer_signature(self) -> InferSignature | None:
         """The plugin's ``get_infer_signature()``, checked (see
