@@ -57,8 +57,11 @@ def describe_exception(exc: BaseException) -> RemoteError:
     return _remote(500, message, tb)
 
 
-def _remote(status: int, message: str, tb: str) -> RemoteError:
-    return RemoteError(status, elided(message, MESSAGE_MAX), tb)
+def _remote(status: int, message: object, tb: str) -> RemoteError:
+    """The error, its message a str (a plugin's error may hold anything as
+    its ``message``) of at most :data:`MESSAGE_MAX` characters."""
+    text = message if isinstance(message, str) else _text(message, "")
+    return RemoteError(status, elided(text, MESSAGE_MAX), tb)
 
 
 def _is_http_exception(cls: type) -> bool:

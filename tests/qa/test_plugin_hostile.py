@@ -350,3 +350,12 @@ def test_get_metadata_cannot_take_over_the_stop_signals(serve) -> None:
     assert (status, body["description"]) == (200, "signals taken")
     assert srv.stop(timeout=1 + 5 + 5) == 0
     assert "replaced the handler of SIGTERM" in srv.output()
+
+
+def test_the_message_of_a_plugins_deepaas_error_is_any_value() -> None:
+    """The message is cut to its bound: one that is no str (a plugin's
+    ``DeepaasError(422, 12345)``) must not fail the cut."""
+    from deepaas.engine.failures import describe_exception
+    from deepaas.exceptions import DeepaasError
+
+    assert describe_exception(DeepaasError(422, 12345))[:2] == (422, "12345")  # type: ignore[arg-type]
