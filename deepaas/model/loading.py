@@ -25,12 +25,8 @@ from typing import Any
 from stevedore import extension, named
 
 from deepaas.model import sources
-from deepaas.model.v2.wrapper import (
-    ModelError,
-    ModelWrapper,
-    PluginExited,
-    instantiate,
-)
+from deepaas.model.v2.plugin_calls import PluginExited
+from deepaas.model.v2.wrapper import ModelError, ModelWrapper, instantiate
 
 NAMESPACE = "deepaas.v2.model"
 

@@ -10,8 +10,6 @@ import collections
 import copy
 import inspect
 import logging
-import signal
-import threading
 from typing import Any
 
 import marshmallow
@@ -25,13 +23,10 @@ from deepaas.model.signature import (
     parse_signature,
 )
 from deepaas.model.v2.fields import ArgSpec, InvalidArgsError, arg_specs
+from deepaas.model.v2.plugin_calls import call_optional
 from deepaas.options import MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE
 
 LOG = logging.getLogger(__name__)
-
-#: The signals that stop the server: plugin code the server calls must not
-#: take them over (see :meth:`ModelWrapper._call_optional`).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 UploadedFile = collections.namedtuple(
     "UploadedFile",
@@ -103,36 +98,6 @@ def _response_schema(name: str, schema: Any) -> type[marshmallow.Schema] | None:
     )
 
 
-class PluginExited(RuntimeError):
-    """Plugin code raised ``SystemExit`` (``sys.exit()``, ``exit()``, an
-    ``argparse`` error) where deepaas called it in the server, which would
-    end the server: it is the plugin's error instead, with its traceback."""
-
-    def __init__(self, where: str, exc: SystemExit) -> None:
-        super().__init__(
-            f"the plugin called sys.exit({exc.code!r}) {where}: plugin code "
-            "must not exit the server (does it parse the command line when it "
-            "is imported?)"
-        )
-        self.code = exc.code
-
-
-class PluginInterrupted(RuntimeError):
-    """Plugin code raised a ``BaseException`` that is no ``Exception``
-    (``KeyboardInterrupt``, ``GeneratorExit``, a class of its own) where
-    deepaas called it in the server, which would end the server (or, on the
-    event loop, drop a request unanswered): it is the plugin's error
-    instead, with its traceback."""
-
-    def __init__(self, where: str, exc: BaseException) -> None:
-        try:
-            text = str(exc)
-        except BaseException:  # a plugin's __str__ may raise anything
-            text = ""
-        said = f": {text}" if text else ""
-        super().__init__(f"the plugin raised {type(exc).__name__} {where}{said}")
-
-
 class ModelWrapper:
     """A loaded plugin: its metadata, arguments, schema and callables.
 
@@ -164,44 +129,9 @@ class ModelWrapper:
     # -- introspection (API process) --------------------------------------
 
     def _call_optional(self, method: str, default: Any) -> Any:
+        """The plugin's ``method()`` (:func:`plugin_calls.call_optional`)."""
         func = getattr(self.plugin, method, None)
-        if func is None:
-            return default
-        handlers = [signal.getsignal(sig) for sig in STOP_SIGNALS]
-        try:
-            return func()
-        except NotImplementedError:
-            return default
-        except SystemExit as exc:  # would end the server: the plugin's error
-            raise PluginExited(f"in {method}()", exc).with_traceback(
-                exc.__traceback__
-            ) from None
-        except Exception:
-            raise
-        except BaseException as exc:  # KeyboardInterrupt...: the plugin's error
-            raise PluginInterrupted(f"in {method}()", exc).with_traceback(
-                exc.__traceback__
-            ) from None
-        finally:
-            self._keep_stop_signals(method, handlers)
-
-    def _keep_stop_signals(self, method: str, handlers: list[Any]) -> None:
-        """Put back the handlers of SIGINT and SIGTERM that ``method`` of the
-        plugin replaced (it set them to be ignored, say, as a framework
-        set up lazily may): in the API process, where ``get_metadata()``
-        runs at each request, SIGTERM would no longer stop the server."""
-        if threading.current_thread() is not threading.main_thread():
-            return  # no handler can have been set here
-        for sig, handler in zip(STOP_SIGNALS, handlers, strict=True):
-            if signal.getsignal(sig) is not handler and handler is not None:
-                signal.signal(sig, handler)
-                LOG.warning(
-                    "model %s: %s() replaced the handler of %s; it is put back "
-                    "(the server stops on it)",
-                    self.name,
-                    method,
-                    signal.Signals(sig).name,
-                )
+        return call_optional(self.name, method, func, default)
 
     def _infer_signature(self) -> InferSignature | None:
         """The plugin's ``get_infer_signature()``, checked (see
