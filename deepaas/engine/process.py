@@ -115,6 +115,10 @@ def child_env(
     env = dict(base)
     env.update(device_env(devices))
     env["PYTHONUNBUFFERED"] = "1"
+    # A lone surrogate (a client's JSON "\ud800" reaches the plugin as it
+    # does in DEEPaaS 2.x) printed by plugin code is written escaped, not a
+    # UnicodeEncodeError failing the call or the training that printed it.
+    env.setdefault("PYTHONIOENCODING", "utf-8:backslashreplace")
     env.update(extra or {})
     if extra_path:
         old = env.get("PYTHONPATH")

@@ -210,6 +210,31 @@ async def test_the_call_and_its_log_lines(
     assert not any("Traceback" in line for line in worker)
 
 
+async def test_a_lone_surrogate_printed_by_the_plugin_is_written_escaped(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # JSON lets a client send one ("\\ud800"); DEEPaaS 2.x handed it on, and
+    # a print() of it raised UnicodeEncodeError in the worker: a 500.
+    client = await make_client([CHATTY])
+    caplog.set_level(logging.INFO, "deepaas")
+    response = await client.post(
+        "/v2/models/chatty/predict/",
+        data=b'{"word": "a\\ud800b"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 200, await response.text()
+
+    def printed() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "deepaas.worker" and "chatty prints a" in r.getMessage()
+        ]
+
+    assert await eventually(lambda: bool(printed()))
+    assert printed()[0].endswith("chatty prints a\\ud800b")
+
+
 async def test_a_training_keeps_the_id_of_the_request_that_started_it(
     make_client: MakeClient,
 ) -> None:
