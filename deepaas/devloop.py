@@ -8,7 +8,8 @@ level package of the plugin's module (:func:`deepaas.model.sources.
 watch_roots`). When a model's files change and then stay unchanged for
 :data:`SETTLE_S` (an editor writes a file in steps), the model is reloaded:
 
-1. In the executor, its modules are dropped from ``sys.modules``, the
+1. On a daemon thread of its own (an import that hangs must not hold up
+   the server's exit), its modules are dropped from ``sys.modules``, the
    plugin is imported and wrapped again (introspection only, as at start),
    and the API's new view of it is built: its metadata document, its
    arguments and their parsers, both API documents
@@ -43,6 +44,7 @@ from deepaas.engine.reload import EDITED
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.model import loading, sources
 from deepaas.model.v2.wrapper import ModelWrapper
+from deepaas.tasks import on_daemon_thread
 
 LOG = logging.getLogger("deepaas")
 
@@ -53,7 +55,7 @@ SLOW_LOAD_S = 10.0  # a new version still loading this long is said in the log
 
 
 def _reimport(spec: loading.PluginSpec) -> ModelWrapper:
-    """In the executor: import the plugin afresh (its modules forgotten)."""
+    """On the reload's thread: import the plugin afresh (its modules forgotten)."""
     sources.forget(spec.target)
     return loading.load(spec)
 
@@ -131,9 +133,12 @@ class PluginWatcher:
     async def _reload(self, spec: loading.PluginSpec, changed: list[str]) -> None:
         what = ", ".join(os.path.basename(path) for path in changed) or "its files"
         LOG.info("model %s: %s changed, reloading", spec.name, what)
-        loop = asyncio.get_running_loop()
         try:
-            loading_it = loop.run_in_executor(None, self._prepare, spec)
+            # On a thread of its own, not the default executor: an import
+            # that hangs must not hold up the server's exit (SIGTERM).
+            loading_it = asyncio.wrap_future(
+                on_daemon_thread(lambda: self._prepare(spec), "deepaas-reload")
+            )
             done, _ = await asyncio.wait({loading_it}, timeout=SLOW_LOAD_S)
             if not done:  # an import that hangs (a lock, a download...)
                 LOG.warning(
@@ -162,7 +167,7 @@ class PluginWatcher:
         )
 
     def _prepare(self, spec: loading.PluginSpec) -> Callable[[], None]:
-        """In the executor: import the plugin afresh and build its view
+        """On the reload's thread: import the plugin afresh and build its view
         (metadata, arguments, API documents); the commit that serves it."""
         return self.views.prepare(spec.name, _reimport(spec))
 

@@ -12,8 +12,10 @@ still running when the owner stops.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -87,3 +89,27 @@ class TaskSet:
             await asyncio.wait_for(
                 asyncio.gather(*tasks, return_exceptions=True), timeout
             )
+
+
+def on_daemon_thread(call: Callable[[], T], name: str) -> concurrent.futures.Future[T]:
+    """Run ``call`` on a new daemon thread; its outcome in a future.
+
+    Not an executor: a ThreadPoolExecutor's threads (the loop's default
+    executor's too) are joined when the interpreter exits, so one call that
+    never returns (an NVML call, a plugin's import stuck on a lock) would
+    keep the server from exiting; and this thread is taken from no one else.
+    """
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            result = call()
+        except BaseException as exc:  # delivered to the loop, which decides
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future

@@ -15,15 +15,13 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from deepaas.engine.devices import Device, GpuSample, Nvml
-from deepaas.tasks import TaskSet
+from deepaas.tasks import TaskSet, on_daemon_thread
 
 LOG = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 # How long Telemetry.start waits for the first reading (so the first scrape
@@ -165,7 +163,7 @@ class Telemetry:
 
     async def _sample_once(self) -> None:
         """One reading on the sampling thread; its failure or hang is logged."""
-        pending = self._pending = _on_thread(self.refresh, "deepaas-nvml")
+        pending = self._pending = on_daemon_thread(self.refresh, "deepaas-nvml")
         waiter = asyncio.wrap_future(pending)
         try:
             done, _ = await asyncio.wait({waiter}, timeout=self._max_age)
@@ -194,26 +192,3 @@ class Telemetry:
         if self._failing or self._hung:
             LOG.info("GPU telemetry: NVML answers again")
         self._failing = self._hung = False
-
-
-def _on_thread(call: Callable[[], T], name: str) -> concurrent.futures.Future[T]:
-    """Run ``call`` on a new daemon thread; its outcome in a future.
-
-    Not an executor: a ThreadPoolExecutor's threads are joined when the
-    interpreter exits, so one NVML call that never returns would keep the
-    server from exiting; and this thread cannot be taken from anyone else.
-    """
-    future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    def run() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            result = call()
-        except BaseException as exc:  # delivered to the loop, which decides
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return future

@@ -610,3 +610,29 @@ def test_plugin_code_that_exits_is_an_error_of_the_plugin_not_the_servers_end(
     assert srv.proc.poll() is None  # still serving
     assert _metadata_version(srv) == "1"
     assert _predicted(srv, "a") == {"version": "1", "got": "hi"}
+
+
+HANGS_ON_IMPORT = """
+import threading
+
+threading.Event().wait()  # a lock never released, a download that never ends
+"""
+
+
+def test_a_reload_whose_import_hangs_does_not_hold_up_the_servers_stop(
+    server, tmp_path
+):
+    """SIGTERM while a new version's import hangs: the server stops within
+    --shutdown-timeout + 5 s, as it promises, instead of waiting for the
+    import (it ran in the default executor, whose threads are joined at
+    exit: "stopped" was logged, and the process lived on)."""
+    plugin = tmp_path / "live.py"
+    plugin.write_text(VERSIONED.format(version="1", arg="a"))
+    srv = server(
+        str(plugin), "--reload", "--devices", "cpu", "--shutdown-timeout", "1"
+    ).wait_ready()
+    plugin.write_text(HANGS_ON_IMPORT)
+    until(lambda: "live.py changed, reloading" in srv.output(), "the reload began")
+    assert _metadata_version(srv) == "1"  # the last good version serves
+    assert srv.stop(signal.SIGTERM, timeout=1 + 5 + 4) == 0, srv.output()
+    assert "stopped (cleanup took" in srv.output()
