@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import queue
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -113,3 +114,41 @@ def on_daemon_thread(call: Callable[[], T], name: str) -> concurrent.futures.Fut
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return future
+
+
+class DaemonThread:
+    """One daemon thread, started on first use, that runs the calls given
+    to :meth:`submit` one after the other (as the event loop would have,
+    without holding it up). A call that never returns holds up only the
+    calls queued behind it, and not the interpreter's exit."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[], Any], concurrent.futures.Future[Any]]
+        ] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name=self.name, daemon=True
+                )
+                self._thread.start()
+        self._calls.put((call, future))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            call, future = self._calls.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller gave up before it started
+            try:
+                result = call()
+            except BaseException as exc:  # delivered to the caller
+                future.set_exception(exc)
+            else:
+                future.set_result(result)

@@ -35,7 +35,7 @@ from deepaas.api.metrics import label
 from deepaas.api.oip_infer import infer_response
 from deepaas.api.oip_spec import model_operations, server_operation
 from deepaas.api.scopes import PREDICT
-from deepaas.api.v2.models import checked_document
+from deepaas.api.v2.models import read_document
 from deepaas.api.views import Holder, ModelViews, ViewError
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.exceptions import DeepaasError, echoed
@@ -167,7 +167,7 @@ class OipRoutes:
             document: dict[str, Any] = {}
             if deepaas_keys:
                 try:
-                    document = checked_document(self.bp, view.model)
+                    document = await read_document(self.bp, view.model)
                 except ViewError as exc:
                     raise DeepaasError(
                         500, f"model {view.model.name!r}: {exc}"

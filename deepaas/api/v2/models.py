@@ -8,15 +8,23 @@ name and links, the fallback description DEEPaaS 2.x gave a model whose
 metadata it could not load, and an ``error`` saying why; its own
 ``/v2/models/NAME/`` answers 500 with that reason. ``--reload`` checks the
 new version's metadata before serving it (:mod:`deepaas.api.views`).
+
+``get_metadata()`` is plugin code: it runs on a thread of its own
+(:data:`METADATA_THREAD`, one call at a time), never on the event loop, so
+a slow or stuck one (a file on a hung network share) holds up only the
+requests for model documents, which give up after
+:data:`METADATA_TIMEOUT_S` with a 500 saying so; the probes, predictions,
+trainings and the server's stop go on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -31,8 +39,12 @@ from deepaas.exceptions import DeepaasError, echoed
 from deepaas.model.loading import defined_at
 from deepaas.model.v2.results import dumps
 from deepaas.model.v2.wrapper import ModelError, ModelWrapper
+from deepaas.tasks import DaemonThread
 
 LOG = logging.getLogger(__name__)
+
+METADATA_TIMEOUT_S = 30.0  # a model document's request gives up after this
+METADATA_THREAD = DaemonThread("deepaas-metadata")
 
 
 def model_document(bp: str, model: ModelWrapper) -> dict[str, Any]:
@@ -72,6 +84,24 @@ def checked_document(bp: str, model: ModelWrapper) -> dict[str, Any]:
         ) from exc
 
 
+async def read_document(
+    bp: str, model: ModelWrapper, timeout: float = METADATA_TIMEOUT_S
+) -> dict[str, Any]:
+    """:func:`checked_document` off the event loop; raises :class:`ViewError`
+    also when ``get_metadata()`` has not answered in ``timeout`` seconds
+    (it is then let finish, unwatched)."""
+    future = asyncio.wrap_future(
+        METADATA_THREAD.submit(lambda: checked_document(bp, model))
+    )
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except asyncio.TimeoutError:
+        raise ViewError(
+            f"get_metadata() did not answer within {METADATA_TIMEOUT_S:g}s "
+            "(it, or another model's before it, is slow or stuck)"
+        ) from None
+
+
 def _broken(bp: str, name: str, error: str) -> dict[str, Any]:
     """A model whose metadata failed, as the listing shows it."""
     return {
@@ -89,10 +119,12 @@ def setup(app: web.Application, spec: SpecBuilder, views: ModelViews) -> None:
     models = views.wrappers  # --reload replaces a model in it
     logged: dict[str, str] = {}  # the latest failure logged, per model
 
-    def document(name: str) -> dict[str, Any]:
+    async def document(
+        name: str, timeout: float = METADATA_TIMEOUT_S
+    ) -> dict[str, Any]:
         """The model's document; raises (and logs, once) :class:`ViewError`."""
         try:
-            found = checked_document(bp, models[name])
+            found = await read_document(bp, models[name], timeout)
         except ViewError as exc:
             if logged.get(name) != str(exc):  # once, not at every listing
                 logged[name] = str(exc)
@@ -105,10 +137,15 @@ def setup(app: web.Application, spec: SpecBuilder, views: ModelViews) -> None:
         return web.json_response(version)
 
     async def list_models(request: web.Request) -> web.Response:
+        # One deadline for the whole listing: the models queued behind a
+        # stuck get_metadata() do not wait their own timeout each, in turn.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + METADATA_TIMEOUT_S
         listing = []
         for name in models:
             try:
-                listing.append(document(name))
+                left = max(0.0, deadline - loop.time())
+                listing.append(await document(name, left))
             except ViewError as exc:  # the others are listed all the same
                 listing.append(_broken(bp, name, str(exc)))
         return web.json_response({"models": listing})
@@ -180,11 +217,13 @@ def setup(app: web.Application, spec: SpecBuilder, views: ModelViews) -> None:
     )
 
 
-def _model_handler(document: Callable[[str], dict[str, Any]], name: str) -> Any:
+def _model_handler(
+    document: Callable[[str], Awaitable[dict[str, Any]]], name: str
+) -> Any:
     # The model is looked up each time: --reload replaces it.
     async def get_model(request: web.Request) -> web.Response:
         try:
-            return web.json_response(document(name))
+            return web.json_response(await document(name))
         except ViewError as exc:
             raise DeepaasError(500, f"model {name!r}: {exc}") from exc
 
