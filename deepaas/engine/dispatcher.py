@@ -226,7 +226,7 @@ class Dispatcher:
         lane: Lane | None = call.lane
         if lane is None or lane.inflight.get(call.seq) is not call:
             self.queue.discard(call)
-            fail(call, did_not_start(self.model, seconds))
+            fail(call, did_not_start(self.model, seconds, ready=bool(self.lanes)))
             return None
         running, _ = lane.link.board.running()
         del lane.inflight[call.seq]

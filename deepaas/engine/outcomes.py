@@ -92,12 +92,17 @@ def fail(call: Call, error: BaseException) -> None:
         call.future.set_exception(error)
 
 
-def did_not_start(model: str, seconds: float) -> DeepaasError:
-    """The deadline passed before any worker started the call."""
+def did_not_start(model: str, seconds: float, ready: bool = True) -> DeepaasError:
+    """The deadline passed before any worker started the call; ``ready``:
+    whether any worker of the model was ready to take calls."""
+    why = (
+        "all its workers were busy"
+        if ready
+        else "no worker of it is ready: they are still starting, and warm() "
+        "may be slow or stuck"
+    )
     return DeepaasError(
-        504,
-        f"model {model!r} did not start this request within {seconds:g} s "
-        "(all its workers were busy)",
+        504, f"model {model!r} did not start this request within {seconds:g} s ({why})"
     )
 
 

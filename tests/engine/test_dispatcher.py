@@ -363,6 +363,22 @@ async def test_expired_queued_call_did_not_start_and_leaves_the_queue():
     await serve_until_idle(w0)
     assert w0.received() == ["a", "c"]
     assert results([a, c]) == ["a", "c"]
+    assert "(all its workers were busy)" in error(b).message
+
+
+async def test_expired_call_of_a_model_with_no_worker_ready_says_so():
+    """No worker has become ready (its warm() is slow or hangs): the 504 says
+    so, not that its workers were busy, which sent the operator adding
+    workers instead of looking at warm()."""
+    setup, _ = await rig(workers=0)
+    (a,) = setup.submit("a")
+    await turn()
+    assert setup.dispatcher.expire(a, 3.0) is None
+    assert error(a).status == 504
+    assert error(a).message == (
+        "model 'm' did not start this request within 3 s (no worker of it is "
+        "ready: they are still starting, and warm() may be slow or stuck)"
+    )
 
 
 async def test_expired_running_call_hands_its_worker_over_and_spares_the_rest():
