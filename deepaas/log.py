@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import logging.handlers
 import re
 import sys
 import threading
@@ -192,7 +193,9 @@ def setup(
         root.removeHandler(handler)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        handlers.append(logging.FileHandler(log_file))
+        # Reopened when logrotate has moved it away: a FileHandler would
+        # write on into the moved file, and that log be lost with it.
+        handlers.append(logging.handlers.WatchedFileHandler(log_file))
     for handler in handlers:
         handler.setFormatter(formatter())
         handler.addFilter(RequestIdFilter())
@@ -224,7 +227,9 @@ def setup_access(mode: str, targets: list[logging.Handler], debug: bool) -> str:
     if mode == "json":
         for target in targets:
             if isinstance(target, logging.FileHandler):
-                bare: logging.Handler = logging.FileHandler(target.baseFilename)
+                bare: logging.Handler = logging.handlers.WatchedFileHandler(
+                    target.baseFilename
+                )
             elif isinstance(target, logging.StreamHandler):
                 bare = logging.StreamHandler(target.stream)
             else:  # pragma: no cover - setup() makes only these

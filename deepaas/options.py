@@ -367,7 +367,11 @@ OPTIONS: tuple[Option, ...] = (
         kind="choice",
         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     ),
-    Option("log_file", "", "Also write the log to this file."),
+    Option(
+        "log_file",
+        "",
+        "Also write the log to this file (reopened when logrotate has moved it).",
+    ),
     Option(
         "loop",
         "auto",

@@ -127,6 +127,27 @@ def test_unwritable_log_file_is_a_usage_error(server, tmp_path):
     ]
 
 
+@pytest.mark.parametrize("access_log", ["text", "json"])
+def test_log_file_is_reopened_after_logrotate_moves_it(server, tmp_path, access_log):
+    """logrotate's default (rename, then the program's next line creates the
+    file anew): a plain FileHandler went on writing into the renamed file,
+    compressed or deleted by the next rotations, and the log was lost with
+    it; a WatchedFileHandler reopens the file."""
+    log = tmp_path / "deepaas.log"
+    srv = server(
+        "--model-name", "demo", "--log-file", str(log), "--access-log", access_log
+    ).wait_ready()
+    assert srv.request("GET", "/v2/models/?before")[0] == 200
+    until(lambda: "/v2/models/" in log.read_text(), "the request is logged")
+    log.rename(tmp_path / "deepaas.log.1")  # what logrotate does
+    assert srv.request("GET", "/v2/models/demo/?after")[0] == 200
+    until(
+        lambda: log.exists() and "/v2/models/demo/" in log.read_text(),
+        "the next request is logged in a new file of the same name",
+    )
+    assert "/v2/models/demo/" not in (tmp_path / "deepaas.log.1").read_text()
+
+
 GPU_PROBE = """
 import os
 
