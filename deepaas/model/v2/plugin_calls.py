@@ -3,30 +3,24 @@
 ``get_metadata()``, ``get_predict_args()``, ``get_train_args()`` and
 ``get_infer_signature()`` run in the server itself (``get_metadata()`` at
 each request for a model's document), not in a worker. Plugin code there
-must not be able to end or hijack the server, so :func:`call_optional`:
+must not be able to end the server, so :func:`call_optional` turns
+``SystemExit`` (``sys.exit()``, an ``argparse`` error) into
+:class:`PluginExited` and any other ``BaseException`` that is no
+``Exception`` (``KeyboardInterrupt``, ``GeneratorExit``, a class of the
+plugin's own) into :class:`PluginInterrupted`: the plugin's error, with
+its traceback, answered as one.
 
-- turns ``SystemExit`` (``sys.exit()``, an ``argparse`` error) into
-  :class:`PluginExited` and any other ``BaseException`` that is no
-  ``Exception`` (``KeyboardInterrupt``, ``GeneratorExit``, a class of the
-  plugin's own) into :class:`PluginInterrupted`: the plugin's error, with
-  its traceback, answered as one;
-- puts back the handlers of SIGINT and SIGTERM that the call replaced (a
-  framework set up lazily may ignore them), so that SIGTERM still stops
-  the server, with a warning naming the method.
+Stop signals need no guard here: these methods run at load, before the
+server installs its SIGINT/SIGTERM handlers (which then replace whatever
+plugin code set), and afterwards only on threads of their own (the
+metadata thread of :mod:`deepaas.api.v2.models`, the reload thread of
+:mod:`deepaas.devloop`), where Python refuses to set a handler.
 """
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
 from collections.abc import Callable
 from typing import Any
-
-LOG = logging.getLogger(__name__)
-
-#: The signals that stop the server: plugin code it calls must not take them.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class PluginExited(RuntimeError):
@@ -59,10 +53,8 @@ class PluginInterrupted(RuntimeError):
         super().__init__(f"the plugin raised {type(exc).__name__} {where}{said}")
 
 
-def call_optional(
-    model: str, method: str, func: Callable[[], Any] | None, default: Any
-) -> Any:
-    """``func()``, the plugin's ``method`` of ``model``; ``default`` when the
+def call_optional(method: str, func: Callable[[], Any] | None, default: Any) -> Any:
+    """``func()``, the plugin's ``method``; ``default`` when the
     plugin has none (``func`` None) or it raises ``NotImplementedError``.
 
     Raises :class:`PluginExited` or :class:`PluginInterrupted` for what
@@ -70,7 +62,6 @@ def call_optional(
     """
     if func is None:
         return default
-    handlers = [signal.getsignal(sig) for sig in STOP_SIGNALS]
     try:
         return func()
     except NotImplementedError:
@@ -85,22 +76,3 @@ def call_optional(
         raise PluginInterrupted(f"in {method}()", exc).with_traceback(
             exc.__traceback__
         ) from None
-    finally:
-        _keep_stop_signals(model, method, handlers)
-
-
-def _keep_stop_signals(model: str, method: str, handlers: list[Any]) -> None:
-    """Put back the handlers of SIGINT and SIGTERM that ``method`` replaced:
-    in the API process, SIGTERM would no longer stop the server."""
-    if threading.current_thread() is not threading.main_thread():
-        return  # no handler can have been set here
-    for sig, handler in zip(STOP_SIGNALS, handlers, strict=True):
-        if signal.getsignal(sig) is not handler and handler is not None:
-            signal.signal(sig, handler)
-            LOG.warning(
-                "model %s: %s() replaced the handler of %s; it is put back "
-                "(the server stops on it)",
-                model,
-                method,
-                signal.Signals(sig).name,
-            )

@@ -131,7 +131,7 @@ class ModelWrapper:
     def _call_optional(self, method: str, default: Any) -> Any:
         """The plugin's ``method()`` (:func:`plugin_calls.call_optional`)."""
         func = getattr(self.plugin, method, None)
-        return call_optional(self.name, method, func, default)
+        return call_optional(method, func, default)
 
     def _infer_signature(self) -> InferSignature | None:
         """The plugin's ``get_infer_signature()``, checked (see
