@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from deepaas.exceptions import TensorInputError
 from deepaas.frameworks.base import (
     LOG,
     ModelFileError,
@@ -71,11 +72,37 @@ class OnnxRuntime(Runtime):
         super().__init__(path, device, inputs, outputs)
         self.session = session
         self._output_names = [t.name for t in outputs]
+        self._strings = [t.name for t in inputs if t.datatype == "BYTES"]
 
     def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One ``session.run`` of the batch; every output, by name."""
+        for name in self._strings:
+            arrays[name] = _text(name, arrays[name])
         results = self.session.run(self._output_names, arrays)
         return dict(zip(self._output_names, results, strict=True))
+
+
+def _text(name: str, array: np.ndarray) -> np.ndarray:
+    """A BYTES input as onnxruntime takes a string tensor: ``str`` elements.
+
+    Given ``bytes``, onnxruntime stores their ``str()``, so ``b"cat"``
+    would reach the model as the text ``b'cat'``: bytes are decoded as
+    UTF-8 (an ONNX string is UTF-8 text) and anything else refused.
+    """
+    if not any(isinstance(item, bytes) for item in array.flat):
+        return array
+    text = np.empty(array.shape, dtype=object)
+    for index, item in enumerate(array.flat):
+        if isinstance(item, bytes):
+            try:
+                item = item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise TensorInputError(
+                    f"input '{name}': element {index} is not UTF-8 text, which "
+                    "an ONNX string tensor holds; send UTF-8 text"
+                ) from None
+        text.flat[index] = item
+    return text
 
 
 def session_options(ort: Any, threads: int | None) -> Any:

@@ -165,3 +165,30 @@ def test_gpu(models: Path) -> None:
     assert runtime.device == "cuda:0"
     x = RNG.standard_normal((8, 4)).astype(np.float32)
     np.testing.assert_allclose(runtime.run({"x": x})["scores"], mlp(x), atol=1e-3)
+
+
+def save_echo(path: Path) -> Path:
+    """s [batch] STRING -> t [batch] STRING (Identity)."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["t"])],
+        "echo",
+        [helper.make_tensor_value_info("s", TensorProto.STRING, ["batch"])],
+        [helper.make_tensor_value_info("t", TensorProto.STRING, ["batch"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def test_bytes_reach_a_string_input_as_text(tmp_path: Path) -> None:
+    # onnxruntime stores str(b"cat"), "b'cat'", for a bytes element: the
+    # text the model saw was not the text sent.
+    runtime = frameworks.load(save_echo(tmp_path / "echo.onnx"), "cpu")
+    assert runtime.inputs == (TensorInfo("s", "BYTES", (-1,)),)
+    sent = np.array([b"cat", "d\u00e9j\u00e0".encode(), "str"], dtype=object)
+    out = runtime.run({"s": sent})["t"]
+    assert out.tolist() == ["cat", "d\u00e9j\u00e0", "str"]
+    with pytest.raises(TensorInputError, match=r"input 's': element 1 is not UTF-8"):
+        runtime.run({"s": np.array([b"ok", b"\xff"], dtype=object)})
