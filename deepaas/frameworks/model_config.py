@@ -22,12 +22,16 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from deepaas.options import MAX_BATCH_SIZE
+from deepaas.options import MAX_BATCH_SIZE, MAX_PROCESSES
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 (the tomli dependency)
     import tomli as tomllib
+
+#: The most CPU threads ``threads`` gives one worker: a typo such as
+#: ``threads = 100000`` would have each worker start that many threads.
+MAX_THREADS = 1024
 
 #: The keys of NAME.toml and what each takes (for the unknown-key message).
 KEYS = {
@@ -39,8 +43,8 @@ KEYS = {
     "labels": "the path of a text file, one label per line",
     "top_k": "an integer >= 1",
     "image": "a table: input, size, mean, std, layout",
-    "threads": "an integer >= 1",
-    "workers": "an integer >= 1",
+    "threads": f"an integer from 1 to {MAX_THREADS}",
+    "workers": f"an integer from 1 to {MAX_PROCESSES}",
     "devices": "a string: cpu, or GPU indices or UUIDs",
 }
 IMAGE_KEYS = {
@@ -159,8 +163,10 @@ def parse_config(path: str, data: Mapping[str, Any]) -> ModelConfig:
         labels=labels,
         top_k=_integer(fail, data, "top_k", 1) or TOP_K,
         image=_image(fail, data.get("image")),
-        threads=_integer(fail, data, "threads", 1),
-        workers=_integer(fail, data, "workers", 1),
+        threads=_integer(fail, data, "threads", 1, MAX_THREADS),
+        # As --workers: a typo such as 1000000 would start processes until
+        # the kernel killed the server for want of memory.
+        workers=_integer(fail, data, "workers", 1, MAX_PROCESSES),
         devices=devices.strip() if devices is not None else None,
     )
 

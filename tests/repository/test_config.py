@@ -103,6 +103,8 @@ outputs = [{name = "y", datatype = "FP32", shape = [-1, 3]}]
         ("image = {std = [0.5, 0]}", "image.std may not hold 0"),
         ("image = {layout = 'CHW'}", "image.layout must be NCHW or NHWC"),
         ("devices = ''", "devices must be a string"),
+        ("workers = 100000", "workers must be an integer from 1 to 256, got 100000"),
+        ("threads = 100000", "threads must be an integer from 1 to 1024, got 100000"),
         ("description = [", "is not valid TOML"),
     ],
 )
