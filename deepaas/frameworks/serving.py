@@ -39,6 +39,10 @@ from deepaas.frameworks.probe import Described
 #: latency does not depend on it (no delay: a lone request is a batch of 1).
 DEFAULT_MAX_BATCH_SIZE = 16
 
+#: The predict argument that chooses the answer's content type
+#: (:mod:`deepaas.model.v2.wrapper`): no input may be served under it.
+ACCEPT = "accept"
+
 #: Suffixes of TorchScript archives (the kind that records no tensors).
 TORCHSCRIPT = "torchscript"
 
@@ -109,6 +113,13 @@ def plan(path: str, toml: str, config: ModelConfig, described: Described) -> Ser
         )
     inputs = _served(toml, "inputs", described.inputs, config.input_names, size)
     outputs = _served(toml, "outputs", described.outputs, config.output_names, size)
+    for tensor in inputs:
+        if tensor.name == ACCEPT:
+            raise ConfigFileError(
+                f"{toml}: the model has an input named '{ACCEPT}', which the "
+                "DEEPaaS predict route takes as the answer's content type: "
+                "rename it with inputs = [...]"
+            )
     labels = _labels(toml, config, outputs, size)
     image = _image(toml, config.image, inputs, size) if config.image else None
     return Serving(

@@ -75,6 +75,19 @@ def test_tensors_renamed_in_order() -> None:
     assert "inputs gives 2 name(s), but the model has 1 ('x')" in message
 
 
+def test_an_input_named_accept_is_refused() -> None:
+    # The predict route takes 'accept' as the answer's content type: an
+    # input of that name reached the renderer as an array (a 500).
+    message = refused(input_names=("accept",))
+    assert message.startswith(f"{TOML}: the model has an input named 'accept'")
+    assert "rename it with inputs = [...]" in message
+    named = Described(
+        "onnxruntime", (TensorInfo("accept", "FP32", (-1, 4)),), (SCORES,)
+    )
+    assert "input named 'accept'" in refused(named)
+    assert serve(named, input_names=("x",)).inputs[0].file_name == "accept"
+
+
 def test_torchscript_without_a_signature_is_refused() -> None:
     bare = Described("torchscript", (TensorInfo("x", None, None),), ())
     message = refused(bare)
