@@ -145,6 +145,17 @@ def _check_declared(path: str, toml: str, described: Described) -> None:
         for t in (*described.inputs, *described.outputs)
         if t.datatype is None or t.shape is None
     ]
+    if described.framework != TORCHSCRIPT:
+        for key, tensors in (
+            ("inputs", described.inputs),
+            ("outputs", described.outputs),
+        ):
+            if not tensors:
+                raise ConfigFileError(
+                    f"{path}: the model has no {key}; deepaas serves a model "
+                    "that takes at least one tensor and returns at least one: "
+                    f"export it with its {key}"
+                )
     if not described.outputs or (unknown and described.framework == TORCHSCRIPT):
         raise ConfigFileError(
             f"{path}: a TorchScript archive records no datatypes or shapes; declare "

@@ -75,6 +75,16 @@ def test_tensors_renamed_in_order() -> None:
     assert "inputs gives 2 name(s), but the model has 1 ('x')" in message
 
 
+def test_a_model_without_inputs_or_outputs_is_refused() -> None:
+    # Both were refused with messages about something else: a plugin's
+    # get_infer_signature() (no inputs), a TorchScript archive (no outputs).
+    message = refused(Described("onnxruntime", (), (SCORES,)))
+    assert message.startswith("/models/m.onnx: the model has no inputs; ")
+    message = refused(Described("keras", (X,), ()))
+    assert message.startswith("/models/m.onnx: the model has no outputs; ")
+    assert "TorchScript" not in message
+
+
 def test_an_input_named_accept_is_refused() -> None:
     # The predict route takes 'accept' as the answer's content type: an
     # input of that name reached the renderer as an array (a 500).
