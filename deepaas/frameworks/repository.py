@@ -41,6 +41,10 @@ from deepaas.frameworks.served import FileModel
 from deepaas.model.loading import PluginLoadError, PluginSpec
 from deepaas.model.v2.wrapper import ModelError, ModelWrapper
 
+#: Kinds whose NAME.toml may declare datatypes and shapes: TorchScript
+#: archives (a ``.pt2`` program refuses them when it is loaded).
+_SIGNED = (".pt", ".pth", ".pt2")
+
 #: ``PluginSpec.origin`` of a repository model.
 REPOSITORY = "repository"
 
@@ -102,6 +106,13 @@ def scan(folder: str) -> tuple[list[Entry], list[str]]:
             config = read_config(config_path(paths[0], name))
         except ConfigFileError as exc:
             problems.append(str(exc))
+            continue
+        if config.signature is not None and kind_of(paths[0]) not in _SIGNED:
+            problems.append(
+                f"{config.path}: inputs and outputs with datatype and shape are "
+                f"for TorchScript archives; {paths[0]} describes its own "
+                'tensors: give names only, e.g. inputs = ["x"], or leave them out'
+            )
             continue
         entries.append(Entry(name, paths[0], config))
     for name in sorted(configs - set(files)):

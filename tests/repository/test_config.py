@@ -163,6 +163,23 @@ def test_scan_problems_are_one_line_each(tmp_path: Path) -> None:
     assert f"{tmp_path / 'orphan.toml'}: no model file orphan.* beside it" in joined
 
 
+def test_scan_a_signature_for_a_file_that_has_its_own(tmp_path: Path) -> None:
+    # It reached frameworks.load, whose message spoke of its signature=
+    # argument, which a repository's user never wrote.
+    (tmp_path / "m.onnx").write_bytes(b"")
+    (tmp_path / "m.toml").write_text(
+        'inputs = [{name = "x", datatype = "FP32", shape = [-1, 4]}]\n'
+        'outputs = [{name = "y", datatype = "FP32", shape = [-1, 3]}]\n'
+    )
+    entries, problems = scan(str(tmp_path))
+    assert entries == []
+    assert problems == [
+        f"{tmp_path / 'm.toml'}: inputs and outputs with datatype and shape are "
+        f"for TorchScript archives; {tmp_path / 'm.onnx'} describes its own "
+        'tensors: give names only, e.g. inputs = ["x"], or leave them out'
+    ]
+
+
 def test_scan_an_empty_or_missing_folder(tmp_path: Path) -> None:
     assert scan(str(tmp_path))[1] == [
         f"model repository {tmp_path} holds no model file (.onnx, .pt, .pth, "
