@@ -27,7 +27,9 @@ from deepaas.frameworks import arguments, images
 from deepaas.frameworks.base import Runtime
 from deepaas.frameworks.model_config import ModelConfig, config_path, read_config
 from deepaas.frameworks.probe import Described
-from deepaas.frameworks.serving import Serving, plan
+from deepaas.frameworks.serving import TORCHSCRIPT, Serving, plan
+from deepaas.model.signature import InferOutputError, fits
+from deepaas.oip.datatypes import datatype_of
 
 
 class FileModel:
@@ -122,7 +124,31 @@ class FileModel:
         assert self._runtime is not None
         given = {self._in[name]: array for name, array in arrays.items()}
         outputs = self._runtime.run(given)
+        if self.serving.framework == TORCHSCRIPT:
+            self._check_declared(outputs)
         return {name: outputs[own] for own, name, _ in self._out}
+
+    def _check_declared(self, outputs: Mapping[str, np.ndarray]) -> None:
+        """A TorchScript archive's outputs against what NAME.toml declares
+        (the file records nothing): a mistake there is a 500 naming the toml,
+        on both routes, not one that speaks of an ``infer()`` nobody wrote
+        (OIP) or an answer of the wrong shape (predict)."""
+        assert self._runtime is not None
+        # File names, not paths: the message is the client's answer.
+        toml = os.path.basename(self.config.path or config_path(self.path, self.name))
+        for info in self._runtime.outputs:
+            array = outputs.get(info.name)
+            if array is None or info.shape is None:
+                continue
+            datatype = datatype_of(array.dtype)
+            shape = list(array.shape)
+            if datatype != info.datatype or not fits(shape, info.shape):
+                raise InferOutputError(
+                    f"model {self.name!r}: {toml} declares output '{info.name}' "
+                    f"as {info.describe()}, but {os.path.basename(self.path)} "
+                    f"returned {datatype or array.dtype} {shape}: correct its "
+                    "outputs in the toml (-1: any size)"
+                )
 
     def predict(self, **kwargs: Any) -> dict[str, Any]:
         """One request of the DEEPaaS route (one item of a batched model)."""

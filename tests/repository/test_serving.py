@@ -4,6 +4,7 @@ framework needed)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from deepaas.frameworks.model_config import ConfigFileError, ImageConfig, ModelC
 from deepaas.frameworks.probe import Described
 from deepaas.frameworks.served import FileModel
 from deepaas.frameworks.serving import DEFAULT_MAX_BATCH_SIZE, plan
+from deepaas.model.signature import InferOutputError
 from deepaas.model.v2.wrapper import ModelWrapper
 
 X = TensorInfo("x", "FP32", (-1, 4))
@@ -257,3 +259,31 @@ def test_predict_batch_groups_requests_into_one_call(tmp_path: Path) -> None:
 def test_fixed_models_have_no_predict_batch() -> None:
     model = FileModel("m", "/models/m.onnx", ModelConfig(path=TOML), FIXED)
     assert model.batching is None and not hasattr(model, "predict_batch")
+
+
+def test_a_torchscript_output_unlike_its_declaration_names_the_toml() -> None:
+    # The toml declares the outputs of a TorchScript archive; when the
+    # model returned another shape, OIP infer blamed an infer() nobody
+    # wrote and predict answered the wrong shape with a 200.
+    declared = Described("torchscript", (X,), (TensorInfo("scores", "FP32", (-1, 2)),))
+    model = FileModel("m", "/models/m.pt", ModelConfig(path=TOML), declared)
+    runtime = FakeRuntime()
+    runtime.outputs = declared.outputs  # type: ignore[attr-defined]
+    model._runtime = runtime  # type: ignore[assignment]
+    says = (
+        "model 'm': m.toml declares output 'scores' as FP32 [-1, 2], but m.pt "
+        "returned FP32 [1, 3]: correct its outputs in the toml"
+    )
+    with pytest.raises(InferOutputError, match=re.escape(says)):
+        model.infer(x=np.ones((1, 4), np.float32))
+    with pytest.raises(InferOutputError, match=re.escape(says)):
+        model.predict(x=np.ones(4, np.float32))
+    fine = FileModel(
+        "m",
+        "/models/m.pt",
+        ModelConfig(path=TOML),
+        Described("torchscript", (X,), (SCORES,)),
+    )
+    fine._runtime = runtime  # type: ignore[assignment]
+    runtime.outputs = (SCORES,)  # type: ignore[attr-defined]
+    assert fine.infer(x=np.ones((2, 4), np.float32))["scores"].shape == (2, 3)
