@@ -224,7 +224,9 @@ class WorkerLoop:
         self, renderer: ResultRenderer, items: list[tuple[int, Any]]
     ) -> list[tuple[int, bool, Any]]:
         """Calls of one group as one ``infer`` (see
-        :mod:`deepaas.model.stacking`); a failure fails them all."""
+        :mod:`deepaas.model.stacking`); a failure fails them all, but for
+        calls the model refused as inputs (a 400), which fail alone
+        (:meth:`~deepaas.model.v2.wrapper.ModelWrapper.infer_batch`)."""
         if self.retire == OUT_OF_MEMORY or not items:
             return []  # the heap is spent: the parent gives it to another
         if not self.board.start(items[0][0], time.monotonic()):
@@ -238,7 +240,9 @@ class WorkerLoop:
                 error = self._failure(renderer, exc)
             else:
                 return [
-                    (seq, True, output)
+                    (seq, False, self._failure(renderer, output))
+                    if isinstance(output, BaseException)  # refused alone
+                    else (seq, True, output)
                     for (seq, _), output in zip(items, outputs, strict=True)
                 ]
             return [(seq, False, error) for seq, _ in items]

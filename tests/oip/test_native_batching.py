@@ -29,6 +29,7 @@ MODEL = "tensor_batcher"
 HOLD = -7.0  # the plugin waits for the gate
 RAISE = -8.0
 SHORT = -9.0  # the plugin answers one row too few
+REFUSE = -6.0  # the plugin refuses the input (a TensorInputError)
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +141,19 @@ async def test_a_batch_that_raises_fails_each_of_its_calls(client, events) -> No
     assert seen(events)[1:] == [[1.0, RAISE, 3.0]]
     assert answers == [(500, {"error": "ValueError: the model refused -8"})] * 3
     assert (await infer(client, [4.0, 0.0]))[0] == 200  # the worker serves on
+
+
+async def test_a_call_refused_as_input_fails_alone(client, events) -> None:
+    # A runtime's TensorInputError (an ONNX string input that is not UTF-8)
+    # failed every call of the batch with the one call's 400.
+    requests = [[[1.0, 0.0]], [[REFUSE, 0.0]], [[3.0, 0.0]]]
+    _, answers = await behind_a_held_call(client, events, requests)
+    assert seen(events)[1:] == [[1.0, REFUSE, 3.0], [1.0], [REFUSE], [3.0]]
+    assert answers[1] == (400, {"error": "input 'x': the model refuses -6"})
+    for (status, outputs), rows in zip(answers[::2], requests[::2], strict=True):
+        assert status == 200
+        assert outputs["y"]["data"] == [value * 10 for value in rows[0]]
+        assert outputs["rows"]["data"] == [1]  # each was a call alone
 
 
 async def test_a_batch_answered_with_too_few_rows_is_a_500(client, events) -> None:

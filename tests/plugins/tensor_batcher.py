@@ -9,7 +9,8 @@ a test reads which batches formed from what the model saw, not from timing.
 
 Marks in ``x[:, 0]``: -7 holds the call until ``$TENSOR_EVENTS/open``
 exists (so that requests queue up behind it), -8 raises, -9 answers one
-row too few.
+row too few, -6 is refused as a runtime refuses an input (a
+``TensorInputError``, a 400).
 """
 
 import json
@@ -17,6 +18,8 @@ import os
 import time
 
 import numpy as np
+
+from deepaas.exceptions import TensorInputError
 
 
 def get_infer_signature():
@@ -42,6 +45,8 @@ def infer(x):
                 if time.monotonic() > deadline:
                     raise TimeoutError("the test never opened the gate")
                 time.sleep(0.005)
+    if -6 in marks:
+        raise TensorInputError("input 'x': the model refuses -6")
     if -8 in marks:
         raise ValueError("the model refused -8")
     rows = len(x) - 1 if -9 in marks else len(x)

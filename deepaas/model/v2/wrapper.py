@@ -15,6 +15,7 @@ from typing import Any
 import marshmallow
 from marshmallow import validate as ma_validate
 
+from deepaas.exceptions import TensorError
 from deepaas.model import stacking
 from deepaas.model.signature import (
     InferSignature,
@@ -333,10 +334,27 @@ class ModelWrapper:
 
     def infer_batch(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Several calls of one group (:mod:`deepaas.model.stacking`) as one
-        ``infer`` call: inputs stacked along axis 0, outputs split back."""
+        ``infer`` call: inputs stacked along axis 0, outputs split back.
+        Where the batch is refused with a :class:`TensorError`, each call
+        is run alone, and the item of one refused again is its error."""
         counts = [stacking.rows_of(call) for call in calls]
-        outputs = self.infer(stacking.concatenate(calls))
+        try:
+            outputs = self.infer(stacking.concatenate(calls))
+        except TensorError:
+            if len(calls) == 1:
+                raise
+            # The model refused an input (a 400: a runtime checks its
+            # arrays before it computes), which may be one call's alone: the
+            # calls are run one by one, so that only those refused fail (each
+            # with its TensorError, in its place), not the others of the batch.
+            return [self._infer_alone(call) for call in calls]
         return stacking.split(outputs, counts)
+
+    def _infer_alone(self, call: dict[str, Any]) -> Any:
+        try:
+            return self.infer(call)
+        except TensorError as exc:
+            return exc
 
 
 def _batching(name: str, value: Any) -> dict[str, Any] | None:
