@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,14 @@ class KerasRuntime(Runtime):
 def load(path: Path, device: str, *, threads: int | None = None) -> Runtime:
     """Load the SavedModel directory or ``.keras`` file ``path`` on ``device``."""
     tf = import_framework("tensorflow", "tensorflow", path)
+    if not path.is_dir() and not zipfile.is_zipfile(path):
+        # Keras says "File not found" of a file that is there, but no zip.
+        raise ModelFileError(
+            path,
+            "is not a Keras archive (the zip file Keras 3's model.save writes): "
+            "empty, corrupt, or saved another way",
+            "save it with Keras 3's model.save('model.keras')",
+        )
     device, placement = _setup(tf, device, threads)
     runtime: Runtime
     if path.is_dir():

@@ -4,6 +4,7 @@ takes seconds: every model is built once, by module-scoped fixtures."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,8 @@ def test_lambda_layer_refused(models: Path) -> None:
 
 def test_corrupt_files(tmp_path: Path) -> None:
     path = tmp_path / "broken.keras"
-    path.write_bytes(b"not a zip")
+    with zipfile.ZipFile(path, "w") as archive:  # a zip, but no Keras model
+        archive.writestr("config.json", "{not json")
     with pytest.raises(ModelFileError) as info:
         frameworks.load(path)
     assert str(info.value).startswith(f"{path}: keras.models.load_model cannot load")
@@ -148,3 +150,18 @@ def test_gpu(models: Path, mlp: Any) -> None:
 )
 def test_gpu_falls_back_to_cpu(models: Path) -> None:
     assert frameworks.load(models / "mlp.keras", "cuda:0").device == "cpu"
+
+
+@pytest.mark.parametrize("content", [b"", b"\x89HDF\r\n\x1a\n", b"not a model"])
+def test_a_keras_file_that_is_no_zip(tmp_path: Path, content: bytes) -> None:
+    # Keras answered "File not found" of a file that is there; this is said
+    # with the fix, as a corrupt PyTorch archive is.
+    path = tmp_path / "m.keras"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError) as caught:
+        frameworks.load(path)
+    assert str(caught.value) == (
+        f"{path}: is not a Keras archive (the zip file Keras 3's model.save "
+        "writes): empty, corrupt, or saved another way; save it with Keras 3's "
+        "model.save('model.keras')"
+    )
