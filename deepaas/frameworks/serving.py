@@ -215,6 +215,11 @@ def _labels(
     if not lines:
         raise ConfigFileError(f"{toml}: labels file {config.labels} is empty")
     first = outputs[0]
+    if first.datatype == "BYTES":
+        raise ConfigFileError(
+            f"{toml}: labels name the top scores of the model's first output, "
+            f"but output '{first.name}' is BYTES, not numbers: leave labels out"
+        )
     if any(out.name == "labels" for out in outputs):
         raise ConfigFileError(
             f"{toml}: the model has an output named 'labels', where the predict "

@@ -118,6 +118,17 @@ def test_labels(tmp_path: Path) -> None:
     assert "cannot be read" in refused(labels=str(tmp_path / "none.txt"))
 
 
+def test_labels_of_a_bytes_output_are_refused(tmp_path: Path) -> None:
+    # Every predict was a 500 ("could not convert string to float").
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    text = Described("onnxruntime", (X,), (TensorInfo("t", "BYTES", (-1, 2)),))
+    assert refused(text, labels=str(labels)) == (
+        f"{TOML}: labels name the top scores of the model's first output, but "
+        "output 't' is BYTES, not numbers: leave labels out"
+    )
+
+
 def test_an_image_input() -> None:
     nchw = Described(
         "onnxruntime", (TensorInfo("img", "FP32", (-1, 3, 8, 6)),), (SCORES,)
