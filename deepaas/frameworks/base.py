@@ -103,6 +103,9 @@ class Runtime(abc.ABC):
     """
 
     framework: str = ""
+    #: The most rows a batch may have, when the file bounds its batch axis
+    #: (a torch.export ``Dim(max=)``); None: any number.
+    max_rows: int | None = None
 
     def __init__(
         self,

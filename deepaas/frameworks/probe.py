@@ -36,6 +36,7 @@ class Described:
     framework: str
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
+    max_rows: int | None = None  # as Runtime.max_rows
 
     @property
     def batch_axis_dynamic(self) -> bool:
@@ -47,13 +48,14 @@ class Described:
 
     @classmethod
     def of(cls, runtime: Runtime) -> Described:
-        return cls(runtime.framework, runtime.inputs, runtime.outputs)
+        return cls(runtime.framework, runtime.inputs, runtime.outputs, runtime.max_rows)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "framework": self.framework,
             "inputs": [t.as_dict() for t in self.inputs],
             "outputs": [t.as_dict() for t in self.outputs],
+            "max_rows": self.max_rows,
         }
 
     @classmethod
@@ -68,7 +70,12 @@ class Described:
                 for item in items
             )
 
-        return cls(data["framework"], infos(data["inputs"]), infos(data["outputs"]))
+        return cls(
+            data["framework"],
+            infos(data["inputs"]),
+            infos(data["outputs"]),
+            data.get("max_rows"),
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -89,8 +89,16 @@ def plan(path: str, toml: str, config: ModelConfig, described: Described) -> Ser
     _check_declared(path, toml, described)
     size = config.max_batch_size
     dynamic = described.batch_axis_dynamic
+    bound = described.max_rows if dynamic else None
     if size is None:
         size = DEFAULT_MAX_BATCH_SIZE if dynamic else 0
+        if bound is not None:
+            size = min(size, bound)
+    elif bound is not None and size > bound:
+        raise ConfigFileError(
+            f"{toml}: max_batch_size = {size}, but {path} takes at most "
+            f"{bound} rows (its batch axis is bounded): give at most {bound}"
+        )
     elif size > 0 and not dynamic:
         fixed = next(t for t in described.inputs if not _dynamic_first(t))
         raise ConfigFileError(

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -90,12 +91,36 @@ class TorchRuntime(Runtime):
         super().__init__(path, device, inputs, outputs)
         self.framework = framework
         self.module = module
+        #: A torch.export program's largest size of each bounded axis
+        #: (``Dim(max=)``), by input: ``{"x": ((0, 8), (1, 5))}``.
+        self.bounds: dict[str, tuple[tuple[int, int], ...]] = {}
         import torch
 
         self._torch = torch
 
+    @property
+    def max_rows(self) -> int | None:  # type: ignore[override]
+        """The largest batch every input takes (its axis 0's bound)."""
+        rows = [
+            most
+            for name in (t.name for t in self.inputs)
+            for axis, most in self.bounds.get(name, ())
+            if axis == 0
+        ]
+        return min(rows) if rows else None
+
     def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``module(*inputs)`` in inference mode; outputs named (module doc)."""
+        for name, bounded in self.bounds.items():
+            shape = arrays[name].shape
+            for axis, most in bounded:
+                if shape[axis] > most:
+                    # The program's guard would fail: an AssertionError, a 500.
+                    raise TensorInputError(
+                        f"input '{name}': axis {axis} is {shape[axis]}, but the "
+                        f"model takes at most {most} there (shape "
+                        f"{list(shape)}); send at most {most}"
+                    )
         torch = self._torch
         with torch.inference_mode():
             args = [self._tensor(name, array) for name, array in arrays.items()]
@@ -357,7 +382,29 @@ def _exported(torch: Any, path: Path, device: str) -> TorchRuntime:
 
         program = move_to_device_pass(program, device)
     module = program.module()
-    return TorchRuntime(path, device, module, "torch.export", inputs, outputs)
+    runtime = TorchRuntime(path, device, module, "torch.export", inputs, outputs)
+    for name in user_inputs:
+        bounded = _bounds(program, nodes[name])
+        if bounded:
+            runtime.bounds[name] = bounded
+    return runtime
+
+
+def _bounds(program: Any, node: Any) -> tuple[tuple[int, int], ...]:
+    """The axes of an input that a ``Dim(max=)`` bounds, with their bound."""
+    found = []
+    for axis, size in enumerate(node.meta["val"].shape):
+        expr = getattr(getattr(size, "node", None), "expr", None)
+        limits = program.range_constraints.get(expr) if expr is not None else None
+        if limits is None:
+            continue
+        try:
+            most = int(limits.upper)
+        except Exception:  # unbounded: int_oo (sympy's errors vary)
+            continue
+        if most < sys.maxsize - 1:
+            found.append((axis, most))
+    return tuple(found)
 
 
 def _spec(torch: Any, path: Path, name: str, node: Any) -> TensorInfo:

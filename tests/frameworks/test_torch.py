@@ -154,6 +154,39 @@ def test_export_fixed_batch_axis(models: Path, mlp: MLP) -> None:
         runtime.run({"x": X})
 
 
+class Bounded(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+def test_export_bounded_axes(tmp_path: Path) -> None:
+    # Past a Dim(max=), the program's guard failed inside torch (an
+    # AssertionError, a 500), and a batch of 16 rows (the repository's
+    # default) failed every request batched into it.
+    batch = torch.export.Dim("batch", max=8)
+    width = torch.export.Dim("width", max=5)
+    program = torch.export.export(
+        Bounded(), (torch.zeros(2, 3),), dynamic_shapes={"x": {0: batch, 1: width}}
+    )
+    torch.export.save(program, str(tmp_path / "bounded.pt2"))
+    runtime = frameworks.load(tmp_path / "bounded.pt2")
+    assert runtime.inputs == (TensorInfo("x", "FP32", (-1, -1)),)
+    assert runtime.max_rows == 8
+    assert runtime.run({"x": np.ones((8, 5), np.float32)})["output"].shape == (8, 5)
+    with pytest.raises(TensorInputError) as caught:
+        runtime.run({"x": np.ones((9, 3), np.float32)})
+    assert str(caught.value) == (
+        "input 'x': axis 0 is 9, but the model takes at most 8 there (shape "
+        "[9, 3]); send at most 8"
+    )
+    with pytest.raises(TensorInputError, match=r"axis 1 is 6, but the model takes"):
+        runtime.run({"x": np.ones((2, 6), np.float32)})
+
+
+def test_export_unbounded_axes(models: Path) -> None:
+    assert frameworks.load(models / "dynamic.pt2").max_rows is None
+
+
 @pytest.mark.parametrize("rows", [1, 5])
 def test_export_run_matches_module(models: Path, mlp: MLP, rows: int) -> None:
     out = frameworks.load(models / "dynamic.pt2").run({"x": X[:rows]})

@@ -69,6 +69,18 @@ def test_batching_what_cannot_be_batched_is_refused() -> None:
     assert "max_delay_ms is for a batched model" in refused(FIXED, max_delay_ms=5.0)
 
 
+def test_a_bounded_batch_axis_caps_the_batch() -> None:
+    # A torch.export Dim(max=8): batches of up to 16 rows failed in torch.
+    bounded = Described("torch.export", (X,), (SCORES,), max_rows=8)
+    assert serve(bounded).max_batch_size == 8
+    assert serve(bounded, max_batch_size=4).max_batch_size == 4
+    assert refused(bounded, max_batch_size=9) == (
+        f"{TOML}: max_batch_size = 9, but /models/m.onnx takes at most 8 rows "
+        "(its batch axis is bounded): give at most 8"
+    )
+    assert Described.from_json(bounded.as_json()) == bounded
+
+
 def test_tensors_renamed_in_order() -> None:
     serving = serve(input_names=("features",), output_names=("logits",))
     assert [(t.name, t.file_name) for t in serving.inputs] == [("features", "x")]
