@@ -76,6 +76,14 @@ EXPORT_HOWTO = (
 )
 
 
+#: How a torch.export program's input check fails (an AssertionError).
+GUARD = "Guard failed"
+
+
+def _shapes(arrays: Mapping[str, np.ndarray]) -> str:
+    return ", ".join(f"'{name}' {list(a.shape)}" for name, a in arrays.items())
+
+
 class TorchRuntime(Runtime):
     """A TorchScript module or an exported program's module on a device."""
 
@@ -124,7 +132,18 @@ class TorchRuntime(Runtime):
         torch = self._torch
         with torch.inference_mode():
             args = [self._tensor(name, array) for name, array in arrays.items()]
-            result = self.module(*args)
+            try:
+                result = self.module(*args)
+            except AssertionError as exc:
+                text = str(exc)
+                if self.framework != "torch.export" or not text.startswith(GUARD):
+                    raise
+                # A torch.export program checks its inputs' shapes first
+                # (axes one Dim ties together, a Dim's min): the client's.
+                raise TensorInputError(
+                    f"the inputs' shapes {_shapes(arrays)} do not satisfy the "
+                    f"model ({' '.join(text.split())[:200]})"
+                ) from None
         return {name: _to_numpy(name, value) for name, value in self._named(result)}
 
     def _tensor(self, name: str, array: np.ndarray) -> torch.Tensor:

@@ -183,6 +183,33 @@ def test_export_bounded_axes(tmp_path: Path) -> None:
         runtime.run({"x": np.ones((2, 6), np.float32)})
 
 
+class Sum(torch.nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + y
+
+
+def test_export_guards_are_input_errors(tmp_path: Path) -> None:
+    # x and y share their Dims: inputs of other widths failed the program's
+    # guard, an AssertionError (a 500) for the client's shapes.
+    batch, width = torch.export.Dim("batch"), torch.export.Dim("width")
+    program = torch.export.export(
+        Sum(),
+        (torch.zeros(2, 3), torch.zeros(2, 3)),
+        dynamic_shapes={"x": {0: batch, 1: width}, "y": {0: batch, 1: width}},
+    )
+    torch.export.save(program, str(tmp_path / "pair.pt2"))
+    runtime = frameworks.load(tmp_path / "pair.pt2")
+    ones = np.ones((2, 3), np.float32)
+    assert runtime.run({"x": ones, "y": ones})["output"].tolist() == [[2.0] * 3] * 2
+    with pytest.raises(TensorInputError) as caught:
+        runtime.run({"x": ones, "y": np.ones((2, 4), np.float32)})
+    message = str(caught.value)
+    assert message.startswith(
+        "the inputs' shapes 'x' [2, 3], 'y' [2, 4] do not satisfy the model "
+        "(Guard failed: "
+    ), message
+
+
 def test_export_unbounded_axes(models: Path) -> None:
     assert frameworks.load(models / "dynamic.pt2").max_rows is None
 
