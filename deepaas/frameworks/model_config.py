@@ -109,8 +109,10 @@ def read_config(path: str) -> ModelConfig:
     if not os.path.exists(path):
         return ModelConfig()
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+        # utf-8-sig: a file saved with a byte order mark (Windows editors)
+        # is still TOML; tomllib refuses the mark at line 1, column 1.
+        with open(path, encoding="utf-8-sig") as fh:
+            data = tomllib.loads(fh.read())
     except OSError as exc:
         raise ConfigFileError(f"{path}: cannot be read ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

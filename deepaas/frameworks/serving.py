@@ -208,7 +208,8 @@ def _labels(
     if config.labels is None:
         return None
     try:
-        with open(config.labels, encoding="utf-8") as fh:
+        # utf-8-sig: a byte order mark is not part of the first label.
+        with open(config.labels, encoding="utf-8-sig") as fh:
             lines = [line.rstrip("\r\n") for line in fh]
     except OSError as exc:
         raise ConfigFileError(

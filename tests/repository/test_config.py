@@ -119,6 +119,13 @@ def test_a_bad_value_names_the_file_and_key(
     assert "\n" not in message
 
 
+def test_a_byte_order_mark_is_no_error(tmp_path: Path) -> None:
+    # A toml saved with a BOM (Windows editors) was "not valid TOML
+    # (Invalid statement (at line 1, column 1))".
+    (tmp_path / "m.toml").write_bytes("\ufefftop_k = 2\n".encode())
+    assert read_config(str(tmp_path / "m.toml")).top_k == 2
+
+
 def test_scan_names_models_after_their_files(tmp_path: Path) -> None:
     (tmp_path / "resnet.v1.onnx").write_bytes(b"")
     (tmp_path / "linear.pt").write_bytes(b"")

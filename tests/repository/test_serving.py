@@ -128,6 +128,9 @@ def test_labels(tmp_path: Path) -> None:
         labels=str(labels)
     )
     assert "cannot be read" in refused(labels=str(tmp_path / "none.txt"))
+    # A byte order mark (Windows editors) was part of the first label.
+    labels.write_bytes("\ufeffcat\r\ndog\r\nbird\r\n".encode())
+    assert serve(labels=str(labels)).labels == ("cat", "dog", "bird")
 
 
 def test_labels_of_a_bytes_output_are_refused(tmp_path: Path) -> None:
