@@ -372,8 +372,16 @@ def tensor_infos(where: str, value: object) -> list[TensorInfo]:
 
 
 def file_of(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a Path, which must exist."""
+    """``path`` as a Path, which must exist, a file or a directory."""
     found = Path(path)
     if not found.exists():
         raise ModelFileError(path, "no such file or directory")
+    if not (found.is_file() or found.is_dir()):
+        # A FIFO would block the framework's read for good, a device such
+        # as /dev/zero fill the memory.
+        raise ModelFileError(
+            path,
+            "is not a regular file (a FIFO, socket or device)",
+            "give the model file itself",
+        )
     return found

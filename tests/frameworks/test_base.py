@@ -4,6 +4,7 @@ needed to run these."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -125,6 +126,23 @@ def test_absent_file(tmp_path: Path) -> None:
     path = tmp_path / "gone.onnx"
     with pytest.raises(ModelFileError, match=f"^{path}: no such file or directory$"):
         frameworks.load(path)
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_or_device_is_refused(tmp_path: Path) -> None:
+    # The framework's read of a FIFO blocked start-up (its probe) until the
+    # probe's timeout, 600 s; /dev/zero would have filled the memory.
+    fifo = tmp_path / "m.onnx"
+    os.mkfifo(fifo)
+    zero = tmp_path / "z.onnx"
+    zero.symlink_to("/dev/zero")
+    for path in (fifo, zero):
+        with pytest.raises(ModelFileError) as caught:
+            frameworks.load(path)
+        assert str(caught.value) == (
+            f"{path}: is not a regular file (a FIFO, socket or device); give the "
+            "model file itself"
+        )
 
 
 def test_signature_only_for_torchscript(tmp_path: Path) -> None:
