@@ -108,6 +108,9 @@ def read_config(path: str) -> ModelConfig:
     exist. :class:`ConfigFileError` says what is wrong."""
     if not os.path.exists(path):
         return ModelConfig()
+    if not os.path.isfile(path) and not os.path.isdir(path):
+        # A FIFO's read would block start-up for good.
+        raise ConfigFileError(f"{path}: is not a regular file (a FIFO or device)")
     try:
         # utf-8-sig: a file saved with a byte order mark (Windows editors)
         # is still TOML; tomllib refuses the mark at line 1, column 1.

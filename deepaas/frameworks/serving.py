@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -207,6 +208,13 @@ def _labels(
     """The labels file's lines, checked against the first output."""
     if config.labels is None:
         return None
+    if os.path.exists(config.labels) and not (
+        os.path.isfile(config.labels) or os.path.isdir(config.labels)
+    ):  # a FIFO's read would block start-up for good
+        raise ConfigFileError(
+            f"{toml}: labels file {config.labels} is not a regular file (a FIFO "
+            "or device)"
+        )
     try:
         # utf-8-sig: a byte order mark is not part of the first label.
         with open(config.labels, encoding="utf-8-sig") as fh:

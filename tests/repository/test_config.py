@@ -119,6 +119,17 @@ def test_a_bad_value_names_the_file_and_key(
     assert "\n" not in message
 
 
+@pytest.mark.timeout(30)
+def test_a_fifo_config_is_refused(tmp_path: Path) -> None:
+    # Reading it blocked start-up for good.
+    os.mkfifo(tmp_path / "m.toml")
+    with pytest.raises(ConfigFileError) as caught:
+        read_config(str(tmp_path / "m.toml"))
+    assert str(caught.value) == (
+        f"{tmp_path / 'm.toml'}: is not a regular file (a FIFO or device)"
+    )
+
+
 def test_a_byte_order_mark_is_no_error(tmp_path: Path) -> None:
     # A toml saved with a BOM (Windows editors) was "not valid TOML
     # (Invalid statement (at line 1, column 1))".

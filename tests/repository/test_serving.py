@@ -4,6 +4,7 @@ framework needed)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,16 @@ def test_labels(tmp_path: Path) -> None:
     # A byte order mark (Windows editors) was part of the first label.
     labels.write_bytes("\ufeffcat\r\ndog\r\nbird\r\n".encode())
     assert serve(labels=str(labels)).labels == ("cat", "dog", "bird")
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_labels_file_is_refused(tmp_path: Path) -> None:
+    # Reading it blocked start-up for good.
+    os.mkfifo(tmp_path / "labels.txt")
+    assert refused(labels=str(tmp_path / "labels.txt")) == (
+        f"{TOML}: labels file {tmp_path / 'labels.txt'} is not a regular file "
+        "(a FIFO or device)"
+    )
 
 
 def test_labels_of_a_bytes_output_are_refused(tmp_path: Path) -> None:
