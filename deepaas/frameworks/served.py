@@ -126,7 +126,27 @@ class FileModel:
         outputs = self._runtime.run(given)
         if self.serving.framework == TORCHSCRIPT:
             self._check_declared(outputs)
+        if self.serving.max_batch_size > 0:
+            self._check_rows(len(next(iter(given.values()))), outputs)
         return {name: outputs[own] for own, name, _ in self._out}
+
+    def _check_rows(self, rows: int, outputs: Mapping[str, np.ndarray]) -> None:
+        """A batched model answers a row per input row: an output whose
+        dynamic first axis is something else (a count of what was found)
+        cannot be split per request, which a 500 says with the fix, not
+        with the ``infer()`` nobody wrote."""
+        for own, name, _ in self._out:
+            array = outputs[own]
+            if array.ndim == 0 or len(array) != rows:
+                toml = os.path.basename(
+                    self.config.path or config_path(self.path, self.name)
+                )
+                got = "no rows" if array.ndim == 0 else f"{len(array)} rows"
+                raise InferOutputError(
+                    f"model {self.name!r}: {os.path.basename(self.path)} returned "
+                    f"{got} in output '{name}' for {rows} input rows, so its "
+                    f"first axis is no batch axis; set max_batch_size = 0 in {toml}"
+                )
 
     def _check_declared(self, outputs: Mapping[str, np.ndarray]) -> None:
         """A TorchScript archive's outputs against what NAME.toml declares

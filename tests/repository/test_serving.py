@@ -324,3 +324,26 @@ def test_a_torchscript_output_unlike_its_declaration_names_the_toml() -> None:
     fine._runtime = runtime  # type: ignore[assignment]
     runtime.outputs = (SCORES,)  # type: ignore[attr-defined]
     assert fine.infer(x=np.ones((2, 4), np.float32))["scores"].shape == (2, 3)
+
+
+class Found(FakeRuntime):
+    """Answers 2 rows whatever it is given: the things found, not a batch."""
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"scores": np.zeros((2, 3), np.float32)}
+
+
+def test_a_batched_model_answering_other_rows_says_to_unbatch() -> None:
+    # A first axis that is dynamic but no batch axis was a 500 telling the
+    # user to fix an infer() that deepaas wrote.
+    model = file_model()
+    model._runtime = Found()  # type: ignore[assignment]
+    says = (
+        "model 'm': m.onnx returned 2 rows in output 'scores' for 3 input rows, "
+        "so its first axis is no batch axis; set max_batch_size = 0 in m.toml"
+    )
+    with pytest.raises(InferOutputError, match=re.escape(says)):
+        model.infer(x=np.ones((3, 4), np.float32))
+    with pytest.raises(InferOutputError, match="for 1 input rows"):
+        model.predict(x=np.ones(4, np.float32))
+    assert model.infer(x=np.ones((2, 4), np.float32))["scores"].shape == (2, 3)
