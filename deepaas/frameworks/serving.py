@@ -174,9 +174,12 @@ def _check_declared(path: str, toml: str, described: Described) -> None:
             "torch.export (.pt2), which records them"
         )
     if unknown:
+        tensor = unknown[0]
+        kind = "input" if tensor in described.inputs else "output"
         raise ConfigFileError(
-            f"{path}: tensor '{unknown[0].name}' has no known datatype or rank in "
-            "the file; export the model with its output shapes"
+            f"{path}: {kind} '{tensor.name}' has no known datatype or rank in "
+            f"the file; export the model with the rank of each input and output "
+            "(an axis of any size may stay unknown: None, -1)"
         )
 
 

@@ -100,6 +100,19 @@ def test_a_model_without_inputs_or_outputs_is_refused() -> None:
     assert "TorchScript" not in message
 
 
+def test_a_tensor_of_unknown_rank_is_named_as_input_or_output() -> None:
+    # A SavedModel input of shape=None was refused saying to export the
+    # model "with its output shapes".
+    anyrank = Described("tensorflow", (TensorInfo("x", "FP32", None),), (SCORES,))
+    assert refused(anyrank) == (
+        "/models/m.onnx: input 'x' has no known datatype or rank in the file; "
+        "export the model with the rank of each input and output (an axis of "
+        "any size may stay unknown: None, -1)"
+    )
+    out = Described("tensorflow", (X,), (TensorInfo("y", "FP32", None),))
+    assert refused(out).startswith("/models/m.onnx: output 'y' has no known")
+
+
 def test_an_input_named_accept_is_refused() -> None:
     # The predict route takes 'accept' as the answer's content type: an
     # input of that name reached the renderer as an array (a 500).
