@@ -218,7 +218,9 @@ class FileModel:
         """The predict answer of one request: row ``row`` of each output
         (all of it when the model has no batch axis)."""
         chosen = {
-            name: (datatype, outputs[name] if row is None else outputs[name][row])
+            # [row, ...]: an array even of one element (a BYTES [row] is a bare
+            # bytes object, which the answer cannot encode)
+            name: (datatype, outputs[name] if row is None else outputs[name][row, ...])
             for _, name, datatype in self._out
         }
         return arguments.answer(chosen, self.serving.labels, self.serving.top_k)

@@ -360,3 +360,25 @@ def test_a_batched_model_answering_other_rows_says_to_unbatch() -> None:
     with pytest.raises(InferOutputError, match="for 1 input rows"):
         model.predict(x=np.ones(4, np.float32))
     assert model.infer(x=np.ones((2, 4), np.float32))["scores"].shape == (2, 3)
+
+
+class Words(FakeRuntime):
+    """A BYTES output of one element per row (served shape [])."""
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        words = [f"row {i}".encode() for i in range(len(arrays["x"]))]
+        return {"word": np.array(words, dtype=object)}
+
+
+def test_predict_answers_a_bytes_element_per_row() -> None:
+    # Row i of a 1-D object array is a bare bytes object: the answer was a
+    # 500 (AttributeError: 'bytes' object has no attribute 'ravel').
+    described = Described("onnxruntime", (X,), (TensorInfo("word", "BYTES", (-1,)),))
+    model = FileModel("m", "/models/m.onnx", ModelConfig(path=TOML), described)
+    model._runtime = Words()  # type: ignore[assignment]
+    assert model.predict(x=np.ones(4, np.float32)) == {
+        "status": "OK",
+        "predictions": {"word": "row 0"},
+    }
+    answers = model.predict_batch([{"x": np.ones(4, np.float32)}] * 2)
+    assert [a["predictions"]["word"] for a in answers] == ["row 0", "row 1"]
