@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 from marshmallow import fields
 
+from deepaas.exceptions import DeepaasError
 from deepaas.frameworks import arguments, images
 from deepaas.frameworks.base import Runtime
 from deepaas.frameworks.model_config import ModelConfig, config_path, read_config
 from deepaas.frameworks.probe import Described
-from deepaas.frameworks.serving import TORCHSCRIPT, Serving, plan
+from deepaas.frameworks.serving import ACCEPT, TORCHSCRIPT, Serving, plan
 from deepaas.model.signature import InferOutputError, fits
 from deepaas.oip.datatypes import datatype_of
 
@@ -122,6 +123,7 @@ class FileModel:
         if self._runtime is None:
             self.warm()
         assert self._runtime is not None
+        self._same_file(arrays)
         given = {self._in[name]: array for name, array in arrays.items()}
         outputs = self._runtime.run(given)
         if self.serving.framework == TORCHSCRIPT:
@@ -206,6 +208,7 @@ class FileModel:
     def _arrays(self, kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """The request's arguments as input arrays (an upload decoded)."""
         image = self.serving.image
+        self._same_file(kwargs)
         arrays = {}
         for tensor in self.serving.inputs:
             value = kwargs[tensor.name]
@@ -213,6 +216,24 @@ class FileModel:
                 value = images.decode(value.filename, image)
             arrays[tensor.name] = value
         return arrays
+
+    def _same_file(self, given: Mapping[str, Any]) -> None:
+        """The request was checked in the API process against the model it
+        described at start-up; a worker started since (a crash, a restart)
+        loaded the file again. When that file was replaced by a model of
+        other inputs, say so (a 503), rather than fail on a name (KeyError)."""
+        names = [t.name for t in self.serving.inputs]
+        sent = set(given) - {ACCEPT}  # the predict route's, not an input
+        if sent == set(names):
+            return
+        file = os.path.basename(self.path)
+        raise DeepaasError(
+            503,
+            f"model {self.name!r}: {file} changed since the server started (its "
+            f"inputs are now {', '.join(map(repr, names))}, not "
+            f"{', '.join(map(repr, sorted(sent)))}); restart the server to serve "
+            "the new file",
+        )
 
     def _answer(self, outputs: Mapping[str, np.ndarray], row: int | None) -> Any:
         """The predict answer of one request: row ``row`` of each output

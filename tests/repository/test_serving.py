@@ -13,6 +13,7 @@ import marshmallow
 import numpy as np
 import pytest
 
+from deepaas.exceptions import DeepaasError
 from deepaas.frameworks import TensorInfo, arguments, images
 from deepaas.frameworks.model_config import ConfigFileError, ImageConfig, ModelConfig
 from deepaas.frameworks.probe import Described
@@ -382,3 +383,18 @@ def test_predict_answers_a_bytes_element_per_row() -> None:
     }
     answers = model.predict_batch([{"x": np.ones(4, np.float32)}] * 2)
     assert [a["predictions"]["word"] for a in answers] == ["row 0", "row 1"]
+
+
+def test_a_file_replaced_under_a_running_server_is_a_503() -> None:
+    # A worker started after the file was replaced (by a model of other
+    # inputs) got requests checked against the old one: a 500, KeyError.
+    model = file_model()  # the new file: input 'x'
+    with pytest.raises(DeepaasError) as caught:
+        model.infer(s=np.ones((1, 4), np.float32))
+    assert caught.value.status == 503
+    assert caught.value.message == (
+        "model 'm': m.onnx changed since the server started (its inputs are now "
+        "'x', not 's'); restart the server to serve the new file"
+    )
+    with pytest.raises(DeepaasError, match="changed since the server started"):
+        model.predict(s=np.ones(4, np.float32))
