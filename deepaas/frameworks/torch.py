@@ -151,6 +151,10 @@ class TorchRuntime(Runtime):
             raise TensorInputError(
                 f"input '{name}': a PyTorch model takes numbers or booleans, not BYTES"
             )
+        if any(stride < 0 for stride in array.strides):
+            # A reversed view (image[:, ::-1], BGR to RGB), which onnxruntime
+            # and TensorFlow take; torch.from_numpy raises ValueError.
+            array = np.ascontiguousarray(array)
         with warnings.catch_warnings():
             # A read-only array (an OIP binary body is one) is only read here.
             warnings.filterwarnings("ignore", "The given NumPy array is not writ")

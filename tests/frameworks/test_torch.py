@@ -210,6 +210,14 @@ def test_export_guards_are_input_errors(tmp_path: Path) -> None:
     ), message
 
 
+def test_a_reversed_view_is_taken(models: Path, mlp: MLP) -> None:
+    # torch.from_numpy refuses negative strides (ValueError, a 500), where
+    # the other frameworks take such a view: x[:, ::-1] of BGR pixels.
+    flipped = X[:, ::-1]
+    out = frameworks.load(models / "dynamic.pt2").run({"x": flipped})
+    np.testing.assert_allclose(out["output"], direct(mlp, flipped.copy()), rtol=1e-6)
+
+
 def test_export_unbounded_axes(models: Path) -> None:
     assert frameworks.load(models / "dynamic.pt2").max_rows is None
 
