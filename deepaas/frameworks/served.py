@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from marshmallow import fields
 
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, TensorError
 from deepaas.frameworks import arguments, images
 from deepaas.frameworks.base import Runtime
 from deepaas.frameworks.model_config import ModelConfig, config_path, read_config
@@ -183,7 +183,9 @@ class FileModel:
     def _predict_batch(self, batch: list[dict[str, Any]]) -> list[Any]:
         """Requests of the DEEPaaS route as few calls as their shapes allow
         (inputs with a -1 axis may differ): one per set of equal shapes. A
-        request whose image cannot be read fails alone."""
+        request whose image cannot be read fails alone, and so does one the
+        model refuses as input (a set refused is tried one by one): the
+        others of the batch are answered."""
         results: list[Any] = [None] * len(batch)
         groups: dict[tuple[Any, ...], list[tuple[int, dict[str, np.ndarray]]]] = {}
         for index, kwargs in enumerate(batch):
@@ -195,12 +197,20 @@ class FileModel:
             key = tuple(array.shape for array in arrays.values())
             groups.setdefault(key, []).append((index, arrays))
         for members in groups.values():
-            names = list(members[0][1])
-            stacked = {
-                name: np.stack([arrays[name] for _, arrays in members])
-                for name in names
-            }
-            outputs = self.infer(**stacked)
+            try:
+                outputs = self.infer(**_stacked(members))
+            except TensorError as exc:  # refused as input: maybe one's alone
+                if len(members) == 1:
+                    results[members[0][0]] = exc
+                    continue
+                for index, arrays in members:
+                    try:
+                        alone = self.infer(**_stacked([(index, arrays)]))
+                    except TensorError as own:
+                        results[index] = own
+                    else:
+                        results[index] = self._answer(alone, 0)
+                continue
             for row, (index, _) in enumerate(members):
                 results[index] = self._answer(outputs, row)
         return results
@@ -245,6 +255,12 @@ class FileModel:
             for _, name, datatype in self._out
         }
         return arguments.answer(chosen, self.serving.labels, self.serving.top_k)
+
+
+def _stacked(members: list[tuple[int, dict[str, np.ndarray]]]) -> dict[str, Any]:
+    """The arrays of requests of one shape, stacked along a new batch axis."""
+    names = list(members[0][1])
+    return {name: np.stack([arrays[name] for _, arrays in members]) for name in names}
 
 
 def open_in_worker(name: str, path: str) -> FileModel:

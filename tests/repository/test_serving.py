@@ -13,7 +13,7 @@ import marshmallow
 import numpy as np
 import pytest
 
-from deepaas.exceptions import DeepaasError
+from deepaas.exceptions import DeepaasError, TensorInputError
 from deepaas.frameworks import TensorInfo, arguments, images
 from deepaas.frameworks.model_config import ConfigFileError, ImageConfig, ModelConfig
 from deepaas.frameworks.probe import Described
@@ -398,3 +398,28 @@ def test_a_file_replaced_under_a_running_server_is_a_503() -> None:
     )
     with pytest.raises(DeepaasError, match="changed since the server started"):
         model.predict(s=np.ones(4, np.float32))
+
+
+class Picky(FakeRuntime):
+    """Refuses a row whose first value is -6, as a runtime refuses an input."""
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if (arrays["x"][:, 0] == -6).any():
+            raise TensorInputError("input 'x': the model refuses -6")
+        return super().run(arrays)
+
+
+def test_predict_batch_fails_a_refused_request_alone() -> None:
+    # A TensorInputError of one request (a torch.export Dim's bound) failed
+    # every request of the predict batch.
+    model = file_model()
+    model._runtime = Picky()  # type: ignore[assignment]
+    rows = [[1.0, 0, 0, 0], [-6.0, 0, 0, 0], [3.0, 0, 0, 0]]
+    answers = model.predict_batch([{"x": np.array(r, np.float32)} for r in rows])
+    assert isinstance(answers[1], TensorInputError)
+    assert [a["predictions"]["scores"][0] for a in (answers[0], answers[2])] == [
+        1.0,
+        3.0,
+    ]
+    # The batch of 3 was refused, then the two others computed alone.
+    assert model._runtime.calls == [1, 1]  # type: ignore[attr-defined]
