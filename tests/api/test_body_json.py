@@ -111,7 +111,7 @@ async def test_not_json_at_all_is_called_invalid(client, document):
 
 async def test_fifty_megabyte_array_is_refused_at_once(client):
     document = b"[" + b"12," * 17_000_000 + b"1]"  # 51 MB
-    async with LoopStallProbe() as probe:
+    async with LoopStallProbe(cpu_bound=True) as probe:
         answer = await raw_post(client, PREDICT, document, JSON)
     assert answer.status == 400
     assert "got an array" in answer.message()
@@ -131,7 +131,7 @@ async def test_big_body_does_not_hold_the_loop(client, member):
     slices, or call Python code often, so the loop gets its turn."""
     count = 25_000_000 // len(member)
     document = b'{"zz_unknown": [' + member * count + b'1], "text": "big"}'
-    async with LoopStallProbe() as probe:
+    async with LoopStallProbe(cpu_bound=True) as probe:
         answer = await raw_post(client, PREDICT, document, JSON)
     assert answer.status == 200, answer.body[:300]
     assert json.loads(answer.body)["args"]["text"] == "big"
@@ -157,7 +157,7 @@ async def test_millions_of_containers_hold_the_loop_for_garbage_collection_only(
     held the loop 1 to 2 s and more."""
     count = 25_000_000 // len(member)
     document = b'{"zz_unknown": [' + member * count + b'1], "text": "big"}'
-    async with LoopStallProbe() as probe:
+    async with LoopStallProbe(cpu_bound=True) as probe:
         answer = await raw_post(client, PREDICT, document, JSON)
     assert answer.status == 200, answer.body[:300]
     assert probe.longest < GC_STALL_BOUND, probe

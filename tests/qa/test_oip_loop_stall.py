@@ -53,7 +53,7 @@ async def test_binary_bytes_tensor_is_not_decoded_on_the_loop(client: Client) ->
         }
     ).encode()
     body = header + bytes(4 * ELEMENTS)  # ELEMENTS empty strings
-    async with LoopStallProbe() as probe:
+    async with LoopStallProbe(cpu_bound=True) as probe:
         answer = await client.post(
             "/v2/models/demo/infer",
             data=body,
@@ -107,7 +107,7 @@ async def test_big_json_infer_body_does_not_hold_the_loop(
     same numbers as a predict argument held the loop 20-50 ms). Now parsed
     with Python-level hooks and converted a slice at a time."""
     body = json.dumps({"inputs": inputs()}).encode()
-    async with LoopStallProbe() as probe:
+    async with LoopStallProbe(cpu_bound=True) as probe:
         answer = await client.post(
             "/v2/models/demo/infer",
             data=body,

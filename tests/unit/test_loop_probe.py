@@ -59,3 +59,30 @@ async def test_the_heap_from_before_is_frozen_only_while_active() -> None:
             assert any(obj is made for obj in gc.get_objects())  # not frozen
             raise KeyError("boom")
     assert gc.get_freeze_count() == 0
+
+
+def _compute(seconds: float) -> None:
+    """Hold the loop's thread computing (as a big body's parse does)."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+async def test_cpu_bound_counts_a_stall_that_computes() -> None:
+    async with LoopStallProbe(cpu_bound=True) as probe:
+        await asyncio.sleep(0.02)
+        _compute(STALL)  # the stall under test, on the loop
+        await asyncio.sleep(0.02)
+    # On a CPU for STALL: the wall time may be longer on a busy machine.
+    assert STALL * 0.9 <= probe.longest < STALL + 0.1, probe
+
+
+async def test_cpu_bound_leaves_out_waiting_that_computes_nothing() -> None:
+    """The time the process spends off a CPU (here a sleep on the loop,
+    standing for the operating system giving the core to others) is not
+    counted in this mode; the default mode counts it."""
+    async with LoopStallProbe(cpu_bound=True) as probe:
+        await asyncio.sleep(0.02)
+        time.sleep(STALL)  # the off-CPU wait under test, on the loop
+        await asyncio.sleep(0.02)
+    assert probe.wakeups >= 2 and probe.longest < STALL / 2, probe
