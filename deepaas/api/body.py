@@ -72,8 +72,17 @@ __all__ = ["BodyReader", "Part", "Router"]
 T = TypeVar("T")
 
 #: Bodies of these types (text/plain, or none given) are looked at, to tell
-#: a client that sent JSON without saying so.
-_UNTYPED = frozenset({"text/plain", "application/octet-stream"})
+#: a client that sent JSON without saying so, and so are JSON's unofficial
+#: types (text/json...), which would otherwise be ignored just as silently.
+_UNTYPED = frozenset(
+    {
+        "text/plain",
+        "application/octet-stream",
+        "text/json",
+        "text/x-json",
+        "application/x-json",
+    }
+)
 
 #: JSON and urlencoded bodies larger than this are parsed in the executor.
 OFFLOAD_PARSE_SIZE = 64 << 10

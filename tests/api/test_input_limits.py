@@ -772,6 +772,8 @@ async def test_json_sent_as_a_form_is_400_with_the_fix(client, body):
         ({"Content-Type": "text/plain"}, "as text/plain"),
         ({"Content-Type": "text/plain; charset=utf-8"}, "as text/plain"),
         ({"Content-Type": "application/octet-stream"}, "as application/octet-stream"),
+        ({"Content-Type": "text/json"}, "as text/json"),  # not read as JSON
+        ({"Content-Type": "application/x-json"}, "as application/x-json"),
     ],
 )
 @pytest.mark.parametrize("pad", [0, 200_000])  # small, and past 64 KiB
