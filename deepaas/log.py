@@ -179,6 +179,54 @@ class CaptureHandler(logging.Handler):
             self.handleError(record)
 
 
+class LogFile(logging.handlers.WatchedFileHandler):
+    """``--log-file``: reopened when logrotate has moved it away (a
+    FileHandler would write on into the moved file, and that log be lost
+    with it), and never raising.
+
+    A WatchedFileHandler reopens the file outside the error handling of
+    ``emit``: where the file cannot be made again (its folder moved or
+    removed, the disk full) the ``OSError`` escaped from every logging call,
+    into request handlers (requests hung), then into the event loop's
+    exception handler, and the server died. Here such a record is left out
+    of the file (it still reaches stderr), a line on stderr says so once,
+    and each later record tries the file again.
+    """
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(filename)
+        self._failing = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reopenIfNeeded()
+            if self.stream is None:  # a reopen failed before: try again
+                self.stream = self._open()
+                self._statstream()
+        except OSError as exc:
+            if not self._failing:
+                self._failing = True
+                _note(
+                    f"deepaas: cannot write the log file {self.baseFilename} "
+                    f"({exc.strerror or exc}): its lines go to stderr only "
+                    "until it can be opened again\n"
+                )
+            return
+        if self._failing:
+            self._failing = False
+            _note(f"deepaas: writing the log file {self.baseFilename} again\n")
+        super().emit(record)
+
+
+def _note(text: str) -> None:
+    """A line on stderr from a handler (which must not raise)."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except Exception:  # pragma: no cover - no stderr to say it on
+        pass
+
+
 def setup(
     level: str,
     log_file: str = "",
@@ -193,9 +241,7 @@ def setup(
         root.removeHandler(handler)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
-        # Reopened when logrotate has moved it away: a FileHandler would
-        # write on into the moved file, and that log be lost with it.
-        handlers.append(logging.handlers.WatchedFileHandler(log_file))
+        handlers.append(LogFile(log_file))
     for handler in handlers:
         handler.setFormatter(formatter())
         handler.addFilter(RequestIdFilter())
@@ -227,9 +273,7 @@ def setup_access(mode: str, targets: list[logging.Handler], debug: bool) -> str:
     if mode == "json":
         for target in targets:
             if isinstance(target, logging.FileHandler):
-                bare: logging.Handler = logging.handlers.WatchedFileHandler(
-                    target.baseFilename
-                )
+                bare: logging.Handler = LogFile(target.baseFilename)
             elif isinstance(target, logging.StreamHandler):
                 bare = logging.StreamHandler(target.stream)
             else:  # pragma: no cover - setup() makes only these
