@@ -280,7 +280,9 @@ _DEFAULT_HEADER = re.compile(r"^\s*\[DEFAULT\]\s*$", re.MULTILINE)
 def _read_config_file(path: str) -> dict[str, str]:
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        with open(path, encoding="utf-8") as fh:
+        # utf-8-sig: a byte order mark (Windows' Notepad saves one) is not
+        # part of the first line, which would then be no [DEFAULT] header.
+        with open(path, encoding="utf-8-sig") as fh:
             text = fh.read()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc

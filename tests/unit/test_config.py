@@ -365,6 +365,14 @@ def test_config_file_with_an_empty_default_section_is_fine(tmp_path):
     assert load("--config-file", path).listen_port == 5027
 
 
+def test_config_file_saved_with_a_byte_order_mark(tmp_path):
+    """Windows' Notepad saves UTF-8 with a BOM: it was read as part of the
+    first line, and the file said to have no [DEFAULT] section."""
+    path = tmp_path / "deepaas.conf"
+    path.write_bytes(b"\xef\xbb\xbf[DEFAULT]\nlisten_port = 5027\n")
+    assert load("--config-file", str(path)).listen_port == 5027
+
+
 def test_config_file_not_text(tmp_path):
     path = tmp_path / "deepaas.conf"
     path.write_bytes(b"[DEFAULT]\nlisten_port = \xff\xfe\n")
