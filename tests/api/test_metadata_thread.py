@@ -51,3 +51,25 @@ async def test_a_stuck_get_metadata_times_out_and_the_loop_runs_meanwhile() -> N
     document = await read_document("", model, timeout=20)
     assert document["description"] == "late"
     assert ran_on and all(ident != loop_thread for ident in ran_on)
+
+
+async def test_a_stuck_model_holds_up_no_other_models_document() -> None:
+    release = threading.Event()
+
+    def stuck() -> dict[str, str]:
+        release.wait(20)
+        return {"description": "stuck"}
+
+    stuck_model = ModelWrapper("stuck2", types.SimpleNamespace(get_metadata=stuck))
+    fast_model = ModelWrapper(
+        "fast", types.SimpleNamespace(get_metadata=lambda: {"description": "fast"})
+    )
+    held = asyncio.create_task(read_document("", stuck_model, timeout=20))
+    try:
+        # Each model has its thread: the fast one answers at once.
+        document = await read_document("", fast_model, timeout=5)
+        assert document["description"] == "fast"
+        assert not held.done()
+    finally:
+        release.set()
+    assert (await held)["description"] == "stuck"

@@ -9,12 +9,14 @@ metadata it could not load, and an ``error`` saying why; its own
 ``/v2/models/NAME/`` answers 500 with that reason. ``--reload`` checks the
 new version's metadata before serving it (:mod:`deepaas.api.views`).
 
-``get_metadata()`` is plugin code: it runs on a thread of its own
-(:data:`METADATA_THREAD`, one call at a time), never on the event loop, so
+``get_metadata()`` is plugin code: it runs on a thread of its model's own
+(:func:`metadata_thread`, one call at a time), never on the event loop, so
 a slow or stuck one (a file on a hung network share) holds up only the
-requests for model documents, which give up after
+requests for that model's document, which give up after
 :data:`METADATA_TIMEOUT_S` with a 500 saying so; the probes, predictions,
-trainings and the server's stop go on.
+trainings, the other models' documents and the server's stop go on. The
+listing reads every model's document at once, and lists one that has not
+answered by then as broken.
 """
 
 from __future__ import annotations
@@ -44,7 +46,16 @@ from deepaas.tasks import DaemonThread
 LOG = logging.getLogger(__name__)
 
 METADATA_TIMEOUT_S = 30.0  # a model document's request gives up after this
-METADATA_THREAD = DaemonThread("deepaas-metadata")
+_THREADS: dict[str, DaemonThread] = {}
+
+
+def metadata_thread(model: str) -> DaemonThread:
+    """The thread that runs ``model``'s ``get_metadata()`` (made on first
+    use): one per model, so that a stuck one holds up no other model."""
+    thread = _THREADS.get(model)
+    if thread is None:
+        thread = _THREADS.setdefault(model, DaemonThread(f"deepaas-metadata-{model}"))
+    return thread
 
 
 def model_document(bp: str, model: ModelWrapper) -> dict[str, Any]:
@@ -91,14 +102,14 @@ async def read_document(
     also when ``get_metadata()`` has not answered in ``timeout`` seconds
     (it is then let finish, unwatched)."""
     future = asyncio.wrap_future(
-        METADATA_THREAD.submit(lambda: checked_document(bp, model))
+        metadata_thread(model.name).submit(lambda: checked_document(bp, model))
     )
     try:
         return await asyncio.wait_for(future, timeout)
     except asyncio.TimeoutError:
         raise ViewError(
-            f"get_metadata() did not answer within {METADATA_TIMEOUT_S:g}s "
-            "(it, or another model's before it, is slow or stuck)"
+            f"get_metadata() did not answer within {timeout:g}s (it is slow or "
+            "stuck, or a call of it before this one still runs)"
         ) from None
 
 
@@ -119,12 +130,10 @@ def setup(app: web.Application, spec: SpecBuilder, views: ModelViews) -> None:
     models = views.wrappers  # --reload replaces a model in it
     logged: dict[str, str] = {}  # the latest failure logged, per model
 
-    async def document(
-        name: str, timeout: float = METADATA_TIMEOUT_S
-    ) -> dict[str, Any]:
+    async def document(name: str) -> dict[str, Any]:
         """The model's document; raises (and logs, once) :class:`ViewError`."""
         try:
-            found = await read_document(bp, models[name], timeout)
+            found = await read_document(bp, models[name])
         except ViewError as exc:
             if logged.get(name) != str(exc):  # once, not at every listing
                 logged[name] = str(exc)
@@ -136,18 +145,16 @@ def setup(app: web.Application, spec: SpecBuilder, views: ModelViews) -> None:
     async def get_version(request: web.Request) -> web.Response:
         return web.json_response(version)
 
+    async def listed(name: str) -> dict[str, Any]:
+        try:
+            return await document(name)
+        except ViewError as exc:  # the others are listed all the same
+            return _broken(bp, name, str(exc))
+
     async def list_models(request: web.Request) -> web.Response:
-        # One deadline for the whole listing: the models queued behind a
-        # stuck get_metadata() do not wait their own timeout each, in turn.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + METADATA_TIMEOUT_S
-        listing = []
-        for name in models:
-            try:
-                left = max(0.0, deadline - loop.time())
-                listing.append(await document(name, left))
-            except ViewError as exc:  # the others are listed all the same
-                listing.append(_broken(bp, name, str(exc)))
+        # Every model's document at once (each on its model's thread): a
+        # stuck get_metadata() costs the listing one timeout, not one each.
+        listing = await asyncio.gather(*(listed(name) for name in list(models)))
         return web.json_response({"models": listing})
 
     app.router.add_get(
