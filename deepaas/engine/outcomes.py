@@ -98,8 +98,8 @@ def did_not_start(model: str, seconds: float, ready: bool = True) -> DeepaasErro
     why = (
         "all its workers were busy"
         if ready
-        else "no worker of it is ready: they are still starting, and warm() "
-        "may be slow or stuck"
+        else "no worker of it was ready: they were starting or being "
+        "replaced; if this lasts, its warm() may be slow or stuck"
     )
     return DeepaasError(
         504, f"model {model!r} did not start this request within {seconds:g} s ({why})"

@@ -376,8 +376,9 @@ async def test_expired_call_of_a_model_with_no_worker_ready_says_so():
     assert setup.dispatcher.expire(a, 3.0) is None
     assert error(a).status == 504
     assert error(a).message == (
-        "model 'm' did not start this request within 3 s (no worker of it is "
-        "ready: they are still starting, and warm() may be slow or stuck)"
+        "model 'm' did not start this request within 3 s (no worker of it was "
+        "ready: they were starting or being replaced; if this lasts, its warm() "
+        "may be slow or stuck)"
     )
 
 
