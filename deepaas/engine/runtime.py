@@ -257,8 +257,8 @@ class ModelRuntime:
         if limits.max_queue and len(queue) >= limits.max_queue:
             raise DeepaasError(
                 503,
-                f"model {self.model!r} is overloaded: {len(queue)} requests "
-                "are already waiting; retry later",
+                f"model {self.model!r} is overloaded: "
+                f"{_waiting(len(queue))} already waiting; retry later",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         if limits.predict_timeout:
@@ -286,3 +286,7 @@ class ModelRuntime:
         worker = self.dispatcher.expire(call, self.limits.predict_timeout)
         if worker is not None:
             self.pool.kill(worker, TIMED_OUT)  # type: ignore[arg-type]
+
+
+def _waiting(count: int) -> str:
+    return "1 request is" if count == 1 else f"{count} requests are"

@@ -11,6 +11,7 @@ from deepaas.config import Settings
 from deepaas.model.loading import PluginSpec
 from deepaas.server import build_app
 from tests.engine.conftest import REPO_ROOT
+from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,16 +45,19 @@ async def test_queued_request_past_deadline_answers_504(aiohttp_client):
 
 
 async def test_full_queue_answers_503_at_once_with_retry_after(engine_client):
-    client, _ = await engine_client("crashy", max_queue=1)
+    client, runtime = await engine_client("crashy", max_queue=1)
     running = asyncio.ensure_future(client.post(PREDICT, params={"mode": "nap"}))
-    await asyncio.sleep(0.2)  # the worker is busy with it
+    # the worker is busy with it (a 1 s nap)
+    assert await eventually(lambda: runtime.status().workers[0].in_flight == 1)
     waiting = asyncio.ensure_future(client.post(PREDICT, params={"mode": "ok"}))
-    await asyncio.sleep(0.1)  # it waits in the queue (1 of 1)
+    assert await eventually(lambda: runtime.status().queue_depth == 1)  # 1 of 1
     started = time.monotonic()
     refused = await client.post(PREDICT, params={"mode": "ok"})
     assert time.monotonic() - started < 0.5
     assert refused.status == 503
     assert refused.headers["Retry-After"] == "1"
-    assert "overloaded" in (await refused.json())["message"]
+    assert (
+        "overloaded: 1 request is already waiting" in (await refused.json())["message"]
+    )
     assert (await running).status == 200
     assert (await waiting).status == 200
