@@ -17,8 +17,8 @@ Parent to predict worker: :class:`Invoke` (one call, several calls, or one
 batch; of predict, or of a tensor-native plugin's infer). Predict worker to
 parent: :class:`Ready`, :class:`StartFailed`, :class:`Results` (exactly one
 ``final`` one per :class:`Invoke`, in order; a message of several calls
-may have its earlier calls answered while a later one runs, in
-``Results`` that are not ``final``: :mod:`deepaas.engine.outbox`).
+has its earlier calls answered as they are computed, in ``Results`` that
+are not ``final``).
 
 Parent to training job: :class:`Train` (once). Training job to parent:
 :class:`Progress` (any number), then :class:`TrainDone` or
@@ -120,9 +120,9 @@ class Results(NamedTuple):
     when the worker should be replaced once this is delivered:
     ``"out_of_memory"`` (the model raised MemoryError) or ``"max_memory"``
     (its resident memory passed the limit it was given). ``final`` is False
-    for the answers a worker sends while it still runs a later call of the
-    same message (never for a batch): the message's last answers come in
-    the one ``final`` Results that follows them.
+    for the answers a worker sends while it still runs later calls of the
+    same message (never for a batch): the message is answered by the one
+    ``final`` Results that follows them.
     """
 
     items: list[tuple[int, bool, Any]]

@@ -19,16 +19,18 @@ from typing import Any
 
 from deepaas import scratch
 from deepaas.engine.failures import describe_exception
-from deepaas.engine.outbox import Outbox
 from deepaas.engine.process import EXIT_FAILED, child_main
 from deepaas.engine.protocol import (
     FrameDecoder,
     Invoke,
     Ready,
     RemoteError,
+    Results,
     Scoreboard,
     StartFailed,
+    coalesce,
     pack,
+    pack_parts,
 )
 from deepaas.log import RecordLines
 from deepaas.model import loading
@@ -61,7 +63,6 @@ class WorkerLoop:
         self.board = board
         self.max_memory = int(config.get("max_memory", 0))
         self.retire: str | None = None
-        self.outbox = Outbox(sock)
 
     def send(self, message: Any) -> None:
         self.sock.sendall(pack(message))
@@ -95,9 +96,9 @@ class WorkerLoop:
     def serve(self, renderer: ResultRenderer) -> None:
         """Answer calls until the parent closes the socket.
 
-        Answers go out together when the worker has nothing else to run,
-        or once the oldest waited ``FLUSH_AFTER_S`` (:mod:`deepaas.engine.outbox`:
-        its flusher thread sends them while a slow call runs).
+        A result is sent as soon as it is computed, before the next call
+        starts: however long that call runs, an answer already made never
+        waits for it (nor for a call of the same message: see :meth:`call`).
         """
         self.send(Ready(os.getpid()))
         decoder = FrameDecoder()
@@ -105,26 +106,10 @@ class WorkerLoop:
         # the model has used up the memory it may use (RLIMIT_AS), its own
         # allocation fails (a 500, then warm-before-retire), not this loop's.
         inbox = bytearray(RECV_SIZE)
-        pending: collections.deque[Any] = collections.deque()
-        outbox = self.outbox
-        outbox.start_flusher()
-        try:
-            self._serve(renderer, decoder, inbox, pending)
-        finally:
-            outbox.stop_flusher()
-
-    def _serve(
-        self,
-        renderer: ResultRenderer,
-        decoder: FrameDecoder,
-        inbox: bytearray,
-        pending: collections.deque[Any],
-    ) -> None:
         view = memoryview(inbox)
-        outbox = self.outbox
+        pending: collections.deque[Any] = collections.deque()
         while True:
             if not pending:
-                outbox.flush()
                 target = decoder.filling()  # a big frame's rest: read into it
                 if target is not None:
                     with target:
@@ -140,47 +125,55 @@ class WorkerLoop:
                 continue
             message = pending.popleft()
             if type(message) is Invoke:
-                self.call(renderer, message)
-                if outbox.stale():
-                    outbox.flush()
+                self.answer(self.call(renderer, message))
 
-    def call(self, renderer: ResultRenderer, message: Invoke) -> None:
-        """Run one message (calls or a batch); whatever happens, its answers
-        go to the outbox: each call's as it is made (a message of several
-        calls), then the message's final ``Results``.
+    def answer(self, results: Results) -> None:
+        """Send ``results``: the small frames in one write, an array's
+        buffer as it is (no copy)."""
+        for part in coalesce(pack_parts(results)):
+            self.sock.sendall(part)
+
+    def call(self, renderer: ResultRenderer, message: Invoke) -> Results:
+        """Run one message (calls or a batch); whatever happens, its Results.
+
+        Of a message of several calls (not a batch), each call's answer but
+        the last is sent on its own (a ``Results`` with ``final`` False)
+        before the next call starts: a fast call never waits for a slow one
+        sent with it. The returned ``Results`` answers the rest.
 
         What the plugin writes meanwhile is tagged with the request id of
         the call it runs (a batch's: all of them, comma-separated).
         """
-        outbox = self.outbox
-        outbox.begin()
+        started = time.perf_counter()
         method = message.method
         ids = message.request_ids
-        results: list[tuple[int, bool, Any]] = []
         try:
             if method == "predict_batch" or method == "infer_batch":
                 TaggedOutput.running = ",".join(filter(None, ids)) or None
-                outbox.before_call()
                 if method == "predict_batch":
                     results = self._predict_batch(renderer, message.items)
                 else:
                     results = self._infer_batch(renderer, message.items)
             else:
                 one = self._infer if method == "infer" else self._predict
+                results = []
                 for index, (seq, payload) in enumerate(message.items):
                     if self.retire == OUT_OF_MEMORY:
                         break  # the heap is spent: the parent gives these to another
-                    outbox.before_call()
+                    if results:
+                        now = time.perf_counter()
+                        self.answer(Results(results, now - started, final=False))
+                        started, results = now, []
                     if self.board.start(seq, time.monotonic()):
                         TaggedOutput.running = ids[index] if index < len(ids) else None
-                        outbox.add(one(renderer, seq, payload))
+                        results.append(one(renderer, seq, payload))
                         self.board.finish()
         finally:
             TaggedOutput.running = None
         retire = self.retire
         if retire is None and self.max_memory and resident_bytes() > self.max_memory:
             retire = self.retire = MAX_MEMORY
-        outbox.end(results, retire)
+        return Results(results, time.perf_counter() - started, retire)
 
     def _predict(
         self, renderer: ResultRenderer, seq: int, payload: Any
