@@ -29,6 +29,7 @@ from deepaas.frameworks.base import Runtime
 from deepaas.frameworks.model_config import ModelConfig, config_path, read_config
 from deepaas.frameworks.probe import Described
 from deepaas.frameworks.serving import ACCEPT, TORCHSCRIPT, Serving, plan
+from deepaas.model import stacking
 from deepaas.model.signature import InferOutputError, fits
 from deepaas.oip.datatypes import datatype_of
 
@@ -120,10 +121,14 @@ class FileModel:
 
     def infer(self, **arrays: np.ndarray) -> dict[str, np.ndarray]:
         """One call of the model: inputs and outputs by their served names."""
+        self._same_file(arrays)
+        return self._run(arrays)
+
+    def _run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`infer` of inputs whose names are checked already."""
         if self._runtime is None:
             self.warm()
         assert self._runtime is not None
-        self._same_file(arrays)
         given = {self._in[name]: array for name, array in arrays.items()}
         outputs = self._runtime.run(given)
         if self.serving.framework == TORCHSCRIPT:
@@ -177,8 +182,8 @@ class FileModel:
         arrays = self._arrays(kwargs)
         if self.serving.max_batch_size > 0:
             arrays = {name: array[np.newaxis] for name, array in arrays.items()}
-            return self._answer(self.infer(**arrays), 0)
-        return self._answer(self.infer(**arrays), None)
+            return self._answer(self._run(arrays), 0)
+        return self._answer(self._run(arrays), None)
 
     def _predict_batch(self, batch: list[dict[str, Any]]) -> list[Any]:
         """Requests of the DEEPaaS route as few calls as their shapes allow
@@ -198,18 +203,17 @@ class FileModel:
             groups.setdefault(key, []).append((index, arrays))
         for members in groups.values():
             try:
-                outputs = self.infer(**_stacked(members))
+                outputs = self._run(_stacked(members))
             except TensorError as exc:  # refused as input: maybe one's alone
                 if len(members) == 1:
                     results[members[0][0]] = exc
                     continue
-                for index, arrays in members:
-                    try:
-                        alone = self.infer(**_stacked([(index, arrays)]))
-                    except TensorError as own:
-                        results[index] = own
-                    else:
-                        results[index] = self._answer(alone, 0)
+                alone = stacking.each_alone(
+                    lambda member: self._answer(self._run(_stacked([member])), 0),
+                    members,
+                )
+                for (index, _), result in zip(members, alone, strict=True):
+                    results[index] = result
                 continue
             for row, (index, _) in enumerate(members):
                 results[index] = self._answer(outputs, row)

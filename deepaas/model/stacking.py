@@ -15,9 +15,15 @@ Pure numpy; the worker (:mod:`deepaas.engine.worker`, through
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
+
+from deepaas.exceptions import TensorError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def rows_of(arrays: Mapping[str, np.ndarray]) -> int:
@@ -50,3 +56,18 @@ def split(
         {name: array[start:stop] for name, array in outputs.items()}
         for start, stop in itertools.pairwise(bounds)
     ]
+
+
+def each_alone(run: Callable[[T], R], items: Sequence[T]) -> list[R | TensorError]:
+    """``run(item)`` for each item of a batch the model refused as input
+    (a :class:`~deepaas.exceptions.TensorError`, a 400: a runtime checks its
+    arrays before it computes), since the refusal may be one item's alone:
+    an item refused again gets its error in its place, and the others of
+    the batch are answered."""
+    results: list[R | TensorError] = []
+    for item in items:
+        try:
+            results.append(run(item))
+        except TensorError as exc:
+            results.append(exc)
+    return results

@@ -10,6 +10,7 @@ import collections
 import copy
 import inspect
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import marshmallow
@@ -332,7 +333,9 @@ class ModelWrapper:
         outputs = self.plugin.infer(**given)
         return check_outputs(self.name, signature, outputs, rows)
 
-    def infer_batch(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def infer_batch(
+        self, calls: list[dict[str, Any]]
+    ) -> Sequence[dict[str, Any] | TensorError]:
         """Several calls of one group (:mod:`deepaas.model.stacking`) as one
         ``infer`` call: inputs stacked along axis 0, outputs split back.
         Where the batch is refused with a :class:`TensorError`, each call
@@ -343,18 +346,8 @@ class ModelWrapper:
         except TensorError:
             if len(calls) == 1:
                 raise
-            # The model refused an input (a 400: a runtime checks its
-            # arrays before it computes), which may be one call's alone: the
-            # calls are run one by one, so that only those refused fail (each
-            # with its TensorError, in its place), not the others of the batch.
-            return [self._infer_alone(call) for call in calls]
+            return stacking.each_alone(self.infer, calls)
         return stacking.split(outputs, counts)
-
-    def _infer_alone(self, call: dict[str, Any]) -> Any:
-        try:
-            return self.infer(call)
-        except TensorError as exc:
-            return exc
 
 
 def _batching(name: str, value: Any) -> dict[str, Any] | None:
