@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -92,6 +93,18 @@ class TaskSet:
             )
 
 
+def _settle(future: concurrent.futures.Future[T], call: Callable[[], T]) -> None:
+    """Run ``call`` for ``future`` unless its caller gave up before it began."""
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = call()
+    except BaseException as exc:  # delivered to the caller, which decides
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
 def on_daemon_thread(call: Callable[[], T], name: str) -> concurrent.futures.Future[T]:
     """Run ``call`` on a new daemon thread; its outcome in a future.
 
@@ -101,36 +114,30 @@ def on_daemon_thread(call: Callable[[], T], name: str) -> concurrent.futures.Fut
     keep the server from exiting; and this thread is taken from no one else.
     """
     future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    def run() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            result = call()
-        except BaseException as exc:  # delivered to the loop, which decides
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
+    threading.Thread(
+        target=_settle, args=(future, call), name=name, daemon=True
+    ).start()
     return future
 
 
 class DaemonThread:
     """One daemon thread, started on first use, that runs the calls given
-    to :meth:`submit` one after the other (as the event loop would have,
-    without holding it up). A call that never returns holds up only the
-    calls queued behind it, and not the interpreter's exit."""
+    to :meth:`submit` one after the other, in order (as the event loop
+    would have, without holding it up): a model's ``get_metadata()``, a
+    training store's SQLite calls. A call that never returns holds up only
+    the calls queued behind it, and not the interpreter's exit (which a
+    ``ThreadPoolExecutor`` would: it joins its threads)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._calls: queue.SimpleQueue[
-            tuple[Callable[[], Any], concurrent.futures.Future[Any]]
+            tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None
         ] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, call: Callable[[], T]) -> concurrent.futures.Future[T]:
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """``fn(*args)`` after what was submitted before; its outcome."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._lock:
             if self._thread is None:
@@ -138,17 +145,16 @@ class DaemonThread:
                     target=self._serve, name=self.name, daemon=True
                 )
                 self._thread.start()
-        self._calls.put((call, future))
+        self._calls.put((future, functools.partial(fn, *args) if args else fn))
         return future
+
+    def stop(self) -> None:
+        """Exit once what was submitted before has run."""
+        self._calls.put(None)
 
     def _serve(self) -> None:
         while True:
-            call, future = self._calls.get()
-            if not future.set_running_or_notify_cancel():
-                continue  # its caller gave up before it started
-            try:
-                result = call()
-            except BaseException as exc:  # delivered to the caller
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+            item = self._calls.get()
+            if item is None:
+                return
+            _settle(*item)

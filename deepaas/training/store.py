@@ -32,18 +32,16 @@ training reported is in the ``reports`` table (:mod:`deepaas.training.history`).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from deepaas.tasks import DaemonThread
 from deepaas.training import history
 from deepaas.training.record import (
     CANCELLED,
@@ -139,41 +137,6 @@ _JSON_COLUMNS = ("args", "output", "devices", "progress")
 _FIELDS = tuple(f.name for f in dataclasses.fields(Training))
 
 
-class _DbThread:
-    """One daemon thread that runs every SQLite call of a store, in order.
-
-    A daemon thread: one blocked on another process's lock at exit must not
-    hold the process (``ThreadPoolExecutor`` joins its threads at exit).
-    """
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((future, fn, args))
-        return future
-
-    def stop(self) -> None:
-        """Exit once what was submitted before has run."""
-        self._queue.put(None)
-
-    def _serve(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            future, fn, args = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # handed to the caller
-                future.set_exception(exc)
-
-
 class TrainingStore:
     """The records, logs and job directories of one state directory."""
 
@@ -183,7 +146,7 @@ class TrainingStore:
         self.logs_dir = self.state_dir / "logs"
         self.jobs_dir = self.state_dir / "jobs"
         self._db: sqlite3.Connection | None = None
-        self._thread: _DbThread | None = None
+        self._thread: DaemonThread | None = None
 
     def log_path(self, uuid: str) -> str:
         return str(self.logs_dir / f"{uuid}.log")
@@ -212,7 +175,7 @@ class TrainingStore:
     async def open(self) -> None:
         """Create the directories and the database (or migrate an old one)."""
         if self._thread is None:
-            self._thread = _DbThread(f"training store {self.state_dir}")
+            self._thread = DaemonThread(f"training store {self.state_dir}")
         try:
             await self.call(self._open)
         except BaseException:
