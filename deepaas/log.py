@@ -215,7 +215,8 @@ class LogFile(logging.handlers.WatchedFileHandler):
         if self._failing:
             self._failing = False
             _note(f"deepaas: writing the log file {self.baseFilename} again\n")
-        super().emit(record)
+        # FileHandler's: WatchedFileHandler.emit would stat the file again
+        logging.FileHandler.emit(self, record)
 
 
 def _note(text: str) -> None:
