@@ -88,7 +88,7 @@ def create_app(
         tmp_dir=tmp_dir,
         limits=limits,
     )
-    models.setup(app, spec, views)
+    models.setup(app, spec, views, lifecycle)
     debug.setup(app, spec, capture)
     predict.setup(
         app,

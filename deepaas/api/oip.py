@@ -167,7 +167,8 @@ class OipRoutes:
             document: dict[str, Any] = {}
             if deepaas_keys:
                 try:
-                    document = await read_document(self.bp, view.model)
+                    with self.lifecycle.request():  # a stop answers it
+                        document = await read_document(self.bp, view.model)
                 except ViewError as exc:
                     raise DeepaasError(
                         500, f"model {view.model.name!r}: {exc}"

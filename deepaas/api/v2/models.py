@@ -38,6 +38,7 @@ from deepaas.api.scopes import PREDICT
 from deepaas.api.versions import v2_version
 from deepaas.api.views import ModelViews, ViewError, describe
 from deepaas.exceptions import DeepaasError, echoed
+from deepaas.lifecycle import Lifecycle
 from deepaas.model.loading import defined_at
 from deepaas.model.v2.results import dumps
 from deepaas.model.v2.wrapper import ModelError, ModelWrapper
@@ -124,7 +125,9 @@ def _broken(bp: str, name: str, error: str) -> dict[str, Any]:
     }
 
 
-def setup(app: web.Application, spec: SpecBuilder, views: ModelViews) -> None:
+def setup(
+    app: web.Application, spec: SpecBuilder, views: ModelViews, lifecycle: Lifecycle
+) -> None:
     bp = spec.base_path
     version = v2_version(bp)
     models = views.wrappers  # --reload replaces a model in it
@@ -133,7 +136,10 @@ def setup(app: web.Application, spec: SpecBuilder, views: ModelViews) -> None:
     async def document(name: str) -> dict[str, Any]:
         """The model's document; raises (and logs, once) :class:`ViewError`."""
         try:
-            found = await read_document(bp, models[name])
+            # In flight while get_metadata() runs on its thread: a stop
+            # answers it (503 at the shutdown timeout), never drops it.
+            with lifecycle.request():
+                found = await read_document(bp, models[name])
         except ViewError as exc:
             if logged.get(name) != str(exc):  # once, not at every listing
                 logged[name] = str(exc)
