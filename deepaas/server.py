@@ -130,10 +130,13 @@ class Server(ServingMixin):
         limits = Limits(settings.predict_timeout, settings.max_queue)
         for spec in self.specs:
             wrapper = self.wrappers[spec.name]
-            size, where = settings.workers, self.devices
+            size, where, env = settings.workers, self.devices, worker_env
             if self.repository is not None and spec.origin == REPOSITORY:
                 size = self.repository.workers(spec.name, size)
                 where = self.repository.devices(spec.name, self.devices, self.nvml)
+                env = self.repository.worker_env(
+                    spec.name, os.environ if worker_env is None else worker_env
+                )
             self.runtimes[spec.name] = ModelRuntime(
                 PoolConfig(
                     model=spec.name,
@@ -142,7 +145,7 @@ class Server(ServingMixin):
                     size=size,
                     tmp_dir=self.scratch.path,
                     warm=settings.warm,
-                    env=worker_env,
+                    env=env,
                     extra_path=extra_path,
                     devices=where,
                     max_requests=settings.worker_max_requests,

@@ -38,6 +38,7 @@ from deepaas.frameworks.model_config import (
 )
 from deepaas.frameworks.probe import Described, ProbeJob, describe_all
 from deepaas.frameworks.served import FileModel
+from deepaas.frameworks.unchanged import ENV, record
 from deepaas.model.loading import PluginLoadError, PluginSpec
 from deepaas.model.v2.wrapper import ModelError, ModelWrapper
 
@@ -60,6 +61,14 @@ class Entry:
     @property
     def spec(self) -> PluginSpec:
         return PluginSpec(self.name, self.path, REPOSITORY)
+
+    @property
+    def files(self) -> list[str]:
+        """What the model is made of: its file, its NAME.toml (present or
+        not: one that appears later changes the model) and its labels."""
+        toml = self.config.path or config_path(self.path, self.name)
+        labels = [self.config.labels] if self.config.labels else []
+        return [self.path, toml, *labels]
 
 
 def _usable_name(name: str) -> bool:
@@ -132,11 +141,17 @@ class Repository:
     """The repository's models, described and ready to be served."""
 
     def __init__(
-        self, folder: str, entries: Sequence[Entry], models: Mapping[str, FileModel]
+        self,
+        folder: str,
+        entries: Sequence[Entry],
+        models: Mapping[str, FileModel],
+        records: Mapping[str, str] | None = None,
     ):
         self.folder = folder
         self.entries = {entry.name: entry for entry in entries}
         self.models = dict(models)
+        # Each model's files as they were described (deepaas.frameworks.unchanged).
+        self.records = dict(records or {})
 
     @classmethod
     def open(cls, folder: str, env: Mapping[str, str]) -> Repository:
@@ -144,6 +159,8 @@ class Repository:
         environment ``env``); a :class:`PluginLoadError` reports every
         problem, one line each."""
         entries, problems = scan(folder)
+        # Before the probes: a file replaced while one reads it is a change.
+        records = {entry.name: record(entry.files) for entry in entries}
         jobs = [ProbeJob(e.path, e.config.signature) for e in entries]
         models: dict[str, FileModel] = {}
         for entry, found in zip(entries, describe_all(jobs, env), strict=True):
@@ -158,11 +175,16 @@ class Repository:
                 problems.append(str(exc))
         if problems:
             raise PluginLoadError("\n".join(problems))
-        return cls(folder, entries, models)
+        return cls(folder, entries, models, records)
 
     @property
     def specs(self) -> list[PluginSpec]:
         return [entry.spec for entry in self.entries.values()]
+
+    def worker_env(self, name: str, base: Mapping[str, str]) -> dict[str, str]:
+        """The environment of model ``name``'s workers: ``base`` and the
+        record of its files, which a worker checks before it loads them."""
+        return {**base, ENV: self.records[name]}
 
     def workers(self, name: str, default: int) -> int:
         """Worker processes of model ``name``: its config's, else ``default``."""

@@ -24,7 +24,7 @@ import numpy as np
 from marshmallow import fields
 
 from deepaas.exceptions import DeepaasError, TensorError
-from deepaas.frameworks import arguments, images
+from deepaas.frameworks import arguments, images, unchanged
 from deepaas.frameworks.base import Runtime
 from deepaas.frameworks.model_config import ModelConfig, config_path, read_config
 from deepaas.frameworks.probe import Described
@@ -269,5 +269,7 @@ def _stacked(members: list[tuple[int, dict[str, np.ndarray]]]) -> dict[str, Any]
 
 def open_in_worker(name: str, path: str) -> FileModel:
     """Model ``name`` of a repository, in the worker: its NAME.toml read
-    again, the model loaded on the worker's device."""
+    again, the model loaded on the worker's device; refused when its files
+    changed since the server described them (:mod:`~deepaas.frameworks.unchanged`)."""
+    unchanged.check(name, os.environ)
     return FileModel(name, path, read_config(config_path(path, name)))
