@@ -7,13 +7,16 @@ provider, said once in the log. ``Runtime.device`` is where the session
 really runs (``cpu`` when onnxruntime fell back).
 
 Signature: ONNX graphs name and type their inputs and outputs; symbolic or
-unknown axes (``"batch"``, ``None``) are -1. Tensor types map to OIP
+unknown axes (``"batch"``, ``None``) are -1, and a tensor whose type has no
+shape at all (unknown rank) has shape None: any shape
+(:mod:`.onnx_shapes`; onnxruntime shows it as a scalar). Tensor types map to OIP
 datatypes (``tensor(float)`` -> FP32, ``tensor(string)`` -> BYTES);
 sequences, maps and bfloat16 are refused at load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -33,6 +36,7 @@ from deepaas.frameworks.base import (
     info_of,
     say_once,
 )
+from deepaas.frameworks.onnx_shapes import unknown_rank
 
 #: ONNX element types (as onnxruntime's ``NodeArg.type`` spells them) ->
 #: numpy dtypes; their OIP datatypes come from :mod:`deepaas.oip.datatypes`.
@@ -168,9 +172,21 @@ def load(path: Path, device: str, *, threads: int | None = None) -> OnnxRuntime:
         where = "cpu"
     inputs = [_info(path, arg) for arg in session.get_inputs()]
     outputs = [_info(path, arg) for arg in session.get_outputs()]
+    if any(t.shape == () for t in (*inputs, *outputs)):
+        # [] is a scalar, or a tensor of unknown rank: the file says which.
+        unknown = unknown_rank(path)
+        inputs = [_any_shape(t, unknown) for t in inputs]
+        outputs = [_any_shape(t, unknown) for t in outputs]
     runtime = OnnxRuntime(path, where, session, inputs, outputs)
     LOG.info("loaded %s", runtime.describe())
     return runtime
+
+
+def _any_shape(tensor: TensorInfo, unknown: set[str]) -> TensorInfo:
+    """``tensor``, of any shape (None) when its type in the file has none."""
+    if tensor.shape == () and tensor.name in unknown:
+        return dataclasses.replace(tensor, shape=None)
+    return tensor
 
 
 def _info(path: Path, arg: Any) -> TensorInfo:

@@ -192,3 +192,38 @@ def test_bytes_reach_a_string_input_as_text(tmp_path: Path) -> None:
     assert out.tolist() == ["cat", "d\u00e9j\u00e0", "str"]
     with pytest.raises(TensorInputError, match=r"input 's': element 1 is not UTF-8"):
         runtime.run({"s": np.array([b"ok", b"\xff"], dtype=object)})
+
+
+def save_relu(path: Path, shape: list[int] | None) -> Path:
+    """x -> y (Relu), both of ``shape``: None for a type with no shape at
+    all (unknown rank; onnx.checker refuses it, onnxruntime runs it)."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        # A weight before the inputs: skipped, not read, by the shape reader.
+        initializer=[numpy_helper.from_array(W1, "unused")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_a_tensor_of_unknown_rank_takes_any_shape(tmp_path: Path) -> None:
+    # onnxruntime shows a type without a shape as [], as a scalar's: the
+    # model was described as taking one number, and refused an array.
+    runtime = frameworks.load(save_relu(tmp_path / "any.onnx", None), "cpu")
+    assert runtime.inputs == (TensorInfo("x", "FP32", None),)
+    assert runtime.outputs == (TensorInfo("y", "FP32", None),)
+    assert not runtime.batch_axis_dynamic
+    x = np.array([[-1.0, 2.0, -3.0], [4.0, -5.0, 6.0]], np.float32)
+    np.testing.assert_array_equal(runtime.run({"x": x})["y"], np.maximum(x, 0))
+    scalar = runtime.run({"x": np.array(-2.0, np.float32)})["y"]
+    assert scalar.shape == () and scalar == 0
+    # A scalar is still a scalar: its type has a shape, of no axes.
+    runtime = frameworks.load(save_relu(tmp_path / "scalar.onnx", []), "cpu")
+    assert runtime.inputs == (TensorInfo("x", "FP32", ()),)
+    with pytest.raises(TensorInputError, match="input 'x'"):
+        runtime.run({"x": x})

@@ -63,6 +63,25 @@ def save_onnx_image(path: Path) -> Path:
     return path
 
 
+def save_onnx_any_shape(path: Path) -> Path:
+    """x -> y (Relu), FP32, of types without a shape (unknown rank: any
+    shape), which onnx.checker refuses and onnxruntime runs."""
+    onnx = needs("onnx")
+    needs("onnxruntime")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "any_shape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)  # type: ignore[attr-defined]
+    return path
+
+
 def _save_onnx(onnx: object, helper: object, graph: object, path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])  # type: ignore[attr-defined]
     model.ir_version = 8  # what every onnxruntime since 1.14 reads

@@ -89,6 +89,18 @@ def test_torchscript_without_a_signature(tmp_path: Path) -> None:
     )
 
 
+def test_an_onnx_tensor_of_unknown_rank(tmp_path: Path) -> None:
+    # onnxruntime shows a type without a shape as a scalar's ([]): the
+    # model was served as taking one number, and failed on any array. As
+    # Triton, which needs every tensor's axes (dims), deepaas refuses it.
+    models.save_onnx_any_shape(tmp_path / "relu.onnx")
+    assert refused(tmp_path) == [
+        f"{tmp_path / 'relu.onnx'}: input 'x' has no known datatype or rank in "
+        "the file; export the model with the rank of each input and output (an "
+        "axis of any size may stay unknown: None, -1)"
+    ]
+
+
 def test_batching_a_fixed_batch_axis(tmp_path: Path) -> None:
     models.save_onnx_linear(tmp_path / "pairs.onnx", batch=2)
     (tmp_path / "pairs.toml").write_text("max_batch_size = 8\n")
