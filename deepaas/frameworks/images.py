@@ -7,7 +7,8 @@ channel), resized to the model's size when it is another, scaled to [0, 1]
 and normalised with ``mean``/``std`` for a float input (raw 0-255 pixels
 for a UINT8 one), and laid out as the input wants (channels first, NCHW,
 or last, NHWC). A file that is no picture Pillow reads is a 422 naming the
-argument, never a 500.
+argument, never a 500; a picture of more than :data:`MAX_UPLOAD_PIXELS` is
+a 413, refused from its header before it is decoded.
 """
 
 from __future__ import annotations
@@ -23,12 +24,37 @@ from deepaas.oip.datatypes import DATATYPES
 #: Input datatypes an image can be.
 IMAGE_DATATYPES = ("UINT8", "FP16", "FP32", "FP64")
 
+#: The most pixels (height x width) an image input may take, whether
+#: ``image.size`` or the input's fixed axes say it: 4096 x 4096. Each
+#: request's picture becomes an array of that size (FP32 RGB: 192 MiB at
+#: the bound), and a batch holds ``max_batch_size`` of them: a typo such as
+#: ``size = [224000, 224000]`` would have every request allocate 600 GB.
+#: Vision models take far less (224 to 1024 a side).
+MAX_INPUT_PIXELS = 4096 * 4096
+
+#: The most pixels of an uploaded picture that a worker decodes: Pillow's
+#: own ``MAX_IMAGE_PIXELS`` default (89.5 million, a 256 MiB RGB picture),
+#: past which Pillow only warns of a decompression bomb (and refuses at
+#: twice as many). A small PNG can say 40000 x 40000 pixels: decoding it
+#: would take 4.5 GB before the resize. Phone photos are 12 to 50 million.
+MAX_UPLOAD_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
 
 class ImageInputError(DeepaasError):
-    """An upload that is not a picture: 422, naming the argument."""
+    """An upload that is not a picture (422), or one too large to decode
+    (413): the message names the argument."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(422, message)
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(status, message)
+
+
+def _too_large(spec: ImageSpec, size: str) -> ImageInputError:
+    return ImageInputError(
+        f"argument '{spec.input}': the picture is {size}, more than the "
+        f"{MAX_UPLOAD_PIXELS} pixels deepaas decodes; send a smaller picture "
+        f"(it is resized to {spec.width}x{spec.height} anyway)",
+        413,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +91,10 @@ def decode(path: str, spec: ImageSpec) -> np.ndarray:
             500, "Pillow is not installed: pip install 'deepaas[image]'"
         ) from None
     try:
-        with Image.open(path) as opened:
+        with Image.open(path) as opened:  # reads the header only
+            width, height = opened.size
+            if width * height > MAX_UPLOAD_PIXELS:  # before it is decoded
+                raise _too_large(spec, f"{width}x{height} pixels")
             image: Any = ImageOps.exif_transpose(opened)
             image = image.convert("RGB" if spec.channels == 3 else "L")
             if image.size != (spec.width, spec.height):
@@ -73,8 +102,10 @@ def decode(path: str, spec: ImageSpec) -> np.ndarray:
                     (spec.width, spec.height), Image.Resampling.BILINEAR
                 )
             pixels = np.asarray(image)
-    except MemoryError:
+    except (MemoryError, ImageInputError):
         raise
+    except Image.DecompressionBombError:  # past twice Pillow's own bound
+        raise _too_large(spec, "too large for Pillow") from None
     except Exception as exc:  # Pillow's errors for what is not an image
         # Pillow's messages name the file: a temporary one, meaningless to
         # the client (and none of its business).

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from deepaas.frameworks.images import MAX_INPUT_PIXELS
 from deepaas.options import MAX_BATCH_SIZE, MAX_PROCESSES
 
 if sys.version_info >= (3, 11):
@@ -49,7 +50,7 @@ KEYS = {
 }
 IMAGE_KEYS = {
     "input": "the name of the image input",
-    "size": "[height, width]",
+    "size": "[height, width], at most 4096 x 4096 pixels",
     "mean": "a number per channel",
     "std": "a number per channel",
     "layout": "NCHW or NHWC",
@@ -243,8 +244,13 @@ def _image(fail: Any, value: Any) -> ImageConfig | None:
         isinstance(size, list)
         and len(size) == 2
         and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size)
+        and size[0] * size[1] <= MAX_INPUT_PIXELS
     ):
-        raise fail("image.size", f"must be [height, width] in pixels, got {size!r}")
+        raise fail(
+            "image.size",
+            f"must be [height, width] in pixels, at most {MAX_INPUT_PIXELS} "
+            f"pixels (4096 x 4096), got {size!r}",
+        )
     stats = {}
     for key in ("mean", "std"):
         numbers = value.get(key)

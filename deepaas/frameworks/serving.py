@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from deepaas.frameworks.base import TensorInfo
-from deepaas.frameworks.images import IMAGE_DATATYPES, ImageSpec
+from deepaas.frameworks.images import IMAGE_DATATYPES, MAX_INPUT_PIXELS, ImageSpec
 from deepaas.frameworks.model_config import ConfigFileError, ImageConfig, ModelConfig
 from deepaas.frameworks.probe import Described
 
@@ -321,6 +321,13 @@ def _image(
         raise ConfigFileError(
             f"{toml}: image.size = [height, width] is needed: input "
             f"'{tensor.name}' takes any size ({list(tensor.shape)})"
+        )
+    if height * width > MAX_INPUT_PIXELS:  # the input's own fixed axes
+        raise ConfigFileError(
+            f"{where} takes {height}x{width} pixels ({list(tensor.shape)}), more "
+            f"than the {MAX_INPUT_PIXELS} (4096 x 4096) deepaas makes of a "
+            "picture: serve it from a plugin, or leave image out (the input "
+            "then takes a list)"
         )
     for key, values in (("mean", image.mean), ("std", image.std)):
         if values is not None and len(values) != channels:

@@ -100,6 +100,11 @@ outputs = [{name = "y", datatype = "FP32", shape = [-1, 3]}]
         ),
         ("image = {input = 'x', sise = [2, 2]}", "image has unknown key 'sise'"),
         ("image = {size = [224]}", "image.size must be [height, width]"),
+        (
+            "image = {size = [4097, 4096]}",
+            "image.size must be [height, width] in pixels, at most 16777216 "
+            "pixels (4096 x 4096), got [4097, 4096]",
+        ),
         ("image = {std = [0.5, 0]}", "image.std may not hold 0"),
         ("image = {layout = 'CHW'}", "image.layout must be NCHW or NHWC"),
         ("devices = ''", "devices must be a string"),

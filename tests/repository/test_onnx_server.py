@@ -222,6 +222,22 @@ def test_a_non_image_upload_is_a_422_naming_the_input(server: DeepaasRun) -> Non
     assert "/tmp" not in body["message"]  # the temporary file's path is not said
 
 
+def test_a_picture_of_too_many_pixels_is_a_413(server: DeepaasRun) -> None:
+    # A 10000 x 9000 PNG of 18 KB was decoded (270 MB in RGB) to be resized
+    # to 8 x 8; one a request at a time, by every worker.
+    out = io.BytesIO()
+    PIL.new("1", (10000, 9000)).save(out, format="PNG")
+    status, body = upload(server, out.getvalue())
+    assert status == 413, body
+    assert body["message"] == (
+        "argument 'image': the picture is 10000x9000 pixels, more than the "
+        "89478485 pixels deepaas decodes; send a smaller picture (it is resized "
+        "to 8x8 anyway)"
+    )
+    status, answer = upload(server, png(8, 8, (255, 0, 51)))  # and serves on
+    assert status == 200, answer
+
+
 def test_concurrent_requests_are_batched(server: DeepaasRun) -> None:
     row = [[1.0, 2.0, 3.0, 4.0]]
     for send in (

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from deepaas.frameworks.served import FileModel
 from deepaas.frameworks.serving import DEFAULT_MAX_BATCH_SIZE, plan
 from deepaas.model.signature import InferOutputError
 from deepaas.model.v2.wrapper import ModelWrapper
+from tests.needs import needs
 
 X = TensorInfo("x", "FP32", (-1, 4))
 SCORES = TensorInfo("scores", "FP32", (-1, 3))
@@ -197,6 +200,63 @@ def test_an_image_input() -> None:
         nchw, image=ImageConfig(mean=(0.5,))
     )
     assert "is not an input of the model" in refused(nchw, image=ImageConfig(input="x"))
+
+
+def test_an_image_input_of_too_many_pixels_is_refused() -> None:
+    # Each request's picture became an array of the input's size, unbounded.
+    huge = Described(
+        "onnxruntime", (TensorInfo("img", "FP32", (-1, 3, 5000, 5000)),), (SCORES,)
+    )
+    assert refused(huge, image=ImageConfig()) == (
+        f"{TOML}: image input 'img' takes 5000x5000 pixels ([3, 5000, 5000]), "
+        "more than the 16777216 (4096 x 4096) deepaas makes of a picture: serve "
+        "it from a plugin, or leave image out (the input then takes a list)"
+    )
+    at_most = Described(
+        "onnxruntime", (TensorInfo("img", "FP32", (-1, 3, 4096, 4096)),), (SCORES,)
+    )
+    assert serve(at_most, image=ImageConfig()).image is not None
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that says it is ``width`` x ``height`` (1 bit, grey) and holds
+    no pixels: Pillow reads its size from the header alone."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.filterwarnings("ignore:Image size")  # Pillow's DecompressionBombWarning
+def test_a_picture_of_too_many_pixels_is_a_413_before_it_is_decoded(
+    tmp_path: Path,
+) -> None:
+    # A small PNG of 10000 x 9000 pixels was decoded: 270 MB (RGB) for a
+    # picture resized to 8 x 8.
+    needs("PIL.Image")
+    spec = images.ImageSpec("image", "FP32", 8, 8, 3, "NCHW")
+    for (width, height), size in (
+        ((10000, 9000), "10000x9000 pixels"),  # past the bound
+        ((14000, 13000), "too large for Pillow"),  # Pillow refuses it itself
+    ):
+        picture = tmp_path / "picture"
+        picture.write_bytes(png_header(width, height))
+        with pytest.raises(images.ImageInputError) as caught:
+            images.decode(str(picture), spec)
+        assert caught.value.status == 413
+        assert caught.value.message == (
+            f"argument 'image': the picture is {size}, more than the "
+            f"{images.MAX_UPLOAD_PIXELS} pixels deepaas decodes; send a smaller "
+            "picture (it is resized to 8x8 anyway)"
+        )
 
 
 def test_arrange_pixels() -> None:
