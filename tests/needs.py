@@ -36,6 +36,7 @@ INSTALL = {
     "hypothesis": TESTS_EXTRA,
     "jsonschema": TESTS_EXTRA,
     "jsonschema_rs": TESTS_EXTRA,
+    "backports": TESTS_EXTRA,  # backports.zstd (Python 3.14 has compression.zstd)
 }
 
 

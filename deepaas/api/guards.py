@@ -2,8 +2,9 @@
 
 :class:`Pace` notices a body that stops arriving; :class:`LineBudget` caps
 the lines aiohttp's multipart reader reads between parts; :class:`Decoded`
-decompresses a body as it is read, a slice at a time, and refuses one whose
-compressed stream is cut short. All are used by
+decompresses a body as it is read, a slice at a time (with a decoder of
+:mod:`deepaas.api.decoders`), and refuses one whose compressed stream is
+cut short. All are used by
 :class:`deepaas.api.body.BodyReader` (:class:`LineBudget` through its
 :class:`deepaas.api.multipart.FormReader`), one per request.
 """
@@ -19,12 +20,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 
+from deepaas.api.decoders import decoder_for
 from deepaas.api.limits import (
     MAX_PART_HEADER_SIZE,
     MAX_PREAMBLE_SIZE,
     bad_request,
     empty_encoded,
-    not_installed,
     part_headers_too_large,
     preamble_too_large,
     too_large,
@@ -197,91 +198,6 @@ def aiohttp_decodes(content: Any) -> bool:
     return getattr(content, "total_compressed_bytes", 0) is not None
 
 
-class _Zlib:
-    """gzip or deflate (zlib-wrapped or raw, as aiohttp accepts), member
-    after member; ``pending`` while output is left without more input."""
-
-    def __init__(self, encoding: str) -> None:
-        self._gzip = encoding == "gzip"
-        self._inflater: Any = None  # of the member under way
-        self._tail = b""  # input not consumed yet
-        self._full = False  # the last step filled its output: more may come
-        self._members = 0  # ended so far: zero bytes are no gzip or deflate
-
-    def decode(self, data: bytes, limit: int) -> bytes:
-        if self._tail:
-            data, self._tail = self._tail + data, b""
-        if self._inflater is None:
-            if not data:
-                return b""
-            if self._gzip:
-                wbits = 16 + zlib.MAX_WBITS
-            else:  # RFC 1950 header (CM = 8), else a raw deflate stream
-                wbits = zlib.MAX_WBITS if data[0] & 0x0F == 8 else -zlib.MAX_WBITS
-            self._inflater = zlib.decompressobj(wbits)
-        out: bytes = self._inflater.decompress(data, limit)
-        if self._inflater.eof:  # a member ended: what follows starts another
-            self._tail = self._inflater.unused_data
-            self._inflater = None
-            self._members += 1
-            self._full = False
-        else:
-            self._tail = self._inflater.unconsumed_tail
-            self._full = len(out) >= limit
-        return out
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._tail) or self._full
-
-    def complete(self) -> bool:
-        return self._members > 0 and self._inflater is None and not self._tail
-
-
-class _Library:
-    """br or zstd, through aiohttp's decoders for them (optional libraries).
-    A brotli stream cut short is refused as with gzip: brotli marks its
-    last meta-block (RFC 7932, ISLAST), read from the library object
-    aiohttp's decoder holds (an aiohttp internal,
-    ``BrotliDecompressor._obj``; tests/api/test_body_decoding.py checks
-    it). A zstd stream cut short is not found: aiohttp's decoder replaces
-    its decompressor at each frame's end, so a stream that ended between
-    frames and one cut inside a frame look the same from outside. An empty
-    stream (zero bytes: neither format's) is refused."""
-
-    def __init__(self, encoding: str) -> None:
-        from aiohttp import compression_utils as codecs
-
-        if encoding == "br" and getattr(codecs, "HAS_BROTLI", False):
-            self._decoder: Any = codecs.BrotliDecompressor()
-        elif encoding == "zstd" and getattr(codecs, "HAS_ZSTD", False):
-            self._decoder = codecs.ZSTDDecompressor()
-        else:
-            raise not_installed(encoding)
-        self._fed = False
-
-    def decode(self, data: bytes, limit: int) -> bytes:
-        """Raises ValueError for bad data (the libraries' own errors, such
-        as ``brotli.error``, share no base class but Exception)."""
-        self._fed = self._fed or bool(data)
-        try:
-            return bytes(self._decoder.decompress_sync(data, max_length=limit))
-        except Exception as exc:
-            raise ValueError(str(exc) or type(exc).__name__) from exc
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._decoder.data_available)
-
-    def complete(self) -> bool:
-        if not self._fed:
-            return False
-        brotli = getattr(self._decoder, "_obj", None)
-        if brotli is not None and hasattr(brotli, "is_finished"):
-            return bool(brotli.is_finished())
-        return True
-
-
 class Decoded:
     """The request stream decoded as its Content-Encoding says, as read.
 
@@ -295,7 +211,7 @@ class Decoded:
     what it reads (``readline`` looking for a line break, ``read()``). A raw
     body larger than ``raw_limit`` (the ``--client-max-size``) is refused
     too. Bad data answers 400, and so does a stream that ends before its
-    compressed data does (gzip, deflate and brotli mark their end) or that
+    compressed data does (each of gzip, deflate, br and zstd marks its end) or that
     is empty.
     """
 
@@ -316,9 +232,7 @@ class Decoded:
         self._cap = cap
         self._cap_option = cap_option
         self._decoded = 0  # bytes decoded so far
-        self._decoder = (
-            _Zlib(encoding) if encoding in ("gzip", "deflate") else _Library(encoding)
-        )
+        self._decoder = decoder_for(encoding)
         self._buffer = bytearray()
         self._eof = False
 

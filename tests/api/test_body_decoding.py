@@ -14,8 +14,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
+import importlib
 import json
+import struct
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -36,6 +40,7 @@ from tests.api.test_input_limits import (
     serves,
 )
 from tests.loop_probe import LoopStallProbe
+from tests.needs import needs
 from tests.support import DEMO, Client, MakeClient, plugin_spec
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
@@ -288,3 +293,123 @@ async def test_empty_compressed_body_is_400(client):
     answer = await raw_post(client, PREDICT, b"", {**JSON, "Content-Encoding": "gzip"})
     assert answer.status == 400, answer.body[:300]
     assert "but is empty" in answer.message()
+
+
+# -- zstd -------------------------------------------------------------------------
+
+
+def zstd() -> Any:
+    """The zstd library aiohttp decodes with (Python 3.14's own, or the
+    backport); the test skips, saying what to install, without it."""
+    try:
+        return importlib.import_module("compression.zstd")
+    except ImportError:
+        return needs("backports.zstd")
+
+
+@pytest.mark.parametrize("body_kind", list(PLAIN))
+@pytest.mark.parametrize("cut", [1, 3, 0.5])
+@pytest.mark.parametrize("frames", [1, 2])
+async def test_truncated_zstd_stream_is_400(client, body_kind, cut, frames):
+    """A zstd frame cut short, the only frame or the last of two: 400
+    saying so. It was taken as a shorter body (aiohttp's decoder starts a
+    new decompressor at each frame's end, so it never saw a frame left
+    unfinished) and the model ran on the part that arrived."""
+    headers, plain = PLAIN[body_kind]
+    half = len(plain) // 2
+    pieces = [plain] if frames == 1 else [plain[:half], plain[half:]]
+    whole = b"".join(zstd().compress(piece) for piece in pieces)
+    last = len(zstd().compress(pieces[-1]))
+    dropped = int(last * cut) if isinstance(cut, float) else cut
+    answer = await raw_post(
+        client, PREDICT, whole[:-dropped], {**headers, "Content-Encoding": "zstd"}
+    )
+    assert answer.status == 400, answer.body[:300]
+    assert "zstd stream is truncated" in answer.message()
+    await serves(client)
+
+
+@pytest.mark.parametrize("body_kind", list(PLAIN))
+async def test_a_whole_zstd_stream_of_frames_is_read(client, body_kind):
+    headers, plain = PLAIN[body_kind]
+    half = len(plain) // 2
+    body = zstd().compress(plain[:half]) + zstd().compress(plain[half:])
+    answer = await raw_post(
+        client, PREDICT, body, {**headers, "Content-Encoding": "zstd"}
+    )
+    assert answer.status == 200, answer.body[:300]
+    args = json.loads(answer.body)["args"]
+    assert (args["text"], args["number"]) == ("abcdefgh" * 2000, 7)
+
+
+@pytest.mark.parametrize("data", [b"xx", b"\x28\xb5\x2f\xfd\x00\x00\xff", b"{}"])
+async def test_bytes_that_are_no_zstd_stream_are_400(client, data):
+    zstd()
+    answer = await raw_post(client, PREDICT, data, {**JSON, "Content-Encoding": "zstd"})
+    assert answer.status == 400, answer.body[:300]
+    assert "Content-Encoding: zstd" in answer.message()
+    await serves(client)
+
+
+async def test_a_zstd_bomb_is_refused_at_the_cap(tight):
+    """Decoded a step at a time, frames or not: 413 at the cap."""
+    body = zstd().compress(b'{"text": "' + b"a" * (64 << 20) + b'"}')
+    answer = await raw_post(tight, PREDICT, body, {**JSON, "Content-Encoding": "zstd"})
+    assert answer.status == 413, answer.body[:300]
+    await serves(tight)
+
+
+# -- OIP infer: the same reader -----------------------------------------------------
+
+INFER = "/v2/models/demo/infer"
+TEXT = "abcdefgh" * 2000
+
+
+def oip_bodies() -> dict[str, tuple[dict[str, str], bytes]]:
+    """One infer request as JSON, and with both tensors binary."""
+    number = {"name": "number", "datatype": "INT64", "shape": [1]}
+    text = {"name": "text", "datatype": "BYTES", "shape": [1]}
+    as_json = json.dumps(
+        {"inputs": [{**text, "data": [TEXT]}, {**number, "data": [7]}]}
+    ).encode()
+    binary = [struct.pack("<I", len(TEXT)) + TEXT.encode(), struct.pack("<q", 7)]
+    head = json.dumps(
+        {
+            "inputs": [
+                {**tensor, "parameters": {"binary_data_size": len(data)}}
+                for tensor, data in zip((text, number), binary, strict=True)
+            ]
+        }
+    ).encode()
+    length = {"Inference-Header-Content-Length": str(len(head))}
+    octets = {**length, "Content-Type": "application/octet-stream"}
+    return {"json": (JSON, as_json), "binary": (octets, head + b"".join(binary))}
+
+
+def encoder(encoding: str) -> Callable[[bytes], bytes]:
+    if encoding == "br":
+        return needs("brotli").compress  # type: ignore[no-any-return]
+    if encoding == "zstd":
+        return zstd().compress  # type: ignore[no-any-return]
+    return functools.partial(compress, kind=encoding)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd"])
+@pytest.mark.parametrize("body_kind", ["json", "binary"])
+async def test_oip_infer_reads_every_encoding_and_refuses_it_cut(
+    client, encoding, body_kind
+):
+    """/v2/models/<m>/infer reads its body as predict does: whole, it is
+    decoded; cut short, 400 in the OIP error shape saying so."""
+    headers, plain = oip_bodies()[body_kind]
+    whole = encoder(encoding)(plain)
+    headers = {**headers, "Content-Encoding": encoding}
+    answer = await raw_post(client, INFER, whole, headers)
+    assert answer.status == 200, answer.body[:300]
+    outputs = {o["name"]: o["data"] for o in json.loads(answer.body)["outputs"]}
+    assert "text" in outputs["received"] and "number" in outputs["received"]
+    answer = await raw_post(client, INFER, whole[: len(whole) // 2], headers)
+    assert answer.status == 400, answer.body[:300]
+    error = json.loads(answer.body)["error"]
+    assert f"{encoding} stream is truncated" in error
+    await serves(client)
