@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -293,6 +294,57 @@ async def test_required_missing(demo_client):
 )
 async def test_wrong_type_is_422(args_client, request_kwargs, messages):
     assert await kwargs_of(args_client, expect=422, **request_kwargs) == messages
+
+
+INVALID_INT = ["Not a valid integer."]
+
+
+@pytest.mark.parametrize("value", [1.5, -0.5, 1e300, -1e300, 2.0**60, True, False])
+@pytest.mark.parametrize("compressed", [False, True])
+async def test_a_json_number_that_is_no_int_is_422_not_truncated(
+    args_client, value, compressed
+):
+    """1.5 sent to an Int argument was loaded as 1 (marshmallow's int()),
+    1e300 as a 301-digit int: every Int, alone, in a list, in a dict or
+    nested, refuses a float that is not a whole number a float holds
+    exactly; booleans too. Both ways a JSON body is read: parsed at once
+    (small, arrived whole) and read as a stream (here: compressed)."""
+    body = json.dumps(
+        {"j": value, "dashed-name": value, "ints": [1, value], "anywhere": "x"}
+    ).encode()
+    headers = {"Content-Type": "application/json"}
+    if compressed:
+        body, headers = gzip.compress(body), {**headers, "Content-Encoding": "gzip"}
+    answer = await kwargs_of(args_client, expect=422, data=body, headers=headers)
+    assert answer == {
+        "j": INVALID_INT,
+        "dashed-name": INVALID_INT,
+        "ints": {"1": INVALID_INT},
+    }
+
+
+@pytest.mark.parametrize("value", [1.5, 1e300, True])
+async def test_a_validated_int_refuses_a_fraction_too(demo_client, value):
+    """demo's ``number`` has a Range validator: marshmallow's full path,
+    not the plain-field one, refuses it as well."""
+    body = await predict(demo_client, expect=422, json={"number": value})
+    assert body == {"number": INVALID_INT}
+
+
+async def test_whole_numbers_and_their_strings_are_ints(args_client):
+    """2, 2.0 and -0.0 in JSON, and "2" in a query string or a form (as
+    DEEPaaS 2.x clients send), still load as ints."""
+    sent = {"j": 2.0, "dashed-name": -0.0, "ints": [1, 2.0, float(2**53)]}
+    kwargs = await kwargs_of(args_client, json=sent)
+    assert kwargs["j"]["type"] == "int"
+    assert values(kwargs) == {
+        "j": 2,
+        "dashed-name": 0,
+        "ints": [1, 2, 2**53],
+    }
+    assert values(await kwargs_of(args_client, params={"qs": "2"})) == {"qs": 2}
+    form = await kwargs_of(args_client, data={"dashed-name": "2", "ints": "3"})
+    assert values(form) == {"dashed-name": 2, "ints": [3]}
 
 
 async def test_demo_validators(demo_client):

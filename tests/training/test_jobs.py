@@ -170,6 +170,16 @@ async def test_bad_arguments(client: Client):
     assert "GPU" in body["message"]
 
 
+@pytest.mark.parametrize("value", [0.5, 1.5, 1e300, True])
+async def test_a_gpu_count_that_is_no_int_is_refused(client: Client, value: Any):
+    """``deepaas_gpus: 1.5`` was taken as 1 GPU (0.5 as none): now 422
+    naming it. A whole 1.0 is 1: refused here only for want of a GPU."""
+    body = await submit(client, expect=422, deepaas_gpus=value)
+    assert body == {"deepaas_gpus": ["Not a valid integer."]}
+    body = await submit(client, expect=422, deepaas_gpus=1.0)
+    assert "GPU" in body["message"]
+
+
 async def test_context(client: Client):
     record = await submit(client, mode="context")
     done = await wait_status(client, record["uuid"])

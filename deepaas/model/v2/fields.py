@@ -20,6 +20,8 @@ import marshmallow
 from marshmallow import fields as ma_fields
 from marshmallow import validate as ma_validate
 
+from deepaas.model.v2.integral import refuse_fractions
+
 # Locations a field may name, mapped to the one word we use for each.
 _LOCATIONS = {
     None: None,
@@ -216,6 +218,7 @@ def arg_specs(declared: Any, owner: str) -> dict[str, ArgSpec]:
                 f"{owner}: argument {name!r} is {_not_a_field(field)}, not a "
                 "marshmallow field (write fields.Int(), fields.Str(), ...)"
             )
+        refuse_fractions(field)  # 1.5 is no int: not loaded as 1
         raw_location = field.metadata.get("location")
         if raw_location not in _LOCATIONS:
             raise InvalidArgsError(
