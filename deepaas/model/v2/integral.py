@@ -45,9 +45,12 @@ def _validated(self: ma_fields.Integer, value: Any) -> Any:
 def refuse_fractions(field: ma_fields.Field) -> None:
     """Make every Integer field in ``field`` (itself, or the fields it
     holds) refuse a float that is not a whole number. Done once per field
-    object, in place: a bound method on the instance, which the copies
-    marshmallow makes of it (``copy.deepcopy`` for each Schema instance)
-    keep, bound to the copy."""
+    object, in place: a bound method in the instance's ``__dict__``. The
+    copies marshmallow makes of a field for each Schema instance are
+    shallow (``Field.__deepcopy__`` is ``copy.copy``): they share the
+    method, bound to this field, whose settings they share too (``strict``,
+    error messages); a Nested field's schema is made here, once, and
+    shared by its copies likewise."""
     _walk(field, set())
 
 
