@@ -44,7 +44,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from deepaas.engine import process, protocol
+from deepaas.engine import leftovers, process, protocol
 from deepaas.engine.devices import CPU, Device
 from deepaas.engine.dispatcher import Dispatcher
 from deepaas.engine.replacement import (
@@ -277,6 +277,8 @@ class WorkerPool(RespawningPool):
             worker.start_error = None
         worker.generation = self.generation  # it reads the files as they are now
         board = protocol.Scoreboard.create()
+        worker.result_prefix = leftovers.new_prefix()
+        worker.results_received = 0
         spec = worker.spec(self.config, self.env, board)
         worker.board = board
         try:
@@ -304,13 +306,21 @@ class WorkerPool(RespawningPool):
     async def _watch(self, worker: Worker) -> None:
         assert worker.child is not None
         await worker.child.ended()
-        self._on_exit(worker)
+        prefix, received = worker.result_prefix, worker.results_received
+        try:
+            self._on_exit(worker)
+        finally:
+            where = f"model {self.model}: worker {worker.label}"
+            await leftovers.sweep(where, self.config.tmp_dir, prefix, received)
 
     # -- events from workers --------------------------------------------------
 
     def _on_message(self, worker: Worker, message: Any) -> None:
         kind = type(message)
         if kind is protocol.Results:
+            worker.results_received = leftovers.last_received(
+                message.items, worker.result_prefix, worker.results_received
+            )
             self.dispatcher.on_results(worker, message)
             self.failures_in_a_row[worker.index] = 0
             reason = recycle_reason(

@@ -91,7 +91,8 @@ class WorkerLoop:
             detail = error.traceback if self.config.get("traceback", True) else ""
             self.send(StartFailed(stage, message, detail))
             return None
-        return ResultRenderer(model, self.config["tmp_dir"])
+        prefix = self.config.get("result_prefix", "result-")
+        return ResultRenderer(model, self.config["tmp_dir"], prefix)
 
     def serve(self, renderer: ResultRenderer) -> None:
         """Answer calls until the parent closes the socket.

@@ -51,6 +51,10 @@ class Worker:
         self.generation = 0  # the pool's generation (model files) it started with
         self.reload = False  # started to reload the model's files
         self.ready_once = False  # it said it was ready
+        # Its process's result files: their prefix, and the highest number
+        # received (see deepaas.engine.leftovers).
+        self.result_prefix = "result-"
+        self.results_received = 0
 
     @property
     def pid(self) -> int | None:
@@ -72,6 +76,7 @@ class Worker:
                 "origin": config.origin,
                 "warm": config.warm,
                 "tmp_dir": config.tmp_dir,
+                "result_prefix": self.result_prefix,
                 "board_fd": board.fd,
                 "max_memory": config.max_memory,
                 # A start that failed before with these files: its traceback

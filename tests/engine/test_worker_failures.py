@@ -236,6 +236,33 @@ async def test_result_file_of_a_client_that_left_is_removed(aiohttp_client):
     assert list(tmp_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("mode", "status", "settings"),
+    [
+        ("file_then_exit", 503, {}),
+        ("file_then_sigkill", 503, {}),
+        ("file_then_hang", 504, {"predict_timeout": 2}),
+    ],
+)
+async def test_result_file_of_a_worker_that_died_before_sending_it_is_removed(
+    aiohttp_client, mode, status, settings
+):
+    """The worker wrote the result file, then died (or was killed at its
+    deadline) before its answer went out: the file is removed as soon as
+    the death is handled, not when the server stops."""
+    client, runtime = await _client(aiohttp_client, **settings)
+    await runtime.wait_ready(10)
+    tmp_dir = Path(runtime.pool.config.tmp_dir)
+    resp = await client.post(PREDICT, params={"mode": mode})
+    assert resp.status == status, await resp.text()
+    await _until(lambda: list(tmp_dir.iterdir()) == [], "the result file is removed")
+    # The new worker's large answers are still sent whole, then removed.
+    resp = await client.post(PREDICT, params={"mode": "big_slow"})
+    assert resp.status == 200
+    assert len(await resp.read()) == 2 << 20
+    await _until(lambda: list(tmp_dir.iterdir()) == [], "the answer's file is removed")
+
+
 async def test_a_start_failing_again_logs_its_traceback_once(aiohttp_client, caplog):
     """Each failed start logs its one-line reason; the traceback comes with
     the first only (a respawn with the same files would repeat it), in the

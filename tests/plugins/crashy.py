@@ -5,10 +5,12 @@ tell that a respawned worker was warmed again.
 """
 
 import ctypes
+import io
 import os
 import signal
 import sys
 import threading
+import time
 
 from marshmallow import fields
 
@@ -34,7 +36,38 @@ class UnpicklableError(Exception):
         self.lock = threading.Lock()
 
 
+class DyingStream(io.RawIOBase):
+    """A 2 MiB file object (its result goes to a file in the scratch dir)
+    whose ``close()``, once the worker copied it, ends the worker as ``how``
+    says: after the result file is written, before the answer is sent."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.left = 2 << 20
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        size = min(len(buffer), self.left)
+        buffer[:size] = b"x" * size
+        self.left -= size
+        return size
+
+    def close(self):
+        if self.how == "exit":
+            os._exit(7)
+        if self.how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.how == "hang":
+            time.sleep(60)  # past the deadline: the worker is killed
+        super().close()
+
+
 def predict(mode="ok"):
+    if mode.startswith("file_then_"):
+        return DyingStream(mode[len("file_then_") :])
     if mode == "ok":
         return {"pid": os.getpid()}
     if mode == "raise":

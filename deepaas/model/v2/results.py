@@ -142,11 +142,23 @@ def _is_binary(value: Any) -> bool:
 
 
 class ResultRenderer:
-    """Renders predict outputs of one model into :class:`PredictResult`."""
+    """Renders predict outputs of one model into :class:`PredictResult`.
 
-    def __init__(self, model: ModelWrapper, tmp_dir: str) -> None:
+    A result file is named ``<prefix><n>-<random>``, ``n`` counting the
+    files this renderer made (1, 2, ...). A worker is given a prefix of its
+    own, and sends its results in the order it made their files: so the
+    API process, knowing the highest ``n`` it received, can tell the files a
+    worker that died wrote but never sent (see
+    :mod:`deepaas.engine.leftovers`).
+    """
+
+    def __init__(
+        self, model: ModelWrapper, tmp_dir: str, prefix: str = "result-"
+    ) -> None:
         self.model = model
         self.tmp_dir = tmp_dir
+        self.prefix = prefix
+        self.files = 0  # result files made so far: the next one's number - 1
         self._schema = model.response_schema() if model.response_schema else None
         choices = model.accept_choices or []
         self._binary_type = next(
@@ -216,7 +228,7 @@ class ResultRenderer:
     ) -> PredictResult:
         if len(body) <= INLINE_LIMIT:
             return PredictResult(content_type, body=body, filename=filename)
-        fd, path = tempfile.mkstemp(prefix="result-", dir=self.tmp_dir)
+        fd, path = self._new_file()
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(body)
@@ -227,7 +239,7 @@ class ResultRenderer:
 
     def _copy_file(self, stream: Any, content_type: str) -> PredictResult:
         filename = file_name(stream)
-        fd, path = tempfile.mkstemp(prefix="result-", dir=self.tmp_dir)
+        fd, path = self._new_file()
         try:
             with os.fdopen(fd, "wb") as out, stream:
                 if isinstance(getattr(stream, "file", stream), io.TextIOBase):
@@ -238,3 +250,9 @@ class ResultRenderer:
             os.unlink(path)
             raise
         return PredictResult(content_type, path=path, delete=True, filename=filename)
+
+    def _new_file(self) -> tuple[int, str]:
+        """A new result file, open: its descriptor and path (numbered)."""
+        self.files += 1
+        prefix = f"{self.prefix}{self.files}-"
+        return tempfile.mkstemp(prefix=prefix, dir=self.tmp_dir)
