@@ -23,6 +23,7 @@ from typing import Any
 
 from deepaas.engine.batching import INFER, BatchPolicy, Call, CallQueue
 from deepaas.engine.dispatcher import Dispatcher, DispatchEvents
+from deepaas.engine.outcomes import discard_value
 from deepaas.engine.pool import PoolConfig, PoolEvents, WorkerPool, WorkerState
 from deepaas.engine.reload import EDITED, TRAINED, Reloader, ReloadStatus
 from deepaas.engine.replacement import TIMED_OUT
@@ -269,6 +270,13 @@ class ModelRuntime:
         self.dispatcher.submit(call)
         try:
             return await call.future
+        except asyncio.CancelledError:
+            # Its client left in the moment its answer came (the result set,
+            # this task not yet resumed): nobody sends that result's file.
+            future = call.future
+            if future.done() and not future.cancelled() and not future.exception():
+                discard_value(future.result())
+            raise
         except ModelUnavailable as exc:  # the pool's: no worker could start
             error = self.pool.start_error
             if isinstance(exc, ShuttingDown) or error is None:

@@ -236,6 +236,28 @@ async def test_result_file_of_a_client_that_left_is_removed(aiohttp_client):
     assert list(tmp_dir.iterdir()) == []
 
 
+async def test_result_file_of_a_client_that_left_as_it_came_is_removed(
+    aiohttp_client, monkeypatch
+):
+    """The answer arrived (its future has the result) and, before the
+    request's task resumed, its client left (the task is cancelled)."""
+    _, runtime = await _client(aiohttp_client)
+    await runtime.wait_ready(10)
+    tmp_dir = Path(runtime.pool.config.tmp_dir)
+    request = asyncio.ensure_future(runtime.predict({"mode": "big_slow"}))
+    dispatcher = runtime.dispatcher
+    on_results = dispatcher.on_results
+
+    def then_leave(link, message):
+        on_results(link, message)  # the result is set on the call's future
+        request.cancel()  # the client leaves before the task resumes
+
+    monkeypatch.setattr(dispatcher, "on_results", then_leave)
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await _until(lambda: list(tmp_dir.iterdir()) == [], "the result file is removed")
+
+
 @pytest.mark.parametrize(
     ("mode", "status", "settings"),
     [
