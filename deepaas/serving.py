@@ -38,6 +38,7 @@ from deepaas.api.metrics import Metrics
 from deepaas.api.site import listen_error
 from deepaas.api.tokens import TokenTable
 from deepaas.config import ConfigError, Settings
+from deepaas.engine import orphans
 from deepaas.engine.runtime import ModelRuntime
 from deepaas.lifecycle import Lifecycle, ShuttingDown
 from deepaas.log import ACCESS_LOGGER
@@ -170,6 +171,9 @@ class ServingMixin:
             loop.add_signal_handler(sig, on_signal)
         self._bind_first = True
         warn_if_open(settings.listen_ip, self.tokens)
+        # Before any child starts: what their plugins leave running when
+        # they end comes to us, and is stopped (Linux only).
+        orphans.adopt()
         try:
             await runner.setup()
             front.install(runner, self.metrics)
@@ -201,6 +205,7 @@ class ServingMixin:
         finally:
             started = time.monotonic()
             await runner.cleanup()
+            await orphans.sweep("stopping")  # anything its children left
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             LOG.info("stopped (cleanup took %.1fs)", time.monotonic() - started)

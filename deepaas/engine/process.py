@@ -36,6 +36,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, NoReturn
 
+from deepaas.engine import orphans
 from deepaas.engine.channel import Channel
 from deepaas.engine.devices import Device
 
@@ -221,7 +222,9 @@ class Child:
         A child that closed its socket but lingers is killed after
         ``LINGER_S``; one whose socket is held open by something it left
         behind gets ``EOF_WAIT_S`` for its last messages, then is cut off.
-        Anything left in its process group is killed.
+        Anything left in its process group is killed, and so are the
+        processes its plugin started in sessions of their own, where the
+        server adopts them (see :mod:`deepaas.engine.orphans`).
         """
         closed = self.channel.closed
         await asyncio.wait([self.exited, closed], return_when=asyncio.FIRST_COMPLETED)
@@ -237,6 +240,7 @@ class Child:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(closed), EOF_WAIT_S)
         self.channel.abort()
+        await orphans.sweep(f"{self.label} ended")
         return returncode
 
     # -- exit watch -----------------------------------------------------------
@@ -288,7 +292,12 @@ async def spawn(spec: ChildSpec, on_message: Callable[[Any], None]) -> Child:
         for sock in (ours, theirs):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        config = {**spec.config, "fd": theirs.fileno(), "parent_pid": os.getpid()}
+        config = {
+            **spec.config,
+            "fd": theirs.fileno(),
+            "parent_pid": os.getpid(),
+            "orphan_mark": orphans.token(),
+        }
         if isinstance(spec.output, str):
             log_file = open(spec.output, "ab")  # noqa: SIM115 - closed below
             stdout: Any = log_file
@@ -346,8 +355,10 @@ def _die_with_parent(parent_pid: int) -> None:
 def child_main(run: Callable[[dict[str, Any], socket.socket], int]) -> NoReturn:
     """The ``main()`` of a child: ``run(config, sock)``, then exit with its status.
 
-    The child dies with its parent, ignores SIGINT (its parent decides when
-    it stops: Ctrl-C reaches the whole terminal's process group), and exits
+    The child dies with its parent, keeps what its plugin starts under it
+    (:func:`~deepaas.engine.orphans.mark_descendants`), ignores SIGINT (its
+    parent decides when it stops: Ctrl-C reaches the whole terminal's
+    process group), and exits
     without interpreter shutdown, so stray plugin threads cannot keep it
     alive, whatever ``run`` raised (its traceback is printed first, and the
     status is ``EXIT_FAILED``). A parent that went away (reset or broken
@@ -357,6 +368,7 @@ def child_main(run: Callable[[dict[str, Any], socket.socket], int]) -> NoReturn:
     """
     config = json.loads(sys.argv[1])
     _die_with_parent(config["parent_pid"])
+    orphans.mark_descendants(config.get("orphan_mark"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=config["fd"])
     os.set_inheritable(sock.fileno(), False)
