@@ -56,6 +56,7 @@ class Settings:
     drain_delay: float = 0.0
     shutdown_timeout: float = 30.0
     warm: bool = True
+    worker_start_timeout: float = 1800.0
     train_endpoint: bool = True
     state_dir: str | None = None  # None: chosen (deepaas.places)
     max_trainings: int = 1
@@ -141,6 +142,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"train_gpus must be 0 or more, got {s.train_gpus}")
     for name in (
         "predict_timeout",
+        "worker_start_timeout",
         "drain_delay",
         "shutdown_timeout",
         "max_queue",

@@ -226,6 +226,16 @@ OPTIONS: tuple[Option, ...] = (
         maximum=MAX_WAIT_S,
     ),
     Option("warm", True, "Call each model's warm() in every worker.", kind="bool"),
+    Option(
+        "worker_start_timeout",
+        1800.0,
+        "Seconds a worker may take to import its model and run warm(), 0 to "
+        "604800 (0 = no limit); past it the worker is killed, readiness and "
+        "the model's requests say why (503), and it is started again with "
+        "the backoff of a failed start.",
+        kind="float",
+        maximum=MAX_PREDICT_TIMEOUT_S,
+    ),
     Option("train_endpoint", True, "Enable the training routes.", kind="bool"),
     Option(
         "state_dir",

@@ -145,6 +145,7 @@ class Server(ServingMixin):
                     size=size,
                     tmp_dir=self.scratch.path,
                     warm=settings.warm,
+                    start_timeout=settings.worker_start_timeout,
                     env=env,
                     extra_path=extra_path,
                     devices=where,

@@ -50,6 +50,7 @@ from deepaas.engine.dispatcher import Dispatcher
 from deepaas.engine.replacement import (
     OUT_OF_MEMORY,
     RELOAD,
+    START_TIMEOUT,
     recycle_reason,
     request_limit,
 )
@@ -102,6 +103,7 @@ class PoolConfig:
     tmp_dir: str  # where uploads and large results live
     origin: str = "entry point"  # or "plugin" (deepaas-run FILE): errors say it
     warm: bool = True
+    start_timeout: float = 0.0  # import + warm() past this: killed; 0: no limit
     env: Mapping[str, str] | None = None  # None: this process's environment
     output: Callable[[str, str], None] = log_output  # (worker, line) of output
     extra_path: tuple[str, ...] = ()  # prepended to the workers' PYTHONPATH
@@ -296,6 +298,10 @@ class WorkerPool(RespawningPool):
         finally:
             board.close_fd()
         worker.max_requests = request_limit(self.config.max_requests)
+        if self.config.start_timeout:
+            worker.start_timer = asyncio.get_running_loop().call_later(
+                self.config.start_timeout, self._start_overdue, worker
+            )
         LOG.debug("started worker %s (pid %s)", worker.label, worker.pid)
         self.tasks.spawn(
             self._watch(worker),
@@ -306,6 +312,7 @@ class WorkerPool(RespawningPool):
     async def _watch(self, worker: Worker) -> None:
         assert worker.child is not None
         await worker.child.ended()
+        _cancel_start_timer(worker)
         prefix, received = worker.result_prefix, worker.results_received
         try:
             self._on_exit(worker)
@@ -337,7 +344,24 @@ class WorkerPool(RespawningPool):
         else:
             LOG.error("model %s: unexpected message %r", self.model, kind.__name__)
 
+    def _start_overdue(self, worker: Worker) -> None:
+        """Its import or warm() passed --worker-start-timeout: kill it; it
+        fails to start (readiness and requests say why) and is respawned
+        with the failed-start backoff."""
+        worker.start_timer = None
+        if worker.state is not WorkerState.STARTING or worker.child is None:
+            return
+        what = "import and warm()" if self.config.warm else "import"
+        worker.start_error = (
+            f"the worker of model {self.model!r} did not start within "
+            f"{self.config.start_timeout:g} s (--worker-start-timeout): its "
+            f"{what} is slow or stuck; it was killed"
+        )
+        worker.killed_for = START_TIMEOUT
+        worker.child.kill()
+
     def _on_ready(self, worker: Worker) -> None:
+        _cancel_start_timer(worker)
         if worker.state is not WorkerState.STARTING:
             return
         worker.state = WorkerState.READY
@@ -361,3 +385,9 @@ class WorkerPool(RespawningPool):
             # End-of-file, not a close: it answers what it had already read
             # (calls taken back get empty answers), then exits 0.
             worker.child.channel.finish()
+
+
+def _cancel_start_timer(worker: Worker) -> None:
+    if worker.start_timer is not None:
+        worker.start_timer.cancel()
+        worker.start_timer = None

@@ -38,6 +38,9 @@ START_FAILED = "start_failed"
 TIMED_OUT = "timeout"
 MAX_REQUESTS = "max_requests"
 RELOAD = "reload"  # the model's files changed (a training ended, or --reload)
+# Why a starting worker was killed: --worker-start-timeout (its restart is
+# counted as START_FAILED).
+START_TIMEOUT = "start_timeout"
 REASONS = (
     CRASHED,
     START_FAILED,

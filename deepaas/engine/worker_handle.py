@@ -14,6 +14,7 @@ crosses into the child is in one place.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -51,6 +52,7 @@ class Worker:
         self.generation = 0  # the pool's generation (model files) it started with
         self.reload = False  # started to reload the model's files
         self.ready_once = False  # it said it was ready
+        self.start_timer: asyncio.TimerHandle | None = None  # its start deadline
         # Its process's result files: their prefix, and the highest number
         # received (see deepaas.engine.leftovers).
         self.result_prefix = "result-"

@@ -285,6 +285,41 @@ async def test_result_file_of_a_worker_that_died_before_sending_it_is_removed(
     await _until(lambda: list(tmp_dir.iterdir()) == [], "the answer's file is removed")
 
 
+async def test_a_warm_that_hangs_fails_the_start_at_the_start_timeout(
+    aiohttp_client, tmp_path, monkeypatch
+):
+    """Readiness and the waiting request say why at --worker-start-timeout
+    (the request does not wait for --predict-timeout, nor for ever); the
+    stuck worker is killed and started again after the backoff."""
+    pids = tmp_path / "pids"
+    monkeypatch.setenv("STUCK_WARM_PIDS", str(pids))
+    client, runtime = await _client(
+        aiohttp_client, "stuck", "tests.plugins.stuck_warm", worker_start_timeout=1
+    )
+    resp = await client.post("/v2/models/stuck/predict/")
+    body = await resp.json()
+    assert resp.status == 503, body
+    assert "did not start within 1 s (--worker-start-timeout)" in body["message"]
+    assert "import and warm() is slow or stuck" in body["message"]
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    document = await ready.json()
+    assert document["status"] == "unavailable"
+    assert "--worker-start-timeout" in document["models"]["stuck"]["error"]
+    first = int(_pids(pids)[0])
+    await _until(lambda: not _alive(first), "the stuck worker is gone")
+    await _until(lambda: len(_pids(pids)) >= 2, "a new worker starts")
+    assert runtime.status().workers[0].restarts >= 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
 async def test_a_start_failing_again_logs_its_traceback_once(aiohttp_client, caplog):
     """Each failed start logs its one-line reason; the traceback comes with
     the first only (a respawn with the same files would repeat it), in the

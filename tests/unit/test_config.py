@@ -493,6 +493,7 @@ SECONDS_MAXIMA = {
     "client_timeout": 3600,
     "train_cancel_grace": 3600,
     "predict_timeout": 7 * 24 * 3600,
+    "worker_start_timeout": 7 * 24 * 3600,
 }
 
 
@@ -591,3 +592,9 @@ def test_an_empty_state_dir_flag_is_refused():
         load("--state-dir", "/somewhere", "--state-dir", "")
     assert "--state-dir" in str(exc.value)
     assert load().state_dir is None  # unset: chosen at start-up
+
+
+@pytest.mark.parametrize("value", ["-1", "604801", "1e308"])
+def test_worker_start_timeout_out_of_range_is_a_usage_error(value):
+    with pytest.raises(ConfigError, match="worker_start_timeout"):
+        load_settings(["--worker-start-timeout", value])
