@@ -358,13 +358,12 @@ def child_main(run: Callable[[dict[str, Any], socket.socket], int]) -> NoReturn:
     The child dies with its parent, keeps what its plugin starts under it
     (:func:`~deepaas.engine.orphans.mark_descendants`), ignores SIGINT (its
     parent decides when it stops: Ctrl-C reaches the whole terminal's
-    process group), and exits
-    without interpreter shutdown, so stray plugin threads cannot keep it
-    alive, whatever ``run`` raised (its traceback is printed first, and the
-    status is ``EXIT_FAILED``). A parent that went away (reset or broken
-    socket) ends it quietly, with ``EXIT_FAILED``: a parent that wants it to
-    stop sends end-of-file (:meth:`Channel.finish`), on which ``run``
-    returns its own status.
+    process group), and exits without interpreter shutdown, so stray plugin
+    threads cannot keep it alive, whatever ``run`` raised (its traceback is
+    printed first, and the status is ``EXIT_FAILED``). A parent that went
+    away (reset or broken socket) ends it quietly, with ``EXIT_FAILED``: a
+    parent that wants it to stop sends end-of-file (:meth:`Channel.finish`),
+    on which ``run`` returns its own status.
     """
     config = json.loads(sys.argv[1])
     _die_with_parent(config["parent_pid"])
