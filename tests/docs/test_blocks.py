@@ -4,7 +4,10 @@ the comparison of outputs (:mod:`tests.docs.blocks`,
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from markdown_it import MarkdownIt
 
 from tests.docs import blocks
 from tests.docs.compare import matches
@@ -99,3 +102,26 @@ def test_directives_and_indented_blocks_are_blocks_too() -> None:
     assert directive.lang == "console" and directive.action == "run"
     assert directive.commands()[0].text == "deepaas-cli get_metadata"
     assert indented.action == "run" and indented.commands()[0].line == 8
+
+
+@pytest.mark.parametrize(
+    "path",
+    blocks.doc_pages(),
+    ids=lambda path: path.relative_to(blocks.REPO_ROOT).as_posix(),
+)
+def test_every_fence_closes_where_it_is_written(path: Path) -> None:
+    """A closing fence with text after it (```` ``` More text````) is not a
+    closing fence in CommonMark: the block runs on, swallowing the prose
+    below it until the next bare fence. Such a line inside a block's text
+    is that mistake (a page that shows a fence in a block uses a longer
+    one around it, ```` ```` ````, and indents nothing)."""
+    for token in MarkdownIt("commonmark").parse(path.read_text(encoding="utf-8")):
+        if token.type != "fence" or token.map is None:
+            continue
+        fence = token.markup
+        for offset, line in enumerate(token.content.split("\n"), start=1):
+            assert not line.startswith(fence), (
+                f"{path.name}:{token.map[0] + offset + 1}: a fence with text after "
+                f"it does not close the block opened on line {token.map[0] + 1}: "
+                "put the text on a line of its own, after a blank line"
+            )
