@@ -56,6 +56,7 @@ from deepaas.api.limits import (
     too_large,
     too_many_parts,
     undecodable,
+    unsupported,
 )
 from deepaas.api.multipart import FormReader, Part, Router
 from deepaas.api.parsing import (
@@ -64,7 +65,7 @@ from deepaas.api.parsing import (
     parse_json,
     parse_urlencoded,
 )
-from deepaas.exceptions import LIBRARY_TEXT, DeepaasError, echoed, elided
+from deepaas.exceptions import LIBRARY_TEXT, DeepaasError, elided
 
 # Part and Router are the multipart module's; importable from here as before.
 __all__ = ["BodyReader", "Part", "Router"]
@@ -250,10 +251,7 @@ class BodyReader:
         header = self.request.headers.get("Content-Encoding", "")
         encoding = header.strip().lower()
         if encoding and encoding not in DECODED_ENCODINGS:
-            raise bad_request(
-                f"Content-Encoding {echoed(encoding)} is not supported: send the body "
-                "uncompressed, or compressed with gzip or deflate"
-            )
+            raise unsupported(encoding)
         return encoding
 
     async def remove_files(self) -> None:

@@ -198,12 +198,38 @@ def empty_encoded(request: web.BaseRequest, encoding: str) -> ClosingError:
     )
 
 
+def decodable() -> str:
+    """The Content-Encodings this server decodes, as a message says them
+    ("gzip, deflate, br or zstd"): br and zstd only where aiohttp found
+    their libraries (Brotli, ``compression.zstd`` or ``backports.zstd``),
+    which deepaas does not require, so that a client told what to send is
+    told all it may, and nothing it may not."""
+    from aiohttp import compression_utils as codecs
+
+    names = ["gzip", "deflate"]
+    if getattr(codecs, "HAS_BROTLI", False):
+        names.append("br")
+    if "zstd" in DECODED_ENCODINGS and getattr(codecs, "HAS_ZSTD", False):
+        names.append("zstd")
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
 def not_installed(encoding: str) -> DeepaasError:
     return DeepaasError(
         400,
         f"Content-Encoding {echoed(encoding)} is not supported by this server (the "
         "library that decodes it is not installed): send the body "
-        "uncompressed, or compressed with gzip or deflate",
+        f"uncompressed, or compressed with {decodable()}",
+    )
+
+
+def unsupported(encoding: str) -> DeepaasError:
+    """An encoding no library here decodes (``compress``, ``x-gzip``, a
+    list of several, as in ``gzip, gzip``)."""
+    return DeepaasError(
+        400,
+        f"Content-Encoding {echoed(encoding)} is not supported: send the body "
+        f"uncompressed, or compressed with {decodable()}",
     )
 
 
