@@ -245,6 +245,18 @@ def too_many_parts(limit: int, what: str) -> DeepaasError:
     )
 
 
+def multipart_cut_short() -> DeepaasError:
+    """A multipart body that ends inside a part, before the closing
+    boundary line: cut short by the client (or a proxy), or sent with
+    another boundary than its Content-Type names."""
+    return DeepaasError(
+        400,
+        "the multipart body ends before its closing boundary line (--BOUNDARY--, "
+        "BOUNDARY as its Content-Type names it): it was cut short; send the "
+        "whole body",
+    )
+
+
 def part_headers_too_large() -> DeepaasError:
     return DeepaasError(
         413,

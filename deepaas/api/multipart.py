@@ -39,6 +39,7 @@ from deepaas.api.limits import (
     MAX_PART_HEADER_LINES,
     MAX_PART_HEADER_SIZE,
     bad_request,
+    multipart_cut_short,
     part_headers_too_large,
     too_large,
     too_many_parts,
@@ -152,6 +153,12 @@ class FormReader:
             TypeError,
             RuntimeError,
         ) as exc:
+            if self._content.at_eof() and str(exc) == "Reading after EOF":
+                # The body ended inside a part (its headers or data), in
+                # aiohttp's words, which tell a client nothing. (A body with
+                # no starting boundary keeps aiohttp's own message, which
+                # names the boundary it looked for.)
+                raise multipart_cut_short() from None
             raise bad_request(
                 "malformed multipart body: " + elided(str(exc), LIBRARY_TEXT)
             ) from None

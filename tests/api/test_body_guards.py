@@ -13,6 +13,7 @@ a big body are loaded off the event loop. Against a real (test) server.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import threading
 import time
@@ -243,3 +244,41 @@ async def test_big_body_arguments_are_loaded_off_the_loop(client, monkeypatch):
     assert answer.status == 422, answer.body
     assert threads == [True, False, False]
     await serves(client)
+
+
+CUT_MULTIPART = {
+    # a part's data, with no boundary after it
+    "in-data": f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+    'filename="a"\r\n\r\n'.encode()
+    + b"x" * 100_000,
+    "in-a-field": f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="text"'
+    "\r\n\r\nhello".encode(),
+    "in-headers": f"--{BOUNDARY}\r\nContent-Disposition: form-da".encode(),
+    "after-the-first-boundary": f"--{BOUNDARY}".encode(),
+}
+
+
+@pytest.mark.parametrize("encoding", ["", "gzip"])
+@pytest.mark.parametrize("where", list(CUT_MULTIPART))
+async def test_a_multipart_body_cut_short_says_so(client, where, encoding):
+    """A multipart body that ends inside a part is a 400 that says it was
+    cut short (aiohttp's own words were "Reading after EOF"), sent plain or
+    compressed (a whole gzip stream of a cut body); nothing stays on disk."""
+    body = CUT_MULTIPART[where]
+    headers = dict(MULTIPART)
+    if encoding:
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = encoding
+    answer = await raw_post(client, PREDICT, body, headers)
+    assert answer.status == 400, answer.body[:300]
+    assert "ends before its closing boundary line" in answer.message()
+    assert "cut short" in answer.message()
+    await serves(client)
+
+
+async def test_a_multipart_body_without_its_boundary_names_it(client):
+    """No starting boundary at all is not "cut short": aiohttp's message,
+    which names the boundary it looked for, is kept."""
+    answer = await raw_post(client, PREDICT, b"hello", MULTIPART)
+    assert answer.status == 400, answer.body[:300]
+    assert "Could not find starting boundary" in answer.message()
