@@ -171,8 +171,8 @@ class ServingMixin:
             loop.add_signal_handler(sig, on_signal)
         self._bind_first = True
         warn_if_open(settings.listen_ip, self.tokens)
-        # Before any child starts: what their plugins leave running when
-        # they end comes to us, and is stopped (Linux only).
+        # Before any child starts: the token children mark their plugins'
+        # processes with, stopped when the child ends (Linux only).
         orphans.adopt()
         try:
             await runner.setup()

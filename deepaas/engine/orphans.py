@@ -4,38 +4,41 @@ A child (predict worker, training job) runs in its own session, and
 stopping it signals its process group; but a process the plugin started in
 a session of its own (``subprocess.Popen(..., start_new_session=True)``, a
 daemon that double-forks) is in neither, and used to outlive the child, and
-the server. On Linux, ``prctl(PR_SET_CHILD_SUBREAPER)`` keeps such
-processes in the family:
+the server. Such processes are found by a mark they inherit:
 
-- ``deepaas-run``'s process is a subreaper (:func:`adopt`): a child's
-  descendants that lose their parent (the child ended, however: exit,
-  crash, SIGKILL at its deadline, replaced, cancelled) become its children
-  instead of init's.
-- Each child is a subreaper too (:func:`mark_descendants`), so what its
-  plugin started stays under it while it runs (a helper whose parent exits
-  is not taken for an orphan of a dead child), and it puts a mark in the
-  environment its plugin's processes inherit: ``DEEPAAS_ORPHAN_OF=<the
-  server's token>``. The child itself does not carry it (its environment
-  was set when it started), so the mark means "a plugin's process".
+- ``deepaas-run`` draws a token (:func:`adopt`, Linux only: the marks are
+  read from ``/proc``) and gives it to each child it starts.
+- Each child puts ``DEEPAAS_ORPHAN_OF=<token>/<its pid>`` in the
+  environment its plugin's processes inherit (:func:`mark_descendants`).
+  The child itself does not carry it (its environment was set when it
+  started), so the mark means "a process child N's plugin started",
+  wherever it went since: still under the child, or adopted by init (or a
+  container's init) after its parent exited.
 - When a child has ended (:meth:`~deepaas.engine.process.Child.ended`),
-  and once more when ``deepaas-run`` stops, :func:`sweep` sends SIGTERM to
-  every marked process that is now a child of the server, with its
-  descendants, then SIGKILL to what is left after :data:`GRACE_S`, and
-  reaps them.
+  :func:`sweep` sends SIGTERM to every live process that carries its mark,
+  with its descendants, then SIGKILL to what is left after
+  :data:`GRACE_S`; when ``deepaas-run`` stops, it does so for every child's
+  mark.
 
-Limits: only on Linux (elsewhere nothing is adopted: such processes outlive
-the server, as before); a process whose environment the plugin replaced
-(``env={...}`` without the mark) is not recognised; a plugin process that
-exits by itself while its child still runs stays a zombie under that child
-until the child ends; and when the server is killed by SIGKILL, its children
-die with it (``PR_SET_PDEATHSIG``) but what they started goes to init.
+Nobody's parentage changes: an orphan goes to init, which reaps it, as for
+any process. (Making the server and each child a child subreaper,
+``PR_SET_CHILD_SUBREAPER``, would find orphans by parentage instead, but a
+plugin's ``cmd &`` at each request then left a zombie under its worker per
+request: a worker cannot tell those from its plugin's own subprocesses,
+whose exit status is not its to take.)
+
+Limits: only on Linux (elsewhere nothing is marked: such processes outlive
+their child and the server, as before); a process whose environment the
+plugin replaced (``env={...}`` without the mark), and that is no
+descendant of a marked one, is not recognised; when the server is killed
+by SIGKILL, its children die with it (``PR_SET_PDEATHSIG``) but what they
+started is left running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import secrets
@@ -50,7 +53,6 @@ ENV = "DEEPAAS_ORPHAN_OF"
 GRACE_S = 0.5  # SIGTERM, then SIGKILL after this long
 KILL_WAIT_S = 0.5  # after SIGKILL, how long we wait for them to be gone
 POLL_S = 0.02  # how often the process table is read meanwhile (in a thread)
-_PR_SET_CHILD_SUBREAPER = 36
 
 # The process-wide state of this process (the kernel's is process-wide too):
 # our token once we adopt orphans, else None.
@@ -58,38 +60,27 @@ _token: str | None = None
 _killing = threading.Lock()  # one sweep at a time: the next finds what is left
 
 
-def _subreaper() -> bool:
-    """Make this process a subreaper; False where that is not possible."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):  # pragma: no cover - exotic libc
-        return False
-
-
 def adopt() -> str | None:
-    """Make the server process adopt its children's orphans (``deepaas-run``
-    calls it before it starts any child); the token its children mark their
-    plugins' processes with, or None where this is not possible."""
+    """Draw the token the server's children mark their plugins' processes
+    with (``deepaas-run`` calls it before it starts any child); None where
+    marks cannot be read back (not Linux)."""
     global _token
-    if _token is None and _subreaper():
+    if _token is None and sys.platform.startswith("linux"):
         _token = f"{os.getpid()}-{secrets.token_hex(8)}"
     return _token
 
 
 def token() -> str | None:
-    """The mark for children to give their plugins' processes (None: we
-    adopt nothing, so there is nothing to mark)."""
+    """The token for children to mark their plugins' processes with (None:
+    nothing is marked)."""
     return _token
 
 
 def mark_descendants(mark: str | None) -> None:
-    """In a child, before its plugin loads: keep what the plugin starts
-    under us, marked as the server's (see the module's docstring)."""
-    if mark and _subreaper():
-        os.environ[ENV] = mark
+    """In a child, before its plugin loads: mark what the plugin starts as
+    this child's (``<token>/<pid>``; see the module's docstring)."""
+    if mark:
+        os.environ[ENV] = f"{mark}/{os.getpid()}"
 
 
 def _table() -> dict[int, tuple[int, str]]:
@@ -109,11 +100,13 @@ def _table() -> dict[int, tuple[int, str]]:
 
 
 def _marked(pid: int, mark: bytes) -> bool:
+    """Whether ``pid``'s environment holds an entry starting with ``mark``."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as fh:
-            return mark in fh.read().split(b"\0")
+            environ = fh.read()
     except OSError:  # gone, or not ours
         return False
+    return environ.startswith(mark) or b"\0" + mark in environ
 
 
 def _descendants(table: dict[int, tuple[int, str]], roots: set[int]) -> set[int]:
@@ -130,15 +123,17 @@ def _descendants(table: dict[int, tuple[int, str]], roots: set[int]) -> set[int]
     return found
 
 
-def kill(why: str, grace: float = GRACE_S) -> list[int]:
-    """Kill the marked processes that are now our children, and theirs:
-    SIGTERM, SIGKILL after ``grace`` seconds; reap them; log what was
-    killed, and ``why`` ("worker iris/0 ended"). The pids signalled.
-    Blocking (it waits for them): call it in a thread."""
+def kill(why: str, child: int | None = None, grace: float = GRACE_S) -> list[int]:
+    """Kill the live processes marked as started by child ``child``'s plugin
+    (by any child's, when None), and their descendants: SIGTERM, SIGKILL
+    after ``grace`` seconds; log what was killed, and ``why`` ("worker
+    iris/0 ended"). The pids signalled. Blocking (it waits for them): call
+    it in a thread."""
     if _token is None:
         return []
+    suffix = f"{child}\0" if child is not None else ""
     with _killing:
-        pids = _kill(f"{ENV}={_token}".encode(), grace)
+        pids = _kill(f"{ENV}={_token}/{suffix}".encode(), grace)
     if pids:  # logged here: the sweep's awaiting caller may be cancelled
         LOG.warning(
             "%s: stopped %d process(es) its plugin started and left running (pids %s)",
@@ -157,17 +152,14 @@ def _kill(mark: bytes, grace: float) -> list[int]:
     while True:
         table = _table()
         live = {pid for pid, (_, state) in table.items() if state not in "ZX"}
-        roots = {
-            pid
-            for pid in live
-            if table[pid][0] == me and (pid in signalled or _marked(pid, mark))
-        }
+        live.discard(me)
+        roots = {pid for pid in live if pid in signalled or _marked(pid, mark)}
         targets = _descendants(table, roots) & live
         targets |= signalled & live  # signalled before, moved since
         for pid, (ppid, state) in table.items():
             if ppid == me and state == "Z" and pid in signalled:
                 with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)  # ours now: reap it
+                    os.waitpid(pid, os.WNOHANG)  # ours: reap it
         if not targets:
             return sorted(signalled)
         now = time.monotonic()
@@ -184,9 +176,10 @@ def _kill(mark: bytes, grace: float) -> list[int]:
         time.sleep(POLL_S)
 
 
-async def sweep(why: str) -> None:
-    """:func:`kill` in a thread, if we adopt orphans (``why``: for the log)."""
+async def sweep(why: str, child: int | None = None) -> None:
+    """:func:`kill` in a thread, if processes are marked (``why``: for the
+    log; ``child``: its pid, None for every child's)."""
     if _token is None:
         return
     with contextlib.suppress(RuntimeError):  # the executor is shut down
-        await asyncio.get_running_loop().run_in_executor(None, kill, why)
+        await asyncio.get_running_loop().run_in_executor(None, kill, why, child)

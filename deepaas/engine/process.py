@@ -223,8 +223,8 @@ class Child:
         ``LINGER_S``; one whose socket is held open by something it left
         behind gets ``EOF_WAIT_S`` for its last messages, then is cut off.
         Anything left in its process group is killed, and so are the
-        processes its plugin started in sessions of their own, where the
-        server adopts them (see :mod:`deepaas.engine.orphans`).
+        processes its plugin started in sessions of their own, found by
+        the mark they inherit (see :mod:`deepaas.engine.orphans`).
         """
         closed = self.channel.closed
         await asyncio.wait([self.exited, closed], return_when=asyncio.FIRST_COMPLETED)
@@ -240,7 +240,7 @@ class Child:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(closed), EOF_WAIT_S)
         self.channel.abort()
-        await orphans.sweep(f"{self.label} ended")
+        await orphans.sweep(f"{self.label} ended", self.process.pid)
         return returncode
 
     # -- exit watch -----------------------------------------------------------
@@ -355,8 +355,8 @@ def _die_with_parent(parent_pid: int) -> None:
 def child_main(run: Callable[[dict[str, Any], socket.socket], int]) -> NoReturn:
     """The ``main()`` of a child: ``run(config, sock)``, then exit with its status.
 
-    The child dies with its parent, keeps what its plugin starts under it
-    (:func:`~deepaas.engine.orphans.mark_descendants`), ignores SIGINT (its
+    The child dies with its parent, marks what its plugin starts as its
+    own (:func:`~deepaas.engine.orphans.mark_descendants`), ignores SIGINT (its
     parent decides when it stops: Ctrl-C reaches the whole terminal's
     process group), and exits without interpreter shutdown, so stray plugin
     threads cannot keep it alive, whatever ``run`` raised (its traceback is

@@ -1,8 +1,9 @@
 """What a plugin starts in a session of its own (out of its worker's or
 training's process group) is stopped when that process ends: when
 ``deepaas-run`` stops, when a worker dies or is replaced at its deadline,
-when a training ends (Linux: the server is a child subreaper; see
-:mod:`deepaas.engine.orphans`)."""
+when a training ends (Linux: they inherit a mark; see
+:mod:`deepaas.engine.orphans`); and a plugin's short-lived background jobs
+leave no zombie behind."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deepaas_run import alive, until
+from tests.deepaas_run import alive, stat_fields, until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -70,12 +71,18 @@ def test_sigterm_stops_what_the_workers_started(server, sleepers):
 
 
 @pytest.mark.parametrize(
-    ("mode", "status", "args"),
-    [("exit", 503, ()), ("hang", 504, ("--predict-timeout", "2"))],
+    ("mode", "how", "status", "args"),
+    [
+        ("exit", "session", 503, ()),
+        ("exit", "daemon", 503, ()),
+        ("hang", "session", 504, ("--predict-timeout", "2")),
+    ],
 )
-def test_a_replaced_workers_processes_are_stopped(server, sleepers, mode, status, args):
+def test_a_replaced_workers_processes_are_stopped(
+    server, sleepers, mode, how, status, args
+):
     srv = _start(server, sleepers, *args)
-    code, body = srv.request("POST", f"{PREDICT}?mode={mode}")
+    code, body = srv.request("POST", f"{PREDICT}?mode={mode}&how={how}")
     assert code == status, body
     _all_gone(sleepers, "the replaced worker's sleeper is stopped")
     # The server serves on, with a new worker, whose sleeper lives as long
@@ -94,4 +101,26 @@ def test_a_trainings_processes_are_stopped_when_it_ends(server, sleepers, tmp_pa
     path = f"/v2/models/spawner/train/{training['uuid']}"
     until(lambda: srv.request("GET", path)[1]["status"] == "done", "training ends")
     _all_gone(sleepers, "the training's sleeper is stopped once it ended")
+    assert srv.stop(signal.SIGTERM) == 0
+
+
+def _zombies_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        fields = stat_fields(int(entry)) if entry.isdigit() else None
+        if fields and fields[0] == "Z" and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def test_background_jobs_at_each_request_leave_no_zombie(server, sleepers):
+    """A shell's ``true &`` at each request: the orphaned ``true`` is reaped
+    by init, as anywhere; not left a zombie under the worker (as when the
+    worker was a child subreaper)."""
+    srv = _start(server, sleepers)
+    for _ in range(10):
+        code, body = srv.request("POST", f"{PREDICT}?how=background")
+        assert code == 200, body
+    worker = body["predictions"]["worker"]
+    until(lambda: not _zombies_of(worker), "no zombie under the worker", GONE_S)
     assert srv.stop(signal.SIGTERM) == 0

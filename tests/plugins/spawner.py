@@ -1,7 +1,13 @@
 """A plugin that starts a ``sleep 300`` in a session of its own (out of its
 worker's process group) and writes its pid to ``$SPAWNER_PIDS``; then does
 what ``mode`` says: return, die (``os._exit``) or hang past its deadline.
-``train()`` starts one too, then returns."""
+``train()`` starts one too, then returns.
+
+``how``: ``session`` (``start_new_session=True``), ``daemon`` (a shell in
+a session of its own that starts the sleep in the background and exits:
+the sleep is init's child from then on), or ``background`` (a shell's
+short-lived ``true &``: no sleeper, the ``true`` is an orphan that exits at
+once)."""
 
 import os
 import subprocess
@@ -13,29 +19,44 @@ PIDS = os.environ.get("SPAWNER_PIDS")
 
 
 def get_predict_args():
-    return {"mode": fields.Str(load_default="return")}
+    return {
+        "mode": fields.Str(load_default="return"),
+        "how": fields.Str(load_default="session"),
+    }
 
 
 def get_train_args():
     return {}
 
 
-def _start_sleeper() -> int:
-    sleeper = subprocess.Popen(
-        ["sleep", "300"],
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _start_sleeper(how: str = "session") -> int:
+    if how == "background":
+        subprocess.run(["sh", "-c", "true & exit 0"], check=True)
+        return 0
+    if how == "daemon":
+        shell = subprocess.run(
+            ["sh", "-c", "sleep 300 </dev/null >/dev/null 2>&1 & echo $!"],
+            start_new_session=True,
+            capture_output=True,
+            check=True,
+        )
+        pid = int(shell.stdout)
+    else:
+        pid = subprocess.Popen(
+            ["sleep", "300"],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ).pid
     if PIDS:
         with open(PIDS, "a") as fh:
-            fh.write(f"{sleeper.pid}\n")
-    return sleeper.pid
+            fh.write(f"{pid}\n")
+    return pid
 
 
-def predict(mode="return"):
-    pid = _start_sleeper()
+def predict(mode="return", how="session"):
+    pid = _start_sleeper(how)
     if mode == "exit":
         os._exit(7)
     if mode == "hang":
