@@ -19,6 +19,7 @@ import pytest
 from deepaas.config import Settings
 from deepaas.model.loading import PluginSpec
 from deepaas.server import SERVER, build_app
+from tests.deepaas_run import alive
 from tests.support import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -307,17 +308,9 @@ async def test_a_warm_that_hangs_fails_the_start_at_the_start_timeout(
     assert document["status"] == "unavailable"
     assert "--worker-start-timeout" in document["models"]["stuck"]["error"]
     first = int(_pids(pids)[0])
-    await _until(lambda: not _alive(first), "the stuck worker is gone")
+    await _until(lambda: not alive(first), "the stuck worker is gone")
     await _until(lambda: len(_pids(pids)) >= 2, "a new worker starts")
     assert runtime.status().workers[0].restarts >= 1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in "ZX"
-    except OSError:
-        return False
 
 
 async def test_a_start_failing_again_logs_its_traceback_once(aiohttp_client, caplog):
