@@ -116,6 +116,10 @@ class ArgParser:
         for spec in self.specs.values():
             value = self._lookup(spec, request, query, form, body_json)
             if value is _MISSING:
+                if spec.location == "json" and spec.required:
+                    where = _misplaced(spec.key, query, form)
+                    if where is not None:  # else marshmallow's "Missing data"
+                        not_files[spec.key] = [where]
                 continue
             if spec.is_file and not _are_files(spec, value):
                 not_files[spec.key] = [NOT_A_FILE]
@@ -385,3 +389,19 @@ def _parse_accept(header: str) -> dict[str, tuple[float, int]]:
                     quality = 0.0
         ranges.setdefault(media_type.lower(), (quality, index))
     return ranges
+
+
+def _misplaced(key: str, query: Mapping[str, Any], form: Any) -> str | None:
+    """The 422 message for a required JSON-body argument ``key`` sent in the
+    query or an urlencoded form (not read there); None if not sent at all."""
+    if key in query:
+        sent = "in the query string"
+    elif form is not None and key in form:
+        sent = "as a form field"
+    else:
+        return None
+    return (
+        f"Missing data for required field: sent {sent}, but it is read from a "
+        "JSON body (Content-Type: application/json), or a multipart part of "
+        "JSON text beside files."
+    )
