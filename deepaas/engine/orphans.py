@@ -7,13 +7,17 @@ daemon that double-forks) is in neither, and used to outlive the child, and
 the server. Such processes are found by a mark they inherit:
 
 - ``deepaas-run`` draws a token (:func:`adopt`, Linux only: the marks are
-  read from ``/proc``) and gives it to each child it starts.
-- Each child puts ``DEEPAAS_ORPHAN_OF=<token>/<its pid>`` in the
-  environment its plugin's processes inherit (:func:`mark_descendants`).
-  The child itself does not carry it (its environment was set when it
-  started), so the mark means "a process child N's plugin started",
-  wherever it went since: still under the child, or adopted by init (or a
-  container's init) after its parent exited.
+  read from ``/proc``), and gives each child it starts a mark of its own,
+  ``DEEPAAS_ORPHAN_OF=<token>/<serial>`` (:func:`new_mark`), in the
+  environment the child starts with. The child carries it in
+  ``/proc/<pid>/environ`` and so does every process below it, whether
+  exec'd (it inherits the variable) or merely forked (``os.fork``, a
+  ``multiprocessing`` fork, a Python daemon that double-forks without
+  exec: a fork shows its parent's starting environment, never a variable
+  set in ``os.environ`` later). The serial is never reused, unlike a pid:
+  a mark means "started under child N", wherever it went since: still
+  under the child, or adopted by init (or a container's init) after its
+  parent exited.
 - When a child has ended (:meth:`~deepaas.engine.process.Child.ended`),
   :func:`sweep` sends SIGTERM to every live process that carries its mark,
   with its descendants, then SIGKILL to what is left after
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -58,6 +63,7 @@ POLL_S = 0.02  # how often the process table is read meanwhile (in a thread)
 # our token once we adopt orphans, else None.
 _token: str | None = None
 _killing = threading.Lock()  # one sweep at a time: the next finds what is left
+_serials = itertools.count(1)
 
 
 def adopt() -> str | None:
@@ -70,17 +76,12 @@ def adopt() -> str | None:
     return _token
 
 
-def token() -> str | None:
-    """The token for children to mark their plugins' processes with (None:
-    nothing is marked)."""
-    return _token
-
-
-def mark_descendants(mark: str | None) -> None:
-    """In a child, before its plugin loads: mark what the plugin starts as
-    this child's (``<token>/<pid>``; see the module's docstring)."""
-    if mark:
-        os.environ[ENV] = f"{mark}/{os.getpid()}"
+def new_mark() -> str | None:
+    """The mark for a child about to start (``<token>/<serial>``, to put in
+    its environment as :data:`ENV`); None when nothing is marked."""
+    if _token is None:
+        return None
+    return f"{_token}/{next(_serials)}"
 
 
 def _table() -> dict[int, tuple[int, str]]:
@@ -123,17 +124,17 @@ def _descendants(table: dict[int, tuple[int, str]], roots: set[int]) -> set[int]
     return found
 
 
-def kill(why: str, child: int | None = None, grace: float = GRACE_S) -> list[int]:
-    """Kill the live processes marked as started by child ``child``'s plugin
-    (by any child's, when None), and their descendants: SIGTERM, SIGKILL
-    after ``grace`` seconds; log what was killed, and ``why`` ("worker
-    iris/0 ended"). The pids signalled. Blocking (it waits for them): call
-    it in a thread."""
+def kill(why: str, mark: str | None = None, grace: float = GRACE_S) -> list[int]:
+    """Kill the live processes carrying ``mark`` (a child's, from
+    :func:`new_mark`; any child's, when None), and their descendants:
+    SIGTERM, SIGKILL after ``grace`` seconds; log what was killed, and
+    ``why`` ("worker iris/0 ended"). The pids signalled. Blocking (it
+    waits for them): call it in a thread."""
     if _token is None:
         return []
-    suffix = f"{child}\0" if child is not None else ""
+    entry = f"{ENV}={mark}\0" if mark is not None else f"{ENV}={_token}/"
     with _killing:
-        pids = _kill(f"{ENV}={_token}/{suffix}".encode(), grace)
+        pids = _kill(entry.encode(), grace)
     if pids:  # logged here: the sweep's awaiting caller may be cancelled
         LOG.warning(
             "%s: stopped %d process(es) its plugin started and left running (pids %s)",
@@ -176,10 +177,10 @@ def _kill(mark: bytes, grace: float) -> list[int]:
         time.sleep(POLL_S)
 
 
-async def sweep(why: str, child: int | None = None) -> None:
+async def sweep(why: str, mark: str | None = None) -> None:
     """:func:`kill` in a thread, if processes are marked (``why``: for the
-    log; ``child``: its pid, None for every child's)."""
+    log; ``mark``: a child's, None for every child's)."""
     if _token is None:
         return
     with contextlib.suppress(RuntimeError):  # the executor is shut down
-        await asyncio.get_running_loop().run_in_executor(None, kill, why, child)
+        await asyncio.get_running_loop().run_in_executor(None, kill, why, mark)

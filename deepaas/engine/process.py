@@ -174,11 +174,16 @@ class Child:
     """A running child process: its pid, its channel, its exit."""
 
     def __init__(
-        self, process: subprocess.Popen[bytes], channel: Channel, label: str
+        self,
+        process: subprocess.Popen[bytes],
+        channel: Channel,
+        label: str,
+        orphan_mark: str | None = None,
     ) -> None:
         self.process = process
         self.channel = channel
         self.label = label
+        self.orphan_mark = orphan_mark  # in its environment: see engine/orphans
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pidfd: int | None = None
         self._poller: asyncio.TimerHandle | None = None
@@ -240,7 +245,8 @@ class Child:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(closed), EOF_WAIT_S)
         self.channel.abort()
-        await orphans.sweep(f"{self.label} ended", self.process.pid)
+        if self.orphan_mark is not None:
+            await orphans.sweep(f"{self.label} ended", self.orphan_mark)
         return returncode
 
     # -- exit watch -----------------------------------------------------------
@@ -296,17 +302,20 @@ async def spawn(spec: ChildSpec, on_message: Callable[[Any], None]) -> Child:
             **spec.config,
             "fd": theirs.fileno(),
             "parent_pid": os.getpid(),
-            "orphan_mark": orphans.token(),
         }
         if isinstance(spec.output, str):
             log_file = open(spec.output, "ab")  # noqa: SIM115 - closed below
             stdout: Any = log_file
         else:
             stdout = subprocess.PIPE
+        env = dict(spec.env)
+        mark = orphans.new_mark()
+        if mark is not None:  # it and all below it, forked or exec'd, carry it
+            env[orphans.ENV] = mark
         process = subprocess.Popen(
             [sys.executable, "-m", spec.module, json.dumps(config)],
             pass_fds=(theirs.fileno(), *spec.pass_fds),
-            env=dict(spec.env),
+            env=env,
             cwd=spec.cwd,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
@@ -333,7 +342,7 @@ async def spawn(spec: ChildSpec, on_message: Callable[[Any], None]) -> Child:
         ours.close()
         process.wait()
         raise
-    return Child(process, channel, spec.label)
+    return Child(process, channel, spec.label, mark)
 
 
 # -- the child's side -----------------------------------------------------------
@@ -355,8 +364,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def child_main(run: Callable[[dict[str, Any], socket.socket], int]) -> NoReturn:
     """The ``main()`` of a child: ``run(config, sock)``, then exit with its status.
 
-    The child dies with its parent, marks what its plugin starts as its
-    own (:func:`~deepaas.engine.orphans.mark_descendants`), ignores SIGINT (its
+    The child dies with its parent, ignores SIGINT (its
     parent decides when it stops: Ctrl-C reaches the whole terminal's
     process group), and exits without interpreter shutdown, so stray plugin
     threads cannot keep it alive, whatever ``run`` raised (its traceback is
@@ -367,7 +375,6 @@ def child_main(run: Callable[[dict[str, Any], socket.socket], int]) -> NoReturn:
     """
     config = json.loads(sys.argv[1])
     _die_with_parent(config["parent_pid"])
-    orphans.mark_descendants(config.get("orphan_mark"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=config["fd"])
     os.set_inheritable(sock.fileno(), False)

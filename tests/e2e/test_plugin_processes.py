@@ -75,6 +75,7 @@ def test_sigterm_stops_what_the_workers_started(server, sleepers):
     [
         ("exit", "session", 503, ()),
         ("exit", "daemon", 503, ()),
+        ("exit", "fork", 503, ()),
         ("hang", "session", 504, ("--predict-timeout", "2")),
     ],
 )
