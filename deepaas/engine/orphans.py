@@ -84,8 +84,10 @@ def new_mark() -> str | None:
     return f"{_token}/{next(_serials)}"
 
 
-def _table() -> dict[int, tuple[int, str]]:
-    """Every process we can see: pid -> (parent pid, state letter)."""
+def _table() -> dict[int, tuple[int, str, bytes]]:
+    """Every process we can see: pid -> (parent pid, state letter, start
+    time). The start time tells a process from a later one given its pid
+    once it ended."""
     table = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -96,7 +98,8 @@ def _table() -> dict[int, tuple[int, str]]:
         except OSError:  # gone meanwhile
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()  # the name may hold spaces
-        table[int(name)] = (int(fields[1]), fields[0].decode())
+        # state, ppid, ... starttime: fields 3, 4 and 22 of proc(5)
+        table[int(name)] = (int(fields[1]), fields[0].decode(), fields[19])
     return table
 
 
@@ -110,10 +113,10 @@ def _marked(pid: int, mark: bytes) -> bool:
     return environ.startswith(mark) or b"\0" + mark in environ
 
 
-def _descendants(table: dict[int, tuple[int, str]], roots: set[int]) -> set[int]:
+def _descendants(table: dict[int, tuple[int, str, bytes]], roots: set[int]) -> set[int]:
     """``roots`` and every process below them."""
     below: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
+    for pid, (ppid, _, _) in table.items():
         below.setdefault(ppid, []).append(pid)
     found, todo = set(), list(roots)
     while todo:
@@ -146,19 +149,23 @@ def kill(why: str, mark: str | None = None, grace: float = GRACE_S) -> list[int]
 
 
 def _kill(mark: bytes, grace: float) -> list[int]:
+    """The loop of :func:`kill`. What it signalled is followed by pid and
+    start time: a pid that ended meanwhile and was given to another process
+    is not that process, and is left alone."""
     me = os.getpid()
-    signalled: set[int] = set()
+    signalled: dict[int, bytes] = {}  # pid -> its start time
     deadline = time.monotonic() + grace
     killed_at: float | None = None
     while True:
         table = _table()
-        live = {pid for pid, (_, state) in table.items() if state not in "ZX"}
+        live = {pid for pid, (_, state, _) in table.items() if state not in "ZX"}
         live.discard(me)
-        roots = {pid for pid in live if pid in signalled or _marked(pid, mark)}
+        same = {pid for pid in live if signalled.get(pid) == table[pid][2]}
+        roots = same | {pid for pid in live - same if _marked(pid, mark)}
         targets = _descendants(table, roots) & live
-        targets |= signalled & live  # signalled before, moved since
-        for pid, (ppid, state) in table.items():
-            if ppid == me and state == "Z" and pid in signalled:
+        targets |= same  # signalled before, moved since
+        for pid, (ppid, state, start) in table.items():
+            if ppid == me and state == "Z" and signalled.get(pid) == start:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)  # ours: reap it
         if not targets:
@@ -168,12 +175,12 @@ def _kill(mark: bytes, grace: float) -> list[int]:
             LOG.warning("processes %s did not end after SIGKILL", sorted(targets))
             return sorted(signalled)
         sig = signal.SIGTERM if now < deadline else signal.SIGKILL
-        for pid in targets - signalled if sig == signal.SIGTERM else targets:
+        for pid in targets - same if sig == signal.SIGTERM else targets:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         if sig == signal.SIGKILL and killed_at is None:
             killed_at = now
-        signalled |= targets
+        signalled.update((pid, table[pid][2]) for pid in targets)
         time.sleep(POLL_S)
 
 
