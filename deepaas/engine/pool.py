@@ -351,7 +351,7 @@ class WorkerPool(RespawningPool):
         worker.start_timer = None
         if worker.state is not WorkerState.STARTING or worker.child is None:
             return
-        what = "import and warm()" if self.config.warm else "import"
+        what = "import or warm()" if self.config.warm else "import"
         worker.start_error = (
             f"the worker of model {self.model!r} did not start within "
             f"{self.config.start_timeout:g} s (--worker-start-timeout): its "

@@ -301,7 +301,7 @@ async def test_a_warm_that_hangs_fails_the_start_at_the_start_timeout(
     body = await resp.json()
     assert resp.status == 503, body
     assert "did not start within 1 s (--worker-start-timeout)" in body["message"]
-    assert "import and warm() is slow or stuck" in body["message"]
+    assert "import or warm() is slow or stuck" in body["message"]
     ready = await client.get("/readyz")
     assert ready.status == 503
     document = await ready.json()
