@@ -22,9 +22,9 @@ async def test_a_quiet_loop_has_no_stall() -> None:
 
 async def test_blocking_the_loop_is_seen() -> None:
     async with LoopStallProbe() as probe:
-        await asyncio.sleep(0.02)
+        await _wakeup(probe)
         time.sleep(STALL)  # the stall under test, on the loop
-        await asyncio.sleep(0.02)
+        await _wakeup(probe)
     assert STALL * 0.9 <= probe.longest < STALL + 0.1, probe
 
 
@@ -32,7 +32,7 @@ async def test_blocking_the_loop_is_seen() -> None:
 async def test_a_stall_at_either_end_of_the_block_is_seen(where: str) -> None:
     async with LoopStallProbe() as probe:
         if where == "last":
-            await asyncio.sleep(0.02)
+            await _wakeup(probe)
         time.sleep(STALL)  # the stall under test, on the loop
     assert probe.longest >= STALL * 0.9, probe
 
@@ -44,7 +44,7 @@ async def test_an_error_in_the_block_goes_through_and_the_probe_stops() -> None:
             raise KeyError("boom")
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "loop stall probe"]
     async with probe:  # usable again
-        await asyncio.sleep(0.02)
+        await _wakeup(probe)
     assert probe.wakeups >= 1
 
 
@@ -61,6 +61,16 @@ async def test_the_heap_from_before_is_frozen_only_while_active() -> None:
     assert gc.get_freeze_count() == 0
 
 
+async def _wakeup(probe: LoopStallProbe) -> None:
+    """Wait (5 s at most) until the probe has woken once more: it is
+    watching before a stall, and has seen the loop free after it."""
+    seen = probe.wakeups
+    deadline = time.monotonic() + 5
+    while probe.wakeups == seen and time.monotonic() < deadline:
+        await asyncio.sleep(0)
+    assert probe.wakeups > seen, probe
+
+
 def _compute(seconds: float) -> None:
     """Hold the loop's thread computing (as a big body's parse does)."""
     end = time.process_time() + seconds
@@ -70,9 +80,9 @@ def _compute(seconds: float) -> None:
 
 async def test_cpu_bound_counts_a_stall_that_computes() -> None:
     async with LoopStallProbe(cpu_bound=True) as probe:
-        await asyncio.sleep(0.02)
+        await _wakeup(probe)
         _compute(STALL)  # the stall under test, on the loop
-        await asyncio.sleep(0.02)
+        await _wakeup(probe)
     # On a CPU for STALL: the wall time may be longer on a busy machine.
     assert STALL * 0.9 <= probe.longest < STALL + 0.1, probe
 
@@ -82,7 +92,7 @@ async def test_cpu_bound_leaves_out_waiting_that_computes_nothing() -> None:
     standing for the operating system giving the core to others) is not
     counted in this mode; the default mode counts it."""
     async with LoopStallProbe(cpu_bound=True) as probe:
-        await asyncio.sleep(0.02)
+        await _wakeup(probe)
         time.sleep(STALL)  # the off-CPU wait under test, on the loop
-        await asyncio.sleep(0.02)
+        await _wakeup(probe)
     assert probe.wakeups >= 2 and probe.longest < STALL / 2, probe
