@@ -173,7 +173,7 @@ class ServingMixin:
         warn_if_open(settings.listen_ip, self.tokens)
         # Before any child starts: the token children mark their plugins'
         # processes with, stopped when the child ends (Linux only).
-        orphans.adopt()
+        orphans.enable()
         try:
             await runner.setup()
             front.install(runner, self.metrics)

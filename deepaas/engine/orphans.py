@@ -6,7 +6,7 @@ a session of its own (``subprocess.Popen(..., start_new_session=True)``, a
 daemon that double-forks) is in neither, and used to outlive the child, and
 the server. Such processes are found by a mark they inherit:
 
-- ``deepaas-run`` draws a token (:func:`adopt`, Linux only: the marks are
+- ``deepaas-run`` draws a token (:func:`enable`, Linux only: the marks are
   read from ``/proc``), and gives each child it starts a mark of its own,
   ``DEEPAAS_ORPHAN_OF=<token>/<serial>`` (:func:`new_mark`), in the
   environment the child starts with. The child carries it in
@@ -59,14 +59,13 @@ GRACE_S = 0.5  # SIGTERM, then SIGKILL after this long
 KILL_WAIT_S = 0.5  # after SIGKILL, how long we wait for them to be gone
 POLL_S = 0.02  # how often the process table is read meanwhile (in a thread)
 
-# The process-wide state of this process (the kernel's is process-wide too):
-# our token once we adopt orphans, else None.
+# This process's token once marks are given (enable()), else None.
 _token: str | None = None
 _killing = threading.Lock()  # one sweep at a time: the next finds what is left
 _serials = itertools.count(1)
 
 
-def adopt() -> str | None:
+def enable() -> str | None:
     """Draw the token the server's children mark their plugins' processes
     with (``deepaas-run`` calls it before it starts any child); None where
     marks cannot be read back (not Linux)."""
