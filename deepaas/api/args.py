@@ -31,8 +31,8 @@ from multidict import MultiDict
 
 from deepaas.api.body import OFFLOAD_PARSE_SIZE, BodyReader, Part, arrived_json
 from deepaas.api.errors import ValidationFailed
+from deepaas.api.json_text import JSON_PART_HINT, from_form, from_texts
 from deepaas.api.json_text import MISSING as _MISSING
-from deepaas.api.json_text import from_form, from_texts
 from deepaas.api.limits import BodyLimits, held_in_memory
 from deepaas.model.v2.fields import ArgSpec, build_schema, load_args
 from deepaas.model.v2.wrapper import UploadedFile
@@ -186,7 +186,7 @@ class ArgParser:
             # Sent beside files: a multipart part holding the value as JSON
             # text (as OpenAPI 3 clients send an object in a multipart body).
             # An urlencoded field of that name is ignored, as in DEEPaaS 2.x.
-            return from_form(key, form.getone(key))
+            return from_form(key, form.getone(key), JSON_PART_HINT)
         return _MISSING
 
 

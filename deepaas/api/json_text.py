@@ -36,10 +36,20 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
-def from_form(key: str, text: Any) -> Any:
+#: Ends the 422 for a JSON-body argument's multipart part that is not JSON:
+#: ``curl -F name=abc`` sends bare text, which is JSON only once quoted.
+JSON_PART_HINT = (
+    " (this argument is read from the JSON body: as a multipart part its value"
+    ' is JSON text, so a string goes in double quotes: "text")'
+)
+
+
+def from_form(key: str, text: Any, hint: str = "") -> Any:
     """The value of one JSON text (a form field or query value) of the
     argument ``key``; a 422 naming it when the text is not JSON, or is a
-    file."""
+    file. ``hint`` ends the not-JSON message: where the sender could not
+    know the value had to be JSON text (a JSON-body argument sent as a
+    multipart part), "Not valid JSON" alone does not say what to send."""
     if not isinstance(text, str):
         raise ValidationFailed(
             {key: ["Not JSON text: send this argument as a form field, not a file"]}
@@ -50,7 +60,7 @@ def from_form(key: str, text: Any) -> Any:
         # parse_json_text words its errors for a body: say them of this text
         reason = exc.message.removeprefix("invalid JSON: ")
         reason = reason.replace("the JSON body", "this JSON text")
-        raise ValidationFailed({key: [f"Not valid JSON: {reason}"]}) from None
+        raise ValidationFailed({key: [f"Not valid JSON: {reason}{hint}"]}) from None
 
 
 def from_texts(spec: ArgSpec, value: Any) -> Any:

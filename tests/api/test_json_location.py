@@ -46,6 +46,21 @@ async def test_a_multipart_part_of_json_text_is_read(client: Client) -> None:
     assert body["predictions"]["x"] == 5
 
 
+@pytest.mark.parametrize("text", ["abc", "", "{"])
+async def test_a_multipart_part_not_json_says_its_value_is_json_text(
+    client: Client, text: str
+) -> None:
+    # curl -F x=abc sends bare text: "Not valid JSON" alone left the sender
+    # without a clue that the part is read as JSON (a string quoted).
+    form = aiohttp.FormData()
+    form.add_field("x", text)
+    form.add_field("f", b"bytes", filename="f.bin")
+    body = await predict(client, "json_required", data=form, expect=422)
+    (message,) = body["errors"]["x"] if "errors" in body else body["x"]
+    assert message.startswith("Not valid JSON: "), body
+    assert "read from the JSON body" in message and "JSON text" in message, body
+
+
 async def test_not_sent_at_all_it_is_marshmallows_missing(client: Client) -> None:
     body = await predict(client, "json_required", expect=422)
     assert "Missing data for required field." in str(body)
