@@ -419,10 +419,14 @@ def benchmark(
             "floor: the bare handler with a worker process computing x + 1, the "
             "least a server that runs model code in another process pays"
         )
-    print(f"target: >= {TARGET_RATIO:.2f}  ->  {verdict}")
-    goal = GOAL_RATIO[args.body]
-    reached = "PASS" if ratio >= goal else "FAIL"
-    print(f"issue 14's goal ({args.body} arguments): >= {goal:.2f}  ->  {reached}")
+    if args.candidate == "deepaas" and not args.self_test:
+        print(f"target: >= {TARGET_RATIO:.2f}  ->  {verdict}")
+        goal = GOAL_RATIO[args.body]
+        reached = "PASS" if ratio >= goal else "FAIL"
+        print(f"issue 14's goal ({args.body} arguments): >= {goal:.2f}  ->  {reached}")
+    elif valid:  # deepaas's targets say nothing of another server
+        verdict = "NOT JUDGED"
+        print("target: not judged (deepaas was not measured)")
     if problems:
         print("INVALID run (figures not to be trusted):")
         for problem in problems:
